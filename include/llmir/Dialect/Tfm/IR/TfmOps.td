@@ -1,0 +1,483 @@
+//===- TfmOps.td - the tfm transformer dialect ------------------*- tablegen -*-===//
+//
+// Model-level operations of GPT-2 and LLaMA-class transformers on builtin ranked
+// tensors. Passes (sharding, pipeline split, autodiff, lowering to exec) work on
+// these ops, so each op states its shape contract in its verifier.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LLMIR_DIALECT_TFM_IR_TFMOPS_TD
+#define LLMIR_DIALECT_TFM_IR_TFMOPS_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+//===----------------------------------------------------------------------===//
+// Dialect
+//===----------------------------------------------------------------------===//
+
+def Tfm_Dialect : Dialect {
+  let name = "tfm";
+  let cppNamespace = "::llmir::tfm";
+  let summary = "Transformer model operations (GPT-2 and LLaMA class)";
+  let description = [{
+    The `tfm` dialect describes a transformer model as a function over static
+    ranked tensors. Parameters are function arguments whose `tfm.param`
+    argument attribute holds the Hugging Face parameter name (for example
+    `"h.3.attn.c_attn.weight"`); model inputs carry `tfm.input` (`"input_ids"`,
+    `"labels"`). Decoder blocks are wrapped in `tfm.layer` regions so passes can
+    see "layer i".
+
+    Floating-point tensors are f32, bf16 or f16; token ids are i32 or i64.
+    Attention and RoPE operate on the folded `[batch, seq, heads * head_dim]`
+    layout, as produced by the projections.
+  }];
+  let extraClassDeclaration = [{
+    /// Argument attribute naming a parameter by its Hugging Face name.
+    static constexpr ::llvm::StringLiteral kParamAttrName = "tfm.param";
+    /// Argument attribute naming a model input ("input_ids", "labels").
+    static constexpr ::llvm::StringLiteral kInputAttrName = "tfm.input";
+    /// Module attribute holding the imported model's hyper-parameters.
+    static constexpr ::llvm::StringLiteral kModelAttrName = "tfm.model";
+  }];
+}
+
+class Tfm_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Tfm_Dialect, mnemonic, traits>;
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+def Tfm_FloatElement : AnyTypeOf<[F32, BF16, F16], "f32, bf16 or f16">;
+def Tfm_IdElement : AnyTypeOf<[I32, I64], "i32 or i64">;
+def Tfm_FloatTensor
+    : Type<And<[HasStaticShapePred, TensorOf<[F32, BF16, F16]>.predicate]>,
+           "statically shaped tensor of f32, bf16 or f16",
+           "::mlir::RankedTensorType">;
+def Tfm_IdTensor
+    : Type<And<[HasStaticShapePred, TensorOf<[I32, I64]>.predicate]>,
+           "statically shaped tensor of i32 or i64 token ids",
+           "::mlir::RankedTensorType">;
+def Tfm_AnyTensor
+    : Type<And<[HasStaticShapePred,
+                TensorOf<[F32, BF16, F16, I32, I64]>.predicate]>,
+           "statically shaped tensor of f32, bf16, f16, i32 or i64",
+           "::mlir::RankedTensorType">;
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def Tfm_WeightLayout : I32EnumAttr<"WeightLayout",
+    "storage layout of a linear weight", [
+      I32EnumAttrCase<"in_out", 0>,
+      I32EnumAttrCase<"out_in", 1>
+    ]> {
+  let cppNamespace = "::llmir::tfm";
+}
+
+def Tfm_GeluApproximation : I32EnumAttr<"GeluApproximation",
+    "GELU formula", [
+      I32EnumAttrCase<"none", 0>,
+      I32EnumAttrCase<"tanh", 1>
+    ]> {
+  let cppNamespace = "::llmir::tfm";
+}
+
+def Tfm_Reduction : I32EnumAttr<"Reduction",
+    "how per-token losses are combined", [
+      I32EnumAttrCase<"mean", 0>,
+      I32EnumAttrCase<"sum", 1>
+    ]> {
+  let cppNamespace = "::llmir::tfm";
+}
+
+//===----------------------------------------------------------------------===//
+// Embeddings and positions
+//===----------------------------------------------------------------------===//
+
+def Tfm_EmbeddingOp : Tfm_Op<"embedding", [Pure]> {
+  let summary = "table lookup of token (or position) ids";
+  let description = [{
+    Gathers rows of `table` (`[num_embeddings, dim]`) for each id. The result
+    shape is the ids shape followed by `dim`; its element type is the table's.
+
+    ```mlir
+    %h = tfm.embedding %ids, %wte
+        : (tensor<2x8xi32>, tensor<64x32xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_IdTensor:$ids, Tfm_FloatTensor:$table);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $ids `,` $table attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_PositionIdsOp : Tfm_Op<"position_ids", [Pure]> {
+  let summary = "positions 0 .. seq-1 of every sequence";
+  let description = [{
+    Produces `[batch, seq]` ids where row b holds `offset, offset+1, ...`.
+    Feeds learned position embeddings (GPT-2's `wpe`).
+
+    ```mlir
+    %pos = tfm.position_ids : tensor<2x8xi32>
+    ```
+  }];
+  let arguments = (ins DefaultValuedAttr<I64Attr, "0">:$offset);
+  let results = (outs Tfm_IdTensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Dense algebra
+//===----------------------------------------------------------------------===//
+
+def Tfm_LinearOp : Tfm_Op<"linear", [Pure]> {
+  let summary = "affine projection of the last dimension";
+  let description = [{
+    `y[..., o] = sum_i x[..., i] * W(i, o) + bias[o]`. `layout` says how the
+    weight is stored: `in_out` is `[in, out]` (GPT-2's Conv1D), `out_in` is
+    `[out, in]` (torch.nn.Linear, LLaMA). The bias is optional.
+
+    ```mlir
+    %y = tfm.linear %x, %w bias %b layout in_out
+        : (tensor<2x8x32xf32>, tensor<32x96xf32>, tensor<96xf32>) -> tensor<2x8x96xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$weight,
+                       Optional<Tfm_FloatTensor>:$bias,
+                       Tfm_WeightLayout:$layout);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`bias` $bias^)? `layout` $layout attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Size of the contracted (input feature) dimension.
+    int64_t getInFeatures();
+    /// Size of the produced (output feature) dimension.
+    int64_t getOutFeatures();
+  }];
+}
+
+def Tfm_MatmulOp : Tfm_Op<"matmul", [Pure]> {
+  let summary = "batched matrix product";
+  let description = [{
+    `[..., M, K] x [..., K, N] -> [..., M, N]` with identical leading (batch)
+    dimensions. `transpose_a` / `transpose_b` read the corresponding operand's
+    last two dimensions swapped.
+
+    ```mlir
+    %c = tfm.matmul %a, %b {transpose_b}
+        : (tensor<4x8x16xf32>, tensor<4x32x16xf32>) -> tensor<4x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$lhs, Tfm_FloatTensor:$rhs,
+                       UnitAttr:$transpose_a, UnitAttr:$transpose_b);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Normalization
+//===----------------------------------------------------------------------===//
+
+def Tfm_LayerNormOp : Tfm_Op<"layer_norm", [Pure]> {
+  let summary = "layer normalization over the last dimension";
+  let description = [{
+    `(x - mean) / sqrt(var + epsilon) * gamma + beta` with the biased variance,
+    as torch.nn.LayerNorm. `beta` is optional.
+
+    ```mlir
+    %y = tfm.layer_norm %x, %g, %b {epsilon = 1.0e-05 : f64}
+        : (tensor<2x8x32xf32>, tensor<32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$gamma,
+                       Optional<Tfm_FloatTensor>:$beta,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $gamma (`,` $beta^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_RMSNormOp : Tfm_Op<"rms_norm", [Pure]> {
+  let summary = "root-mean-square normalization over the last dimension";
+  let description = [{
+    `x / sqrt(mean(x^2) + epsilon) * gamma`, as LLaMA's RMSNorm.
+
+    ```mlir
+    %y = tfm.rms_norm %x, %g {epsilon = 1.0e-06 : f64}
+        : (tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$gamma,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$epsilon);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $gamma attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Element-wise
+//===----------------------------------------------------------------------===//
+
+def Tfm_GeluOp : Tfm_Op<"gelu", [Pure, SameOperandsAndResultType]> {
+  let summary = "Gaussian error linear unit";
+  let description = [{
+    `none` is the exact erf form; `tanh` is the approximation GPT-2 uses
+    (`gelu_new`).
+
+    ```mlir
+    %y = tfm.gelu tanh %x : tensor<2x8x128xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_GeluApproximation:$approximate);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$approximate $input attr-dict `:` type($result)";
+}
+
+def Tfm_SiluOp : Tfm_Op<"silu", [Pure, SameOperandsAndResultType]> {
+  let summary = "x * sigmoid(x)";
+  let description = [{
+    ```mlir
+    %y = tfm.silu %x : tensor<2x8x128xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+class Tfm_BinaryOp<string mnemonic, string formula>
+    : Tfm_Op<mnemonic, [Pure, Commutative, SameOperandsAndResultType]> {
+  let summary = "element-wise " # formula # " of two same-shaped tensors";
+  let description = [{
+    Both operands and the result have the same type (no implicit broadcast).
+
+    ```mlir
+    %c = tfm.}] # mnemonic # [{ %a, %b : tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$lhs, Tfm_FloatTensor:$rhs);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def Tfm_AddOp : Tfm_BinaryOp<"add", "sum">;
+def Tfm_MulOp : Tfm_BinaryOp<"mul", "product">;
+
+def Tfm_SoftmaxOp : Tfm_Op<"softmax", [Pure, SameOperandsAndResultType]> {
+  let summary = "softmax along one axis";
+  let description = [{
+    `axis` may be negative (counted from the end), default -1.
+
+    ```mlir
+    %p = tfm.softmax %x {axis = -1 : i64} : tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input,
+                       DefaultValuedAttr<I64Attr, "-1">:$axis);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Attention and positional encoding
+//===----------------------------------------------------------------------===//
+
+def Tfm_AttentionOp : Tfm_Op<"attention", [Pure]> {
+  let summary = "multi-head scaled dot-product attention (MHA, GQA, MQA)";
+  let description = [{
+    `q` is `[batch, seq, num_heads * head_dim]`; `k` and `v` are
+    `[batch, seq, num_kv_heads * head_dim]`. Query head h attends with kv head
+    `h / (num_heads / num_kv_heads)` (grouped-query attention). Scores are
+    scaled by `scale` (default `1/sqrt(head_dim)`); `causal` masks future
+    positions. The result has q's shape.
+
+    ```mlir
+    %o = tfm.attention %q, %k, %v {num_heads = 4 : i64, num_kv_heads = 2 : i64, causal}
+        : (tensor<2x8x32xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$query, Tfm_FloatTensor:$key,
+                       Tfm_FloatTensor:$value,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       UnitAttr:$causal,
+                       OptionalAttr<F64Attr>:$scale);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getHeadDim();
+    /// The score scale actually used: `scale` or 1/sqrt(head_dim).
+    double getEffectiveScale();
+  }];
+}
+
+def Tfm_RopeOp : Tfm_Op<"rope", [Pure, SameOperandsAndResultType]> {
+  let summary = "rotary position embedding (rotate-half convention)";
+  let description = [{
+    Rotates each head of `[batch, seq, num_heads * head_dim]` by position
+    `offset + s` with frequencies `theta^(-2i/head_dim)`, pairing dimension i
+    with i + head_dim/2 as Hugging Face's `rotate_half` does.
+
+    ```mlir
+    %q2 = tfm.rope %q {num_heads = 4 : i64, theta = 1.0e+04 : f64} : tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta,
+                       DefaultValuedAttr<I64Attr, "0">:$offset);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Loss
+//===----------------------------------------------------------------------===//
+
+def Tfm_CrossEntropyOp : Tfm_Op<"cross_entropy", [Pure]> {
+  let summary = "softmax cross-entropy of logits against integer labels";
+  let description = [{
+    `logits` is `[..., vocab]`, `labels` has the logits shape without the last
+    dimension. The result is a 0-d floating-point tensor: the mean (default) or
+    sum over all tokens of `-log softmax(logits)[label]`.
+
+    ```mlir
+    %loss = tfm.cross_entropy %logits, %labels
+        : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+    %sum = tfm.cross_entropy %logits, %labels reduction sum
+        : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$logits, Tfm_IdTensor:$labels,
+                       DefaultValuedAttr<Tfm_Reduction, "Reduction::mean">:$reduction);
+  let results = (outs Tfm_FloatTensor:$loss);
+  let assemblyFormat = [{
+    $logits `,` $labels (`reduction` $reduction^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Shape manipulation
+//===----------------------------------------------------------------------===//
+
+def Tfm_ReshapeOp : Tfm_Op<"reshape", [Pure]> {
+  let summary = "reinterpret a tensor with another static shape";
+  let description = [{
+    ```mlir
+    %y = tfm.reshape %x : tensor<2x8x32xf32> -> tensor<16x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_AnyTensor:$input);
+  let results = (outs Tfm_AnyTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Tfm_TransposeOp : Tfm_Op<"transpose", [Pure]> {
+  let summary = "permute dimensions";
+  let description = [{
+    `result.shape[i] = input.shape[permutation[i]]`.
+
+    ```mlir
+    %y = tfm.transpose %x [1, 0] : tensor<8x32xf32> -> tensor<32x8xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_AnyTensor:$input, DenseI64ArrayAttr:$permutation);
+  let results = (outs Tfm_AnyTensor:$result);
+  let assemblyFormat = [{
+    $input $permutation attr-dict `:` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_SplitOp : Tfm_Op<"split", [Pure]> {
+  let summary = "split a tensor into consecutive pieces along one axis";
+  let description = [{
+    The results' sizes along `axis` add up to the input's; all other
+    dimensions and the element type are the input's. Used for GPT-2's fused
+    `c_attn` projection (q | k | v concatenated along the last dimension).
+
+    ```mlir
+    %q, %k, %v = tfm.split %qkv {axis = 2 : i64}
+        : tensor<2x8x96xf32> -> tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_AnyTensor:$input, I64Attr:$axis);
+  let results = (outs Variadic<Tfm_AnyTensor>:$results);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Layer grouping
+//===----------------------------------------------------------------------===//
+
+def Tfm_LayerOp : Tfm_Op<"layer", [
+    RecursiveMemoryEffects, SingleBlockImplicitTerminator<"YieldOp">]> {
+  let summary = "one decoder block (\"layer i\")";
+  let description = [{
+    Groups the ops of decoder block `index` so passes (pipeline split, cost
+    model, recompute) can treat a layer as a unit. The region may use values
+    defined above it (the block's parameters are function arguments); its
+    results are the values passed to `tfm.yield`. Layers may not nest.
+
+    ```mlir
+    %h1 = tfm.layer 0 : tensor<2x8x32xf32> {
+      %y = tfm.add %h0, %h0 : tensor<2x8x32xf32>
+      tfm.yield %y : tensor<2x8x32xf32>
+    }
+    ```
+  }];
+  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$index);
+  let results = (outs Variadic<Tfm_AnyTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$index attr-dict-with-keyword (`:` type($results)^)? $body";
+  let hasVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::TypeRange":$resultTypes, "int64_t":$index)>
+  ];
+}
+
+def Tfm_YieldOp : Tfm_Op<"yield", [Pure, Terminator, ReturnLike,
+                                    HasParent<"LayerOp">]> {
+  let summary = "returns the results of a tfm.layer";
+  let description = [{
+    ```mlir
+    tfm.yield %y : tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Tfm_AnyTensor>:$values);
+  let builders = [OpBuilder<(ins), [{ /* nothing to yield */ }]>];
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // LLMIR_DIALECT_TFM_IR_TFMOPS_TD

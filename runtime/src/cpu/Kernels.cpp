@@ -1,0 +1,240 @@
+// CPU reference kernels: straightforward loops, OpenMP over rows, double accumulators for row statistics.
+#include "llmir/runtime/Kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace llmir::runtime {
+namespace {
+
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluCubic = 0.044715;
+// Below this many elements, spawning threads costs more than it saves.
+constexpr int64_t kParallelMinElements = 1 << 14;
+
+Status invalid(const char *kernel, const std::string &what) {
+  return Status::error(StatusCode::InvalidArgument,
+                       std::string(kernel) + ": " + what);
+}
+
+Status checkSize(const char *kernel, const char *name, int64_t value) {
+  if (value < 0)
+    return invalid(kernel, std::string(name) + " must be >= 0, got " +
+                               std::to_string(value));
+  return Status::ok();
+}
+
+/// `ptr` must be non-null whenever it is read or written (`used`).
+Status checkPointer(const char *kernel, const char *name, const void *ptr,
+                    bool used) {
+  if (used && ptr == nullptr)
+    return invalid(kernel, std::string(name) + " is null");
+  return Status::ok();
+}
+
+} // namespace
+
+Status geluTanhForward(const float *x, float *y, int64_t n) {
+  const char *k = "gelu_tanh_forward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "n", n));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, n > 0));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "y", y, n > 0));
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u = static_cast<float>(kSqrt2OverPi) *
+                    (v + static_cast<float>(kGeluCubic) * v * v * v);
+    y[i] = 0.5f * v * (1.0f + std::tanh(u));
+  }
+  return Status::ok();
+}
+
+Status geluTanhBackward(const float *x, const float *dy, float *dx, int64_t n) {
+  const char *k = "gelu_tanh_backward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "n", n));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, n > 0));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dy", dy, n > 0));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dx", dx, n > 0));
+  const float c = static_cast<float>(kSqrt2OverPi);
+  const float a = static_cast<float>(kGeluCubic);
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float t = std::tanh(c * (v + a * v * v * v));
+    const float du = c * (1.0f + 3.0f * a * v * v);
+    dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+  }
+  return Status::ok();
+}
+
+Status layerNormForward(const float *x, const float *gamma, const float *beta,
+                        float *y, float *mean, float *rstd, int64_t rows,
+                        int64_t cols, float eps) {
+  const char *k = "layer_norm_forward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "cols", cols));
+  if (rows > 0 && cols == 0)
+    return invalid(k, "cols must be > 0 when rows > 0");
+  if (!(eps >= 0.0f))
+    return invalid(k, "eps must be >= 0, got " + std::to_string(eps));
+  const bool any = rows > 0;
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "gamma", gamma, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "beta", beta, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "y", y, any));
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * cols;
+    float *yr = y + r * cols;
+    double sum = 0.0;
+    for (int64_t c = 0; c < cols; ++c)
+      sum += xr[c];
+    const double mu = sum / static_cast<double>(cols);
+    double sq = 0.0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const double d = xr[c] - mu;
+      sq += d * d;
+    }
+    const double var = sq / static_cast<double>(cols);
+    const float rs = static_cast<float>(1.0 / std::sqrt(var + eps));
+    const float muF = static_cast<float>(mu);
+    for (int64_t c = 0; c < cols; ++c)
+      yr[c] = (xr[c] - muF) * rs * gamma[c] + beta[c];
+    if (mean)
+      mean[r] = muF;
+    if (rstd)
+      rstd[r] = rs;
+  }
+  return Status::ok();
+}
+
+Status layerNormBackward(const float *dy, const float *x, const float *gamma,
+                         const float *mean, const float *rstd, float *dx,
+                         float *dgamma, float *dbeta, int64_t rows,
+                         int64_t cols) {
+  const char *k = "layer_norm_backward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "cols", cols));
+  if (rows > 0 && cols == 0)
+    return invalid(k, "cols must be > 0 when rows > 0");
+  const bool anyRows = rows > 0;
+  const bool anyCols = cols > 0;
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dy", dy, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "gamma", gamma, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "mean", mean, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "rstd", rstd, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dx", dx, anyRows));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dgamma", dgamma, anyCols));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "dbeta", dbeta, anyCols));
+  const bool parallel = rows * cols >= kParallelMinElements;
+
+  // dx row by row: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *dyr = dy + r * cols;
+    const float *xr = x + r * cols;
+    float *dxr = dx + r * cols;
+    const float mu = mean[r], rs = rstd[r];
+    double sumG = 0.0, sumGXhat = 0.0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const double g = static_cast<double>(dyr[c]) * gamma[c];
+      sumG += g;
+      sumGXhat += g * ((xr[c] - mu) * rs);
+    }
+    const float meanG = static_cast<float>(sumG / static_cast<double>(cols));
+    const float meanGXhat =
+        static_cast<float>(sumGXhat / static_cast<double>(cols));
+    for (int64_t c = 0; c < cols; ++c) {
+      const float xhat = (xr[c] - mu) * rs;
+      dxr[c] = rs * (dyr[c] * gamma[c] - meanG - xhat * meanGXhat);
+    }
+  }
+
+  // dgamma/dbeta reduce over rows; parallel over column blocks keeps the
+  // summation order fixed (deterministic) without per-thread partial buffers.
+  constexpr int64_t kColBlock = 64;
+  const int64_t numBlocks = (cols + kColBlock - 1) / kColBlock;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t b = 0; b < numBlocks; ++b) {
+    const int64_t c0 = b * kColBlock;
+    const int64_t c1 = std::min(cols, c0 + kColBlock);
+    double accGamma[kColBlock] = {};
+    double accBeta[kColBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *dyr = dy + r * cols;
+      const float *xr = x + r * cols;
+      const float mu = mean[r], rs = rstd[r];
+      for (int64_t c = c0; c < c1; ++c) {
+        accGamma[c - c0] += static_cast<double>(dyr[c]) * ((xr[c] - mu) * rs);
+        accBeta[c - c0] += dyr[c];
+      }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      dgamma[c] = static_cast<float>(accGamma[c - c0]);
+      dbeta[c] = static_cast<float>(accBeta[c - c0]);
+    }
+  }
+  return Status::ok();
+}
+
+Status rmsNormForward(const float *x, const float *weight, float *y,
+                      float *rstd, int64_t rows, int64_t cols, float eps) {
+  const char *k = "rms_norm_forward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "cols", cols));
+  if (rows > 0 && cols == 0)
+    return invalid(k, "cols must be > 0 when rows > 0");
+  if (!(eps >= 0.0f))
+    return invalid(k, "eps must be >= 0, got " + std::to_string(eps));
+  const bool any = rows > 0;
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "weight", weight, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "y", y, any));
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * cols;
+    float *yr = y + r * cols;
+    double sq = 0.0;
+    for (int64_t c = 0; c < cols; ++c)
+      sq += static_cast<double>(xr[c]) * xr[c];
+    const float rs = static_cast<float>(
+        1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+    for (int64_t c = 0; c < cols; ++c)
+      yr[c] = xr[c] * rs * weight[c];
+    if (rstd)
+      rstd[r] = rs;
+  }
+  return Status::ok();
+}
+
+Status softmaxForward(const float *x, float *y, int64_t rows, int64_t cols) {
+  const char *k = "softmax_forward";
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
+  LLMIR_RETURN_IF_ERROR(checkSize(k, "cols", cols));
+  if (rows > 0 && cols == 0)
+    return invalid(k, "cols must be > 0 when rows > 0");
+  const bool any = rows > 0;
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, any));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "y", y, any));
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * cols;
+    float *yr = y + r * cols;
+    float maxVal = xr[0];
+    for (int64_t c = 1; c < cols; ++c)
+      maxVal = std::max(maxVal, xr[c]);
+    double sum = 0.0;
+    for (int64_t c = 0; c < cols; ++c) {
+      yr[c] = std::exp(xr[c] - maxVal);
+      sum += yr[c];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t c = 0; c < cols; ++c)
+      yr[c] *= inv;
+  }
+  return Status::ok();
+}
+
+} // namespace llmir::runtime

@@ -1,0 +1,34 @@
+//===- llm-opt.cpp - the LLMIR optimizer driver ---------------------------===//
+//
+// mlir-opt with the LLMIR dialects and passes, plus the upstream dialects the
+// pipeline uses (func, arith, tensor, linalg, shard).
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/Extensions/AllExtensions.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/Transforms/Passes.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "mlir/Transforms/Passes.h"
+
+int main(int argc, char **argv) {
+  mlir::DialectRegistry registry;
+  registry.insert<llmir::tfm::TfmDialect, mlir::arith::ArithDialect,
+                  mlir::func::FuncDialect, mlir::linalg::LinalgDialect,
+                  mlir::shard::ShardDialect, mlir::tensor::TensorDialect>();
+  mlir::func::registerAllExtensions(registry);
+
+  mlir::registerTransformsPasses();
+  mlir::shard::registerShardPasses();
+  llmir::tfm::registerTfmPasses();
+
+  return mlir::asMainReturnCode(mlir::MlirOptMain(
+      argc, argv, "LLMIR optimizer driver\n", registry));
+}
