@@ -24,8 +24,29 @@ std::optional<uint64_t> checkedProduct(std::initializer_list<uint64_t> factors) 
   return result;
 }
 
-uint64_t numElements(Value v) {
-  return static_cast<uint64_t>(cast<RankedTensorType>(v.getType()).getNumElements());
+/// Element count of a shape prefix, checked: the tensor type's own
+/// getNumElements() is an unchecked int64 product.
+std::optional<uint64_t> checkedElements(ArrayRef<int64_t> shape) {
+  uint64_t result = 1;
+  bool overflow = false;
+  for (int64_t d : shape) {
+    result = llvm::SaturatingMultiply(result, static_cast<uint64_t>(d), &overflow);
+    if (overflow)
+      return std::nullopt;
+  }
+  return result;
+}
+
+std::optional<uint64_t> numElements(Value v) {
+  return checkedElements(cast<RankedTensorType>(v.getType()).getShape());
+}
+
+/// `sum += value`, remembering an overflow in `overflowed` (LLVM's saturating
+/// helpers reset their flag on every call, so it is accumulated here).
+void accumulate(uint64_t &sum, uint64_t value, bool &overflowed) {
+  bool overflow = false;
+  sum = llvm::SaturatingAdd(sum, value, &overflow);
+  overflowed |= overflow;
 }
 
 } // namespace
@@ -33,14 +54,20 @@ uint64_t numElements(Value v) {
 std::optional<uint64_t> llmir::getForwardMatmulFlops(Operation *op) {
   if (auto linear = dyn_cast<LinearOp>(op)) {
     uint64_t in = linear.getInFeatures(), out = linear.getOutFeatures();
-    uint64_t tokens = in == 0 ? 0 : numElements(linear.getInput()) / in;
-    return checkedProduct({2, tokens, in, out});
+    std::optional<uint64_t> tokens =
+        checkedElements(linear.getInput().getType().getShape().drop_back());
+    if (!tokens)
+      return std::nullopt;
+    return checkedProduct({2, *tokens, in, out});
   }
   if (auto matmul = dyn_cast<MatmulOp>(op)) {
     ArrayRef<int64_t> a = matmul.getLhs().getType().getShape();
     uint64_t k = matmul.getTransposeA() ? a[a.size() - 2] : a.back();
     // result = batch * M * N elements, each a K-long dot product.
-    return checkedProduct({2, numElements(matmul.getResult()), k});
+    std::optional<uint64_t> outputs = numElements(matmul.getResult());
+    if (!outputs)
+      return std::nullopt;
+    return checkedProduct({2, *outputs, k});
   }
   if (auto attn = dyn_cast<AttentionOp>(op)) {
     ArrayRef<int64_t> q = attn.getQuery().getType().getShape();
@@ -59,11 +86,16 @@ FailureOr<ModelStats> llmir::computeModelStats(func::FuncOp func) {
   bool overflow = false;
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {
     Value arg = func.getArgument(i);
+    std::optional<uint64_t> elements = numElements(arg);
+    if (!elements) {
+      overflow = true;
+      break;
+    }
     if (func.getArgAttr(i, TfmDialect::kParamAttrName))
-      stats.params = llvm::SaturatingAdd(stats.params, numElements(arg), &overflow);
+      accumulate(stats.params, *elements, overflow);
     auto input = func.getArgAttrOfType<StringAttr>(i, TfmDialect::kInputAttrName);
     if (input && input.getValue() == "input_ids")
-      stats.tokens = numElements(arg);
+      stats.tokens = *elements;
   }
   func.walk([&](Operation *op) {
     if (isa<LayerOp>(op))
@@ -72,11 +104,11 @@ FailureOr<ModelStats> llmir::computeModelStats(func::FuncOp func) {
     if (!flops)
       overflow = true;
     else
-      stats.forwardFlops =
-          llvm::SaturatingAdd(stats.forwardFlops, *flops, &overflow);
+      accumulate(stats.forwardFlops, *flops, overflow);
   });
-  stats.stepFlops = llvm::SaturatingMultiply(stats.forwardFlops, uint64_t(3),
-                                             &overflow);
+  // Forward + backward (input and weight gradients) = 3 x forward.
+  for (int i = 0; i < 3; ++i)
+    accumulate(stats.stepFlops, stats.forwardFlops, overflow);
   if (overflow)
     return func.emitError() << "model statistics of @" << func.getSymName()
                             << " overflow 64-bit counters";
