@@ -1,0 +1,46 @@
+# Shared by the scripts in this folder: install missing Debian packages, then
+# configure and build LLMIR into $LLMIR_BUILD_DIR (default: build/).
+set -euo pipefail
+
+LLMIR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LLMIR_BUILD_DIR="${LLMIR_BUILD_DIR:-$LLMIR_ROOT/build}"
+LLMIR_JOBS="${LLMIR_JOBS:-$(nproc)}"
+
+LLMIR_PACKAGES=(
+  cmake ninja-build g++ ccache git
+  libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools
+  libgtest-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  python3 python3-numpy python3-pytest python3-torch
+)
+
+llmir_install_packages() {
+  local missing=()
+  for p in "${LLMIR_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  echo "llmir: installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+llmir_build() {
+  local launcher=()
+  if command -v ccache >/dev/null; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
+              -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S "$LLMIR_ROOT" -B "$LLMIR_BUILD_DIR" -G Ninja \
+    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
+    -DPython3_EXECUTABLE=/usr/bin/python3 "${launcher[@]}" >/dev/null
+  ninja -C "$LLMIR_BUILD_DIR" -j "$LLMIR_JOBS"
+}
+
+llmir_path() {
+  export PATH="$LLMIR_BUILD_DIR/bin:/usr/lib/llvm-22/bin:$PATH"
+  export PYTHONPATH="$LLMIR_ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+}

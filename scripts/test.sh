@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: gtest units and the lit
+# suite (through ctest), then the Python/PyTorch tests (pytest).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+llmir_install_packages
+llmir_build
+llmir_path
+ctest --test-dir "$LLMIR_BUILD_DIR" --output-on-failure -j "$LLMIR_JOBS"
+if [ -d "$LLMIR_ROOT/python/tests" ]; then
+  /usr/bin/python3 -m pytest -q "$LLMIR_ROOT/python/tests"
+fi
