@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
@@ -20,7 +21,8 @@
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
-  registry.insert<llmir::tfm::TfmDialect, mlir::arith::ArithDialect,
+  registry.insert<llmir::tfm::TfmDialect, llmir::exec::ExecDialect,
+                  mlir::arith::ArithDialect,
                   mlir::func::FuncDialect, mlir::linalg::LinalgDialect,
                   mlir::shard::ShardDialect, mlir::tensor::TensorDialect>();
   mlir::func::registerAllExtensions(registry);

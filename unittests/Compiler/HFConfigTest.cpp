@@ -83,10 +83,10 @@ TEST_F(HFConfigTest, ErrorsNameTheField) {
   } cases[] = {
       {R"({"model_type": "gpt2", "n_head": 0})", "'n_head'"},
       {R"({"model_type": "gpt2", "n_embd": 770})", "must divide 'n_embd' (770)"},
-      {R"({"model_type": "gpt2", "n_layer": 2.5})", "'n_layer': expected a positive integer, found 2.5"},
+      {R"({"model_type": "gpt2", "n_layer": 2.5})", "'n_layer': expected a positive integer below 2^31, found 2.5"},
       {R"({"model_type": "gpt2", "layer_norm_epsilon": -1})", "'layer_norm_epsilon'"},
       {R"({"model_type": "gpt2", "activation_function": "relu"})", "'activation_function'"},
-      {R"({"model_type": "llama"})", "'hidden_size': expected a positive integer, found the field is missing"},
+      {R"({"model_type": "llama"})", "'hidden_size': expected a positive integer below 2^31, found the field is missing"},
       {R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
            "num_hidden_layers": 1, "num_attention_heads": 4,
            "num_key_value_heads": 3})", "'num_key_value_heads' (3) must divide 'num_attention_heads' (4)"},

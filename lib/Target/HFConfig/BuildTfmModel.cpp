@@ -233,9 +233,9 @@ llmir::buildTfmModel(const HFModelConfig &config, const HFImportOptions &opts,
     return emitError(loc) << "option --dtype: expected f32, bf16 or f16, found '"
                           << opts.dtype << "'",
            failure();
-  if (opts.batch <= 0)
-    return emitError(loc) << "option --batch: expected a positive integer, "
-                             "found "
+  if (opts.batch <= 0 || opts.batch >= (int64_t(1) << 31))
+    return emitError(loc) << "option --batch: expected a positive integer "
+                             "below 2^31, found "
                           << opts.batch,
            failure();
   HFImportOptions o = opts;

@@ -19,6 +19,39 @@ using namespace llmir;
 
 namespace {
 
+/// Sizes above this are rejected: they cannot describe a real model and their
+/// products (4 * hidden, batch * seq * vocab) must not overflow 64 bits.
+constexpr int64_t kMaxSize = int64_t(1) << 31;
+/// config.json files are a few KB; this bounds parse time and memory.
+constexpr size_t kMaxConfigBytes = 16 << 20;
+/// llvm::json::parse recurses per nesting level; deep nesting must be rejected
+/// before it can exhaust the stack.
+constexpr int kMaxNesting = 64;
+
+/// Maximum bracket nesting outside strings (a cheap pre-pass).
+int nestingDepth(StringRef json) {
+  int depth = 0, maxDepth = 0;
+  bool inString = false, escaped = false;
+  for (char ch : json) {
+    if (inString) {
+      if (escaped)
+        escaped = false;
+      else if (ch == '\\')
+        escaped = true;
+      else if (ch == '"')
+        inString = false;
+      continue;
+    }
+    if (ch == '"')
+      inString = true;
+    else if (ch == '{' || ch == '[')
+      maxDepth = std::max(maxDepth, ++depth);
+    else if (ch == '}' || ch == ']')
+      --depth;
+  }
+  return maxDepth;
+}
+
 std::string describe(const llvm::json::Value &v) {
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -39,12 +72,12 @@ public:
     const llvm::json::Value *v = obj.get(key);
     if (!v || v->kind() == llvm::json::Value::Null) {
       if (!fallback)
-        fail(key, "a positive integer", "the field is missing");
+        fail(key, "a positive integer below 2^31", "the field is missing");
       return fallback;
     }
     std::optional<int64_t> i = v->getAsInteger();
-    if (!i || *i <= 0) {
-      fail(key, "a positive integer", describe(*v));
+    if (!i || *i <= 0 || *i >= kMaxSize) {
+      fail(key, "a positive integer below 2^31", describe(*v));
       return std::nullopt;
     }
     return i;
@@ -224,6 +257,15 @@ FailureOr<HFModelConfig> parseLlama(FieldReader &r, Location loc) {
 } // namespace
 
 FailureOr<HFModelConfig> llmir::parseHFConfig(StringRef json, Location loc) {
+  if (json.size() > kMaxConfigBytes)
+    return emitError(loc) << "config is " << json.size()
+                          << " bytes; expected a config.json below "
+                          << kMaxConfigBytes << " bytes",
+           failure();
+  if (nestingDepth(json) > kMaxNesting)
+    return emitError(loc) << "config nests JSON deeper than " << kMaxNesting
+                          << " levels",
+           failure();
   llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(json);
   if (!parsed)
     return emitError(loc) << "config is not valid JSON: "

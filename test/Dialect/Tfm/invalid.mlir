@@ -78,11 +78,19 @@ func.func @binary_type_mismatch(%a: tensor<2x8xf32>, %b: tensor<2x8xbf16>) -> te
   return %0 : tensor<2x8xf32>
 }
 
+// -----
+
+func.func @gelu_unknown_approximation(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'approximate' [none, tanh]}}
+  %0 = tfm.gelu exact %x : tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.embedding
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @embedding_table_rank(%ids: tensor<2x8xi32>, %wte: tensor<64xf32>) -> tensor<2x8x32xf32> {
   // expected-error @+1 {{expected table of rank 2 ([num_embeddings, dim]), found shape 64}}
@@ -106,11 +114,11 @@ func.func @embedding_result_element_type(%ids: tensor<2x8xi32>, %wte: tensor<64x
   return %0 : tensor<2x8x32xbf16>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.position_ids
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @position_ids_rank() -> tensor<16xi32> {
   // expected-error @+1 {{expected result of rank 2 ([batch, seq]), found shape 16}}
@@ -134,11 +142,11 @@ func.func @position_ids_float() -> tensor<2x8xf32> {
   return %0 : tensor<2x8xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.linear
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @linear_scalar_input(%x: tensor<f32>, %w: tensor<32x96xf32>) -> tensor<96xf32> {
   // expected-error @+1 {{expected input of rank >= 1, found a scalar}}
@@ -227,11 +235,11 @@ func.func @linear_result_rank(%x: tensor<2x8x32xf32>, %w: tensor<96x32xf32>) -> 
   return %0 : tensor<16x96xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.matmul
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @matmul_lhs_rank(%a: tensor<16xf32>, %b: tensor<16x32xf32>) -> tensor<32xf32> {
   // expected-error @+1 {{expected operands of rank >= 2, found 16 and 16x32}}
@@ -305,11 +313,11 @@ func.func @matmul_result_shape(%a: tensor<4x8x16xf32>, %b: tensor<4x32x16xf32>) 
   return %0 : tensor<4x8x16xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.layer_norm (verifyNorm with beta)
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @layer_norm_scalar(%x: tensor<f32>, %g: tensor<1xf32>) -> tensor<f32> {
   // expected-error @+1 {{expected input of rank >= 1, found a scalar}}
@@ -373,11 +381,11 @@ func.func @layer_norm_result_type(%x: tensor<2x8x32xf32>, %g: tensor<32xf32>) ->
   return %0 : tensor<2x8x32xbf16>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.rms_norm (verifyNorm without beta)
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @rms_norm_scalar(%x: tensor<bf16>, %g: tensor<1xbf16>) -> tensor<bf16> {
   // expected-error @+1 {{expected input of rank >= 1, found a scalar}}
@@ -425,11 +433,11 @@ func.func @rms_norm_result_type(%x: tensor<2x8x32xbf16>, %g: tensor<32xbf16>) ->
   return %0 : tensor<16x32xbf16>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.softmax
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @softmax_scalar(%x: tensor<f32>) -> tensor<f32> {
   // expected-error @+1 {{expected input of rank >= 1, found a scalar}}
@@ -453,11 +461,11 @@ func.func @softmax_axis_too_small(%x: tensor<2x8x64xf32>) -> tensor<2x8x64xf32> 
   return %0 : tensor<2x8x64xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.attention
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @attention_zero_heads(%q: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
   // expected-error @+1 {{attribute 'num_heads' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
@@ -578,11 +586,11 @@ func.func @attention_result_type(%q: tensor<2x8x32xf32>, %k: tensor<2x8x16xf32>)
   return %0 : tensor<2x8x16xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.rope
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @rope_zero_heads(%x: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
   // expected-error @+1 {{attribute 'num_heads' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
@@ -638,11 +646,11 @@ func.func @rope_negative_offset(%x: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
   return %0 : tensor<2x8x32xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.cross_entropy
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @cross_entropy_logits_rank(%logits: tensor<64xf32>, %labels: tensor<i32>) -> tensor<f32> {
   // expected-error @+1 {{expected logits of rank >= 2 ([..., vocab]), found shape 64}}
@@ -666,11 +674,11 @@ func.func @cross_entropy_loss_rank(%logits: tensor<2x8x64xf32>, %labels: tensor<
   return %0 : tensor<2x8xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.reshape
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @reshape_element_type(%x: tensor<2x8xi32>) -> tensor<16xi64> {
   // expected-error @+1 {{expected result element type 'i32' (the input's), found 'i64'}}
@@ -686,11 +694,11 @@ func.func @reshape_num_elements(%x: tensor<2x8x32xf32>) -> tensor<16x16xf32> {
   return %0 : tensor<16x16xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.transpose
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @transpose_permutation_size(%x: tensor<2x8x32xf32>) -> tensor<8x2x32xf32> {
   // expected-error @+1 {{expected a permutation of 3 dimensions, found 2 entries}}
@@ -738,11 +746,11 @@ func.func @transpose_result_shape(%x: tensor<8x32xf32>) -> tensor<8x32xf32> {
   return %0 : tensor<8x32xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.split
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @split_axis_too_large(%x: tensor<2x8x96xf32>) -> tensor<2x8x96xf32> {
   // expected-error @+1 {{expected axis in [0, 3) for an input of rank 3, found 3}}
@@ -799,11 +807,11 @@ func.func @split_sizes_sum(%x: tensor<2x8x96xf32>) -> tensor<2x8x32xf32> {
   return %q : tensor<2x8x32xf32>
 }
 
+// -----
+
 //===----------------------------------------------------------------------===//
 // tfm.layer and tfm.yield
 //===----------------------------------------------------------------------===//
-
-// -----
 
 func.func @layer_negative_index(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
   // expected-error @+1 {{attribute 'index' failed to satisfy constraint: 64-bit signless integer attribute whose value is non-negative}}
@@ -900,7 +908,7 @@ func.func @layer_two_blocks(%h: tensor<2x8x32xf32>) {
 
 // The custom form adds an empty tfm.yield, which yields nothing for a result.
 func.func @layer_implicit_yield(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
-  // expected-error @+1 {{expected tfm.yield to return the layer's result types (1 values), found 0 values of other types}}
+  // expected-error @+1 {{expected tfm.yield to return the layer's result types ('tensor<2x8x32xf32>'), found ()}}
   %0 = tfm.layer 0 : tensor<2x8x32xf32> {
     %1 = tfm.silu %h : tensor<2x8x32xf32>
   }
@@ -910,7 +918,7 @@ func.func @layer_implicit_yield(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
 // -----
 
 func.func @layer_yield_count(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
-  // expected-error @+1 {{expected tfm.yield to return the layer's result types (1 values), found 2 values of other types}}
+  // expected-error @+1 {{expected tfm.yield to return the layer's result types ('tensor<2x8x32xf32>'), found ('tensor<2x8x32xf32>', 'tensor<2x8x32xf32>')}}
   %0 = tfm.layer 0 : tensor<2x8x32xf32> {
     tfm.yield %h, %h : tensor<2x8x32xf32>, tensor<2x8x32xf32>
   }
@@ -920,7 +928,7 @@ func.func @layer_yield_count(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xf32> {
 // -----
 
 func.func @layer_yield_type(%h: tensor<2x8x32xf32>) -> tensor<2x8x32xbf16> {
-  // expected-error @+1 {{expected tfm.yield to return the layer's result types (1 values), found 1 values of other types}}
+  // expected-error @+1 {{expected tfm.yield to return the layer's result types ('tensor<2x8x32xbf16>'), found ('tensor<2x8x32xf32>')}}
   %0 = tfm.layer 0 : tensor<2x8x32xbf16> {
     tfm.yield %h : tensor<2x8x32xf32>
   }
@@ -942,4 +950,24 @@ func.func @layer_dynamic_result(%h: tensor<?x32xf32>) {
 func.func @yield_outside_layer(%h: tensor<2x8x32xf32>) {
   // expected-error @+1 {{expects parent op 'tfm.layer'}}
   tfm.yield %h : tensor<2x8x32xf32>
+}
+
+// -----
+
+// Non-tensor types are rejected by the type constraint (not a crash).
+func.func @loss_not_a_tensor(%l: tensor<2x8x64xf32>, %y: tensor<2x8xi32>) {
+  // expected-error @+1 {{result #0 must be statically shaped tensor of f32, bf16 or f16, but got 'f32'}}
+  %0 = tfm.cross_entropy %l, %y : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> f32
+  return
+}
+
+// -----
+
+func.func @layer_of_scalar() {
+  // expected-error @+1 {{result #0 must be variadic of statically shaped tensor}}
+  %0 = tfm.layer 0 : f32 {
+    %c = arith.constant 1.0 : f32
+    tfm.yield %c : f32
+  }
+  return
 }

@@ -449,14 +449,14 @@ LogicalResult LayerOp::verify() {
   if (body.getNumArguments() != 0)
     return emitOpError() << "expected a body without block arguments, found "
                          << body.getNumArguments();
-  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
   if (!yield)
     return emitOpError() << "expected the body to end in tfm.yield";
   if (yield.getValues().getTypes() != getResultTypes())
     return emitOpError() << "expected tfm.yield to return the layer's result "
                             "types ("
-                         << getResultTypes().size() << " values), found "
-                         << yield.getValues().size() << " values of other types";
+                         << getResultTypes() << "), found ("
+                         << yield.getValues().getTypes() << ")";
   return success();
 }
 

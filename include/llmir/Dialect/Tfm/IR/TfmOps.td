@@ -57,16 +57,16 @@ class Tfm_Op<string mnemonic, list<Trait> traits = []>
 def Tfm_FloatElement : AnyTypeOf<[F32, BF16, F16], "f32, bf16 or f16">;
 def Tfm_IdElement : AnyTypeOf<[I32, I64], "i32 or i64">;
 def Tfm_FloatTensor
-    : Type<And<[HasStaticShapePred, TensorOf<[F32, BF16, F16]>.predicate]>,
+    : Type<And<[TensorOf<[F32, BF16, F16]>.predicate, HasStaticShapePred]>,
            "statically shaped tensor of f32, bf16 or f16",
            "::mlir::RankedTensorType">;
 def Tfm_IdTensor
-    : Type<And<[HasStaticShapePred, TensorOf<[I32, I64]>.predicate]>,
+    : Type<And<[TensorOf<[I32, I64]>.predicate, HasStaticShapePred]>,
            "statically shaped tensor of i32 or i64 token ids",
            "::mlir::RankedTensorType">;
 def Tfm_AnyTensor
-    : Type<And<[HasStaticShapePred,
-                TensorOf<[F32, BF16, F16, I32, I64]>.predicate]>,
+    : Type<And<[TensorOf<[F32, BF16, F16, I32, I64]>.predicate,
+                HasStaticShapePred]>,
            "statically shaped tensor of f32, bf16, f16, i32 or i64",
            "::mlir::RankedTensorType">;
 

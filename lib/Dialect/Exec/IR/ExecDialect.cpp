@@ -1,0 +1,354 @@
+//===- ExecDialect.cpp - exec types, kernel table and verifiers -----------===//
+
+#include "llmir/Dialect/Exec/IR/ExecDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace llmir::exec;
+
+//===----------------------------------------------------------------------===//
+// Buffer type
+//===----------------------------------------------------------------------===//
+
+static ParseResult parseShape(AsmParser &parser, SmallVector<int64_t> &shape,
+                              Type &elementType) {
+  if (parser.parseDimensionList(shape, /*allowDynamic=*/false,
+                                /*withTrailingX=*/true) ||
+      parser.parseType(elementType))
+    return failure();
+  return success();
+}
+
+static void printShape(AsmPrinter &printer, ArrayRef<int64_t> shape,
+                       Type elementType) {
+  for (int64_t d : shape)
+    printer << d << "x";
+  printer << elementType;
+}
+
+#include "llmir/Dialect/Exec/IR/ExecDialect.cpp.inc"
+#define GET_TYPEDEF_CLASSES
+#include "llmir/Dialect/Exec/IR/ExecTypes.cpp.inc"
+
+LogicalResult
+BufferType::verify(function_ref<InFlightDiagnostic()> emitError,
+                   ArrayRef<int64_t> shape, Type elementType) {
+  for (int64_t d : shape)
+    if (d < 0)
+      return emitError() << "expected non-negative buffer dimensions, found "
+                         << d;
+  if (!elementType.isF32() && !elementType.isBF16() && !elementType.isF16() &&
+      !elementType.isInteger(32) && !elementType.isInteger(64))
+    return emitError() << "expected element type f32, bf16, f16, i32 or i64, "
+                          "found "
+                       << elementType;
+  return success();
+}
+
+int64_t BufferType::getNumElements() const {
+  int64_t n = 1;
+  for (int64_t d : getShape())
+    n *= d;
+  return n;
+}
+
+int64_t BufferType::getSizeInBytes() const {
+  return getNumElements() *
+         static_cast<int64_t>(getElementType().getIntOrFloatBitWidth() / 8);
+}
+
+void ExecDialect::initialize() {
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "llmir/Dialect/Exec/IR/ExecTypes.cpp.inc"
+      >();
+  addOperations<
+#define GET_OP_LIST
+#include "llmir/Dialect/Exec/IR/ExecOps.cpp.inc"
+      >();
+}
+
+//===----------------------------------------------------------------------===//
+// Kernel table
+//===----------------------------------------------------------------------===//
+
+namespace {
+constexpr llvm::StringLiteral kNoAttrs[] = {"stream"};
+constexpr llvm::StringLiteral kEpsilon[] = {"epsilon"};
+constexpr llvm::StringLiteral kOffset[] = {"offset"};
+constexpr llvm::StringLiteral kAttention[] = {"num_heads", "num_kv_heads",
+                                              "scale", "causal"};
+constexpr llvm::StringLiteral kRope[] = {"num_heads", "theta", "offset"};
+constexpr llvm::StringLiteral kSlice[] = {"axis", "offset"};
+constexpr llvm::StringLiteral kTranspose[] = {"permutation"};
+
+const KernelSignature kKernels[] = {
+    {"embedding", 2, 2, 1, {}},
+    {"position_ids", 0, 0, 1, kOffset},
+    {"layer_norm", 2, 3, 1, kEpsilon},
+    {"rms_norm", 2, 2, 1, kEpsilon},
+    {"gelu_tanh", 1, 1, 1, {}},
+    {"gelu_exact", 1, 1, 1, {}},
+    {"silu", 1, 1, 1, {}},
+    {"add", 2, 2, 1, {}},
+    {"mul", 2, 2, 1, {}},
+    {"softmax", 1, 1, 1, {}},
+    {"attention", 3, 3, 1, kAttention},
+    {"rope", 1, 1, 1, kRope},
+    {"cross_entropy", 2, 2, 1, {}},
+    {"copy_slice", 1, 1, 1, kSlice},
+    {"transpose", 1, 1, 1, kTranspose},
+};
+} // namespace
+
+llvm::ArrayRef<KernelSignature> llmir::exec::getKernelSignatures() {
+  return kKernels;
+}
+
+const KernelSignature *llmir::exec::getKernelSignature(StringRef name) {
+  for (const KernelSignature &k : kKernels)
+    if (k.name == name)
+      return &k;
+  return nullptr;
+}
+
+//===----------------------------------------------------------------------===//
+// Verifiers
+//===----------------------------------------------------------------------===//
+
+static std::string formatShape(BufferType t) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  for (int64_t d : t.getShape())
+    os << d << "x";
+  os << t.getElementType();
+  return s;
+}
+
+static bool isFloatBuffer(Value v) {
+  return isa<FloatType>(cast<BufferType>(v.getType()).getElementType());
+}
+
+LogicalResult ProgramOp::verifyRegions() {
+  int64_t arena = getArenaBytes();
+  int64_t streams = getNumStreams();
+  llvm::StringSet<> params, inputs, outputs;
+  llvm::DenseMap<int64_t, int64_t> recordedOn; // event -> stream
+  for (Operation &op : getBody().front()) {
+    if (auto stream = op.getAttrOfType<IntegerAttr>("stream"))
+      if (stream.getInt() >= streams)
+        return op.emitOpError() << "expected a stream in [0, " << streams
+                                << "), found " << stream.getInt();
+    auto checkPlaced = [&](int64_t offset, int64_t end) -> LogicalResult {
+      if (offset % kBufferAlignment != 0)
+        return op.emitOpError() << "expected an offset aligned to "
+                                << kBufferAlignment << " bytes, found "
+                                << offset;
+      if (end > arena)
+        return op.emitOpError() << "buffer [" << offset << ", " << end
+                                << ") exceeds the arena of " << arena
+                                << " bytes";
+      return success();
+    };
+    LogicalResult result =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](AllocOp a) {
+              return checkPlaced(a.getOffset(), a.getEndOffset());
+            })
+            .Case([&](ParamOp p) -> LogicalResult {
+              if (!params.insert(p.getName()).second)
+                return p.emitOpError()
+                       << "parameter '" << p.getName() << "' bound twice";
+              return checkPlaced(p.getOffset(), p.getEndOffset());
+            })
+            .Case([&](InputOp i) -> LogicalResult {
+              if (!inputs.insert(i.getName()).second)
+                return i.emitOpError()
+                       << "input '" << i.getName() << "' bound twice";
+              return checkPlaced(i.getOffset(), i.getEndOffset());
+            })
+            .Case([&](OutputOp o) -> LogicalResult {
+              if (!outputs.insert(o.getName()).second)
+                return o.emitOpError()
+                       << "output '" << o.getName() << "' named twice";
+              return success();
+            })
+            .Case([&](EventRecordOp r) {
+              recordedOn[r.getEvent()] = r.getStream();
+              return success();
+            })
+            .Case([&](EventWaitOp w) -> LogicalResult {
+              auto it = recordedOn.find(w.getEvent());
+              if (it == recordedOn.end())
+                return w.emitOpError() << "waits for event " << w.getEvent()
+                                       << ", which is not recorded before it";
+              if (it->second == static_cast<int64_t>(w.getStream()))
+                return w.emitOpError()
+                       << "waits on stream " << w.getStream()
+                       << " for event " << w.getEvent()
+                       << " recorded on the same stream (already ordered)";
+              return success();
+            })
+            .Default([](Operation *) { return success(); });
+    if (failed(result))
+      return failure();
+  }
+  return success();
+}
+
+RegionKind ProgramOp::getRegionKind(unsigned) { return RegionKind::SSACFG; }
+
+LogicalResult AllocOp::verify() { return success(); }
+LogicalResult ParamOp::verify() {
+  if (getName().empty())
+    return emitOpError() << "expected a non-empty parameter name";
+  return success();
+}
+LogicalResult InputOp::verify() {
+  if (getName().empty())
+    return emitOpError() << "expected a non-empty input name";
+  return success();
+}
+
+LogicalResult ViewOp::verify() {
+  BufferType from = getSource().getType(), to = getResult().getType();
+  if (from.getSizeInBytes() != to.getSizeInBytes())
+    return emitOpError() << "expected a view of the same " << from.getSizeInBytes()
+                         << " bytes, found " << to.getSizeInBytes()
+                         << " bytes (" << formatShape(from) << " -> "
+                         << formatShape(to) << ")";
+  return success();
+}
+
+LogicalResult GemmOp::verify() {
+  BufferType a = getA().getType(), b = getB().getType(), c = getC().getType();
+  int64_t rank = a.getRank();
+  if ((rank != 2 && rank != 3) || b.getRank() != rank || c.getRank() != rank)
+    return emitOpError() << "expected operands all of rank 2 or all of rank 3 "
+                            "(batched), found "
+                         << formatShape(a) << ", " << formatShape(b) << ", "
+                         << formatShape(c);
+  if (rank == 3 && (a.getShape()[0] != b.getShape()[0] ||
+                    a.getShape()[0] != c.getShape()[0]))
+    return emitOpError() << "expected equal batch sizes, found "
+                         << a.getShape()[0] << ", " << b.getShape()[0]
+                         << ", " << c.getShape()[0];
+  auto dims = [&](BufferType t, bool trans) {
+    int64_t r = t.getShape()[rank - 2], k = t.getShape()[rank - 1];
+    return trans ? std::make_pair(k, r) : std::make_pair(r, k);
+  };
+  auto [m, kA] = dims(a, getTransA());
+  auto [kB, n] = dims(b, getTransB());
+  if (kA != kB)
+    return emitOpError() << "expected contraction sizes to agree, found " << kA
+                         << " and " << kB;
+  if (c.getShape()[rank - 2] != m || c.getShape()[rank - 1] != n)
+    return emitOpError() << "expected C of " << m << "x" << n
+                         << " (last two dims), found " << formatShape(c);
+  if (Value bias = getBias()) {
+    auto bt = cast<BufferType>(bias.getType());
+    if (bt.getRank() != 1 || bt.getShape()[0] != n)
+      return emitOpError() << "expected bias of " << n << " elements, found "
+                           << formatShape(bt);
+  }
+  if (a.getElementType() != b.getElementType() ||
+      a.getElementType() != c.getElementType() || !isFloatBuffer(getA()))
+    return emitOpError() << "expected A, B and C of one float element type, "
+                            "found "
+                         << a.getElementType() << ", " << b.getElementType()
+                         << ", " << c.getElementType();
+  return success();
+}
+
+LogicalResult KernelOp::verify() {
+  const KernelSignature *sig = getKernelSignature(getKernel());
+  if (!sig)
+    return emitOpError() << "unknown kernel '" << getKernel() << "'";
+  unsigned numIns = getIns().size(), numOuts = getOuts().size();
+  if (numIns < sig->minIns || numIns > sig->maxIns)
+    return emitOpError() << "kernel '" << getKernel() << "' expects "
+                         << sig->minIns
+                         << (sig->minIns == sig->maxIns
+                                 ? ""
+                                 : " to " + std::to_string(sig->maxIns))
+                         << " inputs, found " << numIns;
+  if (numOuts != sig->numOuts)
+    return emitOpError() << "kernel '" << getKernel() << "' expects "
+                         << sig->numOuts << " outputs, found " << numOuts;
+  for (StringRef attr : sig->requiredAttrs)
+    if (!(*this)->hasAttr(attr))
+      return emitOpError() << "kernel '" << getKernel()
+                           << "' requires attribute '" << attr << "'";
+  // Element-wise kernels: every operand has the output's shape.
+  if (llvm::is_contained({"add", "mul", "silu", "gelu_tanh", "gelu_exact",
+                          "softmax", "rope"},
+                         getKernel())) {
+    Type outType = getOuts()[0].getType();
+    for (Value in : getIns())
+      if (in.getType() != outType)
+        return emitOpError() << "kernel '" << getKernel()
+                             << "' expects inputs of the output type "
+                             << outType << ", found " << in.getType();
+  }
+  return success();
+}
+
+static LogicalResult verifyGroupSizes(Operation *op, BufferType big,
+                                      BufferType small) {
+  if (small.getNumElements() == 0 ||
+      big.getNumElements() % small.getNumElements() != 0)
+    return op->emitOpError()
+           << "expected the larger buffer (" << big.getNumElements()
+           << " elements) to be a whole multiple of the per-rank buffer ("
+           << small.getNumElements() << " elements)";
+  if (big.getElementType() != small.getElementType())
+    return op->emitOpError() << "expected one element type, found "
+                             << big.getElementType() << " and "
+                             << small.getElementType();
+  return success();
+}
+
+static LogicalResult verifyAxis(Operation *op, StringRef axis) {
+  if (axis.empty())
+    return op->emitOpError() << "expected a grid axis name";
+  return success();
+}
+
+LogicalResult AllReduceOp::verify() {
+  if (!isFloatBuffer(getBuffer()))
+    return emitOpError() << "expected a float buffer to sum";
+  return verifyAxis(*this, getAxis());
+}
+LogicalResult AllGatherOp::verify() {
+  if (failed(verifyAxis(*this, getAxis())))
+    return failure();
+  return verifyGroupSizes(*this, getOutput().getType(), getInput().getType());
+}
+LogicalResult ReduceScatterOp::verify() {
+  if (failed(verifyAxis(*this, getAxis())))
+    return failure();
+  return verifyGroupSizes(*this, getInput().getType(), getOutput().getType());
+}
+LogicalResult BroadcastOp::verify() { return verifyAxis(*this, getAxis()); }
+LogicalResult SendOp::verify() {
+  if (getStream() == 0)
+    return emitOpError() << "expected point-to-point transfers off the compute "
+                            "stream 0";
+  return success();
+}
+LogicalResult RecvOp::verify() {
+  if (getStream() == 0)
+    return emitOpError() << "expected point-to-point transfers off the compute "
+                            "stream 0";
+  return success();
+}
+LogicalResult EventRecordOp::verify() { return success(); }
+LogicalResult EventWaitOp::verify() { return success(); }
+
+#define GET_OP_CLASSES
+#include "llmir/Dialect/Exec/IR/ExecOps.cpp.inc"
