@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Conversion/Passes.h"
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::shard::registerShardPasses();
   llmir::tfm::registerTfmPasses();
+  llmir::registerConversionPasses();
 
   return mlir::asMainReturnCode(mlir::MlirOptMain(
       argc, argv, "LLMIR optimizer driver\n", registry));

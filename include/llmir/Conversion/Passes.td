@@ -1,0 +1,27 @@
+//===- Passes.td - conversion passes -----------------------*- tablegen -*-===//
+
+#ifndef LLMIR_CONVERSION_PASSES_TD
+#define LLMIR_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def LowerToExec : Pass<"llm-lower-to-exec", "::mlir::ModuleOp"> {
+  let summary = "Lower tfm model functions to scheduled exec programs";
+  let description = [{
+    Turns each function that holds tfm ops into an `exec.program`:
+    - every tensor becomes a buffer in one arena; parameters and per-step
+      inputs are resident, temporaries are placed by a static memory plan
+      (live ranges at op granularity, greedy-by-size placement, 64-byte
+      aligned), so buffers whose live ranges do not overlap share memory;
+    - `tfm.linear` / `tfm.matmul` become `exec.gemm` (bias fused), every other
+      op a named `exec.kernel`; `tfm.reshape` and layer results are views
+      (no copies); `tfm.layer` regions are flattened in order;
+    - returned values become `exec.output` ("loss" for a cross-entropy
+      result, "logits" otherwise).
+    The program records `arena_bytes` (the peak) and the breakdown
+    `param_bytes`, `input_bytes`, `temp_peak_bytes`.
+  }];
+  let dependentDialects = ["::llmir::exec::ExecDialect"];
+}
+
+#endif // LLMIR_CONVERSION_PASSES_TD

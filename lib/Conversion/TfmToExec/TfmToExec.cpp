@@ -1,0 +1,403 @@
+//===- TfmToExec.cpp - lower tfm functions to scheduled exec programs -----===//
+//
+// Three phases: (1) schedule the tfm ops in program order (layers flattened)
+// and compute each logical buffer's live range, (2) plan the arena, (3) emit
+// the exec program with every buffer at its planned offset.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Conversion/MemoryPlan.h"
+#include "llmir/Conversion/Passes.h"
+#include "llmir/Dialect/Exec/IR/ExecDialect.h"
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <limits>
+
+namespace llmir {
+#define GEN_PASS_DEF_LOWERTOEXEC
+#include "llmir/Conversion/Passes.h.inc"
+} // namespace llmir
+
+using namespace mlir;
+using namespace llmir;
+using namespace llmir::tfm;
+using exec::BufferType;
+
+namespace {
+
+constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
+
+/// One allocation in the arena; several tensors may view it (reshape,
+/// layer results).
+struct LogicalBuffer {
+  enum class Kind { Param, Input, Temp };
+  Kind kind = Kind::Temp;
+  std::string name;        ///< HF name (Param) or input name (Input)
+  RankedTensorType type;   ///< the type of the tensor that defines it
+  int64_t firstUse = 0, lastUse = 0;
+  int64_t offset = 0;
+  Value buffer;            ///< the exec value, once emitted
+};
+
+class ProgramLowering {
+public:
+  explicit ProgramLowering(func::FuncOp func) : func(func) {}
+
+  LogicalResult run(OpBuilder &moduleBuilder, int64_t stage);
+
+private:
+  LogicalResult analyze();
+  LogicalResult scheduleBlock(Block &block);
+  void planArena();
+  LogicalResult emitOp(OpBuilder &b, Operation *op);
+
+  unsigned newBuffer(LogicalBuffer::Kind kind, Value tensor, StringRef name,
+                     int64_t step) {
+    LogicalBuffer lb;
+    lb.kind = kind;
+    lb.name = name.str();
+    lb.type = cast<RankedTensorType>(tensor.getType());
+    lb.firstUse = step;
+    lb.lastUse = kind == LogicalBuffer::Kind::Temp ? step : kForever;
+    buffers.push_back(lb);
+    bufferOf[tensor] = buffers.size() - 1;
+    return buffers.size() - 1;
+  }
+
+  /// The exec buffer holding `tensor`, viewed with the tensor's own shape.
+  Value bufferFor(OpBuilder &b, Value tensor) {
+    return view(b, buffers[bufferOf.lookup(tensor)].buffer,
+                cast<RankedTensorType>(tensor.getType()).getShape());
+  }
+
+  /// `buffer` reinterpreted with `shape` (no-op if it already has it).
+  Value view(OpBuilder &b, Value buffer, ArrayRef<int64_t> shape) {
+    auto type = cast<BufferType>(buffer.getType());
+    if (type.getShape() == shape)
+      return buffer;
+    auto viewType = BufferType::get(b.getContext(), shape, type.getElementType());
+    return exec::ViewOp::create(b, buffer.getLoc(), viewType, buffer);
+  }
+
+  func::FuncOp func;
+  SmallVector<LogicalBuffer> buffers;
+  DenseMap<Value, unsigned> bufferOf;
+  SmallVector<Operation *> schedule;
+  SmallVector<std::pair<std::string, Value>> outputs;
+  int64_t paramBytes = 0, inputBytes = 0, tempPeak = 0, arenaBytes = 0;
+};
+
+int64_t sizeInBytes(RankedTensorType t) {
+  return t.getNumElements() *
+         static_cast<int64_t>(t.getElementType().getIntOrFloatBitWidth() / 8);
+}
+
+LogicalResult ProgramLowering::scheduleBlock(Block &block) {
+  for (Operation &op : block) {
+    if (isa<YieldOp, func::ReturnOp>(op))
+      continue;
+    if (auto layer = dyn_cast<LayerOp>(op)) {
+      if (failed(scheduleBlock(layer.getBody().front())))
+        return failure();
+      // A layer's results are its yielded values: no copy.
+      auto yield = cast<YieldOp>(layer.getBody().front().getTerminator());
+      for (auto [result, yielded] :
+           llvm::zip(layer.getResults(), yield.getValues()))
+        bufferOf[result] = bufferOf.lookup(yielded);
+      continue;
+    }
+    if (!isa<TfmDialect>(op.getDialect()))
+      return op.emitOpError() << "cannot be lowered to exec: only tfm ops are "
+                                 "supported in a model function";
+    int64_t step = schedule.size();
+    schedule.push_back(&op);
+    for (Value operand : op.getOperands()) {
+      auto it = bufferOf.find(operand);
+      if (it == bufferOf.end())
+        return op.emitOpError() << "operand is not produced by a lowered op";
+      LogicalBuffer &lb = buffers[it->second];
+      lb.lastUse = std::max(lb.lastUse, step);
+    }
+    if (auto reshape = dyn_cast<ReshapeOp>(op)) {
+      bufferOf[reshape.getResult()] = bufferOf.lookup(reshape.getInput());
+      continue;
+    }
+    for (Value result : op.getResults())
+      newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+  }
+  return success();
+}
+
+LogicalResult ProgramLowering::analyze() {
+  Block &entry = func.getBody().front();
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {
+    Value arg = entry.getArgument(i);
+    if (!isa<RankedTensorType>(arg.getType()))
+      return func.emitOpError() << "argument #" << i << " is not a tensor";
+    if (auto name = func.getArgAttrOfType<StringAttr>(
+            i, TfmDialect::kParamAttrName))
+      newBuffer(LogicalBuffer::Kind::Param, arg, name.getValue(), 0);
+    else if (auto input = func.getArgAttrOfType<StringAttr>(
+                 i, TfmDialect::kInputAttrName))
+      newBuffer(LogicalBuffer::Kind::Input, arg, input.getValue(), 0);
+    else
+      return func.emitOpError()
+             << "argument #" << i << " needs a '" << TfmDialect::kParamAttrName
+             << "' or '" << TfmDialect::kInputAttrName
+             << "' attribute to be bound by the runtime";
+  }
+  if (failed(scheduleBlock(entry)))
+    return failure();
+  auto ret = cast<func::ReturnOp>(entry.getTerminator());
+  unsigned numLogits = 0;
+  for (Value v : ret.getOperands()) {
+    buffers[bufferOf.lookup(v)].lastUse = kForever;
+    std::string name = isa_and_nonnull<CrossEntropyOp>(v.getDefiningOp())
+                           ? "loss"
+                       : numLogits++ == 0 ? "logits"
+                                          : "output" + std::to_string(numLogits);
+    outputs.push_back({name, v});
+  }
+  return success();
+}
+
+void ProgramLowering::planArena() {
+  // Resident buffers first (parameters, then inputs), then the temporaries'
+  // planned region above them.
+  int64_t offset = 0;
+  for (LogicalBuffer::Kind kind :
+       {LogicalBuffer::Kind::Param, LogicalBuffer::Kind::Input}) {
+    int64_t start = offset;
+    for (LogicalBuffer &lb : buffers) {
+      if (lb.kind != kind)
+        continue;
+      lb.offset = offset;
+      offset += alignTo(std::max<int64_t>(sizeInBytes(lb.type), 1),
+                        exec::kBufferAlignment);
+    }
+    (kind == LogicalBuffer::Kind::Param ? paramBytes : inputBytes) =
+        offset - start;
+  }
+  SmallVector<BufferRequest> requests;
+  SmallVector<unsigned> temps;
+  for (auto [i, lb] : llvm::enumerate(buffers)) {
+    if (lb.kind != LogicalBuffer::Kind::Temp)
+      continue;
+    temps.push_back(i);
+    requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+  }
+  MemoryPlan plan = planMemory(requests, exec::kBufferAlignment);
+  for (auto [i, idx] : llvm::enumerate(temps))
+    buffers[idx].offset = offset + plan.offsets[i];
+  tempPeak = plan.peakBytes;
+  arenaBytes = offset + tempPeak;
+}
+
+LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
+  Location loc = op->getLoc();
+  auto kernel = [&](StringRef name, ValueRange ins, ValueRange outs,
+                    ArrayRef<NamedAttribute> attrs = {}) {
+    auto k = exec::KernelOp::create(b, loc, name, ins, outs, /*stream=*/0);
+    for (NamedAttribute attr : attrs)
+      k->setAttr(attr.getName(), attr.getValue());
+  };
+  auto in = [&](Value v) { return bufferFor(b, v); };
+  auto out = [&](Value v) { return bufferFor(b, v); };
+  auto leading = [](ArrayRef<int64_t> shape, size_t keep) {
+    int64_t n = 1;
+    for (int64_t d : shape.drop_back(keep))
+      n *= d;
+    return n;
+  };
+
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](EmbeddingOp e) {
+        kernel("embedding", {in(e.getIds()), in(e.getTable())},
+               {out(e.getResult())});
+        return success();
+      })
+      .Case([&](PositionIdsOp p) {
+        kernel("position_ids", {}, {out(p.getResult())},
+               {b.getNamedAttr("offset", p.getOffsetAttr())});
+        return success();
+      })
+      .Case([&](LinearOp l) {
+        ArrayRef<int64_t> shape = l.getInput().getType().getShape();
+        int64_t rows = leading(shape, 1);
+        Value x = view(b, in(l.getInput()), {rows, l.getInFeatures()});
+        Value y = view(b, out(l.getResult()), {rows, l.getOutFeatures()});
+        Value bias = l.getBias() ? in(l.getBias()) : Value();
+        exec::GemmOp::create(b, loc, x, in(l.getWeight()), y, bias,
+                             /*trans_a=*/false,
+                             /*trans_b=*/l.getLayout() == WeightLayout::out_in,
+                             /*alpha=*/APFloat(1.0), /*beta=*/APFloat(0.0));
+        return success();
+      })
+      .Case([&](MatmulOp m) {
+        auto as3d = [&](Value buffer, ArrayRef<int64_t> shape) {
+          if (shape.size() == 2)
+            return buffer;
+          return view(b, buffer,
+                      {leading(shape, 2), shape[shape.size() - 2],
+                       shape.back()});
+        };
+        Value a = as3d(in(m.getLhs()), m.getLhs().getType().getShape());
+        Value bb = as3d(in(m.getRhs()), m.getRhs().getType().getShape());
+        Value c = as3d(out(m.getResult()), m.getResult().getType().getShape());
+        exec::GemmOp::create(b, loc, a, bb, c, Value(), m.getTransposeA(),
+                             m.getTransposeB(), APFloat(1.0), APFloat(0.0));
+        return success();
+      })
+      .Case([&](LayerNormOp n) {
+        SmallVector<Value> ins = {in(n.getInput()), in(n.getGamma())};
+        if (n.getBeta())
+          ins.push_back(in(n.getBeta()));
+        kernel("layer_norm", ins, {out(n.getResult())},
+               {b.getNamedAttr("epsilon", n.getEpsilonAttr())});
+        return success();
+      })
+      .Case([&](RMSNormOp n) {
+        kernel("rms_norm", {in(n.getInput()), in(n.getGamma())},
+               {out(n.getResult())},
+               {b.getNamedAttr("epsilon", n.getEpsilonAttr())});
+        return success();
+      })
+      .Case([&](GeluOp g) {
+        kernel(g.getApproximate() == GeluApproximation::tanh ? "gelu_tanh"
+                                                             : "gelu_exact",
+               {in(g.getInput())}, {out(g.getResult())});
+        return success();
+      })
+      .Case([&](SiluOp s) {
+        kernel("silu", {in(s.getInput())}, {out(s.getResult())});
+        return success();
+      })
+      .Case([&](AddOp a) {
+        kernel("add", {in(a.getLhs()), in(a.getRhs())}, {out(a.getResult())});
+        return success();
+      })
+      .Case([&](MulOp m) {
+        kernel("mul", {in(m.getLhs()), in(m.getRhs())}, {out(m.getResult())});
+        return success();
+      })
+      .Case([&](SoftmaxOp s) -> LogicalResult {
+        int64_t rank = s.getInput().getType().getRank();
+        int64_t axis = static_cast<int64_t>(s.getAxis());
+        if (axis != -1 && axis != rank - 1)
+          return s.emitOpError()
+                 << "softmax over axis " << axis
+                 << " cannot be lowered to exec yet (only the last axis)";
+        kernel("softmax", {in(s.getInput())}, {out(s.getResult())});
+        return success();
+      })
+      .Case([&](AttentionOp a) {
+        kernel("attention", {in(a.getQuery()), in(a.getKey()), in(a.getValue())},
+               {out(a.getResult())},
+               {b.getNamedAttr("num_heads", a.getNumHeadsAttr()),
+                b.getNamedAttr("num_kv_heads", a.getNumKvHeadsAttr()),
+                b.getNamedAttr("scale",
+                               b.getF64FloatAttr(a.getEffectiveScale())),
+                b.getNamedAttr("causal", b.getBoolAttr(a.getCausal()))});
+        return success();
+      })
+      .Case([&](RopeOp r) {
+        kernel("rope", {in(r.getInput())}, {out(r.getResult())},
+               {b.getNamedAttr("num_heads", r.getNumHeadsAttr()),
+                b.getNamedAttr("theta", r.getThetaAttr()),
+                b.getNamedAttr("offset", r.getOffsetAttr())});
+        return success();
+      })
+      .Case([&](CrossEntropyOp c) {
+        kernel("cross_entropy", {in(c.getLogits()), in(c.getLabels())},
+               {out(c.getLoss())},
+               {b.getNamedAttr("reduction",
+                               b.getStringAttr(stringifyReduction(
+                                   c.getReduction())))});
+        return success();
+      })
+      .Case([&](TransposeOp t) {
+        kernel("transpose", {in(t.getInput())}, {out(t.getResult())},
+               {b.getNamedAttr("permutation", t.getPermutationAttr())});
+        return success();
+      })
+      .Case([&](SplitOp s) {
+        int64_t offset = 0;
+        int64_t axis = static_cast<int64_t>(s.getAxis());
+        for (Value piece : s.getResults()) {
+          kernel("copy_slice", {in(s.getInput())}, {out(piece)},
+                 {b.getNamedAttr("axis", s.getAxisAttr()),
+                  b.getNamedAttr("offset", b.getI64IntegerAttr(offset))});
+          offset += cast<RankedTensorType>(piece.getType()).getShape()[axis];
+        }
+        return success();
+      })
+      .Case([&](ReshapeOp) { return success(); }) // a view, emitted on use
+      .Default([](Operation *op) {
+        return op->emitOpError() << "has no exec lowering";
+      });
+}
+
+LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
+  if (failed(analyze()))
+    return failure();
+  planArena();
+
+  MLIRContext *ctx = func.getContext();
+  std::string name = "stage" + std::to_string(stage);
+  auto program = exec::ProgramOp::create(
+      moduleBuilder, func.getLoc(), name, arenaBytes, /*num_streams=*/2, stage);
+  program->setAttr("model", moduleBuilder.getStringAttr(func.getSymName()));
+  program->setAttr("param_bytes", moduleBuilder.getI64IntegerAttr(paramBytes));
+  program->setAttr("input_bytes", moduleBuilder.getI64IntegerAttr(inputBytes));
+  program->setAttr("temp_peak_bytes", moduleBuilder.getI64IntegerAttr(tempPeak));
+  Block *body = new Block();
+  program.getBody().push_back(body);
+  OpBuilder b = OpBuilder::atBlockBegin(body);
+
+  for (LogicalBuffer &lb : buffers) {
+    auto type = BufferType::get(ctx, lb.type.getShape(),
+                                lb.type.getElementType());
+    Location loc = func.getLoc();
+    switch (lb.kind) {
+    case LogicalBuffer::Kind::Param:
+      lb.buffer = exec::ParamOp::create(b, loc, type, lb.name, lb.offset);
+      break;
+    case LogicalBuffer::Kind::Input:
+      lb.buffer = exec::InputOp::create(b, loc, type, lb.name, lb.offset);
+      break;
+    case LogicalBuffer::Kind::Temp:
+      lb.buffer = exec::AllocOp::create(b, loc, type, lb.offset);
+      break;
+    }
+  }
+  for (Operation *op : schedule)
+    if (failed(emitOp(b, op)))
+      return failure();
+  for (auto &[outName, value] : outputs)
+    exec::OutputOp::create(b, func.getLoc(), outName, bufferFor(b, value));
+  return success();
+}
+
+struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> models;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (!func.isExternal())
+        models.push_back(func);
+    int64_t stage = 0;
+    for (func::FuncOp func : models) {
+      OpBuilder builder(func);
+      ProgramLowering lowering(func);
+      if (failed(lowering.run(builder, stage++)))
+        return signalPassFailure();
+      func.erase();
+    }
+  }
+};
+
+} // namespace
