@@ -1,0 +1,402 @@
+//===- ExportProgram.cpp - exec module -> .llmir program file -------------===//
+//
+// The plan comes from the module attribute `llmir.plan` ({axes, sizes,
+// microbatches, schedule}); without one the program runs on one rank. A
+// parameter's global shape and per-rank slices come from the `global_shape`
+// and `slices` attributes of its exec.param (set by the partitioner); without
+// them every rank holds the whole tensor.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Target/Program/ExportProgram.h"
+
+#include "llmir/Dialect/Exec/IR/ExecDialect.h"
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+
+#include "mlir/Tools/mlir-translate/Translation.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include "llmir/runtime/schema/program_generated.h"
+
+using namespace mlir;
+using namespace llmir;
+namespace fbs = llmir::fb;
+
+namespace {
+
+/// Must equal llmir::runtime::kProgramVersion (runtime/include/.../Program.h).
+constexpr uint32_t kProgramVersion = 1;
+
+FailureOr<fbs::DType> encodeDType(Type t, Location loc) {
+  if (t.isF32())
+    return fbs::DType::F32;
+  if (t.isBF16())
+    return fbs::DType::BF16;
+  if (t.isF16())
+    return fbs::DType::F16;
+  if (t.isInteger(32))
+    return fbs::DType::I32;
+  if (t.isInteger(64))
+    return fbs::DType::I64;
+  return emitError(loc) << "cannot encode element type " << t, failure();
+}
+
+class ProgramWriter {
+public:
+  explicit ProgramWriter(ModuleOp module) : module(module) {}
+
+  LogicalResult write(llvm::raw_ostream &os);
+
+private:
+  /// Arena offset of the op defining `buffer`, following views.
+  FailureOr<int64_t> offsetOf(Value buffer) {
+    Operation *def = buffer.getDefiningOp();
+    if (auto view = dyn_cast_or_null<exec::ViewOp>(def))
+      return offsetOf(view.getSource());
+    if (auto a = dyn_cast_or_null<exec::AllocOp>(def))
+      return static_cast<int64_t>(a.getOffset());
+    if (auto p = dyn_cast_or_null<exec::ParamOp>(def))
+      return static_cast<int64_t>(p.getOffset());
+    if (auto i = dyn_cast_or_null<exec::InputOp>(def))
+      return static_cast<int64_t>(i.getOffset());
+    return emitError(buffer.getLoc())
+           << "buffer is not defined by exec.alloc/param/input/view",
+           failure();
+  }
+
+  FailureOr<flatbuffers::Offset<fbs::Buffer>> buffer(Value v) {
+    auto type = cast<exec::BufferType>(v.getType());
+    FailureOr<int64_t> offset = offsetOf(v);
+    FailureOr<fbs::DType> dtype = encodeDType(type.getElementType(), v.getLoc());
+    if (failed(offset) || failed(dtype))
+      return failure();
+    auto shape = fbb.CreateVector(type.getShape().data(), type.getShape().size());
+    return fbs::CreateBuffer(fbb, *offset, *dtype, shape);
+  }
+
+  FailureOr<flatbuffers::Offset<fbs::Attr>> attr(StringRef name, Attribute a,
+                                                 Location loc) {
+    auto n = fbb.CreateString(name.str());
+    if (auto b = dyn_cast<BoolAttr>(a))
+      return fbs::CreateAttr(fbb, n, fbs::AttrKind::Bool, b.getValue());
+    if (auto i = dyn_cast<IntegerAttr>(a))
+      return fbs::CreateAttr(fbb, n, fbs::AttrKind::Int, i.getInt());
+    if (auto f = dyn_cast<FloatAttr>(a))
+      return fbs::CreateAttr(fbb, n, fbs::AttrKind::Float, 0,
+                             f.getValueAsDouble());
+    if (auto s = dyn_cast<StringAttr>(a))
+      return fbs::CreateAttr(fbb, n, fbs::AttrKind::String, 0, 0,
+                             fbb.CreateString(s.str()));
+    if (auto arr = dyn_cast<DenseI64ArrayAttr>(a)) {
+      auto ints = fbb.CreateVector(arr.asArrayRef().data(), arr.size());
+      return fbs::CreateAttr(fbb, n, fbs::AttrKind::Ints, 0, 0, 0, ints);
+    }
+    return emitError(loc) << "cannot encode attribute '" << name << "' = " << a,
+           failure();
+  }
+
+  FailureOr<flatbuffers::Offset<fbs::Instr>>
+  instr(Operation *op, fbs::OpKind kind, StringRef kernel, ValueRange ins,
+        ValueRange outs, ArrayRef<StringRef> skipAttrs);
+
+  FailureOr<flatbuffers::Offset<fbs::Stage>> stage(exec::ProgramOp program);
+  FailureOr<flatbuffers::Offset<fbs::Param>> param(exec::ParamOp p);
+
+  ModuleOp module;
+  flatbuffers::FlatBufferBuilder fbb{1 << 16};
+  llvm::StringMap<exec::ParamOp> paramsByName;
+};
+
+FailureOr<flatbuffers::Offset<fbs::Instr>>
+ProgramWriter::instr(Operation *op, fbs::OpKind kind, StringRef kernel,
+                     ValueRange ins, ValueRange outs,
+                     ArrayRef<StringRef> skipAttrs) {
+  std::vector<flatbuffers::Offset<fbs::Buffer>> inBufs, outBufs;
+  for (auto [values, bufs] : {std::make_pair(ins, &inBufs),
+                              std::make_pair(outs, &outBufs)})
+    for (Value v : values) {
+      auto b = buffer(v);
+      if (failed(b))
+        return failure();
+      bufs->push_back(*b);
+    }
+  std::vector<flatbuffers::Offset<fbs::Attr>> attrs;
+  int stream = 0;
+  for (NamedAttribute na : op->getAttrs()) {
+    StringRef name = na.getName().strref();
+    if (name == "stream") {
+      stream = cast<IntegerAttr>(na.getValue()).getInt();
+      continue;
+    }
+    if (llvm::is_contained(skipAttrs, name))
+      continue;
+    Attribute value = na.getValue();
+    if (isa<UnitAttr>(value))
+      value = BoolAttr::get(op->getContext(), true);
+    auto a = attr(name, value, op->getLoc());
+    if (failed(a))
+      return failure();
+    attrs.push_back(*a);
+  }
+  return fbs::CreateInstr(fbb, kind,
+                          kernel.empty() ? 0 : fbb.CreateString(kernel.str()),
+                          fbb.CreateVector(inBufs), fbb.CreateVector(outBufs),
+                          fbb.CreateVector(attrs), stream);
+}
+
+FailureOr<flatbuffers::Offset<fbs::Stage>>
+ProgramWriter::stage(exec::ProgramOp program) {
+  std::vector<flatbuffers::Offset<fbs::Binding>> params, inputs, outputs;
+  std::vector<flatbuffers::Offset<fbs::Instr>> instrs;
+  auto bind = [&](std::vector<flatbuffers::Offset<fbs::Binding>> &list,
+                  StringRef name, Value v) -> LogicalResult {
+    auto b = buffer(v);
+    if (failed(b))
+      return failure();
+    list.push_back(fbs::CreateBinding(fbb, fbb.CreateString(name.str()), *b));
+    return success();
+  };
+  static constexpr StringRef kOperandSegments = "operandSegmentSizes";
+  for (Operation &op : program.getBody().front()) {
+    LogicalResult ok =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](exec::ParamOp p) {
+              paramsByName[p.getName()] = p;
+              return bind(params, p.getName(), p.getResult());
+            })
+            .Case([&](exec::InputOp i) {
+              return bind(inputs, i.getName(), i.getResult());
+            })
+            .Case([&](exec::OutputOp o) {
+              return bind(outputs, o.getName(), o.getBuffer());
+            })
+            .Case<exec::AllocOp, exec::ViewOp>(
+                [](Operation *) { return success(); })
+            .Default([&](Operation *op) -> LogicalResult {
+              fbs::OpKind kind;
+              StringRef kernel;
+              SmallVector<Value> ins, outs;
+              if (auto k = dyn_cast<exec::KernelOp>(op)) {
+                kind = fbs::OpKind::Kernel;
+                kernel = k.getKernel();
+                ins.assign(k.getIns().begin(), k.getIns().end());
+                outs.assign(k.getOuts().begin(), k.getOuts().end());
+              } else if (auto g = dyn_cast<exec::GemmOp>(op)) {
+                kind = fbs::OpKind::Gemm;
+                ins = {g.getA(), g.getB()};
+                if (g.getBias())
+                  ins.push_back(g.getBias());
+                outs = {g.getC()};
+              } else if (auto c = dyn_cast<exec::AllReduceOp>(op)) {
+                kind = fbs::OpKind::AllReduce;
+                ins = {c.getBuffer()};
+                outs = {c.getBuffer()};
+              } else if (auto c = dyn_cast<exec::AllGatherOp>(op)) {
+                kind = fbs::OpKind::AllGather;
+                ins = {c.getInput()};
+                outs = {c.getOutput()};
+              } else if (auto c = dyn_cast<exec::ReduceScatterOp>(op)) {
+                kind = fbs::OpKind::ReduceScatter;
+                ins = {c.getInput()};
+                outs = {c.getOutput()};
+              } else if (auto c = dyn_cast<exec::BroadcastOp>(op)) {
+                kind = fbs::OpKind::Broadcast;
+                ins = {c.getBuffer()};
+                outs = {c.getBuffer()};
+              } else if (auto c = dyn_cast<exec::SendOp>(op)) {
+                kind = fbs::OpKind::Send;
+                ins = {c.getBuffer()};
+              } else if (auto c = dyn_cast<exec::RecvOp>(op)) {
+                kind = fbs::OpKind::Recv;
+                outs = {c.getBuffer()};
+              } else if (isa<exec::EventRecordOp>(op)) {
+                kind = fbs::OpKind::EventRecord;
+              } else if (isa<exec::EventWaitOp>(op)) {
+                kind = fbs::OpKind::EventWait;
+              } else {
+                return op->emitOpError() << "cannot be written to a program file";
+              }
+              auto in = instr(op, kind, kernel, ins, outs,
+                              {"kernel", kOperandSegments});
+              if (failed(in))
+                return failure();
+              instrs.push_back(*in);
+              return success();
+            });
+    if (failed(ok))
+      return failure();
+  }
+  return fbs::CreateStage(fbb, program.getStage(), program.getArenaBytes(),
+                          program.getNumStreams(), fbb.CreateVector(params),
+                          fbb.CreateVector(inputs), fbb.CreateVector(outputs),
+                          fbb.CreateVector(instrs));
+}
+
+FailureOr<flatbuffers::Offset<fbs::Param>>
+ProgramWriter::param(exec::ParamOp p) {
+  auto type = p.getType();
+  FailureOr<fbs::DType> dtype = encodeDType(type.getElementType(), p.getLoc());
+  if (failed(dtype))
+    return failure();
+  ArrayRef<int64_t> global = type.getShape();
+  if (auto g = p->getAttrOfType<DenseI64ArrayAttr>("global_shape"))
+    global = g.asArrayRef();
+  std::vector<flatbuffers::Offset<fbs::ParamSlice>> slices;
+  if (auto list = p->getAttrOfType<ArrayAttr>("slices")) {
+    // [{rank = r, concat_dim = d, segments = [array<i64: b0, e0, b1, e1, ...>]}]
+    for (Attribute entry : list) {
+      auto dict = dyn_cast<DictionaryAttr>(entry);
+      auto rank = dict ? dict.getAs<IntegerAttr>("rank") : IntegerAttr();
+      auto dim = dict ? dict.getAs<IntegerAttr>("concat_dim") : IntegerAttr();
+      auto segs = dict ? dict.getAs<ArrayAttr>("segments") : ArrayAttr();
+      if (!rank || !dim || !segs)
+        return p.emitOpError() << "has a malformed 'slices' entry " << entry,
+               failure();
+      std::vector<flatbuffers::Offset<fbs::Segment>> segments;
+      for (Attribute s : segs) {
+        auto bounds = dyn_cast<DenseI64ArrayAttr>(s);
+        if (!bounds || bounds.size() != static_cast<int64_t>(2 * global.size()))
+          return p.emitOpError() << "has a malformed slice segment " << s,
+                 failure();
+        std::vector<fbs::Range> ranges;
+        for (size_t d = 0; d < global.size(); ++d)
+          ranges.emplace_back(bounds[2 * d], bounds[2 * d + 1]);
+        segments.push_back(
+            fbs::CreateSegment(fbb, fbb.CreateVectorOfStructs(ranges)));
+      }
+      slices.push_back(fbs::CreateParamSlice(fbb, rank.getInt(), dim.getInt(),
+                                             fbb.CreateVector(segments)));
+    }
+  }
+  return fbs::CreateParam(fbb, fbb.CreateString(p.getName().str()), *dtype,
+                          fbb.CreateVector(global.data(), global.size()),
+                          fbb.CreateVector(slices));
+}
+
+LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
+  SmallVector<exec::ProgramOp> programs(module.getOps<exec::ProgramOp>());
+  if (programs.empty())
+    return module.emitError() << "no exec.program to export; run "
+                                 "--llm-lower-to-exec first";
+  llvm::sort(programs, [](exec::ProgramOp a, exec::ProgramOp b) {
+    return a.getStage() < b.getStage();
+  });
+  std::vector<flatbuffers::Offset<fbs::Stage>> stages;
+  for (auto [i, program] : llvm::enumerate(programs)) {
+    if (program.getStage() != i)
+      return program.emitOpError() << "expected stage " << i << ", found "
+                                   << program.getStage(),
+             failure();
+    auto s = stage(program);
+    if (failed(s))
+      return failure();
+    stages.push_back(*s);
+  }
+  // Parameters in first-binding order (stable, readable).
+  std::vector<flatbuffers::Offset<fbs::Param>> params;
+  llvm::StringSet<> done;
+  for (exec::ProgramOp program : programs)
+    for (auto p : program.getBody().front().getOps<exec::ParamOp>()) {
+      if (!done.insert(p.getName()).second)
+        continue;
+      auto fp = param(p);
+      if (failed(fp))
+        return failure();
+      params.push_back(*fp);
+    }
+
+  // Plan and rank map: row-major over the plan axes; the `pp` coordinate (if
+  // any) is the stage.
+  std::vector<std::string> axes;
+  std::vector<int32_t> sizes;
+  int32_t microbatches = 1;
+  std::string schedule;
+  if (auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan")) {
+    auto axesAttr = plan.getAs<ArrayAttr>("axes");
+    auto sizesAttr = plan.getAs<DenseI64ArrayAttr>("sizes");
+    if (!axesAttr || !sizesAttr || axesAttr.size() != static_cast<size_t>(sizesAttr.size()))
+      return module.emitError() << "malformed llmir.plan attribute " << plan;
+    for (auto [a, s] : llvm::zip(axesAttr, sizesAttr.asArrayRef())) {
+      auto name = dyn_cast<StringAttr>(a);
+      if (!name || s < 1)
+        return module.emitError() << "malformed llmir.plan attribute " << plan;
+      axes.push_back(name.str());
+      sizes.push_back(static_cast<int32_t>(s));
+    }
+    if (auto m = plan.getAs<IntegerAttr>("microbatches"))
+      microbatches = static_cast<int32_t>(m.getInt());
+    if (auto s = plan.getAs<StringAttr>("schedule"))
+      schedule = s.str();
+  }
+  int64_t world = 1;
+  for (int32_t s : sizes)
+    world *= s;
+  std::vector<flatbuffers::Offset<fbs::RankInfo>> ranks;
+  for (int64_t r = 0; r < world; ++r) {
+    std::vector<int32_t> coords(sizes.size());
+    int64_t rest = r;
+    for (size_t a = sizes.size(); a-- > 0;) {
+      coords[a] = static_cast<int32_t>(rest % sizes[a]);
+      rest /= sizes[a];
+    }
+    int32_t stageIndex = 0;
+    for (size_t a = 0; a < axes.size(); ++a)
+      if (axes[a] == "pp")
+        stageIndex = coords[a];
+    if (stageIndex >= static_cast<int32_t>(stages.size()))
+      return module.emitError() << "rank " << r << " maps to stage "
+                                << stageIndex << " but only " << stages.size()
+                                << " stage programs exist";
+    ranks.push_back(fbs::CreateRankInfo(fbb, static_cast<int32_t>(r),
+                                        stageIndex, fbb.CreateVector(coords)));
+  }
+
+  int64_t batch = 0, seq = 0, vocab = 0;
+  std::string modelType;
+  if (auto model = module->getAttrOfType<DictionaryAttr>(
+          tfm::TfmDialect::kModelAttrName)) {
+    if (auto a = model.getAs<IntegerAttr>("batch"))
+      batch = a.getInt();
+    if (auto a = model.getAs<IntegerAttr>("seq"))
+      seq = a.getInt();
+    if (auto a = model.getAs<IntegerAttr>("vocab_size"))
+      vocab = a.getInt();
+    if (auto a = model.getAs<StringAttr>("model_type"))
+      modelType = a.str();
+  }
+  auto plan = fbs::CreatePlan(fbb, fbb.CreateVectorOfStrings(axes),
+                              fbb.CreateVector(sizes), microbatches,
+                              fbb.CreateString(schedule), batch, seq,
+                              fbb.CreateString(modelType), vocab);
+  auto root = fbs::CreateProgram(fbb, kProgramVersion,
+                                 fbb.CreateString("llmir llm-translate"), plan,
+                                 fbb.CreateVector(ranks),
+                                 fbb.CreateVector(params),
+                                 fbb.CreateVector(stages));
+  fbs::FinishProgramBuffer(fbb, root);
+  os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
+           fbb.GetSize());
+  return success();
+}
+
+} // namespace
+
+LogicalResult llmir::exportProgram(ModuleOp module, llvm::raw_ostream &os) {
+  return ProgramWriter(module).write(os);
+}
+
+void llmir::registerExportProgramTranslation() {
+  static TranslateFromMLIRRegistration registration(
+      "export-program", "Write exec programs as an .llmir program file",
+      [](Operation *op, llvm::raw_ostream &os) -> LogicalResult {
+        auto module = dyn_cast<ModuleOp>(op);
+        if (!module)
+          return op->emitError() << "expected a builtin.module";
+        return exportProgram(module, os);
+      },
+      [](DialectRegistry &registry) {
+        registry.insert<exec::ExecDialect, tfm::TfmDialect>();
+      });
+}

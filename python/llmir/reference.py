@@ -1,0 +1,405 @@
+"""PyTorch numeric oracle: GPT-2 and LLaMA written from the Hugging Face semantics (no transformers dependency).
+
+``params`` is a dict {HF name: tensor} with exactly the names of ``weights.param_shapes(cfg)`` (numpy arrays are
+accepted and converted).  Dropout is not modelled (HF eval mode / training with all dropouts 0).
+
+Numerics follow HF's eager implementations: GPT-2 Conv1D as ``addmm(b, x, W)``, attention scores divided by
+``sqrt(head_dim)``, masked with ``finfo.min``; LLaMA RMSNorm in float32, softmax in float32, RoPE rotate-half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, load_config
+from .weights import normalize_params
+
+__all__ = [
+    "activation",
+    "to_torch_params",
+    "load_params",
+    "rotate_half",
+    "rope_inv_freq",
+    "rope_cos_sin",
+    "apply_rope",
+    "forward",
+    "loss",
+    "loss_and_grads",
+    "batch_for_step",
+    "param_groups",
+    "train",
+    "main",
+]
+
+Params = Mapping[str, Any]
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _gelu_new(x: torch.Tensor) -> torch.Tensor:  # transformers NewGELUActivation
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def _gelu_fast(x: torch.Tensor) -> torch.Tensor:  # transformers FastGELUActivation
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+_ACT: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_new": _gelu_new,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        return _ACT[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r} ({', '.join(_ACT)})") from None
+
+
+def to_torch_params(
+    cfg: ModelConfig, params: Params, dtype: torch.dtype = torch.float32, requires_grad: bool = False
+) -> Dict[str, torch.Tensor]:
+    """Validates names/shapes (weights.normalize_params) and returns fresh torch tensors (copies) of ``dtype``."""
+    norm = normalize_params(cfg, params)
+    out = {}
+    for name, t in norm.items():
+        if not isinstance(t, torch.Tensor):
+            t = torch.from_numpy(np.ascontiguousarray(t))
+        t = t.detach().to(dtype=dtype, copy=True)
+        out[name] = t.requires_grad_(requires_grad)
+    return out
+
+
+def load_params(cfg: ModelConfig, path: str, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+    """Loads a safetensors file (HF names) as torch tensors of ``dtype`` (BF16/F16 are upcast exactly)."""
+    from .safetensors import load_file
+
+    return to_torch_params(cfg, load_file(path), dtype=dtype)
+
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:  # LlamaRMSNorm
+    in_dtype = x.dtype
+    h = x.to(torch.float32)
+    var = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(var + eps)
+    return w * h.to(in_dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """HF: 1 / theta ** (arange(0, D, 2) / D), with rope_scaling 'llama3' applied (linear scales positions)."""
+    D = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    rs = cfg.rope_scaling
+    if rs is not None and rs["rope_type"] == "llama3":
+        factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old = rs["original_max_position_embeddings"]
+        low_wl, high_wl = old / lo, old / hi
+        wavelen = 2 * math.pi / inv
+        inv_l = torch.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+        medium = ~(wavelen < high_wl) * ~(wavelen > low_wl)
+        inv = torch.where(medium, smoothed, inv_l)
+    return inv
+
+
+def rope_cos_sin(cfg: ModelConfig, seq_len: int, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [seq_len, head_dim] for positions 0..seq_len-1 (emb = cat(freqs, freqs))."""
+    inv = rope_inv_freq(cfg)
+    t = torch.arange(seq_len, dtype=torch.int64).float()
+    if cfg.rope_scaling is not None and cfg.rope_scaling["rope_type"] == "linear":
+        t = t / cfg.rope_scaling["factor"]
+    freqs = torch.outer(t, inv)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [..., S, D]; cos/sin: [S, D]."""
+    return x * cos + rotate_half(x) * sin
+
+
+def _causal_softmax_attention(q, k, v, scale_div: Optional[float], fp32_softmax: bool) -> torch.Tensor:
+    """q: [B,H,S,D], k/v: [B,H,S,D] -> [B,H,S,D]."""
+    S = q.shape[-2]
+    w = torch.matmul(q, k.transpose(-1, -2))
+    if scale_div is not None:
+        w = w / scale_div
+    mask = torch.ones(S, S, dtype=torch.bool, device=q.device).tril()
+    w = w.masked_fill(~mask, torch.finfo(w.dtype).min)
+    w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype) if fp32_softmax else F.softmax(w, dim=-1)
+    return torch.matmul(w, v)
+
+
+def _conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # transformers Conv1D
+    out_shape = x.shape[:-1] + (w.shape[1],)
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(out_shape)
+
+
+def _linear(x: torch.Tensor, p: Params, name: str) -> torch.Tensor:
+    return F.linear(x, p[name + ".weight"], p.get(name + ".bias"))
+
+
+def _check_ids(cfg: ModelConfig, ids: Any) -> torch.Tensor:
+    if not isinstance(ids, torch.Tensor):
+        ids = torch.as_tensor(np.asarray(ids))
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integers, got {ids.dtype}")
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    if ids.dim() != 2 or ids.shape[1] < 1:
+        raise ValueError(f"input_ids must be [B, S] (or [S]), got shape {list(ids.shape)}")
+    ids = ids.to(torch.int64)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
+        raise ValueError(f"input_ids out of range [0, {cfg.vocab_size}): min {int(ids.min())}, max {int(ids.max())}")
+    if cfg.is_gpt2 and ids.shape[1] > cfg.max_position_embeddings:
+        raise ValueError(f"sequence length {ids.shape[1]} exceeds n_positions {cfg.max_position_embeddings}")
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _gpt2_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor:
+    B, S = ids.shape
+    h, H, D = cfg.hidden_size, cfg.num_heads, cfg.head_dim
+    act = activation(cfg.activation)
+    x = F.embedding(ids, p["wte.weight"]) + p["wpe.weight"][:S].unsqueeze(0)
+    for i in range(cfg.num_layers):
+        pre = f"h.{i}."
+        a = F.layer_norm(x, (h,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], cfg.norm_eps)
+        qkv = _conv1d(a, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"])
+        q, k, v = qkv.split(h, dim=-1)
+        q, k, v = (t.view(B, S, H, D).transpose(1, 2) for t in (q, k, v))
+        div = None
+        if cfg.scale_attn_weights:
+            div = float(D) ** 0.5
+        if cfg.scale_attn_by_inverse_layer_idx:
+            div = (div or 1.0) * float(i + 1)
+        if cfg.scale_attn_weights and cfg.scale_attn_by_inverse_layer_idx:
+            # HF divides twice; keep the same two roundings.
+            w = torch.matmul(q, k.transpose(-1, -2)) / (float(D) ** 0.5) / float(i + 1)
+            mask = torch.ones(S, S, dtype=torch.bool).tril()
+            w = F.softmax(w.masked_fill(~mask, torch.finfo(w.dtype).min), dim=-1)
+            o = torch.matmul(w, v)
+        else:
+            o = _causal_softmax_attention(q, k, v, div, fp32_softmax=False)
+        o = o.transpose(1, 2).reshape(B, S, h)
+        x = x + _conv1d(o, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
+        m = F.layer_norm(x, (h,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], cfg.norm_eps)
+        m = act(_conv1d(m, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"]))
+        x = x + _conv1d(m, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+    return F.layer_norm(x, (h,), p["ln_f.weight"], p["ln_f.bias"], cfg.norm_eps)
+
+
+def _llama_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor:
+    B, S = ids.shape
+    H, KV, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    rep = H // KV
+    act = activation(cfg.activation)
+    x = F.embedding(ids, p["model.embed_tokens.weight"])
+    cos, sin = rope_cos_sin(cfg, S, dtype=x.dtype)
+    for i in range(cfg.num_layers):
+        pre = f"model.layers.{i}."
+        a = _rms_norm(x, p[pre + "input_layernorm.weight"], cfg.norm_eps)
+        q = _linear(a, p, pre + "self_attn.q_proj").view(B, S, H, D).transpose(1, 2)
+        k = _linear(a, p, pre + "self_attn.k_proj").view(B, S, KV, D).transpose(1, 2)
+        v = _linear(a, p, pre + "self_attn.v_proj").view(B, S, KV, D).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if rep > 1:  # HF repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        o = _causal_softmax_attention(q, k, v, math.sqrt(D), fp32_softmax=True)
+        o = o.transpose(1, 2).reshape(B, S, H * D)
+        x = x + _linear(o, p, pre + "self_attn.o_proj")
+        m = _rms_norm(x, p[pre + "post_attention_layernorm.weight"], cfg.norm_eps)
+        m = act(_linear(m, p, pre + "mlp.gate_proj")) * _linear(m, p, pre + "mlp.up_proj")
+        x = x + _linear(m, p, pre + "mlp.down_proj")
+    return _rms_norm(x, p["model.norm.weight"], cfg.norm_eps)
+
+
+def _embedding_name(cfg: ModelConfig) -> str:
+    return "wte.weight" if cfg.is_gpt2 else "model.embed_tokens.weight"
+
+
+def forward(cfg: ModelConfig, params: Params, input_ids: Any) -> torch.Tensor:
+    """Logits [B, S, vocab] for input_ids [B, S] (a 1-D [S] input is treated as B = 1)."""
+    p = params if all(isinstance(t, torch.Tensor) for t in params.values()) else to_torch_params(cfg, params)
+    ids = _check_ids(cfg, input_ids)
+    hidden = _gpt2_hidden(cfg, p, ids) if cfg.is_gpt2 else _llama_hidden(cfg, p, ids)
+    head = p[_embedding_name(cfg)] if cfg.tie_word_embeddings else p["lm_head.weight"]
+    return F.linear(hidden, head)
+
+
+def loss(cfg: ModelConfig, params: Params, input_ids: Any, labels: Any, ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross-entropy of forward(input_ids) against ``labels`` [B, S].
+
+    ``labels`` are the already-aligned next-token targets (batch_for_step's targets), NOT shifted inside as HF's
+    ``labels=`` argument is.  Positions equal to ``ignore_index`` are excluded from the mean.
+    """
+    logits = forward(cfg, params, input_ids)
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(np.asarray(labels))
+    labels = labels.to(torch.int64).reshape(logits.shape[:-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index)
+
+
+def loss_and_grads(cfg: ModelConfig, params: Params, input_ids: Any, labels: Any) -> Tuple[float, Dict[str, torch.Tensor]]:
+    """(loss, {name: d loss / d param}) in fp32 -- what every parallel layout must reproduce."""
+    p = to_torch_params(cfg, params, requires_grad=True)
+    l = loss(cfg, p, input_ids, labels)
+    l.backward()
+    return float(l.detach()), {n: t.grad.detach() for n, t in p.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training (INTERFACES.md "Training semantics")
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def batch_for_step(tokens: Any, step: int, B: int, S: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Step ``step`` reads the window of B*S+1 tokens starting at step*B*S, wrapping around the end of ``tokens``.
+
+    Returns (inputs, targets), both int64 [B, S]: inputs = window[:-1], targets = window[1:].
+    """
+    if B < 1 or S < 1 or step < 0:
+        raise ValueError(f"need B >= 1, S >= 1, step >= 0 (got B={B}, S={S}, step={step})")
+    t = tokens if isinstance(tokens, torch.Tensor) else torch.as_tensor(np.asarray(tokens))
+    if t.dim() != 1 or t.numel() == 0 or t.dtype.is_floating_point:
+        raise ValueError(f"tokens must be a non-empty 1-D integer array, got shape {list(t.shape)} dtype {t.dtype}")
+    n = t.numel()
+    idx = (step * B * S + torch.arange(B * S + 1, dtype=torch.int64)) % n
+    window = t.to(torch.int64)[idx]
+    return window[:-1].view(B, S), window[1:].view(B, S)
+
+
+def param_groups(params: Mapping[str, torch.Tensor], weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW groups: weight decay on parameters with ndim >= 2 only."""
+    decay = [t for t in params.values() if t.dim() >= 2]
+    no_decay = [t for t in params.values() if t.dim() < 2]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def train(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: Any,
+    steps: int,
+    B: int,
+    S: int,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    *,
+    grad_clip: Optional[float] = None,
+    start_step: int = 0,
+    callback: Optional[Callable[[int, float, Dict[str, torch.Tensor]], None]] = None,
+) -> Tuple[List[float], Dict[str, torch.Tensor]]:
+    """fp32 training; returns (per-step losses, final params).  ``params`` is not modified.
+
+    AdamW(betas=(0.9, 0.95), eps=1e-8), decoupled weight decay on ndim >= 2 params, constant lr, no clipping unless
+    ``grad_clip`` (global L2 norm).  Step i (counting from ``start_step``) uses batch_for_step(tokens, i, B, S).
+    ``callback(step, loss, params)`` runs after each optimizer step.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    p = to_torch_params(cfg, params, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.AdamW(param_groups(p, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    losses: List[float] = []
+    for i in range(start_step, start_step + steps):
+        inputs, targets = batch_for_step(tokens, i, B, S)
+        l = loss(cfg, p, inputs, targets)
+        opt.zero_grad(set_to_none=True)
+        l.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(list(p.values()), grad_clip)
+        opt.step()
+        losses.append(float(l.detach()))
+        if callback is not None:
+            callback(i, losses[-1], p)
+    return losses, {n: t.detach() for n, t in p.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI: python -m llmir.reference --config C --weights W --data T.npy --steps N --batch B --seq S [...]
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m llmir.reference",
+                                 description="Train the PyTorch reference model (fp32, CPU) like llm-run does.")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--weights", required=True, help="safetensors with HF names")
+    ap.add_argument("--data", required=True, help="1-D integer .npy token file")
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--batch", type=int, required=True, help="global batch B")
+    ap.add_argument("--seq", type=int, required=True, help="sequence length S")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--log-json", help="write {'step': i, 'loss': x} per line")
+    ap.add_argument("--save-weights", help="write the final parameters (safetensors, F32)")
+    ap.add_argument("--dump-grads", help="write the step-0 gradients (before any update) as safetensors")
+    args = ap.parse_args(argv)
+    try:
+        from .safetensors import save_file
+        from .weights import load_tokens
+
+        cfg = load_config(args.config)
+        params = load_params(cfg, args.weights)
+        tokens = load_tokens(args.data)
+        if args.dump_grads:
+            x, y = batch_for_step(tokens, 0, args.batch, args.seq)
+            l0, grads = loss_and_grads(cfg, params, x, y)
+            save_file({n: g.numpy() for n, g in grads.items()}, args.dump_grads, metadata={"loss": repr(l0)})
+        log = open(args.log_json, "w") if args.log_json else None
+
+        def cb(step: int, l: float, _p: Dict[str, torch.Tensor]) -> None:
+            print(f"step {step} loss {l:.6f}", file=sys.stderr)
+            if log:
+                log.write(json.dumps({"step": step, "loss": l}) + "\n")
+                log.flush()
+
+        _, final = train(cfg, params, tokens, args.steps, args.batch, args.seq, args.lr, args.weight_decay,
+                         grad_clip=args.grad_clip, callback=cb)
+        if log:
+            log.close()
+        if args.save_weights:
+            save_file({n: t.numpy() for n, t in final.items()}, args.save_weights, metadata={"format": "pt"})
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

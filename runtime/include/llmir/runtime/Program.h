@@ -1,0 +1,134 @@
+// The decoded program file (.llmir): plan, rank map, parameter table and one
+// scheduled program per pipeline stage. Decoding verifies everything the
+// interpreter relies on, so a corrupt or hostile file is an error, never a crash.
+#ifndef LLMIR_RUNTIME_PROGRAM_H
+#define LLMIR_RUNTIME_PROGRAM_H
+
+#include "llmir/runtime/Status.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llmir::runtime {
+
+/// Incremented on every incompatible change of runtime/schema/program.fbs.
+constexpr uint32_t kProgramVersion = 1;
+
+enum class DType { F32, BF16, F16, I32, I64 };
+const char *dtypeName(DType dtype);
+int64_t dtypeBytes(DType dtype);
+
+/// A dense row-major tensor at `offset` bytes into the stage arena.
+struct BufferRef {
+  int64_t offset = 0;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  int64_t numElements() const;
+  int64_t bytes() const { return numElements() * dtypeBytes(dtype); }
+  std::string str() const; ///< "2x16x64xf32@4096"
+};
+
+struct AttrValue {
+  enum class Kind { Int, Float, String, Ints, Bool } kind = Kind::Int;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> ints;
+};
+
+enum class OpKind {
+  Kernel, Gemm, AllReduce, AllGather, ReduceScatter, Broadcast, Send, Recv,
+  EventRecord, EventWait
+};
+const char *opKindName(OpKind kind);
+
+struct Instr {
+  OpKind kind = OpKind::Kernel;
+  std::string kernel;
+  std::vector<BufferRef> ins, outs;
+  std::map<std::string, AttrValue> attrs;
+  int stream = 0;
+
+  /// "kernel 'layer_norm'" or "all_reduce": how errors name this op.
+  std::string describe() const;
+  StatusOr<int64_t> intAttr(const std::string &name) const;
+  StatusOr<double> floatAttr(const std::string &name) const;
+  StatusOr<bool> boolAttr(const std::string &name) const;
+  StatusOr<std::string> stringAttr(const std::string &name) const;
+  StatusOr<std::vector<int64_t>> intsAttr(const std::string &name) const;
+  bool hasAttr(const std::string &name) const { return attrs.count(name) != 0; }
+};
+
+struct Binding {
+  std::string name;
+  BufferRef buffer;
+};
+
+struct StageProgram {
+  int index = 0;
+  int64_t arenaBytes = 0;
+  int numStreams = 1;
+  std::vector<Binding> params, inputs, outputs;
+  std::vector<Instr> instrs;
+};
+
+/// Per dimension [begin, end) of the global tensor.
+using Segment = std::vector<std::pair<int64_t, int64_t>>;
+
+struct ParamSlice {
+  int rank = 0;
+  int concatDim = 0;
+  std::vector<Segment> segments;
+};
+
+struct ParamInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> globalShape;
+  std::vector<ParamSlice> slices;
+  /// The rank's slice, or null when the rank holds the whole tensor.
+  const ParamSlice *sliceFor(int rank) const;
+};
+
+struct RankInfo {
+  int rank = 0;
+  int stage = 0;
+  std::vector<int> coords;
+};
+
+struct Plan {
+  std::vector<std::string> axes;
+  std::vector<int> sizes;
+  int microbatches = 1;
+  std::string schedule;
+  int64_t globalBatch = 0;
+  int64_t seq = 0;
+  std::string modelType;
+  int64_t vocabSize = 0;
+  /// Size of `axis`, 1 if the plan has no such axis.
+  int axisSize(const std::string &axis) const;
+};
+
+struct Program {
+  uint32_t version = 0;
+  std::string producer;
+  Plan plan;
+  std::vector<RankInfo> ranks;
+  std::vector<ParamInfo> params;
+  std::vector<StageProgram> stages;
+
+  int worldSize() const { return static_cast<int>(ranks.size()); }
+  const ParamInfo *findParam(const std::string &name) const;
+
+  /// Verifies and decodes a program file image.
+  static StatusOr<Program> parse(const uint8_t *data, size_t size);
+  /// Reads and parses `path`.
+  static StatusOr<Program> load(const std::string &path);
+};
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_PROGRAM_H

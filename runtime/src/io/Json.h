@@ -1,0 +1,38 @@
+// A small strict JSON parser for the subset safetensors headers use (internal):
+// objects, arrays, strings and integers; no floats, true/false/null.
+#ifndef LLMIR_RUNTIME_SRC_IO_JSON_H
+#define LLMIR_RUNTIME_SRC_IO_JSON_H
+
+#include "llmir/runtime/Status.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llmir::runtime::detail {
+
+struct JsonValue {
+  enum class Kind { Object, Array, String, Integer };
+  Kind kind = Kind::Integer;
+  std::string string;
+  int64_t integer = 0;
+  std::vector<JsonValue> array;
+  // Object members in file order (keys are unique: duplicates are rejected).
+  std::vector<std::string> keys;
+  std::vector<JsonValue> values;
+};
+
+/// Parses exactly one value (surrounding whitespace allowed). Nesting deeper
+/// than `maxDepth` (the top-level value is depth 1), duplicate object keys,
+/// invalid escapes/UTF-16 surrogates, control characters in strings, leading
+/// zeros, integer overflow and anything outside the subset are errors
+/// (InvalidArgument, with the byte offset).
+StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth);
+
+/// Appends `s` as a JSON string literal (quotes and escapes) to `out`.
+void appendJsonString(std::string &out, std::string_view s);
+
+} // namespace llmir::runtime::detail
+
+#endif // LLMIR_RUNTIME_SRC_IO_JSON_H
