@@ -142,12 +142,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def _causal_softmax_attention(q, k, v, scale_div: Optional[float], fp32_softmax: bool) -> torch.Tensor:
-    """q: [B,H,S,D], k/v: [B,H,S,D] -> [B,H,S,D]."""
+def _causal_softmax_attention(q, k, v, divisors: Sequence[float], fp32_softmax: bool) -> torch.Tensor:
+    """q: [B,H,S,D], k/v: [B,H,S,D] -> [B,H,S,D]; scores divided by each of ``divisors`` in turn."""
     S = q.shape[-2]
     w = torch.matmul(q, k.transpose(-1, -2))
-    if scale_div is not None:
-        w = w / scale_div
+    for d in divisors:
+        w = w / d
     mask = torch.ones(S, S, dtype=torch.bool, device=q.device).tril()
     w = w.masked_fill(~mask, torch.finfo(w.dtype).min)
     w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype) if fp32_softmax else F.softmax(w, dim=-1)
@@ -196,19 +196,12 @@ def _gpt2_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor
         qkv = _conv1d(a, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"])
         q, k, v = qkv.split(h, dim=-1)
         q, k, v = (t.view(B, S, H, D).transpose(1, 2) for t in (q, k, v))
-        div = None
+        divs = []  # HF GPT2Attention._attn divides once per enabled scaling
         if cfg.scale_attn_weights:
-            div = float(D) ** 0.5
+            divs.append(float(D) ** 0.5)
         if cfg.scale_attn_by_inverse_layer_idx:
-            div = (div or 1.0) * float(i + 1)
-        if cfg.scale_attn_weights and cfg.scale_attn_by_inverse_layer_idx:
-            # HF divides twice; keep the same two roundings.
-            w = torch.matmul(q, k.transpose(-1, -2)) / (float(D) ** 0.5) / float(i + 1)
-            mask = torch.ones(S, S, dtype=torch.bool).tril()
-            w = F.softmax(w.masked_fill(~mask, torch.finfo(w.dtype).min), dim=-1)
-            o = torch.matmul(w, v)
-        else:
-            o = _causal_softmax_attention(q, k, v, div, fp32_softmax=False)
+            divs.append(float(i + 1))
+        o = _causal_softmax_attention(q, k, v, divs, fp32_softmax=False)
         o = o.transpose(1, 2).reshape(B, S, h)
         x = x + _conv1d(o, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
         m = F.layer_norm(x, (h,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], cfg.norm_eps)
@@ -234,7 +227,7 @@ def _llama_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tenso
         if rep > 1:  # HF repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        o = _causal_softmax_attention(q, k, v, math.sqrt(D), fp32_softmax=True)
+        o = _causal_softmax_attention(q, k, v, [math.sqrt(D)], fp32_softmax=True)
         o = o.transpose(1, 2).reshape(B, S, H * D)
         x = x + _linear(o, p, pre + "self_attn.o_proj")
         m = _rms_norm(x, p[pre + "post_attention_layernorm.weight"], cfg.norm_eps)

@@ -9,7 +9,8 @@ namespace {
 
 class Parser {
 public:
-  Parser(std::string_view text, int maxDepth) : text_(text), maxDepth_(maxDepth) {}
+  Parser(std::string_view text, int maxDepth, int64_t maxValues)
+      : text_(text), maxDepth_(maxDepth), valuesLeft_(maxValues) {}
 
   StatusOr<JsonValue> parseDocument() {
     JsonValue v;
@@ -46,6 +47,8 @@ private:
       return error("nesting deeper than " + std::to_string(maxDepth_));
     if (pos_ >= text_.size())
       return error("unexpected end of input");
+    if (--valuesLeft_ < 0)
+      return error("too many values");
     const char c = text_[pos_];
     if (c == '{')
       return parseObject(v, depth);
@@ -231,13 +234,15 @@ private:
 
   std::string_view text_;
   int maxDepth_;
+  int64_t valuesLeft_;
   size_t pos_ = 0;
 };
 
 } // namespace
 
-StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth) {
-  return Parser(text, maxDepth).parseDocument();
+StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth,
+                                    int64_t maxValues) {
+  return Parser(text, maxDepth, maxValues).parseDocument();
 }
 
 void appendJsonString(std::string &out, std::string_view s) {

@@ -27,8 +27,10 @@ struct JsonValue {
 /// than `maxDepth` (the top-level value is depth 1), duplicate object keys,
 /// invalid escapes/UTF-16 surrogates, control characters in strings, leading
 /// zeros, integer overflow and anything outside the subset are errors
-/// (InvalidArgument, with the byte offset).
-StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth);
+/// (InvalidArgument, with the byte offset). More than `maxValues` values in
+/// total is an error too: it bounds memory for hostile 100 MB headers.
+StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth,
+                                    int64_t maxValues = int64_t(1) << 21);
 
 /// Appends `s` as a JSON string literal (quotes and escapes) to `out`.
 void appendJsonString(std::string &out, std::string_view s);

@@ -228,18 +228,27 @@ StatusOr<SafeTensorsFile> SafeTensorsFile::open(const std::string &path) {
     LLMIR_RETURN_IF_ERROR(parseTensorEntry(path, key, value, file.dataSize_, info));
     file.tensors_.emplace(key, std::move(info));
   }
-  // No two tensors may share bytes (empty tensors occupy none).
+  // Like upstream safetensors: the tensors tile the data section exactly, with
+  // no overlaps and no holes. This also catches a header length that lies
+  // (e.g. one that drops the header's trailing padding).
   std::vector<std::pair<uint64_t, const std::string *>> starts;
   for (const auto &[name, info] : file.tensors_)
     if (info.dataEnd > info.dataBegin)
       starts.emplace_back(info.dataBegin, &name);
   std::sort(starts.begin(), starts.end());
-  for (size_t i = 1; i < starts.size(); ++i) {
-    const TensorInfo &prev = file.tensors_.at(*starts[i - 1].second);
-    if (starts[i].first < prev.dataEnd)
-      return corrupt(path, "tensors '" + *starts[i - 1].second + "' and '" +
-                               *starts[i].second + "' overlap");
+  uint64_t covered = 0;
+  for (const auto &[begin, name] : starts) {
+    if (begin < covered)
+      return corrupt(path, "tensor '" + *name + "' overlaps the tensor before it");
+    if (begin > covered)
+      return corrupt(path, "bytes [" + std::to_string(covered) + ", " +
+                               std::to_string(begin) + ") before tensor '" + *name +
+                               "' belong to no tensor");
+    covered = file.tensors_.at(*name).dataEnd;
   }
+  if (covered != file.dataSize_)
+    return corrupt(path, "the data section has " + std::to_string(file.dataSize_) +
+                             " bytes but the tensors cover " + std::to_string(covered));
   return StatusOr<SafeTensorsFile>(std::move(file));
 }
 

@@ -20,13 +20,13 @@ Status corrupt(const std::string &what) {
   return Status::error(StatusCode::DataLoss, "corrupt program file: " + what);
 }
 
-StatusOr<DType> decodeDType(fb::DType d) {
+StatusOr<ScalarType> decodeScalarType(fb::DType d) {
   switch (d) {
-  case fb::DType::F32: return DType::F32;
-  case fb::DType::BF16: return DType::BF16;
-  case fb::DType::F16: return DType::F16;
-  case fb::DType::I32: return DType::I32;
-  case fb::DType::I64: return DType::I64;
+  case fb::DType::F32: return ScalarType::F32;
+  case fb::DType::BF16: return ScalarType::BF16;
+  case fb::DType::F16: return ScalarType::F16;
+  case fb::DType::I32: return ScalarType::I32;
+  case fb::DType::I64: return ScalarType::I64;
   }
   return corrupt("unknown dtype " + std::to_string(static_cast<int>(d)));
 }
@@ -64,7 +64,7 @@ StatusOr<BufferRef> decodeBuffer(const fb::Buffer *b, int64_t arenaBytes,
     return corrupt(where + ": missing buffer");
   BufferRef ref;
   ref.offset = b->offset();
-  StatusOr<DType> dtype = decodeDType(b->dtype());
+  StatusOr<ScalarType> dtype = decodeScalarType(b->dtype());
   if (!dtype.isOk())
     return dtype.status();
   ref.dtype = *dtype;
@@ -194,7 +194,7 @@ StatusOr<StageProgram> decodeStage(const fb::Stage *s) {
 StatusOr<ParamInfo> decodeParam(const fb::Param *p, int worldSize) {
   ParamInfo info;
   info.name = p->name()->str();
-  StatusOr<DType> dtype = decodeDType(p->dtype());
+  StatusOr<ScalarType> dtype = decodeScalarType(p->dtype());
   if (!dtype.isOk())
     return dtype.status();
   info.dtype = *dtype;
@@ -241,22 +241,22 @@ StatusOr<ParamInfo> decodeParam(const fb::Param *p, int worldSize) {
 
 } // namespace
 
-const char *dtypeName(DType dtype) {
+const char *scalarTypeName(ScalarType dtype) {
   switch (dtype) {
-  case DType::F32: return "f32";
-  case DType::BF16: return "bf16";
-  case DType::F16: return "f16";
-  case DType::I32: return "i32";
-  case DType::I64: return "i64";
+  case ScalarType::F32: return "f32";
+  case ScalarType::BF16: return "bf16";
+  case ScalarType::F16: return "f16";
+  case ScalarType::I32: return "i32";
+  case ScalarType::I64: return "i64";
   }
   return "?";
 }
 
-int64_t dtypeBytes(DType dtype) {
+int64_t scalarTypeBytes(ScalarType dtype) {
   switch (dtype) {
-  case DType::F32: case DType::I32: return 4;
-  case DType::BF16: case DType::F16: return 2;
-  case DType::I64: return 8;
+  case ScalarType::F32: case ScalarType::I32: return 4;
+  case ScalarType::BF16: case ScalarType::F16: return 2;
+  case ScalarType::I64: return 8;
   }
   return 0;
 }
@@ -272,7 +272,7 @@ std::string BufferRef::str() const {
   std::ostringstream os;
   for (int64_t d : shape)
     os << d << "x";
-  os << dtypeName(dtype) << "@" << offset;
+  os << scalarTypeName(dtype) << "@" << offset;
   return os.str();
 }
 

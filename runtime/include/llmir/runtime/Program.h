@@ -17,17 +17,17 @@ namespace llmir::runtime {
 /// Incremented on every incompatible change of runtime/schema/program.fbs.
 constexpr uint32_t kProgramVersion = 1;
 
-enum class DType { F32, BF16, F16, I32, I64 };
-const char *dtypeName(DType dtype);
-int64_t dtypeBytes(DType dtype);
+enum class ScalarType { F32, BF16, F16, I32, I64 };
+const char *scalarTypeName(ScalarType dtype);
+int64_t scalarTypeBytes(ScalarType dtype);
 
 /// A dense row-major tensor at `offset` bytes into the stage arena.
 struct BufferRef {
   int64_t offset = 0;
-  DType dtype = DType::F32;
+  ScalarType dtype = ScalarType::F32;
   std::vector<int64_t> shape;
   int64_t numElements() const;
-  int64_t bytes() const { return numElements() * dtypeBytes(dtype); }
+  int64_t bytes() const { return numElements() * scalarTypeBytes(dtype); }
   std::string str() const; ///< "2x16x64xf32@4096"
 };
 
@@ -86,7 +86,7 @@ struct ParamSlice {
 
 struct ParamInfo {
   std::string name;
-  DType dtype = DType::F32;
+  ScalarType dtype = ScalarType::F32;
   std::vector<int64_t> globalShape;
   std::vector<ParamSlice> slices;
   /// The rank's slice, or null when the rank holds the whole tensor.

@@ -30,7 +30,8 @@ struct TensorInfo {
 
 /// An open safetensors file. The header is parsed and validated by open():
 /// every tensor's dtype, shape and byte range (inside the file, size ==
-/// elements * dtype size, no two tensors overlapping). Tensor data is read on
+/// elements * dtype size; the tensors tile the data section exactly — no
+/// overlaps, no holes — as upstream safetensors requires). Tensor data is read on
 /// demand with pread (no mmap, so a file truncated behind our back gives an
 /// error, not SIGBUS). Reads are const and thread-safe. Move-only.
 class SafeTensorsFile {

@@ -1,0 +1,82 @@
+// Runs one rank's stage program on the CPU backend: owns the arena, loads the
+// rank's parameter shards, takes per-step inputs, executes the instruction
+// list in order and exposes the outputs. Every failure names rank, op and step.
+#ifndef LLMIR_RUNTIME_EXECUTOR_H
+#define LLMIR_RUNTIME_EXECUTOR_H
+
+#include "llmir/runtime/Program.h"
+#include "llmir/runtime/SafeTensors.h"
+#include "llmir/runtime/Status.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace llmir::runtime {
+
+class Communicator;
+
+class Executor {
+public:
+  /// `comm` may be null for single-rank programs; it must outlive the executor.
+  static StatusOr<std::unique_ptr<Executor>>
+  create(const Program &program, int rank, Communicator *comm);
+
+  const StageProgram &stage() const { return *stage_; }
+  const RankInfo &rankInfo() const { return *rankInfo_; }
+
+  /// Reads this rank's slice of every bound parameter from `weights`
+  /// (shapes and names checked against the parameter table).
+  Status loadParams(const SafeTensorsFile &weights);
+
+  /// Copies `values` (token ids) into the input buffer `name`, converting to
+  /// the buffer's integer type; the count must match the buffer exactly.
+  Status setInput(const std::string &name, const std::vector<int64_t> &values);
+
+  /// Executes the program once. `step` only labels errors.
+  Status run(int64_t step);
+
+  /// The output `name` as floats (copied out of the arena).
+  StatusOr<std::vector<float>> output(const std::string &name) const;
+  const BufferRef *findOutput(const std::string &name) const;
+
+  /// Bytes of the arena (the compiler's memory plan peak).
+  int64_t arenaBytes() const { return stage_->arenaBytes; }
+
+private:
+  Executor(const Program &program, const StageProgram &stage,
+           const RankInfo &rankInfo, Communicator *comm);
+
+  Status execute(const Instr &instr);
+  Status executeKernel(const Instr &instr);
+  Status executeGemm(const Instr &instr);
+  Status executeCollective(const Instr &instr);
+
+  template <typename T> T *ptr(const BufferRef &b) {
+    return reinterpret_cast<T *>(arena_.get() + b.offset);
+  }
+  template <typename T> const T *ptr(const BufferRef &b) const {
+    return reinterpret_cast<const T *>(arena_.get() + b.offset);
+  }
+  /// Integer buffer (i32 or i64) widened to int64 into `scratch`.
+  StatusOr<const int64_t *> ids(const Instr &instr, const BufferRef &b);
+
+  const Program &program_;
+  const StageProgram *stage_;
+  const RankInfo *rankInfo_;
+  Communicator *comm_;
+  struct FreeDeleter {
+    void operator()(uint8_t *p) const;
+  };
+  std::unique_ptr<uint8_t[], FreeDeleter> arena_;
+  std::vector<int64_t> idScratch_;
+  std::vector<float> zeros_;
+  /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
+  std::map<std::string, int> groups_;
+};
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_EXECUTOR_H

@@ -1,0 +1,590 @@
+// The CPU interpreter of a stage program: instruction dispatch onto the CPU
+// kernels (OpenBLAS GEMMs, OpenMP kernels) and the Communicator.
+#include "llmir/runtime/Executor.h"
+
+#include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Kernels.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace llmir::runtime {
+namespace {
+
+constexpr int64_t kArenaAlignment = 64;
+
+Status invalid(const std::string &message) {
+  return Status::error(StatusCode::InvalidArgument, message);
+}
+
+int64_t product(const std::vector<int64_t> &shape, size_t begin, size_t end) {
+  int64_t n = 1;
+  for (size_t i = begin; i < end && i < shape.size(); ++i)
+    n *= shape[i];
+  return n;
+}
+
+/// Last dimension (1 for scalars) and the number of rows before it.
+std::pair<int64_t, int64_t> rowsCols(const BufferRef &b) {
+  if (b.shape.empty())
+    return {1, 1};
+  int64_t cols = b.shape.back();
+  return {cols == 0 ? 0 : b.numElements() / cols, cols};
+}
+
+Status requireF32(const Instr &instr) {
+  for (const auto *list : {&instr.ins, &instr.outs})
+    for (const BufferRef &b : *list)
+      if (b.dtype != ScalarType::F32 && b.dtype != ScalarType::I32 &&
+          b.dtype != ScalarType::I64)
+        return Status::error(
+            StatusCode::Unimplemented,
+            "the CPU backend runs f32 programs; buffer " + b.str() +
+                " is " + scalarTypeName(b.dtype) +
+                " (compile with --dtype f32)");
+  return Status::ok();
+}
+
+Status requireCounts(const Instr &instr, size_t ins, size_t outs) {
+  if (instr.ins.size() < ins || instr.outs.size() != outs)
+    return invalid("expects " + std::to_string(ins) + " inputs and " +
+                   std::to_string(outs) + " outputs, found " +
+                   std::to_string(instr.ins.size()) + " and " +
+                   std::to_string(instr.outs.size()));
+  return Status::ok();
+}
+
+Status requireSameElements(const BufferRef &a, const BufferRef &b) {
+  if (a.numElements() != b.numElements())
+    return invalid("buffers " + a.str() + " and " + b.str() +
+                   " differ in size");
+  return Status::ok();
+}
+
+} // namespace
+
+void Executor::FreeDeleter::operator()(uint8_t *p) const { std::free(p); }
+
+Executor::Executor(const Program &program, const StageProgram &stage,
+                   const RankInfo &rankInfo, Communicator *comm)
+    : program_(program), stage_(&stage), rankInfo_(&rankInfo), comm_(comm) {}
+
+StatusOr<std::unique_ptr<Executor>>
+Executor::create(const Program &program, int rank, Communicator *comm) {
+  if (rank < 0 || rank >= program.worldSize())
+    return invalid("rank " + std::to_string(rank) + " is outside the program's " +
+                   std::to_string(program.worldSize()) + " ranks");
+  const RankInfo *info = nullptr;
+  for (const RankInfo &r : program.ranks)
+    if (r.rank == rank)
+      info = &r;
+  if (!info)
+    return invalid("rank " + std::to_string(rank) + " missing from the rank map");
+  const StageProgram &stage = program.stages[info->stage];
+  std::unique_ptr<Executor> exec(new Executor(program, stage, *info, comm));
+  int64_t bytes = (std::max<int64_t>(stage.arenaBytes, 1) + kArenaAlignment - 1) /
+                  kArenaAlignment * kArenaAlignment;
+  void *mem = std::aligned_alloc(kArenaAlignment, static_cast<size_t>(bytes));
+  if (!mem)
+    return Status::error(StatusCode::Unavailable,
+                         "cannot allocate the " + std::to_string(bytes) +
+                             "-byte arena of stage " +
+                             std::to_string(stage.index));
+  std::memset(mem, 0, static_cast<size_t>(bytes));
+  exec->arena_.reset(static_cast<uint8_t *>(mem));
+
+  // One communicator group per plan axis: the ranks that differ from this one
+  // only along that axis. Created in plan order on every rank (collective).
+  if (program.worldSize() > 1) {
+    if (!comm)
+      return invalid("a " + std::to_string(program.worldSize()) +
+                     "-rank program needs a communicator");
+    const Plan &plan = program.plan;
+    for (size_t a = 0; a < plan.axes.size(); ++a) {
+      std::vector<int> members;
+      for (const RankInfo &r : program.ranks) {
+        bool same = true;
+        for (size_t b = 0; b < plan.axes.size(); ++b)
+          same &= b == a || r.coords[b] == info->coords[b];
+        if (same)
+          members.push_back(r.rank);
+      }
+      StatusOr<int> group = comm->createGroup(members);
+      if (!group.isOk())
+        return group.status();
+      exec->groups_[plan.axes[a]] = *group;
+    }
+  }
+  return exec;
+}
+
+Status Executor::loadParams(const SafeTensorsFile &weights) {
+  for (const Binding &b : stage_->params) {
+    const ParamInfo *param = program_.findParam(b.name);
+    if (!param)
+      return invalid("parameter '" + b.name + "' is not in the parameter table");
+    StatusOr<TensorInfo> info = weights.info(b.name);
+    if (!info.isOk())
+      return Status::error(StatusCode::NotFound,
+                           "weights file '" + weights.path() +
+                               "' has no tensor '" + b.name + "'");
+    if (info->shape != param->globalShape) {
+      std::string want, got;
+      for (int64_t d : param->globalShape)
+        want += std::to_string(d) + "x";
+      for (int64_t d : info->shape)
+        got += std::to_string(d) + "x";
+      return invalid("tensor '" + b.name + "' in '" + weights.path() +
+                     "' has shape " + got + " but the program expects " + want);
+    }
+    if (b.buffer.dtype != ScalarType::F32)
+      return Status::error(StatusCode::Unimplemented,
+                           "the CPU backend loads f32 parameters only ('" +
+                               b.name + "')");
+    std::vector<float> data;
+    const ParamSlice *slice = param->sliceFor(rankInfo_->rank);
+    if (!slice) {
+      StatusOr<std::vector<float>> all = weights.readF32(b.name);
+      if (!all.isOk())
+        return all.status();
+      data = std::move(*all);
+    } else {
+      // Concatenate the segments along concatDim: read each, then interleave
+      // them row-block by row-block.
+      std::vector<std::vector<float>> pieces;
+      std::vector<int64_t> widths;
+      for (const Segment &seg : slice->segments) {
+        StatusOr<std::vector<float>> piece = weights.readSliceF32(b.name, seg);
+        if (!piece.isOk())
+          return piece.status();
+        pieces.push_back(std::move(*piece));
+        int64_t inner = 1;
+        for (size_t d = slice->concatDim; d < seg.size(); ++d)
+          inner *= seg[d].second - seg[d].first;
+        widths.push_back(inner);
+      }
+      int64_t outer = 1;
+      for (int d = 0; d < slice->concatDim; ++d)
+        outer *= slice->segments[0][d].second - slice->segments[0][d].first;
+      for (int64_t o = 0; o < outer; ++o)
+        for (size_t s = 0; s < pieces.size(); ++s)
+          data.insert(data.end(), pieces[s].begin() + o * widths[s],
+                      pieces[s].begin() + (o + 1) * widths[s]);
+    }
+    if (static_cast<int64_t>(data.size()) != b.buffer.numElements())
+      return invalid("parameter '" + b.name + "': the rank's slice has " +
+                     std::to_string(data.size()) + " elements but its buffer " +
+                     b.buffer.str() + " needs " +
+                     std::to_string(b.buffer.numElements()));
+    std::memcpy(ptr<float>(b.buffer), data.data(), data.size() * sizeof(float));
+  }
+  return Status::ok();
+}
+
+Status Executor::setInput(const std::string &name,
+                          const std::vector<int64_t> &values) {
+  for (const Binding &b : stage_->inputs) {
+    if (b.name != name)
+      continue;
+    if (static_cast<int64_t>(values.size()) != b.buffer.numElements())
+      return invalid("input '" + name + "' needs " +
+                     std::to_string(b.buffer.numElements()) + " values, got " +
+                     std::to_string(values.size()));
+    if (b.buffer.dtype == ScalarType::I64) {
+      std::memcpy(ptr<int64_t>(b.buffer), values.data(),
+                  values.size() * sizeof(int64_t));
+    } else if (b.buffer.dtype == ScalarType::I32) {
+      int32_t *dst = ptr<int32_t>(b.buffer);
+      for (size_t i = 0; i < values.size(); ++i)
+        dst[i] = static_cast<int32_t>(values[i]);
+    } else {
+      return invalid("input '" + name + "' is not an integer buffer");
+    }
+    return Status::ok();
+  }
+  return Status::error(StatusCode::NotFound,
+                       "the program has no input '" + name + "'");
+}
+
+const BufferRef *Executor::findOutput(const std::string &name) const {
+  for (const Binding &b : stage_->outputs)
+    if (b.name == name)
+      return &b.buffer;
+  return nullptr;
+}
+
+StatusOr<std::vector<float>> Executor::output(const std::string &name) const {
+  const BufferRef *b = findOutput(name);
+  if (!b)
+    return Status::error(StatusCode::NotFound,
+                         "the program has no output '" + name + "'");
+  if (b->scalarType != ScalarType::F32)
+    return invalid("output '" + name + "' is not f32");
+  const float *p = ptr<float>(*b);
+  return std::vector<float>(p, p + b->numElements());
+}
+
+Status Executor::run(int64_t step) {
+  for (const Instr &instr : stage_->instrs) {
+    Status st = execute(instr);
+    if (!st.isOk())
+      return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
+  }
+  return Status::ok();
+}
+
+Status Executor::execute(const Instr &instr) {
+  switch (instr.kind) {
+  case OpKind::Kernel:
+    LLMIR_RETURN_IF_ERROR(requireF32(instr));
+    return executeKernel(instr);
+  case OpKind::Gemm:
+    LLMIR_RETURN_IF_ERROR(requireF32(instr));
+    return executeGemm(instr);
+  case OpKind::EventRecord:
+  case OpKind::EventWait:
+    // The CPU backend executes streams in program order, which every event
+    // ordering already satisfies.
+    return Status::ok();
+  default:
+    return executeCollective(instr);
+  }
+}
+
+StatusOr<const int64_t *> Executor::ids(const Instr &instr, const BufferRef &b) {
+  int64_t n = b.numElements();
+  if (b.dtype == ScalarType::I64)
+    return ptr<int64_t>(b);
+  if (b.dtype != ScalarType::I32)
+    return invalid(instr.describe() + ": expected integer ids, found " + b.str());
+  idScratch_.resize(static_cast<size_t>(n));
+  LLMIR_RETURN_IF_ERROR(idsToInt64(ptr<int32_t>(b), idScratch_.data(), n));
+  return static_cast<const int64_t *>(idScratch_.data());
+}
+
+Status Executor::executeGemm(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+  const BufferRef &a = instr.ins[0], &b = instr.ins[1], &c = instr.outs[0];
+  bool transA = instr.hasAttr("trans_a") && *instr.boolAttr("trans_a");
+  bool transB = instr.hasAttr("trans_b") && *instr.boolAttr("trans_b");
+  double alpha = instr.hasAttr("alpha") ? *instr.floatAttr("alpha") : 1.0;
+  double beta = instr.hasAttr("beta") ? *instr.floatAttr("beta") : 0.0;
+  size_t rank = a.shape.size();
+  if (rank < 2 || b.shape.size() != rank || c.shape.size() != rank || rank > 3)
+    return invalid("gemm operands must all be rank 2 or 3");
+  int64_t aRows = a.shape[rank - 2], aCols = a.shape[rank - 1];
+  int64_t bRows = b.shape[rank - 2], bCols = b.shape[rank - 1];
+  int64_t m = transA ? aCols : aRows, k = transA ? aRows : aCols;
+  int64_t n = transB ? bRows : bCols;
+  if ((transB ? bCols : bRows) != k || c.shape[rank - 2] != m ||
+      c.shape[rank - 1] != n)
+    return invalid("gemm shapes disagree: " + a.str() + ", " + b.str() + ", " +
+                   c.str());
+  if (rank == 2) {
+    LLMIR_RETURN_IF_ERROR(gemm(transA, transB, m, n, k, static_cast<float>(alpha),
+                               ptr<float>(a), aCols, ptr<float>(b), bCols,
+                               static_cast<float>(beta), ptr<float>(c), n));
+  } else {
+    int64_t batch = a.shape[0];
+    if (b.shape[0] != batch || c.shape[0] != batch)
+      return invalid("gemm batch sizes disagree");
+    LLMIR_RETURN_IF_ERROR(gemmStridedBatched(
+        transA, transB, m, n, k, static_cast<float>(alpha), ptr<float>(a), aCols,
+        aRows * aCols, ptr<float>(b), bCols, bRows * bCols,
+        static_cast<float>(beta), ptr<float>(c), n, m * n, batch));
+  }
+  if (instr.ins.size() == 3) {
+    const BufferRef &bias = instr.ins[2];
+    if (bias.numElements() != n)
+      return invalid("gemm bias " + bias.str() + " does not have " +
+                     std::to_string(n) + " elements");
+    LLMIR_RETURN_IF_ERROR(addBias(ptr<float>(c), ptr<float>(bias),
+                                  c.numElements() / std::max<int64_t>(n, 1), n));
+  }
+  return Status::ok();
+}
+
+Status Executor::executeKernel(const Instr &instr) {
+  const std::string &k = instr.kernel;
+  auto unary = [&](auto fn) -> Status {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
+              instr.outs[0].numElements());
+  };
+  auto binary = [&](auto fn) -> Status {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
+    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+              ptr<float>(instr.outs[0]), instr.outs[0].numElements());
+  };
+
+  if (k == "gelu_tanh")
+    return unary(geluTanhForward);
+  if (k == "gelu_exact")
+    return unary(geluExactForward);
+  if (k == "silu")
+    return unary(siluForward);
+  if (k == "add")
+    return binary(add);
+  if (k == "mul")
+    return binary(mul);
+  if (k == "softmax") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    auto [rows, cols] = rowsCols(instr.ins[0]);
+    return softmaxForward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
+                          rows, cols);
+  }
+  if (k == "embedding") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    const BufferRef &table = instr.ins[1], &out = instr.outs[0];
+    if (table.shape.size() != 2)
+      return invalid("embedding table must be 2-D, found " + table.str());
+    StatusOr<const int64_t *> idp = ids(instr, instr.ins[0]);
+    if (!idp.isOk())
+      return idp.status();
+    int64_t numIds = instr.ins[0].numElements();
+    if (out.numElements() != numIds * table.shape[1])
+      return invalid("embedding output " + out.str() + " does not match");
+    return embeddingForward(*idp, ptr<float>(table), ptr<float>(out), numIds,
+                            table.shape[0], table.shape[1]);
+  }
+  if (k == "position_ids") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 0, 1));
+    const BufferRef &out = instr.outs[0];
+    StatusOr<int64_t> offset = instr.intAttr("offset");
+    if (!offset.isOk())
+      return offset.status();
+    auto [rows, cols] = rowsCols(out);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t s = 0; s < cols; ++s) {
+        int64_t v = *offset + s;
+        if (out.dtype == ScalarType::I64)
+          ptr<int64_t>(out)[r * cols + s] = v;
+        else
+          ptr<int32_t>(out)[r * cols + s] = static_cast<int32_t>(v);
+      }
+    return Status::ok();
+  }
+  if (k == "layer_norm" || k == "rms_norm") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    StatusOr<double> eps = instr.floatAttr("epsilon");
+    if (!eps.isOk())
+      return eps.status();
+    const BufferRef &x = instr.ins[0], &gamma = instr.ins[1], &y = instr.outs[0];
+    auto [rows, cols] = rowsCols(x);
+    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
+    if (gamma.numElements() != cols)
+      return invalid("norm weight " + gamma.str() + " does not match " + x.str());
+    if (k == "rms_norm")
+      return rmsNormForward(ptr<float>(x), ptr<float>(gamma), ptr<float>(y),
+                            nullptr, rows, cols, static_cast<float>(*eps));
+    const float *beta = nullptr;
+    if (instr.ins.size() == 3) {
+      if (instr.ins[2].numElements() != cols)
+        return invalid("norm bias " + instr.ins[2].str() + " does not match");
+      beta = ptr<float>(instr.ins[2]);
+    } else {
+      zeros_.assign(static_cast<size_t>(cols), 0.0f);
+      beta = zeros_.data();
+    }
+    return layerNormForward(ptr<float>(x), ptr<float>(gamma), beta,
+                            ptr<float>(y), nullptr, nullptr, rows, cols,
+                            static_cast<float>(*eps));
+  }
+  if (k == "attention") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2],
+                    &o = instr.outs[0];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
+    StatusOr<double> scale = instr.floatAttr("scale");
+    StatusOr<bool> causal = instr.boolAttr("causal");
+    for (const Status *st : {&heads.status(), &kvHeads.status(),
+                             &scale.status(), &causal.status()})
+      if (!st->isOk())
+        return *st;
+    if (q.shape.size() != 3 || key.shape.size() != 3 || *heads <= 0 ||
+        *kvHeads <= 0 || q.shape[2] % *heads != 0)
+      return invalid("attention shapes " + q.str() + ", " + key.str() +
+                     " do not fit the head counts");
+    int64_t headDim = q.shape[2] / *heads;
+    if (key.shape != std::vector<int64_t>{q.shape[0], q.shape[1], *kvHeads * headDim} ||
+        v.shape != key.shape || o.shape != q.shape)
+      return invalid("attention shapes disagree: " + q.str() + ", " + key.str() +
+                     ", " + v.str() + " -> " + o.str());
+    return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
+                            ptr<float>(o), q.shape[0], q.shape[1], *heads,
+                            *kvHeads, headDim, static_cast<float>(*scale),
+                            *causal, nullptr);
+  }
+  if (k == "rope") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    const BufferRef &x = instr.ins[0], &y = instr.outs[0];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<double> theta = instr.floatAttr("theta");
+    StatusOr<int64_t> offset = instr.intAttr("offset");
+    for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
+      if (!st->isOk())
+        return *st;
+    if (x.shape.size() != 3 || *heads <= 0 || x.shape[2] % *heads != 0)
+      return invalid("rope input " + x.str() + " does not fit " +
+                     std::to_string(*heads) + " heads");
+    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
+    return ropeForward(ptr<float>(x), ptr<float>(y), x.shape[0], x.shape[1],
+                       *heads, x.shape[2] / *heads, *theta, *offset);
+  }
+  if (k == "cross_entropy") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    const BufferRef &logits = instr.ins[0], &loss = instr.outs[0];
+    auto [rows, vocab] = rowsCols(logits);
+    if (instr.ins[1].numElements() != rows || loss.numElements() != 1)
+      return invalid("cross_entropy labels " + instr.ins[1].str() +
+                     " do not match logits " + logits.str());
+    StatusOr<const int64_t *> labels = ids(instr, instr.ins[1]);
+    if (!labels.isOk())
+      return labels.status();
+    LLMIR_RETURN_IF_ERROR(crossEntropyForward(ptr<float>(logits), *labels, rows,
+                                              vocab, ptr<float>(loss), nullptr,
+                                              nullptr));
+    if (instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "sum")
+      *ptr<float>(loss) *= static_cast<float>(rows);
+    return Status::ok();
+  }
+  if (k == "copy_slice") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
+    StatusOr<int64_t> axis = instr.intAttr("axis");
+    StatusOr<int64_t> offset = instr.intAttr("offset");
+    if (!axis.isOk() || !offset.isOk())
+      return !axis.isOk() ? axis.status() : offset.status();
+    size_t ax = static_cast<size_t>(*axis);
+    if (*axis < 0 || ax >= src.shape.size() || dst.shape.size() != src.shape.size())
+      return invalid("copy_slice axis " + std::to_string(*axis) + " invalid for " +
+                     src.str());
+    int64_t outer = product(src.shape, 0, ax);
+    int64_t inner = product(src.shape, ax + 1, src.shape.size());
+    if (*offset < 0 || *offset + dst.shape[ax] > src.shape[ax])
+      return invalid("copy_slice range exceeds " + src.str());
+    return copyColumns(ptr<float>(src), outer, src.shape[ax] * inner,
+                       *offset * inner, ptr<float>(dst), dst.shape[ax] * inner);
+  }
+  if (k == "transpose") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
+    StatusOr<std::vector<int64_t>> perm = instr.intsAttr("permutation");
+    if (!perm.isOk())
+      return perm.status();
+    size_t rank = src.shape.size();
+    if (perm->size() != rank || dst.shape.size() != rank)
+      return invalid("transpose permutation does not match " + src.str());
+    std::vector<int64_t> srcStrides(rank, 1);
+    for (size_t d = rank; d-- > 1;)
+      srcStrides[d - 1] = srcStrides[d] * src.shape[d];
+    for (size_t d = 0; d < rank; ++d)
+      if ((*perm)[d] < 0 || (*perm)[d] >= static_cast<int64_t>(rank) ||
+          dst.shape[d] != src.shape[(*perm)[d]])
+        return invalid("transpose output " + dst.str() + " does not match");
+    const float *in = ptr<float>(src);
+    float *out = ptr<float>(dst);
+    std::vector<int64_t> index(rank, 0);
+    for (int64_t i = 0, n = dst.numElements(); i < n; ++i) {
+      int64_t offset = 0;
+      for (size_t d = 0; d < rank; ++d)
+        offset += index[d] * srcStrides[(*perm)[d]];
+      out[i] = in[offset];
+      for (size_t d = rank; d-- > 0;) {
+        if (++index[d] < dst.shape[d])
+          break;
+        index[d] = 0;
+      }
+    }
+    return Status::ok();
+  }
+  return Status::error(StatusCode::Unimplemented,
+                       "the CPU backend has no kernel '" + k + "'");
+}
+
+Status Executor::executeCollective(const Instr &instr) {
+  if (!comm_)
+    return invalid(instr.describe() + " needs a communicator");
+  auto groupOf = [&](const Instr &in) -> StatusOr<int> {
+    StatusOr<std::string> axis = in.stringAttr("axis");
+    if (!axis.isOk())
+      return axis.status();
+    auto it = groups_.find(*axis);
+    if (it == groups_.end())
+      return invalid("unknown grid axis '" + *axis + "'");
+    return it->second;
+  };
+  /// The rank running `stage` with this rank's other coordinates.
+  auto peerRank = [&](int64_t stage) -> StatusOr<int> {
+    const Plan &plan = program_.plan;
+    for (const RankInfo &r : program_.ranks) {
+      if (r.stage != stage)
+        continue;
+      bool same = true;
+      for (size_t a = 0; a < plan.axes.size(); ++a)
+        same &= plan.axes[a] == "pp" || r.coords[a] == rankInfo_->coords[a];
+      if (same)
+        return r.rank;
+    }
+    return invalid("no rank runs stage " + std::to_string(stage));
+  };
+  switch (instr.kind) {
+  case OpKind::AllReduce: {
+    StatusOr<int> g = groupOf(instr);
+    if (!g.isOk())
+      return g.status();
+    const BufferRef &b = instr.outs.at(0);
+    return comm_->allReduceSum(ptr<float>(b), b.numElements(), *g);
+  }
+  case OpKind::AllGather:
+  case OpKind::ReduceScatter: {
+    StatusOr<int> g = groupOf(instr);
+    if (!g.isOk())
+      return g.status();
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    const BufferRef &in = instr.ins[0], &out = instr.outs[0];
+    if (instr.kind == OpKind::AllGather)
+      return comm_->allGather(ptr<float>(in), ptr<float>(out), in.numElements(),
+                              *g);
+    return comm_->reduceScatterSum(ptr<float>(in), ptr<float>(out),
+                                   out.numElements(), *g);
+  }
+  case OpKind::Broadcast: {
+    StatusOr<int> g = groupOf(instr);
+    StatusOr<int64_t> root = instr.intAttr("root");
+    if (!g.isOk() || !root.isOk())
+      return !g.isOk() ? g.status() : root.status();
+    const BufferRef &b = instr.outs.at(0);
+    return comm_->broadcast(ptr<float>(b), b.numElements(),
+                            static_cast<int>(*root), *g);
+  }
+  case OpKind::Send:
+  case OpKind::Recv: {
+    StatusOr<int64_t> stage = instr.intAttr("peer_stage");
+    StatusOr<int64_t> tag = instr.intAttr("tag");
+    if (!stage.isOk() || !tag.isOk())
+      return !stage.isOk() ? stage.status() : tag.status();
+    StatusOr<int> peer = peerRank(*stage);
+    if (!peer.isOk())
+      return peer.status();
+    if (instr.kind == OpKind::Send) {
+      const BufferRef &b = instr.ins.at(0);
+      return comm_->send(ptr<float>(b), b.numElements(), *peer,
+                         static_cast<int>(*tag));
+    }
+    const BufferRef &b = instr.outs.at(0);
+    return comm_->recv(ptr<float>(b), b.numElements(), *peer,
+                       static_cast<int>(*tag));
+  }
+  default:
+    return Status::error(StatusCode::Unimplemented,
+                         "unsupported instruction " + instr.describe());
+  }
+}
+
+} // namespace llmir::runtime

@@ -1,0 +1,23 @@
+// RUN: llm-opt %s --llm-lower-to-exec -split-input-file -verify-diagnostics
+
+// expected-error @+1 {{argument #0 needs a 'tfm.param' or 'tfm.input' attribute to be bound by the runtime}}
+func.func @unbound(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  %y = tfm.silu %x : tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @softmax_axis(%x: tensor<2x8xf32> {tfm.input = "x"}) -> tensor<2x8xf32> {
+  // expected-error @+1 {{softmax over axis 0 cannot be lowered to exec yet (only the last axis)}}
+  %y = tfm.softmax %x {axis = 0 : i64} : tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @foreign(%x: tensor<2x8xf32> {tfm.input = "x"}) -> tensor<2x8xf32> {
+  // expected-error @+1 {{cannot be lowered to exec: only tfm ops are supported in a model function}}
+  %c = arith.constant dense<1.0> : tensor<2x8xf32>
+  return %c : tensor<2x8xf32>
+}

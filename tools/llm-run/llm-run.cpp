@@ -1,0 +1,315 @@
+// llm-run: loads an .llmir program, this rank's weight shards and the token
+// data, and runs steps, printing progress. Under mpirun each process is one
+// rank; the rank count must match the program's plan.
+#include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Executor.h"
+#include "llmir/runtime/Npy.h"
+#include "llmir/runtime/Program.h"
+#include "llmir/runtime/SafeTensors.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace llmir::runtime;
+
+namespace {
+
+const char *kUsage = R"(usage: llm-run PROGRAM.llmir --weights W.safetensors --data TOKENS.npy [options]
+
+Runs a compiled LLMIR program. Launch multi-rank programs with
+`mpirun -np N llm-run ...` (N must equal the program's rank count).
+
+options:
+  --weights FILE     safetensors with Hugging Face names and full (global) tensors
+  --data FILE        1-D integer .npy of token ids; step i reads the window
+                     starting at i*B*S of length B*S+1 (wrapping around)
+  --steps N          number of steps (default 1)
+  --eval             forward-only evaluation (prints the loss of each window)
+  --log-json FILE    one JSON object per step (rank 0)
+  --logits-out FILE  write the last step's logits (programs compiled with --logits)
+  --backend NAME     cpu (default) or cuda
+  --timeout SEC      collective timeout before a missing rank is reported (default 300)
+  --quiet            no per-step progress line
+  --help             this text
+)";
+
+struct Options {
+  std::string program, weights, data, logJson, logitsOut, backend = "cpu";
+  int64_t steps = 1;
+  double timeout = 300;
+  bool eval = false, quiet = false;
+};
+
+Status parseArgs(int argc, char **argv, Options &o, bool &help) {
+  auto need = [&](int &i, const char *flag) -> StatusOr<std::string> {
+    if (i + 1 >= argc)
+      return Status::error(StatusCode::InvalidArgument,
+                           std::string("option ") + flag + " needs a value");
+    return std::string(argv[++i]);
+  };
+  auto number = [](const std::string &flag, const std::string &v,
+                   double &out) -> Status {
+    char *end = nullptr;
+    out = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !std::isfinite(out) || out < 0)
+      return Status::error(StatusCode::InvalidArgument,
+                           "option " + flag + ": expected a non-negative number, found '" + v + "'");
+    return Status::ok();
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      help = true;
+      return Status::ok();
+    }
+    if (a == "--eval") { o.eval = true; continue; }
+    if (a == "--quiet") { o.quiet = true; continue; }
+    std::string *target = nullptr;
+    if (a == "--weights") target = &o.weights;
+    else if (a == "--data") target = &o.data;
+    else if (a == "--log-json") target = &o.logJson;
+    else if (a == "--logits-out") target = &o.logitsOut;
+    else if (a == "--backend") target = &o.backend;
+    if (target) {
+      StatusOr<std::string> v = need(i, a.c_str());
+      if (!v.isOk())
+        return v.status();
+      *target = *v;
+      continue;
+    }
+    if (a == "--steps" || a == "--timeout") {
+      StatusOr<std::string> v = need(i, a.c_str());
+      if (!v.isOk())
+        return v.status();
+      double d = 0;
+      LLMIR_RETURN_IF_ERROR(number(a, *v, d));
+      if (a == "--steps") {
+        if (d < 1 || d != std::floor(d))
+          return Status::error(StatusCode::InvalidArgument,
+                               "option --steps: expected a positive integer, found '" + *v + "'");
+        o.steps = static_cast<int64_t>(d);
+      } else {
+        o.timeout = d;
+      }
+      continue;
+    }
+    if (!a.empty() && a[0] == '-')
+      return Status::error(StatusCode::InvalidArgument, "unknown option '" + a + "' (see --help)");
+    if (!o.program.empty())
+      return Status::error(StatusCode::InvalidArgument,
+                           "more than one program given ('" + o.program + "', '" + a + "')");
+    o.program = a;
+  }
+  if (o.program.empty())
+    return Status::error(StatusCode::InvalidArgument, "no program given (see --help)");
+  if (o.weights.empty())
+    return Status::error(StatusCode::InvalidArgument, "--weights is required");
+  if (o.data.empty())
+    return Status::error(StatusCode::InvalidArgument, "--data is required");
+  if (o.backend != "cpu")
+    return Status::error(StatusCode::Unimplemented,
+                         "--backend " + o.backend +
+                             ": this llm-run executes programs on the CPU backend only");
+  return Status::ok();
+}
+
+bool launchedByMpi() {
+  for (const char *v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (std::getenv(v))
+      return true;
+  return false;
+}
+
+std::string formatDuration(double seconds) {
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600),
+                (long long)(s / 60 % 60), (long long)(s % 60));
+  return buf;
+}
+
+/// The rank's rows of step `step`'s window: inputs and shifted targets.
+Status stepBatch(const std::vector<int64_t> &tokens, int64_t step, int64_t batch,
+                 int64_t seq, int64_t firstRow, int64_t rows,
+                 std::vector<int64_t> &inputs, std::vector<int64_t> &labels) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (n < 2)
+    return Status::error(StatusCode::InvalidArgument,
+                         "the token file needs at least 2 tokens");
+  int64_t start = (step * batch * seq) % n;
+  inputs.resize(rows * seq);
+  labels.resize(rows * seq);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < seq; ++s) {
+      int64_t pos = start + (firstRow + r) * seq + s;
+      inputs[r * seq + s] = tokens[pos % n];
+      labels[r * seq + s] = tokens[(pos + 1) % n];
+    }
+  return Status::ok();
+}
+
+int run(int argc, char **argv) {
+  std::unique_ptr<Communicator> comm;
+  if (launchedByMpi()) {
+    StatusOr<std::unique_ptr<Communicator>> mpi = MpiCommunicator::create(&argc, &argv);
+    if (!mpi.isOk()) {
+      std::cerr << "llm-run: error: " << mpi.status().message() << "\n";
+      return 1;
+    }
+    comm = std::move(*mpi);
+  } else {
+    comm = std::make_unique<SingleProcessCommunicator>();
+  }
+  int rank = comm->rank();
+  auto fail = [&](const Status &st) {
+    std::cerr << "llm-run: error: rank " << rank << ": " << st.message() << "\n";
+    comm->abort(1);
+    return 1;
+  };
+
+  Options opts;
+  bool help = false;
+  if (Status st = parseArgs(argc, argv, opts, help); !st.isOk())
+    return fail(st);
+  if (help) {
+    if (rank == 0)
+      std::cout << kUsage;
+    return 0;
+  }
+  comm->setTimeout(opts.timeout);
+
+  StatusOr<Program> program = Program::load(opts.program);
+  if (!program.isOk())
+    return fail(program.status());
+  if (program->worldSize() != comm->size())
+    return fail(Status::error(
+        StatusCode::InvalidArgument,
+        "the program is partitioned for " + std::to_string(program->worldSize()) +
+            " ranks but " + std::to_string(comm->size()) +
+            " were launched (use mpirun -np " + std::to_string(program->worldSize()) + ")"));
+
+  StatusOr<std::unique_ptr<Executor>> exec = Executor::create(*program, rank, comm.get());
+  if (!exec.isOk())
+    return fail(exec.status());
+  Executor &ex = **exec;
+
+  StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
+  if (!weights.isOk())
+    return fail(weights.status());
+  if (Status st = ex.loadParams(*weights); !st.isOk())
+    return fail(st);
+
+  StatusOr<NpyArray> data = readNpy(opts.data);
+  if (!data.isOk())
+    return fail(data.status());
+  if (data->shape.size() != 1)
+    return fail(Status::error(StatusCode::InvalidArgument,
+                              "--data must be a 1-D token array"));
+  StatusOr<std::vector<int64_t>> tokens = data->toInt64();
+  if (!tokens.isOk())
+    return fail(tokens.status());
+
+  const Plan &plan = program->plan;
+  int64_t batch = plan.globalBatch, seq = plan.seq;
+  int dp = plan.axisSize("dp");
+  int dpIndex = 0;
+  for (size_t a = 0; a < plan.axes.size(); ++a)
+    if (plan.axes[a] == "dp")
+      dpIndex = ex.rankInfo().coords[a];
+  if (batch <= 0 || seq <= 0 || batch % dp != 0)
+    return fail(Status::error(StatusCode::InvalidArgument,
+                              "the program's plan has batch " + std::to_string(batch) +
+                                  ", seq " + std::to_string(seq) + ", dp " +
+                                  std::to_string(dp)));
+  int64_t rows = batch / dp;
+
+  std::ofstream log;
+  if (rank == 0 && !opts.logJson.empty()) {
+    log.open(opts.logJson);
+    if (!log)
+      return fail(Status::error(StatusCode::InvalidArgument,
+                                "cannot write --log-json file '" + opts.logJson + "'"));
+  }
+  bool hasLoss = ex.findOutput("loss") != nullptr;
+  std::vector<int64_t> inputs, labels;
+  double totalSeconds = 0;
+  for (int64_t step = 0; step < opts.steps; ++step) {
+    if (Status st = stepBatch(*tokens, step, batch, seq, dpIndex * rows, rows,
+                              inputs, labels);
+        !st.isOk())
+      return fail(st);
+    if (Status st = ex.setInput("input_ids", inputs); !st.isOk())
+      return fail(st);
+    if (hasLoss)
+      if (Status st = ex.setInput("labels", labels); !st.isOk())
+        return fail(st);
+    auto t0 = std::chrono::steady_clock::now();
+    if (Status st = ex.run(step); !st.isOk())
+      return fail(st);
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    totalSeconds += seconds;
+    if (rank != 0)
+      continue;
+    double loss = NAN;
+    if (hasLoss) {
+      StatusOr<std::vector<float>> out = ex.output("loss");
+      if (!out.isOk())
+        return fail(out.status());
+      loss = (*out)[0];
+      if (!std::isfinite(loss))
+        return fail(Status::error(StatusCode::DataLoss,
+                                  "non-finite loss at step " + std::to_string(step)));
+    }
+    double tokensPerS = static_cast<double>(batch * seq) / seconds;
+    if (!opts.quiet) {
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "step %lld/%lld | loss %.6f | %.0f tokens/s | %.1f ms/step | ETA %s",
+                    (long long)(step + 1), (long long)opts.steps, loss, tokensPerS,
+                    seconds * 1e3,
+                    formatDuration(totalSeconds / (step + 1) * (opts.steps - step - 1)).c_str());
+      std::cerr << line << "\n";
+    }
+    if (log.is_open()) {
+      char json[256];
+      std::snprintf(json, sizeof json,
+                    "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f}",
+                    (long long)step, loss, tokensPerS, seconds * 1e3);
+      log << json << "\n";
+    }
+  }
+  if (rank == 0 && !opts.logitsOut.empty()) {
+    const BufferRef *logits = ex.findOutput("logits");
+    if (!logits)
+      return fail(Status::error(StatusCode::InvalidArgument,
+                                "--logits-out: the program has no logits output "
+                                "(import with llm-translate --logits)"));
+    StatusOr<std::vector<float>> values = ex.output("logits");
+    if (!values.isOk())
+      return fail(values.status());
+    if (Status st = writeNpy(opts.logitsOut, values->data(), logits->shape); !st.isOk())
+      return fail(st);
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception &e) {
+    std::cerr << "llm-run: error: " << e.what() << "\n";
+    return 1;
+  }
+}
