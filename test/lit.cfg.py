@@ -17,6 +17,14 @@ config.test_exec_root = os.path.join(config.llmir_obj_root, "test")
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%models", os.path.join(config.llmir_src_root, "examples", "models")))
 config.substitutions.append(("%llmir_libs", config.llmir_lib_dir))
+config.substitutions.append(("%llmir_src", config.llmir_src_root))
+config.substitutions.append(("%llmir_obj", config.llmir_obj_root))
+
+# libFuzzer (clang-14 from Debian) builds the program-loader fuzzer.
+import glob
+import shutil
+if shutil.which("clang++-14") and glob.glob("/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a"):
+    config.available_features.add("libfuzzer")
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()

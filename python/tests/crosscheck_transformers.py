@@ -36,6 +36,7 @@ def variants():
     yield "llama-tiny MHA kv=4, tied, attention_bias, theta 5e5", dict(
         l, num_key_value_heads=4, tie_word_embeddings=True, attention_bias=True, rope_theta=500000.0)
     yield "llama-tiny MQA kv=1, rms eps 1e-5", dict(l, num_key_value_heads=1, rms_norm_eps=1e-5)
+    yield "llama-tiny rope_scaling linear x2", dict(l, rope_scaling={"type": "linear", "factor": 2.0})
 
 
 def hf_model(d):

@@ -3,6 +3,7 @@
 // rank; the rank count must match the program's plan.
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
+#include "llmir/runtime/MpiCommunicator.h"
 #include "llmir/runtime/Npy.h"
 #include "llmir/runtime/Program.h"
 #include "llmir/runtime/SafeTensors.h"
@@ -160,7 +161,7 @@ Status stepBatch(const std::vector<int64_t> &tokens, int64_t step, int64_t batch
 int run(int argc, char **argv) {
   std::unique_ptr<Communicator> comm;
   if (launchedByMpi()) {
-    StatusOr<std::unique_ptr<Communicator>> mpi = MpiCommunicator::create(&argc, &argv);
+    auto mpi = MpiCommunicator::create(&argc, &argv);
     if (!mpi.isOk()) {
       std::cerr << "llm-run: error: " << mpi.status().message() << "\n";
       return 1;

@@ -218,7 +218,7 @@ StatusOr<std::vector<float>> Executor::output(const std::string &name) const {
   if (!b)
     return Status::error(StatusCode::NotFound,
                          "the program has no output '" + name + "'");
-  if (b->scalarType != ScalarType::F32)
+  if (b->dtype != ScalarType::F32)
     return invalid("output '" + name + "' is not f32");
   const float *p = ptr<float>(*b);
   return std::vector<float>(p, p + b->numElements());

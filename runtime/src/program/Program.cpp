@@ -5,6 +5,7 @@
 
 #include "llmir/runtime/schema/program_generated.h"
 
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -44,6 +45,17 @@ StatusOr<int64_t> checkedElements(const std::vector<int64_t> &shape) {
   return n;
 }
 
+/// Copies a vector of 64-bit scalars. The FlatBuffers verifier checks the
+/// alignment of a vector's length but not of 8-byte elements, so elements are
+/// copied bytewise instead of loaded in place.
+template <typename T>
+std::vector<T> copyScalars(const flatbuffers::Vector<T> *v) {
+  std::vector<T> out(v ? v->size() : 0);
+  if (!out.empty())
+    std::memcpy(out.data(), v->Data(), out.size() * sizeof(T));
+  return out;
+}
+
 StatusOr<std::vector<int64_t>>
 decodeShape(const flatbuffers::Vector<int64_t> *shape) {
   std::vector<int64_t> out;
@@ -51,7 +63,7 @@ decodeShape(const flatbuffers::Vector<int64_t> *shape) {
     return out;
   if (shape->size() > kMaxDims)
     return corrupt("tensor of rank " + std::to_string(shape->size()));
-  out.assign(shape->begin(), shape->end());
+  out = copyScalars(shape);
   StatusOr<int64_t> n = checkedElements(out);
   if (!n.isOk())
     return n.status();
@@ -149,7 +161,7 @@ StatusOr<Instr> decodeInstr(const fb::Instr *in, int64_t arenaBytes,
       if (a->ints()) {
         if (a->ints()->size() > 64)
           return corrupt(where + ": attribute list too long");
-        v.ints.assign(a->ints()->begin(), a->ints()->end());
+        v.ints = copyScalars(a->ints());
       }
       instr.attrs[a->name()->str()] = std::move(v);
     }
@@ -223,14 +235,17 @@ StatusOr<ParamInfo> decodeParam(const fb::Param *p, int worldSize) {
         return corrupt(where + ": segment rank differs from the tensor's");
       Segment segment;
       for (size_t d = 0; d < info.globalShape.size(); ++d) {
-        const fb::Range *r = seg->ranges()->Get(d);
-        if (r->begin() < 0 || r->begin() > r->end() ||
-            r->end() > info.globalShape[d])
+        int64_t bounds[2]; // fb::Range {begin, end}, possibly misaligned
+        static_assert(sizeof(fb::Range) == sizeof(bounds));
+        std::memcpy(bounds, seg->ranges()->Data() + d * sizeof(fb::Range),
+                    sizeof(bounds));
+        if (bounds[0] < 0 || bounds[0] > bounds[1] ||
+            bounds[1] > info.globalShape[d])
           return corrupt(where + ": segment range [" +
-                         std::to_string(r->begin()) + ", " +
-                         std::to_string(r->end()) + ") outside dimension " +
+                         std::to_string(bounds[0]) + ", " +
+                         std::to_string(bounds[1]) + ") outside dimension " +
                          std::to_string(d));
-        segment.push_back({r->begin(), r->end()});
+        segment.push_back({bounds[0], bounds[1]});
       }
       slice.segments.push_back(std::move(segment));
     }
@@ -383,7 +398,7 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
     for (const flatbuffers::String *a : *plan->axes())
       program.plan.axes.push_back(a->str());
   if (plan->sizes())
-    program.plan.sizes.assign(plan->sizes()->begin(), plan->sizes()->end());
+    program.plan.sizes = copyScalars(plan->sizes());
   if (program.plan.axes.size() != program.plan.sizes.size())
     return corrupt("plan has " + std::to_string(program.plan.axes.size()) +
                    " axes but " + std::to_string(program.plan.sizes.size()) +
@@ -428,7 +443,7 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
     info.rank = r->rank();
     info.stage = r->stage();
     if (r->coords())
-      info.coords.assign(r->coords()->begin(), r->coords()->end());
+      info.coords = copyScalars(r->coords());
     if (info.rank < 0 || info.rank >= world || seen[info.rank])
       return corrupt("rank " + std::to_string(info.rank) +
                      " is out of range or listed twice");

@@ -1,0 +1,49 @@
+// The MPI Communicator (library llmir_runtime_mpi; this header does not include mpi.h).
+#ifndef LLMIR_RUNTIME_MPICOMMUNICATOR_H
+#define LLMIR_RUNTIME_MPICOMMUNICATOR_H
+
+#include "llmir/runtime/Communicator.h"
+
+#include <memory>
+
+namespace llmir::runtime {
+
+/// Collectives are issued non-blocking (MPI_Iallreduce, ...) and completed by
+/// polling MPI_Test, so setTimeout can bound every wait. Errors use
+/// MPI_ERRORS_RETURN and become CommError statuses. Not thread-safe: one
+/// thread per rank calls it (MPI_THREAD_FUNNELED is requested).
+class MpiCommunicator final : public Communicator {
+public:
+  /// Initializes MPI (unless already initialized) and duplicates
+  /// MPI_COMM_WORLD. The destructor frees the groups and finalizes MPI if
+  /// create() initialized it (skipped after a timeout: the job must abort).
+  static StatusOr<std::unique_ptr<MpiCommunicator>> create(int *argc, char ***argv);
+  ~MpiCommunicator() override;
+
+  int rank() const override;
+  int size() const override;
+  StatusOr<int> createGroup(const std::vector<int> &ranks) override;
+  StatusOr<int> groupRank(int group) const override;
+  StatusOr<int> groupSize(int group) const override;
+  Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) override;
+  Status allGather(const float *in, float *out, int64_t nPerRank,
+                   int group = kWorldGroup) override;
+  Status reduceScatterSum(const float *in, float *out, int64_t nPerRank,
+                          int group = kWorldGroup) override;
+  Status broadcast(float *data, int64_t n, int root, int group = kWorldGroup) override;
+  Status send(const float *data, int64_t n, int peer, int tag) override;
+  Status recv(float *data, int64_t n, int peer, int tag) override;
+  Status barrier() override;
+  void setTimeout(double seconds) override;
+  [[noreturn]] void abort(int exitCode) override;
+
+  struct Impl;
+
+private:
+  explicit MpiCommunicator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_MPICOMMUNICATOR_H

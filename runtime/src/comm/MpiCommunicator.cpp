@@ -1,0 +1,350 @@
+// MPI Communicator: non-blocking collectives completed by polling, so a watchdog timeout can
+// turn a dead peer into a CommError instead of a hang.
+#include "llmir/runtime/MpiCommunicator.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace llmir::runtime {
+
+struct MpiCommunicator::Impl {
+  bool ownsMpi = false;
+  bool broken = false; // a timed-out request is still pending
+  double timeoutSeconds = 0.0;
+  int rank = 0, size = 1;
+  std::vector<MPI_Comm> comms;             // [0] = dup of MPI_COMM_WORLD
+  std::vector<std::vector<int>> members;   // world ranks per group
+
+  std::string groupName(int group) const {
+    std::string s = "group " + std::to_string(group) + " (ranks";
+    const auto &m = members[group];
+    for (size_t i = 0; i < m.size() && i < 16; ++i)
+      s += (i ? "," : " ") + std::to_string(m[i]);
+    if (m.size() > 16)
+      s += ",...";
+    return s + ")";
+  }
+
+  Status mpiError(const char *op, int group, int code) const {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, msg, &len) != MPI_SUCCESS)
+      len = 0;
+    return Status::error(StatusCode::CommError,
+                         "rank " + std::to_string(rank) + ", op '" + op + "' on " +
+                             (group >= 0 ? groupName(group) : std::string("world")) +
+                             ": MPI error: " + std::string(msg, static_cast<size_t>(len)));
+  }
+
+  Status checkGroup(const char *op, int group) const {
+    if (broken)
+      return Status::error(StatusCode::CommError,
+                           std::string(op) + ": the communicator is unusable after a timeout");
+    if (group < 0 || group >= static_cast<int>(comms.size()))
+      return Status::error(StatusCode::InvalidArgument,
+                           std::string(op) + ": unknown group " + std::to_string(group));
+    return Status::ok();
+  }
+
+  /// Completes `req`, polling against the watchdog deadline when one is set.
+  Status wait(MPI_Request &req, const char *op, int group) {
+    if (timeoutSeconds <= 0.0) {
+      const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
+      return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
+    }
+    using Clock = std::chrono::steady_clock;
+    const auto deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(timeoutSeconds));
+    for (int spins = 0;; ++spins) {
+      int done = 0;
+      const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS)
+        return mpiError(op, group, rc);
+      if (done)
+        return Status::ok();
+      if (Clock::now() >= deadline) {
+        broken = true;
+        return Status::error(
+            StatusCode::CommError,
+            "rank " + std::to_string(rank) + ", op '" + op + "' on " +
+                (group >= 0 ? groupName(group) : std::string("world")) +
+                ": timed out after " + std::to_string(timeoutSeconds) +
+                " s (a peer rank may have died or be stuck); abort the job");
+      }
+      // Spin briefly for latency, then back off so a waiting rank does not
+      // burn a core that the others (oversubscribed CPU runs) need.
+      if (spins > 1000)
+        std::this_thread::sleep_for(std::chrono::microseconds(spins > 100000 ? 1000 : 50));
+    }
+  }
+
+  Status check(const char *op, int group, int rc) const {
+    return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
+  }
+};
+
+namespace {
+
+Status badCount(const char *op, int64_t n, int64_t limit) {
+  if (n < 0)
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": count must be >= 0, got " + std::to_string(n));
+  if (n > limit)
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": count " + std::to_string(n) +
+                             " exceeds the MPI int limit " + std::to_string(limit));
+  return Status::ok();
+}
+
+Status nullBuffer(const char *op, const void *p, int64_t n) {
+  if (n > 0 && p == nullptr)
+    return Status::error(StatusCode::InvalidArgument, std::string(op) + ": buffer is null");
+  return Status::ok();
+}
+
+// Large in-place reductions/broadcasts are split so each MPI count fits an int.
+constexpr int64_t kChunk = int64_t(1) << 30;
+
+} // namespace
+
+StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, char ***argv) {
+  auto impl = std::make_unique<Impl>();
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      return Status::error(StatusCode::CommError, "MPI_Init_thread failed");
+    impl->ownsMpi = true;
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm world;
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &world);
+  if (rc != MPI_SUCCESS)
+    return impl->mpiError("create", -1, rc);
+  MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(world, &impl->rank);
+  MPI_Comm_size(world, &impl->size);
+  impl->comms.push_back(world);
+  std::vector<int> all(impl->size);
+  for (int r = 0; r < impl->size; ++r)
+    all[r] = r;
+  impl->members.push_back(all);
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(std::move(impl)));
+}
+
+MpiCommunicator::MpiCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+MpiCommunicator::~MpiCommunicator() {
+  if (impl_->broken)
+    return; // pending requests reference our buffers; finalizing could hang
+  for (MPI_Comm &c : impl_->comms)
+    MPI_Comm_free(&c);
+  if (impl_->ownsMpi) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized)
+      MPI_Finalize();
+  }
+}
+
+int MpiCommunicator::rank() const { return impl_->rank; }
+int MpiCommunicator::size() const { return impl_->size; }
+
+StatusOr<int> MpiCommunicator::createGroup(const std::vector<int> &ranks) {
+  const char *op = "create_group";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  // Validate locally, but still join the collective split and the agreement
+  // below so that one rank's bad list cannot leave the others hanging.
+  int key = -1;
+  bool ok = !ranks.empty();
+  std::vector<int> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i)
+    if (sorted[i] < 0 || sorted[i] >= impl_->size || (i && sorted[i] == sorted[i - 1]))
+      ok = false;
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] == impl_->rank)
+      key = static_cast<int>(i);
+  ok = ok && key >= 0;
+  // Color = smallest member, so ranks listing the same set meet in one comm.
+  const int color = ok ? sorted.front() : impl_->size + impl_->rank;
+  MPI_Comm comm;
+  int rc = MPI_Comm_split(impl_->comms[0], color, ok ? key : 0, &comm);
+  if (rc != MPI_SUCCESS)
+    return impl_->mpiError(op, 0, rc);
+  MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+  // Every member must have listed exactly the members that joined.
+  int commSize = 0;
+  MPI_Comm_size(comm, &commSize);
+  std::vector<int> joined(commSize);
+  rc = MPI_Allgather(&impl_->rank, 1, MPI_INT, joined.data(), 1, MPI_INT, comm);
+  if (rc != MPI_SUCCESS)
+    return impl_->mpiError(op, 0, rc);
+  if (ok && joined != ranks)
+    ok = false;
+  int allOk = ok ? 1 : 0;
+  rc = MPI_Allreduce(MPI_IN_PLACE, &allOk, 1, MPI_INT, MPI_MIN, impl_->comms[0]);
+  if (rc != MPI_SUCCESS)
+    return impl_->mpiError(op, 0, rc);
+  if (!allOk) {
+    MPI_Comm_free(&comm);
+    std::string list;
+    for (int r : ranks)
+      list += (list.empty() ? "" : ",") + std::to_string(r);
+    return Status::error(StatusCode::InvalidArgument,
+                         "rank " + std::to_string(impl_->rank) + ", op 'create_group': the "
+                         "group lists passed by the ranks are inconsistent (this rank passed {" +
+                             list + "}; each rank must pass the full member list of its own group)");
+  }
+  impl_->comms.push_back(comm);
+  impl_->members.push_back(ranks);
+  return static_cast<int>(impl_->comms.size() - 1);
+}
+
+StatusOr<int> MpiCommunicator::groupRank(int group) const {
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup("group_rank", group));
+  int r = 0;
+  MPI_Comm_rank(impl_->comms[group], &r);
+  return r;
+}
+
+StatusOr<int> MpiCommunicator::groupSize(int group) const {
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup("group_size", group));
+  return static_cast<int>(impl_->members[group].size());
+}
+
+Status MpiCommunicator::allReduceSum(float *data, int64_t n, int group) {
+  const char *op = "all_reduce";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT64_MAX));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
+  int64_t done = 0;
+  do { // at least once, so that n == 0 still synchronizes like the others
+    const int count = static_cast<int>(std::min(kChunk, n - done));
+    MPI_Request req;
+    LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+        MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM,
+                       impl_->comms[group], &req)));
+    LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+    done += count;
+  } while (done < n);
+  return Status::ok();
+}
+
+Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank, int group) {
+  const char *op = "all_gather";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  const int64_t gsize = static_cast<int64_t>(impl_->members[group].size());
+  LLMIR_RETURN_IF_ERROR(badCount(op, nPerRank, INT_MAX / gsize));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, in, nPerRank));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, out, nPerRank));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+      MPI_Iallgather(in, static_cast<int>(nPerRank), MPI_FLOAT, out,
+                     static_cast<int>(nPerRank), MPI_FLOAT, impl_->comms[group], &req)));
+  return impl_->wait(req, op, group);
+}
+
+Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nPerRank,
+                                         int group) {
+  const char *op = "reduce_scatter";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  const int64_t gsize = static_cast<int64_t>(impl_->members[group].size());
+  LLMIR_RETURN_IF_ERROR(badCount(op, nPerRank, INT_MAX / gsize));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, in, nPerRank));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, out, nPerRank));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+      MPI_Ireduce_scatter_block(in, out, static_cast<int>(nPerRank), MPI_FLOAT, MPI_SUM,
+                                impl_->comms[group], &req)));
+  return impl_->wait(req, op, group);
+}
+
+Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
+  const char *op = "broadcast";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT64_MAX));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
+  if (root < 0 || root >= static_cast<int>(impl_->members[group].size()))
+    return Status::error(StatusCode::InvalidArgument,
+                         "broadcast: root " + std::to_string(root) + " is not a rank of " +
+                             impl_->groupName(group));
+  int64_t done = 0;
+  do {
+    const int count = static_cast<int>(std::min(kChunk, n - done));
+    MPI_Request req;
+    LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+        MPI_Ibcast(data + done, count, MPI_FLOAT, root, impl_->comms[group], &req)));
+    LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+    done += count;
+  } while (done < n);
+  return Status::ok();
+}
+
+namespace {
+
+Status checkPeer(const char *op, int peer, int tag, int size, int self) {
+  if (peer < 0 || peer >= size || peer == self)
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": invalid peer rank " + std::to_string(peer));
+  if (tag < 0 || tag > 32767) // the MPI standard guarantees tags up to 32767
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": tag must be in [0, 32767], got " +
+                             std::to_string(tag));
+  return Status::ok();
+}
+
+} // namespace
+
+Status MpiCommunicator::send(const float *data, int64_t n, int peer, int tag) {
+  const char *op = "send";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
+  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl_->size, impl_->rank));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
+      MPI_Isend(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
+  return impl_->wait(req, op, 0);
+}
+
+Status MpiCommunicator::recv(float *data, int64_t n, int peer, int tag) {
+  const char *op = "recv";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX));
+  LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
+  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl_->size, impl_->rank));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
+      MPI_Irecv(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
+  return impl_->wait(req, op, 0);
+}
+
+Status MpiCommunicator::barrier() {
+  const char *op = "barrier";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0, MPI_Ibarrier(impl_->comms[0], &req)));
+  return impl_->wait(req, op, 0);
+}
+
+void MpiCommunicator::setTimeout(double seconds) {
+  impl_->timeoutSeconds = seconds > 0.0 ? seconds : 0.0;
+}
+
+void MpiCommunicator::abort(int exitCode) {
+  MPI_Abort(MPI_COMM_WORLD, exitCode);
+  std::_Exit(exitCode); // MPI_Abort should not return
+}
+
+} // namespace llmir::runtime
