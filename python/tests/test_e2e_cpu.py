@@ -1,0 +1,206 @@
+"""End to end on CPU: HF config -> llm-translate -> llm-opt -> program file ->
+llm-run, compared with the PyTorch reference on the same weights and data.
+
+Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin). scripts/test.sh
+sets LLMIR_REQUIRE_TOOLS=1 so a missing build fails instead of skipping.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REPO, model_path
+
+torch = pytest.importorskip("torch")
+
+from llmir import config, reference  # noqa: E402
+from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
+from llmir import safetensors  # noqa: E402
+
+BIN = os.path.join(os.environ.get("LLMIR_BUILD_DIR", os.path.join(REPO, "build")), "bin")
+TOOLS = ["llm-translate", "llm-opt", "llm-run"]
+if not all(os.path.exists(os.path.join(BIN, t)) for t in TOOLS):
+    if os.environ.get("LLMIR_REQUIRE_TOOLS") == "1":
+        raise RuntimeError(f"LLMIR tools not built in {BIN}")
+    pytest.skip(f"LLMIR tools not built in {BIN}", allow_module_level=True)
+
+BATCH, SEQ = 2, 16
+RTOL = 1e-5
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def compile_model(cfg_path, out, *extra):
+    """config.json -> .llmir, through the same three tools a user runs."""
+    imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
+               "--batch", str(BATCH), "--seq", str(SEQ), *extra])
+    assert imp.returncode == 0, imp.stderr
+    low = run([tool("llm-opt"), "--llm-lower-to-exec"], input=imp.stdout)
+    assert low.returncode == 0, low.stderr
+    exp = subprocess.run([tool("llm-translate"), "--export-program", "-o", str(out)],
+                         input=low.stdout.encode(), capture_output=True)
+    assert exp.returncode == 0, exp.stderr.decode()
+    return out
+
+
+@pytest.fixture(params=["gpt2-tiny", "llama-tiny"])
+def model(request, tmp_path):
+    name = request.param
+    cfg = config.load_config(model_path(name))
+    weights = tmp_path / "w.safetensors"
+    tokens = tmp_path / "t.npy"
+    safetensors.save_file(random_weights(cfg, seed=3), str(weights))
+    save_tokens(random_tokens(cfg.vocab_size, 1000, seed=4), str(tokens))
+    return name, cfg, weights, tokens
+
+
+def test_eval_loss_matches_reference(model, tmp_path):
+    name, cfg, weights, tokens = model
+    prog = compile_model(model_path(name), tmp_path / "m.llmir")
+    log = tmp_path / "log.jsonl"
+    steps = 4
+    res = run([tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", str(steps), "--eval", "--log-json", str(log)])
+    assert res.returncode == 0, res.stderr
+    assert f"step {steps}/{steps}" in res.stderr  # human progress line
+    ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    assert len(ours) == steps
+
+    params = reference.load_params(cfg, str(weights))
+    data = np.load(tokens)
+    for step, loss in enumerate(ours):
+        x, y = reference.batch_for_step(data, step, BATCH, SEQ)
+        with torch.no_grad():
+            ref = float(reference.loss(cfg, params, x, y))
+        assert abs(loss - ref) <= RTOL * abs(ref), (step, loss, ref)
+
+
+def test_logits_match_reference(model, tmp_path):
+    name, cfg, weights, tokens = model
+    prog = compile_model(model_path(name), tmp_path / "m.llmir", "--logits")
+    out = tmp_path / "logits.npy"
+    res = run([tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--eval", "--quiet", "--logits-out", str(out)])
+    assert res.returncode == 0, res.stderr
+    ours = np.load(out)
+    assert ours.shape == (BATCH, SEQ, cfg.vocab_size)
+    params = reference.load_params(cfg, str(weights))
+    x, _ = reference.batch_for_step(np.load(tokens), 0, BATCH, SEQ)
+    with torch.no_grad():
+        ref = reference.forward(cfg, params, x).numpy()
+    scale = np.abs(ref).max()
+    assert np.abs(ours - ref).max() <= RTOL * scale
+
+
+# --- bad input: clear errors, never a crash --------------------------------
+
+@pytest.fixture
+def gpt2_run(tmp_path):
+    cfg = config.load_config(model_path("gpt2-tiny"))
+    weights = tmp_path / "w.safetensors"
+    tokens = tmp_path / "t.npy"
+    params = random_weights(cfg, seed=5)
+    safetensors.save_file(params, str(weights))
+    save_tokens(random_tokens(cfg.vocab_size, 500, seed=6), str(tokens))
+    prog = compile_model(model_path("gpt2-tiny"), tmp_path / "m.llmir")
+    return cfg, params, prog, weights, tokens
+
+
+def llm_run(prog, weights, tokens, *extra, **kw):
+    return run([tool("llm-run"), str(prog), "--weights", str(weights), "--data",
+                str(tokens), "--eval", *extra], **kw)
+
+
+def assert_clean_error(res, *needles):
+    assert res.returncode != 0
+    assert "error:" in res.stderr
+    for n in needles:
+        assert n in res.stderr, res.stderr
+    for crash in ("Segmentation", "Aborted", "core dumped", "terminate called"):
+        assert crash not in res.stderr, res.stderr
+
+
+def test_truncated_and_corrupt_programs(gpt2_run, tmp_path):
+    _, _, prog, weights, tokens = gpt2_run
+    data = prog.read_bytes()
+    trunc = tmp_path / "trunc.llmir"
+    trunc.write_bytes(data[: len(data) // 2])
+    assert_clean_error(llm_run(trunc, weights, tokens), "corrupt program file")
+    bad_magic = tmp_path / "magic.llmir"
+    bad_magic.write_bytes(data[:4] + b"XXXX" + data[8:])
+    assert_clean_error(llm_run(bad_magic, weights, tokens), "not an LLMIR program file")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        mutated = bytearray(data)
+        for pos in rng.integers(8, len(data), size=8):
+            mutated[pos] = int(rng.integers(0, 256))
+        path = tmp_path / f"mut{i}.llmir"
+        path.write_bytes(bytes(mutated))
+        res = llm_run(path, weights, tokens)
+        # A mutation may hit padding and still be valid; it must never crash.
+        assert res.returncode in (0, 1), res.stderr
+
+
+@pytest.mark.skipif(shutil.which("flatc") is None, reason="flatc not installed")
+def test_wrong_version_is_rejected(gpt2_run, tmp_path):
+    _, _, prog, weights, tokens = gpt2_run
+    schema = os.path.join(REPO, "runtime", "schema", "program.fbs")
+    res = run(["flatc", "--json", "--strict-json", "--raw-binary", "-o", str(tmp_path),
+               schema, "--", str(prog)])
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "m.json").read_text())
+    doc["version"] = 99
+    (tmp_path / "v99.json").write_text(json.dumps(doc))
+    res = run(["flatc", "--binary", "-o", str(tmp_path), schema, str(tmp_path / "v99.json")])
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "v99.llmir"  # flatc uses the schema's file_extension
+    assert_clean_error(llm_run(out, weights, tokens), "program file version 99 is not supported")
+
+
+def test_bad_weights(gpt2_run, tmp_path):
+    cfg, params, prog, _, tokens = gpt2_run
+    missing = dict(params)
+    del missing["h.1.mlp.c_fc.bias"]
+    path = tmp_path / "missing.safetensors"
+    safetensors.save_file(missing, str(path))
+    assert_clean_error(llm_run(prog, path, tokens), "no tensor 'h.1.mlp.c_fc.bias'")
+
+    wrong = dict(params)
+    wrong["ln_f.weight"] = np.ones(cfg.hidden_size + 1, dtype=np.float32)
+    path = tmp_path / "wrong.safetensors"
+    safetensors.save_file(wrong, str(path))
+    assert_clean_error(llm_run(prog, path, tokens), "'ln_f.weight'", "has shape 65x")
+
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(b"\xff" * 64)
+    assert_clean_error(llm_run(prog, path, tokens))
+
+
+def test_bad_tokens_and_options(gpt2_run, tmp_path):
+    cfg, _, prog, weights, _ = gpt2_run
+    tokens = tmp_path / "oov.npy"
+    save_tokens(np.full(100, cfg.vocab_size + 7, dtype=np.int32), str(tokens))
+    assert_clean_error(llm_run(prog, weights, tokens), str(cfg.vocab_size + 7))
+    assert_clean_error(run([tool("llm-run"), str(prog)]), "--weights is required")
+    assert_clean_error(llm_run(prog, weights, tokens, "--steps", "zero"), "--steps")
+    assert_clean_error(llm_run(prog, weights, tokens, "--bogus"), "unknown option '--bogus'")
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_rank_count_must_match(gpt2_run):
+    _, _, prog, weights, tokens = gpt2_run
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2",
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--eval"], timeout=120)
+    assert res.returncode != 0
+    assert "partitioned for 1 ranks but 2 were launched" in res.stderr, res.stderr
