@@ -10,6 +10,8 @@ LLMIR_PACKAGES=(
   cmake ninja-build g++ ccache git
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools
   libgtest-dev libopenblas-dev libopenmpi-dev openmpi-bin
+  libflatbuffers-dev flatbuffers-compiler
+  clang-14 libclang-rt-14-dev
   python3 python3-numpy python3-pytest python3-torch
 )
 

@@ -6,6 +6,5 @@ llmir_install_packages
 llmir_build
 llmir_path
 ctest --test-dir "$LLMIR_BUILD_DIR" --output-on-failure -j "$LLMIR_JOBS"
-if [ -d "$LLMIR_ROOT/python/tests" ]; then
+LLMIR_REQUIRE_TOOLS=1 LLMIR_BUILD_DIR="$LLMIR_BUILD_DIR" \
   /usr/bin/python3 -m pytest -q "$LLMIR_ROOT/python/tests"
-fi
