@@ -9,6 +9,7 @@
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
+#include "llmir/Partition/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/Extensions/AllExtensions.h"
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
   mlir::shard::registerShardPasses();
   llmir::tfm::registerTfmPasses();
   llmir::registerConversionPasses();
+  llmir::registerPartitionPasses();
 
   return mlir::asMainReturnCode(mlir::MlirOptMain(
       argc, argv, "LLMIR optimizer driver\n", registry));

@@ -16,8 +16,8 @@ def LowerToExec : Pass<"llm-lower-to-exec", "::mlir::ModuleOp"> {
     - `tfm.linear` / `tfm.matmul` become `exec.gemm` (bias fused), every other
       op a named `exec.kernel`; `tfm.reshape` and layer results are views
       (no copies); `tfm.layer` regions are flattened in order;
-    - returned values become `exec.output` ("loss" for a cross-entropy
-      result, "logits" otherwise).
+    - returned values become `exec.output` ("loss" for a
+      scalar, "logits" otherwise).
     The program records `arena_bytes` (the peak) and the breakdown
     `param_bytes`, `input_bytes`, `temp_peak_bytes`.
   }];

@@ -12,6 +12,8 @@
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -37,6 +39,7 @@ struct LogicalBuffer {
   enum class Kind { Param, Input, Temp };
   Kind kind = Kind::Temp;
   std::string name;        ///< HF name (Param) or input name (Input)
+  unsigned argNumber = 0;  ///< function argument (Param, Input)
   RankedTensorType type;   ///< the type of the tensor that defines it
   int64_t firstUse = 0, lastUse = 0;
   int64_t offset = 0;
@@ -83,7 +86,23 @@ private:
     return exec::ViewOp::create(b, buffer.getLoc(), viewType, buffer);
   }
 
+  /// The plan's name of the single grid axis a collective runs over.
+  FailureOr<StringRef> axisName(shard::AllReduceOp op) {
+    ArrayRef<int16_t> axes = op.getGridAxes();
+    auto module = op->getParentOfType<ModuleOp>();
+    auto plan = module ? module->getAttrOfType<DictionaryAttr>("llmir.plan")
+                       : DictionaryAttr();
+    auto names = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
+    if (axes.size() != 1 || !names || axes[0] < 0 ||
+        axes[0] >= static_cast<int64_t>(names.size()))
+      return op.emitOpError() << "expected one grid axis named by the module's "
+                                 "llmir.plan (run --llm-partition)",
+             failure();
+    return cast<StringAttr>(names[axes[0]]).getValue();
+  }
+
   func::FuncOp func;
+  int64_t nextEvent = 0;
   SmallVector<LogicalBuffer> buffers;
   DenseMap<Value, unsigned> bufferOf;
   SmallVector<Operation *> schedule;
@@ -110,9 +129,11 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
         bufferOf[result] = bufferOf.lookup(yielded);
       continue;
     }
-    if (!isa<TfmDialect>(op.getDialect()))
-      return op.emitOpError() << "cannot be lowered to exec: only tfm ops are "
-                                 "supported in a model function";
+    if (!isa<TfmDialect, shard::ShardDialect>(op.getDialect()))
+      return op.emitOpError() << "cannot be lowered to exec: only tfm and "
+                                 "shard ops are supported in a model function";
+    if (!isa<TfmDialect>(op.getDialect()) && !isa<shard::AllReduceOp>(op))
+      return op.emitOpError() << "has no exec lowering yet";
     int64_t step = schedule.size();
     schedule.push_back(&op);
     for (Value operand : op.getOperands()) {
@@ -124,6 +145,14 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     }
     if (auto reshape = dyn_cast<ReshapeOp>(op)) {
       bufferOf[reshape.getResult()] = bufferOf.lookup(reshape.getInput());
+      continue;
+    }
+    // An all-reduce whose operand has no other use reduces in place.
+    if (auto ar = dyn_cast<shard::AllReduceOp>(op);
+        ar && ar.getInput().hasOneUse() &&
+        buffers[bufferOf.lookup(ar.getInput())].kind ==
+            LogicalBuffer::Kind::Temp) {
+      bufferOf[ar.getResult()] = bufferOf.lookup(ar.getInput());
       continue;
     }
     for (Value result : op.getResults())
@@ -140,10 +169,12 @@ LogicalResult ProgramLowering::analyze() {
       return func.emitOpError() << "argument #" << i << " is not a tensor";
     if (auto name = func.getArgAttrOfType<StringAttr>(
             i, TfmDialect::kParamAttrName))
-      newBuffer(LogicalBuffer::Kind::Param, arg, name.getValue(), 0);
+      buffers[newBuffer(LogicalBuffer::Kind::Param, arg, name.getValue(), 0)]
+          .argNumber = i;
     else if (auto input = func.getArgAttrOfType<StringAttr>(
                  i, TfmDialect::kInputAttrName))
-      newBuffer(LogicalBuffer::Kind::Input, arg, input.getValue(), 0);
+      buffers[newBuffer(LogicalBuffer::Kind::Input, arg, input.getValue(), 0)]
+          .argNumber = i;
     else
       return func.emitOpError()
              << "argument #" << i << " needs a '" << TfmDialect::kParamAttrName
@@ -156,7 +187,9 @@ LogicalResult ProgramLowering::analyze() {
   unsigned numLogits = 0;
   for (Value v : ret.getOperands()) {
     buffers[bufferOf.lookup(v)].lastUse = kForever;
-    std::string name = isa_and_nonnull<CrossEntropyOp>(v.getDefiningOp())
+    // A scalar result is the step's loss (cross-entropy, possibly reduced
+    // over ranks); anything else is logits-like.
+    std::string name = cast<RankedTensorType>(v.getType()).getRank() == 0
                            ? "loss"
                        : numLogits++ == 0 ? "logits"
                                           : "output" + std::to_string(numLogits);
@@ -216,8 +249,74 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
 
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](EmbeddingOp e) {
+        SmallVector<NamedAttribute> attrs;
+        if (e.getShardAxisAttr())
+          attrs.push_back(b.getNamedAttr("shard_axis", e.getShardAxisAttr()));
         kernel("embedding", {in(e.getIds()), in(e.getTable())},
-               {out(e.getResult())});
+               {out(e.getResult())}, attrs);
+        return success();
+      })
+      .Case([&](BiasAddOp a) {
+        kernel("bias_add", {in(a.getInput()), in(a.getBias())},
+               {out(a.getResult())});
+        return success();
+      })
+      .Case([&](ScaleOp sc) {
+        kernel("scale", {in(sc.getInput())}, {out(sc.getResult())},
+               {b.getNamedAttr("factor", sc.getFactorAttr())});
+        return success();
+      })
+      .Case([&](ReduceMaxOp m) {
+        kernel("reduce_max", {in(m.getInput())}, {out(m.getResult())});
+        return success();
+      })
+      .Case([&](CrossEntropyPartialOp p) {
+        kernel("cross_entropy_partial",
+               {in(p.getLogits()), in(p.getLabels()), in(p.getMax())},
+               {out(p.getSumExp()), out(p.getTarget())},
+               {b.getNamedAttr("shard_axis", p.getShardAxisAttr())});
+        return success();
+      })
+      .Case([&](CrossEntropyFinalizeOp f) {
+        kernel("cross_entropy_finalize",
+               {in(f.getMax()), in(f.getSumExp()), in(f.getTarget())},
+               {out(f.getLoss())},
+               {b.getNamedAttr("reduction",
+                               b.getStringAttr(stringifyReduction(
+                                   f.getReduction())))});
+        return success();
+      })
+      .Case([&](shard::AllReduceOp ar) -> LogicalResult {
+        FailureOr<StringRef> axis = axisName(ar);
+        if (failed(axis))
+          return failure();
+        Value result = out(ar.getResult());
+        Value input = in(ar.getInput());
+        if (input != result)
+          kernel("copy", {input}, {result});
+        StringRef reduction;
+        switch (ar.getReduction()) {
+        case shard::ReductionKind::Sum:
+          reduction = "sum";
+          break;
+        case shard::ReductionKind::Max:
+          reduction = "max";
+          break;
+        default:
+          return ar.emitOpError() << "only sum and max all-reduces can be "
+                                     "lowered to exec";
+        }
+        // The collective runs on the communication stream, ordered after the
+        // compute that produced its buffer and before the compute that reads
+        // it. (Overlapping it with independent compute is a scheduling
+        // decision for later passes; this order is always correct.)
+        int64_t ready = nextEvent++, done = nextEvent++;
+        exec::EventRecordOp::create(b, loc, ready, /*stream=*/0);
+        exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
+        exec::AllReduceOp::create(b, loc, result, *axis, reduction,
+                                  /*stream=*/1);
+        exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
+        exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
         return success();
       })
       .Case([&](PositionIdsOp p) {
@@ -365,6 +464,10 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
     switch (lb.kind) {
     case LogicalBuffer::Kind::Param:
       lb.buffer = exec::ParamOp::create(b, loc, type, lb.name, lb.offset);
+      // How the runtime slices this rank's shard out of the global tensor.
+      for (StringRef attr : {"llmir.global_shape", "llmir.shard"})
+        if (Attribute a = func.getArgAttr(lb.argNumber, attr))
+          lb.buffer.getDefiningOp()->setAttr(attr.drop_front(6), a);
       break;
     case LogicalBuffer::Kind::Input:
       lb.buffer = exec::InputOp::create(b, loc, type, lb.name, lb.offset);

@@ -263,14 +263,15 @@ llmir::buildTfmModel(const HFModelConfig &config, const HFImportOptions &opts,
   std::string embedName = gpt2 ? "wte" : "model.embed_tokens";
   Value wte = mb.param(embedName + ".weight", {c.vocabSize, c.hidden});
   Value h = EmbeddingOp::create(mb.b, mb.at(embedName), mb.act(c.hidden), ids,
-                                wte);
+                                wte, StringAttr());
   if (gpt2) {
     Value wpe = mb.param("wpe.weight", {c.maxPositions, c.hidden});
     Value pos = PositionIdsOp::create(
         mb.b, mb.at("wpe"), RankedTensorType::get({o.batch, o.seq}, i32),
         mb.b.getI64IntegerAttr(0));
     Value posEmb =
-        EmbeddingOp::create(mb.b, mb.at("wpe"), mb.act(c.hidden), pos, wpe);
+        EmbeddingOp::create(mb.b, mb.at("wpe"), mb.act(c.hidden), pos, wpe,
+                            StringAttr());
     h = AddOp::create(mb.b, mb.at("embeddings"), h, posEmb);
   }
   for (int64_t i = 0; i < c.numLayers; ++i)

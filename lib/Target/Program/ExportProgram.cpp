@@ -13,6 +13,7 @@
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
@@ -104,9 +105,25 @@ private:
   FailureOr<flatbuffers::Offset<fbs::Stage>> stage(exec::ProgramOp program);
   FailureOr<flatbuffers::Offset<fbs::Param>> param(exec::ParamOp p);
 
+  LogicalResult readPlan();
+  /// Coordinates of `rank` along the plan axes (row-major, last axis fastest).
+  SmallVector<int32_t> coordsOf(int64_t rank) const {
+    SmallVector<int32_t> coords(sizes.size());
+    for (size_t a = sizes.size(); a-- > 0;) {
+      coords[a] = static_cast<int32_t>(rank % sizes[a]);
+      rank /= sizes[a];
+    }
+    return coords;
+  }
+
   ModuleOp module;
   flatbuffers::FlatBufferBuilder fbb{1 << 16};
   llvm::StringMap<exec::ParamOp> paramsByName;
+  std::vector<std::string> axes;
+  std::vector<int32_t> sizes;
+  int32_t microbatches = 1;
+  std::string schedule;
+  int64_t world = 1;
 };
 
 FailureOr<flatbuffers::Offset<fbs::Instr>>
@@ -243,30 +260,44 @@ ProgramWriter::param(exec::ParamOp p) {
   ArrayRef<int64_t> global = type.getShape();
   if (auto g = p->getAttrOfType<DenseI64ArrayAttr>("global_shape"))
     global = g.asArrayRef();
+  // `shard = {axis, dim, parts}`: dim `dim` of the global tensor is `parts`
+  // equal blocks, each split evenly over the axis; a rank holds its chunk of
+  // every block, concatenated along `dim`.
   std::vector<flatbuffers::Offset<fbs::ParamSlice>> slices;
-  if (auto list = p->getAttrOfType<ArrayAttr>("slices")) {
-    // [{rank = r, concat_dim = d, segments = [array<i64: b0, e0, b1, e1, ...>]}]
-    for (Attribute entry : list) {
-      auto dict = dyn_cast<DictionaryAttr>(entry);
-      auto rank = dict ? dict.getAs<IntegerAttr>("rank") : IntegerAttr();
-      auto dim = dict ? dict.getAs<IntegerAttr>("concat_dim") : IntegerAttr();
-      auto segs = dict ? dict.getAs<ArrayAttr>("segments") : ArrayAttr();
-      if (!rank || !dim || !segs)
-        return p.emitOpError() << "has a malformed 'slices' entry " << entry,
-               failure();
+  if (auto shard = p->getAttrOfType<DictionaryAttr>("shard")) {
+    auto axisAttr = shard.getAs<StringAttr>("axis");
+    auto dimAttr = shard.getAs<IntegerAttr>("dim");
+    auto partsAttr = shard.getAs<IntegerAttr>("parts");
+    auto axisIt = axisAttr ? llvm::find(axes, axisAttr.str()) : axes.end();
+    if (!dimAttr || !partsAttr || axisIt == axes.end())
+      return p.emitOpError() << "has a malformed 'shard' attribute " << shard
+                             << " for the plan's axes",
+             failure();
+    size_t axis = axisIt - axes.begin();
+    int64_t dim = dimAttr.getInt(), parts = partsAttr.getInt();
+    int64_t n = sizes[axis];
+    if (dim < 0 || dim >= static_cast<int64_t>(global.size()) || parts < 1 ||
+        global[dim] % (parts * n) != 0)
+      return p.emitOpError() << "cannot slice dim " << dim << " of "
+                             << global.size() << "-d parameter '" << p.getName()
+                             << "' into " << parts << " part(s) over " << n
+                             << " ranks",
+             failure();
+    int64_t block = global[dim] / parts, chunk = block / n;
+    for (int64_t r = 0; r < world; ++r) {
+      int64_t t = coordsOf(r)[axis];
       std::vector<flatbuffers::Offset<fbs::Segment>> segments;
-      for (Attribute s : segs) {
-        auto bounds = dyn_cast<DenseI64ArrayAttr>(s);
-        if (!bounds || bounds.size() != static_cast<int64_t>(2 * global.size()))
-          return p.emitOpError() << "has a malformed slice segment " << s,
-                 failure();
+      for (int64_t k = 0; k < parts; ++k) {
         std::vector<fbs::Range> ranges;
         for (size_t d = 0; d < global.size(); ++d)
-          ranges.emplace_back(bounds[2 * d], bounds[2 * d + 1]);
+          ranges.emplace_back(static_cast<int64_t>(d) == dim ? k * block + t * chunk : 0,
+                              static_cast<int64_t>(d) == dim ? k * block + (t + 1) * chunk
+                                                             : global[d]);
         segments.push_back(
             fbs::CreateSegment(fbb, fbb.CreateVectorOfStructs(ranges)));
       }
-      slices.push_back(fbs::CreateParamSlice(fbb, rank.getInt(), dim.getInt(),
+      slices.push_back(fbs::CreateParamSlice(fbb, static_cast<int32_t>(r),
+                                             static_cast<int32_t>(dim),
                                              fbb.CreateVector(segments)));
     }
   }
@@ -275,7 +306,33 @@ ProgramWriter::param(exec::ParamOp p) {
                           fbb.CreateVector(slices));
 }
 
+LogicalResult ProgramWriter::readPlan() {
+  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
+  if (!plan)
+    return success(); // one rank
+  auto axesAttr = plan.getAs<ArrayAttr>("axes");
+  auto sizesAttr = plan.getAs<DenseI64ArrayAttr>("sizes");
+  if (!axesAttr || !sizesAttr ||
+      axesAttr.size() != static_cast<size_t>(sizesAttr.size()))
+    return module.emitError() << "malformed llmir.plan attribute " << plan;
+  for (auto [a, s] : llvm::zip(axesAttr, sizesAttr.asArrayRef())) {
+    auto name = dyn_cast<StringAttr>(a);
+    if (!name || s < 1 || s > (1 << 20) || world * s > (1 << 20))
+      return module.emitError() << "malformed llmir.plan attribute " << plan;
+    axes.push_back(name.str());
+    sizes.push_back(static_cast<int32_t>(s));
+    world *= s;
+  }
+  if (auto m = plan.getAs<IntegerAttr>("microbatches"))
+    microbatches = static_cast<int32_t>(m.getInt());
+  if (auto s = plan.getAs<StringAttr>("schedule"))
+    schedule = s.str();
+  return success();
+}
+
 LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
+  if (failed(readPlan()))
+    return failure();
   SmallVector<exec::ProgramOp> programs(module.getOps<exec::ProgramOp>());
   if (programs.empty())
     return module.emitError() << "no exec.program to export; run "
@@ -307,40 +364,11 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
       params.push_back(*fp);
     }
 
-  // Plan and rank map: row-major over the plan axes; the `pp` coordinate (if
-  // any) is the stage.
-  std::vector<std::string> axes;
-  std::vector<int32_t> sizes;
-  int32_t microbatches = 1;
-  std::string schedule;
-  if (auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan")) {
-    auto axesAttr = plan.getAs<ArrayAttr>("axes");
-    auto sizesAttr = plan.getAs<DenseI64ArrayAttr>("sizes");
-    if (!axesAttr || !sizesAttr || axesAttr.size() != static_cast<size_t>(sizesAttr.size()))
-      return module.emitError() << "malformed llmir.plan attribute " << plan;
-    for (auto [a, s] : llvm::zip(axesAttr, sizesAttr.asArrayRef())) {
-      auto name = dyn_cast<StringAttr>(a);
-      if (!name || s < 1)
-        return module.emitError() << "malformed llmir.plan attribute " << plan;
-      axes.push_back(name.str());
-      sizes.push_back(static_cast<int32_t>(s));
-    }
-    if (auto m = plan.getAs<IntegerAttr>("microbatches"))
-      microbatches = static_cast<int32_t>(m.getInt());
-    if (auto s = plan.getAs<StringAttr>("schedule"))
-      schedule = s.str();
-  }
-  int64_t world = 1;
-  for (int32_t s : sizes)
-    world *= s;
+  // Rank map: row-major over the plan axes; the `pp` coordinate (if any) is
+  // the stage.
   std::vector<flatbuffers::Offset<fbs::RankInfo>> ranks;
   for (int64_t r = 0; r < world; ++r) {
-    std::vector<int32_t> coords(sizes.size());
-    int64_t rest = r;
-    for (size_t a = sizes.size(); a-- > 0;) {
-      coords[a] = static_cast<int32_t>(rest % sizes[a]);
-      rest /= sizes[a];
-    }
+    SmallVector<int32_t> coords = coordsOf(r);
     int32_t stageIndex = 0;
     for (size_t a = 0; a < axes.size(); ++a)
       if (axes[a] == "pp")
@@ -349,8 +377,9 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
       return module.emitError() << "rank " << r << " maps to stage "
                                 << stageIndex << " but only " << stages.size()
                                 << " stage programs exist";
-    ranks.push_back(fbs::CreateRankInfo(fbb, static_cast<int32_t>(r),
-                                        stageIndex, fbb.CreateVector(coords)));
+    ranks.push_back(fbs::CreateRankInfo(
+        fbb, static_cast<int32_t>(r), stageIndex,
+        fbb.CreateVector(coords.data(), coords.size())));
   }
 
   int64_t batch = 0, seq = 0, vocab = 0;
@@ -397,6 +426,7 @@ void llmir::registerExportProgramTranslation() {
         return exportProgram(module, os);
       },
       [](DialectRegistry &registry) {
-        registry.insert<exec::ExecDialect, tfm::TfmDialect>();
+        registry.insert<exec::ExecDialect, tfm::TfmDialect,
+                        shard::ShardDialect>();
       });
 }

@@ -223,22 +223,33 @@ StatusOr<int> MpiCommunicator::groupSize(int group) const {
   return static_cast<int>(impl_->members[group].size());
 }
 
-Status MpiCommunicator::allReduceSum(float *data, int64_t n, int group) {
-  const char *op = "all_reduce";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+namespace {
+/// In-place all-reduce with `mpiOp`, chunked to MPI's int counts.
+Status allReduceInPlace(MpiCommunicator::Impl &impl, float *data, int64_t n,
+                        int group, MPI_Op mpiOp, const char *op) {
+  LLMIR_RETURN_IF_ERROR(impl.checkGroup(op, group));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT64_MAX));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
   int64_t done = 0;
   do { // at least once, so that n == 0 still synchronizes like the others
     const int count = static_cast<int>(std::min(kChunk, n - done));
     MPI_Request req;
-    LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
-        MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM,
-                       impl_->comms[group], &req)));
-    LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+    LLMIR_RETURN_IF_ERROR(impl.check(op, group,
+        MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, mpiOp,
+                       impl.comms[group], &req)));
+    LLMIR_RETURN_IF_ERROR(impl.wait(req, op, group));
     done += count;
   } while (done < n);
   return Status::ok();
+}
+} // namespace
+
+Status MpiCommunicator::allReduceSum(float *data, int64_t n, int group) {
+  return allReduceInPlace(*impl_, data, n, group, MPI_SUM, "all_reduce");
+}
+
+Status MpiCommunicator::allReduceMax(float *data, int64_t n, int group) {
+  return allReduceInPlace(*impl_, data, n, group, MPI_MAX, "all_reduce(max)");
 }
 
 Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank, int group) {

@@ -54,6 +54,10 @@ Status SingleProcessCommunicator::allReduceSum(float *data, int64_t n, int group
   return checkBuffer("all_reduce", data, n);
 }
 
+Status SingleProcessCommunicator::allReduceMax(float *data, int64_t n, int group) {
+  return allReduceSum(data, n, group); // one rank: the identity either way
+}
+
 Status SingleProcessCommunicator::allGather(const float *in, float *out,
                                             int64_t nPerRank, int group) {
   LLMIR_RETURN_IF_ERROR(checkGroup("all_gather", group));

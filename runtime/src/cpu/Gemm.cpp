@@ -66,6 +66,24 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
 
 } // namespace
 
+detail::SerialBlasScope::SerialBlasScope() {
+  // Only the pthreads OpenBLAS needs this: the OpenMP build already runs
+  // single-threaded inside parallel regions, and its set_num_threads would
+  // change the OpenMP thread count instead.
+  if (openblas_get_parallel() != 1)
+    return;
+  const int threads = openblas_get_num_threads();
+  if (threads > 1) {
+    saved_ = threads;
+    openblas_set_num_threads(1);
+  }
+}
+
+detail::SerialBlasScope::~SerialBlasScope() {
+  if (saved_ > 0)
+    openblas_set_num_threads(saved_);
+}
+
 Status gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
             float alpha, const float *A, int64_t lda, const float *B,
             int64_t ldb, float beta, float *C, int64_t ldc) {

@@ -47,6 +47,21 @@ inline Status checkProduct(const char *kernel, std::initializer_list<int64_t> di
   return Status::ok();
 }
 
+/// While alive, OpenBLAS runs each GEMM on the calling thread, so a kernel can
+/// issue independent GEMMs from the threads of an OpenMP loop without the two
+/// thread pools oversubscribing the cores. Restores the previous count.
+/// (Implemented in Gemm.cpp, next to the BLAS.)
+class SerialBlasScope {
+public:
+  SerialBlasScope();
+  ~SerialBlasScope();
+  SerialBlasScope(const SerialBlasScope &) = delete;
+  SerialBlasScope &operator=(const SerialBlasScope &) = delete;
+
+private:
+  int saved_ = 0; // 0: nothing to restore
+};
+
 } // namespace llmir::runtime::detail
 
 #endif // LLMIR_RUNTIME_SRC_CPU_KERNELUTIL_H

@@ -2,6 +2,7 @@
 #include "llmir/runtime/Kernels.h"
 
 #include "KernelUtil.h"
+#include "VecMath.h"
 
 #include <algorithm>
 #include <cmath>
@@ -111,6 +112,21 @@ Status rope(const char *k, const float *x, float *y, int64_t batch,
   return Status::ok();
 }
 
+/// log(sum(e^x)) of one row: max-subtracted, terms in float (like torch's
+/// log_softmax) accumulated in double.
+LLMIR_VECTOR_CLONES
+double logSumExpRow(const float *x, int64_t n) {
+  float maxVal = x[0];
+#pragma omp simd reduction(max : maxVal)
+  for (int64_t c = 1; c < n; ++c)
+    maxVal = std::max(maxVal, x[c]);
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < n; ++c)
+    sum += detail::expFloat(x[c] - maxVal);
+  return maxVal + std::log(sum);
+}
+
 } // namespace
 
 Status embeddingForward(const int64_t *ids, const float *table, float *out,
@@ -190,13 +206,7 @@ Status crossEntropyForward(const float *logits, const int64_t *labels,
 #pragma omp parallel for schedule(static) reduction(+ : total) if (rows * vocab >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) {
     const float *lr = logits + r * vocab;
-    float maxVal = lr[0];
-    for (int64_t c = 1; c < vocab; ++c)
-      maxVal = std::max(maxVal, lr[c]);
-    double sum = 0.0;
-    for (int64_t c = 0; c < vocab; ++c)
-      sum += std::exp(static_cast<double>(lr[c]) - maxVal);
-    const double lse = maxVal + std::log(sum);
+    const double lse = logSumExpRow(lr, vocab);
     const double loss = lse - lr[labels[r]];
     if (rowLoss)
       rowLoss[r] = static_cast<float>(loss);

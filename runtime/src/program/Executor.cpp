@@ -5,6 +5,8 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Kernels.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -251,6 +253,20 @@ Status Executor::execute(const Instr &instr) {
   }
 }
 
+StatusOr<std::pair<int, int>>
+Executor::axisPosition(const Instr &instr, const std::string &attr) const {
+  StatusOr<std::string> axis = instr.stringAttr(attr);
+  if (!axis.isOk())
+    return axis.status();
+  const Plan &plan = program_.plan;
+  for (size_t a = 0; a < plan.axes.size(); ++a)
+    if (plan.axes[a] == *axis)
+      return std::make_pair(rankInfo_->coords[a], plan.sizes[a]);
+  if (plan.axes.empty())
+    return std::make_pair(0, 1); // a single-rank program
+  return invalid(instr.describe() + ": unknown grid axis '" + *axis + "'");
+}
+
 StatusOr<const int64_t *> Executor::ids(const Instr &instr, const BufferRef &b) {
   int64_t n = b.numElements();
   if (b.dtype == ScalarType::I64)
@@ -346,10 +362,121 @@ Status Executor::executeKernel(const Instr &instr) {
     if (!idp.isOk())
       return idp.status();
     int64_t numIds = instr.ins[0].numElements();
-    if (out.numElements() != numIds * table.shape[1])
+    int64_t rows = table.shape[0], dim = table.shape[1];
+    if (out.numElements() != numIds * dim)
       return invalid("embedding output " + out.str() + " does not match");
-    return embeddingForward(*idp, ptr<float>(table), ptr<float>(out), numIds,
-                            table.shape[0], table.shape[1]);
+    if (!instr.hasAttr("shard_axis"))
+      return embeddingForward(*idp, ptr<float>(table), ptr<float>(out), numIds,
+                              rows, dim);
+    // Vocab-parallel: this rank holds rows [first, first + rows); other ids
+    // give zero rows (the all-reduce that follows adds the owner's row).
+    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+    if (!axis.isOk())
+      return axis.status();
+    int64_t first = axis->first * rows, vocab = rows * axis->second;
+    const float *tab = ptr<float>(table);
+    float *dst = ptr<float>(out);
+    for (int64_t i = 0; i < numIds; ++i) {
+      int64_t id = (*idp)[i];
+      if (id < 0 || id >= vocab)
+        return invalid("id " + std::to_string(id) + " at position " +
+                       std::to_string(i) + " is outside [0, " +
+                       std::to_string(vocab) + ")");
+      if (id >= first && id < first + rows)
+        std::memcpy(dst + i * dim, tab + (id - first) * dim, dim * sizeof(float));
+      else
+        std::memset(dst + i * dim, 0, dim * sizeof(float));
+    }
+    return Status::ok();
+  }
+  if (k == "copy") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    std::memmove(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]),
+                 instr.outs[0].bytes());
+    return Status::ok();
+  }
+  if (k == "bias_add") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    const BufferRef &x = instr.ins[0], &bias = instr.ins[1], &y = instr.outs[0];
+    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
+    auto [rows, cols] = rowsCols(x);
+    if (bias.numElements() != cols)
+      return invalid("bias " + bias.str() + " does not match " + x.str());
+    if (ptr<float>(x) != ptr<float>(y))
+      std::memcpy(ptr<float>(y), ptr<float>(x), y.bytes());
+    return addBias(ptr<float>(y), ptr<float>(bias), rows, cols);
+  }
+  if (k == "scale") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    StatusOr<double> factor = instr.floatAttr("factor");
+    if (!factor.isOk())
+      return factor.status();
+    const float *x = ptr<float>(instr.ins[0]);
+    float *y = ptr<float>(instr.outs[0]);
+    for (int64_t i = 0, n = instr.outs[0].numElements(); i < n; ++i)
+      y[i] = static_cast<float>(x[i] * *factor);
+    return Status::ok();
+  }
+  if (k == "reduce_max") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    auto [rows, cols] = rowsCols(instr.ins[0]);
+    if (instr.outs[0].numElements() != rows || cols == 0)
+      return invalid("reduce_max output " + instr.outs[0].str() +
+                     " does not match " + instr.ins[0].str());
+    const float *x = ptr<float>(instr.ins[0]);
+    float *m = ptr<float>(instr.outs[0]);
+    for (int64_t r = 0; r < rows; ++r)
+      m[r] = *std::max_element(x + r * cols, x + (r + 1) * cols);
+    return Status::ok();
+  }
+  if (k == "cross_entropy_partial") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 2));
+    const BufferRef &logits = instr.ins[0], &max = instr.ins[2];
+    auto [rows, cols] = rowsCols(logits);
+    if (instr.ins[1].numElements() != rows || max.numElements() != rows ||
+        instr.outs[0].numElements() != rows || instr.outs[1].numElements() != rows)
+      return invalid("cross_entropy_partial row counts do not match " +
+                     logits.str());
+    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+    StatusOr<const int64_t *> labels = ids(instr, instr.ins[1]);
+    if (!axis.isOk() || !labels.isOk())
+      return !axis.isOk() ? axis.status() : labels.status();
+    int64_t first = axis->first * cols, vocab = cols * axis->second;
+    const float *l = ptr<float>(logits), *m = ptr<float>(max);
+    float *sumExp = ptr<float>(instr.outs[0]), *target = ptr<float>(instr.outs[1]);
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t label = (*labels)[r];
+      if (label < 0 || label >= vocab)
+        return invalid("label " + std::to_string(label) + " at position " +
+                       std::to_string(r) + " is outside [0, " +
+                       std::to_string(vocab) + ")");
+      double sum = 0;
+      for (int64_t c = 0; c < cols; ++c)
+        sum += std::exp(static_cast<double>(l[r * cols + c]) - m[r]);
+      sumExp[r] = static_cast<float>(sum);
+      target[r] = label >= first && label < first + cols
+                      ? l[r * cols + (label - first)]
+                      : 0.0f;
+    }
+    return Status::ok();
+  }
+  if (k == "cross_entropy_finalize") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    int64_t rows = instr.ins[0].numElements();
+    if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != rows ||
+        instr.outs[0].numElements() != 1)
+      return invalid("cross_entropy_finalize shapes do not match");
+    const float *m = ptr<float>(instr.ins[0]), *s = ptr<float>(instr.ins[1]),
+                *t = ptr<float>(instr.ins[2]);
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      total += std::log(static_cast<double>(s[r])) + m[r] - t[r];
+    bool sum = instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "sum";
+    *ptr<float>(instr.outs[0]) =
+        static_cast<float>(sum || rows == 0 ? total : total / rows);
+    return Status::ok();
   }
   if (k == "position_ids") {
     LLMIR_RETURN_IF_ERROR(requireCounts(instr, 0, 1));
@@ -539,6 +666,8 @@ Status Executor::executeCollective(const Instr &instr) {
     if (!g.isOk())
       return g.status();
     const BufferRef &b = instr.outs.at(0);
+    if (instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "max")
+      return comm_->allReduceMax(ptr<float>(b), b.numElements(), *g);
     return comm_->allReduceSum(ptr<float>(b), b.numElements(), *g);
   }
   case OpKind::AllGather:

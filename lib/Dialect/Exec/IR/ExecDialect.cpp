@@ -78,7 +78,6 @@ void ExecDialect::initialize() {
 //===----------------------------------------------------------------------===//
 
 namespace {
-constexpr llvm::StringLiteral kNoAttrs[] = {"stream"};
 constexpr llvm::StringLiteral kEpsilon[] = {"epsilon"};
 constexpr llvm::StringLiteral kOffset[] = {"offset"};
 constexpr llvm::StringLiteral kAttention[] = {"num_heads", "num_kv_heads",
@@ -86,6 +85,9 @@ constexpr llvm::StringLiteral kAttention[] = {"num_heads", "num_kv_heads",
 constexpr llvm::StringLiteral kRope[] = {"num_heads", "theta", "offset"};
 constexpr llvm::StringLiteral kSlice[] = {"axis", "offset"};
 constexpr llvm::StringLiteral kTranspose[] = {"permutation"};
+constexpr llvm::StringLiteral kFactor[] = {"factor"};
+constexpr llvm::StringLiteral kShardAxis[] = {"shard_axis"};
+constexpr llvm::StringLiteral kReduction[] = {"reduction"};
 
 const KernelSignature kKernels[] = {
     {"embedding", 2, 2, 1, {}},
@@ -103,6 +105,12 @@ const KernelSignature kKernels[] = {
     {"cross_entropy", 2, 2, 1, {}},
     {"copy_slice", 1, 1, 1, kSlice},
     {"transpose", 1, 1, 1, kTranspose},
+    {"copy", 1, 1, 1, {}},
+    {"bias_add", 2, 2, 1, {}},
+    {"scale", 1, 1, 1, kFactor},
+    {"reduce_max", 1, 1, 1, {}},
+    {"cross_entropy_partial", 3, 3, 2, kShardAxis},
+    {"cross_entropy_finalize", 3, 3, 1, kReduction},
 };
 } // namespace
 
@@ -286,7 +294,7 @@ LogicalResult KernelOp::verify() {
                            << "' requires attribute '" << attr << "'";
   // Element-wise kernels: every operand has the output's shape.
   if (llvm::is_contained({"add", "mul", "silu", "gelu_tanh", "gelu_exact",
-                          "softmax", "rope"},
+                          "softmax", "rope", "copy", "scale"},
                          getKernel())) {
     Type outType = getOuts()[0].getType();
     for (Value in : getIns())
@@ -322,6 +330,9 @@ static LogicalResult verifyAxis(Operation *op, StringRef axis) {
 LogicalResult AllReduceOp::verify() {
   if (!isFloatBuffer(getBuffer()))
     return emitOpError() << "expected a float buffer to sum";
+  if (getReduction() != "sum" && getReduction() != "max")
+    return emitOpError() << "expected reduction \"sum\" or \"max\", found \""
+                         << getReduction() << "\"";
   return verifyAxis(*this, getAxis());
 }
 LogicalResult AllGatherOp::verify() {

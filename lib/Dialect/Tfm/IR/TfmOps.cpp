@@ -98,6 +98,8 @@ LogicalResult verifyNorm(Operation *op, Value input, Value gamma, Value beta,
 //===----------------------------------------------------------------------===//
 
 LogicalResult EmbeddingOp::verify() {
+  if (std::optional<StringRef> axis = getShardAxis(); axis && axis->empty())
+    return emitOpError() << "expected a grid axis name in shard_axis";
   ArrayRef<int64_t> table = getTable().getType().getShape();
   if (table.size() != 2)
     return emitOpError() << "expected table of rank 2 ([num_embeddings, dim]), "
@@ -388,6 +390,77 @@ LogicalResult TransposeOp::verify() {
   for (int64_t p : perm)
     expected.push_back(in.getShape()[p]);
   return verifyResultShape(*this, expected, "the input shape permuted");
+}
+
+//===----------------------------------------------------------------------===//
+// Partitioned forms
+//===----------------------------------------------------------------------===//
+
+LogicalResult BiasAddOp::verify() {
+  ArrayRef<int64_t> shape = getInput().getType().getShape();
+  if (shape.empty())
+    return emitOpError() << "expected input of rank >= 1, found a scalar";
+  if (failed(verifyVector(*this, getBias(), "bias", shape.back(),
+                          "the input's last dimension")) ||
+      failed(verifySameElementType(*this, getInput(), "input", getBias(),
+                                   "bias")))
+    return failure();
+  if (getResult().getType() != getInput().getType())
+    return emitOpError() << "expected result type " << getInput().getType()
+                         << " (the input type), found " << getResult().getType();
+  return success();
+}
+
+/// Shape of `v` without its last dimension (per-row statistics).
+static SmallVector<int64_t> rowShape(Value v) {
+  return SmallVector<int64_t>(tensorType(v).getShape().drop_back());
+}
+
+LogicalResult ReduceMaxOp::verify() {
+  if (getInput().getType().getRank() == 0)
+    return emitOpError() << "expected input of rank >= 1, found a scalar";
+  if (failed(verifySameElementType(*this, getInput(), "input", getResult(),
+                                   "result")))
+    return failure();
+  return verifyResultShape(*this, rowShape(getInput()),
+                           "the input shape without its last dim");
+}
+
+LogicalResult CrossEntropyPartialOp::verify() {
+  if (getLogits().getType().getRank() < 2)
+    return emitOpError() << "expected logits of rank >= 2 ([..., vocab]), "
+                            "found shape "
+                         << formatShape(getLogits().getType().getShape());
+  SmallVector<int64_t> rows = rowShape(getLogits());
+  for (auto [v, name] : {std::make_pair(Value(getLabels()), "labels"),
+                         std::make_pair(Value(getMax()), "max"),
+                         std::make_pair(Value(getSumExp()), "sum_exp"),
+                         std::make_pair(Value(getTarget()), "target")})
+    if (tensorType(v).getShape() != ArrayRef<int64_t>(rows))
+      return emitOpError() << "expected " << name << " of shape "
+                           << formatShape(rows)
+                           << " (the logits shape without the vocab dim), "
+                              "found "
+                           << formatShape(tensorType(v).getShape());
+  if (getShardAxis().empty())
+    return emitOpError() << "expected a grid axis name in shard_axis";
+  return success();
+}
+
+LogicalResult CrossEntropyFinalizeOp::verify() {
+  ArrayRef<int64_t> rows = getMax().getType().getShape();
+  if (getSumExp().getType().getShape() != rows ||
+      getTarget().getType().getShape() != rows)
+    return emitOpError() << "expected max, sum_exp and target of one shape, "
+                            "found "
+                         << formatShape(rows) << ", "
+                         << formatShape(getSumExp().getType().getShape())
+                         << " and "
+                         << formatShape(getTarget().getType().getShape());
+  if (getLoss().getType().getRank() != 0)
+    return emitOpError() << "expected a 0-d loss tensor, found shape "
+                         << formatShape(getLoss().getType().getShape());
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

@@ -37,6 +37,8 @@ public:
 
   /// In place: data = sum over the group's ranks.
   virtual Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) = 0;
+  /// Element-wise maximum over the group, in place (vocab-parallel softmax).
+  virtual Status allReduceMax(float *data, int64_t n, int group = kWorldGroup) = 0;
   /// out[r * nPerRank ...] = in of group-local rank r; out holds groupSize * nPerRank.
   virtual Status allGather(const float *in, float *out, int64_t nPerRank,
                            int group = kWorldGroup) = 0;
@@ -70,6 +72,7 @@ public:
   StatusOr<int> groupRank(int group) const override;
   StatusOr<int> groupSize(int group) const override;
   Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) override;
+  Status allReduceMax(float *data, int64_t n, int group = kWorldGroup) override;
   Status allGather(const float *in, float *out, int64_t nPerRank,
                    int group = kWorldGroup) override;
   Status reduceScatterSum(const float *in, float *out, int64_t nPerRank,

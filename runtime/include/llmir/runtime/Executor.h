@@ -60,6 +60,9 @@ private:
   template <typename T> const T *ptr(const BufferRef &b) const {
     return reinterpret_cast<const T *>(arena_.get() + b.offset);
   }
+  /// This rank's (index, size) along the grid axis named by attribute `attr`.
+  StatusOr<std::pair<int, int>> axisPosition(const Instr &instr,
+                                             const std::string &attr) const;
   /// Integer buffer (i32 or i64) widened to int64 into `scratch`.
   StatusOr<const int64_t *> ids(const Instr &instr, const BufferRef &b);
 

@@ -228,15 +228,19 @@ class Exec_CollectiveOp<string mnemonic, string what>
   let hasVerifier = 1;
 }
 
-def Exec_AllReduceOp : Exec_CollectiveOp<"all_reduce", "in-place sum"> {
+def Exec_AllReduceOp : Exec_CollectiveOp<"all_reduce", "in-place sum (or max)"> {
   let description = [{
     ```mlir
     exec.all_reduce %t over "tp" stream 1 : !exec.buffer<16x64xf32>
+    exec.all_reduce %m over "tp" reduction "max" stream 1 : !exec.buffer<16xf32>
     ```
   }];
   let arguments = (ins Exec_AnyBuffer:$buffer, StrAttr:$axis,
+                       DefaultValuedAttr<StrAttr, "\"sum\"">:$reduction,
                        DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "1">:$stream);
-  let assemblyFormat = "$buffer `over` $axis attr-dict `stream` $stream `:` type($buffer)";
+  let assemblyFormat = [{
+    $buffer `over` $axis (`reduction` $reduction^)? attr-dict `stream` $stream `:` type($buffer)
+  }];
 }
 
 def Exec_AllGatherOp : Exec_CollectiveOp<"all_gather", "concatenation along dim 0"> {

@@ -108,12 +108,18 @@ def Tfm_EmbeddingOp : Tfm_Op<"embedding", [Pure]> {
     Gathers rows of `table` (`[num_embeddings, dim]`) for each id. The result
     shape is the ids shape followed by `dim`; its element type is the table's.
 
+    With `shard_axis` (vocab parallelism, set by the partitioner) the table is
+    this rank's block of rows `[i * rows, (i + 1) * rows)`, i the rank's index
+    along that grid axis; ids outside the block give zero rows, so a sum over
+    the axis yields the full lookup.
+
     ```mlir
     %h = tfm.embedding %ids, %wte
         : (tensor<2x8xi32>, tensor<64x32xf32>) -> tensor<2x8x32xf32>
     ```
   }];
-  let arguments = (ins Tfm_IdTensor:$ids, Tfm_FloatTensor:$table);
+  let arguments = (ins Tfm_IdTensor:$ids, Tfm_FloatTensor:$table,
+                       OptionalAttr<StrAttr>:$shard_axis);
   let results = (outs Tfm_FloatTensor:$result);
   let assemblyFormat = [{
     $ids `,` $table attr-dict `:` functional-type(operands, results)
@@ -433,6 +439,98 @@ def Tfm_SplitOp : Tfm_Op<"split", [Pure]> {
   let arguments = (ins Tfm_AnyTensor:$input, I64Attr:$axis);
   let results = (outs Variadic<Tfm_AnyTensor>:$results);
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Partitioned forms (produced by --llm-partition)
+//===----------------------------------------------------------------------===//
+
+def Tfm_BiasAddOp : Tfm_Op<"bias_add", [Pure]> {
+  let summary = "add a bias vector to every row";
+  let description = [{
+    `y[..., c] = x[..., c] + bias[c]`. The partitioner moves a row-parallel
+    linear's bias here, after the all-reduce, so it is added once.
+
+    ```mlir
+    %y = tfm.bias_add %x, %b : (tensor<2x8x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$bias);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $bias attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_ScaleOp : Tfm_Op<"scale", [Pure, SameOperandsAndResultType]> {
+  let summary = "multiply by a constant";
+  let description = [{
+    ```mlir
+    %half = tfm.scale %loss {factor = 5.0e-01 : f64} : tensor<f32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, F64Attr:$factor);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Tfm_ReduceMaxOp : Tfm_Op<"reduce_max", [Pure]> {
+  let summary = "maximum over the last dimension";
+  let description = [{
+    ```mlir
+    %m = tfm.reduce_max %logits : (tensor<2x8x64xf32>) -> tensor<2x8xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_CrossEntropyPartialOp : Tfm_Op<"cross_entropy_partial", [Pure]> {
+  let summary = "per-rank pieces of a vocab-parallel cross-entropy";
+  let description = [{
+    For logits holding this rank's vocab block along `shard_axis`
+    (`[..., vocab / n]`, block index i = the rank's index on that axis) and the
+    global row maximum `max`: `sum_exp[r] = sum_v exp(logits[r, v] - max[r])`
+    and `target[r] = logits[r, labels[r] - i * vocab / n]` when the label falls
+    in the block, else 0. Summing both over the axis gives the full softmax
+    denominator and the target logit (Megatron's vocab-parallel CE).
+
+    ```mlir
+    %s, %t = tfm.cross_entropy_partial %logits, %labels, %max {shard_axis = "tp"}
+        : (tensor<2x8x32xf32>, tensor<2x8xi32>, tensor<2x8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$logits, Tfm_IdTensor:$labels,
+                       Tfm_FloatTensor:$max, StrAttr:$shard_axis);
+  let results = (outs Tfm_FloatTensor:$sum_exp, Tfm_FloatTensor:$target);
+  let assemblyFormat = [{
+    $logits `,` $labels `,` $max attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_CrossEntropyFinalizeOp : Tfm_Op<"cross_entropy_finalize", [Pure]> {
+  let summary = "loss from the reduced pieces of a vocab-parallel cross-entropy";
+  let description = [{
+    `loss = mean_r (log(sum_exp[r]) + max[r] - target[r])` (or the sum).
+
+    ```mlir
+    %loss = tfm.cross_entropy_finalize %max, %s, %t
+        : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$max, Tfm_FloatTensor:$sum_exp,
+                       Tfm_FloatTensor:$target,
+                       DefaultValuedAttr<Tfm_Reduction, "Reduction::mean">:$reduction);
+  let results = (outs Tfm_FloatTensor:$loss);
+  let assemblyFormat = [{
+    $max `,` $sum_exp `,` $target (`reduction` $reduction^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
   let hasVerifier = 1;
 }
 

@@ -1,0 +1,52 @@
+//===- Passes.td - partitioning passes ---------------------*- tablegen -*-===//
+
+#ifndef LLMIR_PARTITION_PASSES_TD
+#define LLMIR_PARTITION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
+  let summary = "Partition a tfm model for data and tensor (Megatron) parallelism";
+  let description = [{
+    Rewrites every model function into the per-rank SPMD form of the plan and
+    makes every collective explicit (upstream `shard` ops on a `shard.grid
+    @grid` with axes `dp` x `tp`):
+
+    - data parallel (`dp`): the batch (dim 0 of the inputs and activations)
+      is split; the mean loss is all-reduced over `dp` and scaled by 1/dp;
+    - tensor parallel (`tp`, Megatron-LM): a linear whose input is replicated
+      is column-parallel (weight split on its output features; GPT-2's fused
+      c_attn is split per q/k/v part, so each rank holds its heads of each);
+      a linear whose input is split is row-parallel (weight split on its input
+      features), followed by one all-reduce and its bias; attention and RoPE
+      run on the local heads (num_heads / tp, num_kv_heads / tp);
+    - vocab parallel: the token embedding is split by rows (masked lookup +
+      all-reduce), the LM head by vocab rows, and the cross-entropy becomes
+      Megatron's vocab-parallel form: local max, all-reduce max, local
+      sum-exp and target logit, two all-reduces — never a logits all-gather.
+
+    Every impossible plan is a diagnostic naming the op, the dimension and
+    the numbers. Parameters get `llmir.shard = {axis, dim, parts}` and
+    `llmir.global_shape` so the runtime loads each rank's slice.
+    Sequence parallelism, ZeRO and pipeline options are parsed and validated
+    but not implemented yet (a diagnostic says so).
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", "1", "Data-parallel degree">,
+    Option<"tp", "tp", "int64_t", "1", "Tensor-parallel degree">,
+    Option<"sp", "sp", "bool", "false", "Sequence parallelism (with tp)">,
+    Option<"zero", "zero", "int64_t", "0", "ZeRO stage (0 or 1)">,
+    Option<"pp", "pp", "int64_t", "1", "Pipeline stages">,
+    Option<"vpp", "vpp", "int64_t", "1", "Virtual stages per pipeline rank">,
+    Option<"microbatches", "microbatches", "int64_t", "1", "Micro-batches per step">,
+    Option<"schedule", "schedule", "std::string", "\"1f1b\"",
+           "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1">,
+    Option<"recompute", "recompute", "std::string", "\"none\"",
+           "Activation recompute: none, full, selective">,
+    Option<"explain", "explain", "bool", "false",
+           "Print each sharding decision and the communication per step">
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
+#endif // LLMIR_PARTITION_PASSES_TD

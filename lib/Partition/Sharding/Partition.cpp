@@ -1,0 +1,550 @@
+//===- Partition.cpp - data, tensor and vocab parallel partitioning -------===//
+//
+// One forward walk over the model in program order. Each tensor carries a
+// layout over the `tp` axis (replicated, or split along its last dimension in
+// `parts` equal parts); each op's local form follows from its operands'
+// layouts by Megatron-LM's rules, and the collectives it needs are inserted
+// right there. Types are rewritten in place to the per-rank shapes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Partition/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace llmir {
+#define GEN_PASS_DEF_LLMPARTITION
+#include "llmir/Partition/Passes.h.inc"
+} // namespace llmir
+
+using namespace mlir;
+using namespace llmir;
+using namespace llmir::tfm;
+
+namespace {
+
+constexpr StringLiteral kGridName = "grid";
+constexpr int16_t kDpAxis = 0, kTpAxis = 1;
+
+/// How a tensor is laid out over the tp axis.
+struct Layout {
+  bool sharded = false; ///< last dim split over tp
+  int64_t parts = 1;    ///< the last dim is `parts` blocks, each split over tp
+};
+
+/// How a parameter is sliced over tp: its dim `dim` is `parts` blocks, each
+/// split evenly; a rank holds its chunk of every block.
+struct ParamShard {
+  int64_t dim = 0;
+  int64_t parts = 1;
+};
+
+RankedTensorType withShape(Value v, ArrayRef<int64_t> shape) {
+  return RankedTensorType::get(shape,
+                               cast<RankedTensorType>(v.getType()).getElementType());
+}
+
+ArrayRef<int64_t> shapeOf(Value v) {
+  return cast<RankedTensorType>(v.getType()).getShape();
+}
+
+class Partitioner {
+public:
+  Partitioner(ModuleOp module, func::FuncOp func, int64_t dp, int64_t tp,
+              bool explain)
+      : module(module), func(func), dp(dp), tp(tp), explain(explain),
+        builder(func.getContext()) {}
+
+  LogicalResult run();
+
+private:
+  LogicalResult partitionBlock(Block &block);
+  LogicalResult partitionOp(Operation *op);
+  LogicalResult partitionLinear(LinearOp op);
+  LogicalResult partitionCrossEntropy(CrossEntropyOp op);
+
+  /// Records that parameter `param` is sliced as `shard`; a parameter used in
+  /// two incompatible ways is an error.
+  LogicalResult shardParam(Operation *user, Value param, ParamShard shard);
+
+  /// `v` all-reduced over `axis`; every other use of `v` after `after` reads
+  /// the result.
+  Value allReduce(Operation *after, Value v, int16_t axis,
+                  shard::ReductionKind kind = shard::ReductionKind::Sum) {
+    builder.setInsertionPointAfter(after);
+    auto ar = shard::AllReduceOp::create(builder, after->getLoc(), v.getType(),
+                                         kGridName, ArrayRef<int16_t>{axis}, v,
+                                         kind);
+    v.replaceAllUsesExcept(ar.getResult(), ar);
+    return ar.getResult();
+  }
+
+  /// Type of an activation with its batch (dim 0) split over dp.
+  FailureOr<RankedTensorType> batchSplit(Operation *op, Value v,
+                                         ArrayRef<int64_t> global) {
+    SmallVector<int64_t> shape(global);
+    if (shape.empty() || dp == 1)
+      return withShape(v, shape);
+    if (shape[0] % dp != 0)
+      return op->emitOpError() << "cannot split the batch dimension (" << shape[0]
+                               << ") over dp=" << dp,
+             failure();
+    shape[0] /= dp;
+    return withShape(v, shape);
+  }
+
+  bool isParam(Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && arg.getOwner()->isEntryBlock() &&
+           arg.getOwner()->getParentOp() == func &&
+           func.getArgAttr(arg.getArgNumber(), TfmDialect::kParamAttrName);
+  }
+
+  /// "h.0.attn.c_attn" when the importer named the op, else the op name
+  /// and its layer.
+  std::string nameOf(Operation *op) {
+    if (auto loc = dyn_cast<NameLoc>(op->getLoc()))
+      return loc.getName().str();
+    std::string name = op->getName().getStringRef().str();
+    if (auto layer = op->getParentOfType<LayerOp>())
+      name = "layer " + std::to_string(layer.getIndex()) + " " + name;
+    return name;
+  }
+
+  void note(Operation *op, const Twine &decision) {
+    if (explain)
+      llvm::outs() << "explain: " << nameOf(op) << ": " << decision << "\n";
+  }
+
+  ModuleOp module;
+  func::FuncOp func;
+  int64_t dp, tp;
+  bool explain;
+  OpBuilder builder;
+  DenseMap<Value, Layout> layouts;
+  DenseMap<Value, ParamShard> paramShards;
+  SmallVector<Operation *> lossOps;
+};
+
+LogicalResult Partitioner::shardParam(Operation *user, Value param,
+                                      ParamShard shard) {
+  if (!isParam(param))
+    return user->emitOpError()
+           << "expects its weight to be a model parameter (a function "
+              "argument with 'tfm.param') to shard it over tp";
+  ArrayRef<int64_t> shape = shapeOf(param);
+  int64_t size = shape[shard.dim];
+  if (size % (tp * shard.parts) != 0)
+    return user->emitOpError()
+           << "cannot split dim " << shard.dim << " (" << size
+           << ") of its weight into " << shard.parts << " part(s) over tp="
+           << tp,
+           failure();
+  auto [it, inserted] = paramShards.try_emplace(param, shard);
+  if (!inserted && (it->second.dim != shard.dim || it->second.parts != shard.parts))
+    return user->emitOpError() << "uses a parameter already sharded on dim "
+                               << it->second.dim << " (" << it->second.parts
+                               << " parts) on dim " << shard.dim;
+  return success();
+}
+
+LogicalResult Partitioner::partitionLinear(LinearOp op) {
+  Value x = op.getInput();
+  Layout in = layouts.lookup(x);
+  bool inOut = op.getLayout() == WeightLayout::in_out;
+  int64_t out = op.getOutFeatures();
+  SmallVector<int64_t> resultShape(shapeOf(x).drop_back());
+  if (tp == 1) {
+    resultShape.push_back(out);
+    op.getResult().setType(withShape(op.getResult(), resultShape));
+    return success();
+  }
+  if (!in.sharded) {
+    // Column-parallel: split the output features. A fused projection that is
+    // immediately split into equal pieces (GPT-2 c_attn = q|k|v) is split per
+    // piece so every rank holds its heads of each.
+    int64_t parts = 1;
+    if (op.getResult().hasOneUse())
+      if (auto split = dyn_cast<SplitOp>(*op.getResult().getUsers().begin()))
+        if (static_cast<int64_t>(split.getAxis()) == op.getResult().getType().getRank() - 1 &&
+            llvm::all_equal(split.getResultTypes()))
+          parts = split.getNumResults();
+    if (failed(shardParam(op, op.getWeight(), {inOut ? 1 : 0, parts})))
+      return failure();
+    if (Value bias = op.getBias())
+      if (failed(shardParam(op, bias, {0, parts})))
+        return failure();
+    resultShape.push_back(out / tp);
+    op.getResult().setType(withShape(op.getResult(), resultShape));
+    layouts[op.getResult()] = {true, parts};
+    note(op, "column-parallel (weight split on its " + Twine(out) +
+                 " output features" +
+                 (parts > 1 ? " in " + Twine(parts) + " parts" : Twine()) +
+                 " over tp=" + Twine(tp) + ")");
+    return success();
+  }
+  if (in.parts != 1)
+    return op.emitOpError()
+           << "reads a tensor split over tp in " << in.parts
+           << " parts; only a single-part split can feed a row-parallel linear";
+  // Row-parallel: split the input features, sum the partial results, then add
+  // the bias once.
+  if (failed(shardParam(op, op.getWeight(), {inOut ? 0 : 1, 1})))
+    return failure();
+  resultShape.push_back(out);
+  op.getResult().setType(withShape(op.getResult(), resultShape));
+  Value bias = op.getBias();
+  op.getBiasMutable().clear();
+  Value reduced = allReduce(op, op.getResult(), kTpAxis);
+  if (bias) {
+    builder.setInsertionPointAfterValue(reduced);
+    auto add = BiasAddOp::create(builder, op.getLoc(), reduced.getType(),
+                                 reduced, bias);
+    reduced.replaceAllUsesExcept(add.getResult(), add);
+  }
+  note(op, "row-parallel (weight split on its " + Twine(op.getInFeatures()) +
+               " input features over tp=" + Twine(tp) +
+               "), then all-reduce over tp" + (bias ? " and the bias" : ""));
+  return success();
+}
+
+LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
+  Value logits = op.getLogits();
+  Layout layout = layouts.lookup(logits);
+  Value loss = op.getLoss();
+  if (layout.sharded) {
+    if (layout.parts != 1)
+      return op.emitOpError() << "expects logits split over tp in one part";
+    // Megatron's vocab-parallel cross-entropy: three row-sized all-reduces.
+    Location loc = op.getLoc();
+    builder.setInsertionPoint(op);
+    auto rows = withShape(logits, shapeOf(logits).drop_back());
+    auto max = ReduceMaxOp::create(builder, loc, rows, logits);
+    Value globalMax = allReduce(max, max.getResult(), kTpAxis,
+                                shard::ReductionKind::Max);
+    builder.setInsertionPoint(op);
+    auto partial = CrossEntropyPartialOp::create(
+        builder, loc, TypeRange{rows, rows}, logits, op.getLabels(), globalMax,
+        builder.getStringAttr("tp"));
+    Value sumExp = allReduce(partial, partial.getSumExp(), kTpAxis);
+    Value target = allReduce(sumExp.getDefiningOp(), partial.getTarget(), kTpAxis);
+    builder.setInsertionPointAfterValue(target);
+    auto fin = CrossEntropyFinalizeOp::create(builder, loc, loss.getType(),
+                                              globalMax, sumExp, target,
+                                              op.getReductionAttr());
+    loss.replaceAllUsesWith(fin.getLoss());
+    note(op, "vocab-parallel cross-entropy (all-reduce max, sum-exp and "
+             "target logit over tp; no logits all-gather)");
+    op.erase();
+    loss = fin.getLoss();
+  }
+  if (dp > 1) {
+    // Each dp rank holds the mean over its rows; the step loss is the mean
+    // over all rows: all-reduce over dp, then divide by dp.
+    Operation *producer = loss.getDefiningOp();
+    bool isMean = true;
+    if (auto ce = dyn_cast<CrossEntropyOp>(producer))
+      isMean = ce.getReduction() == Reduction::mean;
+    else if (auto fin = dyn_cast<CrossEntropyFinalizeOp>(producer))
+      isMean = fin.getReduction() == Reduction::mean;
+    Value summed = allReduce(producer, loss, kDpAxis);
+    if (isMean) {
+      builder.setInsertionPointAfterValue(summed);
+      auto scale = ScaleOp::create(builder, producer->getLoc(), summed,
+                                   builder.getF64FloatAttr(1.0 / dp));
+      summed.replaceAllUsesExcept(scale.getResult(), scale);
+    }
+    note(producer, "loss all-reduced over dp=" + Twine(dp) +
+                       (isMean ? " and divided by dp" : ""));
+  }
+  return success();
+}
+
+LogicalResult Partitioner::partitionOp(Operation *op) {
+  auto sameAs = [&](Value result, Value operand) {
+    result.setType(operand.getType());
+    layouts[result] = layouts.lookup(operand);
+  };
+  auto requireReplicated = [&](Value v, StringRef what) -> LogicalResult {
+    if (!layouts.lookup(v).sharded)
+      return success();
+    return op->emitOpError() << "cannot take a tensor split over tp as its "
+                             << what << "; the partitioner has no rule for it";
+  };
+  auto localHeads = [&](Operation *at, int64_t heads,
+                        StringRef what) -> FailureOr<int64_t> {
+    if (heads % tp != 0)
+      return at->emitOpError() << "cannot split " << heads << " " << what
+                               << " over tp=" << tp
+                               << (what == "kv heads"
+                                       ? " (replicating kv heads when tp "
+                                         "exceeds them is not supported)"
+                                       : ""),
+             failure();
+    return heads / tp;
+  };
+
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](EmbeddingOp e) -> LogicalResult {
+        // The ids are already local (inputs and position ids are batch-split).
+        SmallVector<int64_t> shape(shapeOf(e.getIds()));
+        shape.push_back(shapeOf(e.getTable())[1]);
+        e.getResult().setType(withShape(e.getResult(), shape));
+        auto ids = dyn_cast<BlockArgument>(e.getIds());
+        bool tokens = ids && func.getArgAttr(ids.getArgNumber(),
+                                             TfmDialect::kInputAttrName);
+        if (tp == 1 || !tokens)
+          return success();
+        if (failed(shardParam(e, e.getTable(), {0, 1})))
+          return failure();
+        e.setShardAxisAttr(builder.getStringAttr("tp"));
+        allReduce(e, e.getResult(), kTpAxis);
+        note(e, "vocab-parallel embedding (table rows split over tp=" +
+                    Twine(tp) + ", masked lookup, all-reduce)");
+        return success();
+      })
+      .Case([&](PositionIdsOp p) -> LogicalResult {
+        auto type = batchSplit(p, p.getResult(), shapeOf(p.getResult()));
+        if (failed(type))
+          return failure();
+        p.getResult().setType(*type);
+        return success();
+      })
+      .Case([&](LinearOp l) { return partitionLinear(l); })
+      .Case([&](SplitOp s) -> LogicalResult {
+        Layout in = layouts.lookup(s.getInput());
+        int64_t axis = static_cast<int64_t>(s.getAxis());
+        int64_t rank = s.getInput().getType().getRank();
+        if (in.sharded && (axis != rank - 1 ||
+                           static_cast<int64_t>(s.getNumResults()) != in.parts))
+          return s.emitOpError()
+                 << "splits a tensor held as " << in.parts
+                 << " tp-split part(s) into " << s.getNumResults()
+                 << " pieces along axis " << axis
+                 << "; only a split into exactly those parts is supported";
+        for (Value r : s.getResults()) {
+          SmallVector<int64_t> shape(shapeOf(s.getInput()));
+          shape[axis] = shapeOf(r)[axis] / (in.sharded ? tp : 1);
+          r.setType(withShape(r, shape));
+          layouts[r] = {in.sharded, 1};
+        }
+        return success();
+      })
+      .Case([&](AttentionOp a) -> LogicalResult {
+        for (Value v : {a.getQuery(), a.getKey(), a.getValue()})
+          if (layouts.lookup(v).sharded != layouts.lookup(a.getQuery()).sharded)
+            return a.emitOpError() << "mixes tp-split and replicated q/k/v";
+        sameAs(a.getResult(), a.getQuery());
+        if (!layouts.lookup(a.getQuery()).sharded)
+          return success();
+        // Head-aligned splits: the projections were split on heads * head_dim
+        // features, so heads must divide too.
+        FailureOr<int64_t> heads = localHeads(a, a.getNumHeads(), "heads");
+        if (failed(heads))
+          return failure();
+        FailureOr<int64_t> kv = localHeads(a, a.getNumKvHeads(), "kv heads");
+        if (failed(kv))
+          return failure();
+        a.setNumHeads(*heads);
+        a.setNumKvHeads(*kv);
+        note(a, "attention on " + Twine(*heads) + " local heads (" + Twine(*kv) +
+                    " kv heads) per tp rank");
+        return success();
+      })
+      .Case([&](RopeOp r) -> LogicalResult {
+        sameAs(r.getResult(), r.getInput());
+        if (!layouts.lookup(r.getInput()).sharded)
+          return success();
+        FailureOr<int64_t> heads = localHeads(r, r.getNumHeads(), "heads");
+        if (failed(heads))
+          return failure();
+        r.setNumHeads(*heads);
+        return success();
+      })
+      .Case<GeluOp, SiluOp, ScaleOp>([&](Operation *u) {
+        sameAs(u->getResult(0), u->getOperand(0));
+        return success();
+      })
+      .Case<AddOp, MulOp>([&](Operation *b) -> LogicalResult {
+        if (layouts.lookup(b->getOperand(0)).sharded !=
+                layouts.lookup(b->getOperand(1)).sharded ||
+            b->getOperand(0).getType() != b->getOperand(1).getType())
+          return b->emitOpError()
+                 << "combines operands with different tp layouts";
+        sameAs(b->getResult(0), b->getOperand(0));
+        return success();
+      })
+      .Case<LayerNormOp, RMSNormOp, SoftmaxOp>([&](Operation *n) -> LogicalResult {
+        if (failed(requireReplicated(n->getOperand(0), "input")))
+          return failure();
+        sameAs(n->getResult(0), n->getOperand(0));
+        return success();
+      })
+      .Case([&](CrossEntropyOp c) { return partitionCrossEntropy(c); })
+      .Case<ReshapeOp, MatmulOp, TransposeOp>([&](Operation *o) -> LogicalResult {
+        for (Value v : o->getOperands())
+          if (failed(requireReplicated(v, "operand")))
+            return failure();
+        if (auto t = dyn_cast<TransposeOp>(o);
+            t && dp > 1 && t.getPermutation()[0] != 0)
+          return t.emitOpError() << "moves the batch dimension, which cannot "
+                                    "be split over dp";
+        auto type = batchSplit(o, o->getResult(0), shapeOf(o->getResult(0)));
+        if (failed(type))
+          return failure();
+        o->getResult(0).setType(*type);
+        return success();
+      })
+      .Case([&](LayerOp l) -> LogicalResult {
+        Block &body = l.getBody().front();
+        if (failed(partitionBlock(body)))
+          return failure();
+        auto yield = cast<YieldOp>(body.getTerminator());
+        for (auto [result, value] : llvm::zip(l.getResults(), yield.getValues()))
+          sameAs(result, value);
+        return success();
+      })
+      .Case([&](func::ReturnOp r) -> LogicalResult {
+        for (Value v : r.getOperands())
+          if (layouts.lookup(v).sharded)
+            return r.emitOpError()
+                   << "returns a tensor split over tp (e.g. logits); gathering "
+                      "returned tensors is not supported yet, return the loss";
+        return success();
+      })
+      .Case<YieldOp>([](Operation *) { return success(); })
+      .Default([&](Operation *o) {
+        return o->emitOpError() << "cannot be partitioned: "
+                                << (isa<shard::ShardDialect>(o->getDialect())
+                                        ? "the model is already partitioned"
+                                        : "no partitioning rule for this op");
+      });
+}
+
+LogicalResult Partitioner::partitionBlock(Block &block) {
+  SmallVector<Operation *> ops;
+  for (Operation &op : block)
+    ops.push_back(&op);
+  for (Operation *op : ops)
+    if (failed(partitionOp(op)))
+      return failure();
+  return success();
+}
+
+LogicalResult Partitioner::run() {
+  Block &entry = func.getBody().front();
+  // Per-step inputs: the batch is split over dp.
+  for (BlockArgument arg : entry.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (!func.getArgAttr(i, TfmDialect::kInputAttrName))
+      continue;
+    auto type = batchSplit(func, arg, shapeOf(arg));
+    if (failed(type))
+      return func.emitOpError()
+             << "cannot split input #" << i << " of batch " << shapeOf(arg)[0]
+             << " over dp=" << dp;
+    arg.setType(*type);
+  }
+  if (failed(partitionBlock(entry)))
+    return failure();
+
+  // Parameters take their local shapes; the slicing rule goes to the runtime.
+  Builder b(func.getContext());
+  for (auto &[value, shard] : paramShards) {
+    auto arg = cast<BlockArgument>(value);
+    SmallVector<int64_t> global(shapeOf(arg)), local(global);
+    local[shard.dim] /= tp;
+    arg.setType(withShape(arg, local));
+    unsigned i = arg.getArgNumber();
+    func.setArgAttr(i, "llmir.global_shape", b.getDenseI64ArrayAttr(global));
+    func.setArgAttr(i, "llmir.shard",
+                    b.getDictionaryAttr(
+                        {b.getNamedAttr("axis", b.getStringAttr("tp")),
+                         b.getNamedAttr("dim", b.getI64IntegerAttr(shard.dim)),
+                         b.getNamedAttr("parts", b.getI64IntegerAttr(shard.parts))}));
+  }
+  func.setFunctionType(b.getFunctionType(
+      entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));
+  return success();
+}
+
+struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass> {
+  using Base::Base;
+
+  LogicalResult validateOptions(ModuleOp module) {
+    auto positive = [&](StringRef name, int64_t v) -> LogicalResult {
+      if (v >= 1)
+        return success();
+      return module.emitError() << "--llm-partition: " << name
+                                << " must be >= 1, found " << v;
+    };
+    if (failed(positive("dp", dp)) || failed(positive("tp", tp)) ||
+        failed(positive("pp", pp)) || failed(positive("vpp", vpp)) ||
+        failed(positive("microbatches", microbatches)))
+      return failure();
+    if (zero != 0 && zero != 1)
+      return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
+                                << zero;
+    if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"}, schedule))
+      return module.emitError() << "--llm-partition: unknown schedule '"
+                                << schedule
+                                << "' (expected gpipe, 1f1b, interleaved, zb-h1)";
+    if (!llvm::is_contained({"none", "full", "selective"}, recompute))
+      return module.emitError() << "--llm-partition: unknown recompute '"
+                                << recompute
+                                << "' (expected none, full, selective)";
+    if (sp && tp == 1)
+      return module.emitError()
+             << "--llm-partition: sp=true needs tp > 1 (it splits the "
+                "sequence over the tensor-parallel group)";
+    if (sp)
+      return module.emitError()
+             << "--llm-partition: sequence parallelism (sp=true) is not "
+                "implemented yet";
+    if (pp > 1 || vpp > 1 || microbatches > 1)
+      return module.emitError()
+             << "--llm-partition: pipeline parallelism (pp=" << pp << ", vpp="
+             << vpp << ", microbatches=" << microbatches
+             << ") is not implemented yet";
+    if (module.lookupSymbol(kGridName))
+      return module.emitError() << "--llm-partition: the module is already "
+                                   "partitioned (it has @"
+                                << kGridName << ")";
+    return success();
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (failed(validateOptions(module)))
+      return signalPassFailure();
+    SmallVector<func::FuncOp> models;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (!func.isExternal())
+        models.push_back(func);
+    for (func::FuncOp func : models) {
+      Partitioner partitioner(module, func, dp, tp, explain);
+      if (failed(partitioner.run()))
+        return signalPassFailure();
+    }
+    OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+    shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
+                          b.getDenseI64ArrayAttr({dp, tp}));
+    module->setAttr(
+        "llmir.plan",
+        b.getDictionaryAttr(
+            {b.getNamedAttr("axes", b.getStrArrayAttr({"dp", "tp"})),
+             b.getNamedAttr("sizes", b.getDenseI64ArrayAttr({dp, tp})),
+             b.getNamedAttr("sp", b.getBoolAttr(sp)),
+             b.getNamedAttr("zero", b.getI64IntegerAttr(zero)),
+             b.getNamedAttr("microbatches", b.getI64IntegerAttr(microbatches)),
+             b.getNamedAttr("schedule", b.getStringAttr(schedule)),
+             b.getNamedAttr("recompute", b.getStringAttr(recompute))}));
+  }
+};
+
+} // namespace
