@@ -40,12 +40,13 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
-def compile_model(cfg_path, out, *extra):
+def compile_model(cfg_path, out, *extra, plan=None):
     """config.json -> .llmir, through the same three tools a user runs."""
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
                "--batch", str(BATCH), "--seq", str(SEQ), *extra])
     assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), "--llm-lower-to-exec"], input=imp.stdout)
+    passes = ([f"--llm-partition={plan}"] if plan else []) + ["--llm-lower-to-exec"]
+    low = run([tool("llm-opt"), *passes], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = subprocess.run([tool("llm-translate"), "--export-program", "-o", str(out)],
                          input=low.stdout.encode(), capture_output=True)
@@ -83,6 +84,37 @@ def test_eval_loss_matches_reference(model, tmp_path):
         with torch.no_grad():
             ref = float(reference.loss(cfg, params, x, y))
         assert abs(loss - ref) <= RTOL * abs(ref), (step, loss, ref)
+
+
+def reference_losses(cfg, weights, tokens, steps):
+    params = reference.load_params(cfg, str(weights))
+    data = np.load(tokens)
+    out = []
+    for step in range(steps):
+        x, y = reference.batch_for_step(data, step, BATCH, SEQ)
+        with torch.no_grad():
+            out.append(float(reference.loss(cfg, params, x, y)))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+@pytest.mark.parametrize("dp,tp", [(2, 1), (1, 2), (2, 2)])
+def test_partitioned_loss_matches_reference(model, tmp_path, dp, tp):
+    """Every data/tensor-parallel layout gives the single-device loss."""
+    name, cfg, weights, tokens = model
+    prog = compile_model(model_path(name), tmp_path / "m.llmir", plan=f"dp={dp} tp={tp}")
+    log = tmp_path / "log.jsonl"
+    steps = 3
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", str(steps), "--eval", "--log-json", str(log), "--timeout", "60"],
+              timeout=300)
+    assert res.returncode == 0, res.stderr
+    ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    ref = reference_losses(cfg, weights, tokens, steps)
+    assert len(ours) == steps
+    for step, (a, b) in enumerate(zip(ours, ref)):
+        assert abs(a - b) <= RTOL * abs(b), (dp, tp, step, a, b)
 
 
 def test_logits_match_reference(model, tmp_path):

@@ -489,14 +489,14 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
       return failure();
     if (zero != 0 && zero != 1)
       return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
-                                << zero;
+                                << int64_t(zero);
     if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"}, schedule))
       return module.emitError() << "--llm-partition: unknown schedule '"
-                                << schedule
+                                << std::string(schedule)
                                 << "' (expected gpipe, 1f1b, interleaved, zb-h1)";
     if (!llvm::is_contained({"none", "full", "selective"}, recompute))
       return module.emitError() << "--llm-partition: unknown recompute '"
-                                << recompute
+                                << std::string(recompute)
                                 << "' (expected none, full, selective)";
     if (sp && tp == 1)
       return module.emitError()
@@ -508,8 +508,9 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
                 "implemented yet";
     if (pp > 1 || vpp > 1 || microbatches > 1)
       return module.emitError()
-             << "--llm-partition: pipeline parallelism (pp=" << pp << ", vpp="
-             << vpp << ", microbatches=" << microbatches
+             << "--llm-partition: pipeline parallelism (pp=" << int64_t(pp)
+             << ", vpp=" << int64_t(vpp)
+             << ", microbatches=" << int64_t(microbatches)
              << ") is not implemented yet";
     if (module.lookupSymbol(kGridName))
       return module.emitError() << "--llm-partition: the module is already "

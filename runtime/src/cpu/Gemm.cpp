@@ -66,11 +66,11 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k,
 
 } // namespace
 
-detail::SerialBlasScope::SerialBlasScope() {
+detail::SerialBlasScope::SerialBlasScope(bool enable) {
   // Only the pthreads OpenBLAS needs this: the OpenMP build already runs
   // single-threaded inside parallel regions, and its set_num_threads would
   // change the OpenMP thread count instead.
-  if (openblas_get_parallel() != 1)
+  if (!enable || openblas_get_parallel() != 1)
     return;
   const int threads = openblas_get_num_threads();
   if (threads > 1) {

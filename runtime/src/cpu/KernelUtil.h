@@ -53,7 +53,7 @@ inline Status checkProduct(const char *kernel, std::initializer_list<int64_t> di
 /// (Implemented in Gemm.cpp, next to the BLAS.)
 class SerialBlasScope {
 public:
-  SerialBlasScope();
+  explicit SerialBlasScope(bool enable = true);
   ~SerialBlasScope();
   SerialBlasScope(const SerialBlasScope &) = delete;
   SerialBlasScope &operator=(const SerialBlasScope &) = delete;
