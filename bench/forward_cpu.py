@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--steps", type=int, default=8, help="steps per side, warm-up included (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="leading steps left out of the median (default 2)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate the two sides this many times (steadier on a shared machine; default 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both sides (default: all cores)")
     p.add_argument("--workdir", help="where the program, weights and tokens are cached (default: a temp dir)")
     p.add_argument("--bin-dir", default=str(REPO / "build" / "bin"), help="directory of llm-translate/llm-opt/llm-run")
@@ -97,57 +99,70 @@ def _run_ours(args, program: Path, weights: Path, tokens: Path, work: Path,
     return [r["step_ms"] for r in rows], [r["loss"] for r in rows]
 
 
-def _run_pytorch(args, cfg_path: Path, weights: Path, tokens: Path) -> Tuple[List[float], List[float]]:
-    # OMP_WAIT_POLICY is read when torch's OpenMP runtime starts: set before the import.
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    sys.path.insert(0, str(REPO / "python"))
-    import numpy as np
-    import torch
+class _PyTorchPeer:
+    """The reference model on the benchmark's weights, timed in this process."""
 
-    from llmir import config, reference
+    def __init__(self, args, cfg_path: Path, weights: Path, tokens: Path):
+        # OMP_WAIT_POLICY is read when torch's OpenMP runtime starts: set before the import.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        sys.path.insert(0, str(REPO / "python"))
+        import numpy as np
+        import torch
 
-    torch.set_num_threads(args.threads)
-    cfg = config.load_config(str(cfg_path))
-    params = reference.load_params(cfg, str(weights))
-    toks = np.load(str(tokens))
-    times, losses = [], []
-    with torch.no_grad():
-        for step in range(args.steps):
-            x, y = reference.batch_for_step(toks, step, args.batch, args.seq)
-            t0 = time.perf_counter()
-            loss = reference.loss(cfg, params, x, y)
-            times.append((time.perf_counter() - t0) * 1e3)
-            losses.append(float(loss))
-    return times, losses
+        from llmir import config, reference
+
+        torch.set_num_threads(args.threads)
+        self.args, self.torch, self.reference = args, torch, reference
+        self.cfg = config.load_config(str(cfg_path))
+        self.params = reference.load_params(self.cfg, str(weights))
+        self.tokens = np.load(str(tokens))
+
+    def run(self) -> Tuple[List[float], List[float]]:
+        times, losses = [], []
+        with self.torch.no_grad():
+            for step in range(self.args.steps):
+                x, y = self.reference.batch_for_step(self.tokens, step, self.args.batch, self.args.seq)
+                t0 = time.perf_counter()
+                loss = self.reference.loss(self.cfg, self.params, x, y)
+                times.append((time.perf_counter() - t0) * 1e3)
+                losses.append(float(loss))
+        return times, losses
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.rounds < 1:
+        sys.exit("error: --rounds must be >= 1")
     if args.steps - args.warmup < 5:
         sys.exit("error: need at least 5 timed steps (--steps - --warmup >= 5)")
     cfg_path = _config_path(args.model)
     if not cfg_path.exists():
         sys.exit(f"error: no model config {cfg_path}")
     env = _thread_env(args.threads)
+    ours_ms: List[float] = []
+    peer_ms: List[float] = []
     with tempfile.TemporaryDirectory(prefix="llmir-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         program, weights, tokens = _prepare(args, cfg_path, work, env)
-        ours_ms, ours_loss = _run_ours(args, program, weights, tokens, work, env)
-        if args.skip_pytorch:
-            peer_ms, peer_loss = [], []
-        else:
-            peer_ms, peer_loss = _run_pytorch(args, cfg_path, weights, tokens)
+        peer = None if args.skip_pytorch else _PyTorchPeer(args, cfg_path, weights, tokens)
+        # Rounds alternate the two sides so load from other processes hits both alike.
+        for r in range(args.rounds):
+            times, ours_loss = _run_ours(args, program, weights, tokens, work, env)
+            ours_ms += times[args.warmup:]
+            print(f"round {r}: ours    step ms: {' '.join(f'{t:.0f}' for t in times)}")
+            if peer:
+                times, peer_loss = peer.run()
+                peer_ms += times[args.warmup:]
+                print(f"round {r}: pytorch step ms: {' '.join(f'{t:.0f}' for t in times)}")
 
     tokens_per_step = args.batch * args.seq
-    ours = statistics.median(ours_ms[args.warmup:])
-    print(f"threads {args.threads}, {args.steps - args.warmup} timed steps after {args.warmup} warm-up "
-          f"(median step time)")
-    print(f"ours    step ms: {' '.join(f'{t:.0f}' for t in ours_ms)}")
+    ours = statistics.median(ours_ms)
+    print(f"threads {args.threads}; median step time of {len(ours_ms)} timed steps per side "
+          f"({args.rounds} round(s) of {args.steps} steps, the first {args.warmup} of each left out)")
     ok = True
     if peer_ms:
-        peer = statistics.median(peer_ms[args.warmup:])
-        print(f"pytorch step ms: {' '.join(f'{t:.0f}' for t in peer_ms)}")
+        peer = statistics.median(peer_ms)
         worst = max(abs(a - b) / abs(b) for a, b in zip(ours_loss, peer_loss))
         ok = worst <= LOSS_RTOL
         print(f"loss step 0: ours {ours_loss[0]:.7f}  pytorch {peer_loss[0]:.7f}  "

@@ -34,7 +34,10 @@ options:
   --data FILE        1-D integer .npy of token ids; step i reads the window
                      starting at i*B*S of length B*S+1 (wrapping around)
   --steps N          number of steps (default 1)
-  --eval             forward-only evaluation (prints the loss of each window)
+  --lr X             AdamW learning rate for training programs (default 3e-4)
+  --weight-decay X   decoupled weight decay on parameters of rank >= 2 (default 0)
+  --eval             forward-only evaluation (prints the loss of each window);
+                     a program built with --tfm-build-train-step trains instead
   --log-json FILE    one JSON object per step (rank 0)
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
@@ -46,7 +49,7 @@ options:
 struct Options {
   std::string program, weights, data, logJson, logitsOut, backend = "cpu";
   int64_t steps = 1;
-  double timeout = 300;
+  double timeout = 300, lr = 3e-4, weightDecay = 0.0;
   bool eval = false, quiet = false;
 };
 
@@ -87,7 +90,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       *target = *v;
       continue;
     }
-    if (a == "--steps" || a == "--timeout") {
+    if (a == "--steps" || a == "--timeout" || a == "--lr" || a == "--weight-decay") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
@@ -98,6 +101,10 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
           return Status::error(StatusCode::InvalidArgument,
                                "option --steps: expected a positive integer, found '" + *v + "'");
         o.steps = static_cast<int64_t>(d);
+      } else if (a == "--lr") {
+        o.lr = d;
+      } else if (a == "--weight-decay") {
+        o.weightDecay = d;
       } else {
         o.timeout = d;
       }
@@ -202,6 +209,14 @@ int run(int argc, char **argv) {
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
+  bool training = ex.stage().trains();
+  if (training && opts.eval)
+    return fail(Status::error(StatusCode::InvalidArgument,
+                              "--eval: '" + opts.program +
+                                  "' is a training step (it updates the "
+                                  "parameters); compile without "
+                                  "--tfm-build-train-step to evaluate"));
+  ex.setOptimizer(static_cast<float>(opts.lr), static_cast<float>(opts.weightDecay));
 
   StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
   if (!weights.isOk())

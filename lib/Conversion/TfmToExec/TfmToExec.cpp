@@ -11,6 +11,7 @@
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -36,7 +37,7 @@ constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
 /// One allocation in the arena; several tensors may view it (reshape,
 /// layer results).
 struct LogicalBuffer {
-  enum class Kind { Param, Input, Temp };
+  enum class Kind { Param, State, Input, Temp };
   Kind kind = Kind::Temp;
   std::string name;        ///< HF name (Param) or input name (Input)
   unsigned argNumber = 0;  ///< function argument (Param, Input)
@@ -107,7 +108,10 @@ private:
   DenseMap<Value, unsigned> bufferOf;
   SmallVector<Operation *> schedule;
   SmallVector<std::pair<std::string, Value>> outputs;
-  int64_t paramBytes = 0, inputBytes = 0, tempPeak = 0, arenaBytes = 0;
+  int64_t paramBytes = 0, stateBytes = 0, inputBytes = 0, tempPeak = 0,
+          arenaBytes = 0;
+  /// The two AdamW moment buffers of each tfm.adamw_update.
+  DenseMap<Operation *, SmallVector<unsigned, 2>> adamState;
 };
 
 int64_t sizeInBytes(RankedTensorType t) {
@@ -129,10 +133,11 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
         bufferOf[result] = bufferOf.lookup(yielded);
       continue;
     }
-    if (!isa<TfmDialect, shard::ShardDialect>(op.getDialect()))
+    if (!isa<TfmDialect, shard::ShardDialect>(op.getDialect()) &&
+        !isa<arith::ConstantOp>(op))
       return op.emitOpError() << "cannot be lowered to exec: only tfm and "
                                  "shard ops are supported in a model function";
-    if (!isa<TfmDialect>(op.getDialect()) && !isa<shard::AllReduceOp>(op))
+    if (isa<shard::ShardDialect>(op.getDialect()) && !isa<shard::AllReduceOp>(op))
       return op.emitOpError() << "has no exec lowering yet";
     int64_t step = schedule.size();
     schedule.push_back(&op);
@@ -143,8 +148,26 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       LogicalBuffer &lb = buffers[it->second];
       lb.lastUse = std::max(lb.lastUse, step);
     }
-    if (auto reshape = dyn_cast<ReshapeOp>(op)) {
-      bufferOf[reshape.getResult()] = bufferOf.lookup(reshape.getInput());
+    if (isa<ReshapeOp, TpCopyOp>(op)) { // views: no copy
+      bufferOf[op.getResult(0)] = bufferOf.lookup(op.getOperand(0));
+      continue;
+    }
+    if (auto adam = dyn_cast<AdamWUpdateOp>(op)) {
+      // The AdamW moments live as long as the parameter.
+      auto param = dyn_cast<BlockArgument>(adam.getParam());
+      if (!param || buffers[bufferOf.lookup(param)].kind !=
+                        LogicalBuffer::Kind::Param)
+        return adam.emitOpError() << "updates a value that is not a parameter";
+      std::string name = buffers[bufferOf.lookup(param)].name;
+      for (StringRef suffix : {".exp_avg", ".exp_avg_sq"}) {
+        LogicalBuffer lb;
+        lb.kind = LogicalBuffer::Kind::State;
+        lb.name = name + suffix.str();
+        lb.type = cast<RankedTensorType>(param.getType());
+        lb.lastUse = kForever;
+        buffers.push_back(lb);
+        adamState[&op].push_back(buffers.size() - 1);
+      }
       continue;
     }
     // An all-reduce whose operand has no other use reduces in place.
@@ -203,7 +226,8 @@ void ProgramLowering::planArena() {
   // planned region above them.
   int64_t offset = 0;
   for (LogicalBuffer::Kind kind :
-       {LogicalBuffer::Kind::Param, LogicalBuffer::Kind::Input}) {
+       {LogicalBuffer::Kind::Param, LogicalBuffer::Kind::State,
+        LogicalBuffer::Kind::Input}) {
     int64_t start = offset;
     for (LogicalBuffer &lb : buffers) {
       if (lb.kind != kind)
@@ -212,8 +236,9 @@ void ProgramLowering::planArena() {
       offset += alignTo(std::max<int64_t>(sizeInBytes(lb.type), 1),
                         exec::kBufferAlignment);
     }
-    (kind == LogicalBuffer::Kind::Param ? paramBytes : inputBytes) =
-        offset - start;
+    (kind == LogicalBuffer::Kind::Param   ? paramBytes
+     : kind == LogicalBuffer::Kind::State ? stateBytes
+                                          : inputBytes) = offset - start;
   }
   SmallVector<BufferRequest> requests;
   SmallVector<unsigned> temps;
@@ -434,7 +459,113 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         }
         return success();
       })
-      .Case([&](ReshapeOp) { return success(); }) // a view, emitted on use
+      .Case<ReshapeOp, TpCopyOp>([](Operation *) { return success(); }) // views
+      .Case([&](arith::ConstantOp c) -> LogicalResult {
+        auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
+        if (!dense || !dense.isSplat() ||
+            !isa<FloatType>(dense.getElementType()))
+          return c.emitOpError() << "only float splat constants can be "
+                                    "lowered to exec";
+        kernel("fill", {}, {out(c.getResult())},
+               {b.getNamedAttr("value",
+                               b.getF64FloatAttr(dense.getSplatValue<APFloat>()
+                                                     .convertToDouble()))});
+        return success();
+      })
+      .Case([&](SumRowsOp r) {
+        kernel("sum_rows", {in(r.getInput())}, {out(r.getResult())});
+        return success();
+      })
+      .Case([&](EmbeddingGradOp e) {
+        SmallVector<NamedAttribute> attrs;
+        if (e.getShardAxisAttr())
+          attrs.push_back(b.getNamedAttr("shard_axis", e.getShardAxisAttr()));
+        kernel("embedding_grad", {in(e.getIds()), in(e.getDout())},
+               {out(e.getResult())}, attrs);
+        return success();
+      })
+      .Case([&](GeluGradOp g) {
+        kernel(g.getApproximate() == GeluApproximation::tanh ? "gelu_tanh_grad"
+                                                             : "gelu_exact_grad",
+               {in(g.getInput()), in(g.getDout())}, {out(g.getResult())});
+        return success();
+      })
+      .Case([&](SiluGradOp g) {
+        kernel("silu_grad", {in(g.getInput()), in(g.getDout())},
+               {out(g.getResult())});
+        return success();
+      })
+      .Case([&](LayerNormGradOp g) {
+        kernel("layer_norm_grad", {in(g.getInput()), in(g.getGamma()), in(g.getDout())},
+               {out(g.getDinput()), out(g.getDgamma()), out(g.getDbeta())},
+               {b.getNamedAttr("epsilon", g.getEpsilonAttr())});
+        return success();
+      })
+      .Case([&](RMSNormGradOp g) {
+        kernel("rms_norm_grad", {in(g.getInput()), in(g.getGamma()), in(g.getDout())},
+               {out(g.getDinput()), out(g.getDgamma())},
+               {b.getNamedAttr("epsilon", g.getEpsilonAttr())});
+        return success();
+      })
+      .Case([&](AttentionGradOp g) {
+        kernel("attention_grad",
+               {in(g.getQuery()), in(g.getKey()), in(g.getValue()), in(g.getDout())},
+               {out(g.getDquery()), out(g.getDkey()), out(g.getDvalue())},
+               {b.getNamedAttr("num_heads", g.getNumHeadsAttr()),
+                b.getNamedAttr("num_kv_heads", g.getNumKvHeadsAttr()),
+                b.getNamedAttr("scale", g.getScaleAttr()),
+                b.getNamedAttr("causal", b.getBoolAttr(g.getCausal()))});
+        return success();
+      })
+      .Case([&](RopeGradOp r) {
+        kernel("rope_grad", {in(r.getDout())}, {out(r.getResult())},
+               {b.getNamedAttr("num_heads", r.getNumHeadsAttr()),
+                b.getNamedAttr("theta", r.getThetaAttr()),
+                b.getNamedAttr("offset", r.getOffsetAttr())});
+        return success();
+      })
+      .Case([&](ConcatOp c) {
+        SmallVector<Value> ins;
+        for (Value v : c.getInputs())
+          ins.push_back(in(v));
+        kernel("concat", ins, {out(c.getResult())},
+               {b.getNamedAttr("axis", c.getAxisAttr())});
+        return success();
+      })
+      .Case([&](CrossEntropyGradOp g) {
+        kernel("cross_entropy_grad",
+               {in(g.getLogits()), in(g.getLabels()), in(g.getDloss())},
+               {out(g.getResult())},
+               {b.getNamedAttr("reduction", b.getStringAttr(stringifyReduction(
+                                                g.getReduction())))});
+        return success();
+      })
+      .Case([&](CrossEntropyPartialGradOp g) {
+        kernel("cross_entropy_partial_grad",
+               {in(g.getLogits()), in(g.getLabels()), in(g.getMax()),
+                in(g.getDsumExp()), in(g.getDtarget())},
+               {out(g.getResult())},
+               {b.getNamedAttr("shard_axis", g.getShardAxisAttr())});
+        return success();
+      })
+      .Case([&](CrossEntropyFinalizeGradOp g) {
+        kernel("cross_entropy_finalize_grad", {in(g.getSumExp()), in(g.getDloss())},
+               {out(g.getDsumExp()), out(g.getDtarget())},
+               {b.getNamedAttr("reduction", b.getStringAttr(stringifyReduction(
+                                                g.getReduction())))});
+        return success();
+      })
+      .Case([&](AdamWUpdateOp a) {
+        SmallVector<unsigned, 2> state = adamState.lookup(a);
+        kernel("adamw", {in(a.getGrad())},
+               {in(a.getParam()), buffers[state[0]].buffer,
+                buffers[state[1]].buffer},
+               {b.getNamedAttr("beta1", a.getBeta1Attr()),
+                b.getNamedAttr("beta2", a.getBeta2Attr()),
+                b.getNamedAttr("eps", a.getEpsAttr()),
+                b.getNamedAttr("decay", b.getBoolAttr(a.getDecay()))});
+        return success();
+      })
       .Default([](Operation *op) {
         return op->emitOpError() << "has no exec lowering";
       });
@@ -452,6 +583,8 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
   program->setAttr("model", moduleBuilder.getStringAttr(func.getSymName()));
   program->setAttr("param_bytes", moduleBuilder.getI64IntegerAttr(paramBytes));
   program->setAttr("input_bytes", moduleBuilder.getI64IntegerAttr(inputBytes));
+  if (stateBytes)
+    program->setAttr("state_bytes", moduleBuilder.getI64IntegerAttr(stateBytes));
   program->setAttr("temp_peak_bytes", moduleBuilder.getI64IntegerAttr(tempPeak));
   Block *body = new Block();
   program.getBody().push_back(body);
@@ -468,6 +601,9 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
       for (StringRef attr : {"llmir.global_shape", "llmir.shard"})
         if (Attribute a = func.getArgAttr(lb.argNumber, attr))
           lb.buffer.getDefiningOp()->setAttr(attr.drop_front(6), a);
+      break;
+    case LogicalBuffer::Kind::State:
+      lb.buffer = exec::StateOp::create(b, loc, type, lb.name, lb.offset);
       break;
     case LogicalBuffer::Kind::Input:
       lb.buffer = exec::InputOp::create(b, loc, type, lb.name, lb.offset);

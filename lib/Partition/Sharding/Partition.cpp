@@ -128,6 +128,7 @@ private:
   OpBuilder builder;
   DenseMap<Value, Layout> layouts;
   DenseMap<Value, ParamShard> paramShards;
+  DenseMap<Value, Value> tpCopies; ///< replicated value -> its tfm.tp_copy
   SmallVector<Operation *> lossOps;
 };
 
@@ -179,6 +180,16 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
     if (Value bias = op.getBias())
       if (failed(shardParam(op, bias, {0, parts})))
         return failure();
+    // Megatron's `f`: the replicated input enters the tp region; its
+    // gradient is all-reduced over tp in the backward pass.
+    auto [it, inserted] = tpCopies.try_emplace(x, Value());
+    if (inserted) {
+      builder.setInsertionPoint(op);
+      it->second = TpCopyOp::create(builder, op.getLoc(), x,
+                                    builder.getStringAttr("tp"));
+      layouts[it->second] = {};
+    }
+    op.getInputMutable().assign(it->second);
     resultShape.push_back(out / tp);
     op.getResult().setType(withShape(op.getResult(), resultShape));
     layouts[op.getResult()] = {true, parts};
@@ -366,7 +377,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         r.setNumHeads(*heads);
         return success();
       })
-      .Case<GeluOp, SiluOp, ScaleOp>([&](Operation *u) {
+      .Case<GeluOp, SiluOp, ScaleOp, TpCopyOp>([&](Operation *u) {
         sameAs(u->getResult(0), u->getOperand(0));
         return success();
       })

@@ -62,8 +62,10 @@ private:
       return static_cast<int64_t>(p.getOffset());
     if (auto i = dyn_cast_or_null<exec::InputOp>(def))
       return static_cast<int64_t>(i.getOffset());
+    if (auto st = dyn_cast_or_null<exec::StateOp>(def))
+      return static_cast<int64_t>(st.getOffset());
     return emitError(buffer.getLoc())
-           << "buffer is not defined by exec.alloc/param/input/view",
+           << "buffer is not defined by exec.alloc/param/state/input/view",
            failure();
   }
 
@@ -165,7 +167,8 @@ ProgramWriter::instr(Operation *op, fbs::OpKind kind, StringRef kernel,
 
 FailureOr<flatbuffers::Offset<fbs::Stage>>
 ProgramWriter::stage(exec::ProgramOp program) {
-  std::vector<flatbuffers::Offset<fbs::Binding>> params, inputs, outputs;
+  std::vector<flatbuffers::Offset<fbs::Binding>> params, inputs, outputs,
+      states;
   std::vector<flatbuffers::Offset<fbs::Instr>> instrs;
   auto bind = [&](std::vector<flatbuffers::Offset<fbs::Binding>> &list,
                   StringRef name, Value v) -> LogicalResult {
@@ -185,6 +188,9 @@ ProgramWriter::stage(exec::ProgramOp program) {
             })
             .Case([&](exec::InputOp i) {
               return bind(inputs, i.getName(), i.getResult());
+            })
+            .Case([&](exec::StateOp st) {
+              return bind(states, st.getName(), st.getResult());
             })
             .Case([&](exec::OutputOp o) {
               return bind(outputs, o.getName(), o.getBuffer());
@@ -248,7 +254,7 @@ ProgramWriter::stage(exec::ProgramOp program) {
   return fbs::CreateStage(fbb, program.getStage(), program.getArenaBytes(),
                           program.getNumStreams(), fbb.CreateVector(params),
                           fbb.CreateVector(inputs), fbb.CreateVector(outputs),
-                          fbb.CreateVector(instrs));
+                          fbb.CreateVector(instrs), fbb.CreateVector(states));
 }
 
 FailureOr<flatbuffers::Offset<fbs::Param>>

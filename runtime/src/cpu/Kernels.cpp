@@ -54,6 +54,23 @@ void geluTanhChunk(const float *x, float *y, int64_t n) {
   }
 }
 
+/// d/dx of 0.5 x (1 + tanh(u)): with s = sigmoid(2u), 0.5 (1 + tanh u) = s and
+/// 1 - tanh^2 u = 4 s (1 - s), so dx = dy (s + 2 x s (1 - s) du/dx).
+LLMIR_VECTOR_CLONES
+void geluTanhBackwardChunk(const float *x, const float *dy, float *dx,
+                           int64_t n) {
+  const float c = static_cast<float>(kSqrt2OverPi);
+  const float a = static_cast<float>(kGeluCubic);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u = c * (v + a * v * v * v);
+    const float s = 1.0f / (1.0f + detail::expFloat(-2.0f * u));
+    const float du = c * (1.0f + 3.0f * a * v * v);
+    dx[i] = dy[i] * (s + 2.0f * v * s * (1.0f - s) * du);
+  }
+}
+
 /// One LayerNorm row; statistics in double (vectorized by the simd reductions).
 LLMIR_VECTOR_CLONES
 void layerNormRow(const float *xr, const float *gamma, const float *beta,
@@ -126,14 +143,16 @@ Status geluTanhBackward(const float *x, const float *dy, float *dx, int64_t n) {
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, n > 0));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "dy", dy, n > 0));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "dx", dx, n > 0));
-  const float c = static_cast<float>(kSqrt2OverPi);
-  const float a = static_cast<float>(kGeluCubic);
-#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float t = std::tanh(c * (v + a * v * v * v));
-    const float du = c * (1.0f + 3.0f * a * v * v);
-    dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+  if (n < kParallelMinElements) {
+    geluTanhBackwardChunk(x, dy, dx, n);
+    return Status::ok();
+  }
+  const int64_t numChunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < numChunks; ++c) {
+    const int64_t begin = c * kChunk;
+    geluTanhBackwardChunk(x + begin, dy + begin, dx + begin,
+                          std::min(kChunk, n - begin));
   }
   return Status::ok();
 }

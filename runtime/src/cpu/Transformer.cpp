@@ -112,19 +112,42 @@ Status rope(const char *k, const float *x, float *y, int64_t batch,
   return Status::ok();
 }
 
-/// log(sum(e^x)) of one row: max-subtracted, terms in float (like torch's
-/// log_softmax) accumulated in double.
+/// log(sum(e^x)) of one row: terms in float (like torch's log_softmax), sums in
+/// double. One pass over memory: each L1-sized chunk is max-subtracted on its
+/// own and the running sum rescaled when the maximum grows (a vocab-sized row
+/// is read once instead of twice).
 LLMIR_VECTOR_CLONES
 double logSumExpRow(const float *x, int64_t n) {
-  float maxVal = x[0];
-#pragma omp simd reduction(max : maxVal)
-  for (int64_t c = 1; c < n; ++c)
-    maxVal = std::max(maxVal, x[c]);
-  double sum = 0.0;
+  constexpr int64_t kChunk = 2048;
+  float runMax = x[0];
+  double runSum = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const float *xc = x + c0;
+    const int64_t len = std::min(kChunk, n - c0);
+    float chunkMax = xc[0];
+#pragma omp simd reduction(max : chunkMax)
+    for (int64_t c = 1; c < len; ++c)
+      chunkMax = std::max(chunkMax, xc[c]);
+    if (chunkMax > runMax) {
+      runSum *= std::exp(static_cast<double>(runMax) - chunkMax);
+      runMax = chunkMax;
+    }
+    double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < len; ++c)
+      sum += detail::expFloat(xc[c] - runMax);
+    runSum += sum;
+  }
+  return runMax + std::log(runSum);
+}
+
+/// dlogits row = softmax(row) * factor, from the row's log-sum-exp.
+LLMIR_VECTOR_CLONES
+void softmaxScaledRow(const float *x, float *d, int64_t n, double lse,
+                      float factor) {
+#pragma omp simd
   for (int64_t c = 0; c < n; ++c)
-    sum += detail::expFloat(x[c] - maxVal);
-  return maxVal + std::log(sum);
+    d[c] = detail::expFloat(static_cast<float>(x[c] - lse)) * factor;
 }
 
 } // namespace
@@ -244,20 +267,8 @@ Status crossEntropyBackward(const float *logits, const int64_t *labels,
   for (int64_t r = 0; r < rows; ++r) {
     const float *lr = logits + r * vocab;
     float *dr = dlogits + r * vocab;
-    double lse;
-    if (logSumExp) {
-      lse = logSumExp[r];
-    } else {
-      float maxVal = lr[0];
-      for (int64_t c = 1; c < vocab; ++c)
-        maxVal = std::max(maxVal, lr[c]);
-      double sum = 0.0;
-      for (int64_t c = 0; c < vocab; ++c)
-        sum += std::exp(static_cast<double>(lr[c]) - maxVal);
-      lse = maxVal + std::log(sum);
-    }
-    for (int64_t c = 0; c < vocab; ++c)
-      dr[c] = static_cast<float>(std::exp(static_cast<double>(lr[c]) - lse)) * factor;
+    const double lse = logSumExp ? logSumExp[r] : logSumExpRow(lr, vocab);
+    softmaxScaledRow(lr, dr, vocab, lse, factor);
     dr[labels[r]] -= factor;
   }
   return Status::ok();

@@ -226,7 +226,18 @@ StatusOr<std::vector<float>> Executor::output(const std::string &name) const {
   return std::vector<float>(p, p + b->numElements());
 }
 
+StatusOr<std::vector<float>> Executor::param(const std::string &name) const {
+  for (const Binding &b : stage_->params)
+    if (b.name == name) {
+      const float *p = ptr<float>(b.buffer);
+      return std::vector<float>(p, p + b.buffer.numElements());
+    }
+  return Status::error(StatusCode::NotFound,
+                       "the program has no parameter '" + name + "'");
+}
+
 Status Executor::run(int64_t step) {
+  step_ = step;
   for (const Instr &instr : stage_->instrs) {
     Status st = execute(instr);
     if (!st.isOk())
@@ -629,6 +640,245 @@ Status Executor::executeKernel(const Instr &instr) {
       }
     }
     return Status::ok();
+  }
+
+  // ---- training kernels ---------------------------------------------------
+  if (k == "fill") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 0, 1));
+    StatusOr<double> value = instr.floatAttr("value");
+    if (!value.isOk())
+      return value.status();
+    std::fill_n(ptr<float>(instr.outs[0]), instr.outs[0].numElements(),
+                static_cast<float>(*value));
+    return Status::ok();
+  }
+  if (k == "sum_rows") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    auto [rows, cols] = rowsCols(instr.ins[0]);
+    if (instr.outs[0].numElements() != cols)
+      return invalid("sum_rows output " + instr.outs[0].str() + " does not match");
+    return biasBackward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rows,
+                        cols);
+  }
+  if (k == "embedding_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    const BufferRef &dout = instr.ins[1], &dtable = instr.outs[0];
+    if (dtable.shape.size() != 2)
+      return invalid("embedding_grad table must be 2-D, found " + dtable.str());
+    int64_t rows = dtable.shape[0], dim = dtable.shape[1];
+    int64_t numIds = instr.ins[0].numElements();
+    if (dout.numElements() != numIds * dim)
+      return invalid("embedding_grad dout " + dout.str() + " does not match");
+    StatusOr<const int64_t *> idp = ids(instr, instr.ins[0]);
+    if (!idp.isOk())
+      return idp.status();
+    std::fill_n(ptr<float>(dtable), dtable.numElements(), 0.0f);
+    if (!instr.hasAttr("shard_axis"))
+      return embeddingBackward(*idp, ptr<float>(dout), ptr<float>(dtable), numIds,
+                               rows, dim);
+    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+    if (!axis.isOk())
+      return axis.status();
+    int64_t first = axis->first * rows;
+    const float *g = ptr<float>(dout);
+    float *dt = ptr<float>(dtable);
+    for (int64_t i = 0; i < numIds; ++i) {
+      int64_t id = (*idp)[i] - first;
+      if (id < 0 || id >= rows)
+        continue; // another rank's row
+      for (int64_t c = 0; c < dim; ++c)
+        dt[id * dim + c] += g[i * dim + c];
+    }
+    return Status::ok();
+  }
+  if (k == "gelu_tanh_grad" || k == "gelu_exact_grad" || k == "silu_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
+    auto fn = k == "gelu_tanh_grad"   ? geluTanhBackward
+              : k == "gelu_exact_grad" ? geluExactBackward
+                                       : siluBackward;
+    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+              ptr<float>(instr.outs[0]), instr.outs[0].numElements());
+  }
+  if (k == "layer_norm_grad" || k == "rms_norm_grad") {
+    bool layer = k == "layer_norm_grad";
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, layer ? 3 : 2));
+    const BufferRef &x = instr.ins[0], &gamma = instr.ins[1], &dy = instr.ins[2];
+    auto [rows, cols] = rowsCols(x);
+    StatusOr<double> eps = instr.floatAttr("epsilon");
+    if (!eps.isOk())
+      return eps.status();
+    LLMIR_RETURN_IF_ERROR(requireSameElements(x, dy));
+    LLMIR_RETURN_IF_ERROR(requireSameElements(x, instr.outs[0]));
+    if (gamma.numElements() != cols)
+      return invalid("norm weight " + gamma.str() + " does not match " + x.str());
+    // The statistics are recomputed from x (not saved by the forward).
+    scratch_.resize(static_cast<size_t>(x.numElements() + 2 * rows + cols));
+    float *y = scratch_.data(), *mean = y + x.numElements(), *rstd = mean + rows,
+          *zero = rstd + rows;
+    if (!layer) {
+      LLMIR_RETURN_IF_ERROR(rmsNormForward(ptr<float>(x), ptr<float>(gamma), y,
+                                           rstd, rows, cols,
+                                           static_cast<float>(*eps)));
+      return rmsNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma),
+                             rstd, ptr<float>(instr.outs[0]),
+                             ptr<float>(instr.outs[1]), rows, cols);
+    }
+    std::fill_n(zero, cols, 0.0f);
+    LLMIR_RETURN_IF_ERROR(layerNormForward(ptr<float>(x), ptr<float>(gamma), zero,
+                                           y, mean, rstd, rows, cols,
+                                           static_cast<float>(*eps)));
+    return layerNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma),
+                             mean, rstd, ptr<float>(instr.outs[0]),
+                             ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]),
+                             rows, cols);
+  }
+  if (k == "attention_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 4, 3));
+    const BufferRef &q = instr.ins[0], &key = instr.ins[1];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
+    StatusOr<double> scale = instr.floatAttr("scale");
+    StatusOr<bool> causal = instr.boolAttr("causal");
+    for (const Status *st : {&heads.status(), &kvHeads.status(),
+                             &scale.status(), &causal.status()})
+      if (!st->isOk())
+        return *st;
+    if (q.shape.size() != 3 || key.shape.size() != 3 || *heads <= 0 ||
+        q.shape[2] % *heads != 0)
+      return invalid("attention_grad shapes do not fit the head counts");
+    int64_t headDim = q.shape[2] / *heads;
+    if (key.shape[2] != *kvHeads * headDim ||
+        instr.ins[2].numElements() != key.numElements() ||
+        instr.ins[3].numElements() != q.numElements() ||
+        instr.outs[0].numElements() != q.numElements() ||
+        instr.outs[1].numElements() != key.numElements() ||
+        instr.outs[2].numElements() != key.numElements())
+      return invalid("attention_grad shapes disagree");
+    return attentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(instr.ins[2]),
+                             nullptr, ptr<float>(instr.ins[3]),
+                             ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
+                             ptr<float>(instr.outs[2]), q.shape[0], q.shape[1],
+                             *heads, *kvHeads, headDim, static_cast<float>(*scale),
+                             *causal);
+  }
+  if (k == "rope_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    const BufferRef &dy = instr.ins[0];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<double> theta = instr.floatAttr("theta");
+    StatusOr<int64_t> offset = instr.intAttr("offset");
+    for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
+      if (!st->isOk())
+        return *st;
+    if (dy.shape.size() != 3 || *heads <= 0 || dy.shape[2] % *heads != 0)
+      return invalid("rope_grad input " + dy.str() + " does not fit the heads");
+    LLMIR_RETURN_IF_ERROR(requireSameElements(dy, instr.outs[0]));
+    return ropeBackward(ptr<float>(dy), ptr<float>(instr.outs[0]), dy.shape[0],
+                        dy.shape[1], *heads, dy.shape[2] / *heads, *theta, *offset);
+  }
+  if (k == "concat") {
+    if (instr.ins.empty() || instr.outs.size() != 1)
+      return invalid("concat expects inputs and one output");
+    const BufferRef &dst = instr.outs[0];
+    StatusOr<int64_t> axis = instr.intAttr("axis");
+    if (!axis.isOk())
+      return axis.status();
+    size_t ax = static_cast<size_t>(*axis);
+    if (*axis < 0 || ax >= dst.shape.size())
+      return invalid("concat axis out of range for " + dst.str());
+    int64_t outer = product(dst.shape, 0, ax);
+    int64_t inner = product(dst.shape, ax + 1, dst.shape.size());
+    int64_t offset = 0;
+    for (const BufferRef &src : instr.ins) {
+      if (src.shape.size() != dst.shape.size())
+        return invalid("concat input " + src.str() + " does not match " + dst.str());
+      int64_t cols = src.shape[ax] * inner;
+      if (offset + cols > dst.shape[ax] * inner)
+        return invalid("concat inputs exceed " + dst.str());
+      LLMIR_RETURN_IF_ERROR(scatterColumns(ptr<float>(src), outer, cols,
+                                           ptr<float>(dst), dst.shape[ax] * inner,
+                                           offset));
+      offset += cols;
+    }
+    return Status::ok();
+  }
+  if (k == "cross_entropy_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    const BufferRef &logits = instr.ins[0];
+    auto [rows, vocab] = rowsCols(logits);
+    if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != 1)
+      return invalid("cross_entropy_grad operands do not match " + logits.str());
+    LLMIR_RETURN_IF_ERROR(requireSameElements(logits, instr.outs[0]));
+    StatusOr<const int64_t *> labels = ids(instr, instr.ins[1]);
+    if (!labels.isOk())
+      return labels.status();
+    float dloss = *ptr<float>(instr.ins[2]);
+    bool sum = instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "sum";
+    return crossEntropyBackward(ptr<float>(logits), *labels, nullptr,
+                                sum ? dloss * rows : dloss,
+                                ptr<float>(instr.outs[0]), rows, vocab, 0);
+  }
+  if (k == "cross_entropy_partial_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 5, 1));
+    const BufferRef &logits = instr.ins[0];
+    auto [rows, cols] = rowsCols(logits);
+    for (size_t i = 1; i < 5; ++i)
+      if (instr.ins[i].numElements() != rows)
+        return invalid("cross_entropy_partial_grad row counts do not match");
+    LLMIR_RETURN_IF_ERROR(requireSameElements(logits, instr.outs[0]));
+    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+    StatusOr<const int64_t *> labels = ids(instr, instr.ins[1]);
+    if (!axis.isOk() || !labels.isOk())
+      return !axis.isOk() ? axis.status() : labels.status();
+    int64_t first = axis->first * cols;
+    const float *l = ptr<float>(logits), *m = ptr<float>(instr.ins[2]),
+                *ds = ptr<float>(instr.ins[3]), *dt = ptr<float>(instr.ins[4]);
+    float *dl = ptr<float>(instr.outs[0]);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c)
+        dl[r * cols + c] = std::exp(l[r * cols + c] - m[r]) * ds[r];
+      int64_t label = (*labels)[r] - first;
+      if (label >= 0 && label < cols)
+        dl[r * cols + label] += dt[r];
+    }
+    return Status::ok();
+  }
+  if (k == "cross_entropy_finalize_grad") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 2));
+    int64_t rows = instr.ins[0].numElements();
+    if (instr.ins[1].numElements() != 1 || instr.outs[0].numElements() != rows ||
+        instr.outs[1].numElements() != rows)
+      return invalid("cross_entropy_finalize_grad shapes do not match");
+    bool sum = instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "sum";
+    float scale = *ptr<float>(instr.ins[1]) / (sum || rows == 0 ? 1.0f : rows);
+    const float *s = ptr<float>(instr.ins[0]);
+    float *ds = ptr<float>(instr.outs[0]), *dt = ptr<float>(instr.outs[1]);
+    for (int64_t r = 0; r < rows; ++r) {
+      ds[r] = scale / s[r];
+      dt[r] = -scale;
+    }
+    return Status::ok();
+  }
+  if (k == "adamw") {
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 3));
+    const BufferRef &grad = instr.ins[0];
+    for (const BufferRef &b : instr.outs)
+      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, b));
+    StatusOr<double> beta1 = instr.floatAttr("beta1");
+    StatusOr<double> beta2 = instr.floatAttr("beta2");
+    StatusOr<double> eps = instr.floatAttr("eps");
+    StatusOr<bool> decay = instr.boolAttr("decay");
+    for (const Status *st : {&beta1.status(), &beta2.status(), &eps.status(),
+                             &decay.status()})
+      if (!st->isOk())
+        return *st;
+    return adamwUpdate(ptr<float>(instr.outs[0]), ptr<float>(grad),
+                       ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]),
+                       grad.numElements(), lr_, static_cast<float>(*beta1),
+                       static_cast<float>(*beta2), static_cast<float>(*eps),
+                       *decay ? weightDecay_ : 0.0f, step_ + 1);
   }
   return Status::error(StatusCode::Unimplemented,
                        "the CPU backend has no kernel '" + k + "'");

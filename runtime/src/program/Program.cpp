@@ -183,12 +183,15 @@ StatusOr<StageProgram> decodeStage(const fb::Stage *s) {
   auto params = decodeBindings(s->params(), stage.arenaBytes, "parameter");
   auto inputs = decodeBindings(s->inputs(), stage.arenaBytes, "input");
   auto outputs = decodeBindings(s->outputs(), stage.arenaBytes, "output");
-  for (const Status *st : {&params.status(), &inputs.status(), &outputs.status()})
+  auto states = decodeBindings(s->states(), stage.arenaBytes, "state");
+  for (const Status *st : {&params.status(), &inputs.status(), &outputs.status(),
+                           &states.status()})
     if (!st->isOk())
       return Status::error(st->code(), where + ": " + st->message());
   stage.params = std::move(*params);
   stage.inputs = std::move(*inputs);
   stage.outputs = std::move(*outputs);
+  stage.states = std::move(*states);
   if (s->instrs()) {
     size_t index = 0;
     for (const fb::Instr *in : *s->instrs()) {
@@ -349,6 +352,13 @@ StatusOr<std::string> Instr::stringAttr(const std::string &name) const {
 StatusOr<std::vector<int64_t>> Instr::intsAttr(const std::string &name) const {
   return attrOf(*this, name, AttrValue::Kind::Ints, &AttrValue::ints,
                 "an integer list");
+}
+
+bool StageProgram::trains() const {
+  for (const Instr &instr : instrs)
+    if (instr.kind == OpKind::Kernel && instr.kernel == "adamw")
+      return true;
+  return false;
 }
 
 const ParamSlice *ParamInfo::sliceFor(int rank) const {

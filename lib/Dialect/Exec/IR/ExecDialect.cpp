@@ -88,6 +88,11 @@ constexpr llvm::StringLiteral kTranspose[] = {"permutation"};
 constexpr llvm::StringLiteral kFactor[] = {"factor"};
 constexpr llvm::StringLiteral kShardAxis[] = {"shard_axis"};
 constexpr llvm::StringLiteral kReduction[] = {"reduction"};
+constexpr llvm::StringLiteral kValue[] = {"value"};
+constexpr llvm::StringLiteral kAxis[] = {"axis"};
+constexpr llvm::StringLiteral kAdamW[] = {"beta1", "beta2", "eps", "decay"};
+constexpr llvm::StringLiteral kNumHeadsCausal[] = {"num_heads", "num_kv_heads",
+                                                   "scale", "causal"};
 
 const KernelSignature kKernels[] = {
     {"embedding", 2, 2, 1, {}},
@@ -111,6 +116,22 @@ const KernelSignature kKernels[] = {
     {"reduce_max", 1, 1, 1, {}},
     {"cross_entropy_partial", 3, 3, 2, kShardAxis},
     {"cross_entropy_finalize", 3, 3, 1, kReduction},
+    // Training.
+    {"fill", 0, 0, 1, kValue},
+    {"sum_rows", 1, 1, 1, {}},
+    {"embedding_grad", 2, 2, 1, {}},
+    {"gelu_tanh_grad", 2, 2, 1, {}},
+    {"gelu_exact_grad", 2, 2, 1, {}},
+    {"silu_grad", 2, 2, 1, {}},
+    {"layer_norm_grad", 3, 3, 3, kEpsilon},
+    {"rms_norm_grad", 3, 3, 2, kEpsilon},
+    {"attention_grad", 4, 4, 3, kNumHeadsCausal},
+    {"rope_grad", 1, 1, 1, kRope},
+    {"concat", 1, 64, 1, kAxis},
+    {"cross_entropy_grad", 3, 3, 1, kReduction},
+    {"cross_entropy_partial_grad", 5, 5, 1, kShardAxis},
+    {"cross_entropy_finalize_grad", 2, 2, 2, kReduction},
+    {"adamw", 1, 1, 3, kAdamW},
 };
 } // namespace
 
@@ -174,6 +195,12 @@ LogicalResult ProgramOp::verifyRegions() {
                        << "parameter '" << p.getName() << "' bound twice";
               return checkPlaced(p.getOffset(), p.getEndOffset());
             })
+            .Case([&](StateOp st) -> LogicalResult {
+              if (!params.insert(st.getName()).second)
+                return st.emitOpError()
+                       << "state '" << st.getName() << "' bound twice";
+              return checkPlaced(st.getOffset(), st.getEndOffset());
+            })
             .Case([&](InputOp i) -> LogicalResult {
               if (!inputs.insert(i.getName()).second)
                 return i.emitOpError()
@@ -215,6 +242,11 @@ LogicalResult AllocOp::verify() { return success(); }
 LogicalResult ParamOp::verify() {
   if (getName().empty())
     return emitOpError() << "expected a non-empty parameter name";
+  return success();
+}
+LogicalResult StateOp::verify() {
+  if (getName().empty())
+    return emitOpError() << "expected a non-empty state name";
   return success();
 }
 LogicalResult InputOp::verify() {

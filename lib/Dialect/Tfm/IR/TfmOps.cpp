@@ -464,6 +464,147 @@ LogicalResult CrossEntropyFinalizeOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// Backward ops and the optimizer
+//===----------------------------------------------------------------------===//
+
+/// `v` must have exactly the type of `ref`.
+static LogicalResult verifySameType(Operation *op, Value ref, StringRef refName,
+                                    Value v, StringRef name) {
+  if (v.getType() == ref.getType())
+    return success();
+  return op->emitOpError() << "expected " << name << " of type " << ref.getType()
+                           << " (the type of " << refName << "), found "
+                           << v.getType();
+}
+
+LogicalResult SumRowsOp::verify() {
+  ArrayRef<int64_t> shape = getInput().getType().getShape();
+  if (shape.empty())
+    return emitOpError() << "expected input of rank >= 1, found a scalar";
+  return verifyResultShape(*this, {shape.back()}, "the input's last dimension");
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  ArrayRef<int64_t> table = getResult().getType().getShape();
+  if (table.size() != 2)
+    return emitOpError() << "expected a 2-D table gradient, found shape "
+                         << formatShape(table);
+  SmallVector<int64_t> expected(getIds().getType().getShape());
+  expected.push_back(table[1]);
+  if (getDout().getType().getShape() != ArrayRef<int64_t>(expected))
+    return emitOpError() << "expected dout of shape " << formatShape(expected)
+                         << " (ids shape followed by the embedding dim), found "
+                         << formatShape(getDout().getType().getShape());
+  return success();
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  if (failed(verifySameType(*this, getInput(), "input", getDout(), "dout")) ||
+      failed(verifySameType(*this, getInput(), "input", getDinput(), "dinput")) ||
+      failed(verifySameType(*this, getGamma(), "gamma", getDgamma(), "dgamma")) ||
+      failed(verifySameType(*this, getGamma(), "gamma", getDbeta(), "dbeta")))
+    return failure();
+  return verifyVector(*this, getGamma(), "gamma",
+                      getInput().getType().getShape().back(),
+                      "the input's last dimension");
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  if (failed(verifySameType(*this, getInput(), "input", getDout(), "dout")) ||
+      failed(verifySameType(*this, getInput(), "input", getDinput(), "dinput")) ||
+      failed(verifySameType(*this, getGamma(), "gamma", getDgamma(), "dgamma")))
+    return failure();
+  return verifyVector(*this, getGamma(), "gamma",
+                      getInput().getType().getShape().back(),
+                      "the input's last dimension");
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifySameType(*this, getQuery(), "query", getDout(), "dout")) ||
+      failed(verifySameType(*this, getQuery(), "query", getDquery(), "dquery")) ||
+      failed(verifySameType(*this, getKey(), "key", getDkey(), "dkey")) ||
+      failed(verifySameType(*this, getValue(), "value", getDvalue(), "dvalue")))
+    return failure();
+  ArrayRef<int64_t> q = getQuery().getType().getShape();
+  int64_t heads = getNumHeads(), kvHeads = getNumKvHeads();
+  if (q.size() != 3 || q[2] % heads != 0 || heads % kvHeads != 0 ||
+      getKey().getType().getShape().back() != kvHeads * (q[2] / heads))
+    return emitOpError() << "expected query/key shapes that fit " << heads
+                         << " heads and " << kvHeads << " kv heads";
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  if (getInputs().empty())
+    return emitOpError() << "expected at least one input";
+  RankedTensorType out = getResult().getType();
+  int64_t axis = static_cast<int64_t>(getAxis());
+  if (axis < 0 || axis >= out.getRank())
+    return emitOpError() << "expected axis in [0, " << out.getRank()
+                         << "), found " << axis;
+  int64_t total = 0;
+  for (Value in : getInputs()) {
+    SmallVector<int64_t> expected(out.getShape());
+    ArrayRef<int64_t> shape = tensorType(in).getShape();
+    if (static_cast<int64_t>(shape.size()) != out.getRank())
+      return emitOpError() << "expected inputs of rank " << out.getRank();
+    expected[axis] = shape[axis];
+    if (shape != ArrayRef<int64_t>(expected))
+      return emitOpError() << "expected inputs matching the result "
+                           << formatShape(out.getShape())
+                           << " except along axis " << axis << ", found "
+                           << formatShape(shape);
+    total += shape[axis];
+  }
+  if (total != out.getShape()[axis])
+    return emitOpError() << "expected the inputs to add up to "
+                         << out.getShape()[axis] << " along axis " << axis
+                         << ", found " << total;
+  return success();
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (failed(verifySameType(*this, getLogits(), "logits", getResult(),
+                            "result")))
+    return failure();
+  if (getLabels().getType().getShape() !=
+      getLogits().getType().getShape().drop_back())
+    return emitOpError() << "expected labels of shape "
+                         << formatShape(getLogits().getType().getShape().drop_back());
+  if (getDloss().getType().getRank() != 0)
+    return emitOpError() << "expected a 0-d dloss";
+  return success();
+}
+
+LogicalResult CrossEntropyPartialGradOp::verify() {
+  if (failed(verifySameType(*this, getLogits(), "logits", getResult(),
+                            "result")))
+    return failure();
+  SmallVector<int64_t> rows = rowShape(getLogits());
+  for (Value v : {getLabels(), getMax(), getDsumExp(), getDtarget()})
+    if (tensorType(v).getShape() != ArrayRef<int64_t>(rows))
+      return emitOpError() << "expected per-row operands of shape "
+                           << formatShape(rows) << ", found "
+                           << formatShape(tensorType(v).getShape());
+  return success();
+}
+
+LogicalResult CrossEntropyFinalizeGradOp::verify() {
+  if (failed(verifySameType(*this, getSumExp(), "sum_exp", getDsumExp(),
+                            "dsum_exp")) ||
+      failed(verifySameType(*this, getSumExp(), "sum_exp", getDtarget(),
+                            "dtarget")))
+    return failure();
+  if (getDloss().getType().getRank() != 0)
+    return emitOpError() << "expected a 0-d dloss";
+  return success();
+}
+
+LogicalResult AdamWUpdateOp::verify() {
+  return verifySameType(*this, getParam(), "param", getGrad(), "grad");
+}
+
+//===----------------------------------------------------------------------===//
 // SplitOp
 //===----------------------------------------------------------------------===//
 

@@ -35,8 +35,18 @@ public:
   /// the buffer's integer type; the count must match the buffer exactly.
   Status setInput(const std::string &name, const std::vector<int64_t> &values);
 
-  /// Executes the program once. `step` only labels errors.
+  /// Learning rate and decoupled weight decay of the AdamW updates.
+  void setOptimizer(float lr, float weightDecay) {
+    lr_ = lr;
+    weightDecay_ = weightDecay;
+  }
+
+  /// Executes the program once. `step` (0-based) labels errors and is the
+  /// AdamW step (step + 1, for the bias correction).
   Status run(int64_t step);
+
+  /// Copies the current value of parameter `name` (this rank's shard).
+  StatusOr<std::vector<float>> param(const std::string &name) const;
 
   /// The output `name` as floats (copied out of the arena).
   StatusOr<std::vector<float>> output(const std::string &name) const;
@@ -75,6 +85,9 @@ private:
   };
   std::unique_ptr<uint8_t[], FreeDeleter> arena_;
   std::vector<int64_t> idScratch_;
+  std::vector<float> scratch_;
+  float lr_ = 3e-4f, weightDecay_ = 0.0f;
+  int64_t step_ = 0;
   std::vector<float> zeros_;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;

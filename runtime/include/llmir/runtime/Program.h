@@ -72,7 +72,10 @@ struct StageProgram {
   int64_t arenaBytes = 0;
   int numStreams = 1;
   std::vector<Binding> params, inputs, outputs;
+  std::vector<Binding> states; ///< optimizer state, zero before step 0
   std::vector<Instr> instrs;
+  /// True when the program updates its parameters (a training step).
+  bool trains() const;
 };
 
 /// Per dimension [begin, end) of the global tensor.

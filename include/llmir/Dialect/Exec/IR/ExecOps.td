@@ -129,6 +129,19 @@ def Exec_ParamOp : Exec_PlacedOp<"param", "a model parameter (this rank's shard)
   let assemblyFormat = "$name `at` $offset attr-dict `:` type($result)";
 }
 
+def Exec_StateOp : Exec_PlacedOp<"state", "resident optimizer state (zero at start)"> {
+  let description = [{
+    Persists across steps (AdamW moments), named after its parameter.
+
+    ```mlir
+    %m = exec.state "wte.weight.exp_avg" at 4096 : !exec.buffer<256x64xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$name,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$offset);
+  let assemblyFormat = "$name `at` $offset attr-dict `:` type($result)";
+}
+
 def Exec_InputOp : Exec_PlacedOp<"input", "a per-step input (tokens, labels)"> {
   let description = [{
     Filled by the runtime before each step (`input_ids`, `labels`).

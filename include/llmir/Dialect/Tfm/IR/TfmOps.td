@@ -535,6 +535,256 @@ def Tfm_CrossEntropyFinalizeOp : Tfm_Op<"cross_entropy_finalize", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Training: backward ops and the optimizer (produced by --tfm-build-train-step)
+//===----------------------------------------------------------------------===//
+
+def Tfm_TpCopyOp : Tfm_Op<"tp_copy", [Pure, SameOperandsAndResultType]> {
+  let summary = "identity whose gradient is all-reduced over a grid axis";
+  let description = [{
+    Megatron-LM's `f`: marks a replicated tensor entering a tensor-parallel
+    region (the input of column-parallel linears). The forward is the
+    identity; reverse-mode autodiff turns it into an all-reduce of the
+    gradient over `axis`.
+
+    ```mlir
+    %x2 = tfm.tp_copy %x {axis = "tp"} : tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, StrAttr:$axis);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Tfm_SumRowsOp : Tfm_Op<"sum_rows", [Pure]> {
+  let summary = "sum over all but the last dimension (bias gradient)";
+  let description = [{
+    ```mlir
+    %db = tfm.sum_rows %dy : (tensor<2x8x64xf32>) -> tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_EmbeddingGradOp : Tfm_Op<"embedding_grad", [Pure]> {
+  let summary = "gradient of an embedding table";
+  let description = [{
+    `dtable[ids[i]] += dout[i]` over a zero table of the result's shape. With
+    `shard_axis` the table is this rank's row block, as for tfm.embedding.
+
+    ```mlir
+    %dt = tfm.embedding_grad %ids, %dy : (tensor<2x8xi32>, tensor<2x8x64xf32>) -> tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_IdTensor:$ids, Tfm_FloatTensor:$dout,
+                       OptionalAttr<StrAttr>:$shard_axis);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$ids `,` $dout attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_GeluGradOp : Tfm_Op<"gelu_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "gradient of tfm.gelu";
+  let description = [{
+    ```mlir
+    %dx = tfm.gelu_grad tanh %x, %dy : tensor<2x8x256xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$dout,
+                       Tfm_GeluApproximation:$approximate);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$approximate $input `,` $dout attr-dict `:` type($result)";
+}
+
+def Tfm_SiluGradOp : Tfm_Op<"silu_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "gradient of tfm.silu";
+  let description = [{
+    ```mlir
+    %dx = tfm.silu_grad %x, %dy : tensor<2x8x176xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$dout);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $dout attr-dict `:` type($result)";
+}
+
+def Tfm_LayerNormGradOp : Tfm_Op<"layer_norm_grad", [Pure]> {
+  let summary = "gradients of tfm.layer_norm (input, gamma, beta)";
+  let description = [{
+    Recomputes the row statistics from `input`.
+
+    ```mlir
+    %dx, %dg, %db = tfm.layer_norm_grad %x, %g, %dy {epsilon = 1.0e-05 : f64}
+        : (tensor<2x8x64xf32>, tensor<64xf32>, tensor<2x8x64xf32>) -> (tensor<2x8x64xf32>, tensor<64xf32>, tensor<64xf32>)
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$gamma,
+                       Tfm_FloatTensor:$dout, F64Attr:$epsilon);
+  let results = (outs Tfm_FloatTensor:$dinput, Tfm_FloatTensor:$dgamma,
+                      Tfm_FloatTensor:$dbeta);
+  let assemblyFormat = "$input `,` $gamma `,` $dout attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_RMSNormGradOp : Tfm_Op<"rms_norm_grad", [Pure]> {
+  let summary = "gradients of tfm.rms_norm (input, gamma)";
+  let description = [{
+    ```mlir
+    %dx, %dg = tfm.rms_norm_grad %x, %g, %dy {epsilon = 1.0e-06 : f64}
+        : (tensor<2x8x64xf32>, tensor<64xf32>, tensor<2x8x64xf32>) -> (tensor<2x8x64xf32>, tensor<64xf32>)
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_FloatTensor:$gamma,
+                       Tfm_FloatTensor:$dout, F64Attr:$epsilon);
+  let results = (outs Tfm_FloatTensor:$dinput, Tfm_FloatTensor:$dgamma);
+  let assemblyFormat = "$input `,` $gamma `,` $dout attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_AttentionGradOp : Tfm_Op<"attention_grad", [Pure]> {
+  let summary = "gradients of tfm.attention (query, key, value)";
+  let description = [{
+    Recomputes the attention probabilities; key/value gradients are summed
+    over the query heads of each kv group.
+
+    ```mlir
+    %dq, %dk, %dv = tfm.attention_grad %q, %k, %v, %dy {num_heads = 4 : i64, num_kv_heads = 2 : i64, causal, scale = 2.5e-01 : f64}
+        : (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<2x8x64xf32>) -> (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>)
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$query, Tfm_FloatTensor:$key,
+                       Tfm_FloatTensor:$value, Tfm_FloatTensor:$dout,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       UnitAttr:$causal, F64Attr:$scale);
+  let results = (outs Tfm_FloatTensor:$dquery, Tfm_FloatTensor:$dkey,
+                      Tfm_FloatTensor:$dvalue);
+  let assemblyFormat = "$query `,` $key `,` $value `,` $dout attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_RopeGradOp : Tfm_Op<"rope_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "gradient of tfm.rope (the inverse rotation)";
+  let description = [{
+    ```mlir
+    %dx = tfm.rope_grad %dy {num_heads = 4 : i64, theta = 1.0e+04 : f64} : tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$dout,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta,
+                       DefaultValuedAttr<I64Attr, "0">:$offset);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$dout attr-dict `:` type($result)";
+}
+
+def Tfm_ConcatOp : Tfm_Op<"concat", [Pure]> {
+  let summary = "concatenate tensors along one axis (the inverse of tfm.split)";
+  let description = [{
+    ```mlir
+    %qkv = tfm.concat %q, %k, %v {axis = 2 : i64}
+        : (tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x96xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Tfm_FloatTensor>:$inputs, I64Attr:$axis);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Tfm_CrossEntropyGradOp : Tfm_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "gradient of tfm.cross_entropy with respect to the logits";
+  let description = [{
+    `(softmax(logits) - onehot(labels)) * dloss` (divided by the row count for
+    the mean reduction).
+
+    ```mlir
+    %dl = tfm.cross_entropy_grad %logits, %labels, %dloss
+        : (tensor<2x8x64xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$logits, Tfm_IdTensor:$labels,
+                       Tfm_FloatTensor:$dloss,
+                       DefaultValuedAttr<Tfm_Reduction, "Reduction::mean">:$reduction);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $labels `,` $dloss (`reduction` $reduction^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_CrossEntropyPartialGradOp : Tfm_Op<"cross_entropy_partial_grad", [Pure]> {
+  let summary = "gradient of tfm.cross_entropy_partial with respect to the logits";
+  let description = [{
+    `dlogits[r, v] = exp(logits[r, v] - max[r]) * dsum_exp[r]
+                     + (v == label[r] - offset) * dtarget[r]`, the offset being
+    this rank's vocab block start along `shard_axis` (`max` is a constant).
+
+    ```mlir
+    %dl = tfm.cross_entropy_partial_grad %logits, %labels, %max, %ds, %dt {shard_axis = "tp"}
+        : (tensor<2x8x32xf32>, tensor<2x8xi32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$logits, Tfm_IdTensor:$labels,
+                       Tfm_FloatTensor:$max, Tfm_FloatTensor:$dsum_exp,
+                       Tfm_FloatTensor:$dtarget, StrAttr:$shard_axis);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $labels `,` $max `,` $dsum_exp `,` $dtarget attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_CrossEntropyFinalizeGradOp : Tfm_Op<"cross_entropy_finalize_grad", [Pure]> {
+  let summary = "gradients of tfm.cross_entropy_finalize (sum_exp, target)";
+  let description = [{
+    For `loss = mean_r(log(sum_exp[r]) + max[r] - target[r])`:
+    `dsum_exp = dloss / (rows * sum_exp)`, `dtarget = -dloss / rows` (the sum
+    reduction drops the 1/rows); `max` is a constant.
+
+    ```mlir
+    %ds, %dt = tfm.cross_entropy_finalize_grad %s, %dloss
+        : (tensor<2x8xf32>, tensor<f32>) -> (tensor<2x8xf32>, tensor<2x8xf32>)
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$sum_exp, Tfm_FloatTensor:$dloss,
+                       DefaultValuedAttr<Tfm_Reduction, "Reduction::mean">:$reduction);
+  let results = (outs Tfm_FloatTensor:$dsum_exp, Tfm_FloatTensor:$dtarget);
+  let assemblyFormat = [{
+    $sum_exp `,` $dloss (`reduction` $reduction^)? attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
+  let summary = "one AdamW step on a parameter (in place)";
+  let description = [{
+    Updates the parameter and its first/second moments (optimizer state the
+    runtime keeps per parameter) exactly as torch.optim.AdamW: decoupled
+    weight decay when `decay` is set (parameters of rank >= 2), then the
+    bias-corrected Adam step. The learning rate, weight decay and step
+    number come from the runtime (`llm-run --lr --weight-decay`).
+
+    ```mlir
+    tfm.adamw_update %w, %dw {decay, beta1 = 9.0e-01 : f64, beta2 = 9.5e-01 : f64, eps = 1.0e-08 : f64}
+        : tensor<64x192xf32>, tensor<64x192xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$param, Tfm_FloatTensor:$grad,
+                       UnitAttr:$decay,
+                       DefaultValuedAttr<F64Attr, "0.9">:$beta1,
+                       DefaultValuedAttr<F64Attr, "0.95">:$beta2,
+                       DefaultValuedAttr<F64Attr, "1.0e-8">:$eps);
+  let assemblyFormat = "$param `,` $grad attr-dict `:` type($param) `,` type($grad)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Layer grouping
 //===----------------------------------------------------------------------===//
 

@@ -3,6 +3,8 @@
 #ifndef LLMIR_DIALECT_TFM_TRANSFORMS_PASSES_H
 #define LLMIR_DIALECT_TFM_TRANSFORMS_PASSES_H
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 

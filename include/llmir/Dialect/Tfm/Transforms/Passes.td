@@ -35,4 +35,24 @@ def TfmModelStats : Pass<"tfm-model-stats", "::mlir::ModuleOp"> {
   ];
 }
 
+def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
+  let summary = "Reverse-mode autodiff of the loss and an AdamW update of every parameter";
+  let description = [{
+    Turns each model function returning the scalar loss into `@train_step`:
+    the forward ops (tfm.layer regions flattened; each op keeps its layer in
+    a `tfm.layer` attribute), then the backward ops in reverse order, one VJP
+    per op (gradients of values used several times are summed), then, per
+    parameter, the data-parallel gradient all-reduce (when the module is
+    partitioned with dp > 1) and `tfm.adamw_update` (weight decay on
+    parameters of rank >= 2, betas 0.9/0.95, eps 1e-8; learning rate, weight
+    decay and step come from the runtime). Run it after --llm-partition: the
+    VJP of `shard.all_reduce` is the identity and that of `tfm.tp_copy` is an
+    all-reduce, which gives Megatron's backward collectives. The max of a
+    vocab-parallel cross-entropy is a constant (the loss does not depend on
+    it). The function still returns the loss (of the step, before the update).
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::shard::ShardDialect"];
+}
+
 #endif // LLMIR_DIALECT_TFM_TRANSFORMS_PASSES_TD

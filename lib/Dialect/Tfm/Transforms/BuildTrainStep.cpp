@@ -1,0 +1,372 @@
+//===- BuildTrainStep.cpp - reverse-mode autodiff + AdamW -----------------===//
+//
+// The forward is flattened (layers inlined, each op tagged with its layer),
+// then one VJP per op is emitted in reverse program order. Gradients are
+// only built for values that depend on a parameter.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace llmir::tfm {
+#define GEN_PASS_DEF_TFMBUILDTRAINSTEP
+#include "llmir/Dialect/Tfm/Transforms/Passes.h.inc"
+} // namespace llmir::tfm
+
+using namespace mlir;
+using namespace llmir;
+using namespace llmir::tfm;
+
+namespace {
+
+constexpr StringLiteral kLayerAttr = "tfm.layer";
+
+/// Index of `axis` in the module's llmir.plan, or -1.
+int16_t planAxis(ModuleOp module, StringRef axis) {
+  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
+  auto axes = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
+  if (!axes)
+    return -1;
+  for (auto [i, a] : llvm::enumerate(axes))
+    if (cast<StringAttr>(a).getValue() == axis)
+      return static_cast<int16_t>(i);
+  return -1;
+}
+
+int64_t planAxisSize(ModuleOp module, StringRef axis) {
+  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
+  int16_t i = planAxis(module, axis);
+  if (!plan || i < 0)
+    return 1;
+  return plan.getAs<DenseI64ArrayAttr>("sizes")[i];
+}
+
+/// Moves the ops of every tfm.layer into the enclosing block, tagging them
+/// with the layer index, and replaces the layer results by the yielded values.
+void inlineLayers(func::FuncOp func) {
+  SmallVector<LayerOp> layers(func.getBody().front().getOps<LayerOp>());
+  for (LayerOp layer : layers) {
+    Block &body = layer.getBody().front();
+    auto yield = cast<YieldOp>(body.getTerminator());
+    IntegerAttr index = layer.getIndexAttr();
+    for (Operation &op : body.without_terminator())
+      op.walk([&](Operation *nested) { nested->setAttr(kLayerAttr, index); });
+    layer.replaceAllUsesWith(yield.getValues());
+    Block *parent = layer->getBlock();
+    parent->getOperations().splice(layer->getIterator(), body.getOperations(),
+                                   body.begin(), std::prev(body.end()));
+    layer.erase();
+  }
+}
+
+class Autodiff {
+public:
+  Autodiff(ModuleOp module, func::FuncOp func)
+      : module(module), func(func), b(func.getContext()) {}
+
+  LogicalResult run();
+
+private:
+  LogicalResult backward(Operation *op);
+
+  void accumulate(Value v, Value grad) {
+    if (!grad || !needsGrad.contains(v))
+      return;
+    auto [it, inserted] = grads.try_emplace(v, grad);
+    if (!inserted)
+      it->second = AddOp::create(b, loc, it->second, grad);
+  }
+
+  Value zeros(Value like) {
+    auto type = cast<RankedTensorType>(like.getType());
+    return arith::ConstantOp::create(
+        b, loc, type,
+        DenseElementsAttr::get(type, b.getFloatAttr(type.getElementType(), 0.0)));
+  }
+
+  Value reshape(Value v, ArrayRef<int64_t> shape) {
+    auto type = RankedTensorType::get(
+        shape, cast<RankedTensorType>(v.getType()).getElementType());
+    return ReshapeOp::create(b, loc, type, v);
+  }
+
+  ModuleOp module;
+  func::FuncOp func;
+  OpBuilder b;
+  Location loc = UnknownLoc::get(func.getContext());
+  DenseSet<Value> needsGrad;
+  DenseMap<Value, Value> grads;
+};
+
+LogicalResult Autodiff::backward(Operation *op) {
+  auto dOf = [&](Value v) { return grads.lookup(v); };
+  Value dy = op->getNumResults() == 1 ? dOf(op->getResult(0)) : Value();
+  bool any = llvm::any_of(op->getResults(),
+                          [&](Value r) { return static_cast<bool>(dOf(r)); });
+  if (!any)
+    return success();
+  loc = op->getLoc();
+
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](EmbeddingOp e) {
+        accumulate(e.getTable(),
+                   EmbeddingGradOp::create(b, loc, e.getTable().getType(),
+                                           e.getIds(), dy, e.getShardAxisAttr()));
+        return success();
+      })
+      .Case([&](LinearOp l) {
+        Value x = l.getInput(), w = l.getWeight();
+        bool inOut = l.getLayout() == WeightLayout::in_out;
+        if (needsGrad.contains(x))
+          accumulate(x, LinearOp::create(b, loc, x.getType(), dy, w, Value(),
+                                         inOut ? WeightLayout::out_in
+                                               : WeightLayout::in_out));
+        int64_t in = l.getInFeatures(), out = l.getOutFeatures();
+        int64_t tokens = l.getInput().getType().getNumElements() / in;
+        Value x2 = reshape(x, {tokens, in});
+        Value dy2 = reshape(dy, {tokens, out});
+        Value dw = inOut ? MatmulOp::create(b, loc, w.getType(), x2, dy2,
+                                            /*transpose_a=*/true, false)
+                         : MatmulOp::create(b, loc, w.getType(), dy2, x2,
+                                            /*transpose_a=*/true, false);
+        accumulate(w, dw);
+        if (Value bias = l.getBias())
+          accumulate(bias, SumRowsOp::create(b, loc, bias.getType(), dy));
+        return success();
+      })
+      .Case([&](LayerNormOp n) {
+        auto g = LayerNormGradOp::create(
+            b, loc,
+            TypeRange{n.getInput().getType(), n.getGamma().getType(),
+                      n.getGamma().getType()},
+            n.getInput(), n.getGamma(), dy, n.getEpsilonAttr());
+        accumulate(n.getInput(), g.getDinput());
+        accumulate(n.getGamma(), g.getDgamma());
+        if (n.getBeta())
+          accumulate(n.getBeta(), g.getDbeta());
+        return success();
+      })
+      .Case([&](RMSNormOp n) {
+        auto g = RMSNormGradOp::create(
+            b, loc, TypeRange{n.getInput().getType(), n.getGamma().getType()},
+            n.getInput(), n.getGamma(), dy, n.getEpsilonAttr());
+        accumulate(n.getInput(), g.getDinput());
+        accumulate(n.getGamma(), g.getDgamma());
+        return success();
+      })
+      .Case([&](GeluOp g) {
+        accumulate(g.getInput(), GeluGradOp::create(b, loc, g.getInput(), dy,
+                                                    g.getApproximate()));
+        return success();
+      })
+      .Case([&](SiluOp s) {
+        accumulate(s.getInput(), SiluGradOp::create(b, loc, s.getInput(), dy));
+        return success();
+      })
+      .Case([&](AddOp a) {
+        accumulate(a.getLhs(), dy);
+        accumulate(a.getRhs(), dy);
+        return success();
+      })
+      .Case([&](MulOp m) {
+        if (needsGrad.contains(m.getLhs()))
+          accumulate(m.getLhs(), MulOp::create(b, loc, dy, m.getRhs()));
+        if (needsGrad.contains(m.getRhs()))
+          accumulate(m.getRhs(), MulOp::create(b, loc, dy, m.getLhs()));
+        return success();
+      })
+      .Case([&](AttentionOp a) {
+        auto g = AttentionGradOp::create(
+            b, loc,
+            TypeRange{a.getQuery().getType(), a.getKey().getType(),
+                      a.getValue().getType()},
+            a.getQuery(), a.getKey(), a.getValue(), dy, a.getNumHeadsAttr(),
+            a.getNumKvHeadsAttr(), a.getCausalAttr(),
+            b.getF64FloatAttr(a.getEffectiveScale()));
+        accumulate(a.getQuery(), g.getDquery());
+        accumulate(a.getKey(), g.getDkey());
+        accumulate(a.getValue(), g.getDvalue());
+        return success();
+      })
+      .Case([&](RopeOp r) {
+        accumulate(r.getInput(),
+                   RopeGradOp::create(b, loc, dy, r.getNumHeadsAttr(),
+                                      r.getThetaAttr(), r.getOffsetAttr()));
+        return success();
+      })
+      .Case([&](CrossEntropyOp c) {
+        accumulate(c.getLogits(),
+                   CrossEntropyGradOp::create(b, loc, c.getLogits().getType(),
+                                              c.getLogits(), c.getLabels(), dy,
+                                              c.getReductionAttr()));
+        return success();
+      })
+      .Case([&](CrossEntropyFinalizeOp f) {
+        auto g = CrossEntropyFinalizeGradOp::create(
+            b, loc, TypeRange{f.getSumExp().getType(), f.getTarget().getType()},
+            f.getSumExp(), dy, f.getReductionAttr());
+        accumulate(f.getSumExp(), g.getDsumExp());
+        accumulate(f.getTarget(), g.getDtarget());
+        return success();
+      })
+      .Case([&](CrossEntropyPartialOp p) {
+        Value ds = dOf(p.getSumExp()), dt = dOf(p.getTarget());
+        if (!ds)
+          ds = zeros(p.getSumExp());
+        if (!dt)
+          dt = zeros(p.getTarget());
+        accumulate(p.getLogits(),
+                   CrossEntropyPartialGradOp::create(
+                       b, loc, p.getLogits().getType(), p.getLogits(),
+                       p.getLabels(), p.getMax(), ds, dt, p.getShardAxisAttr()));
+        return success();
+      })
+      .Case([&](ReduceMaxOp) { return success(); }) // a constant shift
+      .Case([&](BiasAddOp a) {
+        accumulate(a.getInput(), dy);
+        accumulate(a.getBias(), SumRowsOp::create(b, loc, a.getBias().getType(), dy));
+        return success();
+      })
+      .Case([&](ScaleOp s) {
+        accumulate(s.getInput(), ScaleOp::create(b, loc, dy, s.getFactorAttr()));
+        return success();
+      })
+      .Case([&](ReshapeOp r) {
+        accumulate(r.getInput(),
+                   ReshapeOp::create(b, loc, r.getInput().getType(), dy));
+        return success();
+      })
+      .Case([&](TransposeOp t) {
+        ArrayRef<int64_t> perm = t.getPermutation();
+        SmallVector<int64_t> inverse(perm.size());
+        for (auto [i, p] : llvm::enumerate(perm))
+          inverse[p] = i;
+        accumulate(t.getInput(),
+                   TransposeOp::create(b, loc, t.getInput().getType(), dy,
+                                       b.getDenseI64ArrayAttr(inverse)));
+        return success();
+      })
+      .Case([&](SplitOp s) {
+        SmallVector<Value> pieces;
+        for (Value r : s.getResults())
+          pieces.push_back(dOf(r) ? dOf(r) : zeros(r));
+        accumulate(s.getInput(), ConcatOp::create(b, loc, s.getInput().getType(),
+                                                  pieces, s.getAxisAttr()));
+        return success();
+      })
+      .Case([&](TpCopyOp c) -> LogicalResult {
+        int16_t axis = planAxis(module, c.getAxis());
+        if (axis < 0)
+          return c.emitOpError() << "names grid axis '" << c.getAxis()
+                                 << "', which the module's llmir.plan lacks";
+        accumulate(c.getInput(),
+                   shard::AllReduceOp::create(b, loc, dy.getType(), "grid",
+                                              ArrayRef<int16_t>{axis}, dy));
+        return success();
+      })
+      .Case([&](shard::AllReduceOp ar) -> LogicalResult {
+        if (ar.getReduction() == shard::ReductionKind::Max)
+          return success(); // only feeds the constant softmax shift
+        if (ar.getReduction() != shard::ReductionKind::Sum)
+          return ar.emitOpError() << "has no VJP for this reduction";
+        accumulate(ar.getInput(), dy); // every rank receives the whole grad
+        return success();
+      })
+      .Default([](Operation *op) {
+        return op->emitOpError() << "has no VJP (reverse-mode rule) yet";
+      });
+}
+
+LogicalResult Autodiff::run() {
+  Block &entry = func.getBody().front();
+  auto ret = cast<func::ReturnOp>(entry.getTerminator());
+  if (ret.getNumOperands() != 1 ||
+      cast<RankedTensorType>(ret.getOperand(0).getType()).getRank() != 0)
+    return func.emitOpError() << "tfm-build-train-step needs a model that "
+                                 "returns only the scalar loss (import without "
+                                 "--logits)";
+  inlineLayers(func);
+
+  // Values that depend on a parameter need gradients.
+  SmallVector<BlockArgument> params;
+  for (BlockArgument arg : entry.getArguments())
+    if (func.getArgAttr(arg.getArgNumber(), TfmDialect::kParamAttrName)) {
+      params.push_back(arg);
+      needsGrad.insert(arg);
+    }
+  SmallVector<Operation *> forward;
+  for (Operation &op : entry.without_terminator()) {
+    forward.push_back(&op);
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return needsGrad.contains(v); }))
+      for (Value r : op.getResults())
+        needsGrad.insert(r);
+  }
+
+  b.setInsertionPoint(ret);
+  Value loss = ret.getOperand(0);
+  auto lossType = cast<RankedTensorType>(loss.getType());
+  grads[loss] = arith::ConstantOp::create(
+      b, loss.getLoc(), lossType,
+      DenseElementsAttr::get(lossType,
+                             b.getFloatAttr(lossType.getElementType(), 1.0)));
+  for (Operation *op : llvm::reverse(forward)) {
+    auto layer = op->getAttrOfType<IntegerAttr>(kLayerAttr);
+    Block::iterator before = b.getInsertionPoint();
+    if (failed(backward(op)))
+      return failure();
+    // Tag the backward ops with the forward op's layer.
+    if (layer)
+      for (Operation &bop :
+           llvm::make_range(std::next(Block::iterator(before == entry.begin()
+                                                          ? before
+                                                          : std::prev(before))),
+                            b.getInsertionPoint()))
+        bop.setAttr(kLayerAttr, layer);
+  }
+
+  // Optimizer: data-parallel gradient all-reduce, then AdamW per parameter.
+  int16_t dpAxis = planAxis(module, "dp");
+  bool dataParallel = dpAxis >= 0 && planAxisSize(module, "dp") > 1;
+  for (BlockArgument param : params) {
+    Value grad = grads.lookup(param);
+    if (!grad)
+      continue; // unused by the loss
+    loc = param.getLoc();
+    if (dataParallel)
+      grad = shard::AllReduceOp::create(b, loc, grad.getType(), "grid",
+                                        ArrayRef<int16_t>{dpAxis}, grad);
+    // torch.optim.AdamW defaults used by the reference: betas (0.9, 0.95).
+    bool decay = cast<RankedTensorType>(param.getType()).getRank() >= 2;
+    AdamWUpdateOp::create(b, loc, param, grad,
+                          decay ? b.getUnitAttr() : UnitAttr(),
+                          b.getF64FloatAttr(0.9), b.getF64FloatAttr(0.95),
+                          b.getF64FloatAttr(1e-8));
+  }
+  func.setSymName("train_step");
+  return success();
+}
+
+struct TfmBuildTrainStepPass
+    : public tfm::impl::TfmBuildTrainStepBase<TfmBuildTrainStepPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> models;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (!func.isExternal())
+        models.push_back(func);
+    for (func::FuncOp func : models)
+      if (failed(Autodiff(module, func).run()))
+        return signalPassFailure();
+  }
+};
+
+} // namespace
