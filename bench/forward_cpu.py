@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both sides (default: all cores)")
     p.add_argument("--workdir", help="where the program, weights and tokens are cached (default: a temp dir)")
     p.add_argument("--bin-dir", default=str(REPO / "build" / "bin"), help="directory of llm-translate/llm-opt/llm-run")
+    p.add_argument("--openblas-coretype", metavar="NAME",
+                   help="OPENBLAS_CORETYPE for both sides (both use the system OpenBLAS), e.g. SKYLAKEX on an "
+                        "AVX-512 CPU that the installed OpenBLAS does not recognise (it then falls back to Haswell "
+                        "kernels; OPENBLAS_VERBOSE=2 prints the choice)")
     p.add_argument("--skip-pytorch", action="store_true", help="time llm-run only")
     return p
 
@@ -51,7 +55,10 @@ def _config_path(model: str) -> Path:
     return REPO / "examples" / "models" / f"{model}.json"
 
 
-def _thread_env(threads: int) -> Dict[str, str]:
+def _thread_env(threads: int, coretype: str = None) -> Dict[str, str]:
+    if coretype:
+        # Before torch (and its libopenblas) is imported in this process, too.
+        os.environ["OPENBLAS_CORETYPE"] = coretype
     env = dict(os.environ)
     env.update({
         "OMP_WAIT_POLICY": "PASSIVE",  # idle OpenMP threads must not spin while OpenBLAS works
@@ -138,7 +145,7 @@ def main(argv=None) -> int:
     cfg_path = _config_path(args.model)
     if not cfg_path.exists():
         sys.exit(f"error: no model config {cfg_path}")
-    env = _thread_env(args.threads)
+    env = _thread_env(args.threads, args.openblas_coretype)
     ours_ms: List[float] = []
     peer_ms: List[float] = []
     with tempfile.TemporaryDirectory(prefix="llmir-bench-") as tmp:
@@ -158,7 +165,8 @@ def main(argv=None) -> int:
 
     tokens_per_step = args.batch * args.seq
     ours = statistics.median(ours_ms)
-    print(f"threads {args.threads}; median step time of {len(ours_ms)} timed steps per side "
+    coretype = f", OPENBLAS_CORETYPE={args.openblas_coretype}" if args.openblas_coretype else ""
+    print(f"threads {args.threads}{coretype}; median step time of {len(ours_ms)} timed steps per side "
           f"({args.rounds} round(s) of {args.steps} steps, the first {args.warmup} of each left out)")
     ok = True
     if peer_ms:

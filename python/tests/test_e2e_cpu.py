@@ -40,12 +40,13 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
-def compile_model(cfg_path, out, *extra, plan=None):
+def compile_model(cfg_path, out, *extra, plan=None, train=False, batch=BATCH):
     """config.json -> .llmir, through the same three tools a user runs."""
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
-               "--batch", str(BATCH), "--seq", str(SEQ), *extra])
+               "--batch", str(batch), "--seq", str(SEQ), *extra])
     assert imp.returncode == 0, imp.stderr
-    passes = ([f"--llm-partition={plan}"] if plan else []) + ["--llm-lower-to-exec"]
+    passes = ([f"--llm-partition={plan}"] if plan else []) + \
+        (["--tfm-build-train-step"] if train else []) + ["--llm-lower-to-exec"]
     low = run([tool("llm-opt"), *passes], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = subprocess.run([tool("llm-translate"), "--export-program", "-o", str(out)],
@@ -236,3 +237,39 @@ def test_rank_count_must_match(gpt2_run):
                "--eval"], timeout=120)
     assert res.returncode != 0
     assert "partitioned for 1 ranks but 2 were launched" in res.stderr, res.stderr
+
+
+# --- training ----------------------------------------------------------------
+
+TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 6, 1e-3, 0.1
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+@pytest.mark.parametrize("dp,tp", [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_training_matches_reference(model, tmp_path, dp, tp):
+    """fwd + bwd + AdamW steps under every layout give the single-device
+    PyTorch loss curve (torch.optim.AdamW, betas (0.9, 0.95), weight decay on
+    rank >= 2 parameters)."""
+    name, cfg, weights, tokens = model
+    prog = compile_model(model_path(name), tmp_path / "t.llmir", plan=f"dp={dp} tp={tp}",
+                         train=True, batch=TRAIN_BATCH)
+    log = tmp_path / "log.jsonl"
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", str(TRAIN_STEPS), "--lr", str(LR), "--weight-decay", str(WD),
+               "--log-json", str(log), "--timeout", "60", "--quiet"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    params = reference.load_params(cfg, str(weights))
+    ref, _ = reference.train(cfg, params, np.load(tokens), TRAIN_STEPS, TRAIN_BATCH, SEQ,
+                             lr=LR, weight_decay=WD)
+    assert len(ours) == TRAIN_STEPS
+    for step, (a, b) in enumerate(zip(ours, ref)):
+        assert abs(a - b) <= RTOL * abs(b), (dp, tp, step, a, b)
+    assert ours[-1] != ours[0]  # the parameters did change
+
+
+def test_eval_flag_rejects_training_programs(gpt2_run, tmp_path):
+    _, _, _, weights, tokens = gpt2_run
+    prog = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", train=True)
+    assert_clean_error(llm_run(prog, weights, tokens), "is a training step")

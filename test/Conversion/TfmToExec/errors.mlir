@@ -17,7 +17,15 @@ func.func @softmax_axis(%x: tensor<2x8xf32> {tfm.input = "x"}) -> tensor<2x8xf32
 // -----
 
 func.func @foreign(%x: tensor<2x8xf32> {tfm.input = "x"}) -> tensor<2x8xf32> {
-  // expected-error @+1 {{cannot be lowered to exec: only tfm ops are supported in a model function}}
-  %c = arith.constant dense<1.0> : tensor<2x8xf32>
+  // expected-error @+1 {{cannot be lowered to exec: only tfm and shard ops are supported in a model function}}
+  %c = tensor.empty() : tensor<2x8xf32>
   return %c : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @not_splat(%x: tensor<2xf32> {tfm.input = "x"}) -> tensor<2xf32> {
+  // expected-error @+1 {{only float splat constants can be lowered to exec}}
+  %c = arith.constant dense<[1.0, 2.0]> : tensor<2xf32>
+  return %c : tensor<2xf32>
 }

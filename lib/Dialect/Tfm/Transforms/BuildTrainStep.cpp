@@ -320,17 +320,15 @@ LogicalResult Autodiff::run() {
                              b.getFloatAttr(lossType.getElementType(), 1.0)));
   for (Operation *op : llvm::reverse(forward)) {
     auto layer = op->getAttrOfType<IntegerAttr>(kLayerAttr);
-    Block::iterator before = b.getInsertionPoint();
+    // Backward ops go right before the return; remember where this op's start.
+    Operation *last = ret->getPrevNode();
     if (failed(backward(op)))
       return failure();
-    // Tag the backward ops with the forward op's layer.
-    if (layer)
-      for (Operation &bop :
-           llvm::make_range(std::next(Block::iterator(before == entry.begin()
-                                                          ? before
-                                                          : std::prev(before))),
-                            b.getInsertionPoint()))
-        bop.setAttr(kLayerAttr, layer);
+    if (!layer)
+      continue;
+    for (Operation *bop = last ? last->getNextNode() : &entry.front();
+         bop && bop != ret.getOperation(); bop = bop->getNextNode())
+      bop->setAttr(kLayerAttr, layer);
   }
 
   // Optimizer: data-parallel gradient all-reduce, then AdamW per parameter.
