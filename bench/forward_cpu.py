@@ -159,9 +159,11 @@ def main(argv=None) -> int:
             ours_ms += times[args.warmup:]
             print(f"round {r}: ours    step ms: {' '.join(f'{t:.0f}' for t in times)}")
             if peer:
-                times, peer_loss = peer.run()
-                peer_ms += times[args.warmup:]
-                print(f"round {r}: pytorch step ms: {' '.join(f'{t:.0f}' for t in times)}")
+                peer_times, peer_loss = peer.run()
+                peer_ms += peer_times[args.warmup:]
+                ratio = statistics.median(peer_times[args.warmup:]) / statistics.median(times[args.warmup:])
+                print(f"round {r}: pytorch step ms: {' '.join(f'{t:.0f}' for t in peer_times)}  "
+                      f"(this round's ratio {ratio:.2f})")
 
     tokens_per_step = args.batch * args.seq
     ours = statistics.median(ours_ms)

@@ -273,3 +273,33 @@ def test_eval_flag_rejects_training_programs(gpt2_run, tmp_path):
     _, _, _, weights, tokens = gpt2_run
     prog = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", train=True)
     assert_clean_error(llm_run(prog, weights, tokens), "is a training step")
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_padded_vocab_training(tmp_path):
+    """A vocab tp does not divide (257 over tp=2) is padded with zero rows;
+    the masked vocab-parallel cross-entropy still gives the reference curve."""
+    cfg_dict = json.load(open(model_path("gpt2-tiny")))
+    cfg_dict["vocab_size"] = 257
+    cfg_path = tmp_path / "gpt2-257.json"
+    cfg_path.write_text(json.dumps(cfg_dict))
+    cfg = config.load_config(str(cfg_path))
+    weights, tokens = tmp_path / "w.safetensors", tmp_path / "t.npy"
+    safetensors.save_file(random_weights(cfg, seed=7), str(weights))
+    # Make sure the last token (which lives in the padded rank's block) occurs.
+    data = random_tokens(cfg.vocab_size, 1000, seed=8)
+    data[::7] = cfg.vocab_size - 1
+    save_tokens(data, str(tokens))
+    prog = compile_model(str(cfg_path), tmp_path / "t.llmir", plan="dp=1 tp=2",
+                         train=True, batch=TRAIN_BATCH)
+    log = tmp_path / "log.jsonl"
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2",
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", "4", "--lr", str(LR), "--log-json", str(log), "--quiet"],
+              timeout=300)
+    assert res.returncode == 0, res.stderr
+    ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    ref, _ = reference.train(cfg, reference.load_params(cfg, str(weights)), data, 4,
+                             TRAIN_BATCH, SEQ, lr=LR)
+    for a, b in zip(ours, ref):
+        assert abs(a - b) <= RTOL * abs(b), (ours, ref)

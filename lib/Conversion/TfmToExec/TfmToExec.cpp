@@ -296,10 +296,13 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         return success();
       })
       .Case([&](CrossEntropyPartialOp p) {
+        SmallVector<NamedAttribute> attrs = {
+            b.getNamedAttr("shard_axis", p.getShardAxisAttr())};
+        if (Attribute vocab = p->getAttr("vocab_size"))
+          attrs.push_back(b.getNamedAttr("vocab_size", vocab));
         kernel("cross_entropy_partial",
                {in(p.getLogits()), in(p.getLabels()), in(p.getMax())},
-               {out(p.getSumExp()), out(p.getTarget())},
-               {b.getNamedAttr("shard_axis", p.getShardAxisAttr())});
+               {out(p.getSumExp()), out(p.getTarget())}, attrs);
         return success();
       })
       .Case([&](CrossEntropyFinalizeOp f) {
@@ -541,11 +544,14 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         return success();
       })
       .Case([&](CrossEntropyPartialGradOp g) {
+        SmallVector<NamedAttribute> attrs = {
+            b.getNamedAttr("shard_axis", g.getShardAxisAttr())};
+        if (Attribute vocab = g->getAttr("vocab_size"))
+          attrs.push_back(b.getNamedAttr("vocab_size", vocab));
         kernel("cross_entropy_partial_grad",
                {in(g.getLogits()), in(g.getLabels()), in(g.getMax()),
                 in(g.getDsumExp()), in(g.getDtarget())},
-               {out(g.getResult())},
-               {b.getNamedAttr("shard_axis", g.getShardAxisAttr())});
+               {out(g.getResult())}, attrs);
         return success();
       })
       .Case([&](CrossEntropyFinalizeGradOp g) {

@@ -42,7 +42,17 @@ struct Layout {
 struct ParamShard {
   int64_t dim = 0;
   int64_t parts = 1;
+  /// Vocab padding: dim `dim` is padded with zero rows to this size (a
+  /// multiple of tp) before splitting; 0 when no padding is needed.
+  int64_t paddedSize = 0;
 };
+
+/// Megatron-LM's rule: pad the vocabulary to a multiple of tp (here: the
+/// smallest), so any vocab size can be split; padded rows are zero and the
+/// cross-entropy masks their logits.
+int64_t paddedVocab(int64_t vocab, int64_t tp) {
+  return (vocab + tp - 1) / tp * tp;
+}
 
 RankedTensorType withShape(Value v, ArrayRef<int64_t> shape) {
   return RankedTensorType::get(shape,
@@ -129,6 +139,7 @@ private:
   DenseMap<Value, Layout> layouts;
   DenseMap<Value, ParamShard> paramShards;
   DenseMap<Value, Value> tpCopies; ///< replicated value -> its tfm.tp_copy
+  int64_t vocabSize = 0; ///< true vocab of a padded vocab-parallel LM head
   SmallVector<Operation *> lossOps;
 };
 
@@ -139,7 +150,7 @@ LogicalResult Partitioner::shardParam(Operation *user, Value param,
            << "expects its weight to be a model parameter (a function "
               "argument with 'tfm.param') to shard it over tp";
   ArrayRef<int64_t> shape = shapeOf(param);
-  int64_t size = shape[shard.dim];
+  int64_t size = shard.paddedSize ? shard.paddedSize : shape[shard.dim];
   if (size % (tp * shard.parts) != 0)
     return user->emitOpError()
            << "cannot split dim " << shard.dim << " (" << size
@@ -147,7 +158,8 @@ LogicalResult Partitioner::shardParam(Operation *user, Value param,
            << tp,
            failure();
   auto [it, inserted] = paramShards.try_emplace(param, shard);
-  if (!inserted && (it->second.dim != shard.dim || it->second.parts != shard.parts))
+  if (!inserted && (it->second.dim != shard.dim || it->second.parts != shard.parts ||
+                    it->second.paddedSize != shard.paddedSize))
     return user->emitOpError() << "uses a parameter already sharded on dim "
                                << it->second.dim << " (" << it->second.parts
                                << " parts) on dim " << shard.dim;
@@ -175,8 +187,21 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
         if (static_cast<int64_t>(split.getAxis()) == op.getResult().getType().getRank() - 1 &&
             llvm::all_equal(split.getResultTypes()))
           parts = split.getNumResults();
-    if (failed(shardParam(op, op.getWeight(), {inOut ? 1 : 0, parts})))
+    // The LM head (feeding the cross-entropy) is vocab-parallel: its vocab
+    // is padded to a multiple of tp when needed.
+    bool lmHead = op.getResult().hasOneUse() &&
+                  isa<CrossEntropyOp>(*op.getResult().getUsers().begin());
+    int64_t padded = lmHead && out % tp != 0 ? paddedVocab(out, tp) : 0;
+    if (padded && op.getBias())
+      return op.emitOpError() << "pads the vocab (" << out << ") to " << padded
+                              << " for tp=" << tp
+                              << ", which is not supported with a bias";
+    if (failed(shardParam(op, op.getWeight(), {inOut ? 1 : 0, parts, padded})))
       return failure();
+    if (padded) {
+      vocabSize = out;
+      out = padded;
+    }
     if (Value bias = op.getBias())
       if (failed(shardParam(op, bias, {0, parts})))
         return failure();
@@ -242,6 +267,8 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
     auto partial = CrossEntropyPartialOp::create(
         builder, loc, TypeRange{rows, rows}, logits, op.getLabels(), globalMax,
         builder.getStringAttr("tp"));
+    if (vocabSize) // padded vocab: mask the padding columns
+      partial->setAttr("vocab_size", builder.getI64IntegerAttr(vocabSize));
     Value sumExp = allReduce(partial, partial.getSumExp(), kTpAxis);
     Value target = allReduce(sumExp.getDefiningOp(), partial.getTarget(), kTpAxis);
     builder.setInsertionPointAfterValue(target);
@@ -311,7 +338,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
                                              TfmDialect::kInputAttrName);
         if (tp == 1 || !tokens)
           return success();
-        if (failed(shardParam(e, e.getTable(), {0, 1})))
+        int64_t vocab = shapeOf(e.getTable())[0];
+        if (failed(shardParam(e, e.getTable(),
+                              {0, 1, vocab % tp ? paddedVocab(vocab, tp) : 0})))
           return failure();
         e.setShardAxisAttr(builder.getStringAttr("tp"));
         allReduce(e, e.getResult(), kTpAxis);
@@ -469,15 +498,18 @@ LogicalResult Partitioner::run() {
   for (auto &[value, shard] : paramShards) {
     auto arg = cast<BlockArgument>(value);
     SmallVector<int64_t> global(shapeOf(arg)), local(global);
-    local[shard.dim] /= tp;
+    local[shard.dim] = (shard.paddedSize ? shard.paddedSize : local[shard.dim]) / tp;
     arg.setType(withShape(arg, local));
     unsigned i = arg.getArgNumber();
     func.setArgAttr(i, "llmir.global_shape", b.getDenseI64ArrayAttr(global));
-    func.setArgAttr(i, "llmir.shard",
-                    b.getDictionaryAttr(
-                        {b.getNamedAttr("axis", b.getStringAttr("tp")),
-                         b.getNamedAttr("dim", b.getI64IntegerAttr(shard.dim)),
-                         b.getNamedAttr("parts", b.getI64IntegerAttr(shard.parts))}));
+    SmallVector<NamedAttribute> attrs = {
+        b.getNamedAttr("axis", b.getStringAttr("tp")),
+        b.getNamedAttr("dim", b.getI64IntegerAttr(shard.dim)),
+        b.getNamedAttr("parts", b.getI64IntegerAttr(shard.parts))};
+    if (shard.paddedSize)
+      attrs.push_back(b.getNamedAttr("padded_size",
+                                     b.getI64IntegerAttr(shard.paddedSize)));
+    func.setArgAttr(i, "llmir.shard", b.getDictionaryAttr(attrs));
   }
   func.setFunctionType(b.getFunctionType(
       entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));

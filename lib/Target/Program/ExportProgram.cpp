@@ -282,23 +282,36 @@ ProgramWriter::param(exec::ParamOp p) {
     size_t axis = axisIt - axes.begin();
     int64_t dim = dimAttr.getInt(), parts = partsAttr.getInt();
     int64_t n = sizes[axis];
+    // A padded dim (vocab padding) is split at its padded size; the ranges
+    // are clipped to the real tensor and the runtime zero-fills the rest.
+    int64_t size = dim >= 0 && dim < static_cast<int64_t>(global.size())
+                       ? global[dim]
+                       : 0;
+    if (auto padded = shard.getAs<IntegerAttr>("padded_size"))
+      size = padded.getInt();
     if (dim < 0 || dim >= static_cast<int64_t>(global.size()) || parts < 1 ||
-        global[dim] % (parts * n) != 0)
+        size < global[dim] || (parts > 1 && size != global[dim]) ||
+        size % (parts * n) != 0)
       return p.emitOpError() << "cannot slice dim " << dim << " of "
                              << global.size() << "-d parameter '" << p.getName()
                              << "' into " << parts << " part(s) over " << n
                              << " ranks",
              failure();
-    int64_t block = global[dim] / parts, chunk = block / n;
+    int64_t block = size / parts, chunk = block / n;
     for (int64_t r = 0; r < world; ++r) {
       int64_t t = coordsOf(r)[axis];
       std::vector<flatbuffers::Offset<fbs::Segment>> segments;
       for (int64_t k = 0; k < parts; ++k) {
         std::vector<fbs::Range> ranges;
-        for (size_t d = 0; d < global.size(); ++d)
-          ranges.emplace_back(static_cast<int64_t>(d) == dim ? k * block + t * chunk : 0,
-                              static_cast<int64_t>(d) == dim ? k * block + (t + 1) * chunk
-                                                             : global[d]);
+        for (size_t d = 0; d < global.size(); ++d) {
+          if (static_cast<int64_t>(d) != dim) {
+            ranges.emplace_back(0, global[d]);
+            continue;
+          }
+          int64_t begin = std::min(k * block + t * chunk, global[d]);
+          int64_t end = std::min(k * block + (t + 1) * chunk, global[d]);
+          ranges.emplace_back(begin, end);
+        }
         segments.push_back(
             fbs::CreateSegment(fbb, fbb.CreateVectorOfStructs(ranges)));
       }

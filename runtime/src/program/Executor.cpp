@@ -173,6 +173,11 @@ Status Executor::loadParams(const SafeTensorsFile &weights) {
           data.insert(data.end(), pieces[s].begin() + o * widths[s],
                       pieces[s].begin() + (o + 1) * widths[s]);
     }
+    // Vocab padding: a rank's row block may extend past the real tensor; the
+    // missing rows are zero (one segment, split on dim 0).
+    if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
+        static_cast<int64_t>(data.size()) < b.buffer.numElements())
+      data.resize(static_cast<size_t>(b.buffer.numElements()), 0.0f);
     if (static_cast<int64_t>(data.size()) != b.buffer.numElements())
       return invalid("parameter '" + b.name + "': the rank's slice has " +
                      std::to_string(data.size()) + " elements but its buffer " +
@@ -455,8 +460,14 @@ Status Executor::executeKernel(const Instr &instr) {
     if (!axis.isOk() || !labels.isOk())
       return !axis.isOk() ? axis.status() : labels.status();
     int64_t first = axis->first * cols, vocab = cols * axis->second;
+    // With a padded vocab, columns at or past the real vocab are padding.
+    int64_t valid = std::clamp<int64_t>(
+        (instr.hasAttr("vocab_size") ? *instr.intAttr("vocab_size") : vocab) - first,
+        0, cols);
     const float *l = ptr<float>(logits), *m = ptr<float>(max);
     float *sumExp = ptr<float>(instr.outs[0]), *target = ptr<float>(instr.outs[1]);
+    if (instr.hasAttr("vocab_size"))
+      vocab = *instr.intAttr("vocab_size");
     for (int64_t r = 0; r < rows; ++r) {
       int64_t label = (*labels)[r];
       if (label < 0 || label >= vocab)
@@ -464,7 +475,7 @@ Status Executor::executeKernel(const Instr &instr) {
                        std::to_string(r) + " is outside [0, " +
                        std::to_string(vocab) + ")");
       double sum = 0;
-      for (int64_t c = 0; c < cols; ++c)
+      for (int64_t c = 0; c < valid; ++c)
         sum += std::exp(static_cast<double>(l[r * cols + c]) - m[r]);
       sumExp[r] = static_cast<float>(sum);
       target[r] = label >= first && label < first + cols
@@ -833,12 +844,16 @@ Status Executor::executeKernel(const Instr &instr) {
     if (!axis.isOk() || !labels.isOk())
       return !axis.isOk() ? axis.status() : labels.status();
     int64_t first = axis->first * cols;
+    int64_t valid = std::clamp<int64_t>(
+        (instr.hasAttr("vocab_size") ? *instr.intAttr("vocab_size")
+                                     : cols * axis->second) - first,
+        0, cols);
     const float *l = ptr<float>(logits), *m = ptr<float>(instr.ins[2]),
                 *ds = ptr<float>(instr.ins[3]), *dt = ptr<float>(instr.ins[4]);
     float *dl = ptr<float>(instr.outs[0]);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c)
-        dl[r * cols + c] = std::exp(l[r * cols + c] - m[r]) * ds[r];
+        dl[r * cols + c] = c < valid ? std::exp(l[r * cols + c] - m[r]) * ds[r] : 0.0f;
       int64_t label = (*labels)[r] - first;
       if (label >= 0 && label < cols)
         dl[r * cols + label] += dt[r];

@@ -223,10 +223,12 @@ LogicalResult Autodiff::backward(Operation *op) {
           ds = zeros(p.getSumExp());
         if (!dt)
           dt = zeros(p.getTarget());
-        accumulate(p.getLogits(),
-                   CrossEntropyPartialGradOp::create(
-                       b, loc, p.getLogits().getType(), p.getLogits(),
-                       p.getLabels(), p.getMax(), ds, dt, p.getShardAxisAttr()));
+        auto grad = CrossEntropyPartialGradOp::create(
+            b, loc, p.getLogits().getType(), p.getLogits(), p.getLabels(),
+            p.getMax(), ds, dt, p.getShardAxisAttr());
+        if (Attribute vocab = p->getAttr("vocab_size"))
+          grad->setAttr("vocab_size", vocab); // padded vocab columns
+        accumulate(p.getLogits(), grad);
         return success();
       })
       .Case([&](ReduceMaxOp) { return success(); }) // a constant shift
