@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, compile a GPT-2 from its
-# Hugging Face config, write random HF-layout weights and token data, and run
-# it with llm-run on CPU ranks, printing per-step progress.
+# The main job: install what is missing, build, compile GPT-2 124M from its
+# Hugging Face config into a data x tensor parallel (dp=2 tp=2) training step,
+# write random HF-layout weights and token data, and train it with llm-run on
+# 4 CPU ranks (MPI), printing per-step progress.
 #
 # Environment: MODEL (a config in examples/models, default gpt2-124m),
-# BATCH (default 4), SEQ (default 128), STEPS (default 5), WORK (output dir).
+# DP, TP (default 2, 2), BATCH (default 4), SEQ (default 128), STEPS (default 5),
+# LR (default 3e-4), WORK (output dir).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 llmir_install_packages
 llmir_build
@@ -14,6 +16,10 @@ MODEL="${MODEL:-gpt2-124m}"
 BATCH="${BATCH:-4}"
 SEQ="${SEQ:-128}"
 STEPS="${STEPS:-5}"
+DP="${DP:-2}"
+TP="${TP:-2}"
+LR="${LR:-3e-4}"
+RANKS=$((DP * TP))
 WORK="${WORK:-$LLMIR_BUILD_DIR/demo}"
 CONFIG="$LLMIR_ROOT/examples/models/$MODEL.json"
 mkdir -p "$WORK"
@@ -22,10 +28,10 @@ echo "== $MODEL: parameters and FLOPs per step (batch $BATCH x seq $SEQ)"
 llm-translate --import-hf-config "$CONFIG" --batch "$BATCH" --seq "$SEQ" -o "$WORK/model.mlir"
 llm-opt "$WORK/model.mlir" --tfm-model-stats -o /dev/null
 
-echo "== compile: tfm -> exec (static memory plan) -> $WORK/model.llmir"
-llm-opt "$WORK/model.mlir" --llm-lower-to-exec -o "$WORK/model.exec.mlir"
-grep -o 'arena_bytes = [0-9]*[^,]*, input_bytes = [0-9]*[^,]*, model = "[a-z]*", param_bytes = [0-9]*[^,]*, temp_peak_bytes = [0-9]*' \
-  "$WORK/model.exec.mlir" | head -1
+echo "== compile: partition dp=$DP tp=$TP -> autodiff + AdamW -> exec (memory plan per rank)"
+llm-opt "$WORK/model.mlir" --llm-partition="dp=$DP tp=$TP" --tfm-build-train-step \
+  --llm-lower-to-exec -o "$WORK/model.exec.mlir"
+grep -o 'arena_bytes = [0-9]*' "$WORK/model.exec.mlir" | head -1 | sed 's/^/   per-rank /'
 llm-translate --export-program "$WORK/model.exec.mlir" -o "$WORK/model.llmir"
 
 if [ ! -f "$WORK/weights.safetensors" ] || [ "$WORK/weights.safetensors" -ot "$CONFIG" ]; then
@@ -34,7 +40,10 @@ if [ ! -f "$WORK/weights.safetensors" ] || [ "$WORK/weights.safetensors" -ot "$C
     --tokens "$WORK/tokens.npy" --num-tokens 100000 --seed 0
 fi
 
-echo "== run on CPU ($STEPS steps, forward evaluation)"
-OMP_WAIT_POLICY=PASSIVE llm-run "$WORK/model.llmir" --weights "$WORK/weights.safetensors" \
-  --data "$WORK/tokens.npy" --steps "$STEPS" --eval --log-json "$WORK/log.jsonl"
+echo "== train on $RANKS CPU ranks ($STEPS steps, AdamW lr $LR)"
+threads=$(( $(nproc) / RANKS )); [ "$threads" -ge 1 ] || threads=1
+OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
+  mpirun --oversubscribe --allow-run-as-root -np "$RANKS" \
+  llm-run "$WORK/model.llmir" --weights "$WORK/weights.safetensors" \
+  --data "$WORK/tokens.npy" --steps "$STEPS" --lr "$LR" --log-json "$WORK/log.jsonl"
 echo "== per-step log: $WORK/log.jsonl"
