@@ -110,8 +110,10 @@ class _PyTorchPeer:
     """The reference model on the benchmark's weights, timed in this process."""
 
     def __init__(self, args, cfg_path: Path, weights: Path, tokens: Path):
-        # OMP_WAIT_POLICY is read when torch's OpenMP runtime starts: set before the import.
+        # Read when torch's OpenMP runtime and OpenBLAS start: set before the import. torch.set_num_threads
+        # does not reach OpenBLAS's own thread pool, which torch's GEMMs run on.
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
         sys.path.insert(0, str(REPO / "python"))
         import numpy as np
         import torch

@@ -303,3 +303,77 @@ def test_padded_vocab_training(tmp_path):
                              TRAIN_BATCH, SEQ, lr=LR)
     for a, b in zip(ours, ref):
         assert abs(a - b) <= RTOL * abs(b), (ours, ref)
+
+
+# --- checkpoints ---------------------------------------------------------------
+
+def train_run(prog, ranks, weights, tokens, steps, log, *extra):
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", str(steps), "--lr", str(LR), "--weight-decay", str(WD),
+               "--log-json", str(log), "--quiet", "--timeout", "60", *extra], timeout=300)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_checkpoint_resume_and_reshard(gpt2_run, tmp_path):
+    cfg, _, _, weights, tokens = gpt2_run
+    a = compile_model(model_path("gpt2-tiny"), tmp_path / "a.llmir", plan="dp=2 tp=2",
+                      train=True, batch=TRAIN_BATCH)
+    b = compile_model(model_path("gpt2-tiny"), tmp_path / "b.llmir", plan="dp=1 tp=2",
+                      train=True, batch=TRAIN_BATCH)
+    straight = train_run(a, 4, weights, tokens, 6, tmp_path / "s.jsonl")
+    ck = tmp_path / "ck"
+    first = train_run(a, 4, weights, tokens, 6, tmp_path / "f.jsonl",
+                      "--save-checkpoint", str(ck), "--save-every", "3")
+    assert first == straight
+    # The checkpoint holds step 6 now; make one at step 3 for the resume test.
+    train_run(a, 4, weights, tokens, 3, tmp_path / "g.jsonl", "--save-checkpoint", str(ck))
+
+    # Full global tensors with HF names, equal to PyTorch's after 3 AdamW steps.
+    from llmir import safetensors as st
+    saved = st.load_file(str(ck / "checkpoint.safetensors"))
+    meta = st.read_metadata(str(ck / "checkpoint.safetensors"))
+    assert meta["step"] == "3" and meta["format"] == "llmir-checkpoint-1"
+    _, ref_params = reference.train(cfg, reference.load_params(cfg, str(weights)),
+                                    np.load(tokens), 3, TRAIN_BATCH, SEQ, lr=LR,
+                                    weight_decay=WD)
+    # Relative error in norm: Adam divides by sqrt(v), so single elements with
+    # near-zero gradients amplify float rounding; whole tensors must agree.
+    worst = 0.0
+    for name, ref in ref_params.items():
+        ours = saved[name]
+        ref = ref.detach().numpy()
+        assert ours.shape == ref.shape, name
+        if name.endswith("attn.c_attn.bias"):
+            # The key bias adds q.b_k to every score of a row, which softmax
+            # ignores: its exact gradient is 0, so both runs step on rounding
+            # noise (Adam scales noise to +-lr). Compare the q and v parts.
+            h = cfg.hidden_size
+            ours = np.concatenate([ours[:h], ours[2 * h:]])
+            ref = np.concatenate([ref[:h], ref[2 * h:]])
+        err = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
+        worst = max(worst, err)
+        assert err <= 1e-4, (name, err)
+    assert "h.0.attn.c_attn.weight.exp_avg" in saved and "wte.weight.exp_avg_sq" in saved
+    print(f"checkpoint vs PyTorch after 3 steps: worst relative norm error {worst:.2e}")
+
+    # Same layout: bit-identical continuation. Another layout: within tolerance.
+    same = train_run(a, 4, weights, tokens, 6, tmp_path / "r1.jsonl", "--resume", str(ck))
+    assert same == straight[3:]
+    other = train_run(b, 2, weights, tokens, 6, tmp_path / "r2.jsonl", "--resume", str(ck))
+    for x, y in zip(other, straight[3:]):
+        assert abs(x - y) <= RTOL * abs(y)
+
+
+def test_resume_rejects_non_checkpoints(gpt2_run, tmp_path):
+    _, _, _, weights, tokens = gpt2_run
+    prog = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", train=True)
+    (tmp_path / "ck").mkdir()
+    shutil.copy(weights, tmp_path / "ck" / "checkpoint.safetensors")
+    assert_clean_error(run([tool("llm-run"), str(prog), "--weights", str(weights), "--data",
+                            str(tokens), "--resume", str(tmp_path / "ck")]),
+                       "is not an LLMIR checkpoint")
+    assert_clean_error(run([tool("llm-run"), str(prog), "--weights", str(weights), "--data",
+                            str(tokens), "--resume", str(tmp_path / "missing")]))

@@ -1,6 +1,7 @@
 // llm-run: loads an .llmir program, this rank's weight shards and the token
 // data, and runs steps, printing progress. Under mpirun each process is one
 // rank; the rank count must match the program's plan.
+#include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/MpiCommunicator.h"
@@ -39,6 +40,11 @@ options:
   --eval             forward-only evaluation (prints the loss of each window);
                      a program built with --tfm-build-train-step trains instead
   --log-json FILE    one JSON object per step (rank 0)
+  --save-checkpoint DIR  write DIR/checkpoint.safetensors (HF names, global
+                     tensors, AdamW state, next step) at the end of the run
+  --save-every K     ... and after every K-th step
+  --resume DIR       continue from DIR's checkpoint (any parallel layout);
+                     --steps is then the step to stop at, not a count
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
   --timeout SEC      collective timeout before a missing rank is reported (default 300)
@@ -48,6 +54,8 @@ options:
 
 struct Options {
   std::string program, weights, data, logJson, logitsOut, backend = "cpu";
+  std::string saveDir, resumeDir;
+  int64_t saveEvery = 0;
   int64_t steps = 1;
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
   bool eval = false, quiet = false;
@@ -83,6 +91,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--log-json") target = &o.logJson;
     else if (a == "--logits-out") target = &o.logitsOut;
     else if (a == "--backend") target = &o.backend;
+    else if (a == "--save-checkpoint") target = &o.saveDir;
+    else if (a == "--resume") target = &o.resumeDir;
     if (target) {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
@@ -90,7 +100,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       *target = *v;
       continue;
     }
-    if (a == "--steps" || a == "--timeout" || a == "--lr" || a == "--weight-decay") {
+    if (a == "--steps" || a == "--timeout" || a == "--lr" || a == "--weight-decay" ||
+        a == "--save-every") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
@@ -101,6 +112,11 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
           return Status::error(StatusCode::InvalidArgument,
                                "option --steps: expected a positive integer, found '" + *v + "'");
         o.steps = static_cast<int64_t>(d);
+      } else if (a == "--save-every") {
+        if (d < 1 || d != std::floor(d))
+          return Status::error(StatusCode::InvalidArgument,
+                               "option --save-every: expected a positive integer, found '" + *v + "'");
+        o.saveEvery = static_cast<int64_t>(d);
       } else if (a == "--lr") {
         o.lr = d;
       } else if (a == "--weight-decay") {
@@ -123,6 +139,9 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument, "--weights is required");
   if (o.data.empty())
     return Status::error(StatusCode::InvalidArgument, "--data is required");
+  if (o.saveEvery && o.saveDir.empty())
+    return Status::error(StatusCode::InvalidArgument,
+                         "--save-every needs --save-checkpoint DIR");
   if (o.backend != "cpu")
     return Status::error(StatusCode::Unimplemented,
                          "--backend " + o.backend +
@@ -223,6 +242,16 @@ int run(int argc, char **argv) {
     return fail(weights.status());
   if (Status st = ex.loadParams(*weights); !st.isOk())
     return fail(st);
+  int64_t firstStep = 0;
+  if (!opts.resumeDir.empty()) {
+    StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir);
+    if (!next.isOk())
+      return fail(next.status());
+    firstStep = *next;
+    if (rank == 0)
+      std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
+                << firstStep << "\n";
+  }
 
   StatusOr<NpyArray> data = readNpy(opts.data);
   if (!data.isOk())
@@ -258,7 +287,8 @@ int run(int argc, char **argv) {
   bool hasLoss = ex.findOutput("loss") != nullptr;
   std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
-  for (int64_t step = 0; step < opts.steps; ++step) {
+  int64_t lastStep = opts.steps; // with --resume: the step to stop at
+  for (int64_t step = firstStep; step < lastStep; ++step) {
     if (Status st = stepBatch(*tokens, step, batch, seq, dpIndex * rows, rows,
                               inputs, labels);
         !st.isOk())
@@ -274,6 +304,11 @@ int run(int argc, char **argv) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     totalSeconds += seconds;
+    bool save = !opts.saveDir.empty() &&
+                (step + 1 == lastStep || (opts.saveEvery && (step + 1) % opts.saveEvery == 0));
+    if (save)
+      if (Status st = saveCheckpoint(*program, ex, *comm, opts.saveDir, step + 1); !st.isOk())
+        return fail(st);
     if (rank != 0)
       continue;
     double loss = NAN;
@@ -291,9 +326,10 @@ int run(int argc, char **argv) {
       char line[256];
       std::snprintf(line, sizeof line,
                     "step %lld/%lld | loss %.6f | %.0f tokens/s | %.1f ms/step | ETA %s",
-                    (long long)(step + 1), (long long)opts.steps, loss, tokensPerS,
+                    (long long)(step + 1), (long long)lastStep, loss, tokensPerS,
                     seconds * 1e3,
-                    formatDuration(totalSeconds / (step + 1) * (opts.steps - step - 1)).c_str());
+                    formatDuration(totalSeconds / (step + 1 - firstStep) *
+                                   (lastStep - step - 1)).c_str());
       std::cerr << line << "\n";
     }
     if (log.is_open()) {

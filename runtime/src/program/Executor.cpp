@@ -120,72 +120,109 @@ Executor::create(const Program &program, int rank, Communicator *comm) {
   return exec;
 }
 
+Status Executor::loadTensor(const SafeTensorsFile &file,
+                            const std::string &tensorName, const ParamInfo &param,
+                            const BufferRef &buffer) {
+  StatusOr<TensorInfo> info = file.info(tensorName);
+  if (!info.isOk())
+    return Status::error(StatusCode::NotFound, "'" + file.path() +
+                                                   "' has no tensor '" +
+                                                   tensorName + "'");
+  if (info->shape != param.globalShape) {
+    std::string want, got;
+    for (int64_t d : param.globalShape)
+      want += std::to_string(d) + "x";
+    for (int64_t d : info->shape)
+      got += std::to_string(d) + "x";
+    return invalid("tensor '" + tensorName + "' in '" + file.path() +
+                   "' has shape " + got + " but the program expects " + want);
+  }
+  if (buffer.dtype != ScalarType::F32)
+    return Status::error(StatusCode::Unimplemented,
+                         "the CPU backend loads f32 tensors only ('" +
+                             tensorName + "')");
+  std::vector<float> data;
+  const ParamSlice *slice = param.sliceFor(rankInfo_->rank);
+  if (!slice) {
+    StatusOr<std::vector<float>> all = file.readF32(tensorName);
+    if (!all.isOk())
+      return all.status();
+    data = std::move(*all);
+  } else {
+    // Concatenate the segments along concatDim: read each, then interleave
+    // them row-block by row-block.
+    std::vector<std::vector<float>> pieces;
+    std::vector<int64_t> widths;
+    for (const Segment &seg : slice->segments) {
+      StatusOr<std::vector<float>> piece = file.readSliceF32(tensorName, seg);
+      if (!piece.isOk())
+        return piece.status();
+      pieces.push_back(std::move(*piece));
+      widths.push_back(segmentWidth(*slice, seg));
+    }
+    for (int64_t o = 0, outer = segmentOuter(*slice); o < outer; ++o)
+      for (size_t s = 0; s < pieces.size(); ++s)
+        data.insert(data.end(), pieces[s].begin() + o * widths[s],
+                    pieces[s].begin() + (o + 1) * widths[s]);
+  }
+  // Vocab padding: a rank's row block may extend past the real tensor; the
+  // missing rows are zero (one segment, split on dim 0).
+  if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
+      static_cast<int64_t>(data.size()) < buffer.numElements())
+    data.resize(static_cast<size_t>(buffer.numElements()), 0.0f);
+  if (static_cast<int64_t>(data.size()) != buffer.numElements())
+    return invalid("'" + tensorName + "': the rank's slice has " +
+                   std::to_string(data.size()) + " elements but its buffer " +
+                   buffer.str() + " needs " +
+                   std::to_string(buffer.numElements()));
+  std::memcpy(ptr<float>(buffer), data.data(), data.size() * sizeof(float));
+  return Status::ok();
+}
+
+const ParamInfo *Executor::ownerOf(const std::string &bindingName) const {
+  if (const ParamInfo *p = program_.findParam(bindingName))
+    return p;
+  for (const char *suffix : {".exp_avg_sq", ".exp_avg"}) {
+    std::string s(suffix);
+    if (bindingName.size() > s.size() &&
+        bindingName.compare(bindingName.size() - s.size(), s.size(), s) == 0)
+      return program_.findParam(bindingName.substr(0, bindingName.size() - s.size()));
+  }
+  return nullptr;
+}
+
 Status Executor::loadParams(const SafeTensorsFile &weights) {
   for (const Binding &b : stage_->params) {
     const ParamInfo *param = program_.findParam(b.name);
     if (!param)
       return invalid("parameter '" + b.name + "' is not in the parameter table");
-    StatusOr<TensorInfo> info = weights.info(b.name);
-    if (!info.isOk())
-      return Status::error(StatusCode::NotFound,
-                           "weights file '" + weights.path() +
-                               "' has no tensor '" + b.name + "'");
-    if (info->shape != param->globalShape) {
-      std::string want, got;
-      for (int64_t d : param->globalShape)
-        want += std::to_string(d) + "x";
-      for (int64_t d : info->shape)
-        got += std::to_string(d) + "x";
-      return invalid("tensor '" + b.name + "' in '" + weights.path() +
-                     "' has shape " + got + " but the program expects " + want);
-    }
-    if (b.buffer.dtype != ScalarType::F32)
-      return Status::error(StatusCode::Unimplemented,
-                           "the CPU backend loads f32 parameters only ('" +
-                               b.name + "')");
-    std::vector<float> data;
-    const ParamSlice *slice = param->sliceFor(rankInfo_->rank);
-    if (!slice) {
-      StatusOr<std::vector<float>> all = weights.readF32(b.name);
-      if (!all.isOk())
-        return all.status();
-      data = std::move(*all);
-    } else {
-      // Concatenate the segments along concatDim: read each, then interleave
-      // them row-block by row-block.
-      std::vector<std::vector<float>> pieces;
-      std::vector<int64_t> widths;
-      for (const Segment &seg : slice->segments) {
-        StatusOr<std::vector<float>> piece = weights.readSliceF32(b.name, seg);
-        if (!piece.isOk())
-          return piece.status();
-        pieces.push_back(std::move(*piece));
-        int64_t inner = 1;
-        for (size_t d = slice->concatDim; d < seg.size(); ++d)
-          inner *= seg[d].second - seg[d].first;
-        widths.push_back(inner);
-      }
-      int64_t outer = 1;
-      for (int d = 0; d < slice->concatDim; ++d)
-        outer *= slice->segments[0][d].second - slice->segments[0][d].first;
-      for (int64_t o = 0; o < outer; ++o)
-        for (size_t s = 0; s < pieces.size(); ++s)
-          data.insert(data.end(), pieces[s].begin() + o * widths[s],
-                      pieces[s].begin() + (o + 1) * widths[s]);
-    }
-    // Vocab padding: a rank's row block may extend past the real tensor; the
-    // missing rows are zero (one segment, split on dim 0).
-    if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
-        static_cast<int64_t>(data.size()) < b.buffer.numElements())
-      data.resize(static_cast<size_t>(b.buffer.numElements()), 0.0f);
-    if (static_cast<int64_t>(data.size()) != b.buffer.numElements())
-      return invalid("parameter '" + b.name + "': the rank's slice has " +
-                     std::to_string(data.size()) + " elements but its buffer " +
-                     b.buffer.str() + " needs " +
-                     std::to_string(b.buffer.numElements()));
-    std::memcpy(ptr<float>(b.buffer), data.data(), data.size() * sizeof(float));
+    LLMIR_RETURN_IF_ERROR(loadTensor(weights, b.name, *param, b.buffer));
   }
   return Status::ok();
+}
+
+Status Executor::loadStates(const SafeTensorsFile &file) {
+  for (const Binding &b : stage_->states) {
+    const ParamInfo *param = ownerOf(b.name);
+    if (!param)
+      return invalid("state '" + b.name + "' belongs to no parameter");
+    LLMIR_RETURN_IF_ERROR(loadTensor(file, b.name, *param, b.buffer));
+  }
+  return Status::ok();
+}
+
+int64_t segmentWidth(const ParamSlice &slice, const Segment &segment) {
+  int64_t inner = 1;
+  for (size_t d = slice.concatDim; d < segment.size(); ++d)
+    inner *= segment[d].second - segment[d].first;
+  return inner;
+}
+
+int64_t segmentOuter(const ParamSlice &slice) {
+  int64_t outer = 1;
+  for (int d = 0; d < slice.concatDim; ++d)
+    outer *= slice.segments[0][d].second - slice.segments[0][d].first;
+  return outer;
 }
 
 Status Executor::setInput(const std::string &name,

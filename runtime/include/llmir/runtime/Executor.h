@@ -31,6 +31,16 @@ public:
   /// (shapes and names checked against the parameter table).
   Status loadParams(const SafeTensorsFile &weights);
 
+  /// Reads the optimizer state (`<param>.exp_avg`, `<param>.exp_avg_sq`),
+  /// sliced like its parameter, from a checkpoint.
+  Status loadStates(const SafeTensorsFile &file);
+
+  /// The parameter a parameter or state binding belongs to.
+  const ParamInfo *ownerOf(const std::string &bindingName) const;
+
+  /// The arena bytes of `buffer` (this rank's shard of a resident tensor).
+  float *data(const BufferRef &buffer) { return ptr<float>(buffer); }
+
   /// Copies `values` (token ids) into the input buffer `name`, converting to
   /// the buffer's integer type; the count must match the buffer exactly.
   Status setInput(const std::string &name, const std::vector<int64_t> &values);
@@ -59,6 +69,10 @@ private:
   Executor(const Program &program, const StageProgram &stage,
            const RankInfo &rankInfo, Communicator *comm);
 
+  /// Loads this rank's slice of `tensorName` (shaped like `param`) into
+  /// `buffer`.
+  Status loadTensor(const SafeTensorsFile &file, const std::string &tensorName,
+                    const ParamInfo &param, const BufferRef &buffer);
   Status execute(const Instr &instr);
   Status executeKernel(const Instr &instr);
   Status executeGemm(const Instr &instr);
@@ -92,6 +106,11 @@ private:
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
 };
+
+/// Elements of one segment per outer index (dims from concatDim on), and the
+/// number of outer rows (dims before concatDim) of a rank's slice.
+int64_t segmentWidth(const ParamSlice &slice, const Segment &segment);
+int64_t segmentOuter(const ParamSlice &slice);
 
 } // namespace llmir::runtime
 

@@ -1,0 +1,28 @@
+// Checkpoints: one safetensors file with Hugging Face names holding the full
+// (global) parameters, the AdamW moments (`<name>.exp_avg`, `.exp_avg_sq`) and
+// the next step, so a run resumes in any parallel layout (resharding on load).
+#ifndef LLMIR_RUNTIME_CHECKPOINT_H
+#define LLMIR_RUNTIME_CHECKPOINT_H
+
+#include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Executor.h"
+
+#include <string>
+
+namespace llmir::runtime {
+
+/// `DIR/checkpoint.safetensors`.
+std::string checkpointFile(const std::string &dir);
+
+/// Gathers every rank's shards on rank 0, which writes the checkpoint
+/// atomically (temp file + rename). Collective over all ranks.
+Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
+                      const std::string &dir, int64_t nextStep);
+
+/// Loads this rank's slices of the parameters and optimizer state from the
+/// checkpoint in `dir`; returns the step to continue from.
+StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir);
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_CHECKPOINT_H

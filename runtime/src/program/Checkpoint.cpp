@@ -1,0 +1,173 @@
+// Checkpoint save (gather shards on rank 0, reassemble global tensors, write
+// atomically) and resume (read each rank's slice; any layout).
+#include "llmir/runtime/Checkpoint.h"
+
+#include "llmir/runtime/SafeTensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sys/stat.h>
+
+namespace llmir::runtime {
+namespace {
+
+constexpr const char *kFormat = "llmir-checkpoint-1";
+
+/// Copies a row-major block (the segment `ranges` of a tensor of `shape`)
+/// from `block` into `global`.
+void writeBlock(float *global, const std::vector<int64_t> &shape,
+                const Segment &ranges, const float *block) {
+  size_t rank = shape.size();
+  if (rank == 0) {
+    global[0] = block[0];
+    return;
+  }
+  std::vector<int64_t> strides(rank, 1);
+  for (size_t d = rank; d-- > 1;)
+    strides[d - 1] = strides[d] * shape[d];
+  int64_t rowLen = ranges[rank - 1].second - ranges[rank - 1].first;
+  std::vector<int64_t> index(rank - 1, 0);
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < rank; ++d)
+    rows *= ranges[d].second - ranges[d].first;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t offset = ranges[rank - 1].first;
+    for (size_t d = 0; d + 1 < rank; ++d)
+      offset += (ranges[d].first + index[d]) * strides[d];
+    std::memcpy(global + offset, block + r * rowLen, rowLen * sizeof(float));
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++index[d] < ranges[d].second - ranges[d].first)
+        break;
+      index[d] = 0;
+    }
+  }
+}
+
+/// Places a rank's local shard (segments interleaved along concatDim, maybe
+/// zero-padded) into the global tensor.
+void scatterShard(float *global, const ParamInfo &param, const ParamSlice &slice,
+                  const float *local) {
+  std::vector<int64_t> widths;
+  int64_t rowWidth = 0;
+  for (const Segment &seg : slice.segments) {
+    widths.push_back(segmentWidth(slice, seg));
+    rowWidth += widths.back();
+  }
+  int64_t outer = segmentOuter(slice);
+  int64_t offset = 0;
+  for (size_t s = 0; s < slice.segments.size(); ++s) {
+    std::vector<float> piece(static_cast<size_t>(outer * widths[s]));
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(piece.data() + o * widths[s], local + o * rowWidth + offset,
+                  widths[s] * sizeof(float));
+    writeBlock(global, param.globalShape, slice.segments[s], piece.data());
+    offset += widths[s];
+  }
+}
+
+bool sameSegments(const ParamSlice &a, const ParamSlice &b) {
+  return a.concatDim == b.concatDim && a.segments == b.segments;
+}
+
+} // namespace
+
+std::string checkpointFile(const std::string &dir) {
+  return dir + "/checkpoint.safetensors";
+}
+
+Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
+                      const std::string &dir, int64_t nextStep) {
+  const StageProgram &stage = exec.stage();
+  int me = comm.rank();
+  std::vector<std::vector<float>> globals;
+  std::vector<SafeTensorToWrite> tensors;
+  std::vector<const Binding *> bindings;
+  for (const Binding &b : stage.params)
+    bindings.push_back(&b);
+  for (const Binding &b : stage.states)
+    bindings.push_back(&b);
+  if (me == 0)
+    globals.reserve(bindings.size());
+  int tag = 0;
+  for (const Binding *b : bindings) {
+    const ParamInfo *param = exec.ownerOf(b->name);
+    if (!param)
+      return Status::error(StatusCode::Internal,
+                           "checkpoint: '" + b->name + "' has no parameter entry");
+    const float *local = exec.data(b->buffer);
+    int64_t n = b->buffer.numElements();
+    ++tag;
+    if (param->slices.empty()) { // replicated: rank 0's copy is the tensor
+      if (me == 0)
+        globals.emplace_back(local, local + n);
+    } else {
+      // One representative rank per distinct slice sends its shard to rank 0.
+      std::vector<int> senders;
+      for (const ParamSlice &s : param->slices) {
+        bool first = true;
+        for (int r : senders)
+          first &= !sameSegments(*param->sliceFor(r), s);
+        if (first)
+          senders.push_back(s.rank);
+      }
+      if (me == 0) {
+        int64_t total = 1;
+        for (int64_t d : param->globalShape)
+          total *= d;
+        std::vector<float> global(static_cast<size_t>(total), 0.0f);
+        std::vector<float> buffer(static_cast<size_t>(n));
+        for (int r : senders) {
+          const float *shard = local;
+          if (r != 0) {
+            LLMIR_RETURN_IF_ERROR(comm.recv(buffer.data(), n, r, tag));
+            shard = buffer.data();
+          }
+          scatterShard(global.data(), *param, *param->sliceFor(r), shard);
+        }
+        globals.push_back(std::move(global));
+      } else if (std::find(senders.begin(), senders.end(), me) != senders.end()) {
+        LLMIR_RETURN_IF_ERROR(comm.send(local, n, 0, tag));
+      }
+    }
+    if (me == 0)
+      tensors.push_back({b->name, param->globalShape, globals.back().data()});
+  }
+  if (me == 0) {
+    ::mkdir(dir.c_str(), 0755); // may exist; the write reports real failures
+    std::map<std::string, std::string> meta = {
+        {"format", kFormat},
+        {"step", std::to_string(nextStep)},
+        {"model_type", program.plan.modelType},
+        {"producer", program.producer}};
+    std::string plan;
+    for (size_t a = 0; a < program.plan.axes.size(); ++a)
+      plan += (a ? " " : "") + program.plan.axes[a] + "=" +
+              std::to_string(program.plan.sizes[a]);
+    meta["plan"] = plan;
+    LLMIR_RETURN_IF_ERROR(writeSafeTensors(checkpointFile(dir), tensors, meta));
+  }
+  return comm.barrier();
+}
+
+StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
+  StatusOr<SafeTensorsFile> file = SafeTensorsFile::open(checkpointFile(dir));
+  if (!file.isOk())
+    return file.status();
+  auto it = file->metadata().find("format");
+  if (it == file->metadata().end() || it->second != kFormat)
+    return Status::error(StatusCode::InvalidArgument,
+                         "'" + checkpointFile(dir) + "' is not an LLMIR checkpoint");
+  auto step = file->metadata().find("step");
+  char *end = nullptr;
+  long long next = step == file->metadata().end()
+                       ? -1
+                       : std::strtoll(step->second.c_str(), &end, 10);
+  if (next < 0 || !end || *end != '\0')
+    return Status::error(StatusCode::InvalidArgument,
+                         "'" + checkpointFile(dir) + "' has no valid step");
+  LLMIR_RETURN_IF_ERROR(exec.loadParams(*file));
+  LLMIR_RETURN_IF_ERROR(exec.loadStates(*file));
+  return static_cast<int64_t>(next);
+}
+
+} // namespace llmir::runtime
