@@ -5,9 +5,10 @@
 
 Compiles the model with llm-translate/llm-opt, writes random weights and tokens once (cached in --workdir), runs
 `llm-run --eval` and times `llmir.reference.loss` under torch.no_grad() on the same windows.  Both sides get
-OMP_WAIT_POLICY=PASSIVE and the same thread count (OpenBLAS + OpenMP for llm-run, torch.set_num_threads for PyTorch).
-Reports the median step time of the steps after the warm-up ones; checks that both sides' losses agree.
-Prints a table; never fails on time (STYLE.md "Benchmarks").
+OMP_WAIT_POLICY=PASSIVE and the same thread count (OMP_NUM_THREADS + OPENBLAS_NUM_THREADS for llm-run,
+torch.set_num_threads + OPENBLAS_NUM_THREADS for PyTorch).  Reports the median step time of the steps after the
+warm-up ones (pooled over --rounds, which alternate the sides); checks that both sides' losses agree (exit 1 if not).
+Prints a table; never fails on time (STYLE.md "Benchmarks").  See bench/README.md.
 """
 
 from __future__ import annotations

@@ -245,14 +245,15 @@ TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 6, 1e-3, 0.1
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
-@pytest.mark.parametrize("dp,tp", [(1, 1), (2, 1), (1, 2), (2, 2)])
-def test_training_matches_reference(model, tmp_path, dp, tp):
+@pytest.mark.parametrize("dp,tp,zero", [(1, 1, 0), (2, 1, 0), (1, 2, 0), (2, 2, 0),
+                                         (2, 1, 1), (2, 2, 1)])
+def test_training_matches_reference(model, tmp_path, dp, tp, zero):
     """fwd + bwd + AdamW steps under every layout give the single-device
     PyTorch loss curve (torch.optim.AdamW, betas (0.9, 0.95), weight decay on
     rank >= 2 parameters)."""
     name, cfg, weights, tokens = model
-    prog = compile_model(model_path(name), tmp_path / "t.llmir", plan=f"dp={dp} tp={tp}",
-                         train=True, batch=TRAIN_BATCH)
+    prog = compile_model(model_path(name), tmp_path / "t.llmir",
+                         plan=f"dp={dp} tp={tp} zero={zero}", train=True, batch=TRAIN_BATCH)
     log = tmp_path / "log.jsonl"
     res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
                tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
@@ -265,7 +266,7 @@ def test_training_matches_reference(model, tmp_path, dp, tp):
                              lr=LR, weight_decay=WD)
     assert len(ours) == TRAIN_STEPS
     for step, (a, b) in enumerate(zip(ours, ref)):
-        assert abs(a - b) <= RTOL * abs(b), (dp, tp, step, a, b)
+        assert abs(a - b) <= RTOL * abs(b), (dp, tp, zero, step, a, b)
     assert ours[-1] != ours[0]  # the parameters did change
 
 

@@ -88,18 +88,50 @@ private:
   }
 
   /// The plan's name of the single grid axis a collective runs over.
-  FailureOr<StringRef> axisName(shard::AllReduceOp op) {
-    ArrayRef<int16_t> axes = op.getGridAxes();
+  FailureOr<StringRef> axisName(Operation *op) {
+    ArrayRef<int16_t> axes = op->getAttrOfType<DenseI16ArrayAttr>("grid_axes")
+                                 ? op->getAttrOfType<DenseI16ArrayAttr>("grid_axes")
+                                       .asArrayRef()
+                                 : ArrayRef<int16_t>();
     auto module = op->getParentOfType<ModuleOp>();
     auto plan = module ? module->getAttrOfType<DictionaryAttr>("llmir.plan")
                        : DictionaryAttr();
     auto names = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
     if (axes.size() != 1 || !names || axes[0] < 0 ||
         axes[0] >= static_cast<int64_t>(names.size()))
-      return op.emitOpError() << "expected one grid axis named by the module's "
-                                 "llmir.plan (run --llm-partition)",
+      return op->emitOpError() << "expected one grid axis named by the module's "
+                                  "llmir.plan (run --llm-partition)",
              failure();
     return cast<StringAttr>(names[axes[0]]).getValue();
+  }
+
+  /// Size of the plan axis `axis` (ranks along it).
+  FailureOr<int64_t> axisSize(Operation *op, StringRef axis) {
+    auto module = op->getParentOfType<ModuleOp>();
+    auto plan = module ? module->getAttrOfType<DictionaryAttr>("llmir.plan")
+                       : DictionaryAttr();
+    auto names = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
+    auto sizes = plan ? plan.getAs<DenseI64ArrayAttr>("sizes") : DenseI64ArrayAttr();
+    if (names && sizes)
+      for (auto [i, a] : llvm::enumerate(names))
+        if (cast<StringAttr>(a).getValue() == axis && i < sizes.size())
+          return sizes[i];
+    return op->emitOpError() << "names grid axis '" << axis
+                             << "', which the module's llmir.plan lacks",
+           failure();
+  }
+
+  /// Emits `collective` on the communication stream, ordered after the
+  /// compute that produced its input and before the compute that reads its
+  /// output (events both ways).
+  template <typename BuildFn>
+  void onCommStream(OpBuilder &b, Location loc, BuildFn collective) {
+    int64_t ready = nextEvent++, done = nextEvent++;
+    exec::EventRecordOp::create(b, loc, ready, /*stream=*/0);
+    exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
+    collective();
+    exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
+    exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
   }
 
   func::FuncOp func;
@@ -112,6 +144,8 @@ private:
           arenaBytes = 0;
   /// The two AdamW moment buffers of each tfm.adamw_update.
   DenseMap<Operation *, SmallVector<unsigned, 2>> adamState;
+  /// The chunk staging buffer of each tfm.param_all_gather.
+  DenseMap<Operation *, unsigned> stagingBuffer;
 };
 
 int64_t sizeInBytes(RankedTensorType t) {
@@ -137,7 +171,8 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
         !isa<arith::ConstantOp>(op))
       return op.emitOpError() << "cannot be lowered to exec: only tfm and "
                                  "shard ops are supported in a model function";
-    if (isa<shard::ShardDialect>(op.getDialect()) && !isa<shard::AllReduceOp>(op))
+    if (isa<shard::ShardDialect>(op.getDialect()) &&
+        !isa<shard::AllReduceOp, shard::ReduceScatterOp>(op))
       return op.emitOpError() << "has no exec lowering yet";
     int64_t step = schedule.size();
     schedule.push_back(&op);
@@ -147,6 +182,23 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
         return op.emitOpError() << "operand is not produced by a lowered op";
       LogicalBuffer &lb = buffers[it->second];
       lb.lastUse = std::max(lb.lastUse, step);
+    }
+    if (auto gather = dyn_cast<ParamAllGatherOp>(op)) {
+      // A chunk-sized staging buffer for this rank's part of the parameter.
+      FailureOr<int64_t> size = axisSize(gather, gather.getAxis());
+      if (failed(size))
+        return failure();
+      auto type = gather.getParam().getType();
+      if (type.getNumElements() % *size != 0)
+        return gather.emitOpError() << "cannot split " << type.getNumElements()
+                                    << " elements over " << *size << " ranks";
+      LogicalBuffer lb;
+      lb.type = RankedTensorType::get({type.getNumElements() / *size},
+                                      type.getElementType());
+      lb.firstUse = lb.lastUse = step;
+      buffers.push_back(lb);
+      stagingBuffer[&op] = buffers.size() - 1;
+      continue;
     }
     if (isa<ReshapeOp, TpCopyOp>(op)) { // views: no copy
       bufferOf[op.getResult(0)] = bufferOf.lookup(op.getOperand(0));
@@ -163,7 +215,9 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
         LogicalBuffer lb;
         lb.kind = LogicalBuffer::Kind::State;
         lb.name = name + suffix.str();
-        lb.type = cast<RankedTensorType>(param.getType());
+        // ZeRO-1: the moments cover only this rank's chunk (the gradient).
+        lb.type = cast<RankedTensorType>(adam.getShardAxis() ? adam.getGrad().getType()
+                                                             : param.getType());
         lb.lastUse = kForever;
         buffers.push_back(lb);
         adamState[&op].push_back(buffers.size() - 1);
@@ -334,17 +388,40 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
           return ar.emitOpError() << "only sum and max all-reduces can be "
                                      "lowered to exec";
         }
-        // The collective runs on the communication stream, ordered after the
-        // compute that produced its buffer and before the compute that reads
-        // it. (Overlapping it with independent compute is a scheduling
-        // decision for later passes; this order is always correct.)
-        int64_t ready = nextEvent++, done = nextEvent++;
-        exec::EventRecordOp::create(b, loc, ready, /*stream=*/0);
-        exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
-        exec::AllReduceOp::create(b, loc, result, *axis, reduction,
-                                  /*stream=*/1);
-        exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
-        exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
+        // Overlapping collectives with independent compute is a scheduling
+        // decision for later passes; this order is always correct.
+        onCommStream(b, loc, [&] {
+          exec::AllReduceOp::create(b, loc, result, *axis, reduction,
+                                    /*stream=*/1);
+        });
+        return success();
+      })
+      .Case([&](shard::ReduceScatterOp rs) -> LogicalResult {
+        FailureOr<StringRef> axis = axisName(rs);
+        if (failed(axis))
+          return failure();
+        if (rs.getScatterAxis().getSExtValue() != 0 ||
+            rs.getInput().getType().getRank() != 1)
+          return rs.emitOpError() << "only reduce-scatters of 1-D tensors can "
+                                     "be lowered to exec yet";
+        Value input = in(rs.getInput()), result = out(rs.getResult());
+        onCommStream(b, loc, [&] {
+          exec::ReduceScatterOp::create(b, loc, input, result, *axis,
+                                        /*stream=*/1);
+        });
+        return success();
+      })
+      .Case([&](ParamAllGatherOp g) {
+        Value param = in(g.getParam());
+        auto type = cast<exec::BufferType>(param.getType());
+        Value flat = view(b, param, {type.getNumElements()});
+        Value chunk = buffers[stagingBuffer.lookup(g)].buffer;
+        kernel("copy_chunk", {flat}, {chunk},
+               {b.getNamedAttr("shard_axis", g.getAxisAttr())});
+        onCommStream(b, loc, [&] {
+          exec::AllGatherOp::create(b, loc, chunk, flat, g.getAxis(),
+                                    /*stream=*/1);
+        });
         return success();
       })
       .Case([&](PositionIdsOp p) {
@@ -563,13 +640,17 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
       })
       .Case([&](AdamWUpdateOp a) {
         SmallVector<unsigned, 2> state = adamState.lookup(a);
+        SmallVector<NamedAttribute> attrs = {
+            b.getNamedAttr("beta1", a.getBeta1Attr()),
+            b.getNamedAttr("beta2", a.getBeta2Attr()),
+            b.getNamedAttr("eps", a.getEpsAttr()),
+            b.getNamedAttr("decay", b.getBoolAttr(a.getDecay()))};
+        if (a.getShardAxisAttr())
+          attrs.push_back(b.getNamedAttr("shard_axis", a.getShardAxisAttr()));
         kernel("adamw", {in(a.getGrad())},
                {in(a.getParam()), buffers[state[0]].buffer,
                 buffers[state[1]].buffer},
-               {b.getNamedAttr("beta1", a.getBeta1Attr()),
-                b.getNamedAttr("beta2", a.getBeta2Attr()),
-                b.getNamedAttr("eps", a.getEpsAttr()),
-                b.getNamedAttr("decay", b.getBoolAttr(a.getDecay()))});
+               attrs);
         return success();
       })
       .Default([](Operation *op) {

@@ -89,13 +89,25 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
   if (me == 0)
     globals.reserve(bindings.size());
   int tag = 0;
-  for (const Binding *b : bindings) {
+  for (size_t i = 0; i < bindings.size(); ++i) {
+    const Binding *b = bindings[i];
+    bool isState = i >= stage.params.size();
     const ParamInfo *param = exec.ownerOf(b->name);
     if (!param)
       return Status::error(StatusCode::Internal,
                            "checkpoint: '" + b->name + "' has no parameter entry");
     const float *local = exec.data(b->buffer);
     int64_t n = b->buffer.numElements();
+    if (isState) {
+      // Optimizer state must be shaped like this rank's parameter shard.
+      for (const Binding &p : stage.params)
+        if (p.name == param->name && p.buffer.numElements() != n)
+          return Status::error(
+              StatusCode::Unimplemented,
+              "checkpoint: optimizer state '" + b->name +
+                  "' is sharded over dp (zero=1); saving ZeRO-1 state is "
+                  "not supported yet");
+    }
     ++tag;
     if (param->slices.empty()) { // replicated: rank 0's copy is the tensor
       if (me == 0)

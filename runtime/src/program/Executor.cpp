@@ -913,11 +913,40 @@ Status Executor::executeKernel(const Instr &instr) {
     }
     return Status::ok();
   }
+  if (k == "copy_chunk") {
+    // out = this rank's chunk [i * n, (i + 1) * n) of in (ZeRO-1 staging).
+    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+    if (!axis.isOk())
+      return axis.status();
+    int64_t n = instr.outs[0].numElements();
+    if (n * axis->second != instr.ins[0].numElements())
+      return invalid("copy_chunk: " + instr.ins[0].str() + " is not " +
+                     std::to_string(axis->second) + " chunks of " +
+                     instr.outs[0].str());
+    std::memcpy(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]) + axis->first * n,
+                n * sizeof(float));
+    return Status::ok();
+  }
   if (k == "adamw") {
     LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 3));
     const BufferRef &grad = instr.ins[0];
-    for (const BufferRef &b : instr.outs)
-      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, b));
+    // ZeRO-1: the gradient and the moments are this rank's chunk of the
+    // parameter; update only that chunk.
+    int64_t paramOffset = 0;
+    if (instr.hasAttr("shard_axis")) {
+      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+      if (!axis.isOk())
+        return axis.status();
+      if (grad.numElements() * axis->second != instr.outs[0].numElements())
+        return invalid("adamw: gradient chunk " + grad.str() + " is not 1/" +
+                       std::to_string(axis->second) + " of " + instr.outs[0].str());
+      paramOffset = axis->first * grad.numElements();
+    } else {
+      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, instr.outs[0]));
+    }
+    for (size_t i = 1; i < 3; ++i)
+      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, instr.outs[i]));
     StatusOr<double> beta1 = instr.floatAttr("beta1");
     StatusOr<double> beta2 = instr.floatAttr("beta2");
     StatusOr<double> eps = instr.floatAttr("eps");
@@ -926,7 +955,7 @@ Status Executor::executeKernel(const Instr &instr) {
                              &decay.status()})
       if (!st->isOk())
         return *st;
-    return adamwUpdate(ptr<float>(instr.outs[0]), ptr<float>(grad),
+    return adamwUpdate(ptr<float>(instr.outs[0]) + paramOffset, ptr<float>(grad),
                        ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]),
                        grad.numElements(), lr_, static_cast<float>(*beta1),
                        static_cast<float>(*beta2), static_cast<float>(*eps),

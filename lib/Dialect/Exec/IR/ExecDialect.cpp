@@ -132,6 +132,7 @@ const KernelSignature kKernels[] = {
     {"cross_entropy_partial_grad", 5, 5, 1, kShardAxis},
     {"cross_entropy_finalize_grad", 2, 2, 2, kReduction},
     {"adamw", 1, 1, 3, kAdamW},
+    {"copy_chunk", 1, 1, 1, kShardAxis},
 };
 } // namespace
 

@@ -601,7 +601,15 @@ LogicalResult CrossEntropyFinalizeGradOp::verify() {
 }
 
 LogicalResult AdamWUpdateOp::verify() {
-  return verifySameType(*this, getParam(), "param", getGrad(), "grad");
+  if (!getShardAxis())
+    return verifySameType(*this, getParam(), "param", getGrad(), "grad");
+  int64_t chunk = getGrad().getType().getNumElements();
+  int64_t total = getParam().getType().getNumElements();
+  if (getGrad().getType().getRank() != 1 || chunk == 0 || total % chunk != 0)
+    return emitOpError() << "expected a 1-D gradient chunk whose size divides the "
+                         << total << " parameter elements, found "
+                         << getGrad().getType();
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

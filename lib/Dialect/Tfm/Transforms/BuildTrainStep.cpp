@@ -333,23 +333,46 @@ LogicalResult Autodiff::run() {
       bop->setAttr(kLayerAttr, layer);
   }
 
-  // Optimizer: data-parallel gradient all-reduce, then AdamW per parameter.
+  // Optimizer. Without ZeRO: all-reduce each gradient over dp, then AdamW.
+  // ZeRO-1: reduce-scatter the flat gradient over dp, update this rank's
+  // chunk (moments only for the chunk), then all-gather the parameter.
   int16_t dpAxis = planAxis(module, "dp");
-  bool dataParallel = dpAxis >= 0 && planAxisSize(module, "dp") > 1;
+  int64_t dp = planAxisSize(module, "dp");
+  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
+  auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
+  bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
   for (BlockArgument param : params) {
     Value grad = grads.lookup(param);
     if (!grad)
       continue; // unused by the loss
     loc = param.getLoc();
-    if (dataParallel)
+    auto type = cast<RankedTensorType>(param.getType());
+    // torch.optim.AdamW as the reference uses it: betas (0.9, 0.95), eps 1e-8,
+    // weight decay on parameters of rank >= 2.
+    UnitAttr decay = type.getRank() >= 2 ? b.getUnitAttr() : UnitAttr();
+    StringAttr shardAxis;
+    if (zero) {
+      int64_t n = type.getNumElements();
+      if (n % dp != 0)
+        return func.emitOpError()
+               << "zero=1 needs every parameter's size to divide by dp=" << dp
+               << "; parameter #" << param.getArgNumber() << " has " << n
+               << " elements";
+      Value flat = reshape(grad, {n});
+      grad = shard::ReduceScatterOp::create(
+          b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
+          ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
+          /*scatter_axis=*/APInt(64, 0));
+      shardAxis = b.getStringAttr("dp");
+    } else if (dp > 1) {
       grad = shard::AllReduceOp::create(b, loc, grad.getType(), "grid",
                                         ArrayRef<int16_t>{dpAxis}, grad);
-    // torch.optim.AdamW defaults used by the reference: betas (0.9, 0.95).
-    bool decay = cast<RankedTensorType>(param.getType()).getRank() >= 2;
-    AdamWUpdateOp::create(b, loc, param, grad,
-                          decay ? b.getUnitAttr() : UnitAttr(),
-                          b.getF64FloatAttr(0.9), b.getF64FloatAttr(0.95),
-                          b.getF64FloatAttr(1e-8));
+    }
+    AdamWUpdateOp::create(b, loc, param, grad, decay, b.getF64FloatAttr(0.9),
+                          b.getF64FloatAttr(0.95), b.getF64FloatAttr(1e-8),
+                          shardAxis);
+    if (zero)
+      ParamAllGatherOp::create(b, loc, param, shardAxis);
   }
   func.setSymName("train_step");
   return success();

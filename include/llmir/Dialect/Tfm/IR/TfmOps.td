@@ -764,6 +764,10 @@ def Tfm_CrossEntropyFinalizeGradOp : Tfm_Op<"cross_entropy_finalize_grad", [Pure
 def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
   let summary = "one AdamW step on a parameter (in place)";
   let description = [{
+    With `shard_axis` (ZeRO-1), `grad` is this rank's flat chunk of the
+    reduce-scattered gradient and only the matching chunk of the parameter
+    (and chunk-sized moments) is updated; tfm.param_all_gather follows.
+
     Updates the parameter and its first/second moments (optimizer state the
     runtime keeps per parameter) exactly as torch.optim.AdamW: decoupled
     weight decay when `decay` is set (parameters of rank >= 2), then the
@@ -779,9 +783,25 @@ def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
                        UnitAttr:$decay,
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
                        DefaultValuedAttr<F64Attr, "0.95">:$beta2,
-                       DefaultValuedAttr<F64Attr, "1.0e-8">:$eps);
+                       DefaultValuedAttr<F64Attr, "1.0e-8">:$eps,
+                       OptionalAttr<StrAttr>:$shard_axis);
   let assemblyFormat = "$param `,` $grad attr-dict `:` type($param) `,` type($grad)";
   let hasVerifier = 1;
+}
+
+def Tfm_ParamAllGatherOp : Tfm_Op<"param_all_gather", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "reassemble a parameter from its per-rank chunks (ZeRO-1)";
+  let description = [{
+    After a sharded `tfm.adamw_update` (ZeRO-1: each rank of `axis` updated
+    its flat chunk `[i * n / size, (i + 1) * n / size)` of the parameter),
+    all-gathers the chunks so every rank holds the updated parameter.
+
+    ```mlir
+    tfm.param_all_gather %w {axis = "dp"} : tensor<64x192xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$param, StrAttr:$axis);
+  let assemblyFormat = "$param attr-dict `:` type($param)";
 }
 
 //===----------------------------------------------------------------------===//
