@@ -99,11 +99,13 @@ def reference_losses(cfg, weights, tokens, steps):
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
-@pytest.mark.parametrize("dp,tp", [(2, 1), (1, 2), (2, 2)])
-def test_partitioned_loss_matches_reference(model, tmp_path, dp, tp):
-    """Every data/tensor-parallel layout gives the single-device loss."""
+@pytest.mark.parametrize("dp,tp,sp", [(2, 1, False), (1, 2, False), (2, 2, False),
+                                      (1, 2, True), (2, 2, True)])
+def test_partitioned_loss_matches_reference(model, tmp_path, dp, tp, sp):
+    """Every data/tensor/sequence-parallel layout gives the single-device loss."""
     name, cfg, weights, tokens = model
-    prog = compile_model(model_path(name), tmp_path / "m.llmir", plan=f"dp={dp} tp={tp}")
+    prog = compile_model(model_path(name), tmp_path / "m.llmir",
+                         plan=f"dp={dp} tp={tp} sp={str(sp).lower()}")
     log = tmp_path / "log.jsonl"
     steps = 3
     res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
@@ -245,15 +247,18 @@ TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 6, 1e-3, 0.1
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
-@pytest.mark.parametrize("dp,tp,zero", [(1, 1, 0), (2, 1, 0), (1, 2, 0), (2, 2, 0),
-                                         (2, 1, 1), (2, 2, 1)])
-def test_training_matches_reference(model, tmp_path, dp, tp, zero):
+@pytest.mark.parametrize("dp,tp,zero,sp", [(1, 1, 0, False), (2, 1, 0, False),
+                                            (1, 2, 0, False), (2, 2, 0, False),
+                                            (2, 1, 1, False), (2, 2, 1, False),
+                                            (1, 2, 0, True), (2, 2, 1, True)])
+def test_training_matches_reference(model, tmp_path, dp, tp, zero, sp):
     """fwd + bwd + AdamW steps under every layout give the single-device
     PyTorch loss curve (torch.optim.AdamW, betas (0.9, 0.95), weight decay on
     rank >= 2 parameters)."""
     name, cfg, weights, tokens = model
     prog = compile_model(model_path(name), tmp_path / "t.llmir",
-                         plan=f"dp={dp} tp={tp} zero={zero}", train=True, batch=TRAIN_BATCH)
+                         plan=f"dp={dp} tp={tp} zero={zero} sp={str(sp).lower()}",
+                         train=True, batch=TRAIN_BATCH)
     log = tmp_path / "log.jsonl"
     res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
                tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
@@ -266,7 +271,7 @@ def test_training_matches_reference(model, tmp_path, dp, tp, zero):
                              lr=LR, weight_decay=WD)
     assert len(ours) == TRAIN_STEPS
     for step, (a, b) in enumerate(zip(ours, ref)):
-        assert abs(a - b) <= RTOL * abs(b), (dp, tp, zero, step, a, b)
+        assert abs(a - b) <= RTOL * abs(b), (dp, tp, zero, sp, step, a, b)
     assert ours[-1] != ours[0]  # the parameters did change
 
 

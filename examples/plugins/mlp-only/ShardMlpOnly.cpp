@@ -3,8 +3,9 @@
 // A user partitioning strategy, built against an installed LLMIR and loaded
 // into llm-opt as a pass plugin:
 //
-//   llm-opt m.mlir --load-pass-plugin=LLMIRShardMlpOnly.so \
+//   llm-opt m.mlir --load-pass-plugin=LLMIRShardMlpOnly.so
 //     --pass-pipeline='builtin.module(llmir-example-shard-mlp-only{tp=2})'
+//   (options: tp=<n> (default 2), explain=true prints each decision)
 //
 // The rule: split only the MLP blocks over tensor parallelism (Megatron-LM's
 // column-parallel fc1 / gate / up, row-parallel fc2 / down, one all-reduce per
@@ -137,7 +138,7 @@ private:
   int64_t tp;
   bool explain;
   OpBuilder builder;
-  DenseSet<Value> split;                ///< activations split over tp
+  DenseSet<Value> split;                     ///< activations split over tp
   llvm::MapVector<Value, int64_t> paramDims; ///< sharded param -> its dim
   DenseSet<Operation *> shardedLinears;
   DenseMap<Value, Value> tpCopies; ///< replicated input -> its tfm.tp_copy
@@ -157,27 +158,26 @@ LogicalResult MlpOnlyPartitioner::shardParam(Operation *user, Value param,
            << paramName(param) << "' over tp=" << tp;
   auto [it, inserted] = paramDims.try_emplace(param, dim);
   if (!inserted && it->second != dim)
-    return user->emitOpError() << "splits '" << paramName(param) << "' on dim "
-                               << dim << ", already split on dim "
-                               << it->second;
+    return user->emitOpError()
+           << "splits '" << paramName(param) << "' on dim " << dim
+           << ", already split on dim " << it->second;
   return success();
 }
 
 LogicalResult MlpOnlyPartitioner::rewriteLinear(LinearOp op) {
   StringRef name = paramName(op.getWeight());
+  // A weight that is not a named parameter is not an MLP weight: whole.
+  LinearClass unnamed{Role::Replicated, "other", WeightLayout::in_out};
   FailureOr<LinearClass> cls =
-      name.empty() ? FailureOr<LinearClass>(
-                         LinearClass{Role::Replicated, "other",
-                                     WeightLayout::in_out})
-                   : classify(op, name);
+      name.empty() ? FailureOr<LinearClass>(unnamed) : classify(op, name);
   if (failed(cls))
     return failure();
   bool inputSplit = split.contains(op.getInput());
   if (cls->role != Role::Replicated && op.getLayout() != cls->expectedLayout)
-    return op.emitOpError() << "has layout "
-                            << stringifyWeightLayout(op.getLayout())
-                            << " but '" << name << "' is stored as "
-                            << stringifyWeightLayout(cls->expectedLayout);
+    return op.emitOpError()
+           << "has layout " << stringifyWeightLayout(op.getLayout()) << " but '"
+           << name << "' is stored as "
+           << stringifyWeightLayout(cls->expectedLayout);
   bool inOut = op.getLayout() == WeightLayout::in_out;
 
   switch (cls->role) {
@@ -240,9 +240,9 @@ LogicalResult MlpOnlyPartitioner::rewriteLinear(LinearOp op) {
     partial.replaceAllUsesExcept(reduce.getResult(), reduce);
     if (bias) {
       builder.setInsertionPointAfter(reduce);
-      auto add = BiasAddOp::create(builder, op.getLoc(),
-                                   reduce.getResult().getType(),
-                                   reduce.getResult(), bias);
+      auto add =
+          BiasAddOp::create(builder, op.getLoc(), reduce.getResult().getType(),
+                            reduce.getResult(), bias);
       reduce.getResult().replaceAllUsesExcept(add.getResult(), add);
     }
     shardedLinears.insert(op);
@@ -336,9 +336,7 @@ struct ShardMlpOnlyPass
   ShardMlpOnlyPass() = default;
   ShardMlpOnlyPass(const ShardMlpOnlyPass &other) : PassWrapper(other) {}
 
-  StringRef getArgument() const final {
-    return "llmir-example-shard-mlp-only";
-  }
+  StringRef getArgument() const final { return "llmir-example-shard-mlp-only"; }
   StringRef getDescription() const final {
     return "Split only the MLP linears over tensor parallelism (an "
            "out-of-tree LLMIR partitioning strategy)";
@@ -376,7 +374,7 @@ struct ShardMlpOnlyPass
                            << "' is not supported (expected gpt2 or llama)";
         return signalPassFailure();
       }
-    for (auto func : llvm::make_early_inc_range(module.getOps<func::FuncOp>())) {
+    for (auto func : module.getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
       if (failed(MlpOnlyPartitioner(func, tp, explain).run()))

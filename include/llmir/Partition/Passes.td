@@ -28,8 +28,12 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Every impossible plan is a diagnostic naming the op, the dimension and
     the numbers. Parameters get `llmir.shard = {axis, dim, parts}` and
     `llmir.global_shape` so the runtime loads each rank's slice.
-    Sequence parallelism, ZeRO and pipeline options are parsed and validated
-    but not implemented yet (a diagnostic says so).
+    With `sp=true` (Megatron sequence parallelism) norms, residual adds and
+    embeddings run on a sequence block (dim 1 split over tp): an all-gather of
+    the sequence replaces `f` before column-parallel ops and a reduce-scatter
+    replaces the all-reduce after row-parallel ops. `zero=1` is recorded in the
+    plan for --tfm-build-train-step (ZeRO-1). Pipeline options are parsed and
+    validated but not implemented yet (a diagnostic says so).
   }];
   let options = [
     Option<"dp", "dp", "int64_t", "1", "Data-parallel degree">,

@@ -114,7 +114,8 @@ private:
     auto sizes = plan ? plan.getAs<DenseI64ArrayAttr>("sizes") : DenseI64ArrayAttr();
     if (names && sizes)
       for (auto [i, a] : llvm::enumerate(names))
-        if (cast<StringAttr>(a).getValue() == axis && i < sizes.size())
+        if (cast<StringAttr>(a).getValue() == axis &&
+            static_cast<int64_t>(i) < sizes.size())
           return sizes[i];
     return op->emitOpError() << "names grid axis '" << axis
                              << "', which the module's llmir.plan lacks",
@@ -172,8 +173,29 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       return op.emitOpError() << "cannot be lowered to exec: only tfm and "
                                  "shard ops are supported in a model function";
     if (isa<shard::ShardDialect>(op.getDialect()) &&
-        !isa<shard::AllReduceOp, shard::ReduceScatterOp>(op))
+        !isa<shard::AllReduceOp, shard::ReduceScatterOp, shard::AllGatherOp>(op))
       return op.emitOpError() << "has no exec lowering yet";
+    // Gathers/scatters along an inner dim stage through a rank-major buffer
+    // ([ranks, outer, block]) and a transpose.
+    if (isa<shard::AllGatherOp, shard::ReduceScatterOp>(op)) {
+      auto full = cast<RankedTensorType>(
+          isa<shard::AllGatherOp>(op) ? op.getResult(0).getType()
+                                      : op.getOperand(0).getType());
+      int64_t axis = isa<shard::AllGatherOp>(op)
+                         ? cast<shard::AllGatherOp>(op).getGatherAxis().getSExtValue()
+                         : cast<shard::ReduceScatterOp>(op).getScatterAxis().getSExtValue();
+      int64_t outer = 1;
+      for (int64_t d = 0; d < axis; ++d)
+        outer *= full.getShape()[d];
+      if (outer > 1) {
+        LogicalBuffer lb;
+        lb.type = RankedTensorType::get({full.getNumElements()},
+                                        full.getElementType());
+        lb.firstUse = lb.lastUse = static_cast<int64_t>(schedule.size());
+        buffers.push_back(lb);
+        stagingBuffer[&op] = buffers.size() - 1;
+      }
+    }
     int64_t step = schedule.size();
     schedule.push_back(&op);
     for (Value operand : op.getOperands()) {
@@ -400,15 +422,55 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         FailureOr<StringRef> axis = axisName(rs);
         if (failed(axis))
           return failure();
-        if (rs.getScatterAxis().getSExtValue() != 0 ||
-            rs.getInput().getType().getRank() != 1)
-          return rs.emitOpError() << "only reduce-scatters of 1-D tensors can "
-                                     "be lowered to exec yet";
         Value input = in(rs.getInput()), result = out(rs.getResult());
+        ArrayRef<int64_t> local = rs.getResult().getType().getShape();
+        int64_t d = rs.getScatterAxis().getSExtValue();
+        auto it = stagingBuffer.find(rs);
+        if (it != stagingBuffer.end()) {
+          // [outer, ranks, block] -> rank-major [ranks, outer, block].
+          int64_t outer = 1, block = 1;
+          for (int64_t i = 0; i < static_cast<int64_t>(local.size()); ++i)
+            (i < d ? outer : block) *= local[i];
+          int64_t ranks = rs.getInput().getType().getNumElements() / (outer * block);
+          Value staged = buffers[it->second].buffer;
+          kernel("transpose", {view(b, input, {outer, ranks, block})},
+                 {view(b, staged, {ranks, outer, block})},
+                 {b.getNamedAttr("permutation", b.getDenseI64ArrayAttr({1, 0, 2}))});
+          input = staged;
+        }
+        Value flatIn = view(b, input, {cast<exec::BufferType>(input.getType())
+                                           .getNumElements()});
+        Value flatOut = view(b, result, {rs.getResult().getType().getNumElements()});
         onCommStream(b, loc, [&] {
-          exec::ReduceScatterOp::create(b, loc, input, result, *axis,
+          exec::ReduceScatterOp::create(b, loc, flatIn, flatOut, *axis,
                                         /*stream=*/1);
         });
+        return success();
+      })
+      .Case([&](shard::AllGatherOp ag) -> LogicalResult {
+        FailureOr<StringRef> axis = axisName(ag);
+        if (failed(axis))
+          return failure();
+        Value input = in(ag.getInput()), result = out(ag.getResult());
+        ArrayRef<int64_t> local = ag.getInput().getType().getShape();
+        int64_t d = ag.getGatherAxis().getSExtValue();
+        auto it = stagingBuffer.find(ag);
+        Value target = it != stagingBuffer.end() ? buffers[it->second].buffer : result;
+        Value flatIn = view(b, input, {ag.getInput().getType().getNumElements()});
+        Value flatOut = view(b, target, {ag.getResult().getType().getNumElements()});
+        onCommStream(b, loc, [&] {
+          exec::AllGatherOp::create(b, loc, flatIn, flatOut, *axis, /*stream=*/1);
+        });
+        if (it != stagingBuffer.end()) {
+          // Rank-major [ranks, outer, block] -> [outer, ranks, block].
+          int64_t outer = 1, block = 1;
+          for (int64_t i = 0; i < static_cast<int64_t>(local.size()); ++i)
+            (i < d ? outer : block) *= local[i];
+          int64_t ranks = ag.getResult().getType().getNumElements() / (outer * block);
+          kernel("transpose", {view(b, target, {ranks, outer, block})},
+                 {view(b, result, {outer, ranks, block})},
+                 {b.getNamedAttr("permutation", b.getDenseI64ArrayAttr({1, 0, 2}))});
+        }
         return success();
       })
       .Case([&](ParamAllGatherOp g) {
@@ -425,8 +487,11 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         return success();
       })
       .Case([&](PositionIdsOp p) {
-        kernel("position_ids", {}, {out(p.getResult())},
-               {b.getNamedAttr("offset", p.getOffsetAttr())});
+        SmallVector<NamedAttribute> attrs = {
+            b.getNamedAttr("offset", p.getOffsetAttr())};
+        if (Attribute axis = p->getAttr("shard_axis")) // sequence parallel
+          attrs.push_back(b.getNamedAttr("shard_axis", axis));
+        kernel("position_ids", {}, {out(p.getResult())}, attrs);
         return success();
       })
       .Case([&](LinearOp l) {

@@ -35,7 +35,11 @@ constexpr int16_t kDpAxis = 0, kTpAxis = 1;
 struct Layout {
   bool sharded = false; ///< last dim split over tp
   int64_t parts = 1;    ///< the last dim is `parts` blocks, each split over tp
+  bool seqSplit = false; ///< sequence parallel: dim 1 split over tp
 };
+
+/// The sequence dimension of [batch, seq, ...] activations.
+constexpr int64_t kSeqDim = 1;
 
 /// How a parameter is sliced over tp: its dim `dim` is `parts` blocks, each
 /// split evenly; a rank holds its chunk of every block.
@@ -66,8 +70,8 @@ ArrayRef<int64_t> shapeOf(Value v) {
 class Partitioner {
 public:
   Partitioner(ModuleOp module, func::FuncOp func, int64_t dp, int64_t tp,
-              bool explain)
-      : module(module), func(func), dp(dp), tp(tp), explain(explain),
+              bool sp, bool explain)
+      : module(module), func(func), dp(dp), tp(tp), sp(sp), explain(explain),
         builder(func.getContext()) {}
 
   LogicalResult run();
@@ -131,10 +135,57 @@ private:
       llvm::outs() << "explain: " << nameOf(op) << ": " << decision << "\n";
   }
 
+  /// Sequence parallelism: `v` (split over tp, partial sums) reduce-scattered
+  /// along the sequence; every other use of `v` reads the result.
+  FailureOr<Value> reduceScatterSeq(Operation *after, Value v) {
+    SmallVector<int64_t> shape(shapeOf(v));
+    if (shape.size() < 2 || shape[kSeqDim] % tp != 0)
+      return after->emitOpError()
+             << "cannot split the sequence ("
+             << (shape.size() < 2 ? 0 : shape[kSeqDim]) << ") over tp=" << tp
+             << " for sequence parallelism",
+             failure();
+    shape[kSeqDim] /= tp;
+    builder.setInsertionPointAfter(after);
+    auto rs = shard::ReduceScatterOp::create(
+        builder, after->getLoc(), withShape(v, shape), kGridName,
+        ArrayRef<int16_t>{kTpAxis}, v, shard::ReductionKind::Sum,
+        APInt(64, kSeqDim));
+    v.replaceAllUsesExcept(rs.getResult(), rs);
+    layouts[rs.getResult()] = {false, 1, true};
+    return rs.getResult();
+  }
+
+  /// Sequence parallelism: the full sequence of a sequence-split `v`,
+  /// gathered once per value (before column-parallel ops).
+  Value allGatherSeq(Operation *before, Value v) {
+    auto [it, inserted] = seqGathers.try_emplace(v, Value());
+    if (!inserted)
+      return it->second;
+    SmallVector<int64_t> shape(shapeOf(v));
+    shape[kSeqDim] *= tp;
+    builder.setInsertionPoint(before);
+    auto ag = shard::AllGatherOp::create(builder, before->getLoc(),
+                                         withShape(v, shape), kGridName,
+                                         ArrayRef<int16_t>{kTpAxis}, v,
+                                         APInt(64, kSeqDim));
+    layouts[ag.getResult()] = {};
+    return it->second = ag.getResult();
+  }
+
+  /// A replicated parameter used on a sequence block only sees its block's
+  /// gradient: the train step sums it over tp (Megatron's SP param sync).
+  void markSequenceParallelGrad(Value v) {
+    if (isParam(v))
+      func.setArgAttr(cast<BlockArgument>(v).getArgNumber(), "llmir.grad_sum",
+                      builder.getStringAttr("tp"));
+  }
+
   ModuleOp module;
   func::FuncOp func;
   int64_t dp, tp;
-  bool explain;
+  bool sp, explain;
+  DenseMap<Value, Value> seqGathers; ///< sequence-split value -> its all-gather
   OpBuilder builder;
   DenseMap<Value, Layout> layouts;
   DenseMap<Value, ParamShard> paramShards;
@@ -205,16 +256,23 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
     if (Value bias = op.getBias())
       if (failed(shardParam(op, bias, {0, parts})))
         return failure();
-    // Megatron's `f`: the replicated input enters the tp region; its
-    // gradient is all-reduced over tp in the backward pass.
-    auto [it, inserted] = tpCopies.try_emplace(x, Value());
-    if (inserted) {
-      builder.setInsertionPoint(op);
-      it->second = TpCopyOp::create(builder, op.getLoc(), x,
-                                    builder.getStringAttr("tp"));
-      layouts[it->second] = {};
+    if (in.seqSplit) {
+      // Sequence parallelism: gather the sequence instead of Megatron's `f`
+      // (its backward is the matching reduce-scatter).
+      op.getInputMutable().assign(allGatherSeq(op, x));
+      resultShape[kSeqDim] *= tp;
+    } else {
+      // Megatron's `f`: the replicated input enters the tp region; its
+      // gradient is all-reduced over tp in the backward pass.
+      auto [it, inserted] = tpCopies.try_emplace(x, Value());
+      if (inserted) {
+        builder.setInsertionPoint(op);
+        it->second = TpCopyOp::create(builder, op.getLoc(), x,
+                                      builder.getStringAttr("tp"));
+        layouts[it->second] = {};
+      }
+      op.getInputMutable().assign(it->second);
     }
-    op.getInputMutable().assign(it->second);
     resultShape.push_back(out / tp);
     op.getResult().setType(withShape(op.getResult(), resultShape));
     layouts[op.getResult()] = {true, parts};
@@ -236,16 +294,28 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
   op.getResult().setType(withShape(op.getResult(), resultShape));
   Value bias = op.getBias();
   op.getBiasMutable().clear();
-  Value reduced = allReduce(op, op.getResult(), kTpAxis);
+  Value reduced;
+  if (sp) {
+    FailureOr<Value> scattered = reduceScatterSeq(op, op.getResult());
+    if (failed(scattered))
+      return failure();
+    reduced = *scattered;
+  } else {
+    reduced = allReduce(op, op.getResult(), kTpAxis);
+  }
   if (bias) {
     builder.setInsertionPointAfterValue(reduced);
     auto add = BiasAddOp::create(builder, op.getLoc(), reduced.getType(),
                                  reduced, bias);
     reduced.replaceAllUsesExcept(add.getResult(), add);
+    layouts[add.getResult()] = layouts.lookup(reduced);
+    if (sp)
+      markSequenceParallelGrad(bias);
   }
   note(op, "row-parallel (weight split on its " + Twine(op.getInFeatures()) +
-               " input features over tp=" + Twine(tp) +
-               "), then all-reduce over tp" + (bias ? " and the bias" : ""));
+               " input features over tp=" + Twine(tp) + "), then " +
+               (sp ? "reduce-scatter over the sequence" : "all-reduce over tp") +
+               (bias ? " and the bias" : ""));
   return success();
 }
 
@@ -333,6 +403,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         SmallVector<int64_t> shape(shapeOf(e.getIds()));
         shape.push_back(shapeOf(e.getTable())[1]);
         e.getResult().setType(withShape(e.getResult(), shape));
+        layouts[e.getResult()] = {false, 1, layouts.lookup(e.getIds()).seqSplit};
+        if (layouts.lookup(e.getIds()).seqSplit)
+          markSequenceParallelGrad(e.getTable());
         auto ids = dyn_cast<BlockArgument>(e.getIds());
         bool tokens = ids && func.getArgAttr(ids.getArgNumber(),
                                              TfmDialect::kInputAttrName);
@@ -343,16 +416,35 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
                               {0, 1, vocab % tp ? paddedVocab(vocab, tp) : 0})))
           return failure();
         e.setShardAxisAttr(builder.getStringAttr("tp"));
-        allReduce(e, e.getResult(), kTpAxis);
+        if (sp) {
+          if (failed(reduceScatterSeq(e, e.getResult())))
+            return failure();
+        } else {
+          allReduce(e, e.getResult(), kTpAxis);
+        }
         note(e, "vocab-parallel embedding (table rows split over tp=" +
-                    Twine(tp) + ", masked lookup, all-reduce)");
+                    Twine(tp) + ", masked lookup, " +
+                    (sp ? "reduce-scatter over the sequence)" : "all-reduce)"));
         return success();
       })
       .Case([&](PositionIdsOp p) -> LogicalResult {
         auto type = batchSplit(p, p.getResult(), shapeOf(p.getResult()));
         if (failed(type))
           return failure();
-        p.getResult().setType(*type);
+        if (!sp) {
+          p.getResult().setType(*type);
+          return success();
+        }
+        // Sequence parallel: this rank's positions start at its block.
+        SmallVector<int64_t> shape(type->getShape());
+        if (shape[kSeqDim] % tp != 0)
+          return p.emitOpError() << "cannot split the sequence ("
+                                 << shape[kSeqDim] << ") over tp=" << tp
+                                 << " for sequence parallelism";
+        shape[kSeqDim] /= tp;
+        p.getResult().setType(withShape(p.getResult(), shape));
+        p->setAttr("shard_axis", builder.getStringAttr("tp"));
+        layouts[p.getResult()] = {false, 1, true};
         return success();
       })
       .Case([&](LinearOp l) { return partitionLinear(l); })
@@ -413,6 +505,8 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
       .Case<AddOp, MulOp>([&](Operation *b) -> LogicalResult {
         if (layouts.lookup(b->getOperand(0)).sharded !=
                 layouts.lookup(b->getOperand(1)).sharded ||
+            layouts.lookup(b->getOperand(0)).seqSplit !=
+                layouts.lookup(b->getOperand(1)).seqSplit ||
             b->getOperand(0).getType() != b->getOperand(1).getType())
           return b->emitOpError()
                  << "combines operands with different tp layouts";
@@ -423,13 +517,19 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         if (failed(requireReplicated(n->getOperand(0), "input")))
           return failure();
         sameAs(n->getResult(0), n->getOperand(0));
+        if (layouts.lookup(n->getOperand(0)).seqSplit)
+          for (Value weight : n->getOperands().drop_front())
+            markSequenceParallelGrad(weight);
         return success();
       })
       .Case([&](CrossEntropyOp c) { return partitionCrossEntropy(c); })
       .Case<ReshapeOp, MatmulOp, TransposeOp>([&](Operation *o) -> LogicalResult {
-        for (Value v : o->getOperands())
+        for (Value v : o->getOperands()) {
           if (failed(requireReplicated(v, "operand")))
             return failure();
+          if (layouts.lookup(v).seqSplit)
+            return o->emitOpError() << "cannot take a sequence-parallel tensor";
+        }
         if (auto t = dyn_cast<TransposeOp>(o);
             t && dp > 1 && t.getPermutation()[0] != 0)
           return t.emitOpError() << "moves the batch dimension, which cannot "
@@ -451,7 +551,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
       })
       .Case([&](func::ReturnOp r) -> LogicalResult {
         for (Value v : r.getOperands())
-          if (layouts.lookup(v).sharded)
+          if (layouts.lookup(v).sharded || layouts.lookup(v).seqSplit)
             return r.emitOpError()
                    << "returns a tensor split over tp (e.g. logits); gathering "
                       "returned tensors is not supported yet, return the loss";
@@ -545,10 +645,6 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
       return module.emitError()
              << "--llm-partition: sp=true needs tp > 1 (it splits the "
                 "sequence over the tensor-parallel group)";
-    if (sp)
-      return module.emitError()
-             << "--llm-partition: sequence parallelism (sp=true) is not "
-                "implemented yet";
     if (pp > 1 || vpp > 1 || microbatches > 1)
       return module.emitError()
              << "--llm-partition: pipeline parallelism (pp=" << int64_t(pp)
@@ -571,7 +667,7 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
       if (!func.isExternal())
         models.push_back(func);
     for (func::FuncOp func : models) {
-      Partitioner partitioner(module, func, dp, tp, explain);
+      Partitioner partitioner(module, func, dp, tp, sp, explain);
       if (failed(partitioner.run()))
         return signalPassFailure();
     }

@@ -544,9 +544,16 @@ Status Executor::executeKernel(const Instr &instr) {
     if (!offset.isOk())
       return offset.status();
     auto [rows, cols] = rowsCols(out);
+    int64_t first = *offset;
+    if (instr.hasAttr("shard_axis")) { // sequence parallel: this rank's block
+      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
+      if (!axis.isOk())
+        return axis.status();
+      first += axis->first * cols;
+    }
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t s = 0; s < cols; ++s) {
-        int64_t v = *offset + s;
+        int64_t v = first + s;
         if (out.dtype == ScalarType::I64)
           ptr<int64_t>(out)[r * cols + s] = v;
         else

@@ -274,6 +274,22 @@ LogicalResult Autodiff::backward(Operation *op) {
                                               ArrayRef<int16_t>{axis}, dy));
         return success();
       })
+      .Case([&](shard::AllGatherOp ag) {
+        // Sequence parallelism: the dual of a gather is a reduce-scatter.
+        accumulate(ag.getInput(),
+                   shard::ReduceScatterOp::create(
+                       b, loc, ag.getInput().getType(), "grid",
+                       ag.getGridAxes(), dy, shard::ReductionKind::Sum,
+                       ag.getGatherAxis()));
+        return success();
+      })
+      .Case([&](shard::ReduceScatterOp rs) {
+        accumulate(rs.getInput(),
+                   shard::AllGatherOp::create(b, loc, rs.getInput().getType(),
+                                              "grid", rs.getGridAxes(), dy,
+                                              rs.getScatterAxis()));
+        return success();
+      })
       .Case([&](shard::AllReduceOp ar) -> LogicalResult {
         if (ar.getReduction() == shard::ReductionKind::Max)
           return success(); // only feeds the constant softmax shift
@@ -347,6 +363,18 @@ LogicalResult Autodiff::run() {
       continue; // unused by the loss
     loc = param.getLoc();
     auto type = cast<RankedTensorType>(param.getType());
+    // Sequence parallelism: replicated parameters used on a sequence block
+    // hold partial gradients; sum them over that axis first.
+    if (auto axis = func.getArgAttrOfType<StringAttr>(param.getArgNumber(),
+                                                      "llmir.grad_sum")) {
+      int16_t index = planAxis(module, axis.getValue());
+      if (index < 0)
+        return func.emitOpError() << "parameter #" << param.getArgNumber()
+                                  << " sums its gradient over unknown axis '"
+                                  << axis.getValue() << "'";
+      grad = shard::AllReduceOp::create(b, loc, grad.getType(), "grid",
+                                        ArrayRef<int16_t>{index}, grad);
+    }
     // torch.optim.AdamW as the reference uses it: betas (0.9, 0.95), eps 1e-8,
     // weight decay on parameters of rank >= 2.
     UnitAttr decay = type.getRank() >= 2 ? b.getUnitAttr() : UnitAttr();
