@@ -383,3 +383,20 @@ def test_resume_rejects_non_checkpoints(gpt2_run, tmp_path):
                        "is not an LLMIR checkpoint")
     assert_clean_error(run([tool("llm-run"), str(prog), "--weights", str(weights), "--data",
                             str(tokens), "--resume", str(tmp_path / "missing")]))
+
+
+def test_non_finite_values_stop_the_run(gpt2_run, tmp_path):
+    cfg, params, prog, _, tokens = gpt2_run
+    bad = dict(params)
+    w = bad["h.1.mlp.c_fc.weight"].copy()
+    w[3, 5] = np.inf
+    bad["h.1.mlp.c_fc.weight"] = w
+    path = tmp_path / "inf.safetensors"
+    safetensors.save_file(bad, str(path))
+    # Training: the gradient check names the parameter and the step.
+    train = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", train=True)
+    res = run([tool("llm-run"), str(train), "--weights", str(path), "--data", str(tokens)])
+    assert_clean_error(res, "non-finite gradient of parameter", "step 0")
+    # Evaluation with --check-numerics: the first op producing Inf/NaN is named.
+    res = llm_run(prog, path, tokens, "--check-numerics")
+    assert_clean_error(res, "op 'gemm'", "produced a non-finite value")

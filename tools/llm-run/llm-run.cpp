@@ -48,6 +48,8 @@ options:
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
   --timeout SEC      collective timeout before a missing rank is reported (default 300)
+  --check-numerics   stop at the first kernel that produces NaN/Inf, naming it
+                     (gradients are always checked before the AdamW update)
   --quiet            no per-step progress line
   --help             this text
 )";
@@ -58,7 +60,7 @@ struct Options {
   int64_t saveEvery = 0;
   int64_t steps = 1;
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
-  bool eval = false, quiet = false;
+  bool eval = false, quiet = false, checkNumerics = false;
 };
 
 Status parseArgs(int argc, char **argv, Options &o, bool &help) {
@@ -85,6 +87,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     }
     if (a == "--eval") { o.eval = true; continue; }
     if (a == "--quiet") { o.quiet = true; continue; }
+    if (a == "--check-numerics") { o.checkNumerics = true; continue; }
     std::string *target = nullptr;
     if (a == "--weights") target = &o.weights;
     else if (a == "--data") target = &o.data;
@@ -236,6 +239,7 @@ int run(int argc, char **argv) {
                                   "parameters); compile without "
                                   "--tfm-build-train-step to evaluate"));
   ex.setOptimizer(static_cast<float>(opts.lr), static_cast<float>(opts.weightDecay));
+  ex.setCheckNumerics(opts.checkNumerics);
 
   StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
   if (!weights.isOk())

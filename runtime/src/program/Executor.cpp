@@ -278,10 +278,56 @@ StatusOr<std::vector<float>> Executor::param(const std::string &name) const {
                        "the program has no parameter '" + name + "'");
 }
 
+/// Index of the first non-finite element of a float buffer, or -1.
+static int64_t firstNonFinite(const float *p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      return i;
+  return -1;
+}
+
+Status Executor::checkFinite(const Instr &instr) {
+  // A gradient about to be applied must be finite: name its parameter.
+  if (instr.kind == OpKind::Kernel && instr.kernel == "adamw" &&
+      !instr.ins.empty() && !instr.outs.empty()) {
+    const BufferRef &grad = instr.ins[0];
+    int64_t bad = firstNonFinite(ptr<float>(grad), grad.numElements());
+    if (bad >= 0) {
+      std::string name = "?";
+      for (const Binding &b : stage_->params)
+        if (b.buffer.offset == instr.outs[0].offset)
+          name = b.name;
+      return Status::error(StatusCode::DataLoss,
+                           "non-finite gradient of parameter '" + name +
+                               "' (element " + std::to_string(bad) + ")");
+    }
+  }
+  return Status::ok();
+}
+
+Status Executor::checkOutputsFinite(const Instr &instr) {
+  if (instr.kind != OpKind::Kernel && instr.kind != OpKind::Gemm)
+    return Status::ok();
+  for (const BufferRef &out : instr.outs) {
+    if (out.dtype != ScalarType::F32)
+      continue;
+    int64_t bad = firstNonFinite(ptr<float>(out), out.numElements());
+    if (bad >= 0)
+      return Status::error(StatusCode::DataLoss,
+                           "produced a non-finite value in " + out.str() +
+                               " (element " + std::to_string(bad) + ")");
+  }
+  return Status::ok();
+}
+
 Status Executor::run(int64_t step) {
   step_ = step;
   for (const Instr &instr : stage_->instrs) {
-    Status st = execute(instr);
+    Status st = checkFinite(instr);
+    if (st.isOk())
+      st = execute(instr);
+    if (st.isOk() && checkNumerics_)
+      st = checkOutputsFinite(instr);
     if (!st.isOk())
       return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
   }

@@ -51,6 +51,10 @@ public:
     weightDecay_ = weightDecay;
   }
 
+  /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
+  /// checked before the optimizer applies them).
+  void setCheckNumerics(bool on) { checkNumerics_ = on; }
+
   /// Executes the program once. `step` (0-based) labels errors and is the
   /// AdamW step (step + 1, for the bias correction).
   Status run(int64_t step);
@@ -74,6 +78,8 @@ private:
   Status loadTensor(const SafeTensorsFile &file, const std::string &tensorName,
                     const ParamInfo &param, const BufferRef &buffer);
   Status execute(const Instr &instr);
+  Status checkFinite(const Instr &instr);
+  Status checkOutputsFinite(const Instr &instr);
   Status executeKernel(const Instr &instr);
   Status executeGemm(const Instr &instr);
   Status executeCollective(const Instr &instr);
@@ -101,6 +107,7 @@ private:
   std::vector<int64_t> idScratch_;
   std::vector<float> scratch_;
   float lr_ = 3e-4f, weightDecay_ = 0.0f;
+  bool checkNumerics_ = false;
   int64_t step_ = 0;
   std::vector<float> zeros_;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
