@@ -227,7 +227,9 @@ int run(int argc, char **argv) {
             " ranks but " + std::to_string(comm->size()) +
             " were launched (use mpirun -np " + std::to_string(program->worldSize()) + ")"));
 
-  StatusOr<std::unique_ptr<Executor>> exec = Executor::create(*program, rank, comm.get());
+  std::unique_ptr<Backend> backend = createCpuBackend();
+  StatusOr<std::unique_ptr<Executor>> exec =
+      Executor::create(*program, rank, comm.get(), *backend);
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;

@@ -96,7 +96,10 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
     if (!param)
       return Status::error(StatusCode::Internal,
                            "checkpoint: '" + b->name + "' has no parameter entry");
-    const float *local = exec.data(b->buffer);
+    StatusOr<std::vector<float>> shard = exec.download(b->buffer);
+    if (!shard.isOk())
+      return shard.status();
+    const float *local = shard->data();
     int64_t n = b->buffer.numElements();
     if (isState) {
       // Optimizer state must be shaped like this rank's parameter shard.

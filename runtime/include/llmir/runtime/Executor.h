@@ -1,9 +1,11 @@
-// Runs one rank's stage program on the CPU backend: owns the arena, loads the
-// rank's parameter shards, takes per-step inputs, executes the instruction
-// list in order and exposes the outputs. Every failure names rank, op and step.
+// The interpreter of one rank's stage program: owns the arena (allocated by a
+// Backend), loads the rank's parameter shards, takes per-step inputs, runs
+// the instruction list in order (compute on the Backend, collectives on the
+// Communicator) and exposes the outputs. Every failure names rank, op, step.
 #ifndef LLMIR_RUNTIME_EXECUTOR_H
 #define LLMIR_RUNTIME_EXECUTOR_H
 
+#include "llmir/runtime/Backend.h"
 #include "llmir/runtime/Program.h"
 #include "llmir/runtime/SafeTensors.h"
 #include "llmir/runtime/Status.h"
@@ -18,11 +20,13 @@ namespace llmir::runtime {
 
 class Communicator;
 
-class Executor {
+class Executor final : private KernelContext {
 public:
-  /// `comm` may be null for single-rank programs; it must outlive the executor.
+  /// `comm` may be null for single-rank programs; `comm` and `backend` must
+  /// outlive the executor.
   static StatusOr<std::unique_ptr<Executor>>
-  create(const Program &program, int rank, Communicator *comm);
+  create(const Program &program, int rank, Communicator *comm, Backend &backend);
+  ~Executor() override;
 
   const StageProgram &stage() const { return *stage_; }
   const RankInfo &rankInfo() const { return *rankInfo_; }
@@ -38,8 +42,9 @@ public:
   /// The parameter a parameter or state binding belongs to.
   const ParamInfo *ownerOf(const std::string &bindingName) const;
 
-  /// The arena bytes of `buffer` (this rank's shard of a resident tensor).
-  float *data(const BufferRef &buffer) { return ptr<float>(buffer); }
+  /// A copy of the f32 buffer `buffer` (e.g. this rank's shard of a
+  /// parameter), downloaded from the backend.
+  StatusOr<std::vector<float>> download(const BufferRef &buffer) const;
 
   /// Copies `values` (token ids) into the input buffer `name`, converting to
   /// the buffer's integer type; the count must match the buffer exactly.
@@ -71,7 +76,13 @@ public:
 
 private:
   Executor(const Program &program, const StageProgram &stage,
-           const RankInfo &rankInfo, Communicator *comm);
+           const RankInfo &rankInfo, Communicator *comm, Backend &backend);
+
+  // KernelContext.
+  StatusOr<std::pair<int, int>> axisPosition(const std::string &axis) const override;
+  float learningRate() const override { return lr_; }
+  float weightDecay() const override { return weightDecay_; }
+  int64_t step() const override { return step_; }
 
   /// Loads this rank's slice of `tensorName` (shaped like `param`) into
   /// `buffer`.
@@ -80,36 +91,23 @@ private:
   Status execute(const Instr &instr);
   Status checkFinite(const Instr &instr);
   Status checkOutputsFinite(const Instr &instr);
-  Status executeKernel(const Instr &instr);
-  Status executeGemm(const Instr &instr);
   Status executeCollective(const Instr &instr);
 
+  /// Address of `b` in the arena (host memory on the CPU backend, device
+  /// memory elsewhere): what the communicator reads and writes.
   template <typename T> T *ptr(const BufferRef &b) {
-    return reinterpret_cast<T *>(arena_.get() + b.offset);
+    return reinterpret_cast<T *>(arena_ + b.offset);
   }
-  template <typename T> const T *ptr(const BufferRef &b) const {
-    return reinterpret_cast<const T *>(arena_.get() + b.offset);
-  }
-  /// This rank's (index, size) along the grid axis named by attribute `attr`.
-  StatusOr<std::pair<int, int>> axisPosition(const Instr &instr,
-                                             const std::string &attr) const;
-  /// Integer buffer (i32 or i64) widened to int64 into `scratch`.
-  StatusOr<const int64_t *> ids(const Instr &instr, const BufferRef &b);
 
   const Program &program_;
   const StageProgram *stage_;
   const RankInfo *rankInfo_;
   Communicator *comm_;
-  struct FreeDeleter {
-    void operator()(uint8_t *p) const;
-  };
-  std::unique_ptr<uint8_t[], FreeDeleter> arena_;
-  std::vector<int64_t> idScratch_;
-  std::vector<float> scratch_;
+  Backend &backend_;
+  uint8_t *arena_ = nullptr;
   float lr_ = 3e-4f, weightDecay_ = 0.0f;
   bool checkNumerics_ = false;
   int64_t step_ = 0;
-  std::vector<float> zeros_;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
 };
