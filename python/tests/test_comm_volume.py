@@ -1,0 +1,95 @@
+"""The collectives a compiled training step emits equal the analytic minimum
+of Megatron-LM's schemes, count and bytes, for tp, sp, dp and ZeRO-1.
+
+Bytes are what each rank contributes (the operand of the collective), as
+printed by `llm-opt --llm-comm-report`.
+"""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, model_path
+from llmir import config
+from llmir.weights import param_shapes
+
+BIN = os.path.join(os.environ.get("LLMIR_BUILD_DIR", os.path.join(REPO, "build")), "bin")
+if not os.path.exists(os.path.join(BIN, "llm-opt")):
+    if os.environ.get("LLMIR_REQUIRE_TOOLS") == "1":
+        raise RuntimeError(f"LLMIR tools not built in {BIN}")
+    pytest.skip(f"LLMIR tools not built in {BIN}", allow_module_level=True)
+
+B, S, F32 = 4, 8, 4
+
+
+def comm_totals(model, plan):
+    imp = subprocess.run([os.path.join(BIN, "llm-translate"), "--import-hf-config",
+                          model_path(model), "--batch", str(B), "--seq", str(S)],
+                         capture_output=True, text=True, check=True)
+    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}",
+                          "--tfm-build-train-step", "--llm-comm-report", "-o", os.devnull],
+                         input=imp.stdout, capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    totals = {}
+    for m in re.finditer(r"total: (\S+) (\S+) (\d+) ops (\d+) B", rep.stdout):
+        totals[(m.group(1), m.group(2))] = (int(m.group(3)), int(m.group(4)))
+    return totals
+
+
+def local_param_bytes(cfg, tp):
+    """Bytes of one rank's parameter shards under Megatron's tp rules."""
+    total = 0
+    for name, shape in param_shapes(cfg).items():
+        n = 1
+        for d in shape:
+            n *= d
+        split = len(shape) == 2 or name.endswith(("c_attn.bias", "c_fc.bias"))
+        if name in ("wpe.weight",) or "ln" in name or "norm" in name:
+            split = False
+        if name.endswith("c_proj.bias") or name.endswith("o_proj.bias"):
+            split = False
+        total += (n // tp if split else n) * F32
+    return total
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("dp,tp,sp,zero", [(1, 2, False, 0), (1, 2, True, 0),
+                                           (2, 1, False, 0), (2, 1, False, 1),
+                                           (2, 2, False, 0), (2, 2, True, 1)])
+def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
+    cfg = config.load_config(model_path(model))
+    L, H = cfg.num_layers, cfg.hidden_size
+    tokens = B // dp * S                      # per rank
+    act = tokens * H * F32                    # one activation [B/dp, S, H]
+    rows = tokens * F32                       # one value per token
+    expect = {}
+    if tp > 1 and not sp:
+        # fwd: embedding g + 2 per layer (row-parallel g); CE: sum-exp, target.
+        # bwd: 2 per layer (Megatron f) + the LM head's f.
+        expect[("all_reduce", "tp")] = (4 * L + 4, (4 * L + 2) * act + 2 * rows)
+        expect[("all_reduce(max)", "tp")] = (1, rows)
+    if tp > 1 and sp:
+        # gathers before the 2L column-parallel blocks and the LM head (fwd),
+        # and as duals of the 2L + 1 reduce-scatters (bwd); operands: act / tp.
+        expect[("all_gather", "tp")] = (2 * (2 * L + 1), 2 * (2 * L + 1) * act // tp)
+        expect[("reduce_scatter", "tp")] = (2 * (2 * L + 1), 2 * (2 * L + 1) * act)
+        expect[("all_reduce(max)", "tp")] = (1, rows)
+        # CE (2) + gradients of the parameters used on sequence blocks.
+        sp_params = [n for n, shape in param_shapes(cfg).items()
+                     if "ln" in n or "norm" in n or n == "wpe.weight"
+                     or n.endswith(("attn.c_proj.bias", "mlp.c_proj.bias"))]
+        sp_bytes = sum(F32 * __import__("math").prod(param_shapes(cfg)[n])
+                       for n in sp_params)
+        expect[("all_reduce", "tp")] = (2 + len(sp_params), 2 * rows + sp_bytes)
+    n_params = len(param_shapes(cfg))
+    pbytes = local_param_bytes(cfg, tp)
+    if dp > 1:
+        if zero:
+            expect[("all_reduce", "dp")] = (1, F32)                # the loss
+            expect[("reduce_scatter", "dp")] = (n_params, pbytes)  # gradients
+            expect[("all_gather", "dp")] = (n_params, pbytes // dp)  # parameters
+        else:
+            expect[("all_reduce", "dp")] = (1 + n_params, F32 + pbytes)
+    assert comm_totals(model, f"dp={dp} tp={tp} sp={str(sp).lower()} zero={zero}") == expect
