@@ -9,6 +9,7 @@
 #include "llmir/Conversion/MemoryPlan.h"
 #include "llmir/Conversion/Passes.h"
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
+#include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -89,34 +90,22 @@ private:
 
   /// The plan's name of the single grid axis a collective runs over.
   FailureOr<StringRef> axisName(Operation *op) {
-    ArrayRef<int16_t> axes = op->getAttrOfType<DenseI16ArrayAttr>("grid_axes")
-                                 ? op->getAttrOfType<DenseI16ArrayAttr>("grid_axes")
-                                       .asArrayRef()
-                                 : ArrayRef<int16_t>();
-    auto module = op->getParentOfType<ModuleOp>();
-    auto plan = module ? module->getAttrOfType<DictionaryAttr>("llmir.plan")
-                       : DictionaryAttr();
-    auto names = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
-    if (axes.size() != 1 || !names || axes[0] < 0 ||
-        axes[0] >= static_cast<int64_t>(names.size()))
+    auto axes = op->getAttrOfType<DenseI16ArrayAttr>("grid_axes");
+    std::optional<StringRef> name;
+    if (axes && axes.size() == 1)
+      name = planAxisName(op->getParentOfType<ModuleOp>(), axes[0]);
+    if (!name)
       return op->emitOpError() << "expected one grid axis named by the module's "
                                   "llmir.plan (run --llm-partition)",
              failure();
-    return cast<StringAttr>(names[axes[0]]).getValue();
+    return *name;
   }
 
   /// Size of the plan axis `axis` (ranks along it).
   FailureOr<int64_t> axisSize(Operation *op, StringRef axis) {
-    auto module = op->getParentOfType<ModuleOp>();
-    auto plan = module ? module->getAttrOfType<DictionaryAttr>("llmir.plan")
-                       : DictionaryAttr();
-    auto names = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
-    auto sizes = plan ? plan.getAs<DenseI64ArrayAttr>("sizes") : DenseI64ArrayAttr();
-    if (names && sizes)
-      for (auto [i, a] : llvm::enumerate(names))
-        if (cast<StringAttr>(a).getValue() == axis &&
-            static_cast<int64_t>(i) < sizes.size())
-          return sizes[i];
+    if (std::optional<PlanAxis> a =
+            lookupPlanAxis(op->getParentOfType<ModuleOp>(), axis))
+      return a->size;
     return op->emitOpError() << "names grid axis '" << axis
                              << "', which the module's llmir.plan lacks",
            failure();

@@ -47,14 +47,6 @@ Status requireF32(const Instr &instr) {
   return Status::ok();
 }
 
-Status requireCounts(const Instr &instr, size_t ins, size_t outs) {
-  if (instr.ins.size() < ins || instr.outs.size() != outs)
-    return invalid("expects " + std::to_string(ins) + " inputs and " +
-                   std::to_string(outs) + " outputs, found " +
-                   std::to_string(instr.ins.size()) + " and " +
-                   std::to_string(instr.outs.size()));
-  return Status::ok();
-}
 
 Status requireSameElements(const BufferRef &a, const BufferRef &b) {
   if (a.numElements() != b.numElements())
@@ -63,6 +55,34 @@ Status requireSameElements(const BufferRef &a, const BufferRef &b) {
   return Status::ok();
 }
 
+
+/// The attributes of an attention (or attention_grad) instruction, checked
+/// against q [batch, seq, heads * headDim] and k [batch, seq, kvHeads * headDim].
+struct AttentionShape {
+  int64_t heads = 0, kvHeads = 0, headDim = 0;
+  float scale = 0;
+  bool causal = false;
+};
+
+StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
+                                        const BufferRef &k) {
+  StatusOr<int64_t> heads = instr.intAttr("num_heads");
+  StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
+  StatusOr<double> scale = instr.floatAttr("scale");
+  StatusOr<bool> causal = instr.boolAttr("causal");
+  for (const Status *st : {&heads.status(), &kvHeads.status(), &scale.status(),
+                           &causal.status()})
+    if (!st->isOk())
+      return *st;
+  if (q.shape.size() != 3 || k.shape.size() != 3 || *heads <= 0 ||
+      *kvHeads <= 0 || q.shape[2] % *heads != 0 ||
+      k.shape[2] != *kvHeads * (q.shape[2] / *heads))
+    return invalid(instr.describe() + ": shapes " + q.str() + ", " + k.str() +
+                   " do not fit " + std::to_string(*heads) + " heads and " +
+                   std::to_string(*kvHeads) + " kv heads");
+  return AttentionShape{*heads, *kvHeads, q.shape[2] / *heads,
+                        static_cast<float>(*scale), *causal};
+}
 
 class CpuBackend final : public Backend {
 public:
@@ -150,7 +170,7 @@ StatusOr<const int64_t *> CpuBackend::ids(const Instr &instr, const BufferRef &b
 }
 
 Status CpuBackend::executeGemm(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
   const BufferRef &a = instr.ins[0], &b = instr.ins[1], &c = instr.outs[0];
   bool transA = instr.hasAttr("trans_a") && *instr.boolAttr("trans_a");
   bool transB = instr.hasAttr("trans_b") && *instr.boolAttr("trans_b");
@@ -194,13 +214,13 @@ Status CpuBackend::executeGemm(const Instr &instr) {
 Status CpuBackend::executeKernel(const Instr &instr) {
   const std::string &k = instr.kernel;
   auto unary = [&](auto fn) -> Status {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
               instr.outs[0].numElements());
   };
   auto binary = [&](auto fn) -> Status {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
     return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
@@ -218,14 +238,14 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   if (k == "mul")
     return binary(mul);
   if (k == "softmax") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     auto [rows, cols] = rowsCols(instr.ins[0]);
     return softmaxForward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
                           rows, cols);
   }
   if (k == "embedding") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     const BufferRef &table = instr.ins[1], &out = instr.outs[0];
     if (table.shape.size() != 2)
       return invalid("embedding table must be 2-D, found " + table.str());
@@ -261,14 +281,14 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "copy") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     std::memmove(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]),
                  instr.outs[0].bytes());
     return Status::ok();
   }
   if (k == "bias_add") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     const BufferRef &x = instr.ins[0], &bias = instr.ins[1], &y = instr.outs[0];
     LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
     auto [rows, cols] = rowsCols(x);
@@ -279,7 +299,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return addBias(ptr<float>(y), ptr<float>(bias), rows, cols);
   }
   if (k == "scale") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     StatusOr<double> factor = instr.floatAttr("factor");
     if (!factor.isOk())
@@ -291,7 +311,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "reduce_max") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     auto [rows, cols] = rowsCols(instr.ins[0]);
     if (instr.outs[0].numElements() != rows || cols == 0)
       return invalid("reduce_max output " + instr.outs[0].str() +
@@ -303,7 +323,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cross_entropy_partial") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 2));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 2));
     const BufferRef &logits = instr.ins[0], &max = instr.ins[2];
     auto [rows, cols] = rowsCols(logits);
     if (instr.ins[1].numElements() != rows || max.numElements() != rows ||
@@ -340,7 +360,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cross_entropy_finalize") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
     int64_t rows = instr.ins[0].numElements();
     if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != rows ||
         instr.outs[0].numElements() != 1)
@@ -356,7 +376,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "position_ids") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 0, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(0, 1));
     const BufferRef &out = instr.outs[0];
     StatusOr<int64_t> offset = instr.intAttr("offset");
     if (!offset.isOk())
@@ -380,7 +400,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "layer_norm" || k == "rms_norm") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     StatusOr<double> eps = instr.floatAttr("epsilon");
     if (!eps.isOk())
       return eps.status();
@@ -406,33 +426,21 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                             static_cast<float>(*eps));
   }
   if (k == "attention") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
     const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2],
                     &o = instr.outs[0];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
-    StatusOr<double> scale = instr.floatAttr("scale");
-    StatusOr<bool> causal = instr.boolAttr("causal");
-    for (const Status *st : {&heads.status(), &kvHeads.status(),
-                             &scale.status(), &causal.status()})
-      if (!st->isOk())
-        return *st;
-    if (q.shape.size() != 3 || key.shape.size() != 3 || *heads <= 0 ||
-        *kvHeads <= 0 || q.shape[2] % *heads != 0)
-      return invalid("attention shapes " + q.str() + ", " + key.str() +
-                     " do not fit the head counts");
-    int64_t headDim = q.shape[2] / *heads;
-    if (key.shape != std::vector<int64_t>{q.shape[0], q.shape[1], *kvHeads * headDim} ||
-        v.shape != key.shape || o.shape != q.shape)
+    StatusOr<AttentionShape> a = attentionShape(instr, q, key);
+    if (!a.isOk())
+      return a.status();
+    if (v.shape != key.shape || o.shape != q.shape)
       return invalid("attention shapes disagree: " + q.str() + ", " + key.str() +
                      ", " + v.str() + " -> " + o.str());
     return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
-                            ptr<float>(o), q.shape[0], q.shape[1], *heads,
-                            *kvHeads, headDim, static_cast<float>(*scale),
-                            *causal, nullptr);
+                            ptr<float>(o), q.shape[0], q.shape[1], a->heads,
+                            a->kvHeads, a->headDim, a->scale, a->causal, nullptr);
   }
   if (k == "rope") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &x = instr.ins[0], &y = instr.outs[0];
     StatusOr<int64_t> heads = instr.intAttr("num_heads");
     StatusOr<double> theta = instr.floatAttr("theta");
@@ -448,7 +456,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                        *heads, x.shape[2] / *heads, *theta, *offset);
   }
   if (k == "cross_entropy") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     const BufferRef &logits = instr.ins[0], &loss = instr.outs[0];
     auto [rows, vocab] = rowsCols(logits);
     if (instr.ins[1].numElements() != rows || loss.numElements() != 1)
@@ -465,7 +473,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "copy_slice") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
     StatusOr<int64_t> axis = instr.intAttr("axis");
     StatusOr<int64_t> offset = instr.intAttr("offset");
@@ -483,7 +491,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                        *offset * inner, ptr<float>(dst), dst.shape[ax] * inner);
   }
   if (k == "transpose") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
     StatusOr<std::vector<int64_t>> perm = instr.intsAttr("permutation");
     if (!perm.isOk())
@@ -517,7 +525,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
 
   // ---- training kernels ---------------------------------------------------
   if (k == "fill") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 0, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(0, 1));
     StatusOr<double> value = instr.floatAttr("value");
     if (!value.isOk())
       return value.status();
@@ -526,7 +534,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "sum_rows") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     auto [rows, cols] = rowsCols(instr.ins[0]);
     if (instr.outs[0].numElements() != cols)
       return invalid("sum_rows output " + instr.outs[0].str() + " does not match");
@@ -534,7 +542,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                         cols);
   }
   if (k == "embedding_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     const BufferRef &dout = instr.ins[1], &dtable = instr.outs[0];
     if (dtable.shape.size() != 2)
       return invalid("embedding_grad table must be 2-D, found " + dtable.str());
@@ -565,7 +573,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "gelu_tanh_grad" || k == "gelu_exact_grad" || k == "silu_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
     LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
     auto fn = k == "gelu_tanh_grad"   ? geluTanhBackward
@@ -576,7 +584,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   }
   if (k == "layer_norm_grad" || k == "rms_norm_grad") {
     bool layer = k == "layer_norm_grad";
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, layer ? 3 : 2));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, layer ? 3 : 2));
     const BufferRef &x = instr.ins[0], &gamma = instr.ins[1], &dy = instr.ins[2];
     auto [rows, cols] = rowsCols(x);
     StatusOr<double> eps = instr.floatAttr("epsilon");
@@ -608,22 +616,12 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                              rows, cols);
   }
   if (k == "attention_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 4, 3));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 3));
     const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
-    StatusOr<double> scale = instr.floatAttr("scale");
-    StatusOr<bool> causal = instr.boolAttr("causal");
-    for (const Status *st : {&heads.status(), &kvHeads.status(),
-                             &scale.status(), &causal.status()})
-      if (!st->isOk())
-        return *st;
-    if (q.shape.size() != 3 || key.shape.size() != 3 || *heads <= 0 ||
-        q.shape[2] % *heads != 0)
-      return invalid("attention_grad shapes do not fit the head counts");
-    int64_t headDim = q.shape[2] / *heads;
-    if (key.shape[2] != *kvHeads * headDim ||
-        instr.ins[2].numElements() != key.numElements() ||
+    StatusOr<AttentionShape> a = attentionShape(instr, q, key);
+    if (!a.isOk())
+      return a.status();
+    if (instr.ins[2].numElements() != key.numElements() ||
         instr.ins[3].numElements() != q.numElements() ||
         instr.outs[0].numElements() != q.numElements() ||
         instr.outs[1].numElements() != key.numElements() ||
@@ -633,11 +631,10 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                              nullptr, ptr<float>(instr.ins[3]),
                              ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
                              ptr<float>(instr.outs[2]), q.shape[0], q.shape[1],
-                             *heads, *kvHeads, headDim, static_cast<float>(*scale),
-                             *causal);
+                             a->heads, a->kvHeads, a->headDim, a->scale, a->causal);
   }
   if (k == "rope_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &dy = instr.ins[0];
     StatusOr<int64_t> heads = instr.intAttr("num_heads");
     StatusOr<double> theta = instr.floatAttr("theta");
@@ -678,7 +675,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cross_entropy_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 3, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
     const BufferRef &logits = instr.ins[0];
     auto [rows, vocab] = rowsCols(logits);
     if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != 1)
@@ -694,7 +691,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
                                 ptr<float>(instr.outs[0]), rows, vocab, 0);
   }
   if (k == "cross_entropy_partial_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 5, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(5, 1));
     const BufferRef &logits = instr.ins[0];
     auto [rows, cols] = rowsCols(logits);
     for (size_t i = 1; i < 5; ++i)
@@ -723,7 +720,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cross_entropy_finalize_grad") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 2, 2));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 2));
     int64_t rows = instr.ins[0].numElements();
     if (instr.ins[1].numElements() != 1 || instr.outs[0].numElements() != rows ||
         instr.outs[1].numElements() != rows)
@@ -740,7 +737,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   }
   if (k == "copy_chunk") {
     // out = this rank's chunk [i * n, (i + 1) * n) of in (ZeRO-1 staging).
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
     if (!axis.isOk())
       return axis.status();
@@ -754,7 +751,7 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "adamw") {
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 3));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 3));
     const BufferRef &grad = instr.ins[0];
     // ZeRO-1: the gradient and the moments are this rank's chunk of the
     // parameter; update only that chunk.

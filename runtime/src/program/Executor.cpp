@@ -19,14 +19,6 @@ Status invalid(const std::string &message) {
 
 
 
-Status requireCounts(const Instr &instr, size_t ins, size_t outs) {
-  if (instr.ins.size() < ins || instr.outs.size() != outs)
-    return invalid("expects " + std::to_string(ins) + " inputs and " +
-                   std::to_string(outs) + " outputs, found " +
-                   std::to_string(instr.ins.size()) + " and " +
-                   std::to_string(instr.outs.size()));
-  return Status::ok();
-}
 
 
 } // namespace
@@ -377,7 +369,7 @@ Status Executor::executeCollective(const Instr &instr) {
     StatusOr<int> g = groupOf(instr);
     if (!g.isOk())
       return g.status();
-    LLMIR_RETURN_IF_ERROR(requireCounts(instr, 1, 1));
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &in = instr.ins[0], &out = instr.outs[0];
     if (instr.kind == OpKind::AllGather)
       return comm_->allGather(ptr<float>(in), ptr<float>(out), in.numElements(),

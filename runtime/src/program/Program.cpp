@@ -361,6 +361,16 @@ bool StageProgram::trains() const {
   return false;
 }
 
+Status Instr::expectOperands(size_t numIns, size_t numOuts) const {
+  if (ins.size() >= numIns && outs.size() == numOuts)
+    return Status::ok();
+  return Status::error(StatusCode::InvalidArgument,
+                       "expects " + std::to_string(numIns) + " inputs and " +
+                           std::to_string(numOuts) + " outputs, found " +
+                           std::to_string(ins.size()) + " and " +
+                           std::to_string(outs.size()));
+}
+
 const ParamSlice *ParamInfo::sliceFor(int rank) const {
   for (const ParamSlice &s : slices)
     if (s.rank == rank)

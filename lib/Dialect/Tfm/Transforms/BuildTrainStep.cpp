@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
@@ -31,22 +32,13 @@ constexpr StringLiteral kLayerAttr = "tfm.layer";
 
 /// Index of `axis` in the module's llmir.plan, or -1.
 int16_t planAxis(ModuleOp module, StringRef axis) {
-  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
-  auto axes = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
-  if (!axes)
-    return -1;
-  for (auto [i, a] : llvm::enumerate(axes))
-    if (cast<StringAttr>(a).getValue() == axis)
-      return static_cast<int16_t>(i);
-  return -1;
+  std::optional<PlanAxis> a = lookupPlanAxis(module, axis);
+  return a ? a->index : -1;
 }
 
 int64_t planAxisSize(ModuleOp module, StringRef axis) {
-  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
-  int16_t i = planAxis(module, axis);
-  if (!plan || i < 0)
-    return 1;
-  return plan.getAs<DenseI64ArrayAttr>("sizes")[i];
+  std::optional<PlanAxis> a = lookupPlanAxis(module, axis);
+  return a ? a->size : 1;
 }
 
 /// Moves the ops of every tfm.layer into the enclosing block, tagging them
@@ -354,7 +346,7 @@ LogicalResult Autodiff::run() {
   // chunk (moments only for the chunk), then all-gather the parameter.
   int16_t dpAxis = planAxis(module, "dp");
   int64_t dp = planAxisSize(module, "dp");
-  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
   auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
   bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
   for (BlockArgument param : params) {

@@ -1,5 +1,6 @@
 //===- CommReport.cpp - the --llm-comm-report analysis pass ---------------===//
 
+#include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
@@ -40,16 +41,13 @@ std::string layerOf(Operation *op) {
 struct CommReportPass : public tfm::impl::LLMCommReportBase<CommReportPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
-    auto axes = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
     auto axisName = [&](ArrayRef<int16_t> gridAxes) -> std::string {
       std::string name;
       for (int16_t a : gridAxes) {
         if (!name.empty())
           name += "+";
-        name += axes && a >= 0 && a < static_cast<int64_t>(axes.size())
-                    ? cast<StringAttr>(axes[a]).str()
-                    : "axis" + std::to_string(a);
+        std::optional<StringRef> n = planAxisName(module, a);
+        name += n ? n->str() : "axis" + std::to_string(a);
       }
       return name;
     };
@@ -85,15 +83,9 @@ struct CommReportPass : public tfm::impl::LLMCommReportBase<CommReportPass> {
           gridAxes = rs.getGridAxes();
         } else if (auto pg = dyn_cast<tfm::ParamAllGatherOp>(op)) {
           // ZeRO-1: each rank contributes its chunk of the parameter.
-          std::string axis = pg.getAxis().str();
-          int64_t size = 1;
-          auto sizes = plan ? plan.getAs<DenseI64ArrayAttr>("sizes")
-                            : DenseI64ArrayAttr();
-          for (auto [i, a] : llvm::enumerate(axes ? axes : ArrayAttr()))
-            if (cast<StringAttr>(a).getValue() == axis && sizes &&
-                static_cast<int64_t>(i) < sizes.size())
-              size = sizes[i];
-          record(op, "all_gather", axis, tensorBytes(pg.getParam()) / size);
+          std::optional<PlanAxis> axis = lookupPlanAxis(module, pg.getAxis());
+          record(op, "all_gather", pg.getAxis().str(),
+                 tensorBytes(pg.getParam()) / (axis ? axis->size : 1));
           return;
         } else {
           return;

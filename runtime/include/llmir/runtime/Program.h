@@ -60,6 +60,9 @@ struct Instr {
   StatusOr<std::string> stringAttr(const std::string &name) const;
   StatusOr<std::vector<int64_t>> intsAttr(const std::string &name) const;
   bool hasAttr(const std::string &name) const { return attrs.count(name) != 0; }
+  /// InvalidArgument unless there are at least `ins` inputs and exactly
+  /// `outs` outputs.
+  Status expectOperands(size_t ins, size_t outs) const;
 };
 
 struct Binding {
