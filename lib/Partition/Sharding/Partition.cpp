@@ -17,6 +17,9 @@
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <map>
+#include <string>
+
 namespace llmir {
 #define GEN_PASS_DEF_LLMPARTITION
 #include "llmir/Partition/Passes.h.inc"
@@ -177,8 +180,7 @@ private:
   /// gradient: the train step sums it over tp (Megatron's SP param sync).
   void markSequenceParallelGrad(Value v) {
     if (isParam(v))
-      func.setArgAttr(cast<BlockArgument>(v).getArgNumber(), "llmir.grad_sum",
-                      builder.getStringAttr("tp"));
+      gradSums[cast<BlockArgument>(v).getArgNumber()] = "tp";
   }
 
   ModuleOp module;
@@ -186,6 +188,8 @@ private:
   int64_t dp, tp;
   bool sp, explain;
   DenseMap<Value, Value> seqGathers; ///< sequence-split value -> its all-gather
+  /// Arguments whose gradient the train step sums over an axis (SP params).
+  std::map<unsigned, std::string> gradSums;
   OpBuilder builder;
   DenseMap<Value, Layout> layouts;
   DenseMap<Value, ParamShard> paramShards;
@@ -594,23 +598,34 @@ LogicalResult Partitioner::run() {
     return failure();
 
   // Parameters take their local shapes; the slicing rule goes to the runtime.
+  // All argument attributes are rebuilt once (setArgAttr per argument would
+  // rebuild the whole array each time: quadratic in the parameter count).
   Builder b(func.getContext());
+  SmallVector<NamedAttrList> argAttrs;
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
+    argAttrs.emplace_back(func.getArgAttrDict(i));
   for (auto &[value, shard] : paramShards) {
     auto arg = cast<BlockArgument>(value);
     SmallVector<int64_t> global(shapeOf(arg)), local(global);
     local[shard.dim] = (shard.paddedSize ? shard.paddedSize : local[shard.dim]) / tp;
     arg.setType(withShape(arg, local));
-    unsigned i = arg.getArgNumber();
-    func.setArgAttr(i, "llmir.global_shape", b.getDenseI64ArrayAttr(global));
-    SmallVector<NamedAttribute> attrs = {
+    NamedAttrList &attrs = argAttrs[arg.getArgNumber()];
+    attrs.set("llmir.global_shape", b.getDenseI64ArrayAttr(global));
+    SmallVector<NamedAttribute> rule = {
         b.getNamedAttr("axis", b.getStringAttr("tp")),
         b.getNamedAttr("dim", b.getI64IntegerAttr(shard.dim)),
         b.getNamedAttr("parts", b.getI64IntegerAttr(shard.parts))};
     if (shard.paddedSize)
-      attrs.push_back(b.getNamedAttr("padded_size",
-                                     b.getI64IntegerAttr(shard.paddedSize)));
-    func.setArgAttr(i, "llmir.shard", b.getDictionaryAttr(attrs));
+      rule.push_back(b.getNamedAttr("padded_size",
+                                    b.getI64IntegerAttr(shard.paddedSize)));
+    attrs.set("llmir.shard", b.getDictionaryAttr(rule));
   }
+  for (auto &[arg, axis] : gradSums)
+    argAttrs[arg].set("llmir.grad_sum", b.getStringAttr(axis));
+  SmallVector<DictionaryAttr> dicts;
+  for (NamedAttrList &attrs : argAttrs)
+    dicts.push_back(attrs.getDictionary(func.getContext()));
+  func.setAllArgAttrs(dicts);
   func.setFunctionType(b.getFunctionType(
       entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));
   return success();
