@@ -247,17 +247,19 @@ TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 6, 1e-3, 0.1
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
-@pytest.mark.parametrize("dp,tp,zero,sp", [(1, 1, 0, False), (2, 1, 0, False),
-                                            (1, 2, 0, False), (2, 2, 0, False),
-                                            (2, 1, 1, False), (2, 2, 1, False),
-                                            (1, 2, 0, True), (2, 2, 1, True)])
-def test_training_matches_reference(model, tmp_path, dp, tp, zero, sp):
+@pytest.mark.parametrize("dp,tp,zero,sp,recompute", [
+    (1, 1, 0, False, "none"), (2, 1, 0, False, "none"), (1, 2, 0, False, "none"),
+    (2, 2, 0, False, "none"), (2, 1, 1, False, "none"), (2, 2, 1, False, "none"),
+    (1, 2, 0, True, "none"), (2, 2, 1, True, "none"),
+    (1, 1, 0, False, "full"), (2, 2, 0, True, "full")])
+def test_training_matches_reference(model, tmp_path, dp, tp, zero, sp, recompute):
     """fwd + bwd + AdamW steps under every layout give the single-device
     PyTorch loss curve (torch.optim.AdamW, betas (0.9, 0.95), weight decay on
     rank >= 2 parameters)."""
     name, cfg, weights, tokens = model
     prog = compile_model(model_path(name), tmp_path / "t.llmir",
-                         plan=f"dp={dp} tp={tp} zero={zero} sp={str(sp).lower()}",
+                         plan=f"dp={dp} tp={tp} zero={zero} sp={str(sp).lower()} "
+                              f"recompute={recompute}",
                          train=True, batch=TRAIN_BATCH)
     log = tmp_path / "log.jsonl"
     res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * tp),
@@ -271,7 +273,7 @@ def test_training_matches_reference(model, tmp_path, dp, tp, zero, sp):
                              lr=LR, weight_decay=WD)
     assert len(ours) == TRAIN_STEPS
     for step, (a, b) in enumerate(zip(ours, ref)):
-        assert abs(a - b) <= RTOL * abs(b), (dp, tp, zero, sp, step, a, b)
+        assert abs(a - b) <= RTOL * abs(b), (dp, tp, zero, sp, recompute, step, a, b)
     assert ours[-1] != ours[0]  # the parameters did change
 
 

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -328,11 +329,41 @@ LogicalResult Autodiff::run() {
       b, loss.getLoc(), lossType,
       DenseElementsAttr::get(lossType,
                              b.getFloatAttr(lossType.getElementType(), 1.0)));
+  // Full activation recompute: each layer's forward is re-run right before
+  // its backward, so only the layer inputs stay alive from the forward pass.
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+  auto recomputeAttr = plan ? plan.getAs<StringAttr>("recompute") : StringAttr();
+  bool recompute = recomputeAttr && recomputeAttr.getValue() == "full";
+  std::optional<int64_t> recomputedLayer;
+  IRMapping recomputed;
   for (Operation *op : llvm::reverse(forward)) {
     auto layer = op->getAttrOfType<IntegerAttr>(kLayerAttr);
     // Backward ops go right before the return; remember where this op's start.
     Operation *last = ret->getPrevNode();
-    if (failed(backward(op)))
+    Operation *target = op;
+    if (recompute && layer) {
+      if (recomputedLayer != layer.getInt()) {
+        recomputedLayer = layer.getInt();
+        recomputed.clear();
+        for (Operation *fwd : forward)
+          if (auto l = fwd->getAttrOfType<IntegerAttr>(kLayerAttr);
+              l && l.getInt() == layer.getInt() && !isa<AdamWUpdateOp>(fwd)) {
+            Operation *clone = b.clone(*fwd, recomputed);
+            clone->setAttr("tfm.recompute", b.getUnitAttr());
+            for (auto [orig, copy] :
+                 llvm::zip(fwd->getResults(), clone->getResults()))
+              if (needsGrad.contains(orig))
+                needsGrad.insert(copy);
+          }
+      }
+      // Differentiate the recomputed op: its results take the gradients of
+      // the original ones.
+      target = recomputed.lookup(op);
+      for (auto [orig, copy] : llvm::zip(op->getResults(), target->getResults()))
+        if (Value g = grads.lookup(orig))
+          grads[copy] = g;
+    }
+    if (failed(backward(target)))
       return failure();
     if (!layer)
       continue;
@@ -346,7 +377,6 @@ LogicalResult Autodiff::run() {
   // chunk (moments only for the chunk), then all-gather the parameter.
   int16_t dpAxis = planAxis(module, "dp");
   int64_t dp = planAxisSize(module, "dp");
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
   auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
   bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
   for (BlockArgument param : params) {

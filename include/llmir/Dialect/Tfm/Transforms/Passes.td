@@ -69,6 +69,13 @@ def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
     all-reduce, which gives Megatron's backward collectives. The max of a
     vocab-parallel cross-entropy is a constant (the loss does not depend on
     it). The function still returns the loss (of the step, before the update).
+
+    Activation recompute follows the plan's `recompute` option: `full` re-runs
+    each layer's forward (ops tagged `tfm.recompute`) right before its
+    backward, so only layer inputs live across the step; `selective`
+    (Korthikanti et al.: the attention core) is what every mode does, since
+    `tfm.attention_grad` recomputes the attention probabilities instead of
+    storing the [batch, heads, seq, seq] tensor.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::shard::ShardDialect"];
