@@ -15,7 +15,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import re
 import statistics
 import subprocess
@@ -24,12 +24,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import _common as common
 
 MIB = 1 << 20
 _PLAN_KEYS = ("param_bytes", "state_bytes", "input_bytes", "temp_peak_bytes", "arena_bytes")
+
+
+def largest_param(exec_mlir: Path) -> Tuple[str, int]:
+    """(name, bytes) of the largest exec.param of the program (f32)."""
+    best = ("-", 0)
+    for name, dims in re.findall(r'exec\.param "([^"]+)" at \d+ : <([\dx]+)xf32>', exec_mlir.read_text()):
+        n = 4 * math.prod(int(d) for d in dims.split("x"))
+        best = max(best, (name, n), key=lambda t: t[1])
+    return best
 
 
 def read_memory_plan(exec_mlir: Path) -> Dict[str, int]:
@@ -46,14 +55,19 @@ def read_memory_plan(exec_mlir: Path) -> Dict[str, int]:
 
 
 class _MemoryWatch:
-    """Polls /proc/PID/status of a running llm-run: the RSS split (anon/file) at its sampled peak, and the RSS once
-    the first step has finished (after loading).  The authoritative peak is the kernel's, from wait4's ru_maxrss."""
+    """Polls /proc/PID/status of a running llm-run until it exits: VmHWM (the kernel's peak RSS of the process's
+    address space), the RSS split (anon/file) at the sampled peak, and the RSS samples taken during the steps.
+
+    Not wait4's ru_maxrss: Linux carries the pre-exec high-water mark into it, i.e. that of this Python process
+    (torch, the peer's weights) which forked llm-run."""
 
     def __init__(self, pid: int, interval_s: float = 0.02):
         self.pid, self.interval_s = pid, interval_s
         self.peak: Dict[str, int] = {}  # the sample with the largest VmRSS
+        self.hwm = 0  # the last VmHWM read: it only grows, and teardown only shrinks the RSS
         self.in_steps: List[int] = []  # VmRSS samples after the first step finished
         self.stepping = threading.Event()  # set by the reader of llm-run's progress lines
+        self.done = threading.Event()  # ... after the last one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -63,15 +77,16 @@ class _MemoryWatch:
             text = Path(f"/proc/{self.pid}/status").read_text()
         except OSError:
             return None
-        return {k: int(v) * 1024 for k, v in re.findall(r"^(VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+) kB", text, re.M)}
+        return {k: int(v) * 1024 for k, v in re.findall(r"^(VmHWM|VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+) kB", text, re.M)}
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             s = self._sample()
             if s and "VmRSS" in s:
+                self.hwm = max(self.hwm, s.get("VmHWM", 0))
                 if s["VmRSS"] > self.peak.get("VmRSS", 0):
                     self.peak = s
-                if self.stepping.is_set():
+                if self.stepping.is_set() and not self.done.is_set():
                     self.in_steps.append(s["VmRSS"])
             time.sleep(self.interval_s)
 
@@ -82,13 +97,13 @@ class _MemoryWatch:
 
 def _watch_progress(stream, watch: _MemoryWatch, last_step: str) -> None:
     """Reads llm-run's stderr: progress lines ("step k/N | ...", flushed per step, unlike the --log-json file) mark
-    the end of loading; everything else is passed on.  The last step's line stops the sampling: teardown follows."""
+    the end of loading; everything else is passed on.  Samples after the last step's line are teardown."""
     for raw in stream:
         line = raw.decode(errors="replace")
         if line.startswith("step "):
             watch.stepping.set()
             if line.startswith(last_step):
-                watch.stop()
+                watch.done.set()
         else:
             sys.stderr.write(line)
     stream.close()
@@ -111,15 +126,15 @@ class _Ours:
         watch = _MemoryWatch(proc.pid)
         reader = threading.Thread(target=_watch_progress, args=(proc.stderr, watch, f"step {self.args.steps}/"))
         reader.start()
-        # wait4 (not Popen.wait) for this child's own rusage: ru_maxrss is its peak RSS in KiB.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        reader.join()
+        reader.join()  # stderr closes when llm-run exits
+        # Until it exits, /proc/PID stays (as a zombie, without memory) while Popen has not reaped it.
+        while proc.poll() is None:
+            time.sleep(0.01)
         watch.stop()
         if proc.returncode:
             sys.exit(f"error: llm-run exited with {proc.returncode}")
-        if usage.ru_maxrss * 1024 >= self.max_rss:
-            self.max_rss, self.watch = usage.ru_maxrss * 1024, watch
+        if watch.hwm >= self.max_rss:
+            self.max_rss, self.watch = watch.hwm, watch
         return common.read_step_log(self.log)
 
 
@@ -141,7 +156,7 @@ class _PyTorchPeer(common.TorchPeer):
         return times, losses
 
 
-def _print_memory(plan: Dict[str, int], ours: _Ours, weights: Path) -> None:
+def _print_memory(plan: Dict[str, int], ours: _Ours, weights: Path, largest: Tuple[str, int]) -> None:
     rss, watch = ours.max_rss, ours.watch
     rows = [
         ("parameters", plan["param_bytes"]),
@@ -154,7 +169,7 @@ def _print_memory(plan: Dict[str, int], ours: _Ours, weights: Path) -> None:
     print("-" * 56)
     for name, b in rows:
         print(f"{name:<46} {b / MIB:>9.1f}")
-    print(f"{'measured peak RSS (wait4 ru_maxrss)':<46} {rss / MIB:>9.1f}   ratio measured/predicted "
+    print(f"{'measured peak RSS (VmHWM)':<46} {rss / MIB:>9.1f}   ratio measured/predicted "
           f"{rss / plan['arena_bytes']:.3f}")
     print(f"{'  RSS beyond the arena':<46} {(rss - plan['arena_bytes']) / MIB:>9.1f}")
     if watch and watch.peak:
@@ -164,8 +179,10 @@ def _print_memory(plan: Dict[str, int], ours: _Ours, weights: Path) -> None:
         if watch.in_steps:
             print(f"{'  sampled RSS during the steps: median / max':<46} "
                   f"{statistics.median(watch.in_steps) / MIB:>9.1f} / {max(watch.in_steps) / MIB:.1f}")
-    print(f"(weights file {weights.stat().st_size / MIB:.1f} MiB, read with pread tensor by tensor, so it is not "
-          f"mapped; the arena is memset at allocation, so all of it is resident)")
+    print(f"(the arena is memset at allocation, so all of it is resident; the weights file "
+          f"({weights.stat().st_size / MIB:.1f} MiB) is read with pread into a host vector per tensor, not mapped; "
+          f"the largest parameter, {largest[0]}, is {largest[1] / MIB:.1f} MiB: that much is copied to the host "
+          f"when it is loaded and each step when the finite check before AdamW downloads its gradient)")
 
 
 def main(argv=None) -> int:
@@ -195,7 +212,7 @@ def main(argv=None) -> int:
         print()
         common.print_throughput(args, cfg_path, ours_ms, peer_ms)
         print()
-        _print_memory(plan, ours, weights)
+        _print_memory(plan, ours, weights, largest_param(exec_mlir))
     return 0 if ok else 1
 
 

@@ -9,11 +9,14 @@
 //===----------------------------------------------------------------------===//
 
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Partition/Passes.h"
+#include "llmir/Partition/Strategy.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -73,9 +76,9 @@ ArrayRef<int64_t> shapeOf(Value v) {
 class Partitioner {
 public:
   Partitioner(ModuleOp module, func::FuncOp func, int64_t dp, int64_t tp,
-              bool sp, bool explain)
+              bool sp, bool explain, PartitionStrategy *strategy)
       : module(module), func(func), dp(dp), tp(tp), sp(sp), explain(explain),
-        builder(func.getContext()) {}
+        strategy(strategy), builder(func.getContext()) {}
 
   LogicalResult run();
 
@@ -84,6 +87,16 @@ private:
   LogicalResult partitionOp(Operation *op);
   LogicalResult partitionLinear(LinearOp op);
   LogicalResult partitionCrossEntropy(CrossEntropyOp op);
+
+  /// Records that `user` needs parameter `param` whole.
+  LogicalResult useWhole(Operation *user, Value param) {
+    if (paramShards.contains(param))
+      return user->emitOpError() << "uses whole a parameter that another op "
+                                    "shards over tp (e.g. a tied LM head)";
+    if (isParam(param))
+      wholeUses.insert(param);
+    return success();
+  }
 
   /// Records that parameter `param` is sliced as `shard`; a parameter used in
   /// two incompatible ways is an error.
@@ -187,12 +200,14 @@ private:
   func::FuncOp func;
   int64_t dp, tp;
   bool sp, explain;
+  PartitionStrategy *strategy; ///< null: Megatron's rules
   DenseMap<Value, Value> seqGathers; ///< sequence-split value -> its all-gather
   /// Arguments whose gradient the train step sums over an axis (SP params).
   std::map<unsigned, std::string> gradSums;
   OpBuilder builder;
   DenseMap<Value, Layout> layouts;
   DenseMap<Value, ParamShard> paramShards;
+  DenseSet<Value> wholeUses; ///< parameters some op needs whole under tp
   DenseMap<Value, Value> tpCopies; ///< replicated value -> its tfm.tp_copy
   int64_t vocabSize = 0; ///< true vocab of a padded vocab-parallel LM head
   SmallVector<Operation *> lossOps;
@@ -212,6 +227,10 @@ LogicalResult Partitioner::shardParam(Operation *user, Value param,
            << ") of its weight into " << shard.parts << " part(s) over tp="
            << tp,
            failure();
+  if (wholeUses.contains(param))
+    return user->emitOpError()
+           << "shards a parameter that another op uses whole (e.g. a tied "
+              "embedding that is not vocab-parallel)";
   auto [it, inserted] = paramShards.try_emplace(param, shard);
   if (!inserted && (it->second.dim != shard.dim || it->second.parts != shard.parts ||
                     it->second.paddedSize != shard.paddedSize))
@@ -227,9 +246,32 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
   bool inOut = op.getLayout() == WeightLayout::in_out;
   int64_t out = op.getOutFeatures();
   SmallVector<int64_t> resultShape(shapeOf(x).drop_back());
-  if (tp == 1) {
+  LinearRule rule = LinearRule::Default;
+  if (strategy && tp > 1) {
+    FailureOr<LinearRule> chosen = strategy->linearRule(op, in.sharded);
+    if (failed(chosen))
+      return failure();
+    rule = *chosen;
+    bool needsWhole = rule == LinearRule::Replicate ||
+                      rule == LinearRule::ColumnParallel;
+    if ((needsWhole && (in.sharded || in.seqSplit)) ||
+        (rule == LinearRule::RowParallel && !in.sharded))
+      return op.emitOpError()
+             << "strategy '" << strategy->name() << "' asks for a "
+             << (rule == LinearRule::Replicate        ? "replicated"
+                 : rule == LinearRule::ColumnParallel ? "column-parallel"
+                                                      : "row-parallel")
+             << " linear, but its input is "
+             << (in.sharded ? "split over tp" : "whole");
+  }
+  if (tp > 1 && rule == LinearRule::Replicate &&
+      failed(useWhole(op, op.getWeight())))
+    return failure();
+  if (tp == 1 || rule == LinearRule::Replicate) {
     resultShape.push_back(out);
     op.getResult().setType(withShape(op.getResult(), resultShape));
+    if (tp > 1)
+      note(op, "replicated (strategy '" + strategy->name() + "')");
     return success();
   }
   if (!in.sharded) {
@@ -413,8 +455,10 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         auto ids = dyn_cast<BlockArgument>(e.getIds());
         bool tokens = ids && func.getArgAttr(ids.getArgNumber(),
                                              TfmDialect::kInputAttrName);
-        if (tp == 1 || !tokens)
+        if (tp == 1)
           return success();
+        if (!tokens || (strategy && !strategy->vocabParallelEmbedding()))
+          return useWhole(e, e.getTable());
         int64_t vocab = shapeOf(e.getTable())[0];
         if (failed(shardParam(e, e.getTable(),
                               {0, 1, vocab % tp ? paddedVocab(vocab, tp) : 0})))
@@ -631,75 +675,102 @@ LogicalResult Partitioner::run() {
   return success();
 }
 
+/// Checks the plan before anything is rewritten.
+LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
+  auto positive = [&](StringRef name, int64_t v) -> LogicalResult {
+    if (v >= 1)
+      return success();
+    return module.emitError() << "--llm-partition: " << name
+                              << " must be >= 1, found " << v;
+  };
+  if (failed(positive("dp", o.dp)) || failed(positive("tp", o.tp)) ||
+      failed(positive("microbatches", o.microbatches)))
+    return failure();
+  if (o.zero != 0 && o.zero != 1)
+    return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
+                              << o.zero;
+  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"}, o.schedule))
+    return module.emitError() << "--llm-partition: unknown schedule '"
+                              << o.schedule
+                              << "' (expected gpipe, 1f1b, interleaved, zb-h1)";
+  if (!llvm::is_contained({"none", "full", "selective"}, o.recompute))
+    return module.emitError() << "--llm-partition: unknown recompute '"
+                              << o.recompute
+                              << "' (expected none, full, selective)";
+  if (o.sp && o.tp == 1)
+    return module.emitError()
+           << "--llm-partition: sp=true needs tp > 1 (it splits the "
+              "sequence over the tensor-parallel group)";
+  if (module.lookupSymbol(kGridName))
+    return module.emitError() << "--llm-partition: the module is already "
+                                 "partitioned (it has @"
+                              << kGridName << ")";
+  return success();
+}
+
 struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass> {
   using Base::Base;
 
-  LogicalResult validateOptions(ModuleOp module) {
-    auto positive = [&](StringRef name, int64_t v) -> LogicalResult {
-      if (v >= 1)
-        return success();
-      return module.emitError() << "--llm-partition: " << name
-                                << " must be >= 1, found " << v;
-    };
-    if (failed(positive("dp", dp)) || failed(positive("tp", tp)) ||
-        failed(positive("pp", pp)) || failed(positive("vpp", vpp)) ||
-        failed(positive("microbatches", microbatches)))
-      return failure();
-    if (zero != 0 && zero != 1)
-      return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
-                                << int64_t(zero);
-    if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"}, schedule))
-      return module.emitError() << "--llm-partition: unknown schedule '"
-                                << std::string(schedule)
-                                << "' (expected gpipe, 1f1b, interleaved, zb-h1)";
-    if (!llvm::is_contained({"none", "full", "selective"}, recompute))
-      return module.emitError() << "--llm-partition: unknown recompute '"
-                                << std::string(recompute)
-                                << "' (expected none, full, selective)";
-    if (sp && tp == 1)
-      return module.emitError()
-             << "--llm-partition: sp=true needs tp > 1 (it splits the "
-                "sequence over the tensor-parallel group)";
-    if (pp > 1 || vpp > 1 || microbatches > 1)
-      return module.emitError()
-             << "--llm-partition: pipeline parallelism (pp=" << int64_t(pp)
-             << ", vpp=" << int64_t(vpp)
-             << ", microbatches=" << int64_t(microbatches)
-             << ") is not implemented yet";
-    if (module.lookupSymbol(kGridName))
-      return module.emitError() << "--llm-partition: the module is already "
-                                   "partitioned (it has @"
-                                << kGridName << ")";
-    return success();
-  }
-
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (failed(validateOptions(module)))
+    if (pp > 1 || vpp > 1 || microbatches > 1) {
+      module.emitError() << "--llm-partition: pipeline parallelism (pp="
+                         << int64_t(pp) << ", vpp=" << int64_t(vpp)
+                         << ", microbatches=" << int64_t(microbatches)
+                         << ") is not implemented yet";
       return signalPassFailure();
-    SmallVector<func::FuncOp> models;
-    for (auto func : module.getOps<func::FuncOp>())
-      if (!func.isExternal())
-        models.push_back(func);
-    for (func::FuncOp func : models) {
-      Partitioner partitioner(module, func, dp, tp, sp, explain);
-      if (failed(partitioner.run()))
-        return signalPassFailure();
     }
-    OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-    shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
-                          b.getDenseI64ArrayAttr({dp, tp}));
-    module->setAttr(
-        "llmir.plan",
-        b.getDictionaryAttr(
-            {b.getNamedAttr("axes", b.getStrArrayAttr({"dp", "tp"})),
-             b.getNamedAttr("sizes", b.getDenseI64ArrayAttr({dp, tp})),
-             b.getNamedAttr("sp", b.getBoolAttr(sp)),
-             b.getNamedAttr("zero", b.getI64IntegerAttr(zero)),
-             b.getNamedAttr("microbatches", b.getI64IntegerAttr(microbatches)),
-             b.getNamedAttr("schedule", b.getStringAttr(schedule)),
-             b.getNamedAttr("recompute", b.getStringAttr(recompute))}));
+    if (pp < 1 || vpp < 1) {
+      module.emitError() << "--llm-partition: " << (pp < 1 ? "pp" : "vpp")
+                         << " must be >= 1, found "
+                         << int64_t(pp < 1 ? pp : vpp);
+      return signalPassFailure();
+    }
+    PartitionOptions options;
+    options.dp = dp;
+    options.tp = tp;
+    options.sp = sp;
+    options.zero = zero;
+    options.microbatches = microbatches;
+    options.schedule = schedule;
+    options.recompute = recompute;
+    options.explain = explain;
+    if (failed(partitionModule(module, options)))
+      signalPassFailure();
   }
 };
 
 } // namespace
+
+PartitionStrategy::~PartitionStrategy() = default;
+
+LogicalResult llmir::partitionModule(ModuleOp module,
+                                     const PartitionOptions &o,
+                                     PartitionStrategy *strategy) {
+  if (failed(validatePlan(module, o)))
+    return failure();
+  SmallVector<func::FuncOp> models;
+  for (auto func : module.getOps<func::FuncOp>())
+    if (!func.isExternal())
+      models.push_back(func);
+  for (func::FuncOp func : models) {
+    Partitioner partitioner(module, func, o.dp, o.tp, o.sp, o.explain, strategy);
+    if (failed(partitioner.run()))
+      return failure();
+  }
+  OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+  shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
+                        b.getDenseI64ArrayAttr({o.dp, o.tp}));
+  SmallVector<NamedAttribute> plan = {
+      b.getNamedAttr("axes", b.getStrArrayAttr({"dp", "tp"})),
+      b.getNamedAttr("sizes", b.getDenseI64ArrayAttr({o.dp, o.tp})),
+      b.getNamedAttr("sp", b.getBoolAttr(o.sp)),
+      b.getNamedAttr("zero", b.getI64IntegerAttr(o.zero)),
+      b.getNamedAttr("microbatches", b.getI64IntegerAttr(o.microbatches)),
+      b.getNamedAttr("schedule", b.getStringAttr(o.schedule)),
+      b.getNamedAttr("recompute", b.getStringAttr(o.recompute))};
+  if (strategy)
+    plan.push_back(b.getNamedAttr("strategy", b.getStringAttr(strategy->name())));
+  module->setAttr(kPlanAttrName, b.getDictionaryAttr(plan));
+  return success();
+}
