@@ -87,6 +87,8 @@ private:
   LogicalResult partitionOp(Operation *op);
   LogicalResult partitionLinear(LinearOp op);
   LogicalResult partitionCrossEntropy(CrossEntropyOp op);
+  /// Per layer: the collectives emitted beside the analytic minimum.
+  void explainLayerCommunication();
 
   /// Records that `user` needs parameter `param` whole.
   LogicalResult useWhole(Operation *user, Value param) {
@@ -672,7 +674,40 @@ LogicalResult Partitioner::run() {
   func.setAllArgAttrs(dicts);
   func.setFunctionType(b.getFunctionType(
       entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));
+  if (explain)
+    explainLayerCommunication();
   return success();
+}
+
+void Partitioner::explainLayerCommunication() {
+  // Megatron's minimum per transformer block in the forward pass: with tp,
+  // two all-reduces of the block's [batch, seq, hidden] output (attention and
+  // MLP); with sequence parallelism, an all-gather and a reduce-scatter of it
+  // instead of each all-reduce. Data parallelism needs none.
+  for (auto layer : func.getBody().front().getOps<LayerOp>()) {
+    Value out = layer.getNumResults() ? layer.getResult(0) : Value();
+    int64_t act = 0;
+    if (out) {
+      auto t = cast<RankedTensorType>(out.getType());
+      act = t.getNumElements() * t.getElementType().getIntOrFloatBitWidth() / 8;
+      if (sp)
+        act *= tp; // the block's output is a sequence block
+    }
+    int64_t ops = 0, bytes = 0;
+    layer.walk([&](Operation *op) {
+      if (isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op)) {
+        ++ops;
+        auto t = cast<RankedTensorType>(op->getOperand(0).getType());
+        bytes += t.getNumElements() * t.getElementType().getIntOrFloatBitWidth() / 8;
+      }
+    });
+    int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
+    int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
+    llvm::outs() << "explain: layer " << layer.getIndex() << " communication: "
+                 << ops << " collectives, " << bytes
+                 << " B per rank (Megatron minimum: " << minOps << ", "
+                 << minBytes << " B)\n";
+  }
 }
 
 /// Checks the plan before anything is rewritten.
