@@ -53,4 +53,17 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }
 
+def LLMCollectiveCleanup : Pass<"llm-collective-cleanup", "::mlir::func::FuncOp"> {
+  let summary = "Remove duplicated collectives and fuse all-reduce + slice";
+  let description = [{
+    - Two identical `shard` collectives (same operand, grid axes, attributes
+      and result type) in one block: the later one reuses the earlier result.
+    - `shard.all_reduce` (sum) whose only use is a `shard.all_slice` over the
+      same grid axes becomes one `shard.reduce_scatter` (half the traffic).
+    --llm-partition never emits either pattern; the pass cleans IR written by
+    hand, by plugins or by upstream passes.
+  }];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
 #endif // LLMIR_PARTITION_PASSES_TD
