@@ -243,7 +243,7 @@ def test_rank_count_must_match(gpt2_run):
 
 # --- training ----------------------------------------------------------------
 
-TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 6, 1e-3, 0.1
+TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 10, 1e-3, 0.1
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
@@ -402,3 +402,24 @@ def test_non_finite_values_stop_the_run(gpt2_run, tmp_path):
     # Evaluation with --check-numerics: the first op producing Inf/NaN is named.
     res = llm_run(prog, path, tokens, "--check-numerics")
     assert_clean_error(res, "op 'gemm'", "produced a non-finite value")
+
+
+def test_killed_checkpoint_write_keeps_the_previous_checkpoint(gpt2_run, tmp_path):
+    """A run killed while writing a checkpoint (fault injected after the first
+    bytes reach the temporary file) leaves the previous checkpoint intact, and
+    resuming from it reproduces the uninterrupted run."""
+    _, _, _, weights, tokens = gpt2_run
+    prog = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", train=True,
+                         batch=TRAIN_BATCH)
+    straight = train_run(prog, 1, weights, tokens, 6, tmp_path / "s.jsonl")
+    ck = tmp_path / "ck"
+    train_run(prog, 1, weights, tokens, 3, tmp_path / "a.jsonl", "--save-checkpoint", str(ck))
+    before = (ck / "checkpoint.safetensors").read_bytes()
+    res = run([tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", "6", "--lr", str(LR), "--weight-decay", str(WD), "--quiet",
+               "--resume", str(ck), "--save-checkpoint", str(ck), "--save-every", "1"],
+              env={**os.environ, "LLMIR_FAULT_INJECT": "kill-during-atomic-write"})
+    assert res.returncode == 137, (res.returncode, res.stderr)
+    assert (ck / "checkpoint.safetensors").read_bytes() == before
+    resumed = train_run(prog, 1, weights, tokens, 6, tmp_path / "r.jsonl", "--resume", str(ck))
+    assert resumed == straight[3:]

@@ -72,10 +72,17 @@ Status atomicWriteFile(const std::string &path, const std::vector<ByteChunk> &ch
     ::unlink(tmp.c_str());
     return st;
   };
+  // Fault injection for the crash-safety tests: LLMIR_FAULT_INJECT=
+  // "kill-during-atomic-write" ends the process (as SIGKILL would) after the
+  // first chunk reached the temporary file, before the rename.
+  const char *fault = std::getenv("LLMIR_FAULT_INJECT");
+  bool killMidway = fault && std::string(fault) == "kill-during-atomic-write";
   for (const ByteChunk &c : chunks) {
     Status st = writeAll(fd, tmp, c.data, c.size);
     if (!st.isOk())
       return fail(st);
+    if (killMidway)
+      std::_Exit(137);
   }
   if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0)
     return fail(Status::error(StatusCode::Unavailable, errnoMessage("cannot sync", tmp)));
