@@ -40,13 +40,15 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
-def compile_model(cfg_path, out, *extra, plan=None, train=False, batch=BATCH):
+def compile_model(cfg_path, out, *extra, plan=None, train=False, batch=BATCH,
+                  train_options=""):
     """config.json -> .llmir, through the same three tools a user runs."""
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
                "--batch", str(batch), "--seq", str(SEQ), *extra])
     assert imp.returncode == 0, imp.stderr
     passes = ([f"--llm-partition={plan}"] if plan else []) + \
-        (["--tfm-build-train-step"] if train else []) + ["--llm-lower-to-exec"]
+        ([f"--tfm-build-train-step{train_options}"] if train else []) + \
+        ["--llm-lower-to-exec"]
     low = run([tool("llm-opt"), *passes], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = subprocess.run([tool("llm-translate"), "--export-program", "-o", str(out)],
@@ -423,3 +425,17 @@ def test_killed_checkpoint_write_keeps_the_previous_checkpoint(gpt2_run, tmp_pat
     assert (ck / "checkpoint.safetensors").read_bytes() == before
     resumed = train_run(prog, 1, weights, tokens, 6, tmp_path / "r.jsonl", "--resume", str(ck))
     assert resumed == straight[3:]
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_bucketed_gradient_all_reduce(gpt2_run, tmp_path):
+    """Small buckets (several all-reduces issued inside the backward pass)
+    give the same training curve as the reference."""
+    cfg, _, _, weights, tokens = gpt2_run
+    prog = compile_model(model_path("gpt2-tiny"), tmp_path / "t.llmir", plan="dp=2",
+                         train=True, batch=TRAIN_BATCH, train_options="=bucket-bytes=8192")
+    ours = train_run(prog, 2, weights, tokens, 4, tmp_path / "b.jsonl")
+    ref, _ = reference.train(cfg, reference.load_params(cfg, str(weights)), np.load(tokens),
+                             4, TRAIN_BATCH, SEQ, lr=LR, weight_decay=WD)
+    for a, b in zip(ours, ref):
+        assert abs(a - b) <= RTOL * abs(b), (ours, ref)

@@ -17,6 +17,7 @@
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <limits>
@@ -34,6 +35,11 @@ using exec::BufferType;
 namespace {
 
 constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
+
+int64_t sizeInBytes(RankedTensorType t) {
+  return t.getNumElements() *
+         static_cast<int64_t>(t.getElementType().getIntOrFloatBitWidth() / 8);
+}
 
 /// One allocation in the arena; several tensors may view it (reshape,
 /// layer results).
@@ -114,15 +120,58 @@ private:
   /// Emits `collective` on the communication stream, ordered after the
   /// compute that produced its input and before the compute that reads its
   /// output (events both ways).
+  ///
+  /// With `deferTo` (the tensor the collective produces) the compute stream
+  /// only waits right before the first op that touches it, so the collective
+  /// overlaps the compute in between (e.g. gradient all-reduces with the rest
+  /// of the backward pass).
   template <typename BuildFn>
-  void onCommStream(OpBuilder &b, Location loc, BuildFn collective) {
+  void onCommStream(OpBuilder &b, Location loc, BuildFn collective,
+                    Value deferTo = Value()) {
     int64_t ready = nextEvent++, done = nextEvent++;
     exec::EventRecordOp::create(b, loc, ready, /*stream=*/0);
     exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
     collective();
     exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
-    exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
+    if (deferTo)
+      pendingEvent[bufferOf.lookup(deferTo)] = done;
+    else
+      exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
   }
+
+  /// Makes the compute stream wait for collectives still producing any
+  /// buffer `op` touches (all of them when `op` is null: the step's end).
+  void waitForPending(OpBuilder &b, Location loc, Operation *op) {
+    SmallVector<unsigned> ready;
+    for (auto &[buffer, event] : pendingEvent) {
+      // Reads of the buffer, and writes to memory the plan reuses from it.
+      const LogicalBuffer &pending = buffers[buffer];
+      int64_t begin = pending.offset, end = begin + sizeInBytes(pending.type);
+      bool touched =
+          !op ||
+          llvm::any_of(op->getOperands(),
+                       [&](Value v) {
+                         auto it = bufferOf.find(v);
+                         return it != bufferOf.end() && it->second == buffer;
+                       }) ||
+          llvm::any_of(op->getResults(), [&](Value v) {
+            auto it = bufferOf.find(v);
+            if (it == bufferOf.end())
+              return false;
+            const LogicalBuffer &lb = buffers[it->second];
+            return lb.offset < end && begin < lb.offset + sizeInBytes(lb.type);
+          });
+      if (touched) {
+        exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
+        ready.push_back(buffer);
+      }
+    }
+    for (unsigned buffer : ready)
+      pendingEvent.erase(buffer);
+  }
+
+  /// Buffers written by a collective the compute stream has not waited for.
+  llvm::MapVector<unsigned, int64_t> pendingEvent;
 
   func::FuncOp func;
   int64_t nextEvent = 0;
@@ -137,11 +186,6 @@ private:
   /// The chunk staging buffer of each tfm.param_all_gather.
   DenseMap<Operation *, unsigned> stagingBuffer;
 };
-
-int64_t sizeInBytes(RankedTensorType t) {
-  return t.getNumElements() *
-         static_cast<int64_t>(t.getElementType().getIntOrFloatBitWidth() / 8);
-}
 
 LogicalResult ProgramLowering::scheduleBlock(Block &block) {
   for (Operation &op : block) {
@@ -399,12 +443,13 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
           return ar.emitOpError() << "only sum and max all-reduces can be "
                                      "lowered to exec";
         }
-        // Overlapping collectives with independent compute is a scheduling
-        // decision for later passes; this order is always correct.
-        onCommStream(b, loc, [&] {
-          exec::AllReduceOp::create(b, loc, result, *axis, reduction,
-                                    /*stream=*/1);
-        });
+        onCommStream(
+            b, loc,
+            [&] {
+              exec::AllReduceOp::create(b, loc, result, *axis, reduction,
+                                        /*stream=*/1);
+            },
+            ar.getResult());
         return success();
       })
       .Case([&](shard::ReduceScatterOp rs) -> LogicalResult {
@@ -430,10 +475,13 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         Value flatIn = view(b, input, {cast<exec::BufferType>(input.getType())
                                            .getNumElements()});
         Value flatOut = view(b, result, {rs.getResult().getType().getNumElements()});
-        onCommStream(b, loc, [&] {
-          exec::ReduceScatterOp::create(b, loc, flatIn, flatOut, *axis,
-                                        /*stream=*/1);
-        });
+        onCommStream(
+            b, loc,
+            [&] {
+              exec::ReduceScatterOp::create(b, loc, flatIn, flatOut, *axis,
+                                            /*stream=*/1);
+            },
+            rs.getResult());
         return success();
       })
       .Case([&](shard::AllGatherOp ag) -> LogicalResult {
@@ -447,9 +495,14 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         Value target = it != stagingBuffer.end() ? buffers[it->second].buffer : result;
         Value flatIn = view(b, input, {ag.getInput().getType().getNumElements()});
         Value flatOut = view(b, target, {ag.getResult().getType().getNumElements()});
-        onCommStream(b, loc, [&] {
-          exec::AllGatherOp::create(b, loc, flatIn, flatOut, *axis, /*stream=*/1);
-        });
+        // With a staging buffer the transpose below reads it right away.
+        onCommStream(
+            b, loc,
+            [&] {
+              exec::AllGatherOp::create(b, loc, flatIn, flatOut, *axis,
+                                        /*stream=*/1);
+            },
+            it == stagingBuffer.end() ? ag.getResult() : Value());
         if (it != stagingBuffer.end()) {
           // Rank-major [ranks, outer, block] -> [outer, ranks, block].
           int64_t outer = 1, block = 1;
@@ -469,10 +522,13 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         Value chunk = buffers[stagingBuffer.lookup(g)].buffer;
         kernel("copy_chunk", {flat}, {chunk},
                {b.getNamedAttr("shard_axis", g.getAxisAttr())});
-        onCommStream(b, loc, [&] {
-          exec::AllGatherOp::create(b, loc, chunk, flat, g.getAxis(),
-                                    /*stream=*/1);
-        });
+        onCommStream(
+            b, loc,
+            [&] {
+              exec::AllGatherOp::create(b, loc, chunk, flat, g.getAxis(),
+                                        /*stream=*/1);
+            },
+            g.getParam());
         return success();
       })
       .Case([&](PositionIdsOp p) {
@@ -754,9 +810,12 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
       break;
     }
   }
-  for (Operation *op : schedule)
+  for (Operation *op : schedule) {
+    waitForPending(b, op->getLoc(), op);
     if (failed(emitOp(b, op)))
       return failure();
+  }
+  waitForPending(b, func.getLoc(), nullptr); // the step ends with its comm
   for (auto &[outName, value] : outputs)
     exec::OutputOp::create(b, func.getLoc(), outName, bufferFor(b, value));
   return success();

@@ -62,8 +62,9 @@ void inlineLayers(func::FuncOp func) {
 
 class Autodiff {
 public:
-  Autodiff(ModuleOp module, func::FuncOp func)
-      : module(module), func(func), b(func.getContext()) {}
+  Autodiff(ModuleOp module, func::FuncOp func, int64_t bucketBytes)
+      : module(module), func(func), b(func.getContext()),
+        bucketBytes(bucketBytes) {}
 
   LogicalResult run();
 
@@ -91,9 +92,15 @@ private:
     return ReshapeOp::create(b, loc, type, v);
   }
 
+  /// All-reduces the gradients of `bucket` over dp as one flat tensor and
+  /// records the reduced gradient of each parameter.
+  void flushBucket(SmallVectorImpl<BlockArgument> &bucket, int16_t dpAxis);
+
   ModuleOp module;
   func::FuncOp func;
   OpBuilder b;
+  int64_t bucketBytes;
+  DenseMap<Value, Value> reducedGrads; ///< parameter -> dp-reduced gradient
   Location loc = UnknownLoc::get(func.getContext());
   DenseSet<Value> needsGrad;
   DenseMap<Value, Value> grads;
@@ -296,6 +303,42 @@ LogicalResult Autodiff::backward(Operation *op) {
       });
 }
 
+void Autodiff::flushBucket(SmallVectorImpl<BlockArgument> &bucket,
+                           int16_t dpAxis) {
+  if (bucket.empty())
+    return;
+  SmallVector<Value> flat;
+  SmallVector<Type> pieceTypes;
+  int64_t total = 0;
+  Type elementType;
+  for (BlockArgument param : bucket) {
+    auto type = cast<RankedTensorType>(param.getType());
+    elementType = type.getElementType();
+    flat.push_back(reshape(grads.lookup(param), {type.getNumElements()}));
+    pieceTypes.push_back(flat.back().getType());
+    total += type.getNumElements();
+  }
+  auto bucketType = RankedTensorType::get({total}, elementType);
+  Value joined = flat.size() == 1
+                     ? flat.front()
+                     : ConcatOp::create(b, loc, bucketType, flat,
+                                        b.getI64IntegerAttr(0))
+                           .getResult();
+  Value reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
+                                             ArrayRef<int16_t>{dpAxis}, joined);
+  SmallVector<Value> pieces;
+  if (bucket.size() == 1)
+    pieces.push_back(reduced);
+  else
+    llvm::append_range(pieces, SplitOp::create(b, loc, pieceTypes, reduced,
+                                               b.getI64IntegerAttr(0))
+                                   .getResults());
+  for (auto [param, piece] : llvm::zip(bucket, pieces))
+    reducedGrads[param] =
+        ReshapeOp::create(b, loc, param.getType(), piece).getResult();
+  bucket.clear();
+}
+
 LogicalResult Autodiff::run() {
   Block &entry = func.getBody().front();
   auto ret = cast<func::ReturnOp>(entry.getTerminator());
@@ -329,9 +372,24 @@ LogicalResult Autodiff::run() {
       b, loss.getLoc(), lossType,
       DenseElementsAttr::get(lossType,
                              b.getFloatAttr(lossType.getElementType(), 1.0)));
+  int16_t dpAxis = planAxis(module, "dp");
+  int64_t dp = planAxisSize(module, "dp");
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+  auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
+  bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
+  // Gradient buckets (dp without ZeRO): a parameter's gradient is final once
+  // the VJPs of all its uses ran.
+  bool bucketed = dp > 1 && !zero;
+  DenseMap<Value, int64_t> pendingUses;
+  for (Operation *op : forward)
+    for (Value v : op->getOperands())
+      if (llvm::is_contained(params, v))
+        ++pendingUses[v];
+  SmallVector<BlockArgument> bucket;
+  int64_t bucketFill = 0;
+
   // Full activation recompute: each layer's forward is re-run right before
   // its backward, so only the layer inputs stay alive from the forward pass.
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
   auto recomputeAttr = plan ? plan.getAs<StringAttr>("recompute") : StringAttr();
   bool recompute = recomputeAttr && recomputeAttr.getValue() == "full";
   std::optional<int64_t> recomputedLayer;
@@ -365,6 +423,21 @@ LogicalResult Autodiff::run() {
     }
     if (failed(backward(target)))
       return failure();
+    if (bucketed) {
+      loc = op->getLoc();
+      for (Value v : op->getOperands()) {
+        auto param = dyn_cast<BlockArgument>(v);
+        if (!param || !pendingUses.count(v) || --pendingUses[v] != 0 ||
+            !grads.count(v))
+          continue;
+        bucket.push_back(param);
+        bucketFill += cast<RankedTensorType>(v.getType()).getNumElements() * 4;
+        if (bucketFill >= bucketBytes) {
+          flushBucket(bucket, dpAxis);
+          bucketFill = 0;
+        }
+      }
+    }
     if (!layer)
       continue;
     for (Operation *bop = last ? last->getNextNode() : &entry.front();
@@ -372,15 +445,17 @@ LogicalResult Autodiff::run() {
       bop->setAttr(kLayerAttr, layer);
   }
 
-  // Optimizer. Without ZeRO: all-reduce each gradient over dp, then AdamW.
-  // ZeRO-1: reduce-scatter the flat gradient over dp, update this rank's
-  // chunk (moments only for the chunk), then all-gather the parameter.
-  int16_t dpAxis = planAxis(module, "dp");
-  int64_t dp = planAxisSize(module, "dp");
-  auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
-  bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
+  loc = ret.getLoc();
+  flushBucket(bucket, dpAxis);
+
+  // Optimizer. Without ZeRO the gradients were all-reduced over dp in
+  // buckets above. ZeRO-1: reduce-scatter the flat gradient over dp, update
+  // this rank's chunk (moments only for the chunk), then all-gather the
+  // parameter.
   for (BlockArgument param : params) {
-    Value grad = grads.lookup(param);
+    // Bucketed gradients are already summed over dp (sums commute, so the
+    // sequence-parallel sum over tp below can come after).
+    Value grad = bucketed ? reducedGrads.lookup(param) : grads.lookup(param);
     if (!grad)
       continue; // unused by the loss
     loc = param.getLoc();
@@ -414,9 +489,6 @@ LogicalResult Autodiff::run() {
           ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
           /*scatter_axis=*/APInt(64, 0));
       shardAxis = b.getStringAttr("dp");
-    } else if (dp > 1) {
-      grad = shard::AllReduceOp::create(b, loc, grad.getType(), "grid",
-                                        ArrayRef<int16_t>{dpAxis}, grad);
     }
     AdamWUpdateOp::create(b, loc, param, grad, decay, b.getF64FloatAttr(0.9),
                           b.getF64FloatAttr(0.95), b.getF64FloatAttr(1e-8),
@@ -430,6 +502,7 @@ LogicalResult Autodiff::run() {
 
 struct TfmBuildTrainStepPass
     : public tfm::impl::TfmBuildTrainStepBase<TfmBuildTrainStepPass> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> models;
@@ -437,7 +510,7 @@ struct TfmBuildTrainStepPass
       if (!func.isExternal())
         models.push_back(func);
     for (func::FuncOp func : models)
-      if (failed(Autodiff(module, func).run()))
+      if (failed(Autodiff(module, func, bucketBytes).run()))
         return signalPassFailure();
   }
 };

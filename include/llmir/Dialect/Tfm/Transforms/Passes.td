@@ -76,7 +76,18 @@ def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
     (Korthikanti et al.: the attention core) is what every mode does, since
     `tfm.attention_grad` recomputes the attention probabilities instead of
     storing the [batch, heads, seq, seq] tensor.
+
+    Data-parallel gradients (without ZeRO) are all-reduced in buckets of about
+    `bucket-bytes` (PyTorch DDP's default, 25 MiB): a bucket is flattened,
+    concatenated and all-reduced as soon as its last gradient is final in the
+    backward pass, so the collective overlaps the rest of the backward
+    (--llm-lower-to-exec only makes compute wait where the result is read).
+    `bucket-bytes=0` all-reduces each gradient on its own, as soon as final.
   }];
+  let options = [
+    Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"26214400",
+           "Target size of a data-parallel gradient all-reduce bucket (bytes)">
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::shard::ShardDialect"];
 }
