@@ -129,6 +129,17 @@ public:
     return invalid(instr.describe() + " is not a compute instruction");
   }
 
+  StatusOr<int64_t> findNonFinite(const uint8_t *arena,
+                                  const BufferRef &buffer) override {
+    if (buffer.dtype != ScalarType::F32)
+      return invalid("buffer " + buffer.str() + " is not f32");
+    const float *p = reinterpret_cast<const float *>(arena + buffer.offset);
+    for (int64_t i = 0, n = buffer.numElements(); i < n; ++i)
+      if (!std::isfinite(p[i]))
+        return i;
+    return int64_t(-1);
+  }
+
   Status synchronize() override { return Status::ok(); }
 
 private:

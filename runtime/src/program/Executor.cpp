@@ -241,22 +241,15 @@ StatusOr<std::vector<float>> Executor::param(const std::string &name) const {
                        "the program has no parameter '" + name + "'");
 }
 
-/// Index of the first non-finite element of a float buffer, or -1.
-static int64_t firstNonFinite(const float *p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(p[i]))
-      return i;
-  return -1;
-}
 
 Status Executor::checkFinite(const Instr &instr) {
   // A gradient about to be applied must be finite: name its parameter.
   if (instr.kind == OpKind::Kernel && instr.kernel == "adamw" &&
       !instr.ins.empty() && !instr.outs.empty()) {
-    StatusOr<std::vector<float>> grad = download(instr.ins[0]);
-    if (!grad.isOk())
-      return grad.status();
-    int64_t bad = firstNonFinite(grad->data(), static_cast<int64_t>(grad->size()));
+    StatusOr<int64_t> found = backend_.findNonFinite(arena_, instr.ins[0]);
+    if (!found.isOk())
+      return found.status();
+    int64_t bad = *found;
     if (bad >= 0) {
       std::string name = "?";
       for (const Binding &b : stage_->params)
@@ -276,10 +269,10 @@ Status Executor::checkOutputsFinite(const Instr &instr) {
   for (const BufferRef &out : instr.outs) {
     if (out.dtype != ScalarType::F32)
       continue;
-    StatusOr<std::vector<float>> values = download(out);
-    if (!values.isOk())
-      return values.status();
-    int64_t bad = firstNonFinite(values->data(), static_cast<int64_t>(values->size()));
+    StatusOr<int64_t> found = backend_.findNonFinite(arena_, out);
+    if (!found.isOk())
+      return found.status();
+    int64_t bad = *found;
     if (bad >= 0)
       return Status::error(StatusCode::DataLoss,
                            "produced a non-finite value in " + out.str() +

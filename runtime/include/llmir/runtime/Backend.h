@@ -43,6 +43,10 @@ public:
   /// Runs one Kernel or Gemm instruction on `arena`.
   virtual Status execute(const Instr &instr, uint8_t *arena,
                          const KernelContext &context) = 0;
+  /// Index of the first NaN/Inf element of the f32 buffer `buffer`, or -1
+  /// (checked where the data lives, without a host copy).
+  virtual StatusOr<int64_t> findNonFinite(const uint8_t *arena,
+                                          const BufferRef &buffer) = 0;
   /// Waits until all queued work is done (a no-op on the CPU).
   virtual Status synchronize() = 0;
 };
