@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <sys/stat.h>
 
 namespace llmir::runtime {
@@ -69,6 +70,16 @@ bool sameSegments(const ParamSlice &a, const ParamSlice &b) {
   return a.concatDim == b.concatDim && a.segments == b.segments;
 }
 
+/// The rank's coordinate along the plan's dp axis (0 without one).
+int dpIndex(const Program &program, int rank) {
+  for (size_t a = 0; a < program.plan.axes.size(); ++a)
+    if (program.plan.axes[a] == "dp")
+      for (const RankInfo &r : program.ranks)
+        if (r.rank == rank)
+          return r.coords[a];
+  return 0;
+}
+
 } // namespace
 
 std::string checkpointFile(const std::string &dir) {
@@ -101,48 +112,61 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       return shard.status();
     const float *local = shard->data();
     int64_t n = b->buffer.numElements();
-    if (isState) {
-      // Optimizer state must be shaped like this rank's parameter shard.
+    // ZeRO-1 state holds a dp chunk of the rank's flat shard.
+    int64_t shardElements = n;
+    if (isState)
       for (const Binding &p : stage.params)
-        if (p.name == param->name && p.buffer.numElements() != n)
-          return Status::error(
-              StatusCode::Unimplemented,
-              "checkpoint: optimizer state '" + b->name +
-                  "' is sharded over dp (zero=1); saving ZeRO-1 state is "
-                  "not supported yet");
-    }
+        if (p.name == param->name)
+          shardElements = p.buffer.numElements();
+    bool chunked = shardElements != n;
     ++tag;
-    if (param->slices.empty()) { // replicated: rank 0's copy is the tensor
-      if (me == 0)
-        globals.emplace_back(local, local + n);
-    } else {
-      // One representative rank per distinct slice sends its shard to rank 0.
-      std::vector<int> senders;
-      for (const ParamSlice &s : param->slices) {
-        bool first = true;
-        for (int r : senders)
-          first &= !sameSegments(*param->sliceFor(r), s);
-        if (first)
-          senders.push_back(s.rank);
-      }
-      if (me == 0) {
-        int64_t total = 1;
-        for (int64_t d : param->globalShape)
-          total *= d;
-        std::vector<float> global(static_cast<size_t>(total), 0.0f);
-        std::vector<float> buffer(static_cast<size_t>(n));
-        for (int r : senders) {
-          const float *shard = local;
-          if (r != 0) {
-            LLMIR_RETURN_IF_ERROR(comm.recv(buffer.data(), n, r, tag));
-            shard = buffer.data();
-          }
-          scatterShard(global.data(), *param, *param->sliceFor(r), shard);
+    // One rank per distinct piece sends it to rank 0: per distinct tp slice
+    // (replicated: just rank 0), and per dp coordinate for ZeRO-1 chunks.
+    auto slicesMatch = [&](int a, int b) {
+      const ParamSlice *sa = param->sliceFor(a), *sb = param->sliceFor(b);
+      return (!sa && !sb) || (sa && sb && sameSegments(*sa, *sb));
+    };
+    std::vector<int> senders;
+    for (const RankInfo &r : program.ranks) {
+      bool first = true;
+      for (int s : senders)
+        first &= !(slicesMatch(s, r.rank) &&
+                   (!chunked || dpIndex(program, s) == dpIndex(program, r.rank)));
+      if (first)
+        senders.push_back(r.rank);
+    }
+    if (me == 0) {
+      int64_t total = 1;
+      for (int64_t d : param->globalShape)
+        total *= d;
+      std::vector<float> global(static_cast<size_t>(total), 0.0f);
+      // The shards of each distinct tp slice, reassembled from their chunks.
+      std::map<int, std::vector<float>> shards; // representative rank -> shard
+      std::vector<float> buffer(static_cast<size_t>(n));
+      for (int r : senders) {
+        const float *piece = local;
+        if (r != 0) {
+          LLMIR_RETURN_IF_ERROR(comm.recv(buffer.data(), n, r, tag));
+          piece = buffer.data();
         }
-        globals.push_back(std::move(global));
-      } else if (std::find(senders.begin(), senders.end(), me) != senders.end()) {
-        LLMIR_RETURN_IF_ERROR(comm.send(local, n, 0, tag));
+        int owner = r;
+        for (const auto &[rep, shard] : shards)
+          if (slicesMatch(rep, r))
+            owner = rep;
+        std::vector<float> &shard = shards[owner];
+        shard.resize(static_cast<size_t>(shardElements), 0.0f);
+        int64_t offset = chunked ? dpIndex(program, r) * n : 0;
+        std::copy(piece, piece + n, shard.begin() + offset);
       }
+      for (const auto &[rep, shard] : shards) {
+        if (const ParamSlice *slice = param->sliceFor(rep))
+          scatterShard(global.data(), *param, *slice, shard.data());
+        else
+          std::copy(shard.begin(), shard.begin() + total, global.begin());
+      }
+      globals.push_back(std::move(global));
+    } else if (std::find(senders.begin(), senders.end(), me) != senders.end()) {
+      LLMIR_RETURN_IF_ERROR(comm.send(local, n, 0, tag));
     }
     if (me == 0)
       tensors.push_back({b->name, param->globalShape, globals.back().data()});

@@ -126,18 +126,31 @@ Status Executor::loadTensor(const SafeTensorsFile &file,
         data.insert(data.end(), pieces[s].begin() + o * widths[s],
                     pieces[s].begin() + (o + 1) * widths[s]);
   }
+  // The rank's shard has the size of its parameter buffer.
+  int64_t shardElements = buffer.numElements();
+  for (const Binding &b : stage_->params)
+    if (b.name == param.name)
+      shardElements = b.buffer.numElements();
   // Vocab padding: a rank's row block may extend past the real tensor; the
   // missing rows are zero (one segment, split on dim 0).
   if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
-      static_cast<int64_t>(data.size()) < buffer.numElements())
-    data.resize(static_cast<size_t>(buffer.numElements()), 0.0f);
-  if (static_cast<int64_t>(data.size()) != buffer.numElements())
+      static_cast<int64_t>(data.size()) < shardElements)
+    data.resize(static_cast<size_t>(shardElements), 0.0f);
+  if (static_cast<int64_t>(data.size()) != shardElements)
     return invalid("'" + tensorName + "': the rank's slice has " +
                    std::to_string(data.size()) + " elements but its buffer " +
-                   buffer.str() + " needs " +
-                   std::to_string(buffer.numElements()));
-  return backend_.upload(arena_, buffer.offset, data.data(),
-                         static_cast<int64_t>(data.size() * sizeof(float)));
+                   buffer.str() + " needs " + std::to_string(shardElements));
+  int64_t first = 0;
+  if (buffer.numElements() != shardElements) {
+    // ZeRO-1 optimizer state: this rank's dp chunk of the flat shard.
+    StatusOr<std::pair<int, int>> dp = axisPosition("dp");
+    if (!dp.isOk() || buffer.numElements() * dp->second != shardElements)
+      return invalid("'" + tensorName + "': buffer " + buffer.str() +
+                     " is neither the rank's shard nor a dp chunk of it");
+    first = dp->first * buffer.numElements();
+  }
+  return backend_.upload(arena_, buffer.offset, data.data() + first,
+                         buffer.bytes());
 }
 
 const ParamInfo *Executor::ownerOf(const std::string &bindingName) const {
