@@ -390,6 +390,10 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
                {out(e.getResult())}, attrs);
         return success();
       })
+      .Case([&](CastOp c) {
+        kernel("cast", {in(c.getInput())}, {out(c.getResult())});
+        return success();
+      })
       .Case([&](BiasAddOp a) {
         kernel("bias_add", {in(a.getInput()), in(a.getBias())},
                {out(a.getResult())});

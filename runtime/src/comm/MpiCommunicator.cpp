@@ -1,6 +1,7 @@
 // MPI Communicator: non-blocking collectives completed by polling, so a watchdog timeout can
 // turn a dead peer into a CommError instead of a hang.
 #include "llmir/runtime/MpiCommunicator.h"
+#include "llmir/runtime/SafeTensors.h"
 
 #include <mpi.h>
 
@@ -250,6 +251,46 @@ Status MpiCommunicator::allReduceSum(float *data, int64_t n, int group) {
 
 Status MpiCommunicator::allReduceMax(float *data, int64_t n, int group) {
   return allReduceInPlace(*impl_, data, n, group, MPI_MAX, "all_reduce(max)");
+}
+
+Status MpiCommunicator::allReduceSumBf16(uint16_t *data, int64_t n, int group) {
+  const char *op = "all_reduce(bf16)";
+  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX / 2));
+  if (n > 0 && !data)
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": null buffer");
+  const int64_t p = static_cast<int64_t>(impl_->members[group].size());
+  const int64_t me = *groupRank(group);
+  // Every rank owns one chunk: receive everyone's bf16 copy of it, sum in
+  // fp32, round once, then all-gather the summed chunks.
+  const int64_t chunk = (n + p - 1) / p;
+  if (chunk * p > INT_MAX)
+    return Status::error(StatusCode::InvalidArgument,
+                         std::string(op) + ": too many elements");
+  std::vector<uint16_t> padded(static_cast<size_t>(chunk * p), 0), mine(
+      static_cast<size_t>(chunk * p));
+  std::copy(data, data + n, padded.begin());
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+      MPI_Ialltoall(padded.data(), static_cast<int>(chunk), MPI_UINT16_T, mine.data(),
+                    static_cast<int>(chunk), MPI_UINT16_T, impl_->comms[group], &req)));
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  std::vector<uint16_t> reduced(static_cast<size_t>(chunk));
+  for (int64_t i = 0; i < chunk; ++i) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < p; ++r)
+      sum += bfloat16ToFloat(mine[r * chunk + i]);
+    reduced[i] = floatToBfloat16(sum);
+  }
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
+      MPI_Iallgather(reduced.data(), static_cast<int>(chunk), MPI_UINT16_T,
+                     padded.data(), static_cast<int>(chunk), MPI_UINT16_T,
+                     impl_->comms[group], &req)));
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  (void)me;
+  std::copy(padded.begin(), padded.begin() + n, data);
+  return Status::ok();
 }
 
 Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank, int group) {

@@ -54,6 +54,15 @@ Status SingleProcessCommunicator::allReduceSum(float *data, int64_t n, int group
   return checkBuffer("all_reduce", data, n);
 }
 
+Status SingleProcessCommunicator::allReduceSumBf16(uint16_t *data, int64_t n,
+                                                   int group) {
+  LLMIR_RETURN_IF_ERROR(checkGroup("all_reduce(bf16)", group));
+  if (n < 0 || (n > 0 && !data))
+    return Status::error(StatusCode::InvalidArgument,
+                         "all_reduce(bf16): bad buffer");
+  return Status::ok(); // one rank: the identity
+}
+
 Status SingleProcessCommunicator::allReduceMax(float *data, int64_t n, int group) {
   return allReduceSum(data, n, group); // one rank: the identity either way
 }

@@ -3,6 +3,7 @@
 #include "llmir/runtime/Backend.h"
 
 #include "llmir/runtime/Kernels.h"
+#include "llmir/runtime/SafeTensors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -121,6 +122,8 @@ public:
     lr_ = context.learningRate();
     weightDecay_ = context.weightDecay();
     step_ = context.step();
+    if (instr.kind == OpKind::Kernel && instr.kernel == "cast")
+      return executeCast(instr);
     LLMIR_RETURN_IF_ERROR(requireF32(instr));
     if (instr.kind == OpKind::Gemm)
       return executeGemm(instr);
@@ -143,6 +146,32 @@ public:
   Status synchronize() override { return Status::ok(); }
 
 private:
+  /// f32 <-> bf16 (round to nearest even).
+  Status executeCast(const Instr &instr) {
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
+    const BufferRef &in = instr.ins[0], &out = instr.outs[0];
+    if (in.numElements() != out.numElements())
+      return invalid("cast: " + in.str() + " and " + out.str() + " differ in size");
+    int64_t n = in.numElements();
+    if (in.dtype == ScalarType::F32 && out.dtype == ScalarType::BF16) {
+      const float *x = ptr<float>(in);
+      uint16_t *y = ptr<uint16_t>(out);
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = floatToBfloat16(x[i]);
+      return Status::ok();
+    }
+    if (in.dtype == ScalarType::BF16 && out.dtype == ScalarType::F32) {
+      const uint16_t *x = ptr<uint16_t>(in);
+      float *y = ptr<float>(out);
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = bfloat16ToFloat(x[i]);
+      return Status::ok();
+    }
+    return Status::error(StatusCode::Unimplemented,
+                         std::string("cast from ") + scalarTypeName(in.dtype) +
+                             " to " + scalarTypeName(out.dtype));
+  }
+
   Status executeKernel(const Instr &instr);
   Status executeGemm(const Instr &instr);
   /// Integer buffer (i32 or i64) widened to int64 into a scratch vector.

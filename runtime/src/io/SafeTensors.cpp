@@ -80,6 +80,15 @@ float bfloat16ToFloat(uint16_t bits) {
   return f;
 }
 
+uint16_t floatToBfloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0)
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u); // quiet NaN
+  const uint32_t roundingBias = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + roundingBias) >> 16);
+}
+
 namespace {
 
 Status corrupt(const std::string &path, const std::string &what) {

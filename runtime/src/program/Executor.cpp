@@ -366,6 +366,8 @@ Status Executor::executeCollective(const Instr &instr) {
     if (!g.isOk())
       return g.status();
     const BufferRef &b = instr.outs.at(0);
+    if (b.dtype == ScalarType::BF16)
+      return comm_->allReduceSumBf16(ptr<uint16_t>(b), b.numElements(), *g);
     if (instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "max")
       return comm_->allReduceMax(ptr<float>(b), b.numElements(), *g);
     return comm_->allReduceSum(ptr<float>(b), b.numElements(), *g);

@@ -133,6 +133,7 @@ const KernelSignature kKernels[] = {
     {"cross_entropy_finalize_grad", 2, 2, 2, kReduction},
     {"adamw", 1, 1, 3, kAdamW},
     {"copy_chunk", 1, 1, 1, kShardAxis},
+    {"cast", 1, 1, 1, {}},
 };
 } // namespace
 

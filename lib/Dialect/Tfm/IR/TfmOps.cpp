@@ -396,6 +396,15 @@ LogicalResult TransposeOp::verify() {
 // Partitioned forms
 //===----------------------------------------------------------------------===//
 
+LogicalResult CastOp::verify() {
+  if (getInput().getType().getShape() != getResult().getType().getShape())
+    return emitOpError() << "expected the result shape "
+                         << formatShape(getInput().getType().getShape())
+                         << " (the input's), found "
+                         << formatShape(getResult().getType().getShape());
+  return success();
+}
+
 LogicalResult BiasAddOp::verify() {
   ArrayRef<int64_t> shape = getInput().getType().getShape();
   if (shape.empty())

@@ -62,9 +62,10 @@ void inlineLayers(func::FuncOp func) {
 
 class Autodiff {
 public:
-  Autodiff(ModuleOp module, func::FuncOp func, int64_t bucketBytes)
+  Autodiff(ModuleOp module, func::FuncOp func, int64_t bucketBytes,
+           bool bf16Comm)
       : module(module), func(func), b(func.getContext()),
-        bucketBytes(bucketBytes) {}
+        bucketBytes(bucketBytes), bf16Comm(bf16Comm) {}
 
   LogicalResult run();
 
@@ -100,6 +101,7 @@ private:
   func::FuncOp func;
   OpBuilder b;
   int64_t bucketBytes;
+  bool bf16Comm; ///< all-reduce gradient buckets in bf16
   DenseMap<Value, Value> reducedGrads; ///< parameter -> dp-reduced gradient
   Location loc = UnknownLoc::get(func.getContext());
   DenseSet<Value> needsGrad;
@@ -324,8 +326,19 @@ void Autodiff::flushBucket(SmallVectorImpl<BlockArgument> &bucket,
                      : ConcatOp::create(b, loc, bucketType, flat,
                                         b.getI64IntegerAttr(0))
                            .getResult();
-  Value reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
-                                             ArrayRef<int16_t>{dpAxis}, joined);
+  Value reduced;
+  if (bf16Comm) {
+    // Gradient compression: bf16 on the wire, fp32 accumulation in the
+    // runtime's reduction, fp32 again for the optimizer.
+    auto wire = RankedTensorType::get({total}, b.getBF16Type());
+    Value narrow = CastOp::create(b, loc, wire, joined);
+    Value summed = shard::AllReduceOp::create(b, loc, wire, "grid",
+                                              ArrayRef<int16_t>{dpAxis}, narrow);
+    reduced = CastOp::create(b, loc, bucketType, summed);
+  } else {
+    reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
+                                         ArrayRef<int16_t>{dpAxis}, joined);
+  }
   SmallVector<Value> pieces;
   if (bucket.size() == 1)
     pieces.push_back(reduced);
@@ -509,8 +522,14 @@ struct TfmBuildTrainStepPass
     for (auto func : module.getOps<func::FuncOp>())
       if (!func.isExternal())
         models.push_back(func);
+    if (gradCommDtype != "f32" && gradCommDtype != "bf16") {
+      module.emitError() << "--tfm-build-train-step: grad-comm-dtype must be "
+                            "f32 or bf16, found '"
+                         << std::string(gradCommDtype) << "'";
+      return signalPassFailure();
+    }
     for (func::FuncOp func : models)
-      if (failed(Autodiff(module, func, bucketBytes).run()))
+      if (failed(Autodiff(module, func, bucketBytes, gradCommDtype == "bf16").run()))
         return signalPassFailure();
   }
 };

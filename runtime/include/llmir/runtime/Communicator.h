@@ -39,6 +39,10 @@ public:
   virtual Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) = 0;
   /// Element-wise maximum over the group, in place (vocab-parallel softmax).
   virtual Status allReduceMax(float *data, int64_t n, int group = kWorldGroup) = 0;
+  /// Sum of bfloat16 values (raw bits) transported as bf16 but accumulated in
+  /// fp32 (gradient compression): a reduce-scatter + all-gather.
+  virtual Status allReduceSumBf16(uint16_t *data, int64_t n,
+                                  int group = kWorldGroup) = 0;
   /// out[r * nPerRank ...] = in of group-local rank r; out holds groupSize * nPerRank.
   virtual Status allGather(const float *in, float *out, int64_t nPerRank,
                            int group = kWorldGroup) = 0;
@@ -73,6 +77,7 @@ public:
   StatusOr<int> groupSize(int group) const override;
   Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) override;
   Status allReduceMax(float *data, int64_t n, int group = kWorldGroup) override;
+  Status allReduceSumBf16(uint16_t *data, int64_t n, int group = kWorldGroup) override;
   Status allGather(const float *in, float *out, int64_t nPerRank,
                    int group = kWorldGroup) override;
   Status reduceScatterSum(const float *in, float *out, int64_t nPerRank,

@@ -27,6 +27,7 @@ public:
   StatusOr<int> groupSize(int group) const override;
   Status allReduceSum(float *data, int64_t n, int group = kWorldGroup) override;
   Status allReduceMax(float *data, int64_t n, int group = kWorldGroup) override;
+  Status allReduceSumBf16(uint16_t *data, int64_t n, int group = kWorldGroup) override;
   Status allGather(const float *in, float *out, int64_t nPerRank,
                    int group = kWorldGroup) override;
   Status reduceScatterSum(const float *in, float *out, int64_t nPerRank,

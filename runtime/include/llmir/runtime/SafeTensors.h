@@ -98,6 +98,8 @@ Status writeSafeTensors(const std::string &path,
 /// IEEE half / bfloat16 bits to float (exact; NaN/inf/subnormals kept).
 float halfToFloat(uint16_t bits);
 float bfloat16ToFloat(uint16_t bits);
+/// float to bfloat16 bits, rounding to nearest even (NaN stays NaN).
+uint16_t floatToBfloat16(float value);
 
 } // namespace llmir::runtime
 

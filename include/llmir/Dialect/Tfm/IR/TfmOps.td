@@ -446,6 +446,19 @@ def Tfm_SplitOp : Tfm_Op<"split", [Pure]> {
 // Partitioned forms (produced by --llm-partition)
 //===----------------------------------------------------------------------===//
 
+def Tfm_CastOp : Tfm_Op<"cast", [Pure]> {
+  let summary = "convert between float element types (round to nearest even)";
+  let description = [{
+    ```mlir
+    %h = tfm.cast %g : tensor<1024xf32> -> tensor<1024xbf16>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
 def Tfm_BiasAddOp : Tfm_Op<"bias_add", [Pure]> {
   let summary = "add a bias vector to every row";
   let description = [{

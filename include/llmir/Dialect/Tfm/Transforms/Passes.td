@@ -86,7 +86,10 @@ def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"26214400",
-           "Target size of a data-parallel gradient all-reduce bucket (bytes)">
+           "Target size of a data-parallel gradient all-reduce bucket (bytes)">,
+    Option<"gradCommDtype", "grad-comm-dtype", "std::string", /*default=*/"\"f32\"",
+           "Element type of the dp gradient all-reduce: f32, or bf16 "
+           "(compression: bf16 on the wire, fp32 accumulation)">
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::shard::ShardDialect"];
