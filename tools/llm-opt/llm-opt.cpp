@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
                   mlir::func::FuncDialect, mlir::linalg::LinalgDialect,
                   mlir::shard::ShardDialect, mlir::tensor::TensorDialect>();
   mlir::func::registerAllExtensions(registry);
+  llmir::tfm::registerShardVJPModels(registry);
 
   mlir::registerTransformsPasses();
   mlir::shard::registerShardPasses();

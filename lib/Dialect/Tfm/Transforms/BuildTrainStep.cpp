@@ -1,7 +1,7 @@
 //===- BuildTrainStep.cpp - reverse-mode autodiff + AdamW -----------------===//
 //
 // The forward is flattened (layers inlined, each op tagged with its layer),
-// then one VJP per op is emitted in reverse program order. Gradients are
+// then each op's VJPOpInterface rule is applied in reverse program order. Gradients are
 // only built for values that depend on a parameter.
 //
 //===----------------------------------------------------------------------===//
@@ -16,7 +16,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/DenseSet.h"
-#include "llvm/ADT/TypeSwitch.h"
 
 namespace llmir::tfm {
 #define GEN_PASS_DEF_TFMBUILDTRAINSTEP
@@ -80,12 +79,6 @@ private:
       it->second = AddOp::create(b, loc, it->second, grad);
   }
 
-  Value zeros(Value like) {
-    auto type = cast<RankedTensorType>(like.getType());
-    return arith::ConstantOp::create(
-        b, loc, type,
-        DenseElementsAttr::get(type, b.getFloatAttr(type.getElementType(), 0.0)));
-  }
 
   Value reshape(Value v, ArrayRef<int64_t> shape) {
     auto type = RankedTensorType::get(
@@ -109,200 +102,23 @@ private:
 };
 
 LogicalResult Autodiff::backward(Operation *op) {
-  auto dOf = [&](Value v) { return grads.lookup(v); };
-  Value dy = op->getNumResults() == 1 ? dOf(op->getResult(0)) : Value();
-  bool any = llvm::any_of(op->getResults(),
-                          [&](Value r) { return static_cast<bool>(dOf(r)); });
-  if (!any)
+  SmallVector<Value> resultGrads;
+  for (Value r : op->getResults())
+    resultGrads.push_back(grads.lookup(r));
+  if (llvm::none_of(resultGrads, [](Value g) { return static_cast<bool>(g); }))
     return success();
+  auto vjp = dyn_cast<VJPOpInterface>(op);
+  if (!vjp)
+    return op->emitOpError() << "has no VJP (reverse-mode rule) yet";
   loc = op->getLoc();
-
-  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-      .Case([&](EmbeddingOp e) {
-        accumulate(e.getTable(),
-                   EmbeddingGradOp::create(b, loc, e.getTable().getType(),
-                                           e.getIds(), dy, e.getShardAxisAttr()));
-        return success();
-      })
-      .Case([&](LinearOp l) {
-        Value x = l.getInput(), w = l.getWeight();
-        bool inOut = l.getLayout() == WeightLayout::in_out;
-        if (needsGrad.contains(x))
-          accumulate(x, LinearOp::create(b, loc, x.getType(), dy, w, Value(),
-                                         inOut ? WeightLayout::out_in
-                                               : WeightLayout::in_out));
-        int64_t in = l.getInFeatures(), out = l.getOutFeatures();
-        int64_t tokens = l.getInput().getType().getNumElements() / in;
-        Value x2 = reshape(x, {tokens, in});
-        Value dy2 = reshape(dy, {tokens, out});
-        Value dw = inOut ? MatmulOp::create(b, loc, w.getType(), x2, dy2,
-                                            /*transpose_a=*/true, false)
-                         : MatmulOp::create(b, loc, w.getType(), dy2, x2,
-                                            /*transpose_a=*/true, false);
-        accumulate(w, dw);
-        if (Value bias = l.getBias())
-          accumulate(bias, SumRowsOp::create(b, loc, bias.getType(), dy));
-        return success();
-      })
-      .Case([&](LayerNormOp n) {
-        auto g = LayerNormGradOp::create(
-            b, loc,
-            TypeRange{n.getInput().getType(), n.getGamma().getType(),
-                      n.getGamma().getType()},
-            n.getInput(), n.getGamma(), dy, n.getEpsilonAttr());
-        accumulate(n.getInput(), g.getDinput());
-        accumulate(n.getGamma(), g.getDgamma());
-        if (n.getBeta())
-          accumulate(n.getBeta(), g.getDbeta());
-        return success();
-      })
-      .Case([&](RMSNormOp n) {
-        auto g = RMSNormGradOp::create(
-            b, loc, TypeRange{n.getInput().getType(), n.getGamma().getType()},
-            n.getInput(), n.getGamma(), dy, n.getEpsilonAttr());
-        accumulate(n.getInput(), g.getDinput());
-        accumulate(n.getGamma(), g.getDgamma());
-        return success();
-      })
-      .Case([&](GeluOp g) {
-        accumulate(g.getInput(), GeluGradOp::create(b, loc, g.getInput(), dy,
-                                                    g.getApproximate()));
-        return success();
-      })
-      .Case([&](SiluOp s) {
-        accumulate(s.getInput(), SiluGradOp::create(b, loc, s.getInput(), dy));
-        return success();
-      })
-      .Case([&](AddOp a) {
-        accumulate(a.getLhs(), dy);
-        accumulate(a.getRhs(), dy);
-        return success();
-      })
-      .Case([&](MulOp m) {
-        if (needsGrad.contains(m.getLhs()))
-          accumulate(m.getLhs(), MulOp::create(b, loc, dy, m.getRhs()));
-        if (needsGrad.contains(m.getRhs()))
-          accumulate(m.getRhs(), MulOp::create(b, loc, dy, m.getLhs()));
-        return success();
-      })
-      .Case([&](AttentionOp a) {
-        auto g = AttentionGradOp::create(
-            b, loc,
-            TypeRange{a.getQuery().getType(), a.getKey().getType(),
-                      a.getValue().getType()},
-            a.getQuery(), a.getKey(), a.getValue(), dy, a.getNumHeadsAttr(),
-            a.getNumKvHeadsAttr(), a.getCausalAttr(),
-            b.getF64FloatAttr(a.getEffectiveScale()));
-        accumulate(a.getQuery(), g.getDquery());
-        accumulate(a.getKey(), g.getDkey());
-        accumulate(a.getValue(), g.getDvalue());
-        return success();
-      })
-      .Case([&](RopeOp r) {
-        accumulate(r.getInput(),
-                   RopeGradOp::create(b, loc, dy, r.getNumHeadsAttr(),
-                                      r.getThetaAttr(), r.getOffsetAttr()));
-        return success();
-      })
-      .Case([&](CrossEntropyOp c) {
-        accumulate(c.getLogits(),
-                   CrossEntropyGradOp::create(b, loc, c.getLogits().getType(),
-                                              c.getLogits(), c.getLabels(), dy,
-                                              c.getReductionAttr()));
-        return success();
-      })
-      .Case([&](CrossEntropyFinalizeOp f) {
-        auto g = CrossEntropyFinalizeGradOp::create(
-            b, loc, TypeRange{f.getSumExp().getType(), f.getTarget().getType()},
-            f.getSumExp(), dy, f.getReductionAttr());
-        accumulate(f.getSumExp(), g.getDsumExp());
-        accumulate(f.getTarget(), g.getDtarget());
-        return success();
-      })
-      .Case([&](CrossEntropyPartialOp p) {
-        Value ds = dOf(p.getSumExp()), dt = dOf(p.getTarget());
-        if (!ds)
-          ds = zeros(p.getSumExp());
-        if (!dt)
-          dt = zeros(p.getTarget());
-        auto grad = CrossEntropyPartialGradOp::create(
-            b, loc, p.getLogits().getType(), p.getLogits(), p.getLabels(),
-            p.getMax(), ds, dt, p.getShardAxisAttr());
-        if (Attribute vocab = p->getAttr("vocab_size"))
-          grad->setAttr("vocab_size", vocab); // padded vocab columns
-        accumulate(p.getLogits(), grad);
-        return success();
-      })
-      .Case([&](ReduceMaxOp) { return success(); }) // a constant shift
-      .Case([&](BiasAddOp a) {
-        accumulate(a.getInput(), dy);
-        accumulate(a.getBias(), SumRowsOp::create(b, loc, a.getBias().getType(), dy));
-        return success();
-      })
-      .Case([&](ScaleOp s) {
-        accumulate(s.getInput(), ScaleOp::create(b, loc, dy, s.getFactorAttr()));
-        return success();
-      })
-      .Case([&](ReshapeOp r) {
-        accumulate(r.getInput(),
-                   ReshapeOp::create(b, loc, r.getInput().getType(), dy));
-        return success();
-      })
-      .Case([&](TransposeOp t) {
-        ArrayRef<int64_t> perm = t.getPermutation();
-        SmallVector<int64_t> inverse(perm.size());
-        for (auto [i, p] : llvm::enumerate(perm))
-          inverse[p] = i;
-        accumulate(t.getInput(),
-                   TransposeOp::create(b, loc, t.getInput().getType(), dy,
-                                       b.getDenseI64ArrayAttr(inverse)));
-        return success();
-      })
-      .Case([&](SplitOp s) {
-        SmallVector<Value> pieces;
-        for (Value r : s.getResults())
-          pieces.push_back(dOf(r) ? dOf(r) : zeros(r));
-        accumulate(s.getInput(), ConcatOp::create(b, loc, s.getInput().getType(),
-                                                  pieces, s.getAxisAttr()));
-        return success();
-      })
-      .Case([&](TpCopyOp c) -> LogicalResult {
-        int16_t axis = planAxis(module, c.getAxis());
-        if (axis < 0)
-          return c.emitOpError() << "names grid axis '" << c.getAxis()
-                                 << "', which the module's llmir.plan lacks";
-        accumulate(c.getInput(),
-                   shard::AllReduceOp::create(b, loc, dy.getType(), "grid",
-                                              ArrayRef<int16_t>{axis}, dy));
-        return success();
-      })
-      .Case([&](shard::AllGatherOp ag) {
-        // Sequence parallelism: the dual of a gather is a reduce-scatter.
-        accumulate(ag.getInput(),
-                   shard::ReduceScatterOp::create(
-                       b, loc, ag.getInput().getType(), "grid",
-                       ag.getGridAxes(), dy, shard::ReductionKind::Sum,
-                       ag.getGatherAxis()));
-        return success();
-      })
-      .Case([&](shard::ReduceScatterOp rs) {
-        accumulate(rs.getInput(),
-                   shard::AllGatherOp::create(b, loc, rs.getInput().getType(),
-                                              "grid", rs.getGridAxes(), dy,
-                                              rs.getScatterAxis()));
-        return success();
-      })
-      .Case([&](shard::AllReduceOp ar) -> LogicalResult {
-        if (ar.getReduction() == shard::ReductionKind::Max)
-          return success(); // only feeds the constant softmax shift
-        if (ar.getReduction() != shard::ReductionKind::Sum)
-          return ar.emitOpError() << "has no VJP for this reduction";
-        accumulate(ar.getInput(), dy); // every rank receives the whole grad
-        return success();
-      })
-      .Default([](Operation *op) {
-        return op->emitOpError() << "has no VJP (reverse-mode rule) yet";
-      });
+  VJPContext context{[&](Value v) { return needsGrad.contains(v); },
+                     [&](StringRef axis) { return planAxis(module, axis); }};
+  SmallVector<Value> operandGrads(op->getNumOperands());
+  if (failed(vjp.buildVJP(b, resultGrads, context, operandGrads)))
+    return failure();
+  for (auto [operand, grad] : llvm::zip(op->getOperands(), operandGrads))
+    accumulate(operand, grad);
+  return success();
 }
 
 void Autodiff::flushBucket(SmallVectorImpl<BlockArgument> &bucket,
@@ -516,6 +332,11 @@ LogicalResult Autodiff::run() {
 struct TfmBuildTrainStepPass
     : public tfm::impl::TfmBuildTrainStepBase<TfmBuildTrainStepPass> {
   using Base::Base;
+
+  void getDependentDialects(DialectRegistry &registry) const override {
+    Base::getDependentDialects(registry);
+    tfm::registerShardVJPModels(registry);
+  }
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> models;

@@ -16,6 +16,7 @@ include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/ControlFlowInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
+include "llmir/Dialect/Tfm/IR/TfmInterfaces.td"
 
 //===----------------------------------------------------------------------===//
 // Dialect
@@ -102,7 +103,7 @@ def Tfm_Reduction : I32EnumAttr<"Reduction",
 // Embeddings and positions
 //===----------------------------------------------------------------------===//
 
-def Tfm_EmbeddingOp : Tfm_Op<"embedding", [Pure]> {
+def Tfm_EmbeddingOp : Tfm_Op<"embedding", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "table lookup of token (or position) ids";
   let description = [{
     Gathers rows of `table` (`[num_embeddings, dim]`) for each id. The result
@@ -147,7 +148,7 @@ def Tfm_PositionIdsOp : Tfm_Op<"position_ids", [Pure]> {
 // Dense algebra
 //===----------------------------------------------------------------------===//
 
-def Tfm_LinearOp : Tfm_Op<"linear", [Pure]> {
+def Tfm_LinearOp : Tfm_Op<"linear", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "affine projection of the last dimension";
   let description = [{
     `y[..., o] = sum_i x[..., i] * W(i, o) + bias[o]`. `layout` says how the
@@ -201,7 +202,7 @@ def Tfm_MatmulOp : Tfm_Op<"matmul", [Pure]> {
 // Normalization
 //===----------------------------------------------------------------------===//
 
-def Tfm_LayerNormOp : Tfm_Op<"layer_norm", [Pure]> {
+def Tfm_LayerNormOp : Tfm_Op<"layer_norm", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "layer normalization over the last dimension";
   let description = [{
     `(x - mean) / sqrt(var + epsilon) * gamma + beta` with the biased variance,
@@ -222,7 +223,7 @@ def Tfm_LayerNormOp : Tfm_Op<"layer_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_RMSNormOp : Tfm_Op<"rms_norm", [Pure]> {
+def Tfm_RMSNormOp : Tfm_Op<"rms_norm", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "root-mean-square normalization over the last dimension";
   let description = [{
     `x / sqrt(mean(x^2) + epsilon) * gamma`, as LLaMA's RMSNorm.
@@ -245,7 +246,7 @@ def Tfm_RMSNormOp : Tfm_Op<"rms_norm", [Pure]> {
 // Element-wise
 //===----------------------------------------------------------------------===//
 
-def Tfm_GeluOp : Tfm_Op<"gelu", [Pure, SameOperandsAndResultType]> {
+def Tfm_GeluOp : Tfm_Op<"gelu", [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "Gaussian error linear unit";
   let description = [{
     `none` is the exact erf form; `tanh` is the approximation GPT-2 uses
@@ -260,7 +261,7 @@ def Tfm_GeluOp : Tfm_Op<"gelu", [Pure, SameOperandsAndResultType]> {
   let assemblyFormat = "$approximate $input attr-dict `:` type($result)";
 }
 
-def Tfm_SiluOp : Tfm_Op<"silu", [Pure, SameOperandsAndResultType]> {
+def Tfm_SiluOp : Tfm_Op<"silu", [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "x * sigmoid(x)";
   let description = [{
     ```mlir
@@ -273,7 +274,8 @@ def Tfm_SiluOp : Tfm_Op<"silu", [Pure, SameOperandsAndResultType]> {
 }
 
 class Tfm_BinaryOp<string mnemonic, string formula>
-    : Tfm_Op<mnemonic, [Pure, Commutative, SameOperandsAndResultType]> {
+    : Tfm_Op<mnemonic, [Pure, Commutative, SameOperandsAndResultType,
+                        DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "element-wise " # formula # " of two same-shaped tensors";
   let description = [{
     Both operands and the result have the same type (no implicit broadcast).
@@ -310,7 +312,7 @@ def Tfm_SoftmaxOp : Tfm_Op<"softmax", [Pure, SameOperandsAndResultType]> {
 // Attention and positional encoding
 //===----------------------------------------------------------------------===//
 
-def Tfm_AttentionOp : Tfm_Op<"attention", [Pure]> {
+def Tfm_AttentionOp : Tfm_Op<"attention", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "multi-head scaled dot-product attention (MHA, GQA, MQA)";
   let description = [{
     `q` is `[batch, seq, num_heads * head_dim]`; `k` and `v` are
@@ -342,7 +344,7 @@ def Tfm_AttentionOp : Tfm_Op<"attention", [Pure]> {
   }];
 }
 
-def Tfm_RopeOp : Tfm_Op<"rope", [Pure, SameOperandsAndResultType]> {
+def Tfm_RopeOp : Tfm_Op<"rope", [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "rotary position embedding (rotate-half convention)";
   let description = [{
     Rotates each head of `[batch, seq, num_heads * head_dim]` by position
@@ -366,7 +368,7 @@ def Tfm_RopeOp : Tfm_Op<"rope", [Pure, SameOperandsAndResultType]> {
 // Loss
 //===----------------------------------------------------------------------===//
 
-def Tfm_CrossEntropyOp : Tfm_Op<"cross_entropy", [Pure]> {
+def Tfm_CrossEntropyOp : Tfm_Op<"cross_entropy", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "softmax cross-entropy of logits against integer labels";
   let description = [{
     `logits` is `[..., vocab]`, `labels` has the logits shape without the last
@@ -394,7 +396,7 @@ def Tfm_CrossEntropyOp : Tfm_Op<"cross_entropy", [Pure]> {
 // Shape manipulation
 //===----------------------------------------------------------------------===//
 
-def Tfm_ReshapeOp : Tfm_Op<"reshape", [Pure]> {
+def Tfm_ReshapeOp : Tfm_Op<"reshape", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "reinterpret a tensor with another static shape";
   let description = [{
     ```mlir
@@ -407,7 +409,7 @@ def Tfm_ReshapeOp : Tfm_Op<"reshape", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_TransposeOp : Tfm_Op<"transpose", [Pure]> {
+def Tfm_TransposeOp : Tfm_Op<"transpose", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "permute dimensions";
   let description = [{
     `result.shape[i] = input.shape[permutation[i]]`.
@@ -424,7 +426,7 @@ def Tfm_TransposeOp : Tfm_Op<"transpose", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_SplitOp : Tfm_Op<"split", [Pure]> {
+def Tfm_SplitOp : Tfm_Op<"split", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "split a tensor into consecutive pieces along one axis";
   let description = [{
     The results' sizes along `axis` add up to the input's; all other
@@ -446,7 +448,7 @@ def Tfm_SplitOp : Tfm_Op<"split", [Pure]> {
 // Partitioned forms (produced by --llm-partition)
 //===----------------------------------------------------------------------===//
 
-def Tfm_CastOp : Tfm_Op<"cast", [Pure]> {
+def Tfm_CastOp : Tfm_Op<"cast", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "convert between float element types (round to nearest even)";
   let description = [{
     ```mlir
@@ -459,7 +461,7 @@ def Tfm_CastOp : Tfm_Op<"cast", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_BiasAddOp : Tfm_Op<"bias_add", [Pure]> {
+def Tfm_BiasAddOp : Tfm_Op<"bias_add", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "add a bias vector to every row";
   let description = [{
     `y[..., c] = x[..., c] + bias[c]`. The partitioner moves a row-parallel
@@ -477,7 +479,7 @@ def Tfm_BiasAddOp : Tfm_Op<"bias_add", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_ScaleOp : Tfm_Op<"scale", [Pure, SameOperandsAndResultType]> {
+def Tfm_ScaleOp : Tfm_Op<"scale", [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "multiply by a constant";
   let description = [{
     ```mlir
@@ -489,7 +491,7 @@ def Tfm_ScaleOp : Tfm_Op<"scale", [Pure, SameOperandsAndResultType]> {
   let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
-def Tfm_ReduceMaxOp : Tfm_Op<"reduce_max", [Pure]> {
+def Tfm_ReduceMaxOp : Tfm_Op<"reduce_max", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "maximum over the last dimension";
   let description = [{
     ```mlir
@@ -502,7 +504,7 @@ def Tfm_ReduceMaxOp : Tfm_Op<"reduce_max", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_CrossEntropyPartialOp : Tfm_Op<"cross_entropy_partial", [Pure]> {
+def Tfm_CrossEntropyPartialOp : Tfm_Op<"cross_entropy_partial", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "per-rank pieces of a vocab-parallel cross-entropy";
   let description = [{
     For logits holding this rank's vocab block along `shard_axis`
@@ -526,7 +528,7 @@ def Tfm_CrossEntropyPartialOp : Tfm_Op<"cross_entropy_partial", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tfm_CrossEntropyFinalizeOp : Tfm_Op<"cross_entropy_finalize", [Pure]> {
+def Tfm_CrossEntropyFinalizeOp : Tfm_Op<"cross_entropy_finalize", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "loss from the reduced pieces of a vocab-parallel cross-entropy";
   let description = [{
     `loss = mean_r (log(sum_exp[r]) + max[r] - target[r])` (or the sum).
@@ -551,7 +553,7 @@ def Tfm_CrossEntropyFinalizeOp : Tfm_Op<"cross_entropy_finalize", [Pure]> {
 // Training: backward ops and the optimizer (produced by --tfm-build-train-step)
 //===----------------------------------------------------------------------===//
 
-def Tfm_TpCopyOp : Tfm_Op<"tp_copy", [Pure, SameOperandsAndResultType]> {
+def Tfm_TpCopyOp : Tfm_Op<"tp_copy", [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "identity whose gradient is all-reduced over a grid axis";
   let description = [{
     Megatron-LM's `f`: marks a replicated tensor entering a tensor-parallel
