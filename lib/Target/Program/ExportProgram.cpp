@@ -2,8 +2,9 @@
 //
 // The plan comes from the module attribute `llmir.plan` ({axes, sizes,
 // microbatches, schedule}); without one the program runs on one rank. A
-// parameter's global shape and per-rank slices come from the `global_shape`
-// and `slices` attributes of its exec.param (set by the partitioner); without
+// parameter's global shape and slicing rule come from the `global_shape` and
+// `shard = {axis, dim, parts[, padded_size]}` attributes of its exec.param
+// (set by the partitioner), expanded here into per-rank segments; without
 // them every rank holds the whole tensor.
 //
 //===----------------------------------------------------------------------===//
