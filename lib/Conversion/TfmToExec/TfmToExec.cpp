@@ -828,10 +828,7 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
 struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> models;
-    for (auto func : module.getOps<func::FuncOp>())
-      if (!func.isExternal())
-        models.push_back(func);
+    SmallVector<func::FuncOp> models = modelFunctions(module);
     int64_t stage = 0;
     for (func::FuncOp func : models) {
       OpBuilder builder(func);

@@ -784,10 +784,7 @@ LogicalResult llmir::partitionModule(ModuleOp module,
                                      PartitionStrategy *strategy) {
   if (failed(validatePlan(module, o)))
     return failure();
-  SmallVector<func::FuncOp> models;
-  for (auto func : module.getOps<func::FuncOp>())
-    if (!func.isExternal())
-      models.push_back(func);
+  SmallVector<func::FuncOp> models = modelFunctions(module);
   for (func::FuncOp func : models) {
     Partitioner partitioner(module, func, o.dp, o.tp, o.sp, o.explain, strategy);
     if (failed(partitioner.run()))

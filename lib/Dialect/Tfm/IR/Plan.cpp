@@ -38,3 +38,11 @@ std::optional<StringRef> llmir::planAxisName(ModuleOp module, int64_t index) {
     return s.getValue();
   return std::nullopt;
 }
+
+SmallVector<func::FuncOp> llmir::modelFunctions(ModuleOp module) {
+  SmallVector<func::FuncOp> models;
+  for (auto func : module.getOps<func::FuncOp>())
+    if (!func.isExternal())
+      models.push_back(func);
+  return models;
+}

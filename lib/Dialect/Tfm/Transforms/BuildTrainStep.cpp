@@ -339,10 +339,7 @@ struct TfmBuildTrainStepPass
   }
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> models;
-    for (auto func : module.getOps<func::FuncOp>())
-      if (!func.isExternal())
-        models.push_back(func);
+    SmallVector<func::FuncOp> models = modelFunctions(module);
     if (gradCommDtype != "f32" && gradCommDtype != "bf16") {
       module.emitError() << "--tfm-build-train-step: grad-comm-dtype must be "
                             "f32 or bf16, found '"

@@ -9,6 +9,7 @@
 #ifndef LLMIR_DIALECT_TFM_IR_PLAN_H
 #define LLMIR_DIALECT_TFM_IR_PLAN_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include <optional>
@@ -28,6 +29,10 @@ std::optional<PlanAxis> lookupPlanAxis(mlir::ModuleOp module, llvm::StringRef na
 
 /// Name of grid axis `index`, or nullopt.
 std::optional<llvm::StringRef> planAxisName(mlir::ModuleOp module, int64_t index);
+
+/// The functions with bodies: the models (or train steps) a pass rewrites,
+/// collected up front so the pass may replace them.
+llvm::SmallVector<mlir::func::FuncOp> modelFunctions(mlir::ModuleOp module);
 
 } // namespace llmir
 
