@@ -5,8 +5,9 @@
 # 4 CPU ranks (MPI), printing per-step progress.
 #
 # Environment: MODEL (a config in examples/models, default gpt2-124m),
-# DP, TP (default 2, 2), BATCH (default 4), SEQ (default 128), STEPS (default 5),
-# LR (default 3e-4), WORK (output dir).
+# DP, TP (default 2, 2), BATCH (default 4), SEQ (default 128), STEPS (default 8),
+# LR (default 1e-3), DATA (pattern: a repeating 256-token sequence the model can
+# learn, so the loss falls; random: uniform tokens), WORK (output dir).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 llmir_install_packages
 llmir_build
@@ -15,10 +16,11 @@ llmir_path
 MODEL="${MODEL:-gpt2-124m}"
 BATCH="${BATCH:-4}"
 SEQ="${SEQ:-128}"
-STEPS="${STEPS:-5}"
+STEPS="${STEPS:-8}"
 DP="${DP:-2}"
 TP="${TP:-2}"
-LR="${LR:-3e-4}"
+LR="${LR:-1e-3}"
+DATA="${DATA:-pattern}"
 RANKS=$((DP * TP))
 WORK="${WORK:-$LLMIR_BUILD_DIR/demo}"
 CONFIG="$LLMIR_ROOT/examples/models/$MODEL.json"
@@ -40,10 +42,16 @@ if [ ! -f "$WORK/weights.safetensors" ] || [ "$WORK/weights.safetensors" -ot "$C
     --tokens "$WORK/tokens.npy" --num-tokens 100000 --seed 0
 fi
 
-echo "== train on $RANKS CPU ranks ($STEPS steps, AdamW lr $LR)"
+TOKENS="$WORK/tokens.npy"
+if [ "$DATA" = pattern ]; then
+  TOKENS="$WORK/pattern.npy"
+  /usr/bin/python3 -c "import numpy as np; np.save('$TOKENS', np.tile(np.arange(1000, 1256, dtype=np.int32), 400))"
+fi
+
+echo "== train on $RANKS CPU ranks ($STEPS steps, AdamW lr $LR, $DATA tokens)"
 threads=$(( $(nproc) / RANKS )); [ "$threads" -ge 1 ] || threads=1
 OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
   mpirun --oversubscribe --allow-run-as-root -np "$RANKS" \
   llm-run "$WORK/model.llmir" --weights "$WORK/weights.safetensors" \
-  --data "$WORK/tokens.npy" --steps "$STEPS" --lr "$LR" --log-json "$WORK/log.jsonl"
+  --data "$TOKENS" --steps "$STEPS" --lr "$LR" --log-json "$WORK/log.jsonl"
 echo "== per-step log: $WORK/log.jsonl"
