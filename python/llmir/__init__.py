@@ -1,14 +1,26 @@
-"""LLMIR Python package: safetensors I/O, HF config loading, deterministic inputs and the PyTorch numeric oracle.
+"""LLMIR Python package: model builders and the compile/run driver, safetensors I/O, HF config loading,
+deterministic inputs and the PyTorch numeric oracle.
 
 ``llmir.reference`` needs torch and is not imported here, so the rest works with numpy alone.
 """
 
 from .config import ModelConfig, config_from_dict, load_config
+from .driver import CompileError, Plan, Program, RunError, compile, tool_path
+from .models import GPT2, Llama, from_hf_config
 from .weights import num_params, param_shapes, random_tokens, random_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompileError",
+    "GPT2",
+    "Llama",
+    "Plan",
+    "Program",
+    "RunError",
+    "compile",
+    "from_hf_config",
+    "tool_path",
     "ModelConfig",
     "config_from_dict",
     "load_config",

@@ -223,12 +223,19 @@ LogicalResult Partitioner::shardParam(Operation *user, Value param,
               "argument with 'tfm.param') to shard it over tp";
   ArrayRef<int64_t> shape = shapeOf(param);
   int64_t size = shard.paddedSize ? shard.paddedSize : shape[shard.dim];
-  if (size % (tp * shard.parts) != 0)
-    return user->emitOpError()
-           << "cannot split dim " << shard.dim << " (" << size
-           << ") of its weight into " << shard.parts << " part(s) over tp="
-           << tp,
-           failure();
+  if (size % (tp * shard.parts) != 0) {
+    InFlightDiagnostic diag = user->emitOpError()
+                              << "cannot split dim " << shard.dim << " ("
+                              << size << ") of its weight over tp=" << tp
+                              << ": ";
+    if (shard.parts > 1 && size % shard.parts == 0)
+      diag << "each of its " << shard.parts << " fused blocks of "
+           << size / shard.parts << " is split, and " << size / shard.parts;
+    else
+      diag << size;
+    diag << " is not divisible by " << tp;
+    return diag;
+  }
   if (wholeUses.contains(param))
     return user->emitOpError()
            << "shards a parameter that another op uses whole (e.g. a tied "
