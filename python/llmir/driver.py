@@ -134,7 +134,15 @@ class Program:
                 raise RunError("mpirun not found (install openmpi-bin)")
             cmd = [mpirun, "--oversubscribe", "--allow-run-as-root", "-np",
                    str(self.plan.ranks)] + cmd
-        res = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        # Ranks share the machine's cores: give each its share, and keep
+        # OpenMP/OpenBLAS worker threads from spinning (with 4 ranks on 2 cores,
+        # spinning workers make steps ~40x slower).
+        env = dict(os.environ)
+        threads = str(max(1, (os.cpu_count() or 1) // self.plan.ranks))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env.setdefault("OMP_NUM_THREADS", threads)
+        env.setdefault("OPENBLAS_NUM_THREADS", threads)
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env)
         if res.returncode != 0:
             raise RunError(_errors(res.stderr))
         with open(log) as f:
@@ -172,6 +180,7 @@ def compile(model: Union[ModelConfig, dict, str], plan: Optional[Plan] = None,
     config = _config_dict(model)
     config_from_dict(config)  # validates the fields the same way the tools do
     workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
+    os.makedirs(workdir, exist_ok=True)
     cfg_path = os.path.join(workdir, "config.json")
     with open(cfg_path, "w") as f:
         json.dump(config, f)

@@ -71,3 +71,16 @@ def test_run_error_names_the_problem(tmp_path):
     prog = llmir.compile(tiny(), batch=B, seq=S, workdir=str(tmp_path))
     with pytest.raises(llmir.RunError):
         list(prog.run(str(tmp_path / "missing.safetensors"), str(tmp_path / "missing.npy")))
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+@pytest.mark.skipif(not os.path.exists("/usr/share/common-licenses/GPL-3"), reason="no corpus")
+def test_char_level_example_loss_falls(tmp_path):
+    """examples/python/train_tiny.py: exits 0 only when train and held-out loss fall."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, os.path.join(REPO, "examples", "python", "train_tiny.py"),
+                          "--steps", "150", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "held-out loss" in res.stdout
