@@ -66,4 +66,45 @@ def LLMCollectiveCleanup : Pass<"llm-collective-cleanup", "::mlir::func::FuncOp"
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }
 
+def LLMPipelineSchedule : Pass<"llm-pipeline-schedule", "::mlir::ModuleOp"> {
+  let summary = "Build, verify and simulate a pipeline-parallel schedule";
+  let description = [{
+    Builds the per-rank action lists of a pipeline schedule (`gpipe`, `1f1b`,
+    `interleaved` with `vpp` chunks per rank, `zb-h1`; see
+    PIPELINE-NOTES.md) or reads them from `file=` (one line per rank, e.g.
+    `rank 0: F0s0 F1s0 B0s0 B1s0`), verifies them (each micro-batch forward
+    and backward once on the right rank, in order, FIFO message order, no
+    deadlock of the blocking receives, optional `max-in-flight` bound),
+    prints the lists, the simulated makespan, the bubble fraction (idle
+    share of the step) next to the analytic one and each rank's busy time
+    and peak in-flight micro-batches, and writes an SVG timeline with
+    `svg=`. Costs are per rank's whole share of the model (a chunk takes
+    t/vpp). The IR is left unchanged (the stage split is future work).
+
+    Example: `llm-opt m.mlir --llm-pipeline-schedule="pp=4 microbatches=8
+    schedule=1f1b svg=1f1b.svg" -o /dev/null`
+  }];
+  let options = [
+    Option<"pp", "pp", "int64_t", "4", "Pipeline ranks">,
+    Option<"microbatches", "microbatches", "int64_t", "8",
+           "Micro-batches per step">,
+    Option<"schedule", "schedule", "std::string", "\"1f1b\"",
+           "gpipe, 1f1b, interleaved, zb-h1">,
+    Option<"vpp", "vpp", "int64_t", "1", "Model chunks per rank (interleaved)">,
+    Option<"file", "file", "std::string", "\"\"",
+           "Read the schedule from this file instead (pp/microbatches/vpp "
+           "come from the file)">,
+    Option<"svg", "svg", "std::string", "\"\"",
+           "Write an SVG timeline of the simulation here">,
+    Option<"tF", "tf", "double", "1.0", "Forward time of a rank's layers">,
+    Option<"tB", "tb", "double", "2.0", "Full backward time">,
+    Option<"tI", "ti", "double", "1.0", "Input-grad backward time">,
+    Option<"tW", "tw", "double", "1.0", "Weight-grad backward time">,
+    Option<"tComm", "tcomm", "double", "0.0",
+           "Latency of each cross-rank message">,
+    Option<"maxInFlight", "max-in-flight", "int64_t", "0",
+           "Largest allowed in-flight micro-batches per rank (0 = no bound)">
+  ];
+}
+
 #endif // LLMIR_PARTITION_PASSES_TD

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Pipeline bubbles: `llm-opt --llm-pipeline-schedule` simulation vs the analytic formulas of PIPELINE-NOTES.md.
+
+    /usr/bin/python3 bench/pipeline_bubble.py [--pp 2,4,8] [--microbatches 4,8,16] [--vpp 2] [--tf 1 --tb 2 --ti 1 --tw 1]
+
+For each schedule (gpipe, 1f1b, interleaved with --vpp chunks, zb-h1), pp and micro-batch count, runs the pass on an
+empty module and prints the simulated bubble fraction (idle share of the step: 1 - busy / (pp * makespan)) next to the
+closed form, computed here independently:
+  gpipe, 1f1b:  (p-1)(tf+tb)     / ((p-1)(tf+tb)     + m(tf+tb))   = (p-1)/(m+p-1)
+  interleaved:  (p-1)(tf+tb)/v   / ((p-1)(tf+tb)/v   + m(tf+tb))   (the bubble time divided by v)
+  zb-h1:        (p-1)(tf+ti-tw)  / ((p-1)(tf+ti-tw)  + m(tf+ti+tw))
+Never fails on a ratio (STYLE.md "Benchmarks"); exit 1 only if the pass fails on a combination it should accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1"]
+
+
+def analytic(name: str, p: int, m: int, v: int, tf: float, tb: float, ti: float, tw: float) -> float:
+    if name == "zb-h1":
+        bubble, ideal = (p - 1) * (tf + ti - tw), m * (tf + ti + tw)
+    else:
+        bubble, ideal = (p - 1) * (tf + tb), m * (tf + tb)
+        if name == "interleaved":
+            bubble /= v
+    return bubble / (bubble + ideal)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pp", default="2,4,8")
+    ap.add_argument("--microbatches", default="4,8,16")
+    ap.add_argument("--vpp", type=int, default=2, help="chunks per rank for the interleaved schedule (default 2)")
+    for name, default in (("tf", 1.0), ("tb", 2.0), ("ti", 1.0), ("tw", 1.0)):
+        ap.add_argument(f"--{name}", type=float, default=default)
+    ap.add_argument("--bin-dir", default=str(REPO / "build" / "bin"))
+    args = ap.parse_args()
+    opt = Path(args.bin_dir) / "llm-opt"
+    pps = [int(x) for x in args.pp.split(",")]
+    mbs = [int(x) for x in args.microbatches.split(",")]
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.mlir"
+        empty.write_text("module {}\n")
+        print(f"costs: tf={args.tf} tb={args.tb} ti={args.ti} tw={args.tw} (interleaved: vpp={args.vpp}, a chunk "
+              f"takes t/vpp)")
+        print("| schedule | pp | m | makespan | simulated bubble | analytic | ratio sim/analytic | peak in-flight "
+              "(rank 0 .. p-1) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name in SCHEDULES:
+            v = args.vpp if name == "interleaved" else 1
+            for p in pps:
+                for m in mbs:
+                    opts = (f"pp={p} microbatches={m} schedule={name} vpp={v} "
+                            f"tf={args.tf} tb={args.tb} ti={args.ti} tw={args.tw}")
+                    res = subprocess.run([str(opt), str(empty), f"--llm-pipeline-schedule={opts}", "-o",
+                                          "/dev/null"], capture_output=True, text=True)
+                    if res.returncode != 0:
+                        msg = res.stderr.strip().splitlines()[0] if res.stderr.strip() else "(no message)"
+                        msg = msg.split("--llm-pipeline-schedule: ", 1)[-1]
+                        # Megatron's interleaved schedule needs m >= p and m % p == 0.
+                        expected = name == "interleaved" and (m < p or m % p != 0)
+                        failed |= not expected
+                        print(f"| {name} | {p} | {m} | rejected: {msg} | | | | |")
+                        continue
+                    mk = re.search(r"^makespan (\S+) bubble (\S+)", res.stdout, re.M)
+                    peaks = re.findall(r"peak-in-flight (\d+)", res.stdout)
+                    sim = float(mk.group(2))
+                    ana = analytic(name, p, m, v, args.tf, args.tb, args.ti, args.tw)
+                    print(f"| {name}{'' if v == 1 else f' v={v}'} | {p} | {m} | {float(mk.group(1)):g} | {sim:.4f} | "
+                          f"{ana:.4f} | {sim / ana:.3f} | {' '.join(peaks)} |")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
