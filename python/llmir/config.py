@@ -90,6 +90,31 @@ class ModelConfig:
     def is_llama(self) -> bool:
         return self.model_type == "llama"
 
+    def to_hf_dict(self) -> Dict[str, Any]:
+        """The Hugging Face config.json for this model: the loaded file's other fields (token ids, ...) with every
+        architecture field written from this object, so ``replace`` changes reach the compiler.
+        ``config_from_dict(cfg.to_hf_dict()) == cfg``."""
+        if self.is_gpt2:
+            if not (self.attention_bias and self.mlp_bias):
+                raise ValueError("GPT-2 always has attention and MLP biases; it cannot express attention_bias/mlp_bias = False")
+            out = {k: v for k, v in self.raw.items() if k not in _GPT2_ALIASES}
+            out.update(model_type="gpt2", vocab_size=self.vocab_size, n_positions=self.max_position_embeddings,
+                       n_embd=self.hidden_size, n_layer=self.num_layers, n_head=self.num_heads,
+                       n_inner=self.intermediate_size, activation_function=self.activation,
+                       layer_norm_epsilon=self.norm_eps, scale_attn_weights=self.scale_attn_weights,
+                       scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
+                       tie_word_embeddings=self.tie_word_embeddings)
+            return out
+        out = dict(self.raw)
+        out.update(model_type="llama", vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                   intermediate_size=self.intermediate_size, num_hidden_layers=self.num_layers,
+                   num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads, head_dim=self.head_dim,
+                   hidden_act=self.activation, max_position_embeddings=self.max_position_embeddings,
+                   rms_norm_eps=self.norm_eps, rope_theta=self.rope_theta, rope_scaling=self.rope_scaling,
+                   attention_bias=self.attention_bias, mlp_bias=self.mlp_bias,
+                   tie_word_embeddings=self.tie_word_embeddings)
+        return out
+
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with fields changed and re-validated (e.g. ``cfg.replace(num_kv_heads=cfg.num_heads)``)."""
         new = replace(self, **changes)

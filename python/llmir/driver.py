@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from typing import Dict, Iterator, List, Optional, Union
 
-from .config import ModelConfig, config_from_dict, load_config
+from .config import ModelConfig, config_from_dict
 
 __all__ = ["Plan", "Program", "CompileError", "RunError", "compile", "tool_path"]
 
@@ -76,7 +76,7 @@ def _config_dict(model: Union[ModelConfig, dict, str]) -> dict:
         with open(model) as f:
             return json.load(f)
     if isinstance(model, ModelConfig):
-        return dict(model.raw)
+        return model.to_hf_dict()
     return dict(model)
 
 

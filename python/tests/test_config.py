@@ -118,3 +118,19 @@ def test_replace_revalidates(llama_tiny):
     assert llama_tiny.replace(num_kv_heads=4).num_kv_heads == 4
     with pytest.raises(ValueError):
         llama_tiny.replace(num_kv_heads=3)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(MODELS, "*.json"))))
+def test_to_hf_dict_round_trips(path):
+    cfg = load_config(path)
+    assert config_from_dict(cfg.to_hf_dict()) == cfg
+    changed = cfg.replace(num_layers=1, tie_word_embeddings=not cfg.tie_word_embeddings)
+    assert config_from_dict(changed.to_hf_dict()) == changed  # replace() reaches the HF fields
+
+
+def test_to_hf_dict_keeps_other_fields_and_drops_stale_aliases():
+    cfg = config_from_dict({"model_type": "gpt2", "hidden_size": 64, "n_head": 4, "bos_token_id": 7})
+    d = cfg.replace(hidden_size=128, head_dim=32).to_hf_dict()
+    assert d["bos_token_id"] == 7 and d["n_embd"] == 128 and "hidden_size" not in d
+    with pytest.raises(ValueError, match="GPT-2 always has"):
+        cfg.replace(mlp_bias=False).to_hf_dict()

@@ -61,6 +61,13 @@ def test_compile_and_train_dp2_tp2_matches_reference(tmp_path):
     assert prog.explain()
 
 
+def test_compile_uses_replaced_fields(tmp_path):
+    prog = llmir.compile(tiny().replace(num_layers=1), batch=B, seq=S, workdir=str(tmp_path))
+    ir = open(os.path.join(str(tmp_path), "model.mlir")).read()
+    assert "h.0.attn" in ir and "h.1.attn" not in ir
+    assert prog.config["n_layer"] == 1
+
+
 def test_impossible_plan_is_a_compile_error(tmp_path):
     # 4 heads cannot be split over tp=3: the partitioner names the op and reason.
     with pytest.raises(llmir.CompileError, match="3"):
