@@ -48,25 +48,9 @@ Status checkAttention(const char *k, int64_t batch, int64_t seq, int64_t heads,
 }
 
 /// Softmax of row[0, valid) in place; row[valid, width) (the causal mask) -> 0.
-LLMIR_VECTOR_CLONES
 void maskedSoftmaxRow(float *row, int64_t valid, int64_t width) {
-  float maxVal = row[0];
-#pragma omp simd reduction(max : maxVal)
-  for (int64_t j = 1; j < valid; ++j)
-    maxVal = std::max(maxVal, row[j]);
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < valid; ++j) {
-    const float e = detail::expFloat(row[j] - maxVal);
-    row[j] = e;
-    sum += e;
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-#pragma omp simd
-  for (int64_t j = 0; j < valid; ++j)
-    row[j] *= inv;
-  for (int64_t j = valid; j < width; ++j)
-    row[j] = 0.0f;
+  detail::softmaxRow(row, row, valid);
+  std::fill(row + valid, row + width, 0.0f);
 }
 
 /// Row-wise masked softmax of the [seq, seq] score block, in place.

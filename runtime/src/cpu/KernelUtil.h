@@ -62,6 +62,9 @@ private:
   int saved_ = 0; // 0: nothing to restore
 };
 
+/// One softmax row (cols > 0), max-subtracted, sum in double; `yr` may be `xr`.
+void softmaxRow(const float *xr, float *yr, int64_t cols);
+
 } // namespace llmir::runtime::detail
 
 #endif // LLMIR_RUNTIME_SRC_CPU_KERNELUTIL_H

@@ -2,6 +2,7 @@
 // accumulators for row statistics.
 #include "llmir/runtime/Kernels.h"
 
+#include "KernelUtil.h"
 #include "VecMath.h"
 
 #include <algorithm>
@@ -9,33 +10,15 @@
 #include <string>
 
 namespace llmir::runtime {
+using detail::checkPointer;
+using detail::checkSize;
+using detail::invalid;
+using detail::kParallelMinElements;
+
 namespace {
 
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kGeluCubic = 0.044715;
-// Below this many elements, spawning threads costs more than it saves.
-constexpr int64_t kParallelMinElements = 1 << 14;
-
-Status invalid(const char *kernel, const std::string &what) {
-  return Status::error(StatusCode::InvalidArgument,
-                       std::string(kernel) + ": " + what);
-}
-
-Status checkSize(const char *kernel, const char *name, int64_t value) {
-  if (value < 0)
-    return invalid(kernel, std::string(name) + " must be >= 0, got " +
-                               std::to_string(value));
-  return Status::ok();
-}
-
-/// `ptr` must be non-null whenever it is read or written (`used`).
-Status checkPointer(const char *kernel, const char *name, const void *ptr,
-                    bool used) {
-  if (used && ptr == nullptr)
-    return invalid(kernel, std::string(name) + " is null");
-  return Status::ok();
-}
-
 // Elementwise kernels hand OpenMP chunks of this size to the vector loops.
 constexpr int64_t kChunk = 1 << 13;
 
@@ -97,9 +80,10 @@ void layerNormRow(const float *xr, const float *gamma, const float *beta,
   *rstdOut = rs;
 }
 
-/// One softmax row, max-subtracted, sum in double.
+} // namespace
+
 LLMIR_VECTOR_CLONES
-void softmaxRow(const float *xr, float *yr, int64_t cols) {
+void detail::softmaxRow(const float *xr, float *yr, int64_t cols) {
   float maxVal = xr[0];
 #pragma omp simd reduction(max : maxVal)
   for (int64_t c = 1; c < cols; ++c)
@@ -117,7 +101,6 @@ void softmaxRow(const float *xr, float *yr, int64_t cols) {
     yr[c] *= inv;
 }
 
-} // namespace
 
 Status geluTanhForward(const float *x, float *y, int64_t n) {
   const char *k = "gelu_tanh_forward";
@@ -295,7 +278,7 @@ Status softmaxForward(const float *x, float *y, int64_t rows, int64_t cols) {
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "y", y, any));
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r)
-    softmaxRow(x + r * cols, y + r * cols, cols);
+    detail::softmaxRow(x + r * cols, y + r * cols, cols);
   return Status::ok();
 }
 
