@@ -358,28 +358,31 @@ Status checkPeer(const char *op, int peer, int tag, int size, int self) {
 
 } // namespace
 
-Status MpiCommunicator::send(const float *data, int64_t n, int peer, int tag) {
-  const char *op = "send";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+/// Checks a point-to-point call on the world communicator, starts it with
+/// `start(count, request)` and waits for it under the watchdog.
+template <typename Start>
+static Status pointToPoint(MpiCommunicator::Impl &impl, const char *op,
+                           const float *data, int64_t n, int peer, int tag,
+                           Start start) {
+  LLMIR_RETURN_IF_ERROR(impl.checkGroup(op, 0));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
-  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl_->size, impl_->rank));
+  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl.size, impl.rank));
   MPI_Request req;
-  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
-      MPI_Isend(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
-  return impl_->wait(req, op, 0);
+  LLMIR_RETURN_IF_ERROR(impl.check(op, 0, start(static_cast<int>(n), &req)));
+  return impl.wait(req, op, 0);
+}
+
+Status MpiCommunicator::send(const float *data, int64_t n, int peer, int tag) {
+  return pointToPoint(*impl_, "send", data, n, peer, tag, [&](int count, MPI_Request *req) {
+    return MPI_Isend(data, count, MPI_FLOAT, peer, tag, impl_->comms[0], req);
+  });
 }
 
 Status MpiCommunicator::recv(float *data, int64_t n, int peer, int tag) {
-  const char *op = "recv";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
-  LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX));
-  LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
-  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl_->size, impl_->rank));
-  MPI_Request req;
-  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
-      MPI_Irecv(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
-  return impl_->wait(req, op, 0);
+  return pointToPoint(*impl_, "recv", data, n, peer, tag, [&](int count, MPI_Request *req) {
+    return MPI_Irecv(data, count, MPI_FLOAT, peer, tag, impl_->comms[0], req);
+  });
 }
 
 Status MpiCommunicator::barrier() {

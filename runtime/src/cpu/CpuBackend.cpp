@@ -85,6 +85,26 @@ StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
                         static_cast<float>(*scale), *causal};
 }
 
+/// The attributes of a rope (or rope_grad) instruction, checked against its
+/// input x [batch, seq, heads * headDim].
+struct RopeShape {
+  int64_t heads = 0, headDim = 0, offset = 0;
+  double theta = 0;
+};
+
+StatusOr<RopeShape> ropeShape(const Instr &instr, const BufferRef &x) {
+  StatusOr<int64_t> heads = instr.intAttr("num_heads");
+  StatusOr<double> theta = instr.floatAttr("theta");
+  StatusOr<int64_t> offset = instr.intAttr("offset");
+  for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
+    if (!st->isOk())
+      return *st;
+  if (x.shape.size() != 3 || *heads <= 0 || x.shape[2] % *heads != 0)
+    return invalid(instr.describe() + ": input " + x.str() + " does not fit " +
+                   std::to_string(*heads) + " heads");
+  return RopeShape{*heads, x.shape[2] / *heads, *offset, *theta};
+}
+
 class CpuBackend final : public Backend {
 public:
   const char *name() const override { return "cpu"; }
@@ -482,18 +502,12 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   if (k == "rope") {
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &x = instr.ins[0], &y = instr.outs[0];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<double> theta = instr.floatAttr("theta");
-    StatusOr<int64_t> offset = instr.intAttr("offset");
-    for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
-      if (!st->isOk())
-        return *st;
-    if (x.shape.size() != 3 || *heads <= 0 || x.shape[2] % *heads != 0)
-      return invalid("rope input " + x.str() + " does not fit " +
-                     std::to_string(*heads) + " heads");
+    StatusOr<RopeShape> r = ropeShape(instr, x);
+    if (!r.isOk())
+      return r.status();
     LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
     return ropeForward(ptr<float>(x), ptr<float>(y), x.shape[0], x.shape[1],
-                       *heads, x.shape[2] / *heads, *theta, *offset);
+                       r->heads, r->headDim, r->theta, r->offset);
   }
   if (k == "cross_entropy") {
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
@@ -676,17 +690,12 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   if (k == "rope_grad") {
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &dy = instr.ins[0];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<double> theta = instr.floatAttr("theta");
-    StatusOr<int64_t> offset = instr.intAttr("offset");
-    for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
-      if (!st->isOk())
-        return *st;
-    if (dy.shape.size() != 3 || *heads <= 0 || dy.shape[2] % *heads != 0)
-      return invalid("rope_grad input " + dy.str() + " does not fit the heads");
+    StatusOr<RopeShape> r = ropeShape(instr, dy);
+    if (!r.isOk())
+      return r.status();
     LLMIR_RETURN_IF_ERROR(requireSameElements(dy, instr.outs[0]));
     return ropeBackward(ptr<float>(dy), ptr<float>(instr.outs[0]), dy.shape[0],
-                        dy.shape[1], *heads, dy.shape[2] / *heads, *theta, *offset);
+                        dy.shape[1], r->heads, r->headDim, r->theta, r->offset);
   }
   if (k == "concat") {
     if (instr.ins.empty() || instr.outs.size() != 1)
