@@ -7,6 +7,7 @@ deterministic inputs and the PyTorch numeric oracle.
 from .config import ModelConfig, config_from_dict, load_config
 from .driver import CompileError, Plan, Program, RunError, compile, tool_path
 from .models import GPT2, Llama, from_hf_config
+from .pipeline import simulate_schedule
 from .weights import num_params, param_shapes, random_tokens, random_weights
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "RunError",
     "compile",
     "from_hf_config",
+    "simulate_schedule",
     "tool_path",
     "ModelConfig",
     "config_from_dict",
