@@ -55,20 +55,41 @@ def tool_path(name: str) -> str:
 
 @dataclasses.dataclass
 class Plan:
-    """A parallel layout, as `llm-opt --llm-partition` takes it."""
+    """A parallel layout, as `llm-opt --llm-partition` takes it.
+
+    `rules` chooses the tensor-parallel split per weight without C++: an
+    ordered {weight glob: "column" | "row" | "replicate" | "default"} (first
+    match wins, e.g. {"h.*.mlp.c_fc.weight": "column", "h.*": "replicate"});
+    `vocab_parallel=False` keeps the token embedding whole. The compiler
+    validates them like any strategy: an impossible choice, or a glob that
+    matches no weight, is a CompileError naming the op or the rule."""
     dp: int = 1
     tp: int = 1
     sp: bool = False
     zero: int = 0
     recompute: str = "none"
+    rules: Optional[Dict[str, str]] = None
+    vocab_parallel: bool = True
 
     @property
     def ranks(self) -> int:
         return self.dp * self.tp
 
-    def option(self) -> str:
-        return (f"dp={self.dp} tp={self.tp} sp={str(self.sp).lower()} "
-                f"zero={self.zero} recompute={self.recompute}")
+    def option(self, workdir: Optional[str] = None) -> str:
+        """The --llm-partition options; with rules, writes them to
+        `workdir`/partition.rules (a temporary directory when None)."""
+        opt = (f"dp={self.dp} tp={self.tp} sp={str(self.sp).lower()} "
+               f"zero={self.zero} recompute={self.recompute}")
+        if self.rules is None and self.vocab_parallel:
+            return opt
+        lines = [f"{glob} {rule}" for glob, rule in (self.rules or {}).items()]
+        if any(len(line.split()) != 2 for line in lines):
+            raise ValueError(f"rules: globs and rules must be single words, got {self.rules!r}")
+        lines.append(f"vocab-parallel-embedding {str(self.vocab_parallel).lower()}")
+        path = os.path.join(workdir or tempfile.mkdtemp(prefix="llmir-"), "partition.rules")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return f"{opt} rules={path}"
 
 
 def _config_dict(model: Union[ModelConfig, dict, str]) -> dict:
@@ -151,11 +172,11 @@ class Program:
 
     def explain(self) -> str:
         """The partitioner's decisions (explain=true) for this model and plan."""
-        return self._opt_text([f"--llm-partition={self.plan.option()} explain=true"])
+        return self._opt_text([f"--llm-partition={self.plan.option(self.workdir)} explain=true"])
 
     def comm_report(self) -> str:
         """Collectives per layer and grid axis with bytes per rank."""
-        passes = [f"--llm-partition={self.plan.option()}"]
+        passes = [f"--llm-partition={self.plan.option(self.workdir)}"]
         if self.train:
             passes.append("--tfm-build-train-step")
         return self._opt_text(passes + ["--llm-comm-report"])
@@ -192,7 +213,7 @@ def compile(model: Union[ModelConfig, dict, str], plan: Optional[Plan] = None,
     res = _run_tool(args)
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
-    passes = [f"--llm-partition={plan.option()}"]
+    passes = [f"--llm-partition={plan.option(workdir)}"]
     if train:
         passes.append("--tfm-build-train-step")
     passes.append("--llm-lower-to-exec")

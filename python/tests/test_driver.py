@@ -91,3 +91,35 @@ def test_char_level_example_loss_falls(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "held-out loss" in res.stdout
+
+
+MLP_ONLY = {"h.*.mlp.c_fc.weight": "column", "h.*.mlp.c_proj.weight": "row",
+            "h.*": "replicate", "wte.weight": "replicate"}
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_rules_plan_trains_like_the_reference(tmp_path):
+    """Python-chosen sharding (only the MLPs split over tp=2) trains to PyTorch's curve."""
+    cfg = tiny()
+    weights = llmir.random_weights(cfg, seed=6)
+    tokens = (np.arange(4000) * 11 % 96).astype(np.int32)
+    wpath, tpath = tmp_path / "w.safetensors", tmp_path / "t.npy"
+    safetensors.save_file(weights, str(wpath))
+    save_tokens(tokens, str(tpath))
+    plan = llmir.Plan(tp=2, rules=MLP_ONLY, vocab_parallel=False)
+    prog = llmir.compile(cfg, plan, batch=B, seq=S, train=True, workdir=str(tmp_path))
+    assert "strategy 'rules'" in prog.explain()
+    steps = [s["loss"] for s in prog.run(str(wpath), str(tpath), steps=3, lr=1e-3)]
+    ref, _ = R.train(cfg, weights, tokens, 3, B, S, lr=1e-3)
+    np.testing.assert_allclose(steps, ref, rtol=1e-4)
+
+
+def test_rules_errors_name_the_rule(tmp_path):
+    with pytest.raises(llmir.CompileError, match="no linear weight matches line 1: 'lm_head.weight'"):
+        llmir.compile(tiny(), llmir.Plan(tp=2, rules={"lm_head.weight": "replicate"}),
+                      batch=B, seq=S, workdir=str(tmp_path))
+    with pytest.raises(llmir.CompileError, match="asks for a column-parallel linear, but its input is split"):
+        llmir.compile(tiny(), llmir.Plan(tp=2, rules={"h.*.attn.c_proj.weight": "column"}),
+                      batch=B, seq=S, workdir=str(tmp_path))
+    with pytest.raises(ValueError, match="single words"):
+        llmir.Plan(tp=2, rules={"h.* x": "column"}).option(str(tmp_path))

@@ -20,6 +20,9 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <vector>
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
@@ -36,6 +39,17 @@ int main(int argc, char **argv) {
   llmir::registerConversionPasses();
   llmir::registerPartitionPasses();
 
+  // Unlike mlir-opt, a diagnostic does not dump the whole operation it is on
+  // (for a pass error that is the entire model); pass
+  // --mlir-print-op-on-diagnostic to get it back.
+  std::vector<char *> args(argv, argv + argc);
+  bool userChoice = false;
+  for (llvm::StringRef arg : llvm::ArrayRef<char *>(argv, argc))
+    userChoice |= arg.ltrim('-').starts_with("mlir-print-op-on-diagnostic");
+  static char quiet[] = "--mlir-print-op-on-diagnostic=false";
+  if (!userChoice)
+    args.insert(args.begin() + 1, quiet);
   return mlir::asMainReturnCode(mlir::MlirOptMain(
-      argc, argv, "LLMIR optimizer driver\n", registry));
+      static_cast<int>(args.size()), args.data(), "LLMIR optimizer driver\n",
+      registry));
 }

@@ -19,7 +19,6 @@
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Partition/Strategy.h"
 
-#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
@@ -31,18 +30,6 @@ using namespace llmir;
 using namespace llmir::tfm;
 
 namespace {
-
-/// The Hugging Face name of `v` if it is a model parameter.
-StringRef paramName(Value v) {
-  auto arg = dyn_cast<BlockArgument>(v);
-  auto func = arg ? dyn_cast<func::FuncOp>(arg.getOwner()->getParentOp())
-                  : func::FuncOp();
-  if (!func)
-    return {};
-  auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                TfmDialect::kParamAttrName);
-  return name ? name.getValue() : StringRef();
-}
 
 class MlpOnlyStrategy : public PartitionStrategy {
 public:

@@ -48,7 +48,10 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Option<"recompute", "recompute", "std::string", "\"none\"",
            "Activation recompute: none, full, selective">,
     Option<"explain", "explain", "bool", "false",
-           "Print each sharding decision and the communication per step">
+           "Print each sharding decision and the communication per step">,
+    Option<"rules", "rules", "std::string", "\"\"",
+           "Per-weight rules file (`<weight-glob> column|row|replicate|default`"
+           " lines, `vocab-parallel-embedding true|false`); see Strategy.h">
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }

@@ -16,7 +16,12 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include "llvm/Support/Error.h"
+#include "llvm/Support/GlobPattern.h"
+
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace llmir {
 
@@ -42,6 +47,44 @@ public:
   /// Whether the token embedding is split by vocab rows (Megatron). The LM
   /// head follows its linearRule; a whole LM head gives a plain cross-entropy.
   virtual bool vocabParallelEmbedding() { return true; }
+};
+
+/// The Hugging Face name of `v` if it is a model parameter (a function
+/// argument with `tfm.param`), else "".
+llvm::StringRef paramName(mlir::Value v);
+
+/// A strategy given as data: `--llm-partition="tp=2 rules=FILE"` (and
+/// `llmir.Plan(rules=...)` in Python). Each line of the file (blank lines and
+/// `#` comments aside) is one of
+///   <weight-glob> column | row | replicate | default
+///   vocab-parallel-embedding true | false
+/// A linear takes the rule of the first glob matching its weight's name
+/// (e.g. `h.*.mlp.c_fc.weight column`); a linear no glob matches keeps
+/// Megatron's default. The partitioner validates every choice as for any
+/// strategy (a row-parallel linear needs a split input, ...).
+class RuleStrategy : public PartitionStrategy {
+public:
+  /// Parses rules; errors name `source` and the line.
+  static llvm::Expected<std::unique_ptr<RuleStrategy>>
+  parse(llvm::StringRef text, llvm::StringRef source);
+
+  llvm::StringRef name() const override { return "rules"; }
+  mlir::FailureOr<LinearRule> linearRule(tfm::LinearOp op,
+                                         bool inputSplit) override;
+  bool vocabParallelEmbedding() override { return vocabParallel; }
+  /// The rules no linear matched (likely typos), as "line N: 'glob'".
+  std::vector<std::string> unusedRules() const;
+
+private:
+  struct Rule {
+    llvm::GlobPattern glob;
+    std::string text;
+    unsigned line;
+    LinearRule rule;
+    bool used = false;
+  };
+  std::vector<Rule> rules;
+  bool vocabParallel = true;
 };
 
 struct PartitionOptions {

@@ -17,7 +17,9 @@
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
@@ -777,8 +779,33 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.schedule = schedule;
     options.recompute = recompute;
     options.explain = explain;
-    if (failed(partitionModule(module, options)))
+    if (rules.empty()) {
+      if (failed(partitionModule(module, options)))
+        signalPassFailure();
+      return;
+    }
+    auto buffer = llvm::MemoryBuffer::getFile(rules, /*IsText=*/true);
+    if (!buffer) {
+      module.emitError() << "--llm-partition: cannot read rules file '"
+                         << rules << "': " << buffer.getError().message();
+      return signalPassFailure();
+    }
+    auto strategy = RuleStrategy::parse((*buffer)->getBuffer(), rules);
+    if (!strategy) {
+      module.emitError() << "--llm-partition: "
+                         << llvm::toString(strategy.takeError());
+      return signalPassFailure();
+    }
+    if (failed(partitionModule(module, options, strategy->get())))
+      return signalPassFailure();
+    // Rules only decide tp splits; one that matched nothing is a typo.
+    std::vector<std::string> unused = (*strategy)->unusedRules();
+    if (tp > 1 && !unused.empty()) {
+      module.emitError() << "--llm-partition: rules file '" << rules
+                         << "': no linear weight matches "
+                         << llvm::join(unused, ", ");
       signalPassFailure();
+    }
   }
 };
 
