@@ -33,7 +33,14 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     the sequence replaces `f` before column-parallel ops and a reduce-scatter
     replaces the all-reduce after row-parallel ops. `zero=1` is recorded in the
     plan for --tfm-build-train-step (ZeRO-1). Pipeline options are parsed and
-    validated but not implemented yet (a diagnostic says so).
+    
+    With `pp` > 1 the grid is `pp x dp x tp`, the layers are split into
+    pp x vpp contiguous stages (`layout=` or balanced by estimated cost) and
+    every top-level op is tagged `llmir.stage`; the batch is split into
+    `microbatches` micro-batches (each op sees one) and the loss is divided
+    by dp x microbatches. --tfm-build-train-step then builds one
+    micro-batch's forward and backward and --llm-pipeline-split unrolls the
+    schedule into one program per pipeline rank.
   }];
   let options = [
     Option<"dp", "dp", "int64_t", "1", "Data-parallel degree">,
@@ -45,6 +52,9 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Option<"microbatches", "microbatches", "int64_t", "1", "Micro-batches per step">,
     Option<"schedule", "schedule", "std::string", "\"1f1b\"",
            "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1">,
+    Option<"layout", "layout", "std::string", "\"\"",
+           "Layers per pipeline stage, e.g. \"E,t*3|t*4|t*4|t*3,L\" (default: "
+           "balance the estimated stage costs)">,
     Option<"recompute", "recompute", "std::string", "\"none\"",
            "Activation recompute: none, full, selective">,
     Option<"explain", "explain", "bool", "false",
@@ -66,6 +76,37 @@ def LLMCollectiveCleanup : Pass<"llm-collective-cleanup", "::mlir::func::FuncOp"
     --llm-partition never emits either pattern; the pass cleans IR written by
     hand, by plugins or by upstream passes.
   }];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
+def LLMPipelineSplit : Pass<"llm-pipeline-split", "::mlir::ModuleOp"> {
+  let summary = "Unroll a pipeline schedule into one program per pipeline rank";
+  let description = [{
+    Runs after --tfm-build-train-step on a plan with pp > 1 or
+    microbatches > 1 (without either it does nothing). Takes
+    `@train_microbatch` (one micro-batch's forward and backward, every op
+    tagged with its stage, returning the loss and each stage's parameter
+    gradients) and the plan's schedule (`gpipe`, `1f1b`, `interleaved`,
+    `zb-h1`, or the verified per-rank action lists of `schedule-file=`), and
+    writes `@stage_<r>` for each pipeline rank r: its inputs split into
+    micro-batches; for each action of the rank's list, in order, a clone of
+    the stage's forward (F), backward (B), input-gradient (I) or
+    weight-gradient (W) ops for that micro-batch, with `tfm.recv` of the
+    activations (gradients) it needs from other stages before and
+    `tfm.send` of the ones other stages need after; the gradients summed
+    over micro-batches; tied parameters' gradients (the token embedding
+    used by the first and last stage) exchanged and summed across their
+    stages; then the dp gradient all-reduce / ZeRO-1 and AdamW for the
+    rank's parameters only. The last stage returns the step loss (the sum of
+    the micro-batches' losses). Each program's static memory plan then
+    reflects the schedule's activation memory (GPipe holds m micro-batches,
+    1F1B at most pp).
+  }];
+  let options = [
+    Option<"scheduleFile", "schedule-file", "std::string", "\"\"",
+           "Per-rank action lists (`rank 0: F0s0 F1s0 B0s0 B1s0`, one line "
+           "per rank) to use instead of the plan's schedule">
+  ];
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }
 

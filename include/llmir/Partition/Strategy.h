@@ -91,8 +91,13 @@ struct PartitionOptions {
   int64_t dp = 1, tp = 1;
   bool sp = false;
   int64_t zero = 0;
+  /// Pipeline stages (ranks along `pp`) and virtual stages per rank.
+  int64_t pp = 1, vpp = 1;
   int64_t microbatches = 1;
   std::string schedule = "1f1b";
+  /// Layers per stage ("E,t*3|t*4,L", see Pipeline/Stages.h); empty: balance
+  /// the estimated stage costs.
+  std::string layout;
   std::string recompute = "none";
   bool explain = false;
 };

@@ -519,6 +519,27 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
         }
         return success();
       })
+      .Case([&](SendOp s) {
+        // Buffered: the runtime copies the tensor out before returning, so
+        // the compute stream may reuse the buffer right after.
+        Value input = in(s.getInput());
+        onCommStream(b, loc, [&] {
+          exec::SendOp::create(b, loc, input, s.getPeerStage(), s.getTag(),
+                               /*stream=*/1);
+        });
+        return success();
+      })
+      .Case([&](RecvOp r) {
+        Value result = out(r.getResult());
+        onCommStream(
+            b, loc,
+            [&] {
+              exec::RecvOp::create(b, loc, result, r.getPeerStage(), r.getTag(),
+                                   /*stream=*/1);
+            },
+            r.getResult());
+        return success();
+      })
       .Case([&](ParamAllGatherOp g) {
         Value param = in(g.getParam());
         auto type = cast<exec::BufferType>(param.getType());
@@ -831,6 +852,12 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
     SmallVector<func::FuncOp> models = modelFunctions(module);
     int64_t stage = 0;
     for (func::FuncOp func : models) {
+      if (func.getSymName() == "train_microbatch") {
+        func.emitOpError() << "is one micro-batch of a pipelined train step; "
+                              "run --llm-pipeline-split before "
+                              "--llm-lower-to-exec";
+        return signalPassFailure();
+      }
       OpBuilder builder(func);
       ProgramLowering lowering(func);
       if (failed(lowering.run(builder, stage++)))

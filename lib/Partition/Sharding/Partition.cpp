@@ -12,6 +12,7 @@
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Partition/Passes.h"
 #include "llmir/Partition/Strategy.h"
+#include "llmir/Partition/Pipeline/Stages.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -19,6 +20,7 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -37,7 +39,6 @@ using namespace llmir::tfm;
 namespace {
 
 constexpr StringLiteral kGridName = "grid";
-constexpr int16_t kDpAxis = 0, kTpAxis = 1;
 
 /// How a tensor is laid out over the tp axis.
 struct Layout {
@@ -77,10 +78,17 @@ ArrayRef<int64_t> shapeOf(Value v) {
 
 class Partitioner {
 public:
-  Partitioner(ModuleOp module, func::FuncOp func, int64_t dp, int64_t tp,
-              bool sp, bool explain, PartitionStrategy *strategy)
-      : module(module), func(func), dp(dp), tp(tp), sp(sp), explain(explain),
-        strategy(strategy), builder(func.getContext()) {}
+  Partitioner(ModuleOp module, func::FuncOp func, const PartitionOptions &o,
+              PartitionStrategy *strategy)
+      : module(module), func(func), dp(o.dp), tp(o.tp),
+        microbatches(o.microbatches), sp(o.sp), explain(o.explain),
+        strategy(strategy), builder(func.getContext()) {
+    // With pipeline parallelism the grid is pp x dp x tp (pp slowest in the
+    // rank numbering, tp fastest: tp groups stay within a node).
+    int16_t first = o.pp > 1 ? 1 : 0;
+    dpAxis = first;
+    tpAxis = first + 1;
+  }
 
   LogicalResult run();
 
@@ -122,13 +130,18 @@ private:
   FailureOr<RankedTensorType> batchSplit(Operation *op, Value v,
                                          ArrayRef<int64_t> global) {
     SmallVector<int64_t> shape(global);
-    if (shape.empty() || dp == 1)
+    int64_t parts = dp * microbatches;
+    if (shape.empty() || parts == 1)
       return withShape(v, shape);
-    if (shape[0] % dp != 0)
-      return op->emitOpError() << "cannot split the batch dimension (" << shape[0]
-                               << ") over dp=" << dp,
-             failure();
-    shape[0] /= dp;
+    if (shape[0] % parts != 0) {
+      InFlightDiagnostic d = op->emitOpError()
+                             << "cannot split the batch dimension (" << shape[0]
+                             << ") over dp=" << dp;
+      if (microbatches > 1)
+        d << " x microbatches=" << microbatches;
+      return failure();
+    }
+    shape[0] /= parts;
     return withShape(v, shape);
   }
 
@@ -169,7 +182,7 @@ private:
     builder.setInsertionPointAfter(after);
     auto rs = shard::ReduceScatterOp::create(
         builder, after->getLoc(), withShape(v, shape), kGridName,
-        ArrayRef<int16_t>{kTpAxis}, v, shard::ReductionKind::Sum,
+        ArrayRef<int16_t>{tpAxis}, v, shard::ReductionKind::Sum,
         APInt(64, kSeqDim));
     v.replaceAllUsesExcept(rs.getResult(), rs);
     layouts[rs.getResult()] = {false, 1, true};
@@ -187,7 +200,7 @@ private:
     builder.setInsertionPoint(before);
     auto ag = shard::AllGatherOp::create(builder, before->getLoc(),
                                          withShape(v, shape), kGridName,
-                                         ArrayRef<int16_t>{kTpAxis}, v,
+                                         ArrayRef<int16_t>{tpAxis}, v,
                                          APInt(64, kSeqDim));
     layouts[ag.getResult()] = {};
     return it->second = ag.getResult();
@@ -202,8 +215,10 @@ private:
 
   ModuleOp module;
   func::FuncOp func;
-  int64_t dp, tp;
+  int64_t dp, tp, microbatches;
   bool sp, explain;
+  /// Grid axes of dp and tp (after pp when the plan has one).
+  int16_t dpAxis = 0, tpAxis = 1;
   PartitionStrategy *strategy; ///< null: Megatron's rules
   DenseMap<Value, Value> seqGathers; ///< sequence-split value -> its all-gather
   /// Arguments whose gradient the train step sums over an axis (SP params).
@@ -358,7 +373,7 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
       return failure();
     reduced = *scattered;
   } else {
-    reduced = allReduce(op, op.getResult(), kTpAxis);
+    reduced = allReduce(op, op.getResult(), tpAxis);
   }
   if (bias) {
     builder.setInsertionPointAfterValue(reduced);
@@ -388,7 +403,7 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
     builder.setInsertionPoint(op);
     auto rows = withShape(logits, shapeOf(logits).drop_back());
     auto max = ReduceMaxOp::create(builder, loc, rows, logits);
-    Value globalMax = allReduce(max, max.getResult(), kTpAxis,
+    Value globalMax = allReduce(max, max.getResult(), tpAxis,
                                 shard::ReductionKind::Max);
     builder.setInsertionPoint(op);
     auto partial = CrossEntropyPartialOp::create(
@@ -396,8 +411,8 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
         builder.getStringAttr("tp"));
     if (vocabSize) // padded vocab: mask the padding columns
       partial->setAttr("vocab_size", builder.getI64IntegerAttr(vocabSize));
-    Value sumExp = allReduce(partial, partial.getSumExp(), kTpAxis);
-    Value target = allReduce(sumExp.getDefiningOp(), partial.getTarget(), kTpAxis);
+    Value sumExp = allReduce(partial, partial.getSumExp(), tpAxis);
+    Value target = allReduce(sumExp.getDefiningOp(), partial.getTarget(), tpAxis);
     builder.setInsertionPointAfterValue(target);
     auto fin = CrossEntropyFinalizeOp::create(builder, loc, loss.getType(),
                                               globalMax, sumExp, target,
@@ -408,24 +423,30 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
     op.erase();
     loss = fin.getLoss();
   }
-  if (dp > 1) {
-    // Each dp rank holds the mean over its rows; the step loss is the mean
-    // over all rows: all-reduce over dp, then divide by dp.
+  if (dp > 1 || microbatches > 1) {
+    // Each dp rank holds the mean over its rows of one micro-batch; the step
+    // loss is the mean over all rows: all-reduce over dp, divide by
+    // dp x microbatches (the pipeline sums the micro-batches' losses).
     Operation *producer = loss.getDefiningOp();
     bool isMean = true;
     if (auto ce = dyn_cast<CrossEntropyOp>(producer))
       isMean = ce.getReduction() == Reduction::mean;
     else if (auto fin = dyn_cast<CrossEntropyFinalizeOp>(producer))
       isMean = fin.getReduction() == Reduction::mean;
-    Value summed = allReduce(producer, loss, kDpAxis);
+    Value summed = dp > 1 ? allReduce(producer, loss, dpAxis) : loss;
     if (isMean) {
       builder.setInsertionPointAfterValue(summed);
       auto scale = ScaleOp::create(builder, producer->getLoc(), summed,
-                                   builder.getF64FloatAttr(1.0 / dp));
+                                   builder.getF64FloatAttr(1.0 / (dp * microbatches)));
       summed.replaceAllUsesExcept(scale.getResult(), scale);
     }
-    note(producer, "loss all-reduced over dp=" + Twine(dp) +
-                       (isMean ? " and divided by dp" : ""));
+    std::string divided =
+        !isMean ? ""
+        : microbatches == 1
+            ? " and divided by dp"
+            : " and divided by dp x microbatches (" +
+                  std::to_string(dp * microbatches) + ")";
+    note(producer, "loss all-reduced over dp=" + Twine(dp) + divided);
   }
   return success();
 }
@@ -479,7 +500,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           if (failed(reduceScatterSeq(e, e.getResult())))
             return failure();
         } else {
-          allReduce(e, e.getResult(), kTpAxis);
+          allReduce(e, e.getResult(), tpAxis);
         }
         note(e, "vocab-parallel embedding (table rows split over tp=" +
                     Twine(tp) + ", masked lookup, " +
@@ -728,6 +749,7 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
                               << " must be >= 1, found " << v;
   };
   if (failed(positive("dp", o.dp)) || failed(positive("tp", o.tp)) ||
+      failed(positive("pp", o.pp)) || failed(positive("vpp", o.vpp)) ||
       failed(positive("microbatches", o.microbatches)))
     return failure();
   if (o.zero != 0 && o.zero != 1)
@@ -741,6 +763,22 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError() << "--llm-partition: unknown recompute '"
                               << o.recompute
                               << "' (expected none, full, selective)";
+  if (o.vpp > 1 && o.schedule != "interleaved")
+    return module.emitError()
+           << "--llm-partition: vpp=" << o.vpp
+           << " (virtual stages) needs schedule=interleaved, found '"
+           << o.schedule << "'";
+  if (o.schedule == "interleaved" && o.pp > 1 && o.vpp < 2)
+    return module.emitError() << "--llm-partition: schedule=interleaved needs "
+                                 "vpp >= 2 model chunks per rank";
+  if (o.schedule == "interleaved" && o.pp > 1 &&
+      (o.microbatches < o.pp || o.microbatches % o.pp != 0))
+    return module.emitError()
+           << "--llm-partition: schedule=interleaved needs microbatches to be "
+              "a multiple of pp="
+           << o.pp << ", found " << o.microbatches;
+  if (o.pp == 1 && !o.layout.empty())
+    return module.emitError() << "--llm-partition: layout= needs pp > 1";
   if (o.sp && o.tp == 1)
     return module.emitError()
            << "--llm-partition: sp=true needs tp > 1 (it splits the "
@@ -757,26 +795,16 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (pp > 1 || vpp > 1 || microbatches > 1) {
-      module.emitError() << "--llm-partition: pipeline parallelism (pp="
-                         << int64_t(pp) << ", vpp=" << int64_t(vpp)
-                         << ", microbatches=" << int64_t(microbatches)
-                         << ") is not implemented yet";
-      return signalPassFailure();
-    }
-    if (pp < 1 || vpp < 1) {
-      module.emitError() << "--llm-partition: " << (pp < 1 ? "pp" : "vpp")
-                         << " must be >= 1, found "
-                         << int64_t(pp < 1 ? pp : vpp);
-      return signalPassFailure();
-    }
     PartitionOptions options;
     options.dp = dp;
     options.tp = tp;
     options.sp = sp;
     options.zero = zero;
+    options.pp = pp;
+    options.vpp = vpp;
     options.microbatches = microbatches;
     options.schedule = schedule;
+    options.layout = layout;
     options.recompute = recompute;
     options.explain = explain;
     if (rules.empty()) {
@@ -819,22 +847,61 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   if (failed(validatePlan(module, o)))
     return failure();
   SmallVector<func::FuncOp> models = modelFunctions(module);
+  std::string layout;
+  int64_t numStages = o.pp * o.vpp;
   for (func::FuncOp func : models) {
-    Partitioner partitioner(module, func, o.dp, o.tp, o.sp, o.explain, strategy);
+    Partitioner partitioner(module, func, o, strategy);
     if (failed(partitioner.run()))
       return failure();
+    if (numStages == 1)
+      continue;
+    auto stages = pipeline::assignStages(func, numStages, o.layout);
+    if (failed(stages))
+      return failure();
+    layout = pipeline::formatLayout(*stages);
+    if (o.explain) {
+      double maxCost = 0;
+      for (const pipeline::StageSpan &span : *stages)
+        maxCost = std::max(maxCost, span.cost);
+      for (auto [s, span] : llvm::enumerate(*stages)) {
+        llvm::outs() << "explain: pipeline stage " << s << " (pp rank "
+                     << int64_t(s) % o.pp << "):"
+                     << (span.embedding ? " embedding," : "");
+        if (span.numLayers == 1)
+          llvm::outs() << " layer " << span.firstLayer;
+        else if (span.numLayers)
+          llvm::outs() << " layers " << span.firstLayer << "-"
+                       << span.firstLayer + span.numLayers - 1;
+        else
+          llvm::outs() << " no layers";
+        llvm::outs() << (span.head ? ", head" : "") << "; estimated cost "
+                     << llvm::format("%.3g", span.cost) << " FLOP ("
+                     << llvm::format("%.0f", maxCost ? 100 * span.cost / maxCost : 0)
+                     << "% of the slowest stage)\n";
+      }
+    }
   }
   OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+  SmallVector<StringRef> axes = {"dp", "tp"};
+  SmallVector<int64_t> sizes = {o.dp, o.tp};
+  if (o.pp > 1) {
+    axes.insert(axes.begin(), "pp");
+    sizes.insert(sizes.begin(), o.pp);
+  }
   shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
-                        b.getDenseI64ArrayAttr({o.dp, o.tp}));
+                        b.getDenseI64ArrayAttr(sizes));
   SmallVector<NamedAttribute> plan = {
-      b.getNamedAttr("axes", b.getStrArrayAttr({"dp", "tp"})),
-      b.getNamedAttr("sizes", b.getDenseI64ArrayAttr({o.dp, o.tp})),
+      b.getNamedAttr("axes", b.getStrArrayAttr(axes)),
+      b.getNamedAttr("sizes", b.getDenseI64ArrayAttr(sizes)),
       b.getNamedAttr("sp", b.getBoolAttr(o.sp)),
       b.getNamedAttr("zero", b.getI64IntegerAttr(o.zero)),
       b.getNamedAttr("microbatches", b.getI64IntegerAttr(o.microbatches)),
       b.getNamedAttr("schedule", b.getStringAttr(o.schedule)),
       b.getNamedAttr("recompute", b.getStringAttr(o.recompute))};
+  if (numStages > 1) {
+    plan.push_back(b.getNamedAttr("vpp", b.getI64IntegerAttr(o.vpp)));
+    plan.push_back(b.getNamedAttr("layout", b.getStringAttr(layout)));
+  }
   if (strategy)
     plan.push_back(b.getNamedAttr("strategy", b.getStringAttr(strategy->name())));
   module->setAttr(kPlanAttrName, b.getDictionaryAttr(plan));

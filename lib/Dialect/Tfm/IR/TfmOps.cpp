@@ -621,6 +621,24 @@ LogicalResult AdamWUpdateOp::verify() {
   return success();
 }
 
+/// Point-to-point messages carry f32 tensors with tags below 16384 (the
+/// runtime keeps higher MPI tags for its own control messages).
+static LogicalResult verifyMessage(Operation *op, Type type, int64_t tag) {
+  if (!cast<RankedTensorType>(type).getElementType().isF32())
+    return op->emitOpError() << "sends only f32 tensors, found " << type;
+  if (tag >= 16384)
+    return op->emitOpError() << "tag must be below 16384, found " << tag;
+  return success();
+}
+
+LogicalResult SendOp::verify() {
+  return verifyMessage(*this, getInput().getType(), getTag());
+}
+
+LogicalResult RecvOp::verify() {
+  return verifyMessage(*this, getResult().getType(), getTag());
+}
+
 //===----------------------------------------------------------------------===//
 // SplitOp
 //===----------------------------------------------------------------------===//

@@ -8,6 +8,7 @@
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -29,6 +30,10 @@ using namespace llmir::tfm;
 namespace {
 
 constexpr StringLiteral kLayerAttr = "tfm.layer";
+/// Pipeline stage of an op (--llm-partition with pp > 1 tags the forward).
+constexpr StringLiteral kStageAttr = "llmir.stage";
+/// Marks the ops the autodiff created (the backward pass).
+constexpr StringLiteral kBackwardAttr = "llmir.backward";
 
 /// Index of `axis` in the module's llmir.plan, or -1.
 int16_t planAxis(ModuleOp module, StringRef axis) {
@@ -36,21 +41,22 @@ int16_t planAxis(ModuleOp module, StringRef axis) {
   return a ? a->index : -1;
 }
 
-int64_t planAxisSize(ModuleOp module, StringRef axis) {
-  std::optional<PlanAxis> a = lookupPlanAxis(module, axis);
-  return a ? a->size : 1;
-}
-
 /// Moves the ops of every tfm.layer into the enclosing block, tagging them
-/// with the layer index, and replaces the layer results by the yielded values.
+/// with the layer index (and pipeline stage), and replaces the layer results
+/// by the yielded values.
 void inlineLayers(func::FuncOp func) {
   SmallVector<LayerOp> layers(func.getBody().front().getOps<LayerOp>());
   for (LayerOp layer : layers) {
     Block &body = layer.getBody().front();
     auto yield = cast<YieldOp>(body.getTerminator());
     IntegerAttr index = layer.getIndexAttr();
+    Attribute stage = layer->getAttr(kStageAttr);
     for (Operation &op : body.without_terminator())
-      op.walk([&](Operation *nested) { nested->setAttr(kLayerAttr, index); });
+      op.walk([&](Operation *nested) {
+        nested->setAttr(kLayerAttr, index);
+        if (stage)
+          nested->setAttr(kStageAttr, stage);
+      });
     layer.replaceAllUsesWith(yield.getValues());
     Block *parent = layer->getBlock();
     parent->getOperations().splice(layer->getIterator(), body.getOperations(),
@@ -59,12 +65,25 @@ void inlineLayers(func::FuncOp func) {
   }
 }
 
+int64_t stageOf(Operation *op) {
+  auto stage = op->getAttrOfType<IntegerAttr>(kStageAttr);
+  return stage ? stage.getInt() : 0;
+}
+
+/// True when the plan asks for micro-batches or pipeline stages: the step is
+/// then built for one micro-batch and --llm-pipeline-split adds the schedule
+/// and the optimizer.
+bool isPipelined(ModuleOp module) {
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+  auto m = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
+  return (m && m.getInt() > 1) || lookupPlanAxis(module, "pp").has_value();
+}
+
 class Autodiff {
 public:
-  Autodiff(ModuleOp module, func::FuncOp func, int64_t bucketBytes,
-           bool bf16Comm)
-      : module(module), func(func), b(func.getContext()),
-        bucketBytes(bucketBytes), bf16Comm(bf16Comm) {}
+  Autodiff(ModuleOp module, func::FuncOp func, const OptimizerOptions &options)
+      : module(module), func(func), b(func.getContext()), options(options),
+        pipelined(isPipelined(module)) {}
 
   LogicalResult run();
 
@@ -74,31 +93,34 @@ private:
   void accumulate(Value v, Value grad) {
     if (!grad || !needsGrad.contains(v))
       return;
+    // Pipelined: a parameter used on two stages (tied embeddings) keeps one
+    // gradient per stage; --llm-pipeline-split sums them across stages once
+    // per step instead of sending a partial gradient every micro-batch.
+    if (pipelined && isa<BlockArgument>(v)) {
+      auto [it, inserted] = stageGrads.try_emplace({v, currentStage}, grad);
+      if (!inserted)
+        it->second = AddOp::create(b, loc, it->second, grad);
+      return;
+    }
     auto [it, inserted] = grads.try_emplace(v, grad);
     if (!inserted)
       it->second = AddOp::create(b, loc, it->second, grad);
   }
 
-
-  Value reshape(Value v, ArrayRef<int64_t> shape) {
-    auto type = RankedTensorType::get(
-        shape, cast<RankedTensorType>(v.getType()).getElementType());
-    return ReshapeOp::create(b, loc, type, v);
-  }
-
-  /// All-reduces the gradients of `bucket` over dp as one flat tensor and
-  /// records the reduced gradient of each parameter.
-  void flushBucket(SmallVectorImpl<BlockArgument> &bucket, int16_t dpAxis);
+  /// Pipelined: returns the micro-batch's loss and the per-stage parameter
+  /// gradients instead of applying an optimizer.
+  void finishMicrobatch(func::ReturnOp ret, ArrayRef<BlockArgument> params);
 
   ModuleOp module;
   func::FuncOp func;
   OpBuilder b;
-  int64_t bucketBytes;
-  bool bf16Comm; ///< all-reduce gradient buckets in bf16
-  DenseMap<Value, Value> reducedGrads; ///< parameter -> dp-reduced gradient
+  OptimizerOptions options;
+  bool pipelined;
+  int64_t currentStage = 0;
   Location loc = UnknownLoc::get(func.getContext());
   DenseSet<Value> needsGrad;
   DenseMap<Value, Value> grads;
+  DenseMap<std::pair<Value, int64_t>, Value> stageGrads;
 };
 
 LogicalResult Autodiff::backward(Operation *op) {
@@ -121,51 +143,50 @@ LogicalResult Autodiff::backward(Operation *op) {
   return success();
 }
 
-void Autodiff::flushBucket(SmallVectorImpl<BlockArgument> &bucket,
-                           int16_t dpAxis) {
-  if (bucket.empty())
-    return;
-  SmallVector<Value> flat;
-  SmallVector<Type> pieceTypes;
-  int64_t total = 0;
-  Type elementType;
-  for (BlockArgument param : bucket) {
-    auto type = cast<RankedTensorType>(param.getType());
-    elementType = type.getElementType();
-    flat.push_back(reshape(grads.lookup(param), {type.getNumElements()}));
-    pieceTypes.push_back(flat.back().getType());
-    total += type.getNumElements();
+void Autodiff::finishMicrobatch(func::ReturnOp ret,
+                                ArrayRef<BlockArgument> params) {
+  SmallVector<Value> results = {ret.getOperand(0)};
+  SmallVector<DictionaryAttr> resultAttrs = {
+      b.getDictionaryAttr(b.getNamedAttr("tfm.loss", b.getUnitAttr()))};
+  for (BlockArgument param : params)
+    for (auto &[key, grad] : stageGrads)
+      if (key.first == param) {
+        results.push_back(grad);
+        resultAttrs.push_back(b.getDictionaryAttr(
+            {b.getNamedAttr("tfm.grad_of",
+                            b.getI64IntegerAttr(param.getArgNumber())),
+             b.getNamedAttr(kStageAttr, b.getI64IntegerAttr(key.second))}));
+      }
+  // DenseMap order is arbitrary: sort each parameter's entries by stage.
+  SmallVector<unsigned> order(results.size() - 1);
+  for (unsigned i = 0; i < order.size(); ++i)
+    order[i] = i + 1;
+  llvm::stable_sort(order, [&](unsigned x, unsigned y) {
+    auto key = [&](unsigned i) {
+      return std::make_pair(
+          resultAttrs[i].getAs<IntegerAttr>("tfm.grad_of").getInt(),
+          resultAttrs[i].getAs<IntegerAttr>(kStageAttr).getInt());
+    };
+    return key(x) < key(y);
+  });
+  SmallVector<Value> sortedResults = {results[0]};
+  SmallVector<Attribute> sortedAttrs = {resultAttrs[0]};
+  for (unsigned i : order) {
+    sortedResults.push_back(results[i]);
+    sortedAttrs.push_back(resultAttrs[i]);
   }
-  auto bucketType = RankedTensorType::get({total}, elementType);
-  Value joined = flat.size() == 1
-                     ? flat.front()
-                     : ConcatOp::create(b, loc, bucketType, flat,
-                                        b.getI64IntegerAttr(0))
-                           .getResult();
-  Value reduced;
-  if (bf16Comm) {
-    // Gradient compression: bf16 on the wire, fp32 accumulation in the
-    // runtime's reduction, fp32 again for the optimizer.
-    auto wire = RankedTensorType::get({total}, b.getBF16Type());
-    Value narrow = CastOp::create(b, loc, wire, joined);
-    Value summed = shard::AllReduceOp::create(b, loc, wire, "grid",
-                                              ArrayRef<int16_t>{dpAxis}, narrow);
-    reduced = CastOp::create(b, loc, bucketType, summed);
-  } else {
-    reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
-                                         ArrayRef<int16_t>{dpAxis}, joined);
-  }
-  SmallVector<Value> pieces;
-  if (bucket.size() == 1)
-    pieces.push_back(reduced);
-  else
-    llvm::append_range(pieces, SplitOp::create(b, loc, pieceTypes, reduced,
-                                               b.getI64IntegerAttr(0))
-                                   .getResults());
-  for (auto [param, piece] : llvm::zip(bucket, pieces))
-    reducedGrads[param] =
-        ReshapeOp::create(b, loc, param.getType(), piece).getResult();
-  bucket.clear();
+  b.setInsertionPoint(ret);
+  func::ReturnOp::create(b, ret.getLoc(), sortedResults);
+  ret.erase();
+  SmallVector<Type> types;
+  for (Value v : sortedResults)
+    types.push_back(v.getType());
+  func.setFunctionType(b.getFunctionType(func.getArgumentTypes(), types));
+  func.setAllResultAttrs(sortedAttrs);
+  func->setAttr("llmir.bucket_bytes", b.getI64IntegerAttr(options.bucketBytes));
+  func->setAttr("llmir.grad_comm_dtype",
+                b.getStringAttr(options.bf16Comm ? "bf16" : "f32"));
+  func.setSymName("train_microbatch");
 }
 
 LogicalResult Autodiff::run() {
@@ -197,34 +218,36 @@ LogicalResult Autodiff::run() {
   b.setInsertionPoint(ret);
   Value loss = ret.getOperand(0);
   auto lossType = cast<RankedTensorType>(loss.getType());
-  grads[loss] = arith::ConstantOp::create(
+  auto seed = arith::ConstantOp::create(
       b, loss.getLoc(), lossType,
       DenseElementsAttr::get(lossType,
                              b.getFloatAttr(lossType.getElementType(), 1.0)));
-  int16_t dpAxis = planAxis(module, "dp");
-  int64_t dp = planAxisSize(module, "dp");
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-  auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
-  bool zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
+  grads[loss] = seed;
+  if (pipelined) {
+    seed->setAttr(kBackwardAttr, b.getUnitAttr());
+    if (Operation *def = loss.getDefiningOp())
+      seed->setAttr(kStageAttr, b.getI64IntegerAttr(stageOf(def)));
+  }
+  OptimizerBuilder optimizer(b, module, func, options);
   // Gradient buckets (dp without ZeRO): a parameter's gradient is final once
   // the VJPs of all its uses ran.
-  bool bucketed = dp > 1 && !zero;
+  bool bucketed = optimizer.bucketed() && !pipelined;
   DenseMap<Value, int64_t> pendingUses;
   for (Operation *op : forward)
     for (Value v : op->getOperands())
       if (llvm::is_contained(params, v))
         ++pendingUses[v];
-  SmallVector<BlockArgument> bucket;
-  int64_t bucketFill = 0;
 
   // Full activation recompute: each layer's forward is re-run right before
   // its backward, so only the layer inputs stay alive from the forward pass.
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
   auto recomputeAttr = plan ? plan.getAs<StringAttr>("recompute") : StringAttr();
   bool recompute = recomputeAttr && recomputeAttr.getValue() == "full";
   std::optional<int64_t> recomputedLayer;
   IRMapping recomputed;
   for (Operation *op : llvm::reverse(forward)) {
     auto layer = op->getAttrOfType<IntegerAttr>(kLayerAttr);
+    currentStage = stageOf(op);
     // Backward ops go right before the return; remember where this op's start.
     Operation *last = ret->getPrevNode();
     Operation *target = op;
@@ -259,72 +282,35 @@ LogicalResult Autodiff::run() {
         if (!param || !pendingUses.count(v) || --pendingUses[v] != 0 ||
             !grads.count(v))
           continue;
-        bucket.push_back(param);
-        bucketFill += cast<RankedTensorType>(v.getType()).getNumElements() * 4;
-        if (bucketFill >= bucketBytes) {
-          flushBucket(bucket, dpAxis);
-          bucketFill = 0;
-        }
+        optimizer.addToBucket(param, grads.lookup(v), loc);
       }
     }
-    if (!layer)
-      continue;
     for (Operation *bop = last ? last->getNextNode() : &entry.front();
-         bop && bop != ret.getOperation(); bop = bop->getNextNode())
-      bop->setAttr(kLayerAttr, layer);
+         bop && bop != ret.getOperation(); bop = bop->getNextNode()) {
+      if (layer)
+        bop->setAttr(kLayerAttr, layer);
+      if (pipelined) {
+        bop->setAttr(kStageAttr, b.getI64IntegerAttr(currentStage));
+        bop->setAttr(kBackwardAttr, b.getUnitAttr());
+      }
+    }
   }
 
-  loc = ret.getLoc();
-  flushBucket(bucket, dpAxis);
-
+  if (pipelined) {
+    finishMicrobatch(ret, params);
+    return success();
+  }
+  optimizer.flushBucket(ret.getLoc());
   // Optimizer. Without ZeRO the gradients were all-reduced over dp in
   // buckets above. ZeRO-1: reduce-scatter the flat gradient over dp, update
   // this rank's chunk (moments only for the chunk), then all-gather the
   // parameter.
-  for (BlockArgument param : params) {
-    // Bucketed gradients are already summed over dp (sums commute, so the
-    // sequence-parallel sum over tp below can come after).
-    Value grad = bucketed ? reducedGrads.lookup(param) : grads.lookup(param);
-    if (!grad)
-      continue; // unused by the loss
-    loc = param.getLoc();
-    auto type = cast<RankedTensorType>(param.getType());
-    // Sequence parallelism: replicated parameters used on a sequence block
-    // hold partial gradients; sum them over that axis first.
-    if (auto axis = func.getArgAttrOfType<StringAttr>(param.getArgNumber(),
-                                                      "llmir.grad_sum")) {
-      int16_t index = planAxis(module, axis.getValue());
-      if (index < 0)
-        return func.emitOpError() << "parameter #" << param.getArgNumber()
-                                  << " sums its gradient over unknown axis '"
-                                  << axis.getValue() << "'";
-      grad = shard::AllReduceOp::create(b, loc, grad.getType(), "grid",
-                                        ArrayRef<int16_t>{index}, grad);
-    }
-    // torch.optim.AdamW as the reference uses it: betas (0.9, 0.95), eps 1e-8,
-    // weight decay on parameters of rank >= 2.
-    UnitAttr decay = type.getRank() >= 2 ? b.getUnitAttr() : UnitAttr();
-    StringAttr shardAxis;
-    if (zero) {
-      int64_t n = type.getNumElements();
-      if (n % dp != 0)
-        return func.emitOpError()
-               << "zero=1 needs every parameter's size to divide by dp=" << dp
-               << "; parameter #" << param.getArgNumber() << " has " << n
-               << " elements";
-      Value flat = reshape(grad, {n});
-      grad = shard::ReduceScatterOp::create(
-          b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
-          ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
-          /*scatter_axis=*/APInt(64, 0));
-      shardAxis = b.getStringAttr("dp");
-    }
-    AdamWUpdateOp::create(b, loc, param, grad, decay, b.getF64FloatAttr(0.9),
-                          b.getF64FloatAttr(0.95), b.getF64FloatAttr(1e-8),
-                          shardAxis);
-    if (zero)
-      ParamAllGatherOp::create(b, loc, param, shardAxis);
-  }
+  SmallVector<std::pair<BlockArgument, Value>> updates;
+  for (BlockArgument param : params)
+    if (Value grad = grads.lookup(param)) // else: unused by the loss
+      updates.push_back({param, grad});
+  if (failed(optimizer.emitUpdates(updates)))
+    return failure();
   func.setSymName("train_step");
   return success();
 }
@@ -346,8 +332,11 @@ struct TfmBuildTrainStepPass
                          << std::string(gradCommDtype) << "'";
       return signalPassFailure();
     }
+    OptimizerOptions options;
+    options.bucketBytes = bucketBytes;
+    options.bf16Comm = gradCommDtype == "bf16";
     for (func::FuncOp func : models)
-      if (failed(Autodiff(module, func, bucketBytes, gradCommDtype == "bf16").run()))
+      if (failed(Autodiff(module, func, options).run()))
         return signalPassFailure();
   }
 };

@@ -804,6 +804,44 @@ def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
   let hasVerifier = 1;
 }
 
+def Tfm_SendOp : Tfm_Op<"send", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "send a tensor to another pipeline stage (buffered)";
+  let description = [{
+    Emitted by --llm-pipeline-split for activations and activation gradients
+    that cross a stage boundary, and for the exchange of tied-parameter
+    gradients. `peer_stage` is the receiver's pipeline coordinate; the
+    runtime pairs it with the rank that has this rank's coordinates on every
+    other plan axis. Sends are buffered (they never wait for the receiver);
+    `tag` tells messages between one pair of stages apart.
+
+    ```mlir
+    tfm.send %h to 1 tag 3 : tensor<1x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_AnyTensor:$input,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$peer_stage,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$tag);
+  let assemblyFormat = "$input `to` $peer_stage `tag` $tag attr-dict `:` type($input)";
+  let hasVerifier = 1;
+}
+
+def Tfm_RecvOp : Tfm_Op<"recv", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "receive a tensor from another pipeline stage (blocking)";
+  let description = [{
+    The matching end of a `tfm.send` with the same tag on stage
+    `peer_stage`.
+
+    ```mlir
+    %h = tfm.recv from 0 tag 3 : tensor<1x8x64xf32>
+    ```
+  }];
+  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$peer_stage,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$tag);
+  let results = (outs Tfm_AnyTensor:$result);
+  let assemblyFormat = "`from` $peer_stage `tag` $tag attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def Tfm_ParamAllGatherOp : Tfm_Op<"param_all_gather", [MemoryEffects<[MemRead, MemWrite]>]> {
   let summary = "reassemble a parameter from its per-rank chunks (ZeRO-1)";
   let description = [{

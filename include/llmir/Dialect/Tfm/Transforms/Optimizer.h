@@ -1,0 +1,73 @@
+//===- Optimizer.h - gradient synchronisation and AdamW ---------*- C++ -*-===//
+//
+// The end of a train step, shared by --tfm-build-train-step (one step over
+// the whole batch) and --llm-pipeline-split (one program per pipeline rank,
+// after its micro-batches): data-parallel gradient all-reduce in buckets, or
+// ZeRO-1's reduce-scatter / all-gather; the sequence-parallel gradient sum
+// of replicated parameters; the AdamW update.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LLMIR_DIALECT_TFM_TRANSFORMS_OPTIMIZER_H
+#define LLMIR_DIALECT_TFM_TRANSFORMS_OPTIMIZER_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallVector.h"
+
+namespace llmir::tfm {
+
+struct OptimizerOptions {
+  /// Gradient bucket size for the dp all-reduce.
+  int64_t bucketBytes = 25 << 20;
+  /// All-reduce the buckets in bf16 (fp32 accumulation in the runtime).
+  bool bf16Comm = false;
+};
+
+class OptimizerBuilder {
+public:
+  /// Emits through `b` (its insertion point) for the parameters of `func`,
+  /// reading dp and ZeRO from the module's llmir.plan.
+  OptimizerBuilder(mlir::OpBuilder &b, mlir::ModuleOp module,
+                   mlir::func::FuncOp func, const OptimizerOptions &options);
+
+  /// True when gradients are all-reduced over dp in buckets (dp > 1 without
+  /// ZeRO-1): each final gradient goes through addToBucket.
+  bool bucketed() const { return bucketed_; }
+
+  /// Adds `param`'s final gradient to the open bucket; all-reduces the
+  /// bucket once it holds `bucketBytes`.
+  void addToBucket(mlir::BlockArgument param, mlir::Value grad,
+                   mlir::Location loc);
+  /// All-reduces the open bucket (if any).
+  void flushBucket(mlir::Location loc);
+
+  /// For each parameter with a gradient: the sequence-parallel sum, ZeRO-1's
+  /// reduce-scatter, the AdamW update (torch.optim.AdamW: betas 0.9/0.95,
+  /// eps 1e-8, decay on rank >= 2) and ZeRO-1's all-gather. `grads` holds
+  /// each parameter's unreduced gradient; bucketed ones use their reduced
+  /// gradient instead.
+  mlir::LogicalResult
+  emitUpdates(llvm::ArrayRef<std::pair<mlir::BlockArgument, mlir::Value>> grads);
+
+private:
+  mlir::Value reshape(mlir::Value v, llvm::ArrayRef<int64_t> shape,
+                      mlir::Location loc);
+
+  mlir::OpBuilder &b;
+  mlir::ModuleOp module;
+  mlir::func::FuncOp func;
+  OptimizerOptions options;
+  int16_t dpAxis = -1;
+  int64_t dp = 1;
+  bool zero = false, bucketed_ = false;
+  llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
+  int64_t bucketFill = 0;
+  llvm::DenseMap<mlir::Value, mlir::Value> reducedGrads;
+};
+
+} // namespace llmir::tfm
+
+#endif // LLMIR_DIALECT_TFM_TRANSFORMS_OPTIMIZER_H
