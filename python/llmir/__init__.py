@@ -4,6 +4,8 @@ deterministic inputs and the PyTorch numeric oracle.
 ``llmir.reference`` needs torch and is not imported here, so the rest works with numpy alone.
 """
 
+from .builder import Builder, BuiltModel, ShapeError
+from .checkpoint import Checkpoint, load_checkpoint, save_state_dict
 from .config import ModelConfig, config_from_dict, load_config
 from .driver import CompileError, Plan, Program, RunError, compile, tool_path
 from .models import GPT2, Llama, from_hf_config
@@ -13,6 +15,10 @@ from .weights import num_params, param_shapes, random_tokens, random_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "Builder",
+    "BuiltModel",
+    "ShapeError",
+    "Checkpoint",
     "CompileError",
     "GPT2",
     "Llama",
@@ -25,7 +31,9 @@ __all__ = [
     "tool_path",
     "ModelConfig",
     "config_from_dict",
+    "load_checkpoint",
     "load_config",
+    "save_state_dict",
     "num_params",
     "param_shapes",
     "random_tokens",

@@ -7,6 +7,11 @@
     for step in prog.run(weights="w.safetensors", data="tokens.npy", steps=10, lr=1e-3):
         print(step["step"], step["loss"])
 
+Pipeline plans (`Plan(pp=4, microbatches=8, schedule="1f1b", layout=...)`)
+add --llm-pipeline-split to the compile; `plan.simulate(model)` /
+`prog.simulate()` time their schedule. `llmir.Builder` models compile like
+configs.
+
 The driver calls the same tools a user runs (llm-translate, llm-opt, llm-run);
 it finds them in $LLMIR_BUILD_DIR/bin, next to this source tree's build/bin,
 or on PATH.
@@ -21,9 +26,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .config import ModelConfig, config_from_dict
+
+if TYPE_CHECKING:
+    from . import builder
 
 __all__ = ["Plan", "Program", "CompileError", "RunError", "compile", "tool_path"]
 
@@ -53,6 +61,12 @@ def tool_path(name: str) -> str:
         f"{name} not found: build LLMIR (bash scripts/test.sh) or set LLMIR_BUILD_DIR")
 
 
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
+
+_LAYOUT_ITEM = re.compile(r"^(E|L|t)(?:\*(\d+))?$")
+_ACTION = re.compile(r"^[FBIW]\d+s\d+$")
+
+
 @dataclasses.dataclass
 class Plan:
     """A parallel layout, as `llm-opt --llm-partition` takes it.
@@ -62,7 +76,21 @@ class Plan:
     match wins, e.g. {"h.*.mlp.c_fc.weight": "column", "h.*": "replicate"});
     `vocab_parallel=False` keeps the token embedding whole. The compiler
     validates them like any strategy: an impossible choice, or a glob that
-    matches no weight, is a CompileError naming the op or the rule."""
+    matches no weight, is a CompileError naming the op or the rule.
+
+    Pipeline parallelism: `pp` stages, `vpp` model chunks per stage
+    (schedule "interleaved"), `microbatches` per step (they split each data
+    parallel rank's batch rows in order) and the `schedule` ("gpipe", "1f1b",
+    "interleaved", "zb-h1"). `layout` places the model on the pp * vpp virtual
+    stages, "|" between stages, "," between items: E (embedding), t or t*N
+    (N decoder layers), L (final norm, LM head and loss), e.g. "E,t*2|t*2,L".
+    `schedule_actions` replaces the built schedule with your own: one action
+    list per pipeline rank (F|B|I|W<micro-batch>s<stage>, e.g.
+    [["F0s0", "F1s0", "B0s0", "B1s0"], ["F0s1", "B0s1", "F1s1", "B1s1"]]) or
+    the same as text ("rank 0: F0s0 F1s0 ..." lines). Ranks = pp * dp * tp.
+
+    A field that makes no sense raises ValueError here; a plan that does not
+    fit the model or the batch is a CompileError from llmir.compile."""
     dp: int = 1
     tp: int = 1
     sp: bool = False
@@ -70,16 +98,115 @@ class Plan:
     recompute: str = "none"
     rules: Optional[Dict[str, str]] = None
     vocab_parallel: bool = True
+    pp: int = 1
+    microbatches: int = 1
+    schedule: str = "1f1b"
+    vpp: int = 1
+    layout: Optional[str] = None
+    schedule_actions: Optional[Union[str, Sequence[Sequence[str]]]] = None
+
+    def __post_init__(self):
+        for name in ("dp", "tp", "pp", "vpp", "microbatches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Plan: {name} must be an integer >= 1, got {v!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Plan: unknown schedule {self.schedule!r} (expected {', '.join(SCHEDULES)})")
+        if self.schedule == "interleaved" and self.vpp < 2:
+            raise ValueError(f"Plan: schedule 'interleaved' needs vpp >= 2, got vpp={self.vpp}")
+        if self.schedule != "interleaved" and self.vpp != 1:
+            raise ValueError(f"Plan: vpp={self.vpp} needs schedule='interleaved', got {self.schedule!r}")
+        if self.vpp > 1 and self.pp < 2:
+            raise ValueError(f"Plan: vpp={self.vpp} needs pp >= 2, got pp={self.pp}")
+        if self.layout is not None:
+            self.layout = "".join(str(self.layout).split())
+            self.layout_stages()  # validates
+        if self.schedule_actions is not None:
+            self.schedule_actions = self._normalize_actions(self.schedule_actions)
 
     @property
     def ranks(self) -> int:
-        return self.dp * self.tp
+        return self.dp * self.tp * self.pp
+
+    @property
+    def pipelined(self) -> bool:
+        """True when the step runs as a pipeline schedule (pp > 1 or several micro-batches)."""
+        return self.pp > 1 or self.microbatches > 1
+
+    def layout_stages(self) -> List[List[Tuple[str, int]]]:
+        """The layout as one [(item, count)] list per virtual stage (item "E", "t" or "L");
+        [] without a layout. Raises ValueError for a malformed layout (the
+        compiler's grammar: E first in stage 0, L last in the last stage, no
+        empty stage)."""
+        if self.layout is None:
+            return []
+        text = self.layout
+        stages = text.split("|")
+        if len(stages) != self.pp * self.vpp:
+            raise ValueError(f"Plan: layout {text!r} has {len(stages)} stages, expected pp * vpp = "
+                             f"{self.pp * self.vpp}")
+        out = []
+        for s, stage in enumerate(stages):
+            items = [item for item in stage.split(",") if item]
+            parsed = []
+            for i, item in enumerate(items):
+                m = _LAYOUT_ITEM.match(item)
+                if not m or (m.group(2) is not None and m.group(1) != "t"):
+                    raise ValueError(f"Plan: layout {text!r}: stage {s}: bad item {item!r} "
+                                     f"(expected E, L, t or t*N)")
+                if item == "E" and (s, i) != (0, 0):
+                    raise ValueError(f"Plan: layout {text!r}: stage {s}: E (the embedding) must come first "
+                                     f"in stage 0")
+                if item == "L" and (s, i) != (len(stages) - 1, len(items) - 1):
+                    raise ValueError(f"Plan: layout {text!r}: stage {s}: L (the head) must come last in the "
+                                     f"last stage")
+                parsed.append((m.group(1), int(m.group(2) or 1)))
+            if not any(kind != "t" or n > 0 for kind, n in parsed):
+                raise ValueError(f"Plan: layout {text!r}: stage {s} is empty")
+            out.append(parsed)
+        if out[0][0][0] != "E":
+            raise ValueError(f"Plan: layout {text!r}: stage 0 must start with E (the embedding)")
+        if out[-1][-1][0] != "L":
+            raise ValueError(f"Plan: layout {text!r}: the last stage must end with L (the head)")
+        return out
+
+    def layout_layers(self) -> int:
+        """Decoder layers the layout places (0 without a layout)."""
+        return sum(n for items in self.layout_stages() for k, n in items if k == "t")
+
+    def _normalize_actions(self, actions) -> List[List[str]]:
+        if isinstance(actions, str):
+            ranks: List[List[str]] = []
+            for n, line in enumerate(actions.splitlines(), 1):
+                line = line.split("#")[0].strip()
+                if not line:
+                    continue
+                m = re.match(r"rank\s+(\d+)\s*:(.*)$", line)
+                if not m or int(m.group(1)) != len(ranks):
+                    raise ValueError(f"Plan: schedule_actions line {n}: expected 'rank {len(ranks)}: ...', "
+                                     f"got {line!r}")
+                ranks.append(m.group(2).split())
+        else:
+            ranks = [list(r) if not isinstance(r, str) else r.split() for r in actions]
+        if len(ranks) != self.pp:
+            raise ValueError(f"Plan: schedule_actions has {len(ranks)} rank(s), expected pp={self.pp}")
+        for r, acts in enumerate(ranks):
+            for a in acts:
+                if not isinstance(a, str) or not _ACTION.match(a):
+                    raise ValueError(f"Plan: schedule_actions rank {r}: bad action {a!r} "
+                                     f"(expected F|B|I|W<micro-batch>s<stage>, e.g. F0s1)")
+        return ranks
 
     def option(self, workdir: Optional[str] = None) -> str:
         """The --llm-partition options; with rules, writes them to
         `workdir`/partition.rules (a temporary directory when None)."""
         opt = (f"dp={self.dp} tp={self.tp} sp={str(self.sp).lower()} "
                f"zero={self.zero} recompute={self.recompute}")
+        if self.pipelined or self.layout is not None:
+            opt += (f" pp={self.pp} vpp={self.vpp} microbatches={self.microbatches} "
+                    f"schedule={self.schedule}")
+            if self.layout is not None:
+                opt += f" layout={self.layout}"
         if self.rules is None and self.vocab_parallel:
             return opt
         lines = [f"{glob} {rule}" for glob, rule in (self.rules or {}).items()]
@@ -90,6 +217,99 @@ class Plan:
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         return f"{opt} rules={path}"
+
+    def passes(self, train: bool = False, workdir: Optional[str] = None) -> List[str]:
+        """The llm-opt pass arguments that compile a model for this plan:
+        --llm-partition, --tfm-build-train-step (train), --llm-pipeline-split
+        (pipelined; with schedule_actions written to `workdir`/schedule.txt),
+        --llm-lower-to-exec."""
+        workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
+        passes = [f"--llm-partition={self.option(workdir)}"]
+        if train:
+            passes.append("--tfm-build-train-step")
+        if self.pipelined:
+            if self.schedule_actions is not None:
+                from .pipeline import format_schedule
+
+                path = os.path.join(workdir, "schedule.txt")
+                with open(path, "w") as f:
+                    f.write(format_schedule(self.schedule_actions))
+                passes.append(f"--llm-pipeline-split=schedule-file={path}")
+            else:
+                passes.append("--llm-pipeline-split")
+        passes.append("--llm-lower-to-exec")
+        return passes
+
+    def simulate(self, model: object = None, seq: int = 0, tf: float = 1.0, tb: float = 2.0,
+                 ti: Optional[float] = None, tw: Optional[float] = None, tcomm: float = 0.0,
+                 svg: Optional[str] = None) -> Dict[str, object]:
+        """Simulates this plan's pipeline schedule (built by the compiler's
+        --llm-pipeline-schedule, or `schedule_actions`); needs no compiled program.
+
+        Costs are per micro-batch through the whole model: `tf` forward, `tb`
+        full backward (`ti` + `tw`, its input- and weight-grad halves, default
+        tb/2 each), `tcomm` per cross-rank message. Each pipeline rank's share
+        comes from the layout, weighing decoder layers and the LM head by their
+        FLOPs at `seq` tokens per sequence (embedding lookups cost nothing; the
+        `model` is needed for a layout); without a layout the ranks share the
+        model evenly. The simulator times every rank like the busiest one, so
+        with an uneven layout the step time is that bottleneck's schedule and
+        the bubble counts the lighter ranks' idle time too.
+
+        Returns simulate_schedule's dict ("ranks", "makespan", "peak_in_flight",
+        ...) with "step_time" (= makespan), "bubble" (idle share of the step
+        over all ranks), "busy" (per rank) and "rank_loads" (per-rank share);
+        with `svg`, also writes the timeline there."""
+        from .pipeline import simulate_schedule
+
+        loads = self.rank_loads(model, seq)
+        worst = max(loads)
+        ti = tb / 2 if ti is None else ti
+        tw = tb / 2 if tw is None else tw
+        sim = simulate_schedule(self.pp, self.microbatches, self.schedule, self.vpp,
+                                actions=self.schedule_actions, tf=tf * worst, tb=tb * worst,
+                                ti=ti * worst, tw=tw * worst, tcomm=tcomm, svg=svg)
+        busy = [b * load / worst for b, load in zip(sim["busy"], loads)]
+        step = sim["makespan"]
+        sim.update(step_time=step, busy=busy, rank_loads=loads, layout=self.layout,
+                   bubble=round(1.0 - sum(busy) / (len(busy) * step), 4) if step > 0 else 0.0)
+        return sim
+
+    def rank_loads(self, model: object = None, seq: int = 0) -> List[float]:
+        """Each pipeline rank's share of a micro-batch's work (they add up to 1): even
+        without a layout; with one, from `model`'s layer and LM-head FLOPs at `seq`
+        (default: the model's positions). Rank r holds virtual stages r, r + pp, ..."""
+        stages = self.layout_stages()
+        if not stages:
+            return [1.0 / self.pp] * self.pp
+        if model is None:
+            raise ValueError("Plan.rank_loads: a layout's loads need the model")
+        layer_costs, head, embedding = _unit_costs(model, seq)
+        if self.layout_layers() != len(layer_costs):
+            raise ValueError(f"Plan: layout {self.layout!r} places {self.layout_layers()} layers, "
+                             f"the model has {len(layer_costs)}")
+        stage_cost, next_layer = [], 0
+        for items in stages:
+            cost = 0.0
+            for kind, n in items:
+                if kind == "t":
+                    cost += sum(layer_costs[next_layer:next_layer + n])
+                    next_layer += n
+                else:
+                    cost += head if kind == "L" else embedding
+            stage_cost.append(cost)
+        total = sum(stage_cost) or 1.0
+        return [sum(stage_cost[s] for s in range(r, len(stages), self.pp)) / total for r in range(self.pp)]
+
+    def check(self, batch: int, num_layers: Optional[int] = None) -> None:
+        """Raises CompileError when the micro-batches do not split each data-parallel
+        rank's rows of `batch` or the layout does not place `num_layers` layers."""
+        if batch % self.dp == 0 and (batch // self.dp) % self.microbatches:  # dp: the partitioner says
+            raise CompileError(f"error: plan: microbatches={self.microbatches} does not divide the "
+                               f"{batch // self.dp} batch rows of each data-parallel rank (batch {batch} / dp={self.dp})")
+        if self.layout is not None and num_layers is not None and self.layout_layers() != num_layers:
+            raise CompileError(f"error: plan: layout {self.layout!r} places {self.layout_layers()} layers, "
+                               f"the model has {num_layers}")
 
 
 def _config_dict(model: Union[ModelConfig, dict, str]) -> dict:
@@ -115,7 +335,7 @@ class Program:
     """A compiled .llmir program (and the exec IR it came from)."""
 
     def __init__(self, path: str, exec_ir: str, plan: Plan, config: dict, batch: int,
-                 seq: int, train: bool, workdir: str):
+                 seq: int, train: bool, workdir: str, model: object = None):
         self.path = path
         self.exec_ir = exec_ir
         self.plan = plan
@@ -124,6 +344,7 @@ class Program:
         self.seq = seq
         self.train = train
         self.workdir = workdir
+        self.model = model  # the ModelConfig or builder model it was compiled from
 
     def memory(self) -> Dict[str, int]:
         """The static memory plan of one rank, in bytes (arena = predicted peak)."""
@@ -176,10 +397,19 @@ class Program:
 
     def comm_report(self) -> str:
         """Collectives per layer and grid axis with bytes per rank."""
-        passes = [f"--llm-partition={self.plan.option(self.workdir)}"]
-        if self.train:
-            passes.append("--tfm-build-train-step")
+        passes = self.plan.passes(self.train, self.workdir)[:-1]  # all but --llm-lower-to-exec
         return self._opt_text(passes + ["--llm-comm-report"])
+
+    def simulate(self, **costs: float) -> Dict[str, object]:
+        """Plan.simulate for this program's model and sequence length: the
+        pipeline schedule's step time, bubble and per-rank peak in-flight
+        micro-batches (costs: tf, tb, ti, tw, tcomm, as Plan.simulate takes them)."""
+        return self.plan.simulate(self.model, self.seq, **costs)
+
+    def schedule_svg(self, path: str, **costs: float) -> str:
+        """Writes the simulated pipeline timeline (SVG) to `path`; returns it."""
+        self.plan.simulate(self.model, self.seq, svg=path, **costs)
+        return path
 
     def _opt_text(self, passes: List[str]) -> str:
         model = os.path.join(self.workdir, "model.mlir")
@@ -189,40 +419,68 @@ class Program:
         return res.stdout.decode()
 
 
-def compile(model: Union[ModelConfig, dict, str], plan: Optional[Plan] = None,
-            batch: int = 1, seq: int = 0, train: bool = False,
+def _unit_costs(model: object, seq: int = 0) -> Tuple[List[float], float, float]:
+    """(cost of each decoder layer, of the LM head, of the embedding) per token, in
+    --tfm-model-stats' FLOP terms: matmul weights + 2 x seq x attention width."""
+    costs = getattr(model, "costs", None)
+    if costs is not None:  # a builder model counted its own ops
+        return [float(c) for c in costs["layers"]], float(costs["head"]), float(costs["embedding"])
+    from .weights import param_shapes
+
+    cfg = model if isinstance(model, ModelConfig) else config_from_dict(_config_dict(model))
+    per_layer = sum(shape[0] * shape[1] for name, shape in param_shapes(cfg).items()
+                    if len(shape) == 2 and re.match(r"(h|model\.layers)\.0\.", name))
+    per_layer += 2 * (seq or cfg.max_position_embeddings) * cfg.num_heads * cfg.head_dim
+    return [float(per_layer)] * cfg.num_layers, float(cfg.vocab_size * cfg.hidden_size), 0.0
+
+
+def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Optional[Plan] = None,
+            batch: Optional[int] = None, seq: int = 0, train: bool = False,
             workdir: Optional[str] = None) -> Program:
-    """Compiles a model (HF config dict/path, or a builder model) for `plan`.
+    """Compiles a model (a GPT2/Llama config, HF config dict/path, or a
+    llmir.Builder model) for `plan`.
 
     train=True builds the training step (autodiff + AdamW); otherwise the
-    forward pass returning the loss. Raises CompileError with the compiler's
-    diagnostics on an invalid model or an impossible plan."""
+    forward pass returning the loss. A pipelined plan (pp > 1 or several
+    micro-batches) adds --llm-pipeline-split after the training step. A builder
+    model fixes batch and seq itself (passing others is an error); configs
+    default to batch 1 and the config's positions. Raises CompileError with the
+    compiler's diagnostics on an invalid model or an impossible plan."""
     plan = plan or Plan()
-    config = _config_dict(model)
-    config_from_dict(config)  # validates the fields the same way the tools do
     workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
     os.makedirs(workdir, exist_ok=True)
-    cfg_path = os.path.join(workdir, "config.json")
-    with open(cfg_path, "w") as f:
-        json.dump(config, f)
     model_ir = os.path.join(workdir, "model.mlir")
-    args = [tool_path("llm-translate"), "--import-hf-config", cfg_path, "--batch", str(batch),
-            "-o", model_ir]
-    if seq:
-        args += ["--seq", str(seq)]
-    res = _run_tool(args)
-    if res.returncode != 0:
-        raise CompileError(_errors(res.stderr))
-    passes = [f"--llm-partition={plan.option(workdir)}"]
-    if train:
-        passes.append("--tfm-build-train-step")
-    passes.append("--llm-lower-to-exec")
+    if hasattr(model, "to_mlir"):  # a builder model
+        if batch not in (None, model.batch) or seq not in (0, model.seq):
+            raise ValueError(f"compile: this builder model has batch {model.batch} and seq {model.seq}; "
+                             f"got batch={batch} seq={seq} (build another model to change them)")
+        batch, seq = model.batch, model.seq
+        config = dict(model.attrs)
+        plan.check(batch, model.num_layers)
+        model.save(model_ir)
+    else:
+        batch = 1 if batch is None else batch
+        config = _config_dict(model)
+        cfg = config_from_dict(config)  # validates the fields the same way the tools do
+        plan.check(batch, cfg.num_layers)
+        model = model if isinstance(model, ModelConfig) else cfg
+        cfg_path = os.path.join(workdir, "config.json")
+        with open(cfg_path, "w") as f:
+            json.dump(config, f)
+        args = [tool_path("llm-translate"), "--import-hf-config", cfg_path, "--batch", str(batch),
+                "-o", model_ir]
+        if seq:
+            args += ["--seq", str(seq)]
+        res = _run_tool(args)
+        if res.returncode != 0:
+            raise CompileError(_errors(res.stderr))
+        seq = seq or cfg.max_position_embeddings
     exec_ir = os.path.join(workdir, "model.exec.mlir")
-    res = _run_tool([tool_path("llm-opt"), model_ir, *passes, "-o", exec_ir])
+    res = _run_tool([tool_path("llm-opt"), model_ir, *plan.passes(train, workdir), "-o", exec_ir])
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
     prog = os.path.join(workdir, "model.llmir")
     res = _run_tool([tool_path("llm-translate"), "--export-program", exec_ir, "-o", prog])
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
-    return Program(prog, exec_ir, plan, config, batch, seq, train, workdir)
+    return Program(prog, exec_ir, plan, config, batch, seq, train, workdir, model)

@@ -25,7 +25,13 @@ from typing import Dict, List, Optional, Sequence
 
 from .driver import CompileError, _errors, _run_tool, tool_path
 
-__all__ = ["simulate_schedule"]
+__all__ = ["format_schedule", "simulate_schedule"]
+
+
+def format_schedule(actions: Sequence[Sequence[str]]) -> str:
+    """Per-rank action lists in the compiler's schedule file format (printSchedule's):
+    one "rank R: F0s0 F1s0 ..." line per rank."""
+    return "".join(f"rank {rank}: {' '.join(acts)}\n" for rank, acts in enumerate(actions))
 
 
 def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b", vpp: int = 1, *,
@@ -47,8 +53,7 @@ def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b"
         if actions is not None:
             path = os.path.join(work, "user.sched")
             with open(path, "w") as f:
-                for rank, acts in enumerate(actions):
-                    f.write(f"rank {rank}: {' '.join(acts)}\n")
+                f.write(format_schedule(actions))
             opts.append(f"file={path}")
         else:
             opts += [f"pp={pp}", f"microbatches={microbatches}", f"schedule={schedule}", f"vpp={vpp}"]

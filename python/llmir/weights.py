@@ -25,7 +25,7 @@ import io
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -36,8 +36,11 @@ __all__ = [
     "num_params",
     "param_kind",
     "random_weights",
+    "init_params",
     "random_tokens",
     "normalize_params",
+    "canonical_params",
+    "check_param_table",
     "save_tokens",
     "load_tokens",
 ]
@@ -118,10 +121,16 @@ def random_weights(cfg: ModelConfig, seed: int = 0, std: float = 0.02) -> "Order
     Draws come from ``np.random.default_rng(seed)``, one ``rng.normal(0, std, shape)`` per matrix, in
     ``param_shapes`` order (norms and biases draw nothing), cast to float32.
     """
+    return init_params(((name, shape, param_kind(name)) for name, shape in param_shapes(cfg).items()), seed, std)
+
+
+def init_params(table: Iterable[Tuple[str, Shape, str]], seed: int = 0,
+                std: float = 0.02) -> "OrderedDict[str, np.ndarray]":
+    """``random_weights``' init for any parameter table of (name, shape, kind) with kind 'matrix' | 'norm' |
+    'bias' (builder models use it with the kinds their ops give each parameter)."""
     rng = np.random.default_rng(seed)
     out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    for name, shape in param_shapes(cfg).items():
-        kind = param_kind(name)
+    for name, shape, kind in table:
         if kind == "bias":
             out[name] = np.zeros(shape, dtype=np.float32)
         elif kind == "norm":
@@ -167,28 +176,47 @@ def load_tokens(path: Union[str, os.PathLike]) -> np.ndarray:
 _BUFFER_RE = re.compile(r"(^h\.\d+\.attn\.(bias|masked_bias)$)|(\.rotary_emb\.inv_freq$)")
 
 
-def normalize_params(cfg: ModelConfig, params: Mapping[str, Any], where: str = "weights") -> Dict[str, Any]:
-    """Maps a checkpoint's tensors onto ``param_shapes(cfg)``; raises ValueError listing what is missing, unexpected
-    or mis-shaped.
-
-    Tolerated: a ``transformer.`` prefix (GPT2LMHeadModel.state_dict()), non-parameter buffers (``attn.bias``,
-    ``attn.masked_bias``, ``rotary_emb.inv_freq``) and a redundant ``lm_head.weight`` when the head is tied.
-    """
-    expected = param_shapes(cfg)
+def canonical_params(params: Mapping[str, Any], cfg: Optional[ModelConfig] = None) -> Dict[str, Any]:
+    """The tensors of a checkpoint or ``state_dict()`` under the bare model's HF names: strips the ``transformer.``
+    prefix (GPT2LMHeadModel), drops non-parameter buffers (``attn.bias``, ``attn.masked_bias``,
+    ``rotary_emb.inv_freq``) and a tied ``lm_head.weight`` (per ``cfg.tie_word_embeddings``; without ``cfg``: when it
+    is the embedding tensor itself, as a tied model's state_dict holds it). Raises ValueError for a name given twice."""
     out: Dict[str, Any] = {}
     for name, t in params.items():
         key = name
-        if cfg.is_gpt2 and key.startswith("transformer."):
+        if (cfg is None or cfg.is_gpt2) and key.startswith("transformer."):
             key = key[len("transformer."):]
         if _BUFFER_RE.search(key):
             continue
-        if key == "lm_head.weight" and cfg.tie_word_embeddings:
+        if key == "lm_head.weight" and (cfg.tie_word_embeddings if cfg is not None else _is_tied(params, t)):
             continue
         if key in out:
-            raise ValueError(f"{where}: parameter '{key}' given twice")
+            raise ValueError(f"parameter '{key}' given twice")
         out[key] = t
-    missing = [n for n in expected if n not in out]
-    unexpected = sorted(n for n in out if n not in expected)
+    return out
+
+
+def _is_tied(params: Mapping[str, Any], head: Any) -> bool:
+    """True when `head` shares its storage with the token embedding (a tied LM head)."""
+    for name in ("wte.weight", "transformer.wte.weight", "model.embed_tokens.weight"):
+        emb = params.get(name)
+        if emb is None:
+            continue
+        if emb is head:
+            return True
+        if tuple(emb.shape) != tuple(head.shape):
+            return False
+        if hasattr(emb, "data_ptr") and hasattr(head, "data_ptr"):  # torch
+            return emb.data_ptr() == head.data_ptr()
+        return isinstance(emb, np.ndarray) and isinstance(head, np.ndarray) and bool(np.shares_memory(emb, head))
+    return False
+
+
+def check_param_table(expected: Mapping[str, Shape], params: Mapping[str, Any], where: str, what: str) -> None:
+    """Raises ValueError listing the parameters of ``expected`` (name -> shape) that ``params`` misses, has in
+    excess or holds with another shape; ``what`` names the model ("the gpt2 config")."""
+    missing = [n for n in expected if n not in params]
+    unexpected = sorted(n for n in params if n not in expected)
     problems = []
     if missing:
         problems.append(f"missing {len(missing)}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
@@ -197,8 +225,23 @@ def normalize_params(cfg: ModelConfig, params: Mapping[str, Any], where: str = "
             f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
         )
     for n, shape in expected.items():
-        if n in out and tuple(out[n].shape) != tuple(shape):
-            problems.append(f"'{n}' has shape {list(out[n].shape)}, expected {list(shape)}")
+        if n in params and tuple(params[n].shape) != tuple(shape):
+            problems.append(f"'{n}' has shape {list(params[n].shape)}, expected {list(shape)}")
     if problems:
-        raise ValueError(f"{where}: parameters do not match the {cfg.model_type} config: " + "; ".join(problems))
+        raise ValueError(f"{where}: parameters do not match {what}: " + "; ".join(problems))
+
+
+def normalize_params(cfg: ModelConfig, params: Mapping[str, Any], where: str = "weights") -> Dict[str, Any]:
+    """Maps a checkpoint's tensors onto ``param_shapes(cfg)``; raises ValueError listing what is missing, unexpected
+    or mis-shaped.
+
+    Tolerated: a ``transformer.`` prefix (GPT2LMHeadModel.state_dict()), non-parameter buffers (``attn.bias``,
+    ``attn.masked_bias``, ``rotary_emb.inv_freq``) and a redundant ``lm_head.weight`` when the head is tied.
+    """
+    expected = param_shapes(cfg)
+    try:
+        out = canonical_params(params, cfg)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    check_param_table(expected, out, where, f"the {cfg.model_type} config")
     return {n: out[n] for n in expected}

@@ -5,6 +5,8 @@
 #include "llvm/ADT/STLExtras.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <vector>
 #include <numeric>
 
 using namespace llmir;
@@ -22,20 +24,41 @@ MemoryPlan llmir::planMemory(llvm::ArrayRef<BufferRequest> requests,
     return requests[a].firstUse < requests[b].firstUse;
   });
 
-  llvm::SmallVector<size_t> placed;
-  for (size_t idx : order) {
+  // Placed buffers indexed by time block, so that finding the ones alive
+  // together with a request costs the buffers of its blocks, not all placed
+  // ones: an unrolled pipeline step has tens of thousands of short-lived
+  // temporaries (quadratic scans took seconds for GPT-3's stages).
+  constexpr int64_t kBlock = 256;
+  // Steps past the last first use all fall in the last block (buffers
+  // alive "forever" have lastUse INT64_MAX).
+  int64_t horizon = 0;
+  for (const BufferRequest &r : requests)
+    horizon = std::max(horizon, r.firstUse);
+  size_t numBlocks = static_cast<size_t>(horizon / kBlock + 1);
+  auto blockOf = [&](int64_t step) {
+    return std::min(static_cast<size_t>(std::max<int64_t>(step, 0) / kBlock),
+                    numBlocks - 1);
+  };
+  std::vector<llvm::SmallVector<size_t, 8>> blocks(numBlocks);
+  std::vector<size_t> seen(requests.size(), SIZE_MAX);
+  for (auto [query, idx] : llvm::enumerate(order)) {
     const BufferRequest &r = requests[idx];
     int64_t size = alignTo(std::max<int64_t>(r.bytes, 1), alignment);
     // Byte ranges of placed buffers whose lifetimes overlap this one.
     llvm::SmallVector<std::pair<int64_t, int64_t>> busy;
-    for (size_t other : placed) {
-      const BufferRequest &o = requests[other];
-      if (o.lastUse < r.firstUse || r.lastUse < o.firstUse)
-        continue;
-      busy.push_back({plan.offsets[other],
-                      plan.offsets[other] + alignTo(std::max<int64_t>(o.bytes, 1),
-                                                    alignment)});
-    }
+    for (size_t blk = blockOf(r.firstUse), last = blockOf(r.lastUse); blk <= last;
+         ++blk)
+      for (size_t other : blocks[blk]) {
+        if (seen[other] == query)
+          continue;
+        seen[other] = query;
+        const BufferRequest &o = requests[other];
+        if (o.lastUse < r.firstUse || r.lastUse < o.firstUse)
+          continue;
+        busy.push_back({plan.offsets[other],
+                        plan.offsets[other] +
+                            alignTo(std::max<int64_t>(o.bytes, 1), alignment)});
+      }
     llvm::sort(busy);
     int64_t offset = 0;
     for (auto [begin, end] : busy) {
@@ -45,7 +68,9 @@ MemoryPlan llmir::planMemory(llvm::ArrayRef<BufferRequest> requests,
     }
     plan.offsets[idx] = offset;
     plan.peakBytes = std::max(plan.peakBytes, offset + size);
-    placed.push_back(idx);
+    for (size_t blk = blockOf(r.firstUse), last = blockOf(r.lastUse); blk <= last;
+         ++blk)
+      blocks[blk].push_back(idx);
   }
   return plan;
 }
