@@ -167,6 +167,33 @@ std::string formatDuration(double seconds) {
   return buf;
 }
 
+// Point-to-point tags of llm-run's own messages: above the program's (< 16384)
+// and the checkpoint's ([16384, 32000)), so they can never match those.
+constexpr int kLossTag = 32000;
+constexpr int kLogitsTag = 32001;
+
+/// The lowest-numbered rank whose stage has the output `name` (rank 0 when
+/// its own stage has it; with pipeline stages, a rank of the last stage), or
+/// -1 when no stage has it. Every rank computes the same answer.
+int firstRankWithOutput(const Program &program, const std::string &name) {
+  int best = -1;
+  for (const RankInfo &r : program.ranks)
+    for (const Binding &b : program.stages[r.stage].outputs)
+      if (b.name == name && (best < 0 || r.rank < best))
+        best = r.rank;
+  return best;
+}
+
+/// The output binding `name` of `rank`'s stage (null if it has none).
+const BufferRef *outputOf(const Program &program, int rank, const std::string &name) {
+  for (const RankInfo &r : program.ranks)
+    if (r.rank == rank)
+      for (const Binding &b : program.stages[r.stage].outputs)
+        if (b.name == name)
+          return &b.buffer;
+  return nullptr;
+}
+
 /// The rank's rows of step `step`'s window: inputs and shifted targets.
 Status stepBatch(const std::vector<int64_t> &tokens, int64_t step, int64_t batch,
                  int64_t seq, int64_t firstRow, int64_t rows,
@@ -233,7 +260,25 @@ int run(int argc, char **argv) {
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
-  bool training = ex.stage().trains();
+  // Judged on the whole program so that every rank agrees (with pipeline
+  // stages, each rank sees only its own stage).
+  bool training = false, hasInputIds = false;
+  for (const StageProgram &stage : program->stages) {
+    training |= stage.trains();
+    for (const Binding &b : stage.inputs)
+      hasInputIds |= b.name == "input_ids";
+  }
+  if (!hasInputIds)
+    return fail(Status::error(StatusCode::NotFound,
+                              "the program has no input 'input_ids'"));
+  // Only the inputs the rank's stage binds are filled (a middle pipeline
+  // stage reads none); a name llm-run cannot fill is an error.
+  for (const Binding &b : ex.stage().inputs)
+    if (b.name != "input_ids" && b.name != "labels")
+      return fail(Status::error(StatusCode::InvalidArgument,
+                                "the program has an input '" + b.name +
+                                    "' that llm-run cannot fill (it provides "
+                                    "input_ids and labels)"));
   if (training && opts.eval)
     return fail(Status::error(StatusCode::InvalidArgument,
                               "--eval: '" + opts.program +
@@ -290,7 +335,14 @@ int run(int argc, char **argv) {
       return fail(Status::error(StatusCode::InvalidArgument,
                                 "cannot write --log-json file '" + opts.logJson + "'"));
   }
-  bool hasLoss = ex.findOutput("loss") != nullptr;
+  // Rank 0 reports the loss; with pipeline stages it lives on the last stage,
+  // whose lowest-numbered rank sends it to rank 0 after each step.
+  const int lossRank = firstRankWithOutput(*program, "loss");
+  const int logitsRank = firstRankWithOutput(*program, "logits");
+  if (!opts.logitsOut.empty() && logitsRank < 0)
+    return fail(Status::error(StatusCode::InvalidArgument,
+                              "--logits-out: the program has no logits output "
+                              "(import with llm-translate --logits)"));
   std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
   int64_t lastStep = opts.steps; // with --resume: the step to stop at
@@ -299,9 +351,10 @@ int run(int argc, char **argv) {
                               inputs, labels);
         !st.isOk())
       return fail(st);
-    if (Status st = ex.setInput("input_ids", inputs); !st.isOk())
-      return fail(st);
-    if (hasLoss)
+    if (ex.findInput("input_ids"))
+      if (Status st = ex.setInput("input_ids", inputs); !st.isOk())
+        return fail(st);
+    if (ex.findInput("labels"))
       if (Status st = ex.setInput("labels", labels); !st.isOk())
         return fail(st);
     auto t0 = std::chrono::steady_clock::now();
@@ -310,6 +363,23 @@ int run(int argc, char **argv) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     totalSeconds += seconds;
+    double loss = NAN;
+    if (lossRank >= 0 && (rank == 0 || rank == lossRank)) {
+      float value = NAN;
+      if (rank == lossRank) {
+        StatusOr<std::vector<float>> out = ex.output("loss");
+        if (!out.isOk())
+          return fail(out.status());
+        value = (*out)[0];
+      }
+      if (lossRank != 0) {
+        Status st = rank == 0 ? comm->recv(&value, 1, lossRank, kLossTag)
+                              : comm->send(&value, 1, 0, kLossTag);
+        if (!st.isOk())
+          return fail(st);
+      }
+      loss = value;
+    }
     bool save = !opts.saveDir.empty() &&
                 (step + 1 == lastStep || (opts.saveEvery && (step + 1) % opts.saveEvery == 0));
     if (save)
@@ -317,16 +387,10 @@ int run(int argc, char **argv) {
         return fail(st);
     if (rank != 0)
       continue;
-    double loss = NAN;
-    if (hasLoss) {
-      StatusOr<std::vector<float>> out = ex.output("loss");
-      if (!out.isOk())
-        return fail(out.status());
-      loss = (*out)[0];
-      if (!std::isfinite(loss))
-        return fail(Status::error(StatusCode::DataLoss,
-                                  "non-finite loss at step " + std::to_string(step)));
-    }
+    // fail() aborts the whole job, so the other ranks stop too.
+    if (lossRank >= 0 && !std::isfinite(loss))
+      return fail(Status::error(StatusCode::DataLoss,
+                                "non-finite loss at step " + std::to_string(step)));
     double tokensPerS = static_cast<double>(batch * seq) / seconds;
     if (!opts.quiet) {
       char line[256];
@@ -346,18 +410,32 @@ int run(int argc, char **argv) {
       log << json << "\n";
     }
   }
-  if (rank == 0 && !opts.logitsOut.empty()) {
-    const BufferRef *logits = ex.findOutput("logits");
-    if (!logits)
-      return fail(Status::error(StatusCode::InvalidArgument,
-                                "--logits-out: the program has no logits output "
-                                "(import with llm-translate --logits)"));
-    StatusOr<std::vector<float>> values = ex.output("logits");
-    if (!values.isOk())
-      return fail(values.status());
-    if (Status st = writeNpy(opts.logitsOut, values->data(), logits->shape); !st.isOk())
-      return fail(st);
+  if (!opts.logitsOut.empty() && (rank == 0 || rank == logitsRank)) {
+    // Rank 0 writes the logits of logitsRank's stage (its own when it has them).
+    const BufferRef *logits = outputOf(*program, logitsRank, "logits");
+    std::vector<float> values(static_cast<size_t>(logits->numElements()));
+    if (rank == logitsRank) {
+      StatusOr<std::vector<float>> out = ex.output("logits");
+      if (!out.isOk())
+        return fail(out.status());
+      values = std::move(*out);
+    }
+    if (logitsRank != 0) {
+      Status st = rank == 0 ? comm->recv(values.data(), logits->numElements(),
+                                         logitsRank, kLogitsTag)
+                            : comm->send(values.data(), logits->numElements(), 0,
+                                         kLogitsTag);
+      if (!st.isOk())
+        return fail(st);
+    }
+    if (rank == 0)
+      if (Status st = writeNpy(opts.logitsOut, values.data(), logits->shape); !st.isOk())
+        return fail(st);
   }
+  // The loss/logits messages above are buffered sends: deliver them before
+  // the communicator shuts down.
+  if (Status st = comm->flushSends(); !st.isOk())
+    return fail(st);
   return 0;
 }
 

@@ -1,7 +1,9 @@
-// MpiCommunicator under mpirun: every op on the world and on a 2x2 grid's row/column groups, and
-// (with --dead-rank) a watchdog timeout when a peer has left. Exit code 0 = every rank passed.
+// MpiCommunicator under mpirun: every op on the world and on a 2x2 grid's row/column groups, buffered
+// sends, and (with --dead-rank / --unreceived-send) a watchdog timeout when a peer has left or never
+// receives. Exit code 0 = every rank passed.
 #include "llmir/runtime/MpiCommunicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -130,6 +132,113 @@ void testGrid(rt::Communicator &comm) {
   CHECK_OK(comm.barrier());
 }
 
+// Large enough that MPI cannot deliver it eagerly: a send waiting for its receiver (rendezvous)
+// would deadlock below.
+constexpr int64_t kBig = int64_t(8) << 20; // 8M floats, 32 MiB
+
+void testBufferedSends(rt::Communicator &comm) {
+  const int r = comm.rank(), n = comm.size();
+  if (n % 2 != 0) {
+    std::printf("rank %d: buffered-send tests need an even rank count, skipped\n", r);
+    return;
+  }
+  const int partner = r ^ 1;
+  // Both partners send a large message FIRST, then receive: buffered sends must not deadlock.
+  {
+    std::vector<float> out(kBig), in(kBig, -1.0f);
+    for (int64_t i = 0; i < kBig; ++i)
+      out[i] = float(r * 1000 + i % 997);
+    CHECK_OK(comm.send(out.data(), kBig, partner, 11));
+    // The data was copied: overwriting the source cannot change what the partner gets.
+    std::fill(out.begin(), out.end(), -7.0f);
+    CHECK_OK(comm.recv(in.data(), kBig, partner, 11));
+    bool same = true;
+    for (int64_t i = 0; i < kBig; ++i)
+      same &= in[i] == float(partner * 1000 + i % 997);
+    CHECK(same);
+    CHECK_OK(comm.flushSends());
+  }
+  // The source is overwritten before the receiver even posts its recv: the lower rank of each pair
+  // sends, overwrites, then signals (another tag); the partner receives the signal first.
+  {
+    std::vector<float> data(1 << 20), signal(1, 1.0f);
+    if (r < partner) {
+      for (size_t i = 0; i < data.size(); ++i)
+        data[i] = float(i % 1009);
+      CHECK_OK(comm.send(data.data(), data.size(), partner, 12));
+      std::fill(data.begin(), data.end(), -1.0f);
+      CHECK_OK(comm.send(signal.data(), 1, partner, 13));
+      CHECK_OK(comm.flushSends());
+    } else {
+      CHECK_OK(comm.recv(signal.data(), 1, partner, 13));
+      CHECK_OK(comm.recv(data.data(), data.size(), partner, 12));
+      bool same = true;
+      for (size_t i = 0; i < data.size(); ++i)
+        same &= data[i] == float(i % 1009);
+      CHECK(same);
+    }
+  }
+  // Messages between a pair keep their order (same tag), small and large mixed.
+  {
+    const std::vector<int64_t> sizes = {1, 100000, 3, kBig / 4, 0, 17};
+    if (r < partner) {
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        std::vector<float> m(sizes[k], float(k));
+        CHECK_OK(comm.send(m.data(), sizes[k], partner, 14));
+      }
+    } else {
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        std::vector<float> m(sizes[k], -1.0f);
+        CHECK_OK(comm.recv(m.data(), sizes[k], partner, 14));
+        CHECK(std::all_of(m.begin(), m.end(), [&](float v) { return v == float(k); }));
+      }
+    }
+    // No explicit flush: barrier completes this rank's sends first.
+  }
+  CHECK_OK(comm.flushSends()); // nothing pending: immediate
+  CHECK_OK(comm.barrier());
+}
+
+// Rank 0 sends a large message rank 1 never receives; its flushSends must time out naming the peer
+// and the tag (the send itself returns at once).
+int runUnreceivedSend(rt::Communicator &comm) {
+  if (comm.size() < 2) {
+    std::fprintf(stderr, "--unreceived-send needs at least 2 ranks\n");
+    return 1;
+  }
+  CHECK_OK(comm.barrier());
+  if (comm.rank() != 0) {
+    // Wait without a watchdog in a barrier rank 0 never joins: rank 0's abort ends this rank.
+    CHECK_OK(comm.barrier());
+    std::printf("rank %d FAILED: the barrier returned\n", comm.rank());
+    return 5;
+  }
+  comm.setTimeout(1.0);
+  std::vector<float> data(kBig, 1.0f);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_OK(comm.send(data.data(), kBig, 1, 21));
+  const double sendSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  rt::Status st = comm.flushSends();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string msg = st.message();
+  if (failures == 0 && sendSeconds < 0.9 && st.code() == StatusCode::CommError &&
+      msg.find("not received") != std::string::npos &&
+      msg.find("rank 1") != std::string::npos && msg.find("tag 21") != std::string::npos &&
+      waited >= 0.9 && waited < 30) {
+    std::printf("rank 0 flush timed out as expected after %.1f s: %s\n", waited,
+                st.toString().c_str());
+    std::fflush(stdout);
+    comm.abort(3); // what llm-run does: the job cannot continue
+  }
+  std::printf("rank 0 FAILED: send took %.1f s; expected a flush timeout, got %s after %.1f s\n",
+              sendSeconds, st.toString().c_str(), waited);
+  std::fflush(stdout);
+  comm.abort(4);
+  return 4; // not reached
+}
+
 int runDeadRank(rt::Communicator &comm) {
   if (comm.size() < 2) {
     std::fprintf(stderr, "--dead-rank needs at least 2 ranks\n");
@@ -176,7 +285,10 @@ int main(int argc, char **argv) {
     comm.reset(); // MPI_Finalize on the leaving rank
     return rc < 0 ? 0 : rc;
   }
+  if (argc > 1 && std::strcmp(argv[1], "--unreceived-send") == 0)
+    return runUnreceivedSend(*comm);
   testWorld(*comm);
+  testBufferedSends(*comm);
   if (comm->size() == 4)
     testGrid(*comm);
   else
@@ -184,6 +296,7 @@ int main(int argc, char **argv) {
   // Same ops under a generous watchdog.
   comm->setTimeout(20.0);
   testWorld(*comm);
+  testBufferedSends(*comm);
 
   int total = failures;
   CHECK_OK(comm->allReduceSum(nullptr, 0));

@@ -17,12 +17,24 @@
 namespace llmir::runtime {
 
 struct MpiCommunicator::Impl {
+  using Clock = std::chrono::steady_clock;
+
+  /// A buffered send in flight: MPI reads `data` (our copy of the caller's
+  /// buffer) until `req` completes. Moving the struct keeps the vector's heap
+  /// block, so the address handed to MPI_Isend stays valid.
+  struct PendingSend {
+    MPI_Request req = MPI_REQUEST_NULL;
+    std::vector<float> data;
+    int peer = 0, tag = 0;
+  };
+
   bool ownsMpi = false;
   bool broken = false; // a timed-out request is still pending
   double timeoutSeconds = 0.0;
   int rank = 0, size = 1;
   std::vector<MPI_Comm> comms;             // [0] = dup of MPI_COMM_WORLD
   std::vector<std::vector<int>> members;   // world ranks per group
+  std::vector<PendingSend> pendingSends;   // in the order they were started
 
   std::string groupName(int group) const {
     std::string s = "group " + std::to_string(group) + " (ranks";
@@ -55,37 +67,114 @@ struct MpiCommunicator::Impl {
     return Status::ok();
   }
 
-  /// Completes `req`, polling against the watchdog deadline when one is set.
-  Status wait(MPI_Request &req, const char *op, int group) {
-    if (timeoutSeconds <= 0.0) {
-      const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
-      return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
-    }
-    using Clock = std::chrono::steady_clock;
-    const auto deadline =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(timeoutSeconds));
+  /// Checks the group like checkGroup and lets finished buffered sends go:
+  /// the entry of every operation.
+  Status begin(const char *op, int group) {
+    LLMIR_RETURN_IF_ERROR(checkGroup(op, group));
+    return progressSends();
+  }
+
+  /// The watchdog deadline of a wait starting now (timeoutSeconds > 0).
+  Clock::time_point deadline() const {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(timeoutSeconds));
+  }
+
+  /// Polls `req` until it completes (true) or `until` passes (false).
+  StatusOr<bool> poll(MPI_Request &req, Clock::time_point until, const char *op,
+                      int group) {
     for (int spins = 0;; ++spins) {
       int done = 0;
       const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (rc != MPI_SUCCESS)
         return mpiError(op, group, rc);
       if (done)
-        return Status::ok();
-      if (Clock::now() >= deadline) {
-        broken = true;
-        return Status::error(
-            StatusCode::CommError,
-            "rank " + std::to_string(rank) + ", op '" + op + "' on " +
-                (group >= 0 ? groupName(group) : std::string("world")) +
-                ": timed out after " + std::to_string(timeoutSeconds) +
-                " s (a peer rank may have died or be stuck); abort the job");
-      }
+        return true;
+      if (Clock::now() >= until)
+        return false;
       // Spin briefly for latency, then back off so a waiting rank does not
       // burn a core that the others (oversubscribed CPU runs) need.
       if (spins > 1000)
         std::this_thread::sleep_for(std::chrono::microseconds(spins > 100000 ? 1000 : 50));
     }
+  }
+
+  /// Completes `req`, polling against the watchdog deadline when one is set.
+  Status wait(MPI_Request &req, const char *op, int group) {
+    if (timeoutSeconds <= 0.0) {
+      const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
+      return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
+    }
+    StatusOr<bool> done = poll(req, deadline(), op, group);
+    if (!done.isOk())
+      return done.status();
+    if (*done)
+      return Status::ok();
+    broken = true;
+    return Status::error(
+        StatusCode::CommError,
+        "rank " + std::to_string(rank) + ", op '" + op + "' on " +
+            (group >= 0 ? groupName(group) : std::string("world")) +
+            ": timed out after " + std::to_string(timeoutSeconds) +
+            " s (a peer rank may have died or be stuck); abort the job");
+  }
+
+  /// "send to rank P (tag T, N floats)": how errors name a buffered send.
+  static std::string describe(const PendingSend &s) {
+    return "send to rank " + std::to_string(s.peer) + " (tag " + std::to_string(s.tag) +
+           ", " + std::to_string(s.data.size()) + " floats)";
+  }
+
+  /// Tests every pending send once and drops the finished ones (MPI_Test
+  /// nulls a completed request), freeing their staging buffers.
+  Status progressSends() {
+    for (PendingSend &s : pendingSends) {
+      int done = 0;
+      const int rc = MPI_Test(&s.req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS)
+        return mpiError(describe(s).c_str(), 0, rc);
+    }
+    pendingSends.erase(std::remove_if(pendingSends.begin(), pendingSends.end(),
+                                      [](const PendingSend &s) {
+                                        return s.req == MPI_REQUEST_NULL;
+                                      }),
+                       pendingSends.end());
+    return Status::ok();
+  }
+
+  /// Waits for every pending send, oldest first, under one watchdog deadline.
+  Status flushSends() {
+    if (broken)
+      return Status::error(StatusCode::CommError,
+                           "flush_sends: the communicator is unusable after a timeout");
+    const bool watchdog = timeoutSeconds > 0.0;
+    const Clock::time_point until = watchdog ? deadline() : Clock::time_point::max();
+    for (PendingSend &s : pendingSends) {
+      if (!watchdog) {
+        const int rc = MPI_Wait(&s.req, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+          return mpiError(describe(s).c_str(), 0, rc);
+        continue;
+      }
+      StatusOr<bool> done = poll(s.req, until, "send", 0);
+      if (!done.isOk())
+        return done.status();
+      if (!*done) {
+        broken = true;
+        size_t left = 0;
+        for (const PendingSend &p : pendingSends)
+          left += p.req != MPI_REQUEST_NULL;
+        return Status::error(
+            StatusCode::CommError,
+            "rank " + std::to_string(rank) + ", op 'flush_sends': " + describe(s) +
+                " not received after " + std::to_string(timeoutSeconds) +
+                " s (" + std::to_string(left) +
+                " send(s) pending; the peer rank may have died, be stuck or never "
+                "post the matching recv); abort the job");
+      }
+    }
+    pendingSends.clear();
+    return Status::ok();
   }
 
   Status check(const char *op, int group, int rc) const {
@@ -146,8 +235,16 @@ StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, ch
 MpiCommunicator::MpiCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 MpiCommunicator::~MpiCommunicator() {
-  if (impl_->broken)
-    return; // pending requests reference our buffers; finalizing could hang
+  // MPI_Finalize needs every send completed; the normal paths (Executor::run,
+  // barrier) have flushed already, so this only waits in unusual exits.
+  if (!impl_->broken && !impl_->pendingSends.empty())
+    (void)impl_->flushSends();
+  if (impl_->broken) {
+    // Pending requests still reference the staging buffers: leak them rather
+    // than free memory MPI may read. Finalizing could hang.
+    new std::vector<Impl::PendingSend>(std::move(impl_->pendingSends));
+    return;
+  }
   for (MPI_Comm &c : impl_->comms)
     MPI_Comm_free(&c);
   if (impl_->ownsMpi) {
@@ -163,7 +260,7 @@ int MpiCommunicator::size() const { return impl_->size; }
 
 StatusOr<int> MpiCommunicator::createGroup(const std::vector<int> &ranks) {
   const char *op = "create_group";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  LLMIR_RETURN_IF_ERROR(impl_->begin(op, 0));
   // Validate locally, but still join the collective split and the agreement
   // below so that one rank's bad list cannot leave the others hanging.
   int key = -1;
@@ -228,7 +325,7 @@ namespace {
 /// In-place all-reduce with `mpiOp`, chunked to MPI's int counts.
 Status allReduceInPlace(MpiCommunicator::Impl &impl, float *data, int64_t n,
                         int group, MPI_Op mpiOp, const char *op) {
-  LLMIR_RETURN_IF_ERROR(impl.checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(impl.begin(op, group));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT64_MAX));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
   int64_t done = 0;
@@ -255,7 +352,7 @@ Status MpiCommunicator::allReduceMax(float *data, int64_t n, int group) {
 
 Status MpiCommunicator::allReduceSumBf16(uint16_t *data, int64_t n, int group) {
   const char *op = "all_reduce(bf16)";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(impl_->begin(op, group));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX / 2));
   if (n > 0 && !data)
     return Status::error(StatusCode::InvalidArgument,
@@ -295,7 +392,7 @@ Status MpiCommunicator::allReduceSumBf16(uint16_t *data, int64_t n, int group) {
 
 Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank, int group) {
   const char *op = "all_gather";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(impl_->begin(op, group));
   const int64_t gsize = static_cast<int64_t>(impl_->members[group].size());
   LLMIR_RETURN_IF_ERROR(badCount(op, nPerRank, INT_MAX / gsize));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, in, nPerRank));
@@ -310,7 +407,7 @@ Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank,
 Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nPerRank,
                                          int group) {
   const char *op = "reduce_scatter";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(impl_->begin(op, group));
   const int64_t gsize = static_cast<int64_t>(impl_->members[group].size());
   LLMIR_RETURN_IF_ERROR(badCount(op, nPerRank, INT_MAX / gsize));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, in, nPerRank));
@@ -324,7 +421,7 @@ Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nP
 
 Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
   const char *op = "broadcast";
-  LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, group));
+  LLMIR_RETURN_IF_ERROR(impl_->begin(op, group));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT64_MAX));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
   if (root < 0 || root >= static_cast<int>(impl_->members[group].size()))
@@ -358,36 +455,49 @@ Status checkPeer(const char *op, int peer, int tag, int size, int self) {
 
 } // namespace
 
-/// Checks a point-to-point call on the world communicator, starts it with
-/// `start(count, request)` and waits for it under the watchdog.
-template <typename Start>
-static Status pointToPoint(MpiCommunicator::Impl &impl, const char *op,
-                           const float *data, int64_t n, int peer, int tag,
-                           Start start) {
-  LLMIR_RETURN_IF_ERROR(impl.checkGroup(op, 0));
+/// The checks every point-to-point call on the world communicator makes.
+static Status checkPointToPoint(MpiCommunicator::Impl &impl, const char *op,
+                                const float *data, int64_t n, int peer, int tag) {
+  LLMIR_RETURN_IF_ERROR(impl.begin(op, 0));
   LLMIR_RETURN_IF_ERROR(badCount(op, n, INT_MAX));
   LLMIR_RETURN_IF_ERROR(nullBuffer(op, data, n));
-  LLMIR_RETURN_IF_ERROR(checkPeer(op, peer, tag, impl.size, impl.rank));
-  MPI_Request req;
-  LLMIR_RETURN_IF_ERROR(impl.check(op, 0, start(static_cast<int>(n), &req)));
-  return impl.wait(req, op, 0);
+  return checkPeer(op, peer, tag, impl.size, impl.rank);
 }
 
 Status MpiCommunicator::send(const float *data, int64_t n, int peer, int tag) {
-  return pointToPoint(*impl_, "send", data, n, peer, tag, [&](int count, MPI_Request *req) {
-    return MPI_Isend(data, count, MPI_FLOAT, peer, tag, impl_->comms[0], req);
-  });
+  const char *op = "send";
+  LLMIR_RETURN_IF_ERROR(checkPointToPoint(*impl_, op, data, n, peer, tag));
+  // Buffered: a pipeline schedule may have both neighbours send before either
+  // receives, which a send waiting for its receiver (MPI rendezvous for large
+  // messages) would deadlock. The copy frees the caller's buffer at once; MPI
+  // keeps the order of messages between a pair of ranks (non-overtaking).
+  Impl::PendingSend s;
+  s.data.assign(data, data + n);
+  s.peer = peer;
+  s.tag = tag;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
+      MPI_Isend(s.data.data(), static_cast<int>(n), MPI_FLOAT, peer, tag,
+                impl_->comms[0], &s.req)));
+  impl_->pendingSends.push_back(std::move(s));
+  return Status::ok();
 }
 
 Status MpiCommunicator::recv(float *data, int64_t n, int peer, int tag) {
-  return pointToPoint(*impl_, "recv", data, n, peer, tag, [&](int count, MPI_Request *req) {
-    return MPI_Irecv(data, count, MPI_FLOAT, peer, tag, impl_->comms[0], req);
-  });
+  const char *op = "recv";
+  LLMIR_RETURN_IF_ERROR(checkPointToPoint(*impl_, op, data, n, peer, tag));
+  MPI_Request req;
+  LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
+      MPI_Irecv(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
+  return impl_->wait(req, op, 0);
 }
+
+Status MpiCommunicator::flushSends() { return impl_->flushSends(); }
 
 Status MpiCommunicator::barrier() {
   const char *op = "barrier";
   LLMIR_RETURN_IF_ERROR(impl_->checkGroup(op, 0));
+  // A barrier orders everything before it: this rank's sends complete first.
+  LLMIR_RETURN_IF_ERROR(impl_->flushSends());
   MPI_Request req;
   LLMIR_RETURN_IF_ERROR(impl_->check(op, 0, MPI_Ibarrier(impl_->comms[0], &req)));
   return impl_->wait(req, op, 0);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 #include <sys/stat.h>
 
 namespace llmir::runtime {
@@ -66,6 +67,21 @@ void scatterShard(float *global, const ParamInfo &param, const ParamSlice &slice
   }
 }
 
+/// The binding of parameter (or, with isState, optimizer state) `name` in
+/// `stage`, or null when the stage does not bind it.
+const Binding *findBinding(const StageProgram &stage, const std::string &name,
+                           bool isState) {
+  for (const Binding &b : isState ? stage.states : stage.params)
+    if (b.name == name)
+      return &b;
+  return nullptr;
+}
+
+/// Checkpoint messages use tags [kCheckpointTagBase, +kCheckpointTagCount):
+/// above the program's send/recv tags (< 16384) and below llm-run's (32000+).
+constexpr int kCheckpointTagBase = 16384;
+constexpr int kCheckpointTagCount = 15616;
+
 bool sameSegments(const ParamSlice &a, const ParamSlice &b) {
   return a.concatDim == b.concatDim && a.segments == b.segments;
 }
@@ -88,52 +104,93 @@ std::string checkpointFile(const std::string &dir) {
 
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
                       const std::string &dir, int64_t nextStep) {
-  const StageProgram &stage = exec.stage();
-  int me = comm.rank();
+  const int me = comm.rank();
+  // Every rank walks the same list of tensors in the same order (it depends
+  // on the program only): the parameters, then the optimizer states, each in
+  // the order the stages bind them (stage 0 first, a name bound on several
+  // stages once). With one stage that is exactly the stage's binding order,
+  // so single-stage checkpoints keep their layout.
+  struct Entry {
+    const std::string *name;
+    bool isState;
+  };
+  std::vector<Entry> entries;
+  std::set<std::string> listed;
+  for (bool isState : {false, true})
+    for (const StageProgram &stage : program.stages)
+      for (const Binding &b : isState ? stage.states : stage.params)
+        if (listed.insert(b.name).second)
+          entries.push_back({&b.name, isState});
+  // Ranks in increasing order: pieces come from the lowest-numbered holders.
+  std::vector<const RankInfo *> ranks;
+  for (const RankInfo &r : program.ranks)
+    ranks.push_back(&r);
+  std::sort(ranks.begin(), ranks.end(),
+            [](const RankInfo *a, const RankInfo *b) { return a->rank < b->rank; });
+
   std::vector<std::vector<float>> globals;
   std::vector<SafeTensorToWrite> tensors;
-  std::vector<const Binding *> bindings;
-  for (const Binding &b : stage.params)
-    bindings.push_back(&b);
-  for (const Binding &b : stage.states)
-    bindings.push_back(&b);
   if (me == 0)
-    globals.reserve(bindings.size());
-  int tag = 0;
-  for (size_t i = 0; i < bindings.size(); ++i) {
-    const Binding *b = bindings[i];
-    bool isState = i >= stage.params.size();
-    const ParamInfo *param = exec.ownerOf(b->name);
+    globals.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string &name = *entries[i].name;
+    const bool isState = entries[i].isState;
+    const ParamInfo *param = exec.ownerOf(name);
     if (!param)
       return Status::error(StatusCode::Internal,
-                           "checkpoint: '" + b->name + "' has no parameter entry");
-    StatusOr<std::vector<float>> shard = exec.download(b->buffer);
-    if (!shard.isOk())
-      return shard.status();
-    const float *local = shard->data();
-    int64_t n = b->buffer.numElements();
+                           "checkpoint: '" + name + "' has no parameter entry");
+    // The pieces come from one stage: that of the lowest-numbered rank
+    // binding the tensor (rank 0's own stage when it holds it, so its piece
+    // needs no message). A tensor bound on two stages (the tied embedding,
+    // kept identical on the first and the last stage) is saved once. Each
+    // stage's ranks cover every dp/tp coordinate, so one stage has it all.
+    int holderStage = -1;
+    for (const RankInfo *r : ranks)
+      if (holderStage < 0 &&
+          findBinding(program.stages[r->stage], name, isState))
+        holderStage = r->stage;
+    const StageProgram &stage = program.stages[holderStage];
+    const Binding *binding = findBinding(stage, name, isState);
+    const int64_t n = binding->buffer.numElements();
     // ZeRO-1 state holds a dp chunk of the rank's flat shard.
     int64_t shardElements = n;
     if (isState)
-      for (const Binding &p : stage.params)
-        if (p.name == param->name)
-          shardElements = p.buffer.numElements();
-    bool chunked = shardElements != n;
-    ++tag;
+      if (const Binding *p = findBinding(stage, param->name, false))
+        shardElements = p->buffer.numElements();
+    const bool chunked = shardElements != n;
+    const int tag = kCheckpointTagBase + static_cast<int>(i % kCheckpointTagCount);
     // One rank per distinct piece sends it to rank 0: per distinct tp slice
-    // (replicated: just rank 0), and per dp coordinate for ZeRO-1 chunks.
+    // (replicated: just the first holder), and per dp coordinate for ZeRO-1
+    // chunks.
     auto slicesMatch = [&](int a, int b) {
       const ParamSlice *sa = param->sliceFor(a), *sb = param->sliceFor(b);
       return (!sa && !sb) || (sa && sb && sameSegments(*sa, *sb));
     };
     std::vector<int> senders;
-    for (const RankInfo &r : program.ranks) {
+    for (const RankInfo *r : ranks) {
+      if (r->stage != holderStage)
+        continue;
       bool first = true;
       for (int s : senders)
-        first &= !(slicesMatch(s, r.rank) &&
-                   (!chunked || dpIndex(program, s) == dpIndex(program, r.rank)));
+        first &= !(slicesMatch(s, r->rank) &&
+                   (!chunked || dpIndex(program, s) == dpIndex(program, r->rank)));
       if (first)
-        senders.push_back(r.rank);
+        senders.push_back(r->rank);
+    }
+    const bool sending = std::find(senders.begin(), senders.end(), me) != senders.end();
+    std::vector<float> local;
+    if (sending) {
+      // A sender runs holderStage, so its own stage binds the tensor.
+      const Binding *mine = findBinding(exec.stage(), name, isState);
+      if (!mine || mine->buffer.numElements() != n)
+        return Status::error(StatusCode::Internal,
+                             "checkpoint: rank " + std::to_string(me) +
+                                 " does not bind '" + name + "' like stage " +
+                                 std::to_string(holderStage));
+      StatusOr<std::vector<float>> shard = exec.download(mine->buffer);
+      if (!shard.isOk())
+        return shard.status();
+      local = std::move(*shard);
     }
     if (me == 0) {
       int64_t total = 1;
@@ -144,7 +201,7 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       std::map<int, std::vector<float>> shards; // representative rank -> shard
       std::vector<float> buffer(static_cast<size_t>(n));
       for (int r : senders) {
-        const float *piece = local;
+        const float *piece = local.data();
         if (r != 0) {
           LLMIR_RETURN_IF_ERROR(comm.recv(buffer.data(), n, r, tag));
           piece = buffer.data();
@@ -165,11 +222,14 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
           std::copy(shard.begin(), shard.begin() + total, global.begin());
       }
       globals.push_back(std::move(global));
-    } else if (std::find(senders.begin(), senders.end(), me) != senders.end()) {
-      LLMIR_RETURN_IF_ERROR(comm.send(local, n, 0, tag));
+      tensors.push_back({name, param->globalShape, globals.back().data()});
+    } else if (sending) {
+      // Sends are buffered; completing each before the next bounds the
+      // staging memory to one piece (rank 0 receives in this same order, so
+      // the wait cannot deadlock).
+      LLMIR_RETURN_IF_ERROR(comm.send(local.data(), n, 0, tag));
+      LLMIR_RETURN_IF_ERROR(comm.flushSends());
     }
-    if (me == 0)
-      tensors.push_back({b->name, param->globalShape, globals.back().data()});
   }
   if (me == 0) {
     ::mkdir(dir.c_str(), 0755); // may exist; the write reports real failures

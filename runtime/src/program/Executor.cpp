@@ -222,6 +222,13 @@ Status Executor::setInput(const std::string &name,
                        "the program has no input '" + name + "'");
 }
 
+const BufferRef *Executor::findInput(const std::string &name) const {
+  for (const Binding &b : stage_->inputs)
+    if (b.name == name)
+      return &b.buffer;
+  return nullptr;
+}
+
 const BufferRef *Executor::findOutput(const std::string &name) const {
   for (const Binding &b : stage_->outputs)
     if (b.name == name)
@@ -305,6 +312,12 @@ Status Executor::run(int64_t step) {
     if (!st.isOk())
       return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
   }
+  // Sends are buffered (a pipeline schedule may send before the peer posts
+  // its recv); the step is over only once they have all been delivered, so a
+  // lost send is reported at this step rather than at some later call.
+  if (comm_)
+    if (Status st = comm_->flushSends(); !st.isOk())
+      return std::move(st).withContext(-1, "", step); // names rank and op already
   return Status::ok();
 }
 

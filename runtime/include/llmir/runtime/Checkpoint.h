@@ -15,7 +15,10 @@ namespace llmir::runtime {
 std::string checkpointFile(const std::string &dir);
 
 /// Gathers every rank's shards on rank 0, which writes the checkpoint
-/// atomically (temp file + rename). Collective over all ranks.
+/// atomically (temp file + rename). Collective over all ranks. Pipeline
+/// stages bind different parameters: each tensor comes from the ranks of one
+/// stage that binds it (rank 0 need not hold it; a tensor bound on two
+/// stages, like the tied embedding, is saved once).
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
                       const std::string &dir, int64_t nextStep);
 

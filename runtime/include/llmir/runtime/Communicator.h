@@ -52,9 +52,18 @@ public:
                                   int group = kWorldGroup) = 0;
   /// data of group-local rank `root` copied to every rank of the group.
   virtual Status broadcast(float *data, int64_t n, int root, int group = kWorldGroup) = 0;
-  /// Point to point between world ranks; tag >= 0.
+  /// Point to point between world ranks; tag >= 0. send is buffered: it
+  /// copies `data` and returns without waiting for the receiver (the pipeline
+  /// schedules rely on it: two neighbours may both send before they receive),
+  /// so the caller may overwrite `data` at once. recv blocks until the message
+  /// has arrived. Messages from one rank to another arrive in the order sent.
   virtual Status send(const float *data, int64_t n, int peer, int tag) = 0;
   virtual Status recv(float *data, int64_t n, int peer, int tag) = 0;
+  /// Waits (under the watchdog) until every send this rank started has been
+  /// delivered; a send nobody receives gives a CommError naming its peer and
+  /// tag. Call it where a step ends, so errors surface at a known point.
+  virtual Status flushSends() = 0;
+  /// Completes this rank's pending sends (flushSends), then synchronizes.
   virtual Status barrier() = 0;
 
   /// Watchdog: when > 0, every blocking call gives up after `seconds` with a
@@ -85,6 +94,7 @@ public:
   Status broadcast(float *data, int64_t n, int root, int group = kWorldGroup) override;
   Status send(const float *data, int64_t n, int peer, int tag) override;
   Status recv(float *data, int64_t n, int peer, int tag) override;
+  Status flushSends() override { return Status::ok(); } // no send can start
   Status barrier() override { return Status::ok(); }
   void setTimeout(double) override {}
   [[noreturn]] void abort(int exitCode) override;

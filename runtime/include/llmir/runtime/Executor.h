@@ -49,6 +49,9 @@ public:
   /// Copies `values` (token ids) into the input buffer `name`, converting to
   /// the buffer's integer type; the count must match the buffer exactly.
   Status setInput(const std::string &name, const std::vector<int64_t> &values);
+  /// The input buffer `name` of this rank's stage, or null when the stage
+  /// does not bind it (pipeline stages bind only the inputs they read).
+  const BufferRef *findInput(const std::string &name) const;
 
   /// Learning rate and decoupled weight decay of the AdamW updates.
   void setOptimizer(float lr, float weightDecay) {
@@ -61,7 +64,8 @@ public:
   void setCheckNumerics(bool on) { checkNumerics_ = on; }
 
   /// Executes the program once. `step` (0-based) labels errors and is the
-  /// AdamW step (step + 1, for the bias correction).
+  /// AdamW step (step + 1, for the bias correction). Ends with
+  /// Communicator::flushSends: every send of the step has been delivered.
   Status run(int64_t step);
 
   /// Copies the current value of parameter `name` (this rank's shard).

@@ -9,7 +9,10 @@
 namespace llmir::runtime {
 
 /// Collectives are issued non-blocking (MPI_Iallreduce, ...) and completed by
-/// polling MPI_Test, so setTimeout can bound every wait. Errors use
+/// polling MPI_Test, so setTimeout can bound every wait. send copies the data
+/// into a staging buffer and starts MPI_Isend; pending sends are tested on
+/// every later call (freeing finished staging buffers) and completed by
+/// flushSends, barrier or the destructor. Errors use
 /// MPI_ERRORS_RETURN and become CommError statuses. Not thread-safe: one
 /// thread per rank calls it (MPI_THREAD_FUNNELED is requested).
 class MpiCommunicator final : public Communicator {
@@ -35,6 +38,7 @@ public:
   Status broadcast(float *data, int64_t n, int root, int group = kWorldGroup) override;
   Status send(const float *data, int64_t n, int peer, int tag) override;
   Status recv(float *data, int64_t n, int peer, int tag) override;
+  Status flushSends() override;
   Status barrier() override;
   void setTimeout(double seconds) override;
   [[noreturn]] void abort(int exitCode) override;
