@@ -63,8 +63,13 @@ bool isFree(Operation *op) {
 
 class Splitter {
 public:
-  Splitter(ModuleOp module, func::FuncOp mb, pl::Schedule schedule)
-      : module(module), mb(mb), schedule(std::move(schedule)) {}
+  /// `forwardOnly`: `mb` is a partitioned forward (evaluation or logits)
+  /// whose results are summed (scalars: the loss) or concatenated along the
+  /// batch (logits) over the micro-batches; no backward, no optimizer.
+  Splitter(ModuleOp module, func::FuncOp mb, pl::Schedule schedule,
+           bool forwardOnly)
+      : module(module), mb(mb), schedule(std::move(schedule)),
+        forwardOnly(forwardOnly) {}
 
   LogicalResult run();
 
@@ -82,6 +87,7 @@ private:
   ModuleOp module;
   func::FuncOp mb;
   pl::Schedule schedule;
+  bool forwardOnly;
   int64_t numStages = 0, numMicrobatches = 0;
 
   DenseMap<Operation *, std::pair<int64_t, Phase>> where;
@@ -194,7 +200,7 @@ LogicalResult Splitter::analyze() {
                             << numMicrobatches
                             << " micro-batches exceed the message tag space";
   // The results: the loss, then per-stage parameter gradients.
-  for (unsigned i = 1; i < mb.getNumResults(); ++i) {
+  for (unsigned i = 1; !forwardOnly && i < mb.getNumResults(); ++i) {
     auto param = mb.getResultAttrOfType<IntegerAttr>(i, "tfm.grad_of");
     if (!param)
       return mb.emitOpError() << "result #" << i
@@ -258,6 +264,8 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
 
   auto ret = cast<func::ReturnOp>(mb.getBody().front().getTerminator());
   Value loss;
+  // Forward only: each result per micro-batch.
+  SmallVector<SmallVector<Value>> outputs(ret.getNumOperands());
   llvm::MapVector<int64_t, Value> grads; // param arg -> sum over micro-batches
   llvm::MapVector<int64_t, SmallVector<int64_t>> holders; // param -> ranks
   for (auto [i, param] : llvm::enumerate(gradParam)) {
@@ -313,7 +321,9 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
       if (w.first != s || !llvm::is_contained(phases, w.second))
         continue;
       Value v = map.lookup(ret.getOperand(i));
-      if (i == 0)
+      if (forwardOnly)
+        outputs[i].push_back(v);
+      else if (i == 0)
         loss = add(loss, v);
       else
         grads[gradParam[i - 1]] = add(grads.lookup(gradParam[i - 1]), v);
@@ -378,6 +388,23 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
   SmallVector<Value> results;
   if (loss)
     results.push_back(loss);
+  for (SmallVector<Value> &pieces : outputs) {
+    if (pieces.empty())
+      continue; // computed on another rank
+    auto type = cast<RankedTensorType>(pieces.front().getType());
+    if (type.getRank() == 0 || pieces.size() == 1) {
+      Value sum;
+      for (Value v : pieces)
+        sum = add(sum, v);
+      results.push_back(sum);
+      continue;
+    }
+    SmallVector<int64_t> shape(type.getShape());
+    shape[0] *= pieces.size();
+    results.push_back(tfm::ConcatOp::create(
+        b, loc, RankedTensorType::get(shape, type.getElementType()), pieces,
+        b.getI64IntegerAttr(0)));
+  }
   func::ReturnOp::create(b, loc, results);
   func.setFunctionType(b.getFunctionType(argTypes, ValueRange(results).getTypes()));
   // Only what the rank's stages read stays an argument (a stage loads only
@@ -412,14 +439,26 @@ struct PipelineSplitPass
     ModuleOp module = getOperation();
     auto mb = module.lookupSymbol<func::FuncOp>("train_microbatch");
     auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+    auto mAttr = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
+    bool pipelined = (mAttr && mAttr.getInt() > 1) || lookupPlanAxis(module, "pp");
+    if (!pipelined)
+      return; // nothing to pipeline
+    bool forwardOnly = false;
     if (!mb) {
-      auto m = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
-      if ((m && m.getInt() > 1) || lookupPlanAxis(module, "pp")) {
-        module.emitError() << "--llm-pipeline-split: no @train_microbatch; run "
-                              "--tfm-build-train-step first";
+      // A partitioned forward (evaluation, logits): every micro-batch's F.
+      SmallVector<func::FuncOp> models = modelFunctions(module);
+      if (models.size() != 1 ||
+          llvm::any_of(models.front().getBody().front(), [](Operation &op) {
+            return op.hasAttr("llmir.backward") || isa<tfm::AdamWUpdateOp>(op);
+          })) {
+        module.emitError() << "--llm-pipeline-split: expected @train_microbatch "
+                              "(run --tfm-build-train-step first) or one "
+                              "partitioned forward function";
         return signalPassFailure();
       }
-      return; // nothing to pipeline
+      mb = models.front();
+      tfm::inlineLayers(mb);
+      forwardOnly = true;
     }
     auto error = [&](const Twine &message) {
       mb.emitOpError() << "--llm-pipeline-split: " << message;
@@ -434,7 +473,23 @@ struct PipelineSplitPass
     auto name = plan ? plan.getAs<StringAttr>("schedule") : StringAttr();
     llvm::Expected<pl::Schedule> schedule =
         llvm::createStringError(llvm::inconvertibleErrorCode(), "no schedule");
-    if (!scheduleFile.empty()) {
+    if (forwardOnly) {
+      if (!scheduleFile.empty())
+        return error("schedule-file applies to training steps only");
+      // Forward only: each rank runs its chunks micro-batch by micro-batch.
+      pl::Schedule fwd;
+      fwd.name = "forward";
+      fwd.numRanks = pp;
+      fwd.numMicrobatches = m;
+      fwd.chunksPerRank = vpp;
+      fwd.ranks.resize(pp);
+      for (int64_t r = 0; r < pp; ++r)
+        for (int64_t k = 0; k < m; ++k)
+          for (int64_t c = 0; c < vpp; ++c)
+            fwd.ranks[r].push_back(
+                {pl::Action::F, static_cast<int>(k), static_cast<int>(c * pp + r)});
+      schedule = std::move(fwd);
+    } else if (!scheduleFile.empty()) {
       auto buffer = llvm::MemoryBuffer::getFile(scheduleFile, /*IsText=*/true);
       if (!buffer)
         return error("cannot read schedule-file '" + scheduleFile +
@@ -454,9 +509,10 @@ struct PipelineSplitPass
     }
     if (!schedule)
       return error(llvm::toString(schedule.takeError()));
-    if (llvm::Error e = pl::verifySchedule(*schedule))
-      return error(llvm::toString(std::move(e)));
-    if (failed(Splitter(module, mb, std::move(*schedule)).run()))
+    if (!forwardOnly)
+      if (llvm::Error e = pl::verifySchedule(*schedule))
+        return error(llvm::toString(std::move(e)));
+    if (failed(Splitter(module, mb, std::move(*schedule), forwardOnly).run()))
       signalPassFailure();
   }
 };

@@ -41,30 +41,6 @@ int16_t planAxis(ModuleOp module, StringRef axis) {
   return a ? a->index : -1;
 }
 
-/// Moves the ops of every tfm.layer into the enclosing block, tagging them
-/// with the layer index (and pipeline stage), and replaces the layer results
-/// by the yielded values.
-void inlineLayers(func::FuncOp func) {
-  SmallVector<LayerOp> layers(func.getBody().front().getOps<LayerOp>());
-  for (LayerOp layer : layers) {
-    Block &body = layer.getBody().front();
-    auto yield = cast<YieldOp>(body.getTerminator());
-    IntegerAttr index = layer.getIndexAttr();
-    Attribute stage = layer->getAttr(kStageAttr);
-    for (Operation &op : body.without_terminator())
-      op.walk([&](Operation *nested) {
-        nested->setAttr(kLayerAttr, index);
-        if (stage)
-          nested->setAttr(kStageAttr, stage);
-      });
-    layer.replaceAllUsesWith(yield.getValues());
-    Block *parent = layer->getBlock();
-    parent->getOperations().splice(layer->getIterator(), body.getOperations(),
-                                   body.begin(), std::prev(body.end()));
-    layer.erase();
-  }
-}
-
 int64_t stageOf(Operation *op) {
   auto stage = op->getAttrOfType<IntegerAttr>(kStageAttr);
   return stage ? stage.getInt() : 0;
