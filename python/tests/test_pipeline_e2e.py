@@ -48,12 +48,13 @@ def deep_model(request, tmp_path_factory):
     return cfg_path, weights, tokens, ref
 
 
-def compile_pipeline(cfg_path, out, plan, split_options=""):
+def compile_pipeline(cfg_path, out, plan, split_options="", train=True, logits=False):
     imp = run([tool("llm-translate"), "--import-hf-config", str(cfg_path),
-               "--batch", str(BATCH), "--seq", str(SEQ)])
+               "--batch", str(BATCH), "--seq", str(SEQ)] + (["--logits"] if logits else []))
     assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step",
-               f"--llm-pipeline-split{split_options}", "--llm-lower-to-exec"],
+    low = run([tool("llm-opt"), f"--llm-partition={plan}"] +
+              (["--tfm-build-train-step"] if train else []) +
+              [f"--llm-pipeline-split{split_options}", "--llm-lower-to-exec"],
               input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = run([tool("llm-translate"), "--export-program", "-o", str(out)],
@@ -147,3 +148,40 @@ def test_memory_plan_follows_the_schedule(deep_model, tmp_path):
     assert f8 < f4, (f4, f8)
     assert g4 >= f4 and g8 > f8, (g4, g8, f4, f8)
     assert g8 - f8 > 2 * (g4 - f4), (g4, g8, f4, f8)
+
+
+@pytest.mark.parametrize("plan,ranks", [("pp=2 microbatches=2", 2),
+                                        ("pp=4 vpp=2 microbatches=4 schedule=interleaved", 4),
+                                        ("pp=2 tp=2 dp=2 microbatches=2", 8)])
+def test_pipelined_evaluation_and_logits(deep_model, tmp_path, plan, ranks):
+    """Forward-only programs split over stages: the evaluation loss and the
+    logits (gathered on the last stage, forwarded to rank 0) equal PyTorch's."""
+    cfg_path, weights, tokens, _ = deep_model
+    cfg = config.load_config(str(cfg_path))
+    params = reference.load_params(cfg, str(weights))
+    x, y = reference.batch_for_step(np.load(tokens), 0, BATCH, SEQ)
+    with torch.no_grad():
+        ref_loss = float(reference.loss(cfg, params, x, y))
+        ref_logits = reference.forward(cfg, params, x).numpy()
+
+    prog, _ = compile_pipeline(cfg_path, tmp_path / "e.llmir", plan, train=False)
+    log = tmp_path / "log.jsonl"
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--steps", "1", "--eval", "--quiet", "--log-json", str(log), "--timeout", "60"],
+              timeout=300)
+    assert res.returncode == 0, res.stderr
+    loss = json.loads(log.read_text().splitlines()[0])["loss"]
+    assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (loss, ref_loss)
+
+    if "tp=" in plan:
+        return  # logits outputs are not tensor-parallel (see test_e2e_cpu)
+    prog, _ = compile_pipeline(cfg_path, tmp_path / "l.llmir", plan, train=False, logits=True)
+    out = tmp_path / "logits.npy"
+    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
+               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
+               "--eval", "--quiet", "--logits-out", str(out), "--timeout", "60"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    ours = np.load(out)
+    assert ours.shape == ref_logits.shape
+    assert np.abs(ours - ref_logits).max() <= RTOL * np.abs(ref_logits).max()
