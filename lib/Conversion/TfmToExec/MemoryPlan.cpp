@@ -28,7 +28,7 @@ MemoryPlan llmir::planMemory(llvm::ArrayRef<BufferRequest> requests,
   // together with a request costs the buffers of its blocks, not all placed
   // ones: an unrolled pipeline step has tens of thousands of short-lived
   // temporaries (quadratic scans took seconds for GPT-3's stages).
-  constexpr int64_t kBlock = 256;
+  constexpr int64_t kBlock = 4096;
   // Steps past the last first use all fall in the last block (buffers
   // alive "forever" have lastUse INT64_MAX).
   int64_t horizon = 0;
@@ -39,38 +39,61 @@ MemoryPlan llmir::planMemory(llvm::ArrayRef<BufferRequest> requests,
     return std::min(static_cast<size_t>(std::max<int64_t>(step, 0) / kBlock),
                     numBlocks - 1);
   };
-  std::vector<llvm::SmallVector<size_t, 8>> blocks(numBlocks);
+  // Each block's buffers sorted by offset: a request within one block scans
+  // them in address order with no sort (most temporaries live in one).
+  struct Placed {
+    int64_t begin, end;
+    size_t idx;
+  };
+  std::vector<std::vector<Placed>> blocks(numBlocks);
   std::vector<size_t> seen(requests.size(), SIZE_MAX);
+  llvm::SmallVector<std::pair<int64_t, int64_t>> busy;
   for (auto [query, idx] : llvm::enumerate(order)) {
     const BufferRequest &r = requests[idx];
     int64_t size = alignTo(std::max<int64_t>(r.bytes, 1), alignment);
-    // Byte ranges of placed buffers whose lifetimes overlap this one.
-    llvm::SmallVector<std::pair<int64_t, int64_t>> busy;
-    for (size_t blk = blockOf(r.firstUse), last = blockOf(r.lastUse); blk <= last;
-         ++blk)
-      for (size_t other : blocks[blk]) {
-        if (seen[other] == query)
-          continue;
-        seen[other] = query;
-        const BufferRequest &o = requests[other];
-        if (o.lastUse < r.firstUse || r.lastUse < o.firstUse)
-          continue;
-        busy.push_back({plan.offsets[other],
-                        plan.offsets[other] +
-                            alignTo(std::max<int64_t>(o.bytes, 1), alignment)});
-      }
-    llvm::sort(busy);
+    auto overlaps = [&](size_t other) {
+      const BufferRequest &o = requests[other];
+      return !(o.lastUse < r.firstUse || r.lastUse < o.firstUse);
+    };
+    // First fit: the lowest offset below every overlapping buffer's range
+    // (ranges visited in address order).
     int64_t offset = 0;
-    for (auto [begin, end] : busy) {
-      if (offset + size <= begin)
-        break;
-      offset = std::max(offset, end);
+    size_t firstBlock = blockOf(r.firstUse), lastBlock = blockOf(r.lastUse);
+    if (firstBlock == lastBlock) {
+      for (const Placed &p : blocks[firstBlock]) {
+        if (!overlaps(p.idx))
+          continue;
+        if (offset + size <= p.begin)
+          break;
+        offset = std::max(offset, p.end);
+      }
+    } else {
+      busy.clear();
+      for (size_t blk = firstBlock; blk <= lastBlock; ++blk)
+        for (const Placed &p : blocks[blk]) {
+          if (seen[p.idx] == query)
+            continue;
+          seen[p.idx] = query;
+          if (overlaps(p.idx))
+            busy.push_back({p.begin, p.end});
+        }
+      llvm::sort(busy);
+      for (auto [begin, end] : busy) {
+        if (offset + size <= begin)
+          break;
+        offset = std::max(offset, end);
+      }
     }
     plan.offsets[idx] = offset;
     plan.peakBytes = std::max(plan.peakBytes, offset + size);
-    for (size_t blk = blockOf(r.firstUse), last = blockOf(r.lastUse); blk <= last;
-         ++blk)
-      blocks[blk].push_back(idx);
+    Placed placed{offset, offset + size, idx};
+    for (size_t blk = firstBlock; blk <= lastBlock; ++blk) {
+      std::vector<Placed> &list = blocks[blk];
+      auto at = std::upper_bound(
+          list.begin(), list.end(), placed,
+          [](const Placed &a, const Placed &b) { return a.begin < b.begin; });
+      list.insert(at, placed);
+    }
   }
   return plan;
 }
