@@ -81,6 +81,11 @@ struct CommReportPass : public tfm::impl::LLMCommReportBase<CommReportPass> {
         } else if (auto rs = dyn_cast<shard::ReduceScatterOp>(op)) {
           kind = "reduce_scatter";
           gridAxes = rs.getGridAxes();
+        } else if (auto send = dyn_cast<tfm::SendOp>(op)) {
+          // Pipeline point-to-point traffic, counted on the sending side.
+          record(op, "send", "pp->" + std::to_string(send.getPeerStage()),
+                 tensorBytes(send.getInput()));
+          return;
         } else if (auto pg = dyn_cast<tfm::ParamAllGatherOp>(op)) {
           // ZeRO-1: each rank contributes its chunk of the parameter.
           std::optional<PlanAxis> axis = lookupPlanAxis(module, pg.getAxis());
