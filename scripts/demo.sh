@@ -5,7 +5,8 @@
 # 4 CPU ranks (MPI), printing per-step progress.
 #
 # Environment: MODEL (a config in examples/models, default gpt2-124m),
-# DP, TP (default 2, 2), BATCH (default 4), SEQ (default 128), STEPS (default 8),
+# DP, TP (default 2, 2), PP (pipeline stages, default 1), MICROBATCHES (default 1),
+# SCHEDULE (gpipe|1f1b|interleaved|zb-h1, default 1f1b), BATCH (default 4), SEQ (default 128), STEPS (default 8),
 # LR (default 1e-3), DATA (pattern: a repeating 256-token sequence the model can
 # learn, so the loss falls; random: uniform tokens), WORK (output dir).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -19,9 +20,12 @@ SEQ="${SEQ:-128}"
 STEPS="${STEPS:-8}"
 DP="${DP:-2}"
 TP="${TP:-2}"
+PP="${PP:-1}"
+MICROBATCHES="${MICROBATCHES:-1}"
+SCHEDULE="${SCHEDULE:-1f1b}"
 LR="${LR:-1e-3}"
 DATA="${DATA:-pattern}"
-RANKS=$((DP * TP))
+RANKS=$((DP * TP * PP))
 WORK="${WORK:-$LLMIR_BUILD_DIR/demo}"
 CONFIG="$LLMIR_ROOT/examples/models/$MODEL.json"
 mkdir -p "$WORK"
@@ -30,9 +34,10 @@ echo "== $MODEL: parameters and FLOPs per step (batch $BATCH x seq $SEQ)"
 llm-translate --import-hf-config "$CONFIG" --batch "$BATCH" --seq "$SEQ" -o "$WORK/model.mlir"
 llm-opt "$WORK/model.mlir" --tfm-model-stats -o /dev/null
 
-echo "== compile: partition dp=$DP tp=$TP -> autodiff + AdamW -> exec (memory plan per rank)"
-llm-opt "$WORK/model.mlir" --llm-partition="dp=$DP tp=$TP" --tfm-build-train-step \
-  --llm-lower-to-exec -o "$WORK/model.exec.mlir"
+echo "== compile: partition dp=$DP tp=$TP pp=$PP (microbatches=$MICROBATCHES, $SCHEDULE) -> autodiff + AdamW -> exec (memory plan per rank)"
+llm-opt "$WORK/model.mlir" \
+  --llm-partition="dp=$DP tp=$TP pp=$PP microbatches=$MICROBATCHES schedule=$SCHEDULE" \
+  --tfm-build-train-step --llm-pipeline-split --llm-lower-to-exec -o "$WORK/model.exec.mlir"
 grep -o 'arena_bytes = [0-9]*' "$WORK/model.exec.mlir" | head -1 | sed 's/^/   per-rank /'
 llm-translate --export-program "$WORK/model.exec.mlir" -o "$WORK/model.llmir"
 
