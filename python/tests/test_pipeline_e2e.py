@@ -96,6 +96,8 @@ def check(ours, ref, what):
     ("pp=2 microbatches=4 schedule=1f1b recompute=full", 2),
     ("pp=2 microbatches=1", 2),
     ("microbatches=4", 1),  # gradient accumulation on one rank
+    ("pp=2 microbatches=2 layout=E|t*8,L", 2),  # an embedding-only stage
+    ("pp=3 microbatches=4 layout=E,t*2|t*3|t*3,L", 3),  # uneven, odd pp
 ])
 def test_pipeline_training_matches_reference(deep_model, tmp_path, plan, ranks):
     cfg_path, weights, tokens, ref = deep_model
