@@ -96,6 +96,9 @@ def check(ours, ref, what):
     ("pp=2 microbatches=4 schedule=1f1b recompute=full", 2),
     ("pp=2 microbatches=1", 2),
     ("microbatches=4", 1),  # gradient accumulation on one rank
+    ("pp=2 microbatches=4 schedule=zb-v", 2),  # V placement: E and L on rank 0
+    ("pp=4 microbatches=4 schedule=zb-v", 4),
+    ("pp=2 dp=2 microbatches=2 schedule=zb-v", 4),
     ("pp=2 microbatches=2 layout=E|t*8,L", 2),  # an embedding-only stage
     ("pp=3 microbatches=4 layout=E,t*2|t*3|t*3,L", 3),  # uneven, odd pp
 ])

@@ -474,13 +474,74 @@ llvm::Expected<Schedule> llmir::pipeline::makeZBH1(int p, int m) {
   return s;
 }
 
+llvm::Expected<Schedule> llmir::pipeline::makeZBV(int p, int m) {
+  if (auto err = checkSizes("zb-v", p, m, 2))
+    return std::move(err);
+  Schedule s = emptySchedule("zb-v", p, m, 2);
+  s.vShape = true;
+  // PyTorch's _calculate_single_rank_operations: computed for
+  // n = max(2p - 1, m) micro-batches, then actions of micro-batches >= m are
+  // dropped (idle slots).
+  int n = std::max(2 * p - 1, m);
+  for (int r = 0; r < p; ++r) {
+    auto &list = s.ranks[r];
+    int c0 = r, c1 = 2 * p - 1 - r;
+    int f0 = 0, f1 = 0, b0 = 0, b1 = 0;
+    auto add = [&](Action::Kind kind, int mb, int stage) {
+      if (mb < m)
+        list.push_back({kind, mb, stage});
+    };
+    for (int i = 0; i < 2 * (p - r) - 1; ++i)
+      add(Action::F, f0++, c0);
+    for (int i = 0; i < r; ++i) {
+      add(Action::F, f1++, c1);
+      add(Action::F, f0++, c0);
+    }
+    for (int i = 0; i < p - r; ++i) {
+      add(Action::F, f1++, c1);
+      add(Action::I, b1, c1);
+      add(Action::W, b1++, c1);
+    }
+    while (f1 < f0 || f0 < n) {
+      if (f0 < n)
+        add(Action::F, f0++, c0);
+      add(Action::I, b0, c0);
+      add(Action::W, b0++, c0);
+      add(Action::F, f1++, c1);
+      add(Action::I, b1, c1);
+      add(Action::W, b1++, c1);
+    }
+    int w0 = b0, w1 = b1;
+    for (int i = 0; i < r; ++i) {
+      add(Action::I, b0++, c0);
+      add(Action::I, b1++, c1);
+    }
+    for (int i = 0; i < p - r; ++i) {
+      add(Action::I, b0++, c0);
+      add(Action::W, w0++, c0);
+    }
+    while (w1 < b1)
+      add(Action::W, w1++, c1);
+    while (w0 < b0)
+      add(Action::W, w0++, c0);
+  }
+  return s;
+}
+
 llvm::Expected<Schedule> llmir::pipeline::makeSchedule(StringRef name, int p,
                                                        int m, int v) {
   if (name == "interleaved")
     return makeInterleaved1F1B(p, m, v);
+  if (name == "zb-v") {
+    if (v != 2)
+      return fail(llvm::formatv("zb-v: runs exactly 2 chunks per rank, found "
+                                "vpp={0}",
+                                v));
+    return makeZBV(p, m);
+  }
   if (name != "gpipe" && name != "1f1b" && name != "zb-h1")
     return fail("unknown schedule '" + name +
-                "' (expected gpipe, 1f1b, interleaved or zb-h1)");
+                "' (expected gpipe, 1f1b, interleaved, zb-h1 or zb-v)");
   if (v != 1)
     return fail(llvm::formatv("{0}: vpp must be 1, found {1} (use "
                               "schedule=interleaved)",
@@ -726,5 +787,16 @@ llvm::Expected<Schedule> llmir::pipeline::parseSchedule(StringRef text) {
                               maxMb + 1, numStages));
   s.chunksPerRank = numStages / s.numRanks;
   s.numMicrobatches = maxMb + 1;
+  // Two chunks per rank placed in a V (rank r: stages r and 2p-1-r, as
+  // ZB-V) rather than in a loop: take the placement the lists use.
+  if (s.chunksPerRank == 2 && s.numRanks > 1) {
+    bool loop = true, vee = true;
+    for (auto [r, list] : llvm::enumerate(s.ranks))
+      for (const Action &a : list) {
+        loop &= a.stage % s.numRanks == int(r);
+        vee &= a.stage == int(r) || a.stage == 2 * s.numRanks - 1 - int(r);
+      }
+    s.vShape = !loop && vee;
+  }
   return s;
 }

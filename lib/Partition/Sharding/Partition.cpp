@@ -229,6 +229,8 @@ private:
   DenseSet<Value> wholeUses; ///< parameters some op needs whole under tp
   DenseMap<Value, Value> tpCopies; ///< replicated value -> its tfm.tp_copy
   int64_t vocabSize = 0; ///< true vocab of a padded vocab-parallel LM head
+  /// The function has resident state (KV caches): an inference entry point.
+  bool inference = false;
   SmallVector<Operation *> lossOps;
 };
 
@@ -312,8 +314,12 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
           parts = split.getNumResults();
     // The LM head (feeding the cross-entropy) is vocab-parallel: its vocab
     // is padded to a multiple of tp when needed.
+    // So is a head returning logits from an inference entry point (the
+    // logits are all-gathered at the return).
     bool lmHead = op.getResult().hasOneUse() &&
-                  isa<CrossEntropyOp>(*op.getResult().getUsers().begin());
+                  (isa<CrossEntropyOp>(*op.getResult().getUsers().begin()) ||
+                   (inference &&
+                    isa<func::ReturnOp>(*op.getResult().getUsers().begin())));
     int64_t padded = lmHead && out % tp != 0 ? paddedVocab(out, tp) : 0;
     if (padded && op.getBias())
       return op.emitOpError() << "pads the vocab (" << out << ") to " << padded
@@ -568,6 +574,61 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
                     " kv heads) per tp rank");
         return success();
       })
+      .Case([&](KvCacheWriteOp w) -> LogicalResult {
+        // The cache is split like the keys/values written into it: by kv
+        // heads over tp (set up in run()), sequences over dp.
+        if (layouts.lookup(w.getValue()).sharded !=
+            layouts.lookup(w.getCache()).sharded)
+          return w.emitOpError()
+                 << "writes " << (layouts.lookup(w.getValue()).sharded
+                                      ? "tp-split keys/values into a whole cache"
+                                      : "whole keys/values into a tp-split cache")
+                 << "; the cache is split by kv heads exactly when the "
+                    "projections are";
+        sameAs(w.getResult(), w.getCache());
+        return success();
+      })
+      .Case([&](CacheAttentionOp a) -> LogicalResult {
+        bool sharded = layouts.lookup(a.getQuery()).sharded;
+        if (layouts.lookup(a.getKeyCache()).sharded != sharded ||
+            layouts.lookup(a.getValueCache()).sharded != sharded)
+          return a.emitOpError() << "mixes tp-split and replicated query/cache";
+        sameAs(a.getResult(), a.getQuery());
+        if (!sharded)
+          return success();
+        FailureOr<int64_t> heads = localHeads(a, a.getNumHeads(), "heads");
+        if (failed(heads))
+          return failure();
+        FailureOr<int64_t> kv = localHeads(a, a.getNumKvHeads(), "kv heads");
+        if (failed(kv))
+          return failure();
+        a.setNumHeads(*heads);
+        a.setNumKvHeads(*kv);
+        note(a, "attention over the KV cache on " + Twine(*heads) +
+                    " local heads (" + Twine(*kv) + " kv heads) per tp rank");
+        return success();
+      })
+      .Case([&](RopeAtOp r) -> LogicalResult {
+        sameAs(r.getResult(), r.getInput());
+        if (!layouts.lookup(r.getInput()).sharded)
+          return success();
+        FailureOr<int64_t> heads = localHeads(r, r.getNumHeads(), "heads");
+        if (failed(heads))
+          return failure();
+        r.setNumHeads(*heads);
+        return success();
+      })
+      .Case([&](LastTokenOp l) -> LogicalResult {
+        if (failed(requireReplicated(l.getInput(), "input")))
+          return failure();
+        if (layouts.lookup(l.getInput()).seqSplit)
+          return l.emitOpError() << "cannot take a sequence-parallel tensor";
+        auto type = batchSplit(l, l.getResult(), shapeOf(l.getResult()));
+        if (failed(type))
+          return failure();
+        l.getResult().setType(*type);
+        return success();
+      })
       .Case([&](RopeOp r) -> LogicalResult {
         sameAs(r.getResult(), r.getInput());
         if (!layouts.lookup(r.getInput()).sharded)
@@ -630,11 +691,33 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         return success();
       })
       .Case([&](func::ReturnOp r) -> LogicalResult {
-        for (Value v : r.getOperands())
-          if (layouts.lookup(v).sharded || layouts.lookup(v).seqSplit)
+        for (OpOperand &operand : r->getOpOperands()) {
+          Value v = operand.get();
+          Layout layout = layouts.lookup(v);
+          if (!inference && (layout.sharded || layout.seqSplit))
             return r.emitOpError()
                    << "returns a tensor split over tp (e.g. logits); gathering "
-                      "returned tensors is not supported yet, return the loss";
+                      "returned tensors is supported for inference entry "
+                      "points only, return the loss";
+          if (layout.seqSplit || (layout.sharded && layout.parts != 1))
+            return r.emitOpError()
+                   << "returns a tensor split over tp in a way that cannot be "
+                      "gathered (sequence-parallel or in several parts)";
+          if (!layout.sharded)
+            continue;
+          // Vocab-parallel logits: all-gathered along the vocab (padded to
+          // a multiple of tp; the runtime ignores the padding columns).
+          SmallVector<int64_t> shape(shapeOf(v));
+          int64_t last = static_cast<int64_t>(shape.size()) - 1;
+          shape[last] *= tp;
+          builder.setInsertionPoint(r);
+          auto ag = shard::AllGatherOp::create(
+              builder, r.getLoc(), withShape(v, shape), kGridName,
+              ArrayRef<int16_t>{tpAxis}, v, APInt(64, last));
+          operand.set(ag.getResult());
+          note(r, "returned tensor all-gathered over tp along dim " +
+                      Twine(last));
+        }
         return success();
       })
       .Case<YieldOp>([](Operation *) { return success(); })
@@ -670,6 +753,43 @@ LogicalResult Partitioner::run() {
              << " over dp=" << dp;
     arg.setType(*type);
   }
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
+    inference |= static_cast<bool>(func.getArgAttr(i, TfmDialect::kStateAttrName));
+  // Resident state (KV caches [batch, kv_heads, max_seq, head_dim]): the
+  // sequences split over dp, the kv heads over tp (like the k/v projections).
+  Builder ab(func.getContext());
+  SmallVector<std::pair<unsigned, NamedAttrList>> stateAttrs;
+  for (BlockArgument arg : entry.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (!func.getArgAttr(i, TfmDialect::kStateAttrName))
+      continue;
+    SmallVector<int64_t> global(shapeOf(arg));
+    auto type = batchSplit(func, arg, global);
+    if (failed(type))
+      return func.emitOpError()
+             << "cannot split state #" << i << " of batch " << global[0]
+             << " over dp=" << dp;
+    SmallVector<int64_t> local(type->getShape());
+    if (tp > 1) {
+      if (local.size() != 4 || local[1] % tp != 0)
+        return func.emitOpError()
+               << "cannot split the kv heads of cache #" << i << " ("
+               << (local.size() == 4 ? local[1] : 0) << ") over tp=" << tp;
+      local[1] /= tp;
+      layouts[arg] = {true, 1};
+    }
+    arg.setType(withShape(arg, local));
+    NamedAttrList attrs(func.getArgAttrDict(i));
+    attrs.set("llmir.global_shape", ab.getDenseI64ArrayAttr(global));
+    SmallVector<NamedAttribute> rule = {
+        ab.getNamedAttr("axis", ab.getStringAttr("dp")),
+        ab.getNamedAttr("dim", ab.getI64IntegerAttr(0))};
+    if (tp > 1)
+      rule = {ab.getNamedAttr("axis", ab.getStrArrayAttr({"dp", "tp"})),
+              ab.getNamedAttr("dim", ab.getDenseI64ArrayAttr({0, 1}))};
+    attrs.set("llmir.shard", ab.getDictionaryAttr(rule));
+    stateAttrs.push_back({i, attrs});
+  }
   if (failed(partitionBlock(entry)))
     return failure();
 
@@ -698,6 +818,8 @@ LogicalResult Partitioner::run() {
   }
   for (auto &[arg, axis] : gradSums)
     argAttrs[arg].set("llmir.grad_sum", b.getStringAttr(axis));
+  for (auto &[arg, attrs] : stateAttrs)
+    argAttrs[arg] = attrs;
   SmallVector<DictionaryAttr> dicts;
   for (NamedAttrList &attrs : argAttrs)
     dicts.push_back(attrs.getDictionary(func.getContext()));
@@ -755,15 +877,20 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
   if (o.zero != 0 && o.zero != 1)
     return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
                               << o.zero;
-  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"}, o.schedule))
-    return module.emitError() << "--llm-partition: unknown schedule '"
-                              << o.schedule
-                              << "' (expected gpipe, 1f1b, interleaved, zb-h1)";
+  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"},
+                          o.schedule))
+    return module.emitError()
+           << "--llm-partition: unknown schedule '" << o.schedule
+           << "' (expected gpipe, 1f1b, interleaved, zb-h1, zb-v)";
+  if (o.schedule == "zb-v" && o.vpp > 2)
+    return module.emitError() << "--llm-partition: schedule=zb-v runs 2 "
+                                 "chunks per rank (vpp=2), found vpp="
+                              << o.vpp;
   if (!llvm::is_contained({"none", "full", "selective"}, o.recompute))
     return module.emitError() << "--llm-partition: unknown recompute '"
                               << o.recompute
                               << "' (expected none, full, selective)";
-  if (o.vpp > 1 && o.schedule != "interleaved")
+  if (o.vpp > 1 && o.schedule != "interleaved" && o.schedule != "zb-v")
     return module.emitError()
            << "--llm-partition: vpp=" << o.vpp
            << " (virtual stages) needs schedule=interleaved, found '"
@@ -848,8 +975,16 @@ LogicalResult llmir::partitionModule(ModuleOp module,
     return failure();
   SmallVector<func::FuncOp> models = modelFunctions(module);
   std::string layout;
-  int64_t numStages = o.pp * o.vpp;
+  // ZB-V always runs two chunks per rank (vpp=1 given means the default).
+  int64_t vpp = o.schedule == "zb-v" ? 2 : o.vpp;
+  int64_t numStages = o.pp * vpp;
   for (func::FuncOp func : models) {
+    if (numStages > 1)
+      for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
+        if (func.getArgAttr(i, TfmDialect::kStateAttrName))
+          return func.emitOpError()
+                 << "has resident state (a KV cache, inference); pipeline "
+                    "parallelism (pp/vpp) of inference is not supported yet";
     Partitioner partitioner(module, func, o, strategy);
     if (failed(partitioner.run()))
       return failure();
@@ -865,7 +1000,10 @@ LogicalResult llmir::partitionModule(ModuleOp module,
         maxCost = std::max(maxCost, span.cost);
       for (auto [s, span] : llvm::enumerate(*stages)) {
         llvm::outs() << "explain: pipeline stage " << s << " (pp rank "
-                     << int64_t(s) % o.pp << "):"
+                     << (o.schedule == "zb-v" && int64_t(s) >= o.pp
+                             ? 2 * o.pp - 1 - int64_t(s)
+                             : int64_t(s) % o.pp)
+                     << "):"
                      << (span.embedding ? " embedding," : "");
         if (span.numLayers == 1)
           llvm::outs() << " layer " << span.firstLayer;
@@ -899,7 +1037,7 @@ LogicalResult llmir::partitionModule(ModuleOp module,
       b.getNamedAttr("schedule", b.getStringAttr(o.schedule)),
       b.getNamedAttr("recompute", b.getStringAttr(o.recompute))};
   if (numStages > 1) {
-    plan.push_back(b.getNamedAttr("vpp", b.getI64IntegerAttr(o.vpp)));
+    plan.push_back(b.getNamedAttr("vpp", b.getI64IntegerAttr(vpp)));
     plan.push_back(b.getNamedAttr("layout", b.getStringAttr(layout)));
   }
   if (strategy)

@@ -28,7 +28,8 @@ struct Action {
   Kind kind = F;
   int microbatch = 0;
   /// Virtual stage id; with v chunks per rank, chunk c of rank r is stage
-  /// c * p + r ("loop" mapping).
+  /// c * p + r ("loop" mapping), or with the "V" mapping of ZB-V (two chunks)
+  /// stages r and 2p - 1 - r.
   int stage = 0;
 
   bool operator==(const Action &o) const {
@@ -47,10 +48,17 @@ struct Schedule {
   int numRanks = 0;
   int numMicrobatches = 0;
   int chunksPerRank = 1;
+  /// ZB-V's placement: rank r runs stages r and 2p - 1 - r (so the first and
+  /// the last stage share rank 0).
+  bool vShape = false;
   llvm::SmallVector<llvm::SmallVector<Action>> ranks;
 
   int numStages() const { return numRanks * chunksPerRank; }
-  int rankOfStage(int stage) const { return stage % numRanks; }
+  int rankOfStage(int stage) const {
+    if (vShape && stage >= numRanks)
+      return 2 * numRanks - 1 - stage;
+    return stage % numRanks;
+  }
 };
 
 /// Fill-drain: every rank runs F0..F(m-1), then B0..B(m-1).
@@ -64,8 +72,12 @@ llvm::Expected<Schedule> makeInterleaved1F1B(int p, int m, int v);
 /// ZB-H1 with exact semantics: B split into I and W everywhere, the W of a
 /// micro-batch deferred by r steady steps on rank r.
 llvm::Expected<Schedule> makeZBH1(int p, int m);
-/// By name: "gpipe", "1f1b", "interleaved", "zb-h1" (v must be 1 except for
-/// "interleaved").
+/// ZB-V (PyTorch's ScheduleZBVZeroBubble): two chunks per rank in a V
+/// (rank r: stages r and 2p-1-r), B split into I and W, W filling the
+/// bubbles; activation memory about 1F1B's.
+llvm::Expected<Schedule> makeZBV(int p, int m);
+/// By name: "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v" (v must be 1
+/// except for "interleaved" (>= 2) and "zb-v" (2)).
 llvm::Expected<Schedule> makeSchedule(llvm::StringRef name, int p, int m,
                                       int v);
 
@@ -119,7 +131,7 @@ llvm::Expected<SimResult> simulate(const Schedule &schedule,
 /// convention as SimResult::bubbleFraction (uniform stages, no comm time):
 /// bubble time / (bubble time + ideal compute), with bubble time
 /// (p-1)(tF+tB) for gpipe/1f1b, (p-1)(tF+tB)/v for interleaved and
-/// (p-1)(tF+tI-tW) for zb-h1.
+/// (p-1)(tF+tI-tW) for zb-h1 (zb-v has none: simulate it).
 double analyticBubbleFraction(llvm::StringRef name, int p, int m, int v,
                               const Costs &costs);
 
