@@ -256,9 +256,9 @@ class Plan:
         comes from the layout, weighing decoder layers and the LM head by their
         FLOPs at `seq` tokens per sequence (embedding lookups cost nothing; the
         `model` is needed for a layout); without a layout the ranks share the
-        model evenly. The simulator times every rank like the busiest one, so
-        with an uneven layout the step time is that bottleneck's schedule and
-        the bubble counts the lighter ranks' idle time too.
+        model evenly. Each virtual stage's actions take its share of the
+        model's time (`stage-costs` of --llm-pipeline-schedule), so an uneven
+        layout's step time and bubble are simulated exactly.
 
         Returns simulate_schedule's dict ("ranks", "makespan", "peak_in_flight",
         ...) with "step_time" (= makespan), "bubble" (idle share of the step
@@ -267,25 +267,41 @@ class Plan:
         from .pipeline import simulate_schedule
 
         loads = self.rank_loads(model, seq)
-        worst = max(loads)
         ti = tb / 2 if ti is None else ti
         tw = tb / 2 if tw is None else tw
+        stages = self.stage_loads(model, seq)
+        n = len(stages)
+        # --llm-pipeline-schedule's costs are per rank's share (a chunk takes
+        # t / vpp); stage weights scale each chunk from the even split.
         sim = simulate_schedule(self.pp, self.microbatches, self.schedule, self.vpp,
-                                actions=self.schedule_actions, tf=tf * worst, tb=tb * worst,
-                                ti=ti * worst, tw=tw * worst, tcomm=tcomm, svg=svg)
-        busy = [b * load / worst for b, load in zip(sim["busy"], loads)]
-        step = sim["makespan"]
-        sim.update(step_time=step, busy=busy, rank_loads=loads, layout=self.layout,
-                   bubble=round(1.0 - sum(busy) / (len(busy) * step), 4) if step > 0 else 0.0)
+                                actions=self.schedule_actions, tf=tf / self.pp, tb=tb / self.pp,
+                                ti=ti / self.pp, tw=tw / self.pp, tcomm=tcomm, svg=svg,
+                                stage_costs=[w * n for w in stages] if self.layout else None)
+        sim.update(step_time=sim["makespan"], rank_loads=loads, layout=self.layout)
         return sim
+
+    def rank_of_stage(self, stage: int) -> int:
+        """The pipeline rank running virtual stage `stage`: stage % pp (loop
+        placement), or ZB-V's V (rank r runs stages r and 2pp-1-r)."""
+        if self.schedule == "zb-v" and stage >= self.pp:
+            return 2 * self.pp - 1 - stage
+        return stage % self.pp
 
     def rank_loads(self, model: object = None, seq: int = 0) -> List[float]:
         """Each pipeline rank's share of a micro-batch's work (they add up to 1): even
         without a layout; with one, from `model`'s layer and LM-head FLOPs at `seq`
-        (default: the model's positions). Rank r holds virtual stages r, r + pp, ..."""
+        (default: the model's positions)."""
+        loads = [0.0] * self.pp
+        for s, load in enumerate(self.stage_loads(model, seq)):
+            loads[self.rank_of_stage(s)] += load
+        return loads
+
+    def stage_loads(self, model: object = None, seq: int = 0) -> List[float]:
+        """Each virtual stage's share of a micro-batch's work (even without a layout)."""
         stages = self.layout_stages()
         if not stages:
-            return [1.0 / self.pp] * self.pp
+            n = self.pp * self.vpp
+            return [1.0 / n] * n
         if model is None:
             raise ValueError("Plan.rank_loads: a layout's loads need the model")
         layer_costs, head, embedding = _unit_costs(model, seq)
@@ -303,7 +319,7 @@ class Plan:
                     cost += head if kind == "L" else embedding
             stage_cost.append(cost)
         total = sum(stage_cost) or 1.0
-        return [sum(stage_cost[s] for s in range(r, len(stages), self.pp)) / total for r in range(self.pp)]
+        return [c / total for c in stage_cost]
 
     def check(self, batch: int, num_layers: Optional[int] = None) -> None:
         """Raises CompileError when the micro-batches do not split each data-parallel

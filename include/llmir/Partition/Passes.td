@@ -147,7 +147,10 @@ def LLMPipelineSchedule : Pass<"llm-pipeline-schedule", "::mlir::ModuleOp"> {
     Option<"tComm", "tcomm", "double", "0.0",
            "Latency of each cross-rank message">,
     Option<"maxInFlight", "max-in-flight", "int64_t", "0",
-           "Largest allowed in-flight micro-batches per rank (0 = no bound)">
+           "Largest allowed in-flight micro-batches per rank (0 = no bound)">,
+    ListOption<"stageCosts", "stage-costs", "double",
+               "Relative cost of each virtual stage (an uneven layout), e.g. "
+               "1.2,1,1,0.8; default: all equal">
   ];
 }
 

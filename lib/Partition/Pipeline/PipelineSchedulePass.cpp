@@ -63,7 +63,8 @@ struct PipelineSchedulePass
     if (llvm::Error err = pl::verifySchedule(*sched, verifyOptions))
       return error("invalid schedule: " + llvm::toString(std::move(err)));
 
-    pl::Costs costs{tF, tB, tI, tW, tComm};
+    pl::Costs costs{tF, tB, tI, tW, tComm, {}};
+    costs.stageWeights.assign(stageCosts.begin(), stageCosts.end());
     llvm::Expected<pl::SimResult> sim = pl::simulate(*sched, costs);
     if (!sim)
       return error(llvm::toString(sim.takeError()));
@@ -88,7 +89,7 @@ struct PipelineSchedulePass
                         costs.tF, costs.tB, costs.tI, costs.tW, costs.tComm);
     os << llvm::formatv("makespan {0:F2} bubble {1:F4}", sim->makespan,
                         sim->bubbleFraction);
-    if (file.empty() && sched->name != "zb-v") // (no closed form for ZB-V)
+    if (file.empty() && sched->name != "zb-v" && stageCosts.empty())
       os << llvm::formatv(" analytic {0:F4}",
                           pl::analyticBubbleFraction(sched->name, p, m, v,
                                                      costs));

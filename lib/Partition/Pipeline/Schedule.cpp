@@ -88,16 +88,17 @@ llvm::Error runInOrder(const Schedule &schedule, const Costs &costs,
       if (a.kind == Action::I)
         bwdKind.at(a.microbatch, a.stage) = 'I';
 
-  auto duration = [&](Action::Kind kind) {
-    switch (kind) {
+  auto duration = [&](const Action &a) {
+    double w = costs.stageWeights.empty() ? 1.0 : costs.stageWeights[a.stage];
+    switch (a.kind) {
     case Action::F:
-      return costs.tF / v;
+      return costs.tF / v * w;
     case Action::B:
-      return costs.tB / v;
+      return costs.tB / v * w;
     case Action::I:
-      return costs.tI / v;
+      return costs.tI / v * w;
     case Action::W:
-      return costs.tW / v;
+      return costs.tW / v * w;
     }
     return 0.0;
   };
@@ -152,7 +153,7 @@ llvm::Error runInOrder(const Schedule &schedule, const Costs &costs,
             ready += costs.tComm;
           start = std::max(start, ready);
         }
-        double end = start + duration(a.kind);
+        double end = start + duration(a);
         if (a.kind == Action::F)
           fwdEnd.at(a.microbatch, a.stage) = end;
         else if (isBackward(a.kind))
@@ -584,6 +585,15 @@ llvm::Expected<SimResult> llmir::pipeline::simulate(const Schedule &schedule,
                                                     const Costs &costs) {
   if (auto err = checkStructure(schedule))
     return std::move(err);
+  if (!costs.stageWeights.empty()) {
+    if (static_cast<int>(costs.stageWeights.size()) != schedule.numStages())
+      return fail(llvm::formatv("{0} stage weights for {1} stages",
+                                costs.stageWeights.size(),
+                                schedule.numStages()));
+    for (double w : costs.stageWeights)
+      if (!(w >= 0))
+        return fail(llvm::formatv("stage weight {0} is not >= 0", w));
+  }
   SimResult result;
   SmallVector<double> rankEnd;
   if (auto err = runInOrder(schedule, costs, &result.events, &rankEnd))

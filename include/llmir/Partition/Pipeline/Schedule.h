@@ -100,6 +100,9 @@ llvm::Error verifySchedule(const Schedule &schedule,
 /// chunk action takes t/v. tComm is added on every cross-rank dependency.
 struct Costs {
   double tF = 1, tB = 2, tI = 1, tW = 1, tComm = 0;
+  /// Relative cost of each virtual stage (an uneven layout: stage s's
+  /// actions take t / v * stageWeights[s]); empty = all 1.
+  llvm::SmallVector<double> stageWeights;
 };
 
 struct SimEvent {
