@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Analysis/Passes.h"
 #include "llmir/Conversion/Passes.h"
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
   llmir::tfm::registerTfmPasses();
   llmir::registerConversionPasses();
   llmir::registerPartitionPasses();
+  llmir::registerAnalysisPasses();
 
   // Unlike mlir-opt, a diagnostic does not dump the whole operation it is on
   // (for a pass error that is the entire model); pass

@@ -1,0 +1,998 @@
+//===- CostModel.cpp - time and memory of a parallel transformer layout ---===//
+//
+// The formulas are documented in CostModel.h; this file keeps the arithmetic
+// next to the paper terms it reproduces.
+//
+//===----------------------------------------------------------------------===//
+
+#include "llmir/Analysis/Cost/CostModel.h"
+
+#include "llmir/Partition/Pipeline/Schedule.h"
+
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llmir;
+using namespace llmir::cost;
+
+namespace {
+constexpr double kGB = 1e9;
+constexpr double kTera = 1e12;
+
+llvm::Error fail(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Hardware
+//===----------------------------------------------------------------------===//
+
+llvm::StringRef cost::devicePresetNames() {
+  return "h100-80g, a100-80g, a100-40g, cpu";
+}
+
+llvm::Expected<Device> cost::getDevicePreset(llvm::StringRef name) {
+  Device d;
+  d.name = name.str();
+  if (name == "h100-80g" || name == "h100") {
+    // H100 SXM5: 989 TFLOP/s dense bf16, 67 fp32 (non-tensor), 3.35 TB/s,
+    // NVLink 4 900 GB/s bidirectional = 450 per direction, one 400 Gb/s
+    // NDR NIC per GPU.
+    d.name = "h100-80g";
+    d.peakFlopsLow = 989 * kTera;
+    d.peakFlopsFp32 = 67 * kTera;
+    d.hbmBandwidth = 3350 * kGB;
+    d.memoryBytes = 80 * kGB;
+    d.intraBandwidth = 450 * kGB;
+    d.intraLatency = 3e-6;
+    d.interBandwidth = 50 * kGB;
+    d.interLatency = 8e-6;
+    // H100 runs further from its peak than A100 (power/clock limits, GEMMs
+    // of transformer size): Megatron-Core's GPT-3 175B at 390 model TFLOP/s
+    // per GPU (bench/planner) calibrates ~57% of peak on the layer GEMMs.
+    d.gemmEfficiency = 0.57;
+    d.memEfficiency = 0.85;
+    return d;
+  }
+  if (name == "a100-80g" || name == "a100-40g" || name == "a100") {
+    // A100 SXM4: 312 TFLOP/s bf16, 19.5 fp32, 2.0 TB/s (80G) / 1.55 (40G),
+    // NVLink 3 600 GB/s bidirectional = 300 per direction, 200 Gb/s HDR per
+    // GPU (DGX A100 / Selene: 8 HCAs per node).
+    bool big = name != "a100-40g";
+    d.name = big ? "a100-80g" : "a100-40g";
+    d.peakFlopsLow = 312 * kTera;
+    d.peakFlopsFp32 = 19.5 * kTera;
+    d.hbmBandwidth = (big ? 2039 : 1555) * kGB;
+    d.memoryBytes = (big ? 80 : 40) * kGB;
+    d.intraBandwidth = 300 * kGB;
+    d.intraLatency = 3e-6;
+    d.interBandwidth = 25 * kGB;
+    d.interLatency = 8e-6;
+    // Calibrated on Megatron-LM SC'21 Table 1 (bench/planner/megatron_table1.py):
+    // cuBLAS reaches ~230 of 312 TFLOP/s on the layer GEMMs and streaming
+    // kernels ~85% of HBM bandwidth.
+    d.gemmEfficiency = 0.74;
+    d.memEfficiency = 0.85;
+    return d;
+  }
+  if (name == "cpu") {
+    // LLMIR's CPU backend on a 2-core AVX2 host (this project's machine):
+    // 2 cores x 32 fp32 FLOP/cycle x 2.5 GHz = 160 GFLOP/s peak, ~10 GB/s of
+    // memory bandwidth, shared-memory MPI at ~5 GB/s. Calibrated by
+    // measurement (bench/planner/calibrate_cpu.py): one rank trains GPT-2
+    // 124M at batch 4 x 256 in ~7 s per step (~110 GFLOP/s of model FLOPs),
+    // an h=512 6-layer GPT in 3.2 s, an h=256 one in 1.9 s. Ranks sharing the
+    // host share these numbers: describe a bigger host, or the per-rank
+    // share, in a cluster file.
+    d.name = "cpu";
+    d.peakFlopsLow = 160e9;
+    d.peakFlopsFp32 = 160e9;
+    d.hbmBandwidth = 10 * kGB;
+    d.memoryBytes = 16 * kGB;
+    d.intraBandwidth = 5 * kGB;
+    d.intraLatency = 5e-6;
+    d.interBandwidth = 1.25 * kGB;
+    d.interLatency = 50e-6;
+    d.gemmEfficiency = 0.85;
+    d.memEfficiency = 0.6;
+    // OpenBLAS loses efficiency below ~384-wide operands (h=256 models run
+    // at ~60 GFLOP/s here, h>=512 at ~100; bench/planner/calibrate_cpu.py).
+    d.gemmSaturationDim = 384;
+    d.kernelOverhead = 20e-6;
+    return d;
+  }
+  return fail("unknown device '" + name + "' (presets: " + devicePresetNames() +
+              "; or give a cluster JSON file)");
+}
+
+llvm::Error cost::applyIntraLink(Device &device, llvm::StringRef name) {
+  double gbps = llvm::StringSwitch<double>(name)
+                    .Case("nvlink", device.intraBandwidth / kGB)
+                    .Case("nvlink3", 300)
+                    .Case("nvlink4", 450)
+                    .Case("pcie4", 25)
+                    .Case("pcie5", 50)
+                    .Default(-1);
+  if (gbps < 0)
+    return fail("unknown intra-node link '" + name +
+                "' (nvlink, nvlink3, nvlink4, pcie4, pcie5)");
+  device.intraBandwidth = gbps * kGB;
+  return llvm::Error::success();
+}
+
+llvm::Error cost::applyInterLink(Device &device, llvm::StringRef name) {
+  double gbit = llvm::StringSwitch<double>(name)
+                    .Case("ib-400g", 400)
+                    .Case("ib-200g", 200)
+                    .Case("ib-100g", 100)
+                    .Case("eth-100g", 100)
+                    .Case("eth-25g", 25)
+                    .Default(-1);
+  if (gbit < 0)
+    return fail("unknown inter-node link '" + name +
+                "' (ib-400g, ib-200g, ib-100g, eth-100g, eth-25g)");
+  device.interBandwidth = gbit / 8 * kGB;
+  device.interLatency = name.starts_with("eth") ? 30e-6 : 8e-6;
+  return llvm::Error::success();
+}
+
+llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
+  llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(text);
+  if (!parsed)
+    return fail("cluster JSON: " + llvm::toString(parsed.takeError()));
+  const llvm::json::Object *root = parsed->getAsObject();
+  if (!root)
+    return fail("cluster JSON: expected an object");
+  Cluster cluster;
+  if (auto n = root->getInteger("nodes"))
+    cluster.nodes = *n;
+  if (auto n = root->getInteger("gpus_per_node"))
+    cluster.gpusPerNode = *n;
+  if (cluster.nodes < 1 || cluster.gpusPerNode < 1)
+    return fail("cluster JSON: nodes and gpus_per_node must be >= 1");
+  const llvm::json::Value *dev = root->get("device");
+  if (!dev)
+    return fail("cluster JSON: missing \"device\" (a preset name or an object)");
+  if (auto name = dev->getAsString()) {
+    auto d = getDevicePreset(*name);
+    if (!d)
+      return fail("cluster JSON: " + llvm::toString(d.takeError()));
+    cluster.device = *d;
+  } else if (const llvm::json::Object *o = dev->getAsObject()) {
+    if (auto base = o->getString("base")) {
+      auto d = getDevicePreset(*base);
+      if (!d)
+        return fail("cluster JSON: " + llvm::toString(d.takeError()));
+      cluster.device = *d;
+    }
+    Device &d = cluster.device;
+    if (auto name = o->getString("name"))
+      d.name = name->str();
+    if (d.name.empty())
+      d.name = "custom";
+    auto number = [&](llvm::StringRef key, double &field, double scale) {
+      if (auto v = o->getNumber(key))
+        field = *v * scale;
+    };
+    number("peak_tflops_bf16", d.peakFlopsLow, kTera);
+    number("peak_tflops_fp32", d.peakFlopsFp32, kTera);
+    number("hbm_gbps", d.hbmBandwidth, kGB);
+    number("memory_gb", d.memoryBytes, kGB);
+    number("gemm_efficiency", d.gemmEfficiency, 1);
+    number("mem_efficiency", d.memEfficiency, 1);
+    number("gemm_saturation_dim", d.gemmSaturationDim, 1);
+    number("intra_gbps", d.intraBandwidth, kGB);
+    number("intra_latency_us", d.intraLatency, 1e-6);
+    number("inter_gbps", d.interBandwidth, kGB);
+    number("inter_latency_us", d.interLatency, 1e-6);
+    if (d.peakFlopsFp32 <= 0 && d.peakFlopsLow <= 0)
+      return fail("cluster JSON: device needs peak_tflops_bf16 or "
+                  "peak_tflops_fp32 (or a \"base\" preset)");
+    if (d.peakFlopsLow <= 0)
+      d.peakFlopsLow = d.peakFlopsFp32;
+    if (d.peakFlopsFp32 <= 0)
+      d.peakFlopsFp32 = d.peakFlopsLow;
+    if (d.hbmBandwidth <= 0 || d.memoryBytes <= 0 || d.intraBandwidth <= 0 ||
+        d.interBandwidth <= 0)
+      return fail("cluster JSON: device needs hbm_gbps, memory_gb, intra_gbps "
+                  "and inter_gbps (or a \"base\" preset)");
+    if (d.gemmEfficiency <= 0 || d.gemmEfficiency > 1 ||
+        d.memEfficiency <= 0 || d.memEfficiency > 1)
+      return fail("cluster JSON: efficiencies must be in (0, 1]");
+  } else {
+    return fail("cluster JSON: \"device\" must be a preset name or an object");
+  }
+  if (auto intra = root->getString("intra"))
+    if (auto err = applyIntraLink(cluster.device, *intra))
+      return fail("cluster JSON: " + llvm::toString(std::move(err)));
+  if (auto inter = root->getString("inter"))
+    if (auto err = applyInterLink(cluster.device, *inter))
+      return fail("cluster JSON: " + llvm::toString(std::move(err)));
+  return cluster;
+}
+
+//===----------------------------------------------------------------------===//
+// Model
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Parameters of one layer split into the tp-sharded part and the part every
+/// tp rank replicates (norms, biases of row-parallel linears).
+struct LayerParamSplit {
+  int64_t sharded = 0, replicated = 0;
+};
+
+LayerParamSplit layerParamSplit(const TransformerConfig &c) {
+  int64_t h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
+  LayerParamSplit s;
+  s.sharded = h * (q + 2 * kv) + q * h + (c.gated() ? 3 : 2) * h * f;
+  if (c.biases()) {
+    s.sharded += (q + 2 * kv) + f; // column-parallel biases
+    s.replicated += 2 * h;          // row-parallel biases
+  }
+  s.replicated += (c.gated() ? 1 : 2) * 2 * h; // two norms (gamma, beta)
+  return s;
+}
+
+int64_t normParams(const TransformerConfig &c) {
+  return (c.gated() ? 1 : 2) * c.hidden;
+}
+} // namespace
+
+int64_t cost::layerParams(const TransformerConfig &c) {
+  LayerParamSplit s = layerParamSplit(c);
+  return s.sharded + s.replicated;
+}
+
+int64_t cost::embeddingParams(const TransformerConfig &c) {
+  return c.vocab * c.hidden +
+         (c.learnedPositions() ? c.maxPositions * c.hidden : 0);
+}
+
+int64_t cost::outputParams(const TransformerConfig &c) {
+  return normParams(c) + (c.tiedEmbeddings ? 0 : c.vocab * c.hidden);
+}
+
+int64_t cost::totalParams(const TransformerConfig &c) {
+  return c.layers * layerParams(c) + embeddingParams(c) + outputParams(c);
+}
+
+double cost::modelFlopsPerStep(const TransformerConfig &c) {
+  double tokens = double(c.globalBatch) * c.seq;
+  double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
+  double matmulWeights = h * (q + 2 * kv) + q * h + (c.gated() ? 3 : 2) * h * f;
+  double perToken = c.layers * (2 * matmulWeights + 4.0 * c.seq * q) +
+                    2 * h * c.vocab;
+  return 3 * perToken * tokens;
+}
+
+Precision cost::fp32Precision() { return Precision{}; }
+
+Precision cost::bf16Precision() {
+  Precision p;
+  p.name = "bf16";
+  p.paramBytes = 2;
+  p.gradBytes = 4;
+  p.actBytes = 2;
+  p.optimizerBytes = 12;
+  p.tensorCores = true;
+  return p;
+}
+
+ActivationPolicy cost::llmirActivations() { return ActivationPolicy{}; }
+
+ActivationPolicy cost::megatronActivations() {
+  ActivationPolicy p;
+  p.name = "megatron";
+  p.dropout = true;
+  p.flashAttention = false;
+  p.keepsGatheredInputs = false;
+  return p;
+}
+
+std::string Layout::str() const {
+  return llvm::formatv("dp={0} tp={1} pp={2} vpp={3} microbatches={4} "
+                       "schedule={5} recompute={6} sp={7} zero={8}",
+                       dp, tp, pp, vpp, microbatches, schedule, recompute,
+                       sp ? "true" : "false", zero)
+      .str();
+}
+
+llvm::Expected<std::vector<int64_t>>
+cost::parseStageLayers(llvm::StringRef text) {
+  std::vector<int64_t> out;
+  llvm::SmallVector<llvm::StringRef> stages;
+  text.split(stages, '|');
+  for (llvm::StringRef stage : stages) {
+    int64_t layers = 0;
+    llvm::SmallVector<llvm::StringRef> items;
+    stage.split(items, ',', -1, /*KeepEmpty=*/false);
+    for (llvm::StringRef item : items) {
+      item = item.trim();
+      if (item == "E" || item == "L")
+        continue;
+      auto [name, count] = item.split('*');
+      int64_t n = 1;
+      if (name != "t" || (!count.empty() && (count.getAsInteger(10, n) || n < 0)))
+        return fail("pipeline layout '" + text + "': cannot read '" + item +
+                    "' (expected t, t*N, E or L)");
+      layers += n;
+    }
+    out.push_back(layers);
+  }
+  return out;
+}
+
+int64_t cost::microBatchSize(const TransformerConfig &cfg,
+                             const Layout &layout) {
+  int64_t denom = layout.dp * layout.microbatches;
+  return denom > 0 ? cfg.globalBatch / denom : 0;
+}
+
+llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
+  if (l.dp < 1 || l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.microbatches < 1)
+    return fail("dp, tp, pp, vpp and microbatches must be >= 1");
+  if (c.heads % l.tp)
+    return fail(llvm::formatv("tp={0} does not divide the {1} attention heads",
+                              l.tp, c.heads));
+  if (c.kvHeads % l.tp)
+    return fail(llvm::formatv("tp={0} does not divide the {1} key/value heads",
+                              l.tp, c.kvHeads));
+  if (c.ffn % l.tp)
+    return fail(llvm::formatv("tp={0} does not divide ffn_hidden_size {1}",
+                              l.tp, c.ffn));
+  if (c.globalBatch % (l.dp * l.microbatches))
+    return fail(llvm::formatv("dp x microbatches = {0} does not divide the "
+                              "batch of {1} sequences",
+                              l.dp * l.microbatches, c.globalBatch));
+  if (l.sp && l.tp == 1)
+    return fail("sp=true needs tp > 1");
+  if (l.sp && c.seq % l.tp)
+    return fail(llvm::formatv("sp: tp={0} does not divide the sequence of {1}",
+                              l.tp, c.seq));
+  if (l.zero != 0 && l.zero != 1)
+    return fail("zero must be 0 or 1");
+  if (!llvm::is_contained({"none", "selective", "full"}, l.recompute))
+    return fail("recompute must be none, selective or full, found '" +
+                l.recompute + "'");
+  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"},
+                          l.schedule))
+    return fail("unknown schedule '" + l.schedule +
+                "' (gpipe, 1f1b, interleaved, zb-h1)");
+  int64_t stages = l.pp * l.vpp;
+  if (c.layers < stages)
+    return fail(llvm::formatv("pp x vpp = {0} stages exceed the {1} layers",
+                              stages, c.layers));
+  if (!l.stageLayers.empty()) {
+    int64_t sum = 0;
+    for (int64_t n : l.stageLayers)
+      sum += n;
+    if (int64_t(l.stageLayers.size()) != stages || sum != c.layers)
+      return fail(llvm::formatv("the pipeline layout has {0} stages and {1} "
+                                "layers, the plan {2} stages and the model {3} "
+                                "layers",
+                                l.stageLayers.size(), sum, stages, c.layers));
+  }
+  if (l.schedule == "interleaved") {
+    if (l.vpp < 2)
+      return fail("schedule=interleaved needs vpp >= 2");
+    if (c.layers % stages)
+      return fail(llvm::formatv("interleaved: pp x vpp = {0} does not divide "
+                                "the {1} layers",
+                                stages, c.layers));
+    if (l.microbatches % l.pp)
+      return fail(llvm::formatv("interleaved: pp={0} does not divide "
+                                "microbatches={1}",
+                                l.pp, l.microbatches));
+  } else if (l.vpp != 1) {
+    return fail("vpp > 1 needs schedule=interleaved");
+  }
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Activations
+//===----------------------------------------------------------------------===//
+
+LayerActivation cost::layerActivation(const TransformerConfig &c,
+                                      const Layout &l, const Precision &prec,
+                                      const ActivationPolicy &policy,
+                                      int64_t b) {
+  double tokens = double(b) * c.seq;
+  double t = l.tp, a = prec.actBytes;
+  double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
+  double seqDiv = l.sp ? t : 1;
+  LayerActivation act;
+  if (l.recompute == "full") {
+    // Only the layer input is kept (Megatron checkpoints it sequence-split
+    // with sp); the rest is rebuilt one layer at a time in the backward.
+    act.seqOnlyBytes = tokens * h * a / seqDiv;
+    return act;
+  }
+  // Replicated over tp: both norms' inputs and outputs (the outputs are the
+  // QKV / fc1 inputs), and with dropout the two 1-byte masks after the
+  // attention projection and the MLP. Korthikanti: 4 + 4 + 2 = 10·sbh.
+  double seqElems = 4 * h;
+  double seqExtra = policy.dropout ? 2 * h : 0; // bytes (masks)
+  // Split over tp: Q, K, V, the attention output (out-proj input), and the
+  // MLP's hidden tensors: GELU input and output (2f) or SwiGLU's gate, up,
+  // silu(gate) and their product (4f). Korthikanti: 4 + 2 + 2 + 8 + 8 = 24.
+  double tpElems = q + 2 * kv + q + (c.gated() ? 4 : 2) * f;
+  act.seqOnlyBytes = tokens * (seqElems * a + seqExtra) / seqDiv;
+  if (l.sp && policy.keepsGatheredInputs) // 2 of the 4h are whole-sequence
+    act.seqOnlyBytes += tokens * 2 * h * a * (1 - 1 / t);
+  act.tpBytes = tokens * tpElems * a / t;
+  if (!policy.flashAttention && l.recompute != "selective") {
+    // Softmax output (a·s per token), its dropout mask (1 byte) and the
+    // dropout output: 2 + 1 + 2 = 5·a·s bytes per token in bf16.
+    double perToken = double(c.heads) * c.seq *
+                      (a + (policy.dropout ? 1 + a : 0));
+    act.scoreBytes = tokens * perToken / t;
+  }
+  return act;
+}
+
+double cost::inFlightMicrobatches(const Layout &l, int64_t rank) {
+  double p = l.pp, m = l.microbatches, r = rank;
+  if (l.schedule == "gpipe")
+    return m;
+  if (l.schedule == "interleaved") {
+    double v = l.vpp;
+    double chunks = std::min(2 * (p - r - 1) + (v - 1) * p + 1, m * v);
+    return chunks / v;
+  }
+  return std::min(p - r, m);
+}
+
+//===----------------------------------------------------------------------===//
+// Time
+//===----------------------------------------------------------------------===//
+
+double cost::allReduceTime(double bytes, int64_t n, double bw, double lat) {
+  if (n <= 1)
+    return 0;
+  return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
+}
+
+double cost::allGatherTime(double bytes, int64_t n, double bw, double lat) {
+  if (n <= 1)
+    return 0;
+  return double(n - 1) / n * bytes / bw + double(n - 1) * lat;
+}
+
+double cost::reduceScatterTime(double bytes, int64_t n, double bw, double lat) {
+  return allGatherTime(bytes, n, bw, lat);
+}
+
+namespace {
+double peakFlops(const Device &d, const Precision &prec) {
+  return prec.tensorCores ? d.peakFlopsLow : d.peakFlopsFp32;
+}
+
+/// Seconds of a GEMM of `flops` whose smallest dimension is `minDim`.
+double gemmTime(const Device &d, const Precision &prec, double flops,
+                double minDim) {
+  double eff = d.gemmEfficiency;
+  if (d.gemmSaturationDim > 0 && minDim < d.gemmSaturationDim)
+    eff *= std::max(0.25, minDim / d.gemmSaturationDim);
+  return flops / (peakFlops(d, prec) * eff);
+}
+
+double memTime(const Device &d, double bytes) {
+  return bytes / (d.hbmBandwidth * d.memEfficiency);
+}
+
+/// Bandwidth and latency of a group of `size` ranks spaced `stride` apart
+/// (rank order: tp fastest, then dp, then pp, as Megatron's default).
+std::pair<double, double> groupLink(const Cluster &c, int64_t size,
+                                    int64_t stride) {
+  if (size <= 1)
+    return {c.device.intraBandwidth, c.device.intraLatency};
+  bool crossNode = c.nodes > 1 && size * stride > c.gpusPerNode;
+  if (crossNode)
+    return {c.device.interBandwidth, c.device.interLatency};
+  return {c.device.intraBandwidth, c.device.intraLatency};
+}
+
+/// Members of a group of `size` ranks spaced `stride` apart that share a node.
+int64_t membersPerNode(const Cluster &c, int64_t size, int64_t stride) {
+  if (stride >= c.gpusPerNode)
+    return 1;
+  return std::max<int64_t>(1, std::min(size, c.gpusPerNode / stride));
+}
+
+/// Collective time of a group spanning nodes, as NCCL runs it: k members per
+/// node reduce-scatter over NVLink, the k node-local shards cross the
+/// network in parallel (one NIC per GPU), then all-gather over NVLink.
+/// `busFactor` is 2 for all-reduce and 1 for all-gather / reduce-scatter.
+double groupCollective(const Cluster &c, double bytes, int64_t size,
+                       int64_t stride, double busFactor) {
+  if (size <= 1)
+    return 0;
+  const Device &d = c.device;
+  int64_t k = membersPerNode(c, size, stride);
+  int64_t nodes = size / k;
+  if (nodes <= 1 || c.nodes <= 1)
+    return busFactor * (double(size - 1) / size * bytes / d.intraBandwidth +
+                        double(size - 1) * d.intraLatency);
+  double intra = k > 1 ? busFactor * (double(k - 1) / k * bytes / d.intraBandwidth +
+                                      double(k - 1) * d.intraLatency)
+                       : 0;
+  double inter = busFactor * (double(nodes - 1) / nodes * (bytes / k) /
+                                  d.interBandwidth +
+                              double(nodes - 1) * d.interLatency);
+  return intra + inter;
+}
+
+/// Layers held by pipeline rank r: layers spread over pp x vpp virtual
+/// stages, the remainder (when uneven) on the middle ranks first so the
+/// first and last ranks (embedding, LM head) get fewer.
+int64_t layersOnRank(const TransformerConfig &c, const Layout &l, int64_t r) {
+  int64_t stages = l.pp * l.vpp;
+  int64_t base = c.layers / stages, rem = c.layers % stages;
+  int64_t total = 0;
+  for (int64_t chunk = 0; chunk < l.vpp; ++chunk) {
+    int64_t s = chunk * l.pp + r;
+    if (int64_t(l.stageLayers.size()) == stages) {
+      total += l.stageLayers[s];
+      continue;
+    }
+    // Give the remainder to stages 1, 2, ... (then 0 and the last).
+    int64_t order = s == 0 ? stages - 2 : (s == stages - 1 ? stages - 1 : s - 1);
+    if (stages == 1)
+      order = 0;
+    total += base + (order < rem ? 1 : 0);
+  }
+  return total;
+}
+} // namespace
+
+LayerTime cost::layerTime(const TransformerConfig &c, const Layout &l,
+                          const Cluster &cluster, const Precision &prec,
+                          const ActivationPolicy &policy, int64_t b) {
+  const Device &d = cluster.device;
+  double tokens = double(b) * c.seq, t = l.tp, a = prec.actBytes;
+  double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
+  double mlpMats = c.gated() ? 3 : 2;
+  // Forward GEMMs per tp rank.
+  double qkv = 2 * tokens * h * (q + 2 * kv) / t;
+  double proj = 2 * tokens * q * h / t;
+  double mlp = 2 * tokens * h * f * mlpMats / t;
+  double attn = 4 * tokens * c.seq * q / t; // QK^T and PV, no causal discount
+  double linearFlops = qkv + proj + mlp;
+  double minLinearDim = std::min({h, (q + 2 * kv) / t, f / t});
+  double tLinear = gemmTime(d, prec, linearFlops, minLinearDim);
+  // Attention GEMMs are batched per head with K = head_dim: without flash
+  // attention QK^T writes and PV reads the a·s scores per token, which makes
+  // them memory-bound for head_dim ~100 (roofline); flash attention keeps
+  // the scores on chip.
+  double tAttn = gemmTime(d, prec, attn, double(c.headDim));
+  if (!policy.flashAttention)
+    tAttn = std::max(tAttn, memTime(d, tokens * 2.0 * c.heads * c.seq * a / t));
+
+  // Element-wise traffic per token (bytes), with Megatron's fusions: norms
+  // read+write (2 x 2h), bias-dropout-residual-add (2 x (2h read + h write),
+  // plus a 1-byte mask with dropout), bias+activation read+write of the MLP
+  // hidden; the attention softmax (and its dropout) over a·s scores per
+  // token unless fused into flash attention. Norms, residuals and dropout
+  // are replicated over tp without sp.
+  double seqDiv = l.sp ? t : 1;
+  double seqTraffic = (4 * h + 6 * h) * a + (policy.dropout ? 2 * h : 0);
+  double tpTraffic = ((c.gated() ? 5 : 2) * f + 2 * (q + kv)) * a;
+  if (!policy.flashAttention)
+    tpTraffic += double(c.heads) * c.seq *
+                 (2 * a + (policy.dropout ? 2 * a + 1 : 0));
+  double fwdBytes = tokens * (seqTraffic / seqDiv + tpTraffic / t);
+  double tMemFwd = memTime(d, fwdBytes);
+
+  // Megatron tp: two all-reduces of the [b, s, h] block output per layer in
+  // the forward and two in the backward (or all-gather + reduce-scatter
+  // pairs with sp: same bytes on the wire). Not overlapped.
+  auto [tpBw, tpLat] = groupLink(cluster, l.tp, 1);
+  double blockBytes = tokens * h * a;
+  double oneCollective =
+      l.sp ? allGatherTime(blockBytes, l.tp, tpBw, tpLat) +
+                 reduceScatterTime(blockBytes, l.tp, tpBw, tpLat)
+           : allReduceTime(blockBytes, l.tp, tpBw, tpLat);
+  double tpFwd = 2 * oneCollective; // attention block + MLP block
+
+  double launch = d.kernelOverhead;
+  LayerTime lt;
+  lt.forward = tLinear + tAttn + tMemFwd + tpFwd + 14 * launch;
+  // Backward: input grads (linear 1x + attention 2x) and weight grads (1x),
+  // element-wise ~2x the forward, the backward tp collectives.
+  double flashRecompute = policy.flashAttention ? tAttn : 0;
+  lt.backwardInput =
+      tLinear + 2 * tAttn + flashRecompute + 2 * tMemFwd + tpFwd + 20 * launch;
+  lt.backwardWeight = tLinear + 8 * launch;
+  lt.tpComm = 2 * tpFwd;
+  lt.flops = 3 * linearFlops + 3 * attn + (policy.flashAttention ? attn : 0);
+  if (l.recompute == "full") {
+    lt.recompute = lt.forward;
+    lt.flops += linearFlops + attn;
+    lt.tpComm += tpFwd;
+  } else if (l.recompute == "selective") {
+    // Korthikanti's selective recompute: the attention core (QK^T, softmax,
+    // dropout, PV) is rerun in the backward.
+    lt.recompute = tAttn + (policy.flashAttention ? 0 : tMemFwd * 0.5);
+    lt.flops += policy.flashAttention ? 0 : attn;
+  }
+  lt.backwardInput += lt.recompute;
+  return lt;
+}
+
+//===----------------------------------------------------------------------===//
+// Whole step
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// tp-local parameter counts of a pipeline rank.
+double rankParams(const TransformerConfig &c, const Layout &l, int64_t r) {
+  LayerParamSplit s = layerParamSplit(c);
+  double t = l.tp;
+  double params =
+      layersOnRank(c, l, r) * (double(s.sharded) / t + double(s.replicated));
+  double vocabRows = double(ceilDiv(c.vocab, l.tp)); // padded vocab / tp
+  bool first = r == 0, last = r == l.pp - 1;
+  if (first)
+    params += vocabRows * c.hidden +
+              (c.learnedPositions() ? double(c.maxPositions) * c.hidden : 0);
+  if (last) {
+    params += normParams(c);
+    // An untied head, or the last stage's copy of a tied one (Megatron keeps
+    // a duplicate whose gradient is summed with the first stage's).
+    if (!c.tiedEmbeddings || l.pp > 1)
+      params += vocabRows * c.hidden;
+  }
+  return params;
+}
+
+/// Elements per token, tp-local, of the backward's transient tensors of one
+/// layer: the incoming gradient, the MLP hidden gradients and the gradient
+/// being accumulated for the residual.
+double layerBackwardTransientElems(const TransformerConfig &c,
+                                   const Layout &l) {
+  double t = l.tp, seqDiv = l.sp ? t : 1;
+  return 3.0 * c.hidden / seqDiv + (c.gated() ? 3.0 : 2.0) * c.ffn / t;
+}
+} // namespace
+
+llvm::SmallVector<StageMemory>
+cost::estimateMemory(const TransformerConfig &c, const Layout &l,
+                     const EstimateOptions &o) {
+  const Precision &prec = o.precision;
+  int64_t b = microBatchSize(c, l);
+  double tokens = double(b) * c.seq;
+  double t = l.tp, seqDiv = l.sp ? t : 1, a = prec.actBytes;
+  LayerActivation layerAct = layerActivation(c, l, prec, o.policy, b);
+  // The same layer without recompute: what a recomputed layer rebuilds.
+  Layout noRecompute = l;
+  noRecompute.recompute = "none";
+  LayerActivation fullLayer = layerActivation(c, noRecompute, prec, o.policy, b);
+  double vocabLocal = double(ceilDiv(c.vocab, l.tp));
+  // Logits and their gradient (cross-entropy in fp32 under Megatron's
+  // recipe, Korthikanti's 4·s·b·V/t), plus the final norm's input and output.
+  double logitBytes = tokens * vocabLocal * (prec.tensorCores ? 4 : a);
+  double finalNormBytes = 2 * tokens * c.hidden * a / seqDiv;
+  double transient = tokens * layerBackwardTransientElems(c, l) * a;
+  double inputBytes = 2.0 * double(c.globalBatch / l.dp) * c.seq * 4;
+
+  llvm::SmallVector<StageMemory> stages;
+  for (int64_t r = 0; r < l.pp; ++r) {
+    StageMemory m;
+    m.rank = r;
+    m.layers = layersOnRank(c, l, r);
+    m.params = rankParams(c, l, r);
+    m.paramBytes = m.params * prec.paramBytes;
+    m.optimizerBytes =
+        m.params * prec.optimizerBytes / (l.zero >= 1 ? double(l.dp) : 1.0);
+    m.activationPerMicrobatch = m.layers * layerAct.total();
+    m.inFlight = inFlightMicrobatches(l, r);
+    m.inputBytes = (r == 0 || r == l.pp - 1) ? inputBytes : 0;
+    bool last = r == l.pp - 1;
+    // One layer's backward: its incoming and residual gradients and the MLP
+    // hidden gradients. With full recompute the rebuilt layer's activations
+    // come on top; they die as its backward proceeds, so the MLP gradients
+    // reuse their space (matches the exec plan, bench/memory).
+    double layerWork =
+        l.recompute == "full"
+            ? fullLayer.total() + 3 * tokens * c.hidden * a / seqDiv
+            : transient;
+    double gradAll = m.params * prec.gradBytes;
+    if (o.persistentGrads || l.pp > 1 || l.microbatches > 1) {
+      m.gradBytes = gradAll;
+      m.activationBytes = m.inFlight * m.activationPerMicrobatch;
+      double lastWork = last ? finalNormBytes + 2 * logitBytes : 0;
+      m.workingBytes = std::max(layerWork, lastWork);
+    } else {
+      // LLMIR's single train step (pp = 1, one micro-batch): gradients are
+      // temporaries born during the backward and activations die as it goes,
+      // so the peak is the largest of these moments (layer granularity):
+      //   loss:   all activations + final norm + logits + their gradient
+      //   top:    all activations + head/norm gradients + the top layer's
+      //           gradients + its transients
+      //   bottom: the first layer's activations + all layer gradients
+      //   end:    all gradients + the embedding gradient(s)
+      LayerParamSplit s = layerParamSplit(c);
+      double layerGrad =
+          (double(s.sharded) / t + double(s.replicated)) * prec.gradBytes;
+      double headGrad = vocabLocal * c.hidden * prec.gradBytes;
+      double normGrad = normParams(c) * prec.gradBytes;
+      double acts = m.layers * layerAct.total();
+      double oneLayer = layerAct.total();
+      double layerGrads = m.layers * layerGrad;
+      double embGrads =
+          headGrad + (c.learnedPositions() ? double(c.maxPositions) * c.hidden *
+                                                 prec.gradBytes
+                                           : 0);
+      struct Phase {
+        double act, grad, work;
+      };
+      double outGrads = headGrad + normGrad;
+      Phase phases[] = {
+          {acts + finalNormBytes, 0, 2 * logitBytes},
+          {acts + finalNormBytes, outGrads, logitBytes + tokens * c.hidden * a},
+          {acts, outGrads + layerGrad, layerWork},
+          {oneLayer, outGrads + layerGrads, layerWork},
+          // Tied: the head's gradient, the embedding's and their sum.
+          {0, outGrads + layerGrads + embGrads +
+                  (c.tiedEmbeddings ? headGrad : 0),
+           tokens * c.hidden * a}};
+      const Phase *best = &phases[0];
+      for (const Phase &ph : phases)
+        if (ph.act + ph.grad + ph.work > best->act + best->grad + best->work)
+          best = &ph;
+      m.activationBytes = best->act;
+      m.gradBytes = best->grad;
+      m.workingBytes = best->work;
+    }
+    m.totalBytes = m.paramBytes + m.gradBytes + m.optimizerBytes +
+                   m.activationBytes + m.workingBytes + m.inputBytes;
+    stages.push_back(m);
+  }
+  return stages;
+}
+
+llvm::SmallVector<StageTime>
+cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
+                         const Cluster &cluster, const EstimateOptions &o,
+                         double *p2pTime) {
+  const Device &d = cluster.device;
+  const Precision &prec = o.precision;
+  int64_t b = microBatchSize(c, l);
+  double tokens = double(b) * c.seq, t = l.tp, a = prec.actBytes;
+  LayerTime lt = layerTime(c, l, cluster, prec, o.policy, b);
+  double vocabLocal = double(ceilDiv(c.vocab, l.tp));
+  // LM head: a [tokens, h] x [h, V/t] GEMM forward, two in the backward,
+  // cross-entropy traffic over the logits (fp32 under mixed precision).
+  double headFlops = 2 * tokens * c.hidden * vocabLocal;
+  double tHead = gemmTime(d, prec, headFlops, std::min<double>(c.hidden, vocabLocal));
+  double tCE = memTime(d, tokens * vocabLocal * (prec.tensorCores ? 4 : a) * 3);
+  double tEmb = memTime(d, tokens * c.hidden * a * 2 / (l.sp ? t : 1));
+
+  llvm::SmallVector<StageTime> out;
+  for (int64_t r = 0; r < l.pp; ++r) {
+    double layers = layersOnRank(c, l, r);
+    StageTime st;
+    st.forward = layers * lt.forward;
+    st.backwardInput = layers * lt.backwardInput;
+    st.backwardWeight = layers * lt.backwardWeight;
+    if (r == 0) {
+      st.forward += tEmb;
+      st.backwardWeight += 2 * tEmb;
+    }
+    if (r == l.pp - 1) {
+      st.forward += tHead + tCE;
+      st.backwardInput += tHead + tCE;
+      st.backwardWeight += tHead;
+    }
+    st.backward = st.backwardInput + st.backwardWeight;
+    out.push_back(st);
+  }
+  if (p2pTime) {
+    // One activation (or its gradient) per micro-batch between neighbouring
+    // stages; Megatron's scatter-gather sends 1/t of it and all-gathers over
+    // NVLink.
+    auto [bw, lat] = groupLink(cluster, l.pp, l.tp * l.dp);
+    double bytes = tokens * c.hidden * a / t;
+    *p2pTime = l.pp > 1 ? bytes / bw + lat : 0;
+  }
+  return out;
+}
+
+namespace {
+/// Closed-form makespan with every rank at the slowest rank's costs.
+double closedFormMakespan(const Layout &l, double tF, double tB, double tI,
+                          double tW, double tComm) {
+  double p = l.pp, m = l.microbatches, v = l.vpp;
+  double comm = 2 * (p - 1) * tComm;
+  if (l.schedule == "zb-h1")
+    return m * (tF + tI + tW) + (p - 1) * (tF + tI - tW) + comm;
+  if (l.schedule == "interleaved")
+    return m * (tF + tB) + (p - 1) * (tF + tB) / v + comm;
+  return (m + p - 1) * (tF + tB) + comm;
+}
+} // namespace
+
+llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
+                                                const Layout &l,
+                                                const Cluster &cluster,
+                                                const EstimateOptions &o,
+                                                bool simulate) {
+  if (auto err = checkLayout(c, l))
+    return std::move(err);
+  const Device &d = cluster.device;
+  const Precision &prec = o.precision;
+  StepEstimate e;
+  e.layout = l;
+  e.microBatch = microBatchSize(c, l);
+  if (e.microBatch < 1)
+    return fail("fewer sequences than dp x microbatches");
+  e.memory = estimateMemory(c, l, o);
+  e.stageTime = estimateStageTimes(c, l, cluster, o, &e.p2pTime);
+
+  double tF = 0, tB = 0, tI = 0, tW = 0;
+  for (const StageTime &st : e.stageTime) {
+    tF = std::max(tF, st.forward);
+    tB = std::max(tB, st.backward);
+    tI = std::max(tI, st.backwardInput);
+    tW = std::max(tW, st.backwardWeight);
+  }
+  double ideal = l.microbatches * (tF + tB);
+  e.pipelineTime = closedFormMakespan(l, tF, tB, tI, tW, e.p2pTime);
+  // The simulator walks every action; beyond a few million it is the
+  // closed form's job (identical for uniform stages).
+  bool tractable = double(l.pp) * l.vpp * l.microbatches <= 2e6;
+  if (simulate && l.pp > 1 && tractable) {
+    auto schedule = pipeline::makeSchedule(l.schedule, l.pp, l.microbatches,
+                                           l.vpp);
+    if (!schedule)
+      return schedule.takeError();
+    pipeline::Costs costs;
+    costs.tF = tF;
+    costs.tB = tB;
+    costs.tI = tI;
+    costs.tW = tW;
+    costs.tComm = e.p2pTime;
+    auto sim = pipeline::simulate(*schedule, costs);
+    if (!sim)
+      return sim.takeError();
+    e.pipelineTime = sim->makespan;
+    e.simulated = true;
+    // The simulator counts peak in-flight per chunk; keep the memory model's
+    // in units of a rank's layers (chunks / v).
+    for (auto [r, peak] : llvm::enumerate(sim->peakInFlight)) {
+      StageMemory &m = e.memory[r];
+      double inFlight = double(peak) / l.vpp;
+      m.totalBytes += (inFlight - m.inFlight) * m.activationPerMicrobatch;
+      m.activationBytes = inFlight * m.activationPerMicrobatch;
+      m.inFlight = inFlight;
+    }
+  }
+  e.bubbleFraction =
+      e.pipelineTime > 0 ? std::max(0.0, 1.0 - ideal / e.pipelineTime) : 0;
+
+  // Data-parallel gradient synchronisation of the slowest rank's share:
+  // all-reduce of the gradients, or with ZeRO-1 a reduce-scatter of them and
+  // an all-gather of the updated parameters.
+  double maxParams = 0;
+  for (const StageMemory &m : e.memory)
+    maxParams = std::max(maxParams, m.params);
+  double gradBytes = maxParams * prec.gradBytes;
+  double dpTime =
+      l.zero >= 1
+          ? groupCollective(cluster, gradBytes, l.dp, l.tp, 1) +
+                groupCollective(cluster, maxParams * prec.paramBytes, l.dp,
+                                l.tp, 1)
+          : groupCollective(cluster, gradBytes, l.dp, l.tp, 2);
+  e.dpTime = dpTime * (1 - o.dpOverlap);
+  // Tied embeddings over pp: the first and last stage sum their copies' grads.
+  if (c.tiedEmbeddings && l.pp > 1) {
+    auto [bw, lat] = groupLink(cluster, 2, l.tp * l.dp * (l.pp - 1));
+    e.dpTime += allReduceTime(double(ceilDiv(c.vocab, l.tp)) * c.hidden *
+                                  prec.gradBytes,
+                              2, bw, lat);
+  }
+  // AdamW is memory-bound: read grad, read/write weights and state.
+  double optParams = maxParams / (l.zero >= 1 ? double(l.dp) : 1.0);
+  e.optimizerTime = memTime(
+      d, optParams * (prec.gradBytes + 2.0 * prec.paramBytes +
+                      2.0 * prec.optimizerBytes));
+  e.stepTime = e.pipelineTime + e.dpTime + e.optimizerTime;
+
+  e.modelFlops = modelFlopsPerStep(c);
+  LayerTime lt = layerTime(c, l, cluster, prec, o.policy, e.microBatch);
+  double layerModelFlops = 0;
+  {
+    double tokens = double(e.microBatch) * c.seq;
+    double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
+    layerModelFlops = 3 * (2 * tokens * (h * (q + 2 * kv) + q * h +
+                                         (c.gated() ? 3 : 2) * h * f) +
+                           4 * tokens * c.seq * q);
+  }
+  // Hardware FLOPs: model FLOPs plus the recomputed forward (Megatron's
+  // 96·B·s·l·h² convention counts the full-recompute forward).
+  double recomputeRatio =
+      layerModelFlops > 0 ? (lt.flops * l.tp) / layerModelFlops : 1.0;
+  double layerShare = c.layers * layerModelFlops * l.dp * l.microbatches;
+  e.hardwareFlops = e.modelFlops + layerShare * (recomputeRatio - 1.0);
+  double ranks = double(l.ranks());
+  e.modelTflopsPerGpu = e.modelFlops / (e.stepTime * ranks) / kTera;
+  e.hardwareTflopsPerGpu = e.hardwareFlops / (e.stepTime * ranks) / kTera;
+  e.mfu = e.modelFlops / (e.stepTime * ranks * peakFlops(d, prec));
+  for (const StageMemory &m : e.memory)
+    e.peakMemory = std::max(e.peakMemory, m.totalBytes);
+  return e;
+}
+
+std::string cost::formatBytes(double bytes) {
+  const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (std::fabs(bytes) >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  return llvm::formatv(u == 0 ? "{0:F0} {1}" : "{0:F2} {1}", bytes, units[u])
+      .str();
+}
+
+std::string cost::formatFlops(double f) {
+  if (f >= 1e12)
+    return llvm::formatv("{0:F1} TFLOP/s", f / 1e12).str();
+  if (f >= 1e9)
+    return llvm::formatv("{0:F1} GFLOP/s", f / 1e9).str();
+  return llvm::formatv("{0:F1} MFLOP/s", f / 1e6).str();
+}
+
+std::string cost::formatSeconds(double s) {
+  if (s >= 1)
+    return llvm::formatv("{0:F3} s", s).str();
+  if (s >= 1e-3)
+    return llvm::formatv("{0:F3} ms", s * 1e3).str();
+  return llvm::formatv("{0:F3} us", s * 1e6).str();
+}
+
+llvm::json::Value cost::toJSON(const StepEstimate &e) {
+  llvm::json::Array ranks;
+  for (auto [r, m] : llvm::enumerate(e.memory)) {
+    llvm::json::Object o{{"rank", m.rank},
+                         {"layers", m.layers},
+                         {"params", m.params},
+                         {"param_bytes", m.paramBytes},
+                         {"grad_bytes", m.gradBytes},
+                         {"optimizer_bytes", m.optimizerBytes},
+                         {"activation_bytes_per_microbatch",
+                          m.activationPerMicrobatch},
+                         {"in_flight", m.inFlight},
+                         {"activation_bytes", m.activationBytes},
+                         {"working_bytes", m.workingBytes},
+                         {"input_bytes", m.inputBytes},
+                         {"total_bytes", m.totalBytes}};
+    if (r < e.stageTime.size()) {
+      o["forward_s"] = e.stageTime[r].forward;
+      o["backward_s"] = e.stageTime[r].backward;
+    }
+    ranks.push_back(std::move(o));
+  }
+  return llvm::json::Object{{"layout", e.layout.str()},
+                            {"micro_batch", e.microBatch},
+                            {"step_time_s", e.stepTime},
+                            {"pipeline_time_s", e.pipelineTime},
+                            {"bubble_fraction", e.bubbleFraction},
+                            {"dp_time_s", e.dpTime},
+                            {"optimizer_time_s", e.optimizerTime},
+                            {"p2p_time_s", e.p2pTime},
+                            {"model_flops", e.modelFlops},
+                            {"mfu", e.mfu},
+                            {"model_tflops_per_gpu", e.modelTflopsPerGpu},
+                            {"hardware_tflops_per_gpu", e.hardwareTflopsPerGpu},
+                            {"peak_memory_bytes", e.peakMemory},
+                            {"simulated", e.simulated},
+                            {"ranks", std::move(ranks)}};
+}

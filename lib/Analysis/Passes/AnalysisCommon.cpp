@@ -1,0 +1,257 @@
+//===- AnalysisCommon.cpp - reading model, plan and cluster for cost passes -===//
+
+#include "AnalysisCommon.h"
+
+#include "llmir/Dialect/Tfm/IR/Plan.h"
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinAttributes.h"
+
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+using namespace mlir;
+using namespace llmir;
+
+FailureOr<cost::TransformerConfig>
+llmir::readModelConfig(ModuleOp module, StringRef pass, std::string *dtype) {
+  auto model =
+      module->getAttrOfType<DictionaryAttr>(tfm::TfmDialect::kModelAttrName);
+  if (!model)
+    return module.emitError()
+           << "--" << pass << ": the module has no '"
+           << tfm::TfmDialect::kModelAttrName
+           << "' attribute (import the model with llm-translate "
+              "--import-hf-config)";
+  cost::TransformerConfig c;
+  auto integer = [&](StringRef key, int64_t &field) -> LogicalResult {
+    auto v = model.getAs<IntegerAttr>(key);
+    if (!v || v.getInt() < 1)
+      return module.emitError() << "--" << pass << ": tfm.model lacks a "
+                                << "positive '" << key << "'";
+    field = v.getInt();
+    return success();
+  };
+  if (failed(integer("num_layers", c.layers)) ||
+      failed(integer("hidden_size", c.hidden)) ||
+      failed(integer("num_heads", c.heads)) ||
+      failed(integer("num_kv_heads", c.kvHeads)) ||
+      failed(integer("head_dim", c.headDim)) ||
+      failed(integer("ffn_hidden_size", c.ffn)) ||
+      failed(integer("vocab_size", c.vocab)) ||
+      failed(integer("batch", c.globalBatch)) ||
+      failed(integer("seq", c.seq)))
+    return failure();
+  if (auto p = model.getAs<IntegerAttr>("max_positions"))
+    c.maxPositions = p.getInt();
+  auto type = model.getAs<StringAttr>("model_type");
+  if (!type || (type.getValue() != "gpt2" && type.getValue() != "llama"))
+    return module.emitError() << "--" << pass
+                              << ": tfm.model model_type must be gpt2 or llama";
+  c.type = type.getValue().str();
+  if (auto tied = model.getAs<BoolAttr>("tie_word_embeddings"))
+    c.tiedEmbeddings = tied.getValue();
+  if (c.learnedPositions() && c.maxPositions < 1)
+    c.maxPositions = c.seq;
+  *dtype = "f32";
+  for (func::FuncOp func : modelFunctions(module)) {
+    for (BlockArgument arg : func.getArguments())
+      if (func.getArgAttr(arg.getArgNumber(), tfm::TfmDialect::kParamAttrName))
+        if (auto t = dyn_cast<RankedTensorType>(arg.getType())) {
+          Type e = t.getElementType();
+          *dtype = e.isBF16() ? "bf16" : e.isF16() ? "f16" : "f32";
+          return c;
+        }
+  }
+  return c;
+}
+
+FailureOr<cost::Layout> llmir::readPlanLayout(ModuleOp module, StringRef pass) {
+  cost::Layout l;
+  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+  if (!plan)
+    return l;
+  auto axis = [&](StringRef name, int64_t &field) {
+    if (std::optional<PlanAxis> a = lookupPlanAxis(module, name))
+      field = a->size;
+    else if (auto v = plan.getAs<IntegerAttr>(name))
+      field = v.getInt();
+  };
+  axis("dp", l.dp);
+  axis("tp", l.tp);
+  axis("pp", l.pp);
+  axis("vpp", l.vpp);
+  if (auto v = plan.getAs<IntegerAttr>("microbatches"))
+    l.microbatches = v.getInt();
+  if (auto v = plan.getAs<StringAttr>("schedule"))
+    l.schedule = v.getValue().str();
+  if (auto v = plan.getAs<StringAttr>("recompute"))
+    l.recompute = v.getValue().str();
+  if (auto v = plan.getAs<BoolAttr>("sp"))
+    l.sp = v.getValue();
+  if (auto v = plan.getAs<IntegerAttr>("zero"))
+    l.zero = v.getInt();
+  if (auto v = plan.getAs<StringAttr>("layout"); v && !v.getValue().empty()) {
+    auto stages = cost::parseStageLayers(v.getValue());
+    if (!stages)
+      return module.emitError() << "--" << pass << ": "
+                                << llvm::toString(stages.takeError());
+    l.stageLayers = std::move(*stages);
+  }
+  if (l.dp < 1 || l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.microbatches < 1)
+    return module.emitError() << "--" << pass << ": malformed llmir.plan";
+  return l;
+}
+
+FailureOr<cost::Cluster> llmir::buildCluster(ModuleOp module, StringRef pass,
+                                             const ClusterSpec &spec) {
+  auto error = [&](const Twine &msg) {
+    return module.emitError() << "--" << pass << ": " << msg;
+  };
+  cost::Cluster cluster;
+  bool haveDevice = false;
+  if (!spec.clusterFile.empty()) {
+    auto buffer = llvm::MemoryBuffer::getFile(spec.clusterFile, true);
+    if (!buffer)
+      return error("cannot read cluster file '" + spec.clusterFile +
+                   "': " + buffer.getError().message());
+    auto parsed = cost::parseClusterJSON((*buffer)->getBuffer());
+    if (!parsed)
+      return error(spec.clusterFile + ": " + llvm::toString(parsed.takeError()));
+    cluster = *parsed;
+    haveDevice = true;
+  }
+  // `cluster=` spec: key=value items separated by commas or spaces.
+  std::string normalized = spec.cluster;
+  for (char &ch : normalized)
+    if (ch == ',' || ch == '\'' || ch == '"')
+      ch = ' ';
+  SmallVector<StringRef> parts;
+  StringRef(normalized).split(parts, ' ', -1, /*KeepEmpty=*/false);
+  std::string gpu, intra, inter;
+  int64_t nodes = 0, gpn = 0;
+  for (StringRef part : parts) {
+    auto [key, value] = part.split('=');
+    if (value.empty() && !part.contains('=')) {
+      gpu = key.str(); // a bare preset name: `cluster=cpu`
+      continue;
+    }
+    int64_t n = 0;
+    if (key == "nodes" || key == "gpus-per-node" || key == "ranks") {
+      if (value.getAsInteger(10, n) || n < 1)
+        return error("cluster: '" + key + "' needs a positive integer, found '" +
+                     value + "'");
+      (key == "nodes" ? nodes : gpn) = n;
+    } else if (key == "gpu" || key == "device") {
+      gpu = value.str();
+    } else if (key == "intra") {
+      intra = value.str();
+    } else if (key == "inter") {
+      inter = value.str();
+    } else {
+      return error("cluster: unknown key '" + key +
+                   "' (nodes, gpus-per-node, ranks, gpu, intra, inter)");
+    }
+  }
+  if (!spec.gpu.empty())
+    gpu = spec.gpu;
+  if (!spec.intra.empty())
+    intra = spec.intra;
+  if (!spec.inter.empty())
+    inter = spec.inter;
+  if (spec.nodes > 0)
+    nodes = spec.nodes;
+  if (spec.gpusPerNode > 0)
+    gpn = spec.gpusPerNode;
+  if (!gpu.empty() || !haveDevice) {
+    auto device = cost::getDevicePreset(gpu.empty() ? "h100-80g" : gpu);
+    if (!device)
+      return error(llvm::toString(device.takeError()));
+    cluster.device = *device;
+    if (!haveDevice)
+      cluster.gpusPerNode = cluster.device.name == "cpu" ? 1 : 8;
+  }
+  if (nodes > 0)
+    cluster.nodes = nodes;
+  if (gpn > 0)
+    cluster.gpusPerNode = gpn;
+  if (!intra.empty())
+    if (auto err = cost::applyIntraLink(cluster.device, intra))
+      return error(llvm::toString(std::move(err)));
+  if (!inter.empty())
+    if (auto err = cost::applyInterLink(cluster.device, inter))
+      return error(llvm::toString(std::move(err)));
+  return cluster;
+}
+
+FailureOr<cost::EstimateOptions>
+llmir::styleOptions(ModuleOp module, StringRef pass, StringRef style,
+                    StringRef dtype, bool onCpu, const cost::Layout &layout) {
+  cost::EstimateOptions o;
+  if (style == "auto")
+    style = onCpu ? "llmir" : "megatron-flash";
+  if (style == "llmir") {
+    o.precision = dtype == "f32" ? cost::fp32Precision() : cost::bf16Precision();
+    o.policy = cost::llmirActivations();
+    // LLMIR's one-step train program keeps gradients as temporaries.
+    o.persistentGrads = layout.pp > 1 || layout.microbatches > 1;
+  } else if (style == "megatron" || style == "megatron-flash") {
+    o.precision = cost::bf16Precision();
+    o.policy = style == "megatron" ? cost::megatronActivations()
+                                   : cost::llmirActivations();
+    if (style == "megatron-flash") {
+      o.policy.name = "megatron-flash";
+      o.policy.keepsGatheredInputs = false;
+    }
+    o.persistentGrads = true;
+  } else {
+    return module.emitError() << "--" << pass << ": unknown style '" << style
+                              << "' (auto, llmir, megatron, megatron-flash)";
+  }
+  return o;
+}
+
+LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
+                                     StringRef spec, cost::Layout &l) {
+  std::string normalized = spec.str();
+  for (char &ch : normalized)
+    if (ch == ',' || ch == '\'' || ch == '"')
+      ch = ' ';
+  SmallVector<StringRef> parts;
+  StringRef(normalized).split(parts, ' ', -1, /*KeepEmpty=*/false);
+  for (StringRef part : parts) {
+    auto [key, value] = part.split('=');
+    int64_t *field = llvm::StringSwitch<int64_t *>(key)
+                         .Case("dp", &l.dp)
+                         .Case("tp", &l.tp)
+                         .Case("pp", &l.pp)
+                         .Case("vpp", &l.vpp)
+                         .Case("microbatches", &l.microbatches)
+                         .Case("zero", &l.zero)
+                         .Default(nullptr);
+    if (key == "pp" || key == "vpp")
+      l.stageLayers.clear(); // the plan's stage layout no longer applies
+    if (field) {
+      if (value.getAsInteger(10, *field))
+        return module.emitError() << "--" << pass << ": layout: '" << key
+                                  << "' needs an integer, found '" << value
+                                  << "'";
+    } else if (key == "schedule") {
+      l.schedule = value.str();
+    } else if (key == "recompute") {
+      l.recompute = value.str();
+    } else if (key == "sp") {
+      if (value != "true" && value != "false" && value != "1" && value != "0")
+        return module.emitError() << "--" << pass
+                                  << ": layout: sp needs true or false";
+      l.sp = value == "true" || value == "1";
+    } else {
+      return module.emitError()
+             << "--" << pass << ": layout: unknown key '" << key
+             << "' (dp, tp, pp, vpp, microbatches, schedule, recompute, sp, "
+                "zero)";
+    }
+  }
+  return success();
+}

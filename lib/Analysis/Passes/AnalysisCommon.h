@@ -1,0 +1,50 @@
+//===- AnalysisCommon.h - reading model, plan and cluster for cost passes -===//
+//
+// Shared by --llm-memory-report, --llm-simulate and --llm-auto-partition.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
+#define LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
+
+#include "llmir/Analysis/Cost/CostModel.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+namespace llmir {
+
+/// The `tfm.model` attribute as a cost-model config; `dtype` gets the
+/// parameters' element type ("f32", "bf16", "f16"). Emits an error naming
+/// `pass` when the attribute is missing or incomplete.
+mlir::FailureOr<cost::TransformerConfig>
+readModelConfig(mlir::ModuleOp module, llvm::StringRef pass, std::string *dtype);
+
+/// The layout recorded in `llmir.plan` (dp, tp and, where present, pp, vpp,
+/// micro-batches, schedule, recompute, sp, zero); a single rank when the
+/// module is not partitioned.
+mlir::FailureOr<cost::Layout> readPlanLayout(mlir::ModuleOp module,
+                                             llvm::StringRef pass);
+
+/// Applies `dp=2,tp=4,schedule=1f1b,...` (commas or spaces) to `layout`.
+mlir::LogicalResult parseLayoutSpec(mlir::ModuleOp module, llvm::StringRef pass,
+                                    llvm::StringRef spec, cost::Layout &layout);
+
+struct ClusterSpec {
+  std::string cluster, clusterFile, gpu, intra, inter;
+  int64_t nodes = 0, gpusPerNode = 0;
+};
+
+/// The cluster from the pass options (cluster-file, then `cluster=` spec,
+/// then the separate options override).
+mlir::FailureOr<cost::Cluster> buildCluster(mlir::ModuleOp module,
+                                            llvm::StringRef pass,
+                                            const ClusterSpec &spec);
+
+/// Precision, activation policy and gradient lifetime for `style`.
+mlir::FailureOr<cost::EstimateOptions>
+styleOptions(mlir::ModuleOp module, llvm::StringRef pass, llvm::StringRef style,
+             llvm::StringRef dtype, bool onCpu, const cost::Layout &layout);
+
+} // namespace llmir
+
+#endif // LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
