@@ -31,6 +31,7 @@ __all__ = [
     "rope_cos_sin",
     "apply_rope",
     "forward",
+    "generate",
     "loss",
     "loss_and_grads",
     "batch_for_step",
@@ -247,6 +248,38 @@ def forward(cfg: ModelConfig, params: Params, input_ids: Any) -> torch.Tensor:
     hidden = _gpt2_hidden(cfg, p, ids) if cfg.is_gpt2 else _llama_hidden(cfg, p, ids)
     head = p[_embedding_name(cfg)] if cfg.tie_word_embeddings else p["lm_head.weight"]
     return F.linear(hidden, head)
+
+
+@torch.no_grad()
+def generate(
+    cfg: ModelConfig,
+    params: Params,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_id: Optional[int] = None,
+    pad_id: Optional[int] = None,
+) -> List[List[int]]:
+    """Greedy decoding, the oracle of ``llm-run --generate``: each prompt (its own length) is extended one token at a
+    time by recomputing the whole forward pass (no cache, nothing shared between sequences) and taking the argmax of
+    the last position's logits.  Returns ``max_new_tokens`` ids per prompt; after ``eos_id`` the rest is ``pad_id``
+    (or ``eos_id`` when no pad id is given), as llm-run writes them.
+    """
+    p = params if all(isinstance(t, torch.Tensor) for t in params.values()) else to_torch_params(cfg, params)
+    fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+    out: List[List[int]] = []
+    for prompt in prompts:
+        ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("empty prompt")
+        new: List[int] = []
+        for _ in range(max_new_tokens):
+            token = int(torch.argmax(forward(cfg, p, [ids])[0, -1]))
+            new.append(token)
+            ids.append(token)
+            if eos_id is not None and token == eos_id:
+                break
+        out.append(new + [fill] * (max_new_tokens - len(new)))
+    return out
 
 
 def loss(cfg: ModelConfig, params: Params, input_ids: Any, labels: Any, ignore_index: int = -100) -> torch.Tensor:

@@ -58,7 +58,9 @@ class ProgramLowering {
 public:
   explicit ProgramLowering(func::FuncOp func) : func(func) {}
 
-  LogicalResult run(OpBuilder &moduleBuilder, int64_t stage);
+  /// Lowers the function to program `stage`; a non-empty `entry` names one
+  /// of several entry points of that stage (inference: prefill, decode).
+  LogicalResult run(OpBuilder &moduleBuilder, int64_t stage, StringRef entry);
 
 private:
   LogicalResult analyze();
@@ -259,6 +261,17 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       bufferOf[op.getResult(0)] = bufferOf.lookup(op.getOperand(0));
       continue;
     }
+    if (auto write = dyn_cast<KvCacheWriteOp>(op)) {
+      // In place: the result is the resident cache itself.
+      unsigned cache = bufferOf.lookup(write.getCache());
+      if (buffers[cache].kind != LogicalBuffer::Kind::State)
+        return write.emitOpError()
+               << "writes a cache that is not resident state (a function "
+                  "argument with '"
+               << TfmDialect::kStateAttrName << "')";
+      bufferOf[write.getResult()] = cache;
+      continue;
+    }
     if (auto adam = dyn_cast<AdamWUpdateOp>(op)) {
       // The AdamW moments live as long as the parameter.
       auto param = dyn_cast<BlockArgument>(adam.getParam());
@@ -307,10 +320,15 @@ LogicalResult ProgramLowering::analyze() {
                  i, TfmDialect::kInputAttrName))
       buffers[newBuffer(LogicalBuffer::Kind::Input, arg, input.getValue(), 0)]
           .argNumber = i;
+    else if (auto state = func.getArgAttrOfType<StringAttr>(
+                 i, TfmDialect::kStateAttrName))
+      buffers[newBuffer(LogicalBuffer::Kind::State, arg, state.getValue(), 0)]
+          .argNumber = i;
     else
       return func.emitOpError()
              << "argument #" << i << " needs a '" << TfmDialect::kParamAttrName
-             << "' or '" << TfmDialect::kInputAttrName
+             << "', '" << TfmDialect::kInputAttrName << "' or '"
+             << TfmDialect::kStateAttrName
              << "' attribute to be bound by the runtime";
   }
   if (failed(scheduleBlock(entry)))
@@ -650,6 +668,36 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
                 b.getNamedAttr("offset", r.getOffsetAttr())});
         return success();
       })
+      .Case([&](KvCacheWriteOp w) {
+        SmallVector<Value> ins = {in(w.getValue())};
+        if (w.getPositions())
+          ins.push_back(in(w.getPositions()));
+        kernel("kv_cache_write", ins, {in(w.getCache())});
+        return success();
+      })
+      .Case([&](CacheAttentionOp a) {
+        kernel("cache_attention",
+               {in(a.getQuery()), in(a.getKeyCache()), in(a.getValueCache()),
+                in(a.getPositions())},
+               {out(a.getResult())},
+               {b.getNamedAttr("num_heads", a.getNumHeadsAttr()),
+                b.getNamedAttr("num_kv_heads", a.getNumKvHeadsAttr()),
+                b.getNamedAttr("scale",
+                               b.getF64FloatAttr(a.getEffectiveScale()))});
+        return success();
+      })
+      .Case([&](RopeAtOp r) {
+        kernel("rope_at", {in(r.getInput()), in(r.getPositions())},
+               {out(r.getResult())},
+               {b.getNamedAttr("num_heads", r.getNumHeadsAttr()),
+                b.getNamedAttr("theta", r.getThetaAttr())});
+        return success();
+      })
+      .Case([&](LastTokenOp l) {
+        kernel("last_token", {in(l.getInput()), in(l.getLengths())},
+               {out(l.getResult())});
+        return success();
+      })
       .Case([&](CrossEntropyOp c) {
         kernel("cross_entropy", {in(c.getLogits()), in(c.getLabels())},
                {out(c.getLoss())},
@@ -793,16 +841,21 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
       });
 }
 
-LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage) {
+LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
+                                  StringRef entry) {
   if (failed(analyze()))
     return failure();
   planArena();
 
   MLIRContext *ctx = func.getContext();
   std::string name = "stage" + std::to_string(stage);
+  if (!entry.empty())
+    name += "_" + entry.str();
   auto program = exec::ProgramOp::create(
       moduleBuilder, func.getLoc(), name, arenaBytes, /*num_streams=*/2, stage);
   program->setAttr("model", moduleBuilder.getStringAttr(func.getSymName()));
+  if (!entry.empty())
+    program->setAttr("entry", moduleBuilder.getStringAttr(entry));
   program->setAttr("param_bytes", moduleBuilder.getI64IntegerAttr(paramBytes));
   program->setAttr("input_bytes", moduleBuilder.getI64IntegerAttr(inputBytes));
   if (stateBytes)
@@ -850,6 +903,24 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> models = modelFunctions(module);
+    // Functions over resident state (KV caches) are entry points of one
+    // program: their parameters and state lower to the same arena offsets
+    // (same arguments, same order), so one loaded arena serves all of them.
+    auto hasState = [](func::FuncOp f) {
+      for (unsigned i = 0, e = f.getNumArguments(); i < e; ++i)
+        if (f.getArgAttr(i, TfmDialect::kStateAttrName))
+          return true;
+      return false;
+    };
+    bool entries = llvm::any_of(models, hasState);
+    if (entries && !llvm::all_of(models, hasState)) {
+      module.emitError() << "mixes functions over resident state (tfm.state, "
+                            "inference entry points) with other functions";
+      return signalPassFailure();
+    }
+    auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
+    auto m = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
+    bool pipelined = (m && m.getInt() > 1) || lookupPlanAxis(module, "pp");
     int64_t stage = 0;
     for (func::FuncOp func : models) {
       if (func.getSymName() == "train_microbatch") {
@@ -858,9 +929,16 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
                               "--llm-lower-to-exec";
         return signalPassFailure();
       }
+      if (pipelined && !func->hasAttr("llmir.pp_rank")) {
+        func.emitOpError() << "is partitioned for a pipeline (pp or "
+                              "micro-batches) but not split; run "
+                              "--llm-pipeline-split before --llm-lower-to-exec";
+        return signalPassFailure();
+      }
       OpBuilder builder(func);
       ProgramLowering lowering(func);
-      if (failed(lowering.run(builder, stage++)))
+      if (failed(lowering.run(builder, entries ? 0 : stage++,
+                              entries ? func.getSymName() : StringRef())))
         return signalPassFailure();
       func.erase();
     }

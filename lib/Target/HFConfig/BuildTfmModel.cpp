@@ -4,6 +4,14 @@
 // by op. Parameters become function arguments in state_dict order, carrying
 // their Hugging Face names; each decoder block is one tfm.layer.
 //
+// With --inference the same blocks build two functions over the same
+// parameters and KV cache arguments (`tfm.state = "cache.<i>.k|v"`, created in
+// the same order, so both lower to one resident layout): @prefill (prompts
+// [batch, prompt_len], right-padded, + lengths [batch] -> logits of each
+// prompt's last token, cache positions 0.. written) and @decode (one token
+// per sequence + its position -> logits, that position written, attention
+// over the cache up to it).
+//
 //===----------------------------------------------------------------------===//
 
 #include "llmir/Target/HFConfig/ImportHFConfig.h"
@@ -26,6 +34,8 @@ namespace {
 /// built, then fixes the function type once at the end.
 class ModelBuilder {
 public:
+  enum class Mode { Forward, Prefill, Decode };
+
   ModelBuilder(MLIRContext *ctx, Type dtype, int64_t batch, int64_t seq)
       : b(ctx), dtype(dtype), batch(batch), seq(seq) {}
 
@@ -45,6 +55,12 @@ public:
   Value param(const Twine &name, ArrayRef<int64_t> shape) {
     return addArgument(RankedTensorType::get(shape, dtype),
                        TfmDialect::kParamAttrName, name.str());
+  }
+
+  /// Resident state updated in place across calls (a KV cache).
+  Value state(const Twine &name, ArrayRef<int64_t> shape) {
+    return addArgument(RankedTensorType::get(shape, dtype),
+                       TfmDialect::kStateAttrName, name.str());
   }
 
   void finish(ValueRange results) {
@@ -72,6 +88,9 @@ public:
   OpBuilder b;
   Type dtype;
   int64_t batch, seq;
+  Mode mode = Mode::Forward;
+  int64_t maxSeq = 0;  ///< cache positions (Prefill, Decode)
+  Value positions;     ///< Decode: [batch] position of each new token
 
 private:
   Value addArgument(Type type, StringRef attrName, StringRef value) {
@@ -129,12 +148,40 @@ Value torchLinear(ModelBuilder &mb, const std::string &name, Value x,
   return mb.linear(name, x, w, bias, WeightLayout::out_in, out);
 }
 
+/// Causal self-attention of block `layer`. Prefill also writes k and v into
+/// the layer's cache; decode writes them at each sequence's position and
+/// attends over the cache.
 Value attention(ModelBuilder &mb, const std::string &name, Value q, Value k,
-                Value v, const HFModelConfig &c) {
-  return AttentionOp::create(mb.b, mb.at(name), q.getType(), q, k, v,
-                             mb.b.getI64IntegerAttr(c.numHeads),
-                             mb.b.getI64IntegerAttr(c.numKvHeads),
-                             mb.b.getUnitAttr(), FloatAttr());
+                Value v, const HFModelConfig &c, int64_t layer) {
+  auto heads = mb.b.getI64IntegerAttr(c.numHeads);
+  auto kvHeads = mb.b.getI64IntegerAttr(c.numKvHeads);
+  if (mb.mode == ModelBuilder::Mode::Forward)
+    return AttentionOp::create(mb.b, mb.at(name), q.getType(), q, k, v, heads,
+                               kvHeads, mb.b.getUnitAttr(), FloatAttr());
+  SmallVector<int64_t> shape = {mb.batch, c.numKvHeads, mb.maxSeq, c.headDim};
+  std::string cache = "cache." + std::to_string(layer);
+  Value kc = mb.state(cache + ".k", shape), vc = mb.state(cache + ".v", shape);
+  kc = KvCacheWriteOp::create(mb.b, mb.at(name + ".k_cache"), kc.getType(), kc,
+                              k, mb.positions);
+  vc = KvCacheWriteOp::create(mb.b, mb.at(name + ".v_cache"), vc.getType(), vc,
+                              v, mb.positions);
+  if (mb.mode == ModelBuilder::Mode::Prefill) // the prompt attends to itself
+    return AttentionOp::create(mb.b, mb.at(name), q.getType(), q, k, v, heads,
+                               kvHeads, mb.b.getUnitAttr(), FloatAttr());
+  return CacheAttentionOp::create(mb.b, mb.at(name), q.getType(), q, kc, vc,
+                                  mb.positions, heads, kvHeads, FloatAttr());
+}
+
+/// RoPE at positions 0.. (forward, prefill) or at each sequence's position
+/// (decode).
+Value rope(ModelBuilder &mb, const std::string &name, Value x, int64_t heads,
+           const HFModelConfig &c) {
+  FloatAttr theta = mb.b.getF64FloatAttr(c.ropeTheta);
+  if (mb.mode == ModelBuilder::Mode::Decode)
+    return RopeAtOp::create(mb.b, mb.at(name), x.getType(), x, mb.positions,
+                            mb.b.getI64IntegerAttr(heads), theta);
+  return RopeOp::create(mb.b, mb.at(name), x, mb.b.getI64IntegerAttr(heads),
+                        theta, mb.b.getI64IntegerAttr(0));
 }
 
 Value buildGPT2Layer(ModelBuilder &mb, const HFModelConfig &c, int64_t i,
@@ -148,7 +195,7 @@ Value buildGPT2Layer(ModelBuilder &mb, const HFModelConfig &c, int64_t i,
                                TypeRange{mb.act(d), mb.act(d), mb.act(d)}, qkv,
                                mb.b.getI64IntegerAttr(2));
   Value att = attention(mb, p + ".attn", split.getResult(0),
-                        split.getResult(1), split.getResult(2), c);
+                        split.getResult(1), split.getResult(2), c, i);
   Value proj = conv1d(mb, p + ".attn.c_proj", att, d, d);
   h = AddOp::create(mb.b, mb.at(p), h, proj);
   Value m = layerNorm(mb, p + ".ln_2", h, d, c.normEps);
@@ -172,14 +219,9 @@ Value buildLlamaLayer(ModelBuilder &mb, const HFModelConfig &c, int64_t i,
   Value q = torchLinear(mb, attn + ".q_proj", a, d, qDim, c.attentionBias);
   Value k = torchLinear(mb, attn + ".k_proj", a, d, kvDim, c.attentionBias);
   Value v = torchLinear(mb, attn + ".v_proj", a, d, kvDim, c.attentionBias);
-  FloatAttr theta = mb.b.getF64FloatAttr(c.ropeTheta);
-  q = RopeOp::create(mb.b, mb.at(attn + ".rotary_emb"), q,
-                     mb.b.getI64IntegerAttr(c.numHeads), theta,
-                     mb.b.getI64IntegerAttr(0));
-  k = RopeOp::create(mb.b, mb.at(attn + ".rotary_emb"), k,
-                     mb.b.getI64IntegerAttr(c.numKvHeads), theta,
-                     mb.b.getI64IntegerAttr(0));
-  Value att = attention(mb, attn, q, k, v, c);
+  q = rope(mb, attn + ".rotary_emb", q, c.numHeads, c);
+  k = rope(mb, attn + ".rotary_emb", k, c.numKvHeads, c);
+  Value att = attention(mb, attn, q, k, v, c, i);
   Value o = torchLinear(mb, attn + ".o_proj", att, qDim, d, c.attentionBias);
   h = AddOp::create(mb.b, mb.at(p), h, o);
   Value m = rmsNorm(mb, p + ".post_attention_layernorm", h, d, c.normEps);
@@ -213,7 +255,74 @@ DictionaryAttr describeModel(Builder &b, const HFModelConfig &c,
       b.getNamedAttr("batch", b.getI64IntegerAttr(o.batch)),
       b.getNamedAttr("seq", b.getI64IntegerAttr(o.seq)),
   };
+  if (o.inference) {
+    attrs.push_back(b.getNamedAttr("inference", b.getUnitAttr()));
+    attrs.push_back(b.getNamedAttr("max_seq", b.getI64IntegerAttr(o.maxSeq)));
+    attrs.push_back(
+        b.getNamedAttr("prompt_len", b.getI64IntegerAttr(o.promptLen)));
+  }
   return b.getDictionaryAttr(attrs);
+}
+
+/// The body of @forward (loss or logits), @prefill or @decode.
+void buildFunction(ModelBuilder &mb, const HFModelConfig &c, bool logitsOut) {
+  MLIRContext *ctx = mb.b.getContext();
+  IntegerType i32 = IntegerType::get(ctx, 32);
+  using Mode = ModelBuilder::Mode;
+  Value ids = mb.input("input_ids", {mb.batch, mb.seq}, i32);
+  Value labels = logitsOut ? Value() : mb.input("labels", {mb.batch, mb.seq}, i32);
+  Value lengths = mb.mode == Mode::Prefill ? mb.input("lengths", {mb.batch}, i32)
+                                           : Value();
+  if (mb.mode == Mode::Decode)
+    mb.positions = mb.input("positions", {mb.batch}, i32);
+
+  bool gpt2 = c.family == HFModelConfig::Family::GPT2;
+  std::string embedName = gpt2 ? "wte" : "model.embed_tokens";
+  Value wte = mb.param(embedName + ".weight", {c.vocabSize, c.hidden});
+  Value h = EmbeddingOp::create(mb.b, mb.at(embedName), mb.act(c.hidden), ids,
+                                wte, StringAttr());
+  if (gpt2) {
+    Value wpe = mb.param("wpe.weight", {c.maxPositions, c.hidden});
+    auto posType = RankedTensorType::get({mb.batch, mb.seq}, i32);
+    Value pos = mb.mode == Mode::Decode
+                    ? ReshapeOp::create(mb.b, mb.at("wpe"), posType, mb.positions)
+                          .getResult()
+                    : PositionIdsOp::create(mb.b, mb.at("wpe"), posType,
+                                            mb.b.getI64IntegerAttr(0))
+                          .getResult();
+    Value posEmb =
+        EmbeddingOp::create(mb.b, mb.at("wpe"), mb.act(c.hidden), pos, wpe,
+                            StringAttr());
+    h = AddOp::create(mb.b, mb.at("embeddings"), h, posEmb);
+  }
+  for (int64_t i = 0; i < c.numLayers; ++i)
+    h = gpt2 ? buildGPT2Layer(mb, c, i, h) : buildLlamaLayer(mb, c, i, h);
+
+  // Generation needs one row per sequence: the prompt's last token (prefill)
+  // or the one new token (decode).
+  auto rows = RankedTensorType::get({mb.batch, c.hidden}, mb.dtype);
+  if (mb.mode == Mode::Prefill)
+    h = LastTokenOp::create(mb.b, mb.at("last_token"), rows, h, lengths);
+  else if (mb.mode == Mode::Decode)
+    h = ReshapeOp::create(mb.b, mb.at("last_token"), rows, h);
+  h = gpt2 ? layerNorm(mb, "ln_f", h, c.hidden, c.normEps)
+           : rmsNorm(mb, "model.norm", h, c.hidden, c.normEps);
+  Value head = c.tieEmbeddings
+                   ? wte
+                   : mb.param("lm_head.weight", {c.vocabSize, c.hidden});
+  SmallVector<int64_t> logitsShape(cast<RankedTensorType>(h.getType()).getShape());
+  logitsShape.back() = c.vocabSize;
+  Value logits = LinearOp::create(
+      mb.b, mb.at("lm_head"), RankedTensorType::get(logitsShape, mb.dtype), h,
+      head, Value(), WeightLayout::out_in);
+  if (logitsOut) {
+    mb.finish(logits);
+    return;
+  }
+  Value loss = CrossEntropyOp::create(
+      mb.b, mb.at("loss"), RankedTensorType::get({}, Float32Type::get(ctx)),
+      logits, labels, Reduction::mean);
+  mb.finish(loss);
 }
 
 } // namespace
@@ -247,50 +356,46 @@ llmir::buildTfmModel(const HFModelConfig &config, const HFImportOptions &opts,
                           << o.seq,
            failure();
 
+  if (o.inference) {
+    if (o.maxSeq == 0)
+      o.maxSeq = config.maxPositions;
+    if (o.maxSeq < 0 || o.maxSeq > config.maxPositions)
+      return emitError(loc) << "option --max-seq: expected 1 .. "
+                            << config.maxPositions
+                            << " (the config's maximum positions), found "
+                            << o.maxSeq,
+             failure();
+    if (o.promptLen == 0)
+      o.promptLen = o.maxSeq;
+    if (o.promptLen < 0 || o.promptLen > o.maxSeq)
+      return emitError(loc) << "option --prompt-len: expected 1 .. " << o.maxSeq
+                            << " (--max-seq), found " << o.promptLen,
+             failure();
+    o.seq = o.maxSeq;
+  } else if (opts.maxSeq || opts.promptLen) {
+    return emitError(loc) << "options --max-seq and --prompt-len need --inference",
+           failure();
+  }
   const HFModelConfig &c = config;
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   Builder attrBuilder(ctx);
   (*module)->setAttr(TfmDialect::kModelAttrName,
                      describeModel(attrBuilder, c, o));
 
-  ModelBuilder mb(ctx, dtype, o.batch, o.seq);
-  mb.begin(*module, "forward");
-  IntegerType i32 = IntegerType::get(ctx, 32);
-  Value ids = mb.input("input_ids", {o.batch, o.seq}, i32);
-  Value labels = o.logits ? Value() : mb.input("labels", {o.batch, o.seq}, i32);
-
-  bool gpt2 = c.family == HFModelConfig::Family::GPT2;
-  std::string embedName = gpt2 ? "wte" : "model.embed_tokens";
-  Value wte = mb.param(embedName + ".weight", {c.vocabSize, c.hidden});
-  Value h = EmbeddingOp::create(mb.b, mb.at(embedName), mb.act(c.hidden), ids,
-                                wte, StringAttr());
-  if (gpt2) {
-    Value wpe = mb.param("wpe.weight", {c.maxPositions, c.hidden});
-    Value pos = PositionIdsOp::create(
-        mb.b, mb.at("wpe"), RankedTensorType::get({o.batch, o.seq}, i32),
-        mb.b.getI64IntegerAttr(0));
-    Value posEmb =
-        EmbeddingOp::create(mb.b, mb.at("wpe"), mb.act(c.hidden), pos, wpe,
-                            StringAttr());
-    h = AddOp::create(mb.b, mb.at("embeddings"), h, posEmb);
-  }
-  for (int64_t i = 0; i < c.numLayers; ++i)
-    h = gpt2 ? buildGPT2Layer(mb, c, i, h) : buildLlamaLayer(mb, c, i, h);
-
-  h = gpt2 ? layerNorm(mb, "ln_f", h, c.hidden, c.normEps)
-           : rmsNorm(mb, "model.norm", h, c.hidden, c.normEps);
-  Value head = c.tieEmbeddings
-                   ? wte
-                   : mb.param("lm_head.weight", {c.vocabSize, c.hidden});
-  Value logits = mb.linear("lm_head", h, head, Value(), WeightLayout::out_in,
-                           c.vocabSize);
-  if (o.logits) {
-    mb.finish(logits);
+  if (!o.inference) {
+    ModelBuilder mb(ctx, dtype, o.batch, o.seq);
+    mb.begin(*module, "forward");
+    buildFunction(mb, c, o.logits);
   } else {
-    Value loss = CrossEntropyOp::create(
-        mb.b, mb.at("loss"), RankedTensorType::get({}, Float32Type::get(ctx)),
-        logits, labels, Reduction::mean);
-    mb.finish(loss);
+    for (auto [name, mode, width] :
+         {std::make_tuple("prefill", ModelBuilder::Mode::Prefill, o.promptLen),
+          std::make_tuple("decode", ModelBuilder::Mode::Decode, int64_t(1))}) {
+      ModelBuilder mb(ctx, dtype, o.batch, width);
+      mb.mode = mode;
+      mb.maxSeq = o.maxSeq;
+      mb.begin(*module, name);
+      buildFunction(mb, c, /*logits=*/true);
+    }
   }
   if (failed(verify(*module)))
     return failure();

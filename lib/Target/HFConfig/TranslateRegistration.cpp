@@ -30,6 +30,21 @@ struct ImportOptions {
       "logits",
       llvm::cl::desc("Return logits instead of the mean cross-entropy loss"),
       llvm::cl::init(false), llvm::cl::cat(category)};
+  llvm::cl::opt<bool> inference{
+      "inference",
+      llvm::cl::desc("Build @prefill and @decode functions over a KV cache "
+                     "(text generation) instead of @forward"),
+      llvm::cl::init(false), llvm::cl::cat(category)};
+  llvm::cl::opt<int64_t> maxSeq{
+      "max-seq",
+      llvm::cl::desc("--inference: KV cache positions per sequence (default: "
+                     "the config's max positions)"),
+      llvm::cl::init(0), llvm::cl::cat(category)};
+  llvm::cl::opt<int64_t> promptLen{
+      "prompt-len",
+      llvm::cl::desc("--inference: prefill width, the longest prompt "
+                     "(default: --max-seq)"),
+      llvm::cl::init(0), llvm::cl::cat(category)};
 };
 
 } // namespace
@@ -54,6 +69,9 @@ void llmir::registerImportHFConfigTranslation() {
         importOptions.seq = options->seq;
         importOptions.dtype = options->dtype;
         importOptions.logits = options->logits;
+        importOptions.inference = options->inference;
+        importOptions.maxSeq = options->maxSeq;
+        importOptions.promptLen = options->promptLen;
         FailureOr<OwningOpRef<ModuleOp>> module =
             buildTfmModel(*config, importOptions, ctx, loc);
         if (failed(module))

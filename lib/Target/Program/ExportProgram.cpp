@@ -252,10 +252,14 @@ ProgramWriter::stage(exec::ProgramOp program) {
     if (failed(ok))
       return failure();
   }
+  flatbuffers::Offset<flatbuffers::String> entry;
+  if (auto e = program->getAttrOfType<StringAttr>("entry"))
+    entry = fbb.CreateString(e.str());
   return fbs::CreateStage(fbb, program.getStage(), program.getArenaBytes(),
                           program.getNumStreams(), fbb.CreateVector(params),
                           fbb.CreateVector(inputs), fbb.CreateVector(outputs),
-                          fbb.CreateVector(instrs), fbb.CreateVector(states));
+                          fbb.CreateVector(instrs), fbb.CreateVector(states),
+                          entry);
 }
 
 FailureOr<flatbuffers::Offset<fbs::Param>>
@@ -357,15 +361,26 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
   if (programs.empty())
     return module.emitError() << "no exec.program to export; run "
                                  "--llm-lower-to-exec first";
-  llvm::sort(programs, [](exec::ProgramOp a, exec::ProgramOp b) {
+  llvm::stable_sort(programs, [](exec::ProgramOp a, exec::ProgramOp b) {
     return a.getStage() < b.getStage();
   });
   std::vector<flatbuffers::Offset<fbs::Stage>> stages;
+  int64_t numStages = 0;
   for (auto [i, program] : llvm::enumerate(programs)) {
-    if (program.getStage() != i)
-      return program.emitOpError() << "expected stage " << i << ", found "
-                                   << program.getStage(),
+    // Several programs of one stage are named entry points (inference).
+    auto entry = program->getAttrOfType<StringAttr>("entry");
+    if (i > 0 && program.getStage() == programs[i - 1].getStage()) {
+      auto prev = programs[i - 1]->getAttrOfType<StringAttr>("entry");
+      if (!entry || !prev || entry == prev)
+        return program.emitOpError()
+               << "is a second program of stage " << program.getStage()
+               << "; several programs of one stage need distinct 'entry' names",
+               failure();
+    } else if (program.getStage() != numStages++) {
+      return program.emitOpError() << "expected stage " << numStages - 1
+                                   << ", found " << program.getStage(),
              failure();
+    }
     auto s = stage(program);
     if (failed(s))
       return failure();
@@ -393,9 +408,9 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
     for (size_t a = 0; a < axes.size(); ++a)
       if (axes[a] == "pp")
         stageIndex = coords[a];
-    if (stageIndex >= static_cast<int32_t>(stages.size()))
+    if (stageIndex >= numStages)
       return module.emitError() << "rank " << r << " maps to stage "
-                                << stageIndex << " but only " << stages.size()
+                                << stageIndex << " but only " << numStages
                                 << " stage programs exist";
     ranks.push_back(fbs::CreateRankInfo(
         fbb, static_cast<int32_t>(r), stageIndex,

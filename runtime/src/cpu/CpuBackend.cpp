@@ -193,6 +193,9 @@ private:
   }
 
   Status executeKernel(const Instr &instr);
+  /// The KV-cache kernels of text generation (kv_cache_write,
+  /// cache_attention, rope_at, last_token).
+  Status executeInference(const Instr &instr);
   Status executeGemm(const Instr &instr);
   /// Integer buffer (i32 or i64) widened to int64 into a scratch vector.
   StatusOr<const int64_t *> ids(const Instr &instr, const BufferRef &b);
@@ -509,6 +512,9 @@ Status CpuBackend::executeKernel(const Instr &instr) {
     return ropeForward(ptr<float>(x), ptr<float>(y), x.shape[0], x.shape[1],
                        r->heads, r->headDim, r->theta, r->offset);
   }
+  if (k == "kv_cache_write" || k == "cache_attention" || k == "rope_at" ||
+      k == "last_token")
+    return executeInference(instr);
   if (k == "cross_entropy") {
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
     const BufferRef &logits = instr.ins[0], &loss = instr.outs[0];
@@ -834,6 +840,88 @@ Status CpuBackend::executeKernel(const Instr &instr) {
   }
   return Status::error(StatusCode::Unimplemented,
                        "the CPU backend has no kernel '" + k + "'");
+}
+
+Status CpuBackend::executeInference(const Instr &instr) {
+  const std::string &k = instr.kernel;
+  auto is = [](const BufferRef &b, size_t rank) { return b.shape.size() == rank; };
+  if (k == "kv_cache_write") {
+    if (instr.ins.empty() || instr.ins.size() > 2 || instr.outs.size() != 1)
+      return invalid("kv_cache_write expects 1 or 2 inputs and 1 output");
+    const BufferRef &x = instr.ins[0], &cache = instr.outs[0];
+    if (!is(cache, 4) || !is(x, 3) || x.shape[0] != cache.shape[0] ||
+        x.shape[2] != cache.shape[1] * cache.shape[3])
+      return invalid("kv_cache_write: " + x.str() + " does not fit the cache " +
+                     cache.str());
+    const int64_t *start = nullptr;
+    if (instr.ins.size() == 2) {
+      if (instr.ins[1].numElements() != x.shape[0])
+        return invalid("kv_cache_write: positions " + instr.ins[1].str() +
+                       " do not match " + x.str());
+      StatusOr<const int64_t *> p = ids(instr, instr.ins[1]);
+      if (!p.isOk())
+        return p.status();
+      start = *p;
+    }
+    return kvCacheWrite(ptr<float>(x), start, ptr<float>(cache), x.shape[0],
+                        x.shape[1], cache.shape[1], cache.shape[2],
+                        cache.shape[3]);
+  }
+  if (k == "cache_attention") {
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 1));
+    const BufferRef &q = instr.ins[0], &kc = instr.ins[1], &vc = instr.ins[2],
+                    &pos = instr.ins[3], &o = instr.outs[0];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
+    StatusOr<double> scale = instr.floatAttr("scale");
+    for (const Status *st : {&heads.status(), &kvHeads.status(), &scale.status()})
+      if (!st->isOk())
+        return *st;
+    if (!is(q, 3) || !is(kc, 4) || kc.shape != vc.shape || o.shape != q.shape ||
+        kc.shape[0] != q.shape[0] || kc.shape[1] != *kvHeads ||
+        q.shape[2] != *heads * kc.shape[3] || pos.numElements() != q.shape[0])
+      return invalid("cache_attention shapes disagree: " + q.str() + ", " +
+                     kc.str() + ", " + vc.str() + ", " + pos.str() + " -> " +
+                     o.str() + " for " + std::to_string(*heads) + " heads and " +
+                     std::to_string(*kvHeads) + " kv heads");
+    StatusOr<const int64_t *> start = ids(instr, pos);
+    if (!start.isOk())
+      return start.status();
+    return cacheAttentionForward(ptr<float>(q), ptr<float>(kc), ptr<float>(vc),
+                                 *start, ptr<float>(o), q.shape[0], q.shape[1],
+                                 *heads, *kvHeads, kc.shape[2], kc.shape[3],
+                                 static_cast<float>(*scale));
+  }
+  if (k == "rope_at") {
+    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+    const BufferRef &x = instr.ins[0], &y = instr.outs[0];
+    StatusOr<int64_t> heads = instr.intAttr("num_heads");
+    StatusOr<double> theta = instr.floatAttr("theta");
+    if (!heads.isOk() || !theta.isOk())
+      return !heads.isOk() ? heads.status() : theta.status();
+    if (!is(x, 3) || y.shape != x.shape || *heads <= 0 ||
+        x.shape[2] % *heads != 0 || instr.ins[1].numElements() != x.shape[0])
+      return invalid("rope_at: " + x.str() + " -> " + y.str() + " with " +
+                     instr.ins[1].str() + " does not fit " +
+                     std::to_string(*heads) + " heads");
+    StatusOr<const int64_t *> start = ids(instr, instr.ins[1]);
+    if (!start.isOk())
+      return start.status();
+    return ropeAtForward(ptr<float>(x), ptr<float>(y), *start, x.shape[0],
+                         x.shape[1], *heads, x.shape[2] / *heads, *theta);
+  }
+  // last_token
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+  const BufferRef &x = instr.ins[0], &y = instr.outs[0];
+  if (!is(x, 3) || !is(y, 2) || y.shape[0] != x.shape[0] ||
+      y.shape[1] != x.shape[2] || instr.ins[1].numElements() != x.shape[0])
+    return invalid("last_token: " + x.str() + " with " + instr.ins[1].str() +
+                   " does not give " + y.str());
+  StatusOr<const int64_t *> lengths = ids(instr, instr.ins[1]);
+  if (!lengths.isOk())
+    return lengths.status();
+  return lastTokenForward(ptr<float>(x), *lengths, ptr<float>(y), x.shape[0],
+                          x.shape[1], x.shape[2]);
 }
 
 } // namespace

@@ -48,7 +48,12 @@ Executor::create(const Program &program, int rank, Communicator *comm,
   const StageProgram &stage = program.stages[info->stage];
   std::unique_ptr<Executor> exec(
       new Executor(program, stage, *info, comm, backend));
-  StatusOr<uint8_t *> arena = backend.allocateArena(stage.arenaBytes);
+  // Entry points of the stage share the arena: size it for the largest.
+  int64_t arenaBytes = stage.arenaBytes;
+  for (const StageProgram &e : program.entries)
+    if (e.index == stage.index)
+      arenaBytes = std::max(arenaBytes, e.arenaBytes);
+  StatusOr<uint8_t *> arena = backend.allocateArena(arenaBytes);
   if (!arena.isOk())
     return Status::error(arena.status().code(),
                          "stage " + std::to_string(stage.index) + " on the " +
@@ -79,6 +84,17 @@ Executor::create(const Program &program, int rank, Communicator *comm,
     }
   }
   return exec;
+}
+
+Status Executor::selectEntry(const std::string &entry) {
+  const StageProgram *e = program_.findEntry(stage_->index, entry);
+  if (!e)
+    return Status::error(StatusCode::NotFound,
+                         "stage " + std::to_string(stage_->index) +
+                             " has no entry point '" + entry +
+                             "' (compile with llm-translate --inference)");
+  stage_ = e;
+  return Status::ok();
 }
 
 Status Executor::loadTensor(const SafeTensorsFile &file,

@@ -445,6 +445,36 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
     StatusOr<StageProgram> stage = decodeStage(s);
     if (!stage.isOk())
       return stage.status();
+    if (s->entry())
+      stage->entry = s->entry()->str();
+    // A further entry point of the previous stage: it must bind the same
+    // resident buffers (parameters, states) at the same offsets.
+    if (!program.stages.empty() && !stage->entry.empty() &&
+        stage->index == program.stages.back().index) {
+      const StageProgram &first = program.stages.back();
+      if (program.findEntry(stage->index, stage->entry))
+        return corrupt("stage " + std::to_string(stage->index) +
+                       " has two entries named '" + stage->entry + "'");
+      auto same = [](const std::vector<Binding> &a, const std::vector<Binding> &b) {
+        if (a.size() != b.size())
+          return false;
+        for (size_t i = 0; i < a.size(); ++i)
+          if (a[i].name != b[i].name || a[i].buffer.offset != b[i].buffer.offset ||
+              a[i].buffer.shape != b[i].buffer.shape ||
+              a[i].buffer.dtype != b[i].buffer.dtype)
+            return false;
+        return true;
+      };
+      if (first.entry.empty() || !same(first.params, stage->params) ||
+          !same(first.states, stage->states))
+        return corrupt("entry '" + stage->entry + "' of stage " +
+                       std::to_string(stage->index) +
+                       " does not share the resident layout (parameters and "
+                       "states at the same offsets) of entry '" + first.entry +
+                       "'");
+      program.entries.push_back(std::move(*stage));
+      continue;
+    }
     if (stage->index != static_cast<int>(program.stages.size()))
       return corrupt("stage " + std::to_string(stage->index) +
                      " listed at position " +
@@ -500,6 +530,18 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
                        " binds parameter '" + b.name +
                        "' missing from the parameter table");
   return program;
+}
+
+const StageProgram *Program::findEntry(int stage,
+                                      const std::string &entry) const {
+  if (stage < 0 || stage >= static_cast<int>(stages.size()))
+    return nullptr;
+  if (stages[stage].entry == entry)
+    return &stages[stage];
+  for (const StageProgram &e : entries)
+    if (e.index == stage && e.entry == entry)
+      return &e;
+  return nullptr;
 }
 
 StatusOr<Program> Program::load(const std::string &path) {

@@ -1,6 +1,6 @@
 // RUN: llm-opt %s --llm-lower-to-exec -split-input-file -verify-diagnostics
 
-// expected-error @+1 {{argument #0 needs a 'tfm.param' or 'tfm.input' attribute to be bound by the runtime}}
+// expected-error @+1 {{argument #0 needs a 'tfm.param', 'tfm.input' or 'tfm.state' attribute to be bound by the runtime}}
 func.func @unbound(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
   %y = tfm.silu %x : tensor<2x8xf32>
   return %y : tensor<2x8xf32>

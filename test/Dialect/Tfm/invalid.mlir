@@ -971,3 +971,87 @@ func.func @layer_of_scalar() {
   }
   return
 }
+
+//===----------------------------------------------------------------------===//
+// Inference ops (lib/Dialect/Tfm/IR/TfmInferenceOps.cpp)
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @kv_cache_write_rank(%c: tensor<2x32x16xf32>, %k: tensor<2x1x32xf32>) -> tensor<2x32x16xf32> {
+  // expected-error @+1 {{expected cache of rank 4 ([batch, kv_heads, max_seq, head_dim]), found 2x32x16}}
+  %0 = tfm.kv_cache_write %c, %k : (tensor<2x32x16xf32>, tensor<2x1x32xf32>) -> tensor<2x32x16xf32>
+  return %0 : tensor<2x32x16xf32>
+}
+
+// -----
+
+func.func @kv_cache_write_width(%c: tensor<2x2x32x16xf32>, %k: tensor<2x1x16xf32>) -> tensor<2x2x32x16xf32> {
+  // expected-error @+1 {{expected value of shape [2, seq, 32] (batch, seq, kv_heads * head_dim of the cache 2x2x32x16), found 2x1x16}}
+  %0 = tfm.kv_cache_write %c, %k : (tensor<2x2x32x16xf32>, tensor<2x1x16xf32>) -> tensor<2x2x32x16xf32>
+  return %0 : tensor<2x2x32x16xf32>
+}
+
+// -----
+
+func.func @kv_cache_write_too_long(%c: tensor<1x1x4x2xf32>, %k: tensor<1x5x2xf32>) -> tensor<1x1x4x2xf32> {
+  // expected-error @+1 {{writes 5 positions into a cache of 4 positions}}
+  %0 = tfm.kv_cache_write %c, %k : (tensor<1x1x4x2xf32>, tensor<1x5x2xf32>) -> tensor<1x1x4x2xf32>
+  return %0 : tensor<1x1x4x2xf32>
+}
+
+// -----
+
+func.func @kv_cache_write_positions(%c: tensor<2x2x32x16xf32>, %k: tensor<2x1x32xf32>, %p: tensor<3xi32>) -> tensor<2x2x32x16xf32> {
+  // expected-error @+1 {{expected positions of shape 2 (one per sequence), found 3}}
+  %0 = tfm.kv_cache_write %c, %k, %p : (tensor<2x2x32x16xf32>, tensor<2x1x32xf32>, tensor<3xi32>) -> tensor<2x2x32x16xf32>
+  return %0 : tensor<2x2x32x16xf32>
+}
+
+// -----
+
+func.func @cache_attention_kv_heads(%q: tensor<2x1x64xf32>, %c: tensor<2x2x32x16xf32>, %p: tensor<2xi32>) -> tensor<2x1x64xf32> {
+  // expected-error @+1 {{expected a cache of 4 kv heads (dim 1), found 2x2x32x16}}
+  %0 = tfm.cache_attention %q, %c, %c, %p {num_heads = 4 : i64, num_kv_heads = 4 : i64} : (tensor<2x1x64xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>, tensor<2xi32>) -> tensor<2x1x64xf32>
+  return %0 : tensor<2x1x64xf32>
+}
+
+// -----
+
+func.func @cache_attention_query(%q: tensor<2x1x48xf32>, %c: tensor<2x2x32x16xf32>, %p: tensor<2xi32>) -> tensor<2x1x48xf32> {
+  // expected-error @+1 {{expected query of shape [2, seq, 64] (batch, seq, num_heads * head_dim), found 2x1x48}}
+  %0 = tfm.cache_attention %q, %c, %c, %p {num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x1x48xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>, tensor<2xi32>) -> tensor<2x1x48xf32>
+  return %0 : tensor<2x1x48xf32>
+}
+
+// -----
+
+func.func @cache_attention_groups(%q: tensor<2x1x48xf32>, %c: tensor<2x2x32x16xf32>, %p: tensor<2xi32>) -> tensor<2x1x48xf32> {
+  // expected-error @+1 {{expected num_kv_heads to divide num_heads, found num_heads 3 and num_kv_heads 2}}
+  %0 = tfm.cache_attention %q, %c, %c, %p {num_heads = 3 : i64, num_kv_heads = 2 : i64} : (tensor<2x1x48xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>, tensor<2xi32>) -> tensor<2x1x48xf32>
+  return %0 : tensor<2x1x48xf32>
+}
+
+// -----
+
+func.func @rope_at_positions(%x: tensor<2x1x64xf32>, %p: tensor<1xi32>) -> tensor<2x1x64xf32> {
+  // expected-error @+1 {{expected positions of shape 2 (one per sequence), found 1}}
+  %0 = tfm.rope_at %x, %p {num_heads = 4 : i64} : (tensor<2x1x64xf32>, tensor<1xi32>) -> tensor<2x1x64xf32>
+  return %0 : tensor<2x1x64xf32>
+}
+
+// -----
+
+func.func @rope_at_odd_head_dim(%x: tensor<2x1x12xf32>, %p: tensor<2xi32>) -> tensor<2x1x12xf32> {
+  // expected-error @+1 {{expected num_heads to divide the hidden size into an even head_dim, found hidden 12 and num_heads 4}}
+  %0 = tfm.rope_at %x, %p {num_heads = 4 : i64} : (tensor<2x1x12xf32>, tensor<2xi32>) -> tensor<2x1x12xf32>
+  return %0 : tensor<2x1x12xf32>
+}
+
+// -----
+
+func.func @last_token_result(%h: tensor<2x8x32xf32>, %l: tensor<2xi32>) -> tensor<2x16xf32> {
+  // expected-error @+1 {{expected result of shape 2x32, found 2x16}}
+  %0 = tfm.last_token %h, %l : (tensor<2x8x32xf32>, tensor<2xi32>) -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}

@@ -114,3 +114,18 @@ func.func @layers(%h0: tensor<2x8x32xf32> {tfm.input = "hidden"}, %g: tensor<32x
   }
   return %h2 : tensor<2x8x32xf32>
 }
+
+// CHECK-LABEL: func.func @inference_ops
+func.func @inference_ops(%q: tensor<2x1x64xf32>, %k: tensor<2x1x32xf32>,
+                         %kc: tensor<2x2x32x16xf32>, %h: tensor<2x8x64xf32>,
+                         %pos: tensor<2xi32>) -> (tensor<2x1x64xf32>, tensor<2x64xf32>) {
+  // CHECK: tfm.rope_at %{{.*}}, %{{.*}} {num_heads = 4 : i64}
+  %qr = tfm.rope_at %q, %pos {num_heads = 4 : i64} : (tensor<2x1x64xf32>, tensor<2xi32>) -> tensor<2x1x64xf32>
+  // CHECK: tfm.kv_cache_write %{{.*}}, %{{.*}}, %{{.*}} :
+  %c2 = tfm.kv_cache_write %kc, %k, %pos : (tensor<2x2x32x16xf32>, tensor<2x1x32xf32>, tensor<2xi32>) -> tensor<2x2x32x16xf32>
+  // CHECK: tfm.cache_attention
+  %o = tfm.cache_attention %qr, %c2, %c2, %pos {num_heads = 4 : i64, num_kv_heads = 2 : i64} : (tensor<2x1x64xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>, tensor<2xi32>) -> tensor<2x1x64xf32>
+  // CHECK: tfm.last_token
+  %l = tfm.last_token %h, %pos : (tensor<2x8x64xf32>, tensor<2xi32>) -> tensor<2x64xf32>
+  return %o, %l : tensor<2x1x64xf32>, tensor<2x64xf32>
+}

@@ -43,6 +43,11 @@ struct HFImportOptions {
   int64_t seq = 0;          ///< 0: the model's maximum context
   std::string dtype = "f32";
   bool logits = false;      ///< return logits instead of the mean loss
+  /// Build @prefill and @decode over a resident KV cache instead of
+  /// @forward (text generation).
+  bool inference = false;
+  int64_t maxSeq = 0;       ///< cache positions (0: the model's maximum)
+  int64_t promptLen = 0;    ///< prefill width (0: maxSeq)
 };
 
 /// Parses and validates `config.json` text. Emits an error at `loc` naming the
@@ -50,7 +55,8 @@ struct HFImportOptions {
 mlir::FailureOr<HFModelConfig> parseHFConfig(llvm::StringRef json,
                                              mlir::Location loc);
 
-/// Builds `module { func.func @forward(...) }` for `config`.
+/// Builds `module { func.func @forward(...) }` for `config` (with
+/// `options.inference`: `@prefill` and `@decode`, see BuildTfmModel.cpp).
 mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
 buildTfmModel(const HFModelConfig &config, const HFImportOptions &options,
               mlir::MLIRContext *context, mlir::Location loc);

@@ -91,6 +91,9 @@ constexpr llvm::StringLiteral kReduction[] = {"reduction"};
 constexpr llvm::StringLiteral kValue[] = {"value"};
 constexpr llvm::StringLiteral kAxis[] = {"axis"};
 constexpr llvm::StringLiteral kAdamW[] = {"beta1", "beta2", "eps", "decay"};
+constexpr llvm::StringLiteral kCacheAttention[] = {"num_heads", "num_kv_heads",
+                                                   "scale"};
+constexpr llvm::StringLiteral kRopeAt[] = {"num_heads", "theta"};
 constexpr llvm::StringLiteral kNumHeadsCausal[] = {"num_heads", "num_kv_heads",
                                                    "scale", "causal"};
 
@@ -134,6 +137,11 @@ const KernelSignature kKernels[] = {
     {"adamw", 1, 1, 3, kAdamW},
     {"copy_chunk", 1, 1, 1, kShardAxis},
     {"cast", 1, 1, 1, {}},
+    // Inference (KV cache).
+    {"kv_cache_write", 1, 2, 1, {}},
+    {"cache_attention", 4, 4, 1, kCacheAttention},
+    {"rope_at", 2, 2, 1, kRopeAt},
+    {"last_token", 2, 2, 1, {}},
 };
 } // namespace
 

@@ -29,6 +29,12 @@ public:
   ~Executor() override;
 
   const StageProgram &stage() const { return *stage_; }
+
+  /// Switches to the stage's entry point `entry` ("prefill", "decode"): the
+  /// next run() executes that program on the same arena, so parameters and
+  /// resident state (the KV cache) carry over. NotFound if the stage has no
+  /// such entry.
+  Status selectEntry(const std::string &entry);
   const RankInfo &rankInfo() const { return *rankInfo_; }
 
   /// Reads this rank's slice of every bound parameter from `weights`

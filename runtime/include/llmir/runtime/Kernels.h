@@ -193,6 +193,34 @@ Status adamwUpdate(float *param, const float *grad, float *m, float *v,
                    int64_t n, float lr, float beta1, float beta2, float eps,
                    float weightDecay, int64_t step);
 
+// ---- Inference (KV cache) ------------------------------------------------
+// A cache is [batch, kvHeads, maxSeq, headDim]; `start` holds one position
+// per sequence ([batch]); a position outside the cache is InvalidArgument.
+
+/// Row s of sequence b of x [batch, seq, kvHeads * headDim] is written to
+/// cache position start[b] + s (start optional: position s).
+Status kvCacheWrite(const float *x, const int64_t *start, float *cache,
+                    int64_t batch, int64_t seq, int64_t kvHeads,
+                    int64_t maxSeq, int64_t headDim);
+
+/// Query s of sequence b (q [batch, seq, heads * headDim]) attends cache
+/// positions 0 .. start[b] + s; query head h reads kv head h / (heads /
+/// kvHeads). out has q's shape.
+Status cacheAttentionForward(const float *q, const float *kCache,
+                             const float *vCache, const int64_t *start,
+                             float *out, int64_t batch, int64_t seq,
+                             int64_t heads, int64_t kvHeads, int64_t maxSeq,
+                             int64_t headDim, float scale);
+
+/// ropeForward with row s of sequence b at position start[b] + s.
+Status ropeAtForward(const float *x, float *y, const int64_t *start,
+                     int64_t batch, int64_t seq, int64_t heads,
+                     int64_t headDim, double theta);
+
+/// out[b] = x[b, lengths[b] - 1] for x [batch, seq, dim]; lengths in 1..seq.
+Status lastTokenForward(const float *x, const int64_t *lengths, float *out,
+                        int64_t batch, int64_t seq, int64_t dim);
+
 } // namespace llmir::runtime
 
 #endif // LLMIR_RUNTIME_KERNELS_H

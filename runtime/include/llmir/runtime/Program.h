@@ -72,6 +72,9 @@ struct Binding {
 
 struct StageProgram {
   int index = 0;
+  /// Entry point name ("prefill", "decode") when the stage has several
+  /// programs over one resident layout; empty for a stage's only program.
+  std::string entry;
   int64_t arenaBytes = 0;
   int numStreams = 1;
   std::vector<Binding> params, inputs, outputs;
@@ -125,9 +128,16 @@ struct Program {
   std::vector<RankInfo> ranks;
   std::vector<ParamInfo> params;
   std::vector<StageProgram> stages;
+  /// Further entry points of a stage (inference: stages[i] is "prefill",
+  /// entries hold "decode"): same parameters and states at the same arena
+  /// offsets as stages[index], so one arena serves all of them.
+  std::vector<StageProgram> entries;
 
   int worldSize() const { return static_cast<int>(ranks.size()); }
   const ParamInfo *findParam(const std::string &name) const;
+  /// The program of `stage` named `entry` (stages[stage] itself when its
+  /// entry matches), or null.
+  const StageProgram *findEntry(int stage, const std::string &entry) const;
 
   /// Verifies and decodes a program file image.
   static StatusOr<Program> parse(const uint8_t *data, size_t size);

@@ -45,6 +45,9 @@ def Tfm_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kInputAttrName = "tfm.input";
     /// Module attribute holding the imported model's hyper-parameters.
     static constexpr ::llvm::StringLiteral kModelAttrName = "tfm.model";
+    /// Argument attribute naming resident state the function reads and
+    /// updates in place across calls (a layer's KV cache: "cache.3.k").
+    static constexpr ::llvm::StringLiteral kStateAttrName = "tfm.state";
   }];
 }
 
@@ -855,6 +858,109 @@ def Tfm_ParamAllGatherOp : Tfm_Op<"param_all_gather", [MemoryEffects<[MemRead, M
   }];
   let arguments = (ins Tfm_FloatTensor:$param, StrAttr:$axis);
   let assemblyFormat = "$param attr-dict `:` type($param)";
+}
+
+//===----------------------------------------------------------------------===//
+// Inference: KV cache and per-sequence positions
+//===----------------------------------------------------------------------===//
+
+def Tfm_KvCacheWriteOp : Tfm_Op<"kv_cache_write", [MemoryEffects<[MemWrite]>]> {
+  let summary = "writes keys or values into a KV cache (in place)";
+  let description = [{
+    `cache` is one layer's key (or value) cache `[batch, kv_heads, max_seq,
+    head_dim]`, a function argument marked `tfm.state` that persists across
+    calls; `value` is `[batch, seq, kv_heads * head_dim]`. Row s of sequence b
+    is written at cache position `positions[b] + s` (`positions` `[batch]`;
+    without it, position s: a prompt written from the start). The result is
+    the updated cache: the same buffer, written in place, so readers of the
+    result see the new entries.
+
+    ```mlir
+    %k2 = tfm.kv_cache_write %kc, %k, %pos
+        : (tensor<2x2x64x8xf32>, tensor<2x1x16xf32>, tensor<2xi32>) -> tensor<2x2x64x8xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$cache, Tfm_FloatTensor:$value,
+                       Optional<Tfm_IdTensor>:$positions);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $cache `,` $value (`,` $positions^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_CacheAttentionOp : Tfm_Op<"cache_attention", [Pure]> {
+  let summary = "attention of new queries over a KV cache";
+  let description = [{
+    `query` is `[batch, seq, num_heads * head_dim]` (the new tokens of each
+    sequence); `key_cache` and `value_cache` are `[batch, num_kv_heads,
+    max_seq, head_dim]`; query s of sequence b sits at position
+    `positions[b] + s` and attends cache positions `0 .. positions[b] + s`
+    (causal over the cache; later cache entries are ignored). Query head h
+    uses kv head `h / (num_heads / num_kv_heads)`; scores are scaled by
+    `scale` (default `1/sqrt(head_dim)`). The result has the query's shape.
+
+    ```mlir
+    %o = tfm.cache_attention %q, %kc, %vc, %pos {num_heads = 4 : i64, num_kv_heads = 2 : i64}
+        : (tensor<2x1x32xf32>, tensor<2x2x64x8xf32>, tensor<2x2x64x8xf32>, tensor<2xi32>) -> tensor<2x1x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$query, Tfm_FloatTensor:$key_cache,
+                       Tfm_FloatTensor:$value_cache, Tfm_IdTensor:$positions,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       OptionalAttr<F64Attr>:$scale);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key_cache `,` $value_cache `,` $positions attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The score scale actually used: `scale` or 1/sqrt(head_dim).
+    double getEffectiveScale();
+  }];
+}
+
+def Tfm_RopeAtOp : Tfm_Op<"rope_at", [Pure]> {
+  let summary = "rotary position embedding at per-sequence positions";
+  let description = [{
+    Like `tfm.rope`, but row s of sequence b of `[batch, seq, num_heads *
+    head_dim]` is rotated by position `positions[b] + s` (`positions`
+    `[batch]`): the positions of new tokens during decoding.
+
+    ```mlir
+    %q2 = tfm.rope_at %q, %pos {num_heads = 4 : i64, theta = 1.0e+04 : f64}
+        : (tensor<2x1x32xf32>, tensor<2xi32>) -> tensor<2x1x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_IdTensor:$positions,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $positions attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_LastTokenOp : Tfm_Op<"last_token", [Pure]> {
+  let summary = "each sequence's row at its last valid position";
+  let description = [{
+    `result[b] = input[b, lengths[b] - 1]` for `input` `[batch, seq, dim]`
+    and `lengths` `[batch]` (right-padded prompts): the hidden state whose
+    logits predict each sequence's next token.
+
+    ```mlir
+    %last = tfm.last_token %h, %lengths
+        : (tensor<2x8x32xf32>, tensor<2xi32>) -> tensor<2x32xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input, Tfm_IdTensor:$lengths);
+  let results = (outs Tfm_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $lengths attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//
