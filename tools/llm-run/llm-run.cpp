@@ -1,6 +1,9 @@
 // llm-run: loads an .llmir program, this rank's weight shards and the token
 // data, and runs steps, printing progress. Under mpirun each process is one
 // rank; the rank count must match the program's plan.
+#include "DeviceSetup.h"
+#include "Generate.h"
+
 #include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
@@ -26,6 +29,7 @@ using namespace llmir::runtime;
 namespace {
 
 const char *kUsage = R"(usage: llm-run PROGRAM.llmir --weights W.safetensors --data TOKENS.npy [options]
+       llm-run PROGRAM.llmir --weights W.safetensors --generate --prompt P.npy [options]
 
 Runs a compiled LLMIR program. Launch multi-rank programs with
 `mpirun -np N llm-run ...` (N must equal the program's rank count).
@@ -52,6 +56,23 @@ options:
                      (gradients are always checked before the AdamW update)
   --quiet            no per-step progress line
   --help             this text
+
+generation (programs compiled with llm-translate --inference):
+  --generate         prefill the prompts, then decode new tokens greedily
+                     (or sampled); prints prefill and decode tokens/s
+  --prompt FILE      2-D integer .npy [batch, tokens] of prompt token ids,
+                     right-padded with --pad-id (or give --lengths)
+  --lengths FILE     1-D integer .npy of each prompt's length
+  --pad-id N         padding id of --prompt (and of --out after an EOS)
+  --max-new-tokens N tokens to generate per sequence (default 16)
+  --eos-id N         a sequence stops after this token; the others go on
+  --temperature X    0 (default): greedy; > 0: sample from softmax(logits/X)
+  --top-k N          sample among the N most likely tokens (default: all)
+  --top-p X          sample from the smallest set of mass >= X (default 1)
+  --seed N           sampling seed (default 0)
+  --out FILE         generated ids [batch, max-new-tokens] as int64 .npy
+                     (default: printed, one sequence per line)
+  --warmup N         run prefill N extra times, untimed, first (benchmarks)
 )";
 
 struct Options {
@@ -61,6 +82,8 @@ struct Options {
   int64_t steps = 1;
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
   bool eval = false, quiet = false, checkNumerics = false;
+  bool generate = false;
+  GenerateOptions gen;
 };
 
 Status parseArgs(int argc, char **argv, Options &o, bool &help) {
@@ -88,6 +111,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     if (a == "--eval") { o.eval = true; continue; }
     if (a == "--quiet") { o.quiet = true; continue; }
     if (a == "--check-numerics") { o.checkNumerics = true; continue; }
+    if (a == "--generate") { o.generate = true; continue; }
     std::string *target = nullptr;
     if (a == "--weights") target = &o.weights;
     else if (a == "--data") target = &o.data;
@@ -96,11 +120,38 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--backend") target = &o.backend;
     else if (a == "--save-checkpoint") target = &o.saveDir;
     else if (a == "--resume") target = &o.resumeDir;
+    else if (a == "--prompt") target = &o.gen.prompt;
+    else if (a == "--lengths") target = &o.gen.lengths;
+    else if (a == "--out") target = &o.gen.out;
     if (target) {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
       *target = *v;
+      continue;
+    }
+    if (a == "--max-new-tokens" || a == "--pad-id" || a == "--eos-id" ||
+        a == "--top-k" || a == "--seed" || a == "--temperature" || a == "--top-p" ||
+        a == "--warmup") {
+      StatusOr<std::string> v = need(i, a.c_str());
+      if (!v.isOk())
+        return v.status();
+      double d = 0;
+      LLMIR_RETURN_IF_ERROR(number(a, *v, d));
+      bool integer = a != "--temperature" && a != "--top-p";
+      if ((integer && d != std::floor(d)) || d > 1e15 ||
+          (a == "--max-new-tokens" && d < 1) ||
+          (a == "--top-p" && (d <= 0 || d > 1)))
+        return Status::error(StatusCode::InvalidArgument,
+                             "option " + a + ": invalid value '" + *v + "'");
+      if (a == "--max-new-tokens") o.gen.maxNewTokens = static_cast<int64_t>(d);
+      else if (a == "--pad-id") o.gen.padId = static_cast<int64_t>(d);
+      else if (a == "--eos-id") o.gen.eosId = static_cast<int64_t>(d);
+      else if (a == "--top-k") o.gen.topK = static_cast<int64_t>(d);
+      else if (a == "--seed") o.gen.seed = static_cast<uint64_t>(d);
+      else if (a == "--warmup") o.gen.warmup = static_cast<int64_t>(d);
+      else if (a == "--temperature") o.gen.temperature = d;
+      else o.gen.topP = d;
       continue;
     }
     if (a == "--steps" || a == "--timeout" || a == "--lr" || a == "--weight-decay" ||
@@ -140,15 +191,18 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument, "no program given (see --help)");
   if (o.weights.empty())
     return Status::error(StatusCode::InvalidArgument, "--weights is required");
-  if (o.data.empty())
+  if (o.generate && o.gen.prompt.empty())
+    return Status::error(StatusCode::InvalidArgument, "--generate needs --prompt FILE");
+  if (!o.generate && !o.gen.prompt.empty())
+    return Status::error(StatusCode::InvalidArgument, "--prompt needs --generate");
+  if (o.data.empty() && !o.generate)
     return Status::error(StatusCode::InvalidArgument, "--data is required");
   if (o.saveEvery && o.saveDir.empty())
     return Status::error(StatusCode::InvalidArgument,
                          "--save-every needs --save-checkpoint DIR");
-  if (o.backend != "cpu")
-    return Status::error(StatusCode::Unimplemented,
-                         "--backend " + o.backend +
-                             ": this llm-run executes programs on the CPU backend only");
+  if (o.backend != "cpu" && o.backend != "cuda")
+    return Status::error(StatusCode::InvalidArgument,
+                         "--backend " + o.backend + ": expected cpu or cuda");
   return Status::ok();
 }
 
@@ -243,6 +297,12 @@ int run(int argc, char **argv) {
     return 0;
   }
   comm->setTimeout(opts.timeout);
+  // The backend first, so that "--backend cuda: no CUDA device" comes before any file is read.
+  int device = -1;
+  StatusOr<std::unique_ptr<Backend>> madeBackend = createBackendByName(opts.backend, &device);
+  if (!madeBackend.isOk())
+    return fail(madeBackend.status());
+  std::unique_ptr<Backend> backend = std::move(*madeBackend);
 
   StatusOr<Program> program = Program::load(opts.program);
   if (!program.isOk())
@@ -254,12 +314,42 @@ int run(int argc, char **argv) {
             " ranks but " + std::to_string(comm->size()) +
             " were launched (use mpirun -np " + std::to_string(program->worldSize()) + ")"));
 
-  std::unique_ptr<Backend> backend = createCpuBackend();
+  // With the CUDA backend the program's collectives run on NCCL over device
+  // buffers; llm-run's own messages (loss, logits, checkpoints) stay on `comm`.
+  StatusOr<std::unique_ptr<Communicator>> programComm =
+      createProgramCommunicator(*backend, *comm, device, program->worldSize());
+  if (!programComm.isOk())
+    return fail(programComm.status());
+  if (*programComm)
+    (*programComm)->setTimeout(opts.timeout);
+  Communicator *execComm = *programComm ? programComm->get()
+                           : opts.backend == "cpu" ? comm.get()
+                                                   : nullptr;
   StatusOr<std::unique_ptr<Executor>> exec =
-      Executor::create(*program, rank, comm.get(), *backend);
+      Executor::create(*program, rank, execComm, *backend);
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
+  if (!opts.generate && (!program->entries.empty() || !ex.stage().entry.empty()))
+    return fail(Status::error(StatusCode::InvalidArgument,
+                              "'" + opts.program +
+                                  "' is an inference program (prefill/decode "
+                                  "entry points): run it with --generate "
+                                  "--prompt PROMPTS.npy"));
+  if (opts.generate) {
+    ex.setCheckNumerics(opts.checkNumerics);
+    StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
+    if (!weights.isOk())
+      return fail(weights.status());
+    if (Status st = ex.loadParams(*weights); !st.isOk())
+      return fail(st);
+    opts.gen.quiet = opts.quiet;
+    if (Status st = generate(*program, ex, *comm, opts.gen); !st.isOk())
+      return fail(st);
+    if (Status st = comm->flushSends(); !st.isOk())
+      return fail(st);
+    return 0;
+  }
   // Judged on the whole program so that every rank agrees (with pipeline
   // stages, each rank sees only its own stage).
   bool training = false, hasInputIds = false;

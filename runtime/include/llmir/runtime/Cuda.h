@@ -1,0 +1,47 @@
+// The CUDA backend and the NCCL communicator (library llmir_runtime_cuda; this
+// header needs no CUDA headers). Built when nvcc is found (LLMIR_ENABLE_CUDA).
+#ifndef LLMIR_RUNTIME_CUDA_H
+#define LLMIR_RUNTIME_CUDA_H
+
+#include "llmir/runtime/Backend.h"
+#include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Status.h"
+
+#include <cstdint>
+#include <memory>
+
+namespace llmir::runtime {
+
+/// Number of CUDA devices; 0 (never an error) without a GPU or a driver.
+int cudaDeviceCount();
+
+struct CudaBackendOptions {
+  /// Let cuBLASLt run fp32 GEMMs on TF32 tensor cores (10-bit mantissa inputs,
+  /// fp32 accumulation; torch.backends.cuda.matmul.allow_tf32).
+  bool allowTf32 = false;
+  /// cuBLASLt workspace.
+  int64_t gemmWorkspaceBytes = int64_t(32) << 20;
+};
+
+/// A Backend on device `deviceIndex`: device arena (cudaMalloc, zeroed,
+/// 256-byte aligned), all work on one compute stream, cuBLASLt GEMMs and one
+/// CUDA kernel per CPU kernel. Unavailable ("no CUDA device") without a GPU.
+StatusOr<std::unique_ptr<Backend>>
+createCudaBackend(int deviceIndex, const CudaBackendOptions &options = {});
+
+/// The compute stream (a cudaStream_t) of a backend made by createCudaBackend,
+/// or null for any other backend.
+void *cudaComputeStream(Backend &backend);
+
+/// A Communicator over NCCL whose buffers are device pointers (the CUDA
+/// backend's arena). `bootstrap` (an MpiCommunicator, or the single-process
+/// one for one rank) carries the ncclUniqueId and the group bookkeeping and
+/// must outlive the result; NCCL work waits for `computeStream` (events) and
+/// runs on a communication stream. setTimeout bounds every wait: on expiry the
+/// NCCL communicators are aborted and a CommError names the op, group and peer.
+StatusOr<std::unique_ptr<Communicator>>
+createNcclCommunicator(Communicator &bootstrap, int deviceIndex, void *computeStream);
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_CUDA_H

@@ -1,0 +1,386 @@
+// The CUDA backend's kernels run on the CPU (HostEmulation.h: one std::thread per
+// CUDA thread, real __syncthreads barriers and block reductions) against the CPU
+// reference kernels: their indexing, masking, tiling and reduction logic is tested
+// on machines without a GPU. CudaBackendTest.cpp compares the real device results
+// on a GPU. Tolerances are relative to 1e-3 + |reference| (see `close`).
+#define LLMIR_CUDA_HOST_EMULATION 1
+#include "AttentionKernels.cuh"
+#include "ElementwiseKernels.cuh"
+#include "InferenceKernels.cuh"
+#include "LossKernels.cuh"
+#include "NormKernels.cuh"
+
+#include "llmir/runtime/Kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace cu = llmir::runtime::cuda;
+namespace rt = llmir::runtime;
+using cu::emulation::launch;
+
+namespace {
+
+std::vector<float> rnd(size_t n, unsigned seed, float stddev = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = dist(gen);
+  return v;
+}
+
+/// max |a - b| / (1e-3 + |b|) <= tol.
+::testing::AssertionResult close(const std::vector<float> &a, const std::vector<float> &b,
+                                 double tol) {
+  if (a.size() != b.size())
+    return ::testing::AssertionFailure() << "sizes differ";
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double e = std::fabs(a[i] - b[i]) / (1e-3 + std::fabs(b[i]));
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  if (worst <= tol)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "relative error " << worst << " at " << at << ": "
+                                       << a[at] << " vs " << b[at];
+}
+
+struct AttentionCase {
+  int64_t batch, seq, heads, kvHeads, headDim;
+  bool causal;
+};
+
+template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase &c) {
+  SCOPED_TRACE("seq " + std::to_string(c.seq) + " headDim " + std::to_string(c.headDim));
+  const int64_t B = c.batch, S = c.seq, H = c.heads, KH = c.kvHeads, D = c.headDim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  auto q = rnd(B * S * H * D, 1), k = rnd(B * S * KH * D, 2), v = rnd(B * S * KH * D, 3),
+       dout = rnd(B * S * H * D, 4);
+  std::vector<float> o(q.size()), lse(B * H * S), oRef(q.size());
+  ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), oRef.data(), B, S, H, KH, D,
+                                   scale, c.causal, nullptr)
+                  .isOk());
+  cu::Layout L{S, H, KH, D};
+  dim3 grid(static_cast<unsigned>((S + 63) / 64), static_cast<unsigned>(H),
+            static_cast<unsigned>(B));
+  launch(grid, dim3(64), [&] {
+    cu::attentionForwardKernel<MAXD, TILE>(q.data(), k.data(), v.data(), o.data(), lse.data(),
+                                           L, scale, c.causal);
+  });
+  EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
+  std::vector<float> delta(B * H * S), dq(q.size()), dk(k.size()), dv(v.size()),
+      dqRef(q.size()), dkRef(k.size()), dvRef(v.size());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), nullptr, dout.data(),
+                                    dqRef.data(), dkRef.data(), dvRef.data(), B, S, H, KH, D,
+                                    scale, c.causal)
+                  .isOk());
+  launch(dim3(4), dim3(256),
+         [&] { cu::attentionDeltaKernel(o.data(), dout.data(), delta.data(), L, B); });
+  launch(grid, dim3(64), [&] {
+    cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(), delta.data(),
+                                       dout.data(), dq.data(), L, scale, c.causal);
+  });
+  dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
+  launch(gridK, dim3(64), [&] {
+    cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(),
+                                         delta.data(), dout.data(), dk.data(), dv.data(), L,
+                                         scale, c.causal);
+  });
+  EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
+  EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk";
+  EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv";
+}
+
+// The template instances launchAttentionForward/Backward pick (MAXD, forward
+// tile, backward tile), with partial tiles, GQA and both maskings.
+TEST(CudaKernelEmulation, Attention) {
+  checkAttention<32, 32, 32>({2, 70, 4, 4, 16, true});
+  checkAttention<64, 32, 32>({1, 129, 4, 2, 64, true});
+  checkAttention<64, 32, 32>({2, 33, 4, 1, 64, false});
+  checkAttention<128, 32, 16>({1, 65, 2, 2, 80, true});
+  checkAttention<256, 16, 8>({1, 20, 2, 2, 160, true});
+}
+
+/// launchColumnSum's two passes.
+void columnSum(int mode, const float *x, const float *y, const float *mean,
+               const float *rstd, float *out, int64_t rows, int64_t cols) {
+  std::vector<float> partial(cu::kColSumChunks * cols);
+  const int chunks = static_cast<int>(std::min<int64_t>(cu::kColSumChunks, rows));
+  const int64_t perChunk = (rows + chunks - 1) / chunks;
+  const int used = static_cast<int>((rows + perChunk - 1) / perChunk);
+  launch(dim3(static_cast<unsigned>((cols + 255) / 256), chunks), dim3(256), [&] {
+    cu::columnSumPartialKernel(mode, x, y, mean, rstd, partial.data(), rows, cols, perChunk);
+  });
+  launch(dim3(2), dim3(256),
+         [&] { cu::columnSumFinalKernel(partial.data(), out, cols, used); });
+}
+
+// Row kernels run with 64-thread blocks here (any multiple of 32 works; the
+// emulation's cost grows with threads x barriers).
+TEST(CudaKernelEmulation, NormsForwardBackward) {
+  const int64_t R = 13, C = 300;
+  auto x = rnd(R * C, 1, 2), g = rnd(C, 2), b = rnd(C, 3), dy = rnd(R * C, 4);
+  std::vector<float> y(R * C), yRef(R * C);
+  ASSERT_TRUE(rt::layerNormForward(x.data(), g.data(), b.data(), yRef.data(), nullptr, nullptr,
+                                   R, C, 1e-5f)
+                  .isOk());
+  launch(dim3(5), dim3(64), [&] {
+    cu::layerNormKernel(x.data(), g.data(), b.data(), y.data(), nullptr, nullptr, R, C, 1e-5f);
+  });
+  EXPECT_TRUE(close(y, yRef, 1e-4)) << "layer_norm";
+  ASSERT_TRUE(rt::rmsNormForward(x.data(), g.data(), yRef.data(), nullptr, R, C, 1e-5f).isOk());
+  launch(dim3(5), dim3(64),
+         [&] { cu::rmsNormKernel(x.data(), g.data(), y.data(), nullptr, R, C, 1e-5f); });
+  EXPECT_TRUE(close(y, yRef, 1e-4)) << "rms_norm";
+
+  std::vector<float> mean(R), rstd(R), dxRef(R * C), dgRef(C), dbRef(C);
+  ASSERT_TRUE(rt::layerNormForward(x.data(), g.data(), std::vector<float>(C).data(), y.data(),
+                                   mean.data(), rstd.data(), R, C, 1e-5f)
+                  .isOk());
+  ASSERT_TRUE(rt::layerNormBackward(dy.data(), x.data(), g.data(), mean.data(), rstd.data(),
+                                    dxRef.data(), dgRef.data(), dbRef.data(), R, C)
+                  .isOk());
+  std::vector<float> dx(R * C), m(R), r(R), dg(C), db(C);
+  launch(dim3(3), dim3(64), [&] {
+    cu::layerNormGradXKernel(x.data(), g.data(), dy.data(), dx.data(), m.data(), r.data(), R,
+                             C, 1e-5f);
+  });
+  columnSum(2, dy.data(), x.data(), m.data(), r.data(), dg.data(), R, C);
+  columnSum(0, dy.data(), nullptr, nullptr, nullptr, db.data(), R, C);
+  EXPECT_TRUE(close(dx, dxRef, 1e-4)) << "layer_norm_grad dx";
+  EXPECT_TRUE(close(dg, dgRef, 1e-4)) << "layer_norm_grad dgamma";
+  EXPECT_TRUE(close(db, dbRef, 1e-4)) << "layer_norm_grad dbeta";
+
+  std::vector<float> rs(R), dxRms(R * C), dwRef(C), dw(C);
+  ASSERT_TRUE(rt::rmsNormForward(x.data(), g.data(), y.data(), rs.data(), R, C, 1e-6f).isOk());
+  ASSERT_TRUE(rt::rmsNormBackward(dy.data(), x.data(), g.data(), rs.data(), dxRef.data(),
+                                  dwRef.data(), R, C)
+                  .isOk());
+  launch(dim3(3), dim3(64), [&] {
+    cu::rmsNormGradXKernel(x.data(), g.data(), dy.data(), dxRms.data(), r.data(), R, C, 1e-6f);
+  });
+  columnSum(3, dy.data(), x.data(), nullptr, r.data(), dw.data(), R, C);
+  EXPECT_TRUE(close(dxRms, dxRef, 1e-4)) << "rms_norm_grad dx";
+  EXPECT_TRUE(close(dw, dwRef, 1e-4)) << "rms_norm_grad dweight";
+}
+
+TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {
+  const int64_t R = 13, V = 1001;
+  auto l = rnd(R * V, 5, 3);
+  std::vector<float> y(R * V), yRef(R * V);
+  ASSERT_TRUE(rt::softmaxForward(l.data(), yRef.data(), R, V).isOk());
+  launch(dim3(4), dim3(64), [&] { cu::softmaxKernel(l.data(), y.data(), R, V); });
+  EXPECT_TRUE(close(y, yRef, 1e-4)) << "softmax";
+
+  std::vector<int64_t> labels(R);
+  for (int64_t r = 0; r < R; ++r)
+    labels[r] = (r * 7919) % V;
+  float lossRef = 0;
+  ASSERT_TRUE(
+      rt::crossEntropyForward(l.data(), labels.data(), R, V, &lossRef, nullptr, nullptr).isOk());
+  std::vector<float> rowLoss(R), loss(1);
+  unsigned long long badPos = ULLONG_MAX;
+  launch(dim3(5), dim3(64), [&] {
+    cu::crossEntropyRowsKernel(l.data(), labels.data(), true, rowLoss.data(), R, V, &badPos);
+  });
+  launch(dim3(1), dim3(64),
+         [&] { cu::sumRowsToScalarKernel(rowLoss.data(), loss.data(), R, false); });
+  EXPECT_TRUE(close(loss, {lossRef}, 1e-5)) << "cross_entropy";
+  EXPECT_EQ(badPos, ULLONG_MAX);
+
+  std::vector<float> dl(R * V), dlRef(R * V), dloss{0.75f};
+  ASSERT_TRUE(rt::crossEntropyBackward(l.data(), labels.data(), nullptr, 0.75f, dlRef.data(), R,
+                                       V, 0)
+                  .isOk());
+  launch(dim3(5), dim3(64), [&] {
+    cu::crossEntropyGradKernel(l.data(), labels.data(), true, dloss.data(), dl.data(), R, V,
+                               false);
+  });
+  EXPECT_TRUE(close(dl, dlRef, 1e-4)) << "cross_entropy_grad";
+
+  std::vector<int32_t> narrow(labels.begin(), labels.end());
+  narrow[3] = static_cast<int32_t>(V);
+  narrow[9] = -1;
+  launch(dim3(5), dim3(64), [&] {
+    cu::crossEntropyRowsKernel(l.data(), narrow.data(), false, rowLoss.data(), R, V, &badPos);
+  });
+  EXPECT_EQ(badPos, 3u) << "the first bad label's position";
+}
+
+// Vocab-parallel cross-entropy over two shards of 40 columns (75 real + 5
+// padding): partial + all-reduce + finalize equals the full loss over 75 columns,
+// and the partial gradients equal the full gradient.
+TEST(CudaKernelEmulation, VocabParallelCrossEntropyEqualsFull) {
+  const int64_t R = 11, cols = 40, V = 75;
+  auto full = rnd(R * 2 * cols, 20, 3);
+  std::vector<float> real(R * V);
+  for (int64_t r = 0; r < R; ++r)
+    std::copy(full.begin() + r * 2 * cols, full.begin() + r * 2 * cols + V, real.begin() + r * V);
+  std::vector<int64_t> labels(R);
+  for (int64_t r = 0; r < R; ++r)
+    labels[r] = (r * 31 + 7) % V;
+  float lossRef = 0;
+  ASSERT_TRUE(
+      rt::crossEntropyForward(real.data(), labels.data(), R, V, &lossRef, nullptr, nullptr).isOk());
+  std::vector<float> dRef(R * V);
+  ASSERT_TRUE(
+      rt::crossEntropyBackward(real.data(), labels.data(), nullptr, 1.0f, dRef.data(), R, V, 0)
+          .isOk());
+
+  std::vector<std::vector<float>> shard(2, std::vector<float>(R * cols));
+  std::vector<float> m(R, -INFINITY), sumExp(R, 0), target(R, 0);
+  for (int i = 0; i < 2; ++i)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        shard[i][r * cols + c] = full[r * 2 * cols + i * cols + c];
+        if (i * cols + c < V) // the compiler's max ignores padding too
+          m[r] = std::max(m[r], shard[i][r * cols + c]);
+      }
+  unsigned long long badPos = ULLONG_MAX;
+  for (int i = 0; i < 2; ++i) {
+    std::vector<float> s(R), t(R);
+    const int64_t first = i * cols, valid = std::clamp<int64_t>(V - first, 0, cols);
+    launch(dim3(3), dim3(64), [&] {
+      cu::crossEntropyPartialKernel(shard[i].data(), labels.data(), true, m.data(), s.data(),
+                                    t.data(), R, cols, first, valid, V, &badPos);
+    });
+    for (int64_t r = 0; r < R; ++r) { // the all-reduce
+      sumExp[r] += s[r];
+      target[r] += t[r];
+    }
+  }
+  EXPECT_EQ(badPos, ULLONG_MAX);
+  std::vector<float> loss(1), dloss{1.0f}, ds(R), dt(R);
+  launch(dim3(1), dim3(64), [&] {
+    cu::crossEntropyFinalizeKernel(m.data(), sumExp.data(), target.data(), loss.data(), R,
+                                   false);
+  });
+  EXPECT_TRUE(close(loss, {lossRef}, 1e-5)) << "finalize";
+  launch(dim3(1), dim3(64), [&] {
+    cu::crossEntropyFinalizeGradKernel(sumExp.data(), dloss.data(), ds.data(), dt.data(), R,
+                                       false);
+  });
+  std::vector<float> grad(R * V);
+  for (int i = 0; i < 2; ++i) {
+    std::vector<float> dl(R * cols);
+    const int64_t first = i * cols, valid = std::clamp<int64_t>(V - first, 0, cols);
+    launch(dim3(2), dim3(64), [&] {
+      cu::crossEntropyPartialGradKernel(shard[i].data(), labels.data(), true, m.data(),
+                                        ds.data(), dt.data(), dl.data(), R, cols, first, valid);
+    });
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        if (first + c < V)
+          grad[r * V + first + c] = dl[r * cols + c];
+        else
+          EXPECT_EQ(dl[r * cols + c], 0.0f) << "padding column";
+      }
+  }
+  EXPECT_TRUE(close(grad, dRef, 1e-4)) << "partial gradients";
+
+  std::vector<int32_t> ids{0, 5, 74, 75, -2};
+  badPos = ULLONG_MAX;
+  launch(dim3(1), dim3(64),
+         [&] { cu::checkIdsKernel(ids.data(), false, 5, V, &badPos); });
+  EXPECT_EQ(badPos, 3u);
+}
+
+TEST(CudaKernelEmulation, RopeEmbeddingAdamw) {
+  // RoPE with the tables CudaBackend::ropeTables computes.
+  const int64_t B = 2, S = 9, H = 3, D = 8, half = D / 2, offset = 3;
+  const double theta = 10000;
+  auto in = rnd(B * S * H * D, 6);
+  std::vector<float> cosT(S * half), sinT(S * half), invFreq(half);
+  for (int64_t i = 0; i < half; ++i)
+    invFreq[i] = 1.0f / std::pow(static_cast<float>(theta),
+                                 static_cast<float>(2 * i) / static_cast<float>(D));
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(offset + s) * invFreq[i];
+      cosT[s * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sinT[s * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  for (bool inverse : {false, true}) {
+    std::vector<float> y(in.size()), yRef(in.size());
+    ASSERT_TRUE((inverse ? rt::ropeBackward : rt::ropeForward)(in.data(), yRef.data(), B, S, H,
+                                                                D, theta, offset)
+                    .isOk());
+    launch(dim3(2), dim3(64), [&] {
+      cu::ropeKernel(in.data(), y.data(), cosT.data(), sinT.data(), B * S * H * half, S, H, D,
+                     inverse ? -1.0f : 1.0f);
+    });
+    EXPECT_EQ(y, yRef) << (inverse ? "rope_grad" : "rope");
+  }
+
+  const int64_t N = 50, V = 20, dim = 24;
+  std::vector<int64_t> ids(N);
+  for (int64_t i = 0; i < N; ++i)
+    ids[i] = (i * 13) % V;
+  auto dout = rnd(N * dim, 7);
+  std::vector<float> dt(V * dim, 0.0f), dtRef(V * dim, 0.0f);
+  ASSERT_TRUE(rt::embeddingBackward(ids.data(), dout.data(), dtRef.data(), N, V, dim).isOk());
+  launch(dim3(1), dim3(64), [&] {
+    cu::embeddingGradKernel(ids.data(), true, dout.data(), dt.data(), N, V, dim, 0);
+  });
+  EXPECT_EQ(dt, dtRef) << "embedding_grad (same summation order)";
+
+  // AdamW with CudaBackend's host-side scalars: bit-identical to adamwUpdate
+  // here (the device may contract to FMAs).
+  const int64_t n = 777;
+  auto p = rnd(n, 8), grad = rnd(n, 9), m = rnd(n, 10, 0.01f), v = rnd(n, 11, 0.01f);
+  for (float &z : v)
+    z = std::fabs(z);
+  auto p2 = p, m2 = m, v2 = v;
+  const float lr = 1e-2f, wd = 0.1f, b1f = 0.9f, b2f = 0.95f, eps = 1e-8f;
+  const int64_t step = 3;
+  ASSERT_TRUE(rt::adamwUpdate(p.data(), grad.data(), m.data(), v.data(), n, lr, b1f, b2f, eps,
+                              wd, step)
+                  .isOk());
+  const double lrD = lr, b1 = b1f, b2 = b2f;
+  const double bc1 = 1 - std::pow(b1, static_cast<double>(step)),
+               bc2 = 1 - std::pow(b2, static_cast<double>(step));
+  launch(dim3(2), dim3(64), [&] {
+    cu::adamwKernel(p2.data(), grad.data(), m2.data(), v2.data(), n,
+                    static_cast<float>(1 - lrD * wd), b1f, b2f, static_cast<float>(1 - b1),
+                    static_cast<float>(1 - b2), static_cast<float>(std::sqrt(bc2)),
+                    static_cast<float>(lrD / bc1), eps);
+  });
+  EXPECT_TRUE(close(p2, p, 1e-6));
+  EXPECT_TRUE(close(m2, m, 1e-6));
+  EXPECT_TRUE(close(v2, v, 1e-6));
+}
+
+TEST(CudaKernelEmulation, KvCache) {
+  const int64_t B = 2, S = 3, H = 4, KH = 2, M = 8, D = 8;
+  std::vector<int64_t> start{1, 4};
+  auto q = rnd(B * S * H * D, 12), kc = rnd(B * KH * M * D, 13), vc = rnd(B * KH * M * D, 14);
+  std::vector<float> o(q.size()), oRef(q.size()), scores(B * H * S * M);
+  ASSERT_TRUE(rt::cacheAttentionForward(q.data(), kc.data(), vc.data(), start.data(),
+                                        oRef.data(), B, S, H, KH, M, D, 0.35f)
+                  .isOk());
+  launch(dim3(static_cast<unsigned>(B * H * S)), dim3(64), [&] {
+    cu::cacheAttentionKernel(q.data(), kc.data(), vc.data(), start.data(), true, o.data(),
+                             scores.data(), S, H, KH, M, D, 0.35f);
+  });
+  EXPECT_TRUE(close(o, oRef, 1e-4)) << "cache_attention";
+  auto x = rnd(B * S * KH * D, 15);
+  auto cache = kc, cacheRef = kc;
+  ASSERT_TRUE(
+      rt::kvCacheWrite(x.data(), start.data(), cacheRef.data(), B, S, KH, M, D).isOk());
+  launch(dim3(2), dim3(64), [&] {
+    cu::kvCacheWriteKernel(x.data(), start.data(), true, cache.data(), B * S * KH * D, S, KH,
+                           M, D);
+  });
+  EXPECT_EQ(cache, cacheRef) << "kv_cache_write";
+}
+
+} // namespace
