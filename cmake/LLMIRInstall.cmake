@@ -24,7 +24,8 @@ install(TARGETS llm-opt llm-translate RUNTIME DESTINATION bin)
 # schema target is compile-time only (no public header includes it): dropped.
 set(LLMIR_INSTALLED_LIBS
   LLMIRTfmDialect LLMIRExecDialect LLMIRCostAnalysis LLMIRTfmTransforms
-  LLMIRSharding LLMIRTfmToExec LLMIRImportHFConfig LLMIRExportProgram)
+  LLMIRSharding LLMIRPipeline LLMIRCostModel LLMIRAnalysisPasses LLMIRTfmToExec
+  LLMIRImportHFConfig LLMIRExportProgram)
 set(LLMIR_CONFIG_LIBRARIES "")
 foreach(lib IN LISTS LLMIR_INSTALLED_LIBS)
   get_target_property(deps ${lib} INTERFACE_LINK_LIBRARIES)
