@@ -10,6 +10,7 @@ from .config import ModelConfig, config_from_dict, load_config
 from .driver import CompileError, Plan, Program, RunError, compile, tool_path
 from .models import GPT2, Llama, from_hf_config
 from .pipeline import simulate_schedule
+from .planner import auto_plan, plan_from_layout
 from .weights import num_params, param_shapes, random_tokens, random_weights
 
 __version__ = "0.1.0"
@@ -23,6 +24,8 @@ __all__ = [
     "GPT2",
     "Llama",
     "Plan",
+    "auto_plan",
+    "plan_from_layout",
     "Program",
     "RunError",
     "compile",

@@ -11,6 +11,7 @@ import pytest
 
 import llmir
 from llmir import driver
+from conftest import MODELS as REPO_MODELS
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -221,4 +222,32 @@ def test_builder_model_trains_through_a_user_schedule(tmp_path):
     prog = llmir.compile(gpt2_block_model(), plan, train=True, workdir=str(tmp_path / "p"))
     losses = [s["loss"] for s in prog.run(wpath, tpath, steps=2, lr=1e-3)]
     ref, _ = R.train(cfg, weights, tokens, 2, B, S, lr=1e-3)
+    np.testing.assert_allclose(losses, ref, rtol=1e-5)
+
+
+@pytest.mark.skipif(not have_opt(), reason="llm-opt not built")
+def test_auto_plan_picks_a_layout_that_trains(tmp_path):
+    """llmir.auto_plan asks the compiler's planner; its layout compiles and
+    trains to the PyTorch loss curve on the CPU ranks it planned for."""
+    cfg = llmir.load_config(os.path.join(REPO_MODELS, "gpt2-tiny.json"))
+    plan, report = llmir.auto_plan(cfg, "cpu,ranks=4", batch=8, seq=16, details=True)
+    assert plan.ranks == 4 and report["evaluated"] >= len(report["top"]) >= 1
+    assert llmir.plan_from_layout(report["top"][0]["layout"]) == plan
+    assert "faster than the runner-up" in report["reason"] or len(report["top"]) == 1
+    with pytest.raises(llmir.CompileError, match="does not fit.*needs >="):
+        llmir.auto_plan(os.path.join(REPO_MODELS, "gpt3-175b.json"), "cpu,ranks=2", batch=8, seq=2048)
+    if shutil.which("mpirun") is None:
+        return
+    pytest.importorskip("torch")
+    from llmir import reference as R
+
+    weights = llmir.random_weights(cfg, seed=2)
+    wpath, tpath = tmp_path / "w.safetensors", tmp_path / "t.npy"
+    from llmir import safetensors as st
+    st.save_file(weights, str(wpath))
+    tokens = llmir.random_tokens(cfg.vocab_size, 2000, seed=3)
+    np.save(tpath, tokens)
+    prog = llmir.compile(cfg, plan, batch=8, seq=16, train=True, workdir=str(tmp_path / "p"))
+    losses = [s["loss"] for s in prog.run(str(wpath), str(tpath), steps=2, lr=1e-3)]
+    ref, _ = R.train(cfg, weights, tokens, 2, 8, 16, lr=1e-3)
     np.testing.assert_allclose(losses, ref, rtol=1e-5)
