@@ -390,6 +390,42 @@ class Program:
             cmd += ["--save-checkpoint", save_checkpoint]
         if resume:
             cmd += ["--resume", resume]
+        self._launch(cmd, timeout)
+        with open(log) as f:
+            for line in f:
+                yield json.loads(line)
+
+    def generate(self, weights: str, prompts: "object", pad_id: int = 0,
+                 lengths: Optional[Sequence[int]] = None, max_new_tokens: int = 16,
+                 eos_id: Optional[int] = None, temperature: Optional[float] = None,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 seed: Optional[int] = None, timeout: float = 600) -> "object":
+        """Text generation with an inference program (compile(..., inference=True)):
+        `prompts` is a 2-D array of token ids, right-padded with `pad_id` (or
+        with explicit `lengths`). Greedy unless `temperature`/`top_k`/`top_p`
+        are given. Returns the generated ids, [batch, max_new_tokens], padded
+        with `pad_id` after a sequence's `eos_id`."""
+        import numpy as np
+
+        prompt_file = os.path.join(self.workdir, "prompts.npy")
+        out = os.path.join(self.workdir, "generated.npy")
+        np.save(prompt_file, np.asarray(prompts, dtype=np.int64))
+        cmd = [tool_path("llm-run"), self.path, "--weights", weights, "--generate",
+               "--prompt", prompt_file, "--pad-id", str(pad_id),
+               "--max-new-tokens", str(max_new_tokens), "--out", out, "--quiet"]
+        if lengths is not None:
+            lengths_file = os.path.join(self.workdir, "lengths.npy")
+            np.save(lengths_file, np.asarray(lengths, dtype=np.int64))
+            cmd += ["--lengths", lengths_file]
+        for flag, value in (("--eos-id", eos_id), ("--temperature", temperature),
+                            ("--top-k", top_k), ("--top-p", top_p), ("--seed", seed)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        self._launch(cmd, timeout)
+        return np.load(out)
+
+    def _launch(self, cmd: List[str], timeout: float) -> None:
+        """Runs an llm-run command line, under mpirun with the plan's ranks."""
         if self.plan.ranks > 1:
             mpirun = shutil.which("mpirun")
             if not mpirun:
@@ -407,9 +443,6 @@ class Program:
         res = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env)
         if res.returncode != 0:
             raise RunError(_errors(res.stderr))
-        with open(log) as f:
-            for line in f:
-                yield json.loads(line)
 
     def explain(self) -> str:
         """The partitioner's decisions (explain=true) for this model and plan."""
@@ -456,6 +489,7 @@ def _unit_costs(model: object, seq: int = 0) -> Tuple[List[float], float, float]
 
 def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Optional[Plan] = None,
             batch: Optional[int] = None, seq: int = 0, train: bool = False,
+            inference: bool = False, max_seq: int = 0, prompt_len: int = 0,
             workdir: Optional[str] = None) -> Program:
     """Compiles a model (a GPT2/Llama config, HF config dict/path, or a
     llmir.Builder model) for `plan`.
@@ -489,7 +523,15 @@ def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Op
             json.dump(config, f)
         args = [tool_path("llm-translate"), "--import-hf-config", cfg_path, "--batch", str(batch),
                 "-o", model_ir]
-        if seq:
+        if inference:  # @prefill and @decode over a KV cache of max_seq positions
+            if train:
+                raise ValueError("compile: inference=True builds generation programs, not training steps")
+            args += ["--inference"]
+            if max_seq:
+                args += ["--max-seq", str(max_seq)]
+            if prompt_len:
+                args += ["--prompt-len", str(prompt_len)]
+        elif seq:
             args += ["--seq", str(seq)]
         res = _run_tool(args)
         if res.returncode != 0:

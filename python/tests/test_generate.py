@@ -212,3 +212,22 @@ def test_padded_vocab_tp2(tmp_path):
     assert res.returncode == 0, res.stderr
     expected = reference.generate(cfg, reference.load_params(cfg, str(weights)), prompts, NEW)
     assert np.load(out).tolist() == expected
+
+
+def test_python_generate(model, tmp_path):
+    """llmir.compile(..., inference=True) + Program.generate: the same tokens
+    as the reference, from Python, on dp=2 ranks."""
+    import llmir
+
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not installed")
+    name, cfg, weights, params, _ = model
+    prog = llmir.compile(cfg, llmir.Plan(dp=2), batch=BATCH, inference=True, max_seq=MAX_SEQ,
+                         prompt_len=PROMPT_LEN, workdir=str(tmp_path / "p"))
+    arr = np.full((len(PROMPTS), PROMPT_LEN), PAD, dtype=np.int64)
+    for i, p in enumerate(PROMPTS):
+        arr[i, :len(p)] = p
+    ids = prog.generate(str(weights), arr, pad_id=PAD, max_new_tokens=NEW)
+    assert ids.tolist() == reference.generate(cfg, params, PROMPTS, NEW)
+    with pytest.raises(ValueError, match="inference=True"):
+        llmir.compile(cfg, llmir.Plan(), batch=BATCH, inference=True, train=True)
