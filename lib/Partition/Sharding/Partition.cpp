@@ -608,16 +608,6 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
                     " local heads (" + Twine(*kv) + " kv heads) per tp rank");
         return success();
       })
-      .Case([&](RopeAtOp r) -> LogicalResult {
-        sameAs(r.getResult(), r.getInput());
-        if (!layouts.lookup(r.getInput()).sharded)
-          return success();
-        FailureOr<int64_t> heads = localHeads(r, r.getNumHeads(), "heads");
-        if (failed(heads))
-          return failure();
-        r.setNumHeads(*heads);
-        return success();
-      })
       .Case([&](LastTokenOp l) -> LogicalResult {
         if (failed(requireReplicated(l.getInput(), "input")))
           return failure();
@@ -629,7 +619,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         l.getResult().setType(*type);
         return success();
       })
-      .Case([&](RopeOp r) -> LogicalResult {
+      .Case<RopeOp, RopeAtOp>([&](auto r) -> LogicalResult {
         sameAs(r.getResult(), r.getInput());
         if (!layouts.lookup(r.getInput()).sharded)
           return success();
