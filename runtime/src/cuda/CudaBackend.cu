@@ -4,6 +4,7 @@
 #include "llmir/runtime/Cuda.h"
 #include "llmir/runtime/CudaKernels.h"
 
+#include "../KernelArgs.h"
 #include "DeviceKernels.h"
 
 #include <cublasLt.h>
@@ -24,9 +25,7 @@ using cuda::AttentionDims;
 
 constexpr unsigned long long kNoBad = ULLONG_MAX;
 
-Status invalid(const std::string &message) {
-  return Status::error(StatusCode::InvalidArgument, message);
-}
+using kargs::invalid;
 
 Status cudaFailure(const std::string &what, cudaError_t err) {
   return Status::error(StatusCode::DeviceError,
@@ -55,95 +54,30 @@ Status cublasFailure(const std::string &what, cublasStatus_t st) {
       return cublasFailure(what, st_);                                         \
   } while (0)
 
-int64_t product(const std::vector<int64_t> &shape, size_t begin, size_t end) {
-  int64_t n = 1;
-  for (size_t i = begin; i < end && i < shape.size(); ++i)
-    n *= shape[i];
-  return n;
-}
-
-std::pair<int64_t, int64_t> rowsCols(const BufferRef &b) {
-  if (b.shape.empty())
-    return {1, 1};
-  int64_t cols = b.shape.back();
-  return {cols == 0 ? 0 : b.numElements() / cols, cols};
-}
-
-Status requireF32(const Instr &instr) {
-  for (const auto *list : {&instr.ins, &instr.outs})
-    for (const BufferRef &b : *list)
-      if (b.dtype != ScalarType::F32 && b.dtype != ScalarType::I32 &&
-          b.dtype != ScalarType::I64)
-        return Status::error(StatusCode::Unimplemented,
-                             "the CUDA backend runs f32 programs; buffer " + b.str() +
-                                 " is " + scalarTypeName(b.dtype) +
-                                 " (compile with --dtype f32)");
-  return Status::ok();
-}
-
-Status requireSameElements(const BufferRef &a, const BufferRef &b) {
-  if (a.numElements() != b.numElements())
-    return invalid("buffers " + a.str() + " and " + b.str() + " differ in size");
-  return Status::ok();
-}
-
-bool isSum(const Instr &instr) {
-  return instr.hasAttr("reduction") && *instr.stringAttr("reduction") == "sum";
-}
-
-struct AttentionShape {
-  int64_t heads = 0, kvHeads = 0, headDim = 0;
-  float scale = 0;
-  bool causal = false;
-};
-
-StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
-                                        const BufferRef &k) {
-  StatusOr<int64_t> heads = instr.intAttr("num_heads");
-  StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
-  StatusOr<double> scale = instr.floatAttr("scale");
-  StatusOr<bool> causal = instr.boolAttr("causal");
-  for (const Status *st : {&heads.status(), &kvHeads.status(), &scale.status(),
-                           &causal.status()})
-    if (!st->isOk())
-      return *st;
-  if (q.shape.size() != 3 || k.shape.size() != 3 || *heads <= 0 || *kvHeads <= 0 ||
-      q.shape[2] % *heads != 0 || *heads % *kvHeads != 0 ||
-      k.shape[2] != *kvHeads * (q.shape[2] / *heads) || k.shape[0] != q.shape[0] ||
-      k.shape[1] != q.shape[1])
-    return invalid(instr.describe() + ": shapes " + q.str() + ", " + k.str() +
-                   " do not fit " + std::to_string(*heads) + " heads and " +
-                   std::to_string(*kvHeads) + " kv heads");
-  AttentionShape a{*heads, *kvHeads, q.shape[2] / *heads, static_cast<float>(*scale),
-                   *causal};
-  if (a.headDim > cuda::kMaxAttentionHeadDim)
+/// The CPU's checks (kargs::attentionShape) and the CUDA kernel's own: GQA
+/// head groups, matching k batch and sequence, and the head dimension limit.
+StatusOr<kargs::AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
+                                               const BufferRef &k) {
+  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, k);
+  if (!a.isOk())
+    return a.status();
+  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
+    return kargs::attentionShapeError(instr, q, k, a->heads, a->kvHeads);
+  if (a->headDim > cuda::kMaxAttentionHeadDim)
     return Status::error(StatusCode::Unimplemented,
                          instr.describe() + ": head dimension " +
-                             std::to_string(a.headDim) + " exceeds the CUDA kernel's " +
+                             std::to_string(a->headDim) + " exceeds the CUDA kernel's " +
                              std::to_string(cuda::kMaxAttentionHeadDim));
   return a;
 }
 
-struct RopeShape {
-  int64_t heads = 0, headDim = 0, offset = 0;
-  double theta = 0;
-};
-
-StatusOr<RopeShape> ropeShape(const Instr &instr, const BufferRef &x) {
-  StatusOr<int64_t> heads = instr.intAttr("num_heads");
-  StatusOr<double> theta = instr.floatAttr("theta");
-  StatusOr<int64_t> offset = instr.intAttr("offset");
-  for (const Status *st : {&heads.status(), &theta.status(), &offset.status()})
-    if (!st->isOk())
-      return *st;
-  if (x.shape.size() != 3 || *heads <= 0 || x.shape[2] % *heads != 0)
-    return invalid(instr.describe() + ": input " + x.str() + " does not fit " +
-                   std::to_string(*heads) + " heads");
-  RopeShape r{*heads, x.shape[2] / *heads, *offset, *theta};
+/// The CUDA rope kernel's limits beyond the CPU's checks (kargs::ropeShape): an
+/// even head dimension, a finite theta > 0 and a non-negative offset.
+Status ropeLimits(const Instr &instr, const kargs::RopeShape &r) {
   if (r.headDim % 2 != 0 || !(r.theta > 0.0) || !std::isfinite(r.theta) || r.offset < 0)
     return invalid(instr.describe() + ": rope needs an even head dimension, theta > 0 "
                                       "and offset >= 0");
-  return r;
+  return Status::ok();
 }
 
 /// Largest power of two (<= 256) dividing the address: what cuBLASLt may assume.
@@ -292,14 +226,10 @@ public:
 
 private:
   Status dispatch(const Instr &instr) {
-    if (instr.kind == OpKind::Kernel && instr.kernel == "cast")
+    LLMIR_ASSIGN_OR_RETURN(const kargs::InstrClass cls, kargs::classify(instr, "CUDA"));
+    if (cls == kargs::InstrClass::Cast)
       return executeCast(instr);
-    LLMIR_RETURN_IF_ERROR(requireF32(instr));
-    if (instr.kind == OpKind::Gemm)
-      return executeGemm(instr);
-    if (instr.kind == OpKind::Kernel)
-      return executeKernel(instr);
-    return invalid(instr.describe() + " is not a compute instruction");
+    return cls == kargs::InstrClass::Gemm ? executeGemm(instr) : executeKernel(instr);
   }
 
   Status executeCast(const Instr &instr);
@@ -325,13 +255,6 @@ private:
 
   template <typename T> T *ptr(const BufferRef &b) {
     return reinterpret_cast<T *>(arena_ + b.offset);
-  }
-  StatusOr<std::pair<int, int>> axisPosition(const Instr &instr,
-                                             const std::string &attr) const {
-    StatusOr<std::string> axis = instr.stringAttr(attr);
-    if (!axis.isOk())
-      return axis.status();
-    return context_->axisPosition(*axis);
   }
   /// Integer ids (i32 or i64) as (pointer, is64).
   StatusOr<std::pair<const void *, bool>> ids(const Instr &instr, const BufferRef &b) {
@@ -427,23 +350,15 @@ private:
 };
 
 Status CudaBackend::executeCast(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CastKind kind, kargs::decodeCast(instr));
   const BufferRef &in = instr.ins[0], &out = instr.outs[0];
-  if (in.numElements() != out.numElements())
-    return invalid("cast: " + in.str() + " and " + out.str() + " differ in size");
-  if (in.dtype == ScalarType::F32 && out.dtype == ScalarType::BF16) {
+  if (kind == kargs::CastKind::F32ToBf16) {
     cuda::launchCastF32ToBf16(ptr<float>(in), ptr<uint16_t>(out), in.numElements(),
                               stream_);
     return Status::ok();
   }
-  if (in.dtype == ScalarType::BF16 && out.dtype == ScalarType::F32) {
-    cuda::launchCastBf16ToF32(ptr<uint16_t>(in), ptr<float>(out), in.numElements(),
-                              stream_);
-    return Status::ok();
-  }
-  return Status::error(StatusCode::Unimplemented,
-                       std::string("cast from ") + scalarTypeName(in.dtype) + " to " +
-                           scalarTypeName(out.dtype));
+  cuda::launchCastBf16ToF32(ptr<uint16_t>(in), ptr<float>(out), in.numElements(), stream_);
+  return Status::ok();
 }
 
 StatusOr<GemmPlan *> CudaBackend::gemmPlan(const GemmKey &key, int64_t lda,
@@ -534,31 +449,14 @@ StatusOr<GemmPlan *> CudaBackend::gemmPlan(const GemmKey &key, int64_t lda,
 }
 
 Status CudaBackend::executeGemm(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-  const BufferRef &a = instr.ins[0], &b = instr.ins[1], &c = instr.outs[0];
-  bool transA = instr.hasAttr("trans_a") && *instr.boolAttr("trans_a");
-  bool transB = instr.hasAttr("trans_b") && *instr.boolAttr("trans_b");
-  double alpha = instr.hasAttr("alpha") ? *instr.floatAttr("alpha") : 1.0;
-  double beta = instr.hasAttr("beta") ? *instr.floatAttr("beta") : 0.0;
-  size_t rank = a.shape.size();
-  if (rank < 2 || b.shape.size() != rank || c.shape.size() != rank || rank > 3)
-    return invalid("gemm operands must all be rank 2 or 3");
-  int64_t aRows = a.shape[rank - 2], aCols = a.shape[rank - 1];
-  int64_t bRows = b.shape[rank - 2], bCols = b.shape[rank - 1];
-  int64_t m = transA ? aCols : aRows, k = transA ? aRows : aCols;
-  int64_t n = transB ? bRows : bCols;
-  if ((transB ? bCols : bRows) != k || c.shape[rank - 2] != m || c.shape[rank - 1] != n)
-    return invalid("gemm shapes disagree: " + a.str() + ", " + b.str() + ", " + c.str());
-  int64_t batch = 1;
-  if (rank == 3) {
-    batch = a.shape[0];
-    if (b.shape[0] != batch || c.shape[0] != batch)
-      return invalid("gemm batch sizes disagree");
-  }
-  const BufferRef *bias = instr.ins.size() == 3 ? &instr.ins[2] : nullptr;
-  if (bias && bias->numElements() != n)
-    return invalid("gemm bias " + bias->str() + " does not have " + std::to_string(n) +
-                   " elements");
+  LLMIR_ASSIGN_OR_RETURN(const kargs::GemmArgs g, kargs::decodeGemm(instr));
+  LLMIR_RETURN_IF_ERROR(kargs::checkGemmBias(g));
+  const BufferRef &a = *g.a, &b = *g.b, &c = *g.c;
+  const BufferRef *bias = g.bias;
+  const bool transA = g.transA, transB = g.transB;
+  const double alpha = g.alpha, beta = g.beta;
+  const int64_t m = g.m, n = g.n, k = g.k, batch = g.batch;
+  const int64_t aRows = g.aRows, aCols = g.aCols, bRows = g.bRows, bCols = g.bCols;
   for (int64_t d : {m, n, k, batch})
     if (d > INT32_MAX / 2)
       return Status::error(StatusCode::Unimplemented, "gemm dimension too large");
@@ -650,24 +548,20 @@ Status CudaBackend::executeKernel(const Instr &instr) {
   const std::string &k = instr.kernel;
   cudaStream_t s = stream_;
   auto unary = [&](cuda::Unary op) -> Status {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
     cuda::launchUnary(op, ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
                       instr.outs[0].numElements(), s);
     return Status::ok();
   };
   auto binary = [&](cuda::Binary op) -> Status {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
     cuda::launchBinary(op, ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
                        ptr<float>(instr.outs[0]), instr.outs[0].numElements(), s);
     return Status::ok();
   };
 
   if (k == "gelu_tanh") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
     return cuda::geluTanhForward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
                                  instr.outs[0].numElements(), s);
   }
@@ -680,42 +574,25 @@ Status CudaBackend::executeKernel(const Instr &instr) {
   if (k == "mul")
     return binary(cuda::Binary::Mul);
   if (k == "softmax") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
-    auto [rows, cols] = rowsCols(instr.ins[0]);
-    cuda::launchSoftmax(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rows, cols,
-                        s);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSoftmax(instr));
+    cuda::launchSoftmax(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
+                        rc.cols, s);
     return Status::ok();
   }
   if (k == "embedding") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    const BufferRef &table = instr.ins[1], &out = instr.outs[0];
-    if (table.shape.size() != 2)
-      return invalid("embedding table must be 2-D, found " + table.str());
-    StatusOr<std::pair<const void *, bool>> idp = ids(instr, instr.ins[0]);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingArgs e,
+                           kargs::decodeEmbedding(instr, *context_));
+    StatusOr<std::pair<const void *, bool>> idp = ids(instr, *e.ids);
     if (!idp.isOk())
       return idp.status();
-    int64_t numIds = instr.ins[0].numElements();
-    int64_t rows = table.shape[0], dim = table.shape[1];
-    if (out.numElements() != numIds * dim)
-      return invalid("embedding output " + out.str() + " does not match");
-    int64_t first = 0, vocab = rows;
-    if (instr.hasAttr("shard_axis")) {
-      // Vocab-parallel: rows [first, first + rows) here; other ids give zeros.
-      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-      if (!axis.isOk())
-        return axis.status();
-      first = axis->first * rows;
-      vocab = rows * axis->second;
-    }
     LLMIR_RETURN_IF_ERROR(resetFlag());
-    cuda::launchEmbedding(idp->first, idp->second, ptr<float>(table), ptr<float>(out),
-                          numIds, rows, dim, first, vocab, dFlag_, s);
-    return checkIds(instr, *idp, "id", vocab);
+    cuda::launchEmbedding(idp->first, idp->second, ptr<float>(*e.table),
+                          ptr<float>(*e.out), e.numIds, e.rows, e.dim, e.first,
+                          e.vocab, dFlag_, s);
+    return checkIds(instr, *idp, "id", e.vocab);
   }
   if (k == "copy") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
     const uint8_t *src = ptr<uint8_t>(instr.ins[0]);
     uint8_t *dst = ptr<uint8_t>(instr.outs[0]);
     const int64_t bytes = instr.outs[0].bytes();
@@ -732,122 +609,78 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "bias_add") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    const BufferRef &x = instr.ins[0], &bias = instr.ins[1], &y = instr.outs[0];
-    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
-    auto [rows, cols] = rowsCols(x);
-    if (bias.numElements() != cols)
-      return invalid("bias " + bias.str() + " does not match " + x.str());
-    cuda::launchBiasAdd(ptr<float>(x), ptr<float>(bias), ptr<float>(y), rows, cols, s);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeBiasAdd(instr));
+    cuda::launchBiasAdd(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+                        ptr<float>(instr.outs[0]), rc.rows, rc.cols, s);
     return Status::ok();
   }
   if (k == "scale") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
-    StatusOr<double> factor = instr.floatAttr("factor");
-    if (!factor.isOk())
-      return factor.status();
+    LLMIR_ASSIGN_OR_RETURN(const double factor, kargs::decodeScale(instr));
     cuda::launchScale(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
-                      instr.outs[0].numElements(), *factor, s);
+                      instr.outs[0].numElements(), factor, s);
     return Status::ok();
   }
   if (k == "reduce_max") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    auto [rows, cols] = rowsCols(instr.ins[0]);
-    if (instr.outs[0].numElements() != rows || cols == 0)
-      return invalid("reduce_max output " + instr.outs[0].str() + " does not match " +
-                     instr.ins[0].str());
-    cuda::launchReduceMax(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rows,
-                          cols, s);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeReduceMax(instr));
+    cuda::launchReduceMax(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
+                          rc.cols, s);
     return Status::ok();
   }
   if (k == "cross_entropy_partial") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 2));
-    const BufferRef &logits = instr.ins[0], &max = instr.ins[2];
-    auto [rows, cols] = rowsCols(logits);
-    if (instr.ins[1].numElements() != rows || max.numElements() != rows ||
-        instr.outs[0].numElements() != rows || instr.outs[1].numElements() != rows)
-      return invalid("cross_entropy_partial row counts do not match " + logits.str());
-    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-    StatusOr<std::pair<const void *, bool>> labels = ids(instr, instr.ins[1]);
-    if (!axis.isOk() || !labels.isOk())
-      return !axis.isOk() ? axis.status() : labels.status();
-    int64_t first = axis->first * cols, vocab = cols * axis->second;
-    if (instr.hasAttr("vocab_size"))
-      vocab = *instr.intAttr("vocab_size");
-    int64_t valid = std::clamp<int64_t>(vocab - first, 0, cols);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialArgs ce,
+                           kargs::decodeCrossEntropyPartial(instr, *context_));
+    StatusOr<std::pair<const void *, bool>> labels = ids(instr, *ce.labels);
+    if (!labels.isOk())
+      return labels.status();
     LLMIR_RETURN_IF_ERROR(resetFlag());
-    cuda::launchCrossEntropyPartial(ptr<float>(logits), labels->first, labels->second,
-                                    ptr<float>(max), ptr<float>(instr.outs[0]),
-                                    ptr<float>(instr.outs[1]), rows, cols, first, valid,
-                                    vocab, dFlag_, s);
-    return checkIds(instr, *labels, "label", vocab);
+    cuda::launchCrossEntropyPartial(ptr<float>(*ce.logits), labels->first, labels->second,
+                                    ptr<float>(*ce.max), ptr<float>(*ce.sumExp),
+                                    ptr<float>(*ce.target), ce.rows, ce.cols, ce.first,
+                                    ce.valid, ce.vocab, dFlag_, s);
+    return checkIds(instr, *labels, "label", ce.vocab);
   }
   if (k == "cross_entropy_finalize") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
-    int64_t rows = instr.ins[0].numElements();
-    if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != rows ||
-        instr.outs[0].numElements() != 1)
-      return invalid("cross_entropy_finalize shapes do not match");
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs ce,
+                           kargs::decodeCrossEntropyFinalize(instr));
     cuda::launchCrossEntropyFinalize(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
                                      ptr<float>(instr.ins[2]), ptr<float>(instr.outs[0]),
-                                     rows, isSum(instr), s);
+                                     ce.rows, ce.sum, s);
     return Status::ok();
   }
   if (k == "position_ids") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(0, 1));
+    LLMIR_ASSIGN_OR_RETURN(const kargs::PositionIdsArgs p,
+                           kargs::decodePositionIds(instr, *context_,
+                                                    /*requireInteger=*/true));
     const BufferRef &out = instr.outs[0];
-    StatusOr<int64_t> offset = instr.intAttr("offset");
-    if (!offset.isOk())
-      return offset.status();
-    if (out.dtype != ScalarType::I32 && out.dtype != ScalarType::I64)
-      return invalid("position_ids output " + out.str() + " is not an integer buffer");
-    auto [rows, cols] = rowsCols(out);
-    int64_t first = *offset;
-    if (instr.hasAttr("shard_axis")) {
-      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-      if (!axis.isOk())
-        return axis.status();
-      first += axis->first * cols;
-    }
-    cuda::launchPositionIds(ptr<void>(out), out.dtype == ScalarType::I64, rows, cols,
-                            first, s);
+    cuda::launchPositionIds(ptr<void>(out), out.dtype == ScalarType::I64, p.rows, p.cols,
+                            p.first, s);
     return Status::ok();
   }
   if (k == "layer_norm" || k == "rms_norm") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    StatusOr<double> eps = instr.floatAttr("epsilon");
-    if (!eps.isOk())
-      return eps.status();
-    const BufferRef &x = instr.ins[0], &gamma = instr.ins[1], &y = instr.outs[0];
-    auto [rows, cols] = rowsCols(x);
-    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
-    if (gamma.numElements() != cols)
-      return invalid("norm weight " + gamma.str() + " does not match " + x.str());
+    LLMIR_ASSIGN_OR_RETURN(const kargs::NormArgs n, kargs::decodeNorm(instr));
+    const int64_t rows = n.rows, cols = n.cols;
     if (rows > 0 && cols == 0)
       return invalid(k + ": cols must be > 0 when rows > 0");
-    if (!(*eps >= 0.0))
+    if (!(n.eps >= 0.0))
       return invalid(k + ": eps must be >= 0");
+    const float eps = static_cast<float>(n.eps);
     if (k == "rms_norm") {
-      cuda::launchRmsNorm(ptr<float>(x), ptr<float>(gamma), ptr<float>(y), nullptr, rows,
-                          cols, static_cast<float>(*eps), s);
+      cuda::launchRmsNorm(ptr<float>(*n.x), ptr<float>(*n.gamma), ptr<float>(*n.y),
+                          nullptr, rows, cols, eps, s);
       return Status::ok();
     }
-    const float *beta = nullptr; // null: no bias (the kernel adds 0)
-    if (instr.ins.size() == 3) {
-      if (instr.ins[2].numElements() != cols)
-        return invalid("norm bias " + instr.ins[2].str() + " does not match");
-      beta = ptr<float>(instr.ins[2]);
-    }
-    cuda::launchLayerNorm(ptr<float>(x), ptr<float>(gamma), beta, ptr<float>(y), nullptr,
-                          nullptr, rows, cols, static_cast<float>(*eps), s);
+    LLMIR_RETURN_IF_ERROR(kargs::checkNormBias(n));
+    // null beta: no bias (the kernel adds 0)
+    const float *beta = n.bias ? ptr<float>(*n.bias) : nullptr;
+    cuda::launchLayerNorm(ptr<float>(*n.x), ptr<float>(*n.gamma), beta, ptr<float>(*n.y),
+                          nullptr, nullptr, rows, cols, eps, s);
     return Status::ok();
   }
   if (k == "attention" || k == "attention_grad") {
     const bool grad = k == "attention_grad";
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(grad ? 4 : 3, grad ? 3 : 1));
     const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2];
-    StatusOr<AttentionShape> a = attentionShape(instr, q, key);
+    StatusOr<kargs::AttentionShape> a = attentionShape(instr, q, key);
     if (!a.isOk())
       return a.status();
     if (v.shape != key.shape)
@@ -863,11 +696,7 @@ Status CudaBackend::executeKernel(const Instr &instr) {
                                    ptr<float>(instr.outs[0]), nullptr, d, s);
       return Status::ok();
     }
-    if (instr.ins[3].numElements() != q.numElements() ||
-        instr.outs[0].numElements() != q.numElements() ||
-        instr.outs[1].numElements() != key.numElements() ||
-        instr.outs[2].numElements() != key.numElements())
-      return invalid("attention_grad shapes disagree");
+    LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
     // Recompute O and the row log-sum-exp (not saved by the forward), then
     // the three backward passes.
     const int64_t oBytes = alignUp(q.bytes());
@@ -887,108 +716,71 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "rope" || k == "rope_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    const BufferRef &x = instr.ins[0], &y = instr.outs[0];
-    StatusOr<RopeShape> r = ropeShape(instr, x);
-    if (!r.isOk())
-      return r.status();
-    LLMIR_RETURN_IF_ERROR(requireSameElements(x, y));
-    auto tables = ropeTables(x.shape[1], r->headDim, r->theta, r->offset);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr, ropeLimits));
+    const BufferRef &x = instr.ins[0];
+    auto tables = ropeTables(x.shape[1], r.headDim, r.theta, r.offset);
     if (!tables.isOk())
       return tables.status();
-    cuda::launchRope(ptr<float>(x), ptr<float>(y), tables->first, tables->second,
-                     x.shape[0], x.shape[1], r->heads, r->headDim, k == "rope_grad", s);
+    cuda::launchRope(ptr<float>(x), ptr<float>(instr.outs[0]), tables->first,
+                     tables->second, x.shape[0], x.shape[1], r.heads, r.headDim,
+                     k == "rope_grad", s);
     return Status::ok();
   }
   if (k == "cross_entropy") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    const BufferRef &logits = instr.ins[0], &loss = instr.outs[0];
-    auto [rows, vocab] = rowsCols(logits);
-    if (instr.ins[1].numElements() != rows || loss.numElements() != 1)
-      return invalid("cross_entropy labels " + instr.ins[1].str() +
-                     " do not match logits " + logits.str());
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyArgs ce,
+                           kargs::decodeCrossEntropy(instr));
+    const int64_t rows = ce.rows, vocab = ce.vocab;
     if (rows == 0 || vocab == 0)
       return invalid("cross_entropy_forward: rows and vocab must be > 0");
-    StatusOr<std::pair<const void *, bool>> labels = ids(instr, instr.ins[1]);
+    StatusOr<std::pair<const void *, bool>> labels = ids(instr, *ce.labels);
     if (!labels.isOk())
       return labels.status();
     StatusOr<uint8_t *> tmp = scratch(rows * int64_t(sizeof(float)));
     if (!tmp.isOk())
       return tmp.status();
     LLMIR_RETURN_IF_ERROR(resetFlag());
-    cuda::launchCrossEntropy(ptr<float>(logits), labels->first, labels->second,
-                             reinterpret_cast<float *>(*tmp), ptr<float>(loss), rows,
-                             vocab, isSum(instr), dFlag_, s);
+    cuda::launchCrossEntropy(ptr<float>(*ce.logits), labels->first, labels->second,
+                             reinterpret_cast<float *>(*tmp), ptr<float>(*ce.loss), rows,
+                             vocab, ce.sum, dFlag_, s);
     return checkIds(instr, *labels, "label", vocab);
   }
   if (k == "copy_slice") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
-    StatusOr<int64_t> axis = instr.intAttr("axis");
-    StatusOr<int64_t> offset = instr.intAttr("offset");
-    if (!axis.isOk() || !offset.isOk())
-      return !axis.isOk() ? axis.status() : offset.status();
-    size_t ax = static_cast<size_t>(*axis);
-    if (*axis < 0 || ax >= src.shape.size() || dst.shape.size() != src.shape.size())
-      return invalid("copy_slice axis " + std::to_string(*axis) + " invalid for " +
-                     src.str());
-    int64_t outer = product(src.shape, 0, ax);
-    int64_t inner = product(src.shape, ax + 1, src.shape.size());
-    if (*offset < 0 || *offset + dst.shape[ax] > src.shape[ax])
-      return invalid("copy_slice range exceeds " + src.str());
-    int64_t srcCols = src.shape[ax] * inner, dstCols = dst.shape[ax] * inner;
-    if (outer == 0 || dstCols == 0)
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CopySliceArgs c, kargs::decodeCopySlice(instr));
+    if (c.outer == 0 || c.dstCols == 0)
       return Status::ok();
-    LLMIR_CUDA_TRY(cudaMemcpy2DAsync(ptr<float>(dst), dstCols * sizeof(float),
-                                     ptr<float>(src) + *offset * inner,
-                                     srcCols * sizeof(float), dstCols * sizeof(float),
-                                     outer, cudaMemcpyDeviceToDevice, s),
+    LLMIR_CUDA_TRY(cudaMemcpy2DAsync(ptr<float>(instr.outs[0]), c.dstCols * sizeof(float),
+                                     ptr<float>(instr.ins[0]) + c.offset * c.inner,
+                                     c.srcCols * sizeof(float), c.dstCols * sizeof(float),
+                                     c.outer, cudaMemcpyDeviceToDevice, s),
                    k);
     return Status::ok();
   }
   if (k == "transpose") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    const BufferRef &src = instr.ins[0], &dst = instr.outs[0];
-    StatusOr<std::vector<int64_t>> perm = instr.intsAttr("permutation");
-    if (!perm.isOk())
-      return perm.status();
-    size_t rank = src.shape.size();
-    if (perm->size() != rank || dst.shape.size() != rank)
-      return invalid("transpose permutation does not match " + src.str());
-    if (rank > static_cast<size_t>(cuda::kMaxTransposeRank))
-      return Status::error(StatusCode::Unimplemented,
-                           "transpose of rank " + std::to_string(rank) + " on the CUDA backend");
-    std::vector<int64_t> srcStrides(rank, 1);
-    for (size_t d = rank; d-- > 1;)
-      srcStrides[d - 1] = srcStrides[d] * src.shape[d];
+    LLMIR_ASSIGN_OR_RETURN(const kargs::TransposeArgs t,
+                           kargs::decodeTranspose(
+                               instr, static_cast<size_t>(cuda::kMaxTransposeRank), "CUDA"));
+    const BufferRef &dst = instr.outs[0];
+    const size_t rank = t.perm.size();
     cuda::TransposeDims dims;
     dims.rank = static_cast<int>(rank);
     for (size_t d = 0; d < rank; ++d) {
-      if ((*perm)[d] < 0 || (*perm)[d] >= static_cast<int64_t>(rank) ||
-          dst.shape[d] != src.shape[(*perm)[d]])
-        return invalid("transpose output " + dst.str() + " does not match");
       dims.outShape[d] = dst.shape[d];
-      dims.srcStrideOfOutDim[d] = srcStrides[(*perm)[d]];
+      dims.srcStrideOfOutDim[d] = t.srcStrides[t.perm[d]];
     }
-    cuda::launchTranspose(ptr<float>(src), ptr<float>(dst), dst.numElements(), dims, s);
+    cuda::launchTranspose(ptr<float>(instr.ins[0]), ptr<float>(dst), dst.numElements(), dims,
+                          s);
     return Status::ok();
   }
 
   // ---- training kernels ---------------------------------------------------
   if (k == "fill") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(0, 1));
-    StatusOr<double> value = instr.floatAttr("value");
-    if (!value.isOk())
-      return value.status();
-    cuda::launchFill(ptr<float>(instr.outs[0]), instr.outs[0].numElements(),
-                     static_cast<float>(*value), s);
+    LLMIR_ASSIGN_OR_RETURN(const float value, kargs::decodeFill(instr));
+    cuda::launchFill(ptr<float>(instr.outs[0]), instr.outs[0].numElements(), value, s);
     return Status::ok();
   }
   if (k == "sum_rows") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    auto [rows, cols] = rowsCols(instr.ins[0]);
-    if (instr.outs[0].numElements() != cols)
-      return invalid("sum_rows output " + instr.outs[0].str() + " does not match");
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSumRows(instr));
+    const int64_t rows = rc.rows, cols = rc.cols;
     StatusOr<uint8_t *> tmp = scratch(cuda::kColSumChunks * cols * int64_t(sizeof(float)));
     if (!tmp.isOk())
       return tmp.status();
@@ -998,37 +790,30 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "embedding_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    const BufferRef &dout = instr.ins[1], &dtable = instr.outs[0];
-    if (dtable.shape.size() != 2)
-      return invalid("embedding_grad table must be 2-D, found " + dtable.str());
-    int64_t rows = dtable.shape[0], dim = dtable.shape[1];
-    int64_t numIds = instr.ins[0].numElements();
-    if (dout.numElements() != numIds * dim)
-      return invalid("embedding_grad dout " + dout.str() + " does not match");
-    StatusOr<std::pair<const void *, bool>> idp = ids(instr, instr.ins[0]);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingGradArgs e,
+                           kargs::decodeEmbeddingGrad(instr));
+    StatusOr<std::pair<const void *, bool>> idp = ids(instr, *e.ids);
     if (!idp.isOk())
       return idp.status();
+    const int64_t rows = e.rows, numIds = e.numIds;
     int64_t first = 0;
-    if (instr.hasAttr("shard_axis")) {
-      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-      if (!axis.isOk())
-        return axis.status();
-      first = axis->first * rows;
+    if (e.sharded) {
+      StatusOr<int64_t> shardFirst = kargs::shardFirstRow(instr, *context_, rows);
+      if (!shardFirst.isOk())
+        return shardFirst.status();
+      first = *shardFirst;
     } else {
       // The CPU rejects out-of-range ids here (embeddingBackward).
       LLMIR_RETURN_IF_ERROR(resetFlag());
       cuda::launchCheckIds(idp->first, idp->second, numIds, rows, dFlag_, s);
       LLMIR_RETURN_IF_ERROR(checkIds(instr, *idp, "id", rows));
     }
-    cuda::launchEmbeddingGrad(idp->first, idp->second, ptr<float>(dout),
-                              ptr<float>(dtable), numIds, rows, dim, first, s);
+    cuda::launchEmbeddingGrad(idp->first, idp->second, ptr<float>(*e.dout),
+                              ptr<float>(*e.dtable), numIds, rows, e.dim, first, s);
     return Status::ok();
   }
   if (k == "gelu_tanh_grad" || k == "gelu_exact_grad" || k == "silu_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[0], instr.outs[0]));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(instr.ins[1], instr.outs[0]));
+    LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
     cuda::UnaryGrad op = k == "gelu_tanh_grad"    ? cuda::UnaryGrad::GeluTanh
                          : k == "gelu_exact_grad" ? cuda::UnaryGrad::GeluExact
                                                   : cuda::UnaryGrad::Silu;
@@ -1037,17 +822,10 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "layer_norm_grad" || k == "rms_norm_grad") {
-    bool layer = k == "layer_norm_grad";
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, layer ? 3 : 2));
-    const BufferRef &x = instr.ins[0], &gamma = instr.ins[1], &dy = instr.ins[2];
-    auto [rows, cols] = rowsCols(x);
-    StatusOr<double> eps = instr.floatAttr("epsilon");
-    if (!eps.isOk())
-      return eps.status();
-    LLMIR_RETURN_IF_ERROR(requireSameElements(x, dy));
-    LLMIR_RETURN_IF_ERROR(requireSameElements(x, instr.outs[0]));
-    if (gamma.numElements() != cols)
-      return invalid("norm weight " + gamma.str() + " does not match " + x.str());
+    LLMIR_ASSIGN_OR_RETURN(const kargs::NormGradArgs n, kargs::decodeNormGrad(instr));
+    const bool layer = n.layer;
+    const BufferRef &x = *n.x, &gamma = *n.gamma, &dy = *n.dy;
+    const int64_t rows = n.rows, cols = n.cols;
     for (size_t i = 1; i < instr.outs.size(); ++i)
       if (instr.outs[i].numElements() != cols)
         return invalid("norm gradient " + instr.outs[i].str() + " does not match " +
@@ -1063,7 +841,7 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     float *mean = reinterpret_cast<float *>(*tmp);
     float *rstd = reinterpret_cast<float *>(*tmp + statBytes);
     float *partial = reinterpret_cast<float *>(*tmp + 2 * statBytes);
-    const float e = static_cast<float>(*eps);
+    const float e = static_cast<float>(n.eps);
     if (!layer) {
       cuda::launchRmsNormGradX(ptr<float>(x), ptr<float>(gamma), ptr<float>(dy),
                                ptr<float>(instr.outs[0]), rstd, rows, cols, e, s);
@@ -1080,25 +858,15 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "concat") {
-    if (instr.ins.empty() || instr.outs.size() != 1)
-      return invalid("concat expects inputs and one output");
+    LLMIR_ASSIGN_OR_RETURN(const kargs::ConcatArgs c, kargs::decodeConcat(instr));
     const BufferRef &dst = instr.outs[0];
-    StatusOr<int64_t> axis = instr.intAttr("axis");
-    if (!axis.isOk())
-      return axis.status();
-    size_t ax = static_cast<size_t>(*axis);
-    if (*axis < 0 || ax >= dst.shape.size())
-      return invalid("concat axis out of range for " + dst.str());
-    int64_t outer = product(dst.shape, 0, ax);
-    int64_t inner = product(dst.shape, ax + 1, dst.shape.size());
-    int64_t dstCols = dst.shape[ax] * inner;
+    const int64_t outer = c.outer, dstCols = c.dstCols;
     int64_t offset = 0;
     for (const BufferRef &src : instr.ins) {
-      if (src.shape.size() != dst.shape.size())
-        return invalid("concat input " + src.str() + " does not match " + dst.str());
-      int64_t cols = src.shape[ax] * inner;
-      if (offset + cols > dstCols)
-        return invalid("concat inputs exceed " + dst.str());
+      StatusOr<int64_t> colsOr = kargs::concatInputCols(instr, c, src, offset);
+      if (!colsOr.isOk())
+        return colsOr.status();
+      const int64_t cols = *colsOr;
       if (outer > 0 && cols > 0)
         LLMIR_CUDA_TRY(cudaMemcpy2DAsync(ptr<float>(dst) + offset, dstCols * sizeof(float),
                                          ptr<float>(src), cols * sizeof(float),
@@ -1110,108 +878,63 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cross_entropy_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
-    const BufferRef &logits = instr.ins[0];
-    auto [rows, vocab] = rowsCols(logits);
-    if (instr.ins[1].numElements() != rows || instr.ins[2].numElements() != 1)
-      return invalid("cross_entropy_grad operands do not match " + logits.str());
-    LLMIR_RETURN_IF_ERROR(requireSameElements(logits, instr.outs[0]));
-    StatusOr<std::pair<const void *, bool>> labels = ids(instr, instr.ins[1]);
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyGradArgs ce,
+                           kargs::decodeCrossEntropyGrad(instr));
+    StatusOr<std::pair<const void *, bool>> labels = ids(instr, *ce.labels);
     if (!labels.isOk())
       return labels.status();
+    const int64_t rows = ce.rows, vocab = ce.vocab;
     if (rows > 0 && vocab == 0)
       return invalid("cross_entropy_backward: vocab must be > 0");
     // Label bounds, as crossEntropyBackward checks them.
     LLMIR_RETURN_IF_ERROR(resetFlag());
     cuda::launchCheckIds(labels->first, labels->second, rows, vocab, dFlag_, s);
     LLMIR_RETURN_IF_ERROR(checkIds(instr, *labels, "label", vocab));
-    cuda::launchCrossEntropyGrad(ptr<float>(logits), labels->first, labels->second,
-                                 ptr<float>(instr.ins[2]), ptr<float>(instr.outs[0]),
-                                 rows, vocab, isSum(instr), s);
+    cuda::launchCrossEntropyGrad(ptr<float>(*ce.logits), labels->first, labels->second,
+                                 ptr<float>(*ce.dloss), ptr<float>(*ce.dlogits), rows,
+                                 vocab, ce.sum, s);
     return Status::ok();
   }
   if (k == "cross_entropy_partial_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(5, 1));
-    const BufferRef &logits = instr.ins[0];
-    auto [rows, cols] = rowsCols(logits);
-    for (size_t i = 1; i < 5; ++i)
-      if (instr.ins[i].numElements() != rows)
-        return invalid("cross_entropy_partial_grad row counts do not match");
-    LLMIR_RETURN_IF_ERROR(requireSameElements(logits, instr.outs[0]));
-    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-    StatusOr<std::pair<const void *, bool>> labels = ids(instr, instr.ins[1]);
-    if (!axis.isOk() || !labels.isOk())
-      return !axis.isOk() ? axis.status() : labels.status();
-    int64_t first = axis->first * cols;
-    int64_t valid = std::clamp<int64_t>(
-        (instr.hasAttr("vocab_size") ? *instr.intAttr("vocab_size")
-                                     : cols * axis->second) - first,
-        0, cols);
-    cuda::launchCrossEntropyPartialGrad(ptr<float>(logits), labels->first,
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialGradArgs ce,
+                           kargs::decodeCrossEntropyPartialGrad(instr, *context_));
+    StatusOr<std::pair<const void *, bool>> labels = ids(instr, *ce.labels);
+    if (!labels.isOk())
+      return labels.status();
+    cuda::launchCrossEntropyPartialGrad(ptr<float>(*ce.logits), labels->first,
                                         labels->second, ptr<float>(instr.ins[2]),
                                         ptr<float>(instr.ins[3]), ptr<float>(instr.ins[4]),
-                                        ptr<float>(instr.outs[0]), rows, cols, first,
-                                        valid, s);
+                                        ptr<float>(instr.outs[0]), ce.rows, ce.cols,
+                                        ce.first, ce.valid, s);
     return Status::ok();
   }
   if (k == "cross_entropy_finalize_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 2));
-    int64_t rows = instr.ins[0].numElements();
-    if (instr.ins[1].numElements() != 1 || instr.outs[0].numElements() != rows ||
-        instr.outs[1].numElements() != rows)
-      return invalid("cross_entropy_finalize_grad shapes do not match");
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs ce,
+                           kargs::decodeCrossEntropyFinalizeGrad(instr));
     cuda::launchCrossEntropyFinalizeGrad(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
                                          ptr<float>(instr.outs[0]),
-                                         ptr<float>(instr.outs[1]), rows, isSum(instr), s);
+                                         ptr<float>(instr.outs[1]), ce.rows, ce.sum, s);
     return Status::ok();
   }
   if (k == "copy_chunk") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-    StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-    if (!axis.isOk())
-      return axis.status();
-    int64_t n = instr.outs[0].numElements();
-    if (n * axis->second != instr.ins[0].numElements())
-      return invalid("copy_chunk: " + instr.ins[0].str() + " is not " +
-                     std::to_string(axis->second) + " chunks of " + instr.outs[0].str());
-    if (n > 0)
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CopyChunkArgs c,
+                           kargs::decodeCopyChunk(instr, *context_));
+    if (c.n > 0)
       LLMIR_CUDA_TRY(cudaMemcpyAsync(ptr<float>(instr.outs[0]),
-                                     ptr<float>(instr.ins[0]) + axis->first * n,
-                                     n * sizeof(float), cudaMemcpyDeviceToDevice, s),
+                                     ptr<float>(instr.ins[0]) + c.srcOffset,
+                                     c.n * sizeof(float), cudaMemcpyDeviceToDevice, s),
                      k);
     return Status::ok();
   }
   if (k == "adamw") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 3));
-    const BufferRef &grad = instr.ins[0];
-    int64_t paramOffset = 0;
-    if (instr.hasAttr("shard_axis")) {
-      StatusOr<std::pair<int, int>> axis = axisPosition(instr, "shard_axis");
-      if (!axis.isOk())
-        return axis.status();
-      if (grad.numElements() * axis->second != instr.outs[0].numElements())
-        return invalid("adamw: gradient chunk " + grad.str() + " is not 1/" +
-                       std::to_string(axis->second) + " of " + instr.outs[0].str());
-      paramOffset = axis->first * grad.numElements();
-    } else {
-      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, instr.outs[0]));
-    }
-    for (size_t i = 1; i < 3; ++i)
-      LLMIR_RETURN_IF_ERROR(requireSameElements(grad, instr.outs[i]));
-    StatusOr<double> beta1 = instr.floatAttr("beta1");
-    StatusOr<double> beta2 = instr.floatAttr("beta2");
-    StatusOr<double> eps = instr.floatAttr("eps");
-    StatusOr<bool> decay = instr.boolAttr("decay");
-    for (const Status *st : {&beta1.status(), &beta2.status(), &eps.status(),
-                             &decay.status()})
-      if (!st->isOk())
-        return *st;
+    LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a,
+                           kargs::decodeAdamw(instr, *context_));
     // The scalars exactly as adamwUpdate (src/cpu/Elementwise.cpp) computes them.
     const float lr = context_->learningRate();
-    const float weightDecay = *decay ? context_->weightDecay() : 0.0f;
+    const float weightDecay = a.decay ? context_->weightDecay() : 0.0f;
     const int64_t step = context_->step() + 1;
-    const float b1f = static_cast<float>(*beta1), b2f = static_cast<float>(*beta2);
-    const float epsF = static_cast<float>(*eps);
+    const float b1f = static_cast<float>(a.beta1), b2f = static_cast<float>(a.beta2);
+    const float epsF = static_cast<float>(a.eps);
     if (!(b1f >= 0.0f && b1f < 1.0f) || !(b2f >= 0.0f && b2f < 1.0f))
       return invalid("adamw_update: betas must be in [0, 1)");
     if (!(lr >= 0.0f) || !(epsF >= 0.0f) || !(weightDecay >= 0.0f))
@@ -1220,9 +943,9 @@ Status CudaBackend::executeKernel(const Instr &instr) {
     const float decayF = static_cast<float>(1.0 - lrD * weightDecay);
     const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step));
     const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
-    cuda::launchAdamw(ptr<float>(instr.outs[0]) + paramOffset, ptr<float>(grad),
-                      ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]),
-                      grad.numElements(), decayF, b1f, b2f,
+    cuda::launchAdamw(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
+                      ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(), decayF,
+                      b1f, b2f,
                       static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
                       static_cast<float>(std::sqrt(bc2)), static_cast<float>(lrD / bc1),
                       epsF, s);
@@ -1238,7 +961,6 @@ Status CudaBackend::executeKernel(const Instr &instr) {
 Status CudaBackend::executeInference(const Instr &instr) {
   const std::string &k = instr.kernel;
   cudaStream_t s = stream_;
-  auto is = [](const BufferRef &b, size_t rank) { return b.shape.size() == rank; };
   /// The CPU's position check (src/cpu/Inference.cpp checkPositions).
   auto checkPositions = [&](const std::vector<int64_t> *start, int64_t batch, int64_t seq,
                             int64_t maxSeq) -> Status {
@@ -1253,25 +975,19 @@ Status CudaBackend::executeInference(const Instr &instr) {
     return Status::ok();
   };
   if (k == "kv_cache_write") {
-    if (instr.ins.empty() || instr.ins.size() > 2 || instr.outs.size() != 1)
-      return invalid("kv_cache_write expects 1 or 2 inputs and 1 output");
-    const BufferRef &x = instr.ins[0], &cache = instr.outs[0];
-    if (!is(cache, 4) || !is(x, 3) || x.shape[0] != cache.shape[0] ||
-        x.shape[2] != cache.shape[1] * cache.shape[3])
-      return invalid("kv_cache_write: " + x.str() + " does not fit the cache " + cache.str());
-    const int64_t batch = x.shape[0], seq = x.shape[1], kvHeads = cache.shape[1],
-                  maxSeq = cache.shape[2], headDim = cache.shape[3];
+    LLMIR_ASSIGN_OR_RETURN(const kargs::KvCacheWriteArgs w,
+                           kargs::decodeKvCacheWrite(instr));
+    const BufferRef &x = *w.x, &cache = *w.cache;
+    const int64_t batch = w.batch, seq = w.seq, kvHeads = w.kvHeads, maxSeq = w.maxSeq,
+                  headDim = w.headDim;
     std::pair<const void *, bool> startDev{nullptr, true};
     std::vector<int64_t> start;
-    if (instr.ins.size() == 2) {
-      if (instr.ins[1].numElements() != batch)
-        return invalid("kv_cache_write: positions " + instr.ins[1].str() +
-                       " do not match " + x.str());
-      StatusOr<std::vector<int64_t>> got = hostIds(instr, instr.ins[1]);
+    if (w.positions) {
+      StatusOr<std::vector<int64_t>> got = hostIds(instr, *w.positions);
       if (!got.isOk())
         return got.status();
       start = std::move(*got);
-      startDev = {ptr<void>(instr.ins[1]), instr.ins[1].dtype == ScalarType::I64};
+      startDev = {ptr<void>(*w.positions), w.positions->dtype == ScalarType::I64};
     }
     if (batch > 0 && seq > 0 && kvHeads > 0 && headDim > 0)
       LLMIR_RETURN_IF_ERROR(
@@ -1281,26 +997,15 @@ Status CudaBackend::executeInference(const Instr &instr) {
     return Status::ok();
   }
   if (k == "cache_attention") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 1));
+    LLMIR_ASSIGN_OR_RETURN(const kargs::CacheAttentionArgs c,
+                           kargs::decodeCacheAttention(instr));
     const BufferRef &q = instr.ins[0], &kc = instr.ins[1], &vc = instr.ins[2],
                     &pos = instr.ins[3], &o = instr.outs[0];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<int64_t> kvHeads = instr.intAttr("num_kv_heads");
-    StatusOr<double> scale = instr.floatAttr("scale");
-    for (const Status *st : {&heads.status(), &kvHeads.status(), &scale.status()})
-      if (!st->isOk())
-        return *st;
-    if (!is(q, 3) || !is(kc, 4) || kc.shape != vc.shape || o.shape != q.shape ||
-        kc.shape[0] != q.shape[0] || kc.shape[1] != *kvHeads ||
-        q.shape[2] != *heads * kc.shape[3] || pos.numElements() != q.shape[0])
-      return invalid("cache_attention shapes disagree: " + q.str() + ", " + kc.str() + ", " +
-                     vc.str() + ", " + pos.str() + " -> " + o.str() + " for " +
-                     std::to_string(*heads) + " heads and " + std::to_string(*kvHeads) +
-                     " kv heads");
-    if (*heads <= 0 || *kvHeads <= 0 || kc.shape[3] <= 0 || *heads % *kvHeads != 0)
-      return invalid("cache_attention: heads (" + std::to_string(*heads) +
+    const int64_t heads = c.heads, kvHeads = c.kvHeads;
+    if (heads <= 0 || kvHeads <= 0 || kc.shape[3] <= 0 || heads % kvHeads != 0)
+      return invalid("cache_attention: heads (" + std::to_string(heads) +
                      ") must be a positive multiple of kvHeads (" +
-                     std::to_string(*kvHeads) + ") and headDim > 0");
+                     std::to_string(kvHeads) + ") and headDim > 0");
     const int64_t batch = q.shape[0], seq = q.shape[1], maxSeq = kc.shape[2];
     StatusOr<std::vector<int64_t>> start = hostIds(instr, pos);
     if (!start.isOk())
@@ -1308,30 +1013,23 @@ Status CudaBackend::executeInference(const Instr &instr) {
     if (batch > 0 && seq > 0)
       LLMIR_RETURN_IF_ERROR(checkPositions(&*start, batch, seq, maxSeq));
     StatusOr<uint8_t *> tmp =
-        scratch(std::max<int64_t>(1, batch * *heads * seq * maxSeq) * int64_t(sizeof(float)));
+        scratch(std::max<int64_t>(1, batch * heads * seq * maxSeq) * int64_t(sizeof(float)));
     if (!tmp.isOk())
       return tmp.status();
     cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<void>(pos),
                                pos.dtype == ScalarType::I64, ptr<float>(o),
-                               reinterpret_cast<float *>(*tmp), batch, seq, *heads,
-                               *kvHeads, maxSeq, kc.shape[3], static_cast<float>(*scale),
+                               reinterpret_cast<float *>(*tmp), batch, seq, heads,
+                               kvHeads, maxSeq, kc.shape[3], static_cast<float>(c.scale),
                                s);
     return Status::ok();
   }
   if (k == "rope_at") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+    LLMIR_ASSIGN_OR_RETURN(const kargs::RopeAtArgs r, kargs::decodeRopeAt(instr));
     const BufferRef &x = instr.ins[0], &y = instr.outs[0];
-    StatusOr<int64_t> heads = instr.intAttr("num_heads");
-    StatusOr<double> theta = instr.floatAttr("theta");
-    if (!heads.isOk() || !theta.isOk())
-      return !heads.isOk() ? heads.status() : theta.status();
-    if (!is(x, 3) || y.shape != x.shape || *heads <= 0 || x.shape[2] % *heads != 0 ||
-        instr.ins[1].numElements() != x.shape[0])
-      return invalid("rope_at: " + x.str() + " -> " + y.str() + " with " +
-                     instr.ins[1].str() + " does not fit " + std::to_string(*heads) +
-                     " heads");
-    const int64_t batch = x.shape[0], seq = x.shape[1], headDim = x.shape[2] / *heads;
-    if (headDim % 2 != 0 || !(*theta > 0.0) || !std::isfinite(*theta))
+    const int64_t heads = r.heads, batch = x.shape[0], seq = x.shape[1],
+                  headDim = r.headDim;
+    const double theta = r.theta;
+    if (headDim % 2 != 0 || !(theta > 0.0) || !std::isfinite(theta))
       return invalid("rope_at: rope needs an even head dimension and theta > 0");
     StatusOr<std::vector<int64_t>> start = hostIds(instr, instr.ins[1]);
     if (!start.isOk())
@@ -1341,21 +1039,17 @@ Status CudaBackend::executeInference(const Instr &instr) {
       if ((*start)[b] < 0)
         return invalid("rope_at: sequence " + std::to_string(b) +
                        " has a negative position " + std::to_string((*start)[b]));
-      auto tables = ropeTables(seq, headDim, *theta, (*start)[b]);
+      auto tables = ropeTables(seq, headDim, theta, (*start)[b]);
       if (!tables.isOk())
         return tables.status();
       cuda::launchRope(ptr<float>(x) + b * stride, ptr<float>(y) + b * stride,
-                       tables->first, tables->second, 1, seq, *heads, headDim, false, s);
+                       tables->first, tables->second, 1, seq, heads, headDim, false, s);
     }
     return Status::ok();
   }
   // last_token
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+  LLMIR_RETURN_IF_ERROR(kargs::decodeLastToken(instr));
   const BufferRef &x = instr.ins[0], &y = instr.outs[0];
-  if (!is(x, 3) || !is(y, 2) || y.shape[0] != x.shape[0] || y.shape[1] != x.shape[2] ||
-      instr.ins[1].numElements() != x.shape[0])
-    return invalid("last_token: " + x.str() + " with " + instr.ins[1].str() +
-                   " does not give " + y.str());
   StatusOr<std::vector<int64_t>> lengths = hostIds(instr, instr.ins[1]);
   if (!lengths.isOk())
     return lengths.status();
