@@ -6,26 +6,20 @@ no cache) on the same weights.
 Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin).
 """
 
-import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import REPO, model_path
+from conftest import model_path
 
 torch = pytest.importorskip("torch")
 
 from llmir import config, reference, safetensors  # noqa: E402
 from llmir.weights import random_weights  # noqa: E402
 
-BIN = os.path.join(os.environ.get("LLMIR_BUILD_DIR", os.path.join(REPO, "build")), "bin")
-TOOLS = ["llm-translate", "llm-opt", "llm-run"]
-if not all(os.path.exists(os.path.join(BIN, t)) for t in TOOLS):
-    if os.environ.get("LLMIR_REQUIRE_TOOLS") == "1":
-        raise RuntimeError(f"LLMIR tools not built in {BIN}")
-    pytest.skip(f"LLMIR tools not built in {BIN}", allow_module_level=True)
+# The built tools (and the skip / LLMIR_REQUIRE_TOOLS policy) as in test_e2e_cpu.
+from test_e2e_cpu import run, tool  # noqa: E402
 
 BATCH, MAX_SEQ, PROMPT_LEN, NEW = 4, 32, 12, 16
 PAD = 255  # a real token id: padding is recognised only at the end of a row
@@ -33,14 +27,6 @@ PAD = 255  # a real token id: padding is recognised only at the end of a row
 PROMPTS = [[5, 9, 200, 3, 17], [1], list(range(40, 52)), [250, 4, 4, 8, 99, 7, 7]]
 MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root"]
 LAYOUTS = {"1": (1, 1), "tp2": (1, 2), "dp2": (2, 1), "tp2dp2": (2, 2)}
-
-
-def tool(name):
-    return os.path.join(BIN, name)
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
 def compile_inference(cfg_path, out, dp=1, tp=1, batch=BATCH):

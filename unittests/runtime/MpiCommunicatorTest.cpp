@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <vector>
+#include "MpiCheck.h"
 
 namespace rt = llmir::runtime;
 using llmir::runtime::StatusCode;
@@ -17,25 +18,6 @@ using llmir::runtime::StatusCode;
 namespace {
 
 int failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "rank %d: %s:%d: CHECK failed: %s\n", rankForLog,   \
-                   __FILE__, __LINE__, #cond);                                 \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (false)
-
-#define CHECK_OK(expr)                                                         \
-  do {                                                                         \
-    rt::Status st_ = (expr);                                                   \
-    if (!st_.isOk()) {                                                         \
-      std::fprintf(stderr, "rank %d: %s:%d: %s failed: %s\n", rankForLog,      \
-                   __FILE__, __LINE__, #expr, st_.toString().c_str());         \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (false)
 
 int rankForLog = -1;
 

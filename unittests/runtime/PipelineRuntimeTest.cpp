@@ -17,6 +17,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <vector>
+#include "MpiCheck.h"
 
 namespace rt = llmir::runtime;
 
@@ -24,25 +25,6 @@ namespace {
 
 int failures = 0;
 int rankForLog = -1;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "rank %d: %s:%d: CHECK failed: %s\n", rankForLog,   \
-                   __FILE__, __LINE__, #cond);                                 \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (false)
-
-#define CHECK_OK(expr)                                                         \
-  do {                                                                         \
-    rt::Status st_ = (expr);                                                   \
-    if (!st_.isOk()) {                                                         \
-      std::fprintf(stderr, "rank %d: %s:%d: %s failed: %s\n", rankForLog,      \
-                   __FILE__, __LINE__, #expr, st_.toString().c_str());         \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (false)
 
 constexpr int kPP = 2, kDP = 2, kTP = 2, kWorld = kPP * kDP * kTP;
 

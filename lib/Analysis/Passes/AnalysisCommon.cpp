@@ -255,3 +255,19 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
   }
   return success();
 }
+
+LogicalResult llmir::readModelAndLayout(ModuleOp module, StringRef pass,
+                                        StringRef layoutOption,
+                                        cost::TransformerConfig &cfg,
+                                        cost::Layout &layout, std::string *dtype) {
+  FailureOr<cost::TransformerConfig> c = readModelConfig(module, pass, dtype);
+  FailureOr<cost::Layout> l = readPlanLayout(module, pass);
+  if (failed(c) || failed(l))
+    return failure();
+  if (!layoutOption.empty() &&
+      failed(parseLayoutSpec(module, pass, layoutOption, *l)))
+    return failure();
+  cfg = *c;
+  layout = *l;
+  return success();
+}

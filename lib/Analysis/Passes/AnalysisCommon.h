@@ -29,6 +29,14 @@ mlir::FailureOr<cost::Layout> readPlanLayout(mlir::ModuleOp module,
 mlir::LogicalResult parseLayoutSpec(mlir::ModuleOp module, llvm::StringRef pass,
                                     llvm::StringRef spec, cost::Layout &layout);
 
+/// What --llm-memory-report and --llm-simulate evaluate: the model config
+/// and the plan's layout, overridden by the pass's `layout=` option
+/// (`layoutOption`, empty: none). Emits the error and fails otherwise.
+mlir::LogicalResult readModelAndLayout(mlir::ModuleOp module, llvm::StringRef pass,
+                                       llvm::StringRef layoutOption,
+                                       cost::TransformerConfig &cfg,
+                                       cost::Layout &layout, std::string *dtype);
+
 struct ClusterSpec {
   std::string cluster, clusterFile, gpu, intra, inter;
   int64_t nodes = 0, gpusPerNode = 0;

@@ -31,13 +31,13 @@ struct LLMMemoryReportPass
     ModuleOp module = getOperation();
     StringRef pass = "llm-memory-report";
     std::string dtype;
-    FailureOr<TransformerConfig> cfg = readModelConfig(module, pass, &dtype);
-    FailureOr<Layout> layout = readPlanLayout(module, pass);
-    if (failed(cfg) || failed(layout))
+    TransformerConfig config;
+    Layout planLayout;
+    if (failed(readModelAndLayout(module, pass, this->layout, config, planLayout,
+                                  &dtype)))
       return signalPassFailure();
-    if (!this->layout.empty() &&
-        failed(parseLayoutSpec(module, pass, this->layout, *layout)))
-      return signalPassFailure();
+    FailureOr<TransformerConfig> cfg = config;
+    FailureOr<Layout> layout = planLayout;
     if (auto err = checkLayout(*cfg, *layout)) {
       module.emitError() << "--" << pass << ": " << llvm::toString(std::move(err));
       return signalPassFailure();

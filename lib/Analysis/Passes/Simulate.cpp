@@ -107,13 +107,13 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
     ModuleOp module = getOperation();
     StringRef pass = "llm-simulate";
     std::string dtype;
-    FailureOr<TransformerConfig> cfg = readModelConfig(module, pass, &dtype);
-    FailureOr<Layout> layout = readPlanLayout(module, pass);
-    if (failed(cfg) || failed(layout))
+    TransformerConfig config;
+    Layout planLayout;
+    if (failed(readModelAndLayout(module, pass, this->layout, config, planLayout,
+                                  &dtype)))
       return signalPassFailure();
-    if (!this->layout.empty() &&
-        failed(parseLayoutSpec(module, pass, this->layout, *layout)))
-      return signalPassFailure();
+    FailureOr<TransformerConfig> cfg = config;
+    FailureOr<Layout> layout = planLayout;
     ClusterSpec spec{cluster, clusterFile, gpu, intra, inter, nodes, gpusPerNode};
     FailureOr<Cluster> cl = buildCluster(module, pass, spec);
     if (failed(cl))

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "ShapeFormat.h"
 
 #include "llvm/ADT/STLExtras.h"
 
@@ -17,14 +18,6 @@ using namespace llmir::tfm;
 
 namespace {
 
-std::string formatShape(ArrayRef<int64_t> shape) {
-  if (shape.empty())
-    return "scalar";
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  llvm::interleave(shape, os, "x");
-  return s;
-}
 
 ArrayRef<int64_t> shapeOf(Value v) {
   return cast<RankedTensorType>(v.getType()).getShape();

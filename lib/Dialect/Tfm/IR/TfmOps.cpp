@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "ShapeFormat.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/STLExtras.h"
@@ -19,15 +20,6 @@ using namespace llmir::tfm;
 
 namespace {
 
-/// "2x8x32" for a static shape ("scalar" for rank 0).
-std::string formatShape(ArrayRef<int64_t> shape) {
-  if (shape.empty())
-    return "scalar";
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  llvm::interleave(shape, os, "x");
-  return s;
-}
 
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
