@@ -26,15 +26,16 @@ PAD = 255  # a real token id: padding is recognised only at the end of a row
 # Different lengths in one batch (the longest fills the prompt width).
 PROMPTS = [[5, 9, 200, 3, 17], [1], list(range(40, 52)), [250, 4, 4, 8, 99, 7, 7]]
 MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root"]
-LAYOUTS = {"1": (1, 1), "tp2": (1, 2), "dp2": (2, 1), "tp2dp2": (2, 2)}
+LAYOUTS = {"1": (1, 1, 1), "tp2": (1, 2, 1), "dp2": (2, 1, 1), "tp2dp2": (2, 2, 1),
+           "pp2": (1, 1, 2), "pp2tp2": (1, 2, 2), "pp2dp2": (2, 1, 2)}
 
 
-def compile_inference(cfg_path, out, dp=1, tp=1, batch=BATCH):
+def compile_inference(cfg_path, out, dp=1, tp=1, batch=BATCH, pp=1):
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path, "--inference",
                "--batch", str(batch), "--max-seq", str(MAX_SEQ), "--prompt-len", str(PROMPT_LEN)])
     assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), f"--llm-partition=dp={dp} tp={tp}", "--llm-lower-to-exec"],
-              input=imp.stdout)
+    low = run([tool("llm-opt"), f"--llm-partition=dp={dp} tp={tp} pp={pp}", "--llm-pipeline-split",
+               "--llm-lower-to-exec"], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = run([tool("llm-translate"), "--export-program", "-o", str(out)], input=low.stdout)
     assert exp.returncode == 0, exp.stderr
@@ -78,13 +79,13 @@ def model(request, tmp_path_factory):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_greedy_generation_matches_reference(model, layout, tmp_path):
     name, cfg, weights, params, _ = model
-    dp, tp = LAYOUTS[layout]
-    if dp * tp > 1 and shutil.which("mpirun") is None:
+    dp, tp, pp = LAYOUTS[layout]
+    if dp * tp * pp > 1 and shutil.which("mpirun") is None:
         pytest.skip("mpirun not installed")
-    prog = compile_inference(model_path(name), tmp_path / "g.llmir", dp, tp)
+    prog = compile_inference(model_path(name), tmp_path / "g.llmir", dp, tp, pp=pp)
     prompts = prompt_file(tmp_path / "p.npy", PROMPTS)
     out = tmp_path / "out.npy"
-    res = generate(prog, weights, prompts, dp * tp, "--pad-id", str(PAD), "--out", str(out))
+    res = generate(prog, weights, prompts, dp * tp * pp, "--pad-id", str(PAD), "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "prefill:" in res.stderr and "decode:" in res.stderr and "tokens/s" in res.stderr
     expected = reference.generate(cfg, params, PROMPTS, NEW)

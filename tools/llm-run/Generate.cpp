@@ -67,8 +67,10 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
     return invalid("--generate needs a program with 'prefill' and 'decode' "
                    "entry points (llm-translate --import-hf-config C.json "
                    "--inference ...)");
+  // The prompt width from the first pipeline stage (the one reading ids).
+  const StageProgram *firstPrefill = program.findEntry(0, "prefill");
   const BufferRef *idsBuf = nullptr;
-  for (const Binding &b : prefill->inputs)
+  for (const Binding &b : (firstPrefill ? firstPrefill : prefill)->inputs)
     if (b.name == "input_ids")
       idsBuf = &b.buffer;
   if (!idsBuf || idsBuf->shape.size() != 2)
@@ -76,13 +78,28 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
   const int64_t batch = plan.globalBatch, width = idsBuf->shape[1];
   const int64_t maxSeq = plan.seq, vocab = plan.vocabSize;
   const int dp = plan.axisSize("dp");
-  int dpIndex = 0, tpIndex = 0;
+  int dpIndex = 0, tpIndex = 0, ppIndex = 0, pp = 1;
   for (size_t a = 0; a < plan.axes.size(); ++a) {
     if (plan.axes[a] == "dp")
       dpIndex = exec.rankInfo().coords[a];
     if (plan.axes[a] == "tp")
       tpIndex = exec.rankInfo().coords[a];
+    if (plan.axes[a] == "pp") {
+      ppIndex = exec.rankInfo().coords[a];
+      pp = plan.sizes[a];
+    }
   }
+  // Pipeline: the last stage samples; its tokens go to the ranks of the other
+  // stages with this rank's dp/tp coordinates (pp peers, by stage).
+  std::vector<int> ppPeers(static_cast<size_t>(pp), -1);
+  for (const RankInfo &r : program.ranks) {
+    bool same = true;
+    for (size_t a = 0; a < plan.axes.size(); ++a)
+      same &= plan.axes[a] == "pp" || r.coords[a] == exec.rankInfo().coords[a];
+    if (same && r.stage >= 0 && r.stage < pp)
+      ppPeers[static_cast<size_t>(r.stage)] = r.rank;
+  }
+  constexpr int kTokenTag = 32002;
   if (batch <= 0 || batch % dp != 0 || vocab <= 0 || maxSeq <= 0)
     return invalid("the program's plan has batch " + std::to_string(batch) +
                    ", vocab " + std::to_string(vocab) + ", max-seq " +
@@ -163,23 +180,41 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
   std::vector<int64_t> last(static_cast<size_t>(rows));
 
   auto sampleAll = [&](int64_t step) -> Status {
-    StatusOr<std::vector<float>> logits = exec.output("logits");
-    if (!logits.isOk())
-      return logits.status();
-    int64_t stride = static_cast<int64_t>(logits->size()) / rows;
-    if (stride < vocab)
-      return invalid("logits of " + std::to_string(stride) +
-                     " columns for a vocabulary of " + std::to_string(vocab));
+    // This step's token of each row (-1: the row had finished).
+    std::vector<float> tokens(static_cast<size_t>(rows), -1.0f);
+    if (ppIndex == pp - 1) {
+      StatusOr<std::vector<float>> logits = exec.output("logits");
+      if (!logits.isOk())
+        return logits.status();
+      int64_t stride = static_cast<int64_t>(logits->size()) / rows;
+      if (stride < vocab)
+        return invalid("logits of " + std::to_string(stride) +
+                       " columns for a vocabulary of " + std::to_string(vocab));
+      for (int64_t r = 0; r < rows; ++r)
+        if (!done[r])
+          tokens[r] = static_cast<float>(
+              sampleToken(logits->data() + r * stride, vocab, o, rngs[r]));
+      for (int s = 0; s + 1 < pp; ++s)
+        LLMIR_RETURN_IF_ERROR(comm.send(tokens.data(), rows, ppPeers[s], kTokenTag));
+    } else {
+      LLMIR_RETURN_IF_ERROR(
+          comm.recv(tokens.data(), rows, ppPeers[pp - 1], kTokenTag));
+    }
     for (int64_t r = 0; r < rows; ++r) {
-      if (done[r])
+      if (done[r] || tokens[r] < 0)
         continue;
-      int64_t token = sampleToken(logits->data() + r * stride, vocab, o, rngs[r]);
+      int64_t token = static_cast<int64_t>(tokens[r]);
       generated[r * newTokens + step] = token;
       last[r] = token;
       if (token == o.eosId)
         done[r] = true;
     }
     return Status::ok();
+  };
+  // Inputs this rank's stage reads (a pipeline's later stages have no ids).
+  auto setInput = [&](const std::string &name,
+                      const std::vector<int64_t> &values) -> Status {
+    return exec.findInput(name) ? exec.setInput(name, values) : Status::ok();
   };
 
   // Prefill: the prompts (padding replaced by id 0) and their lengths.
@@ -190,17 +225,18 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
       ids[r * width + i] = (*prompts)[(first + r) * cols + i];
   }
   LLMIR_RETURN_IF_ERROR(exec.selectEntry("prefill"));
-  LLMIR_RETURN_IF_ERROR(exec.setInput("input_ids", ids));
-  LLMIR_RETURN_IF_ERROR(exec.setInput("lengths", lens));
+  LLMIR_RETURN_IF_ERROR(setInput("input_ids", ids));
+  LLMIR_RETURN_IF_ERROR(setInput("lengths", lens));
   // Warm-up prefills (thread pools, caches) are harmless: prefill rewrites
   // the cache positions that decode reads.
   for (int64_t i = 0; i < o.warmup; ++i)
     LLMIR_RETURN_IF_ERROR(exec.run(0));
+  // Timed up to the sampled token (with pp: through every stage).
   auto t0 = std::chrono::steady_clock::now();
   LLMIR_RETURN_IF_ERROR(exec.run(0));
+  LLMIR_RETURN_IF_ERROR(sampleAll(0));
   double prefillSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  LLMIR_RETURN_IF_ERROR(sampleAll(0));
 
   // Decode: one token per sequence at its next position.
   LLMIR_RETURN_IF_ERROR(exec.selectEntry("decode"));
@@ -219,19 +255,20 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
     }
     for (int64_t r = 0; r < rows; ++r)
       positions[r] = lens[r] + step - 1;
-    LLMIR_RETURN_IF_ERROR(exec.setInput("input_ids", last));
-    LLMIR_RETURN_IF_ERROR(exec.setInput("positions", positions));
+    LLMIR_RETURN_IF_ERROR(setInput("input_ids", last));
+    LLMIR_RETURN_IF_ERROR(setInput("positions", positions));
     auto t1 = std::chrono::steady_clock::now();
     LLMIR_RETURN_IF_ERROR(exec.run(step));
+    LLMIR_RETURN_IF_ERROR(sampleAll(step));
     decodeSeconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     ++decodeSteps;
-    LLMIR_RETURN_IF_ERROR(sampleAll(step));
   }
 
-  // Every rank's rows to every rank (tp rank 0 of each dp group contributes).
+  // Every rank's rows to every rank (tp and pp rank 0 of each dp group
+  // contributes).
   std::vector<float> all(static_cast<size_t>(batch * newTokens), 0.0f);
-  if (tpIndex == 0)
+  if (tpIndex == 0 && ppIndex == 0)
     for (int64_t i = 0; i < rows * newTokens; ++i)
       all[first * newTokens + i] = static_cast<float>(generated[i]);
   if (comm.size() > 1)

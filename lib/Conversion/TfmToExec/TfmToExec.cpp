@@ -937,8 +937,19 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
       }
       OpBuilder builder(func);
       ProgramLowering lowering(func);
-      if (failed(lowering.run(builder, entries ? 0 : stage++,
-                              entries ? func.getSymName() : StringRef())))
+      // Entry points of a pipeline (--llm-pipeline-split) belong to their
+      // rank's stage and keep the entry's own name.
+      int64_t index = stage;
+      StringRef entry;
+      if (entries) {
+        auto rank = func->getAttrOfType<IntegerAttr>("llmir.pp_rank");
+        auto name = func->getAttrOfType<StringAttr>("llmir.entry");
+        index = rank ? rank.getInt() : 0;
+        entry = name ? name.getValue() : func.getSymName();
+      } else {
+        ++stage;
+      }
+      if (failed(lowering.run(builder, index, entry)))
         return signalPassFailure();
       func.erase();
     }

@@ -66,10 +66,12 @@ public:
   /// `forwardOnly`: `mb` is a partitioned forward (evaluation or logits)
   /// whose results are summed (scalars: the loss) or concatenated along the
   /// batch (logits) over the micro-batches; no backward, no optimizer.
+  /// `entry`: the name of an inference entry point (prefill, decode) being
+  /// split; its per-rank functions become that entry of each stage.
   Splitter(ModuleOp module, func::FuncOp mb, pl::Schedule schedule,
-           bool forwardOnly)
+           bool forwardOnly, StringRef entry = "")
       : module(module), mb(mb), schedule(std::move(schedule)),
-        forwardOnly(forwardOnly) {}
+        forwardOnly(forwardOnly), entry(entry.str()) {}
 
   LogicalResult run();
 
@@ -88,6 +90,7 @@ private:
   func::FuncOp mb;
   pl::Schedule schedule;
   bool forwardOnly;
+  std::string entry;
   int64_t numStages = 0, numMicrobatches = 0;
 
   DenseMap<Operation *, std::pair<int64_t, Phase>> where;
@@ -241,8 +244,12 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
     }
     argTypes.push_back(type);
   }
-  auto func = func::FuncOp::create(b, loc, "stage_" + std::to_string(rank),
-                                   b.getFunctionType(argTypes, {}));
+  std::string name = "stage_" + std::to_string(rank);
+  if (!entry.empty())
+    name = entry + "_" + name;
+  auto func = func::FuncOp::create(b, loc, name, b.getFunctionType(argTypes, {}));
+  if (!entry.empty())
+    func->setAttr("llmir.entry", b.getStringAttr(entry));
   func.setAllArgAttrs(mb.getAllArgAttrs());
   func->setAttr("llmir.pp_rank", b.getI64IntegerAttr(rank));
   Block *entry = func.addEntryBlock();
@@ -438,6 +445,8 @@ struct PipelineSplitPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto mb = module.lookupSymbol<func::FuncOp>("train_microbatch");
+    SmallVector<func::FuncOp> models;
+    SmallVector<std::string> entryNames;
     auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
     auto mAttr = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
     bool pipelined = (mAttr && mAttr.getInt() > 1) || lookupPlanAxis(module, "pp");
@@ -446,10 +455,20 @@ struct PipelineSplitPass
     bool forwardOnly = false;
     if (!mb) {
       // A partitioned forward (evaluation, logits): every micro-batch's F.
-      SmallVector<func::FuncOp> models = modelFunctions(module);
-      if (models.size() != 1 ||
-          llvm::any_of(models.front().getBody().front(), [](Operation &op) {
-            return op.hasAttr("llmir.backward") || isa<tfm::AdamWUpdateOp>(op);
+      // (or inference entry points over a KV cache: prefill, decode).
+      models = modelFunctions(module);
+      auto hasState = [](func::FuncOp f) {
+        for (unsigned i = 0, e = f.getNumArguments(); i < e; ++i)
+          if (f.getArgAttr(i, tfm::TfmDialect::kStateAttrName))
+            return true;
+        return false;
+      };
+      bool entries = !models.empty() && llvm::all_of(models, hasState);
+      if (models.empty() || (models.size() != 1 && !entries) ||
+          llvm::any_of(models, [](func::FuncOp f) {
+            return llvm::any_of(f.getBody().front(), [](Operation &op) {
+              return op.hasAttr("llmir.backward") || isa<tfm::AdamWUpdateOp>(op);
+            });
           })) {
         module.emitError() << "--llm-pipeline-split: expected @train_microbatch "
                               "(run --tfm-build-train-step first) or one "
@@ -457,8 +476,14 @@ struct PipelineSplitPass
         return signalPassFailure();
       }
       mb = models.front();
-      tfm::inlineLayers(mb);
+      for (func::FuncOp f : models)
+        tfm::inlineLayers(f);
+      if (entries)
+        for (func::FuncOp f : models)
+          entryNames.push_back(f.getSymName().str());
       forwardOnly = true;
+    } else {
+      models = {mb};
     }
     auto error = [&](const Twine &message) {
       mb.emitOpError() << "--llm-pipeline-split: " << message;
@@ -482,12 +507,15 @@ struct PipelineSplitPass
       fwd.numRanks = pp;
       fwd.numMicrobatches = m;
       fwd.chunksPerRank = vpp;
+      fwd.vShape = name && name.getValue() == "zb-v";
       fwd.ranks.resize(pp);
       for (int64_t r = 0; r < pp; ++r)
         for (int64_t k = 0; k < m; ++k)
-          for (int64_t c = 0; c < vpp; ++c)
+          for (int64_t c = 0; c < vpp; ++c) {
+            int64_t stage = fwd.vShape && c == 1 ? 2 * pp - 1 - r : c * pp + r;
             fwd.ranks[r].push_back(
-                {pl::Action::F, static_cast<int>(k), static_cast<int>(c * pp + r)});
+                {pl::Action::F, static_cast<int>(k), static_cast<int>(stage)});
+          }
       schedule = std::move(fwd);
     } else if (!scheduleFile.empty()) {
       auto buffer = llvm::MemoryBuffer::getFile(scheduleFile, /*IsText=*/true);
@@ -512,8 +540,12 @@ struct PipelineSplitPass
     if (!forwardOnly)
       if (llvm::Error e = pl::verifySchedule(*schedule))
         return error(llvm::toString(std::move(e)));
-    if (failed(Splitter(module, mb, std::move(*schedule), forwardOnly).run()))
-      signalPassFailure();
+    for (auto [i, f] : llvm::enumerate(models))
+      if (failed(Splitter(module, f, *schedule, forwardOnly,
+                          i < entryNames.size() ? StringRef(entryNames[i])
+                                                : StringRef())
+                     .run()))
+        return signalPassFailure();
   }
 };
 

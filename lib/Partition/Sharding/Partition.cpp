@@ -969,18 +969,25 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   int64_t vpp = o.schedule == "zb-v" ? 2 : o.vpp;
   int64_t numStages = o.pp * vpp;
   for (func::FuncOp func : models) {
-    if (numStages > 1)
+    // Inference entry points (resident KV cache) pipeline one batch of
+    // sequences per call: no micro-batches (they would slice the cache) and
+    // one chunk per rank.
+    if (numStages > 1 && (o.microbatches > 1 || vpp > 1))
       for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
         if (func.getArgAttr(i, TfmDialect::kStateAttrName))
           return func.emitOpError()
-                 << "has resident state (a KV cache, inference); pipeline "
-                    "parallelism (pp/vpp) of inference is not supported yet";
+                 << "has resident state (a KV cache, inference); pipelined "
+                    "inference runs microbatches=1 and vpp=1";
     Partitioner partitioner(module, func, o, strategy);
     if (failed(partitioner.run()))
       return failure();
     if (numStages == 1)
       continue;
-    auto stages = pipeline::assignStages(func, numStages, o.layout);
+    // Every entry point of a module (prefill, decode) gets the first one's
+    // split, so each rank holds the same layers (and caches) in all of them.
+    auto stages = pipeline::assignStages(func, numStages,
+                                         layout.empty() ? StringRef(o.layout)
+                                                        : StringRef(layout));
     if (failed(stages))
       return failure();
     layout = pipeline::formatLayout(*stages);
