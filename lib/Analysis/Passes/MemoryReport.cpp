@@ -31,14 +31,11 @@ struct LLMMemoryReportPass
     ModuleOp module = getOperation();
     StringRef pass = "llm-memory-report";
     std::string dtype;
-    TransformerConfig config;
-    Layout planLayout;
-    if (failed(readModelAndLayout(module, pass, this->layout, config, planLayout,
-                                  &dtype)))
+    TransformerConfig cfg;
+    Layout layout; // the plan's, or the `layout=` option's
+    if (failed(readModelAndLayout(module, pass, this->layout, cfg, layout, &dtype)))
       return signalPassFailure();
-    FailureOr<TransformerConfig> cfg = config;
-    FailureOr<Layout> layout = planLayout;
-    if (auto err = checkLayout(*cfg, *layout)) {
+    if (auto err = checkLayout(cfg, layout)) {
       module.emitError() << "--" << pass << ": " << llvm::toString(std::move(err));
       return signalPassFailure();
     }
@@ -52,13 +49,13 @@ struct LLMMemoryReportPass
       device = *d;
     }
     FailureOr<EstimateOptions> options = styleOptions(
-        module, pass, style, dtype, !device || device->name == "cpu", *layout);
+        module, pass, style, dtype, !device || device->name == "cpu", layout);
     if (failed(options))
       return signalPassFailure();
-    int64_t b = microBatchSize(*cfg, *layout);
+    int64_t b = microBatchSize(cfg, layout);
     LayerActivation act =
-        layerActivation(*cfg, *layout, options->precision, options->policy, b);
-    SmallVector<StageMemory> stages = estimateMemory(*cfg, *layout, *options);
+        layerActivation(cfg, layout, options->precision, options->policy, b);
+    SmallVector<StageMemory> stages = estimateMemory(cfg, layout, *options);
 
     double peak = 0;
     for (const StageMemory &m : stages)
@@ -81,9 +78,9 @@ struct LLMMemoryReportPass
             {"input_bytes", m.inputBytes},
             {"total_bytes", m.totalBytes}});
       llvm::json::Object root{
-          {"model", cfg->type},
-          {"params", totalParams(*cfg)},
-          {"layout", layout->str()},
+          {"model", cfg.type},
+          {"params", totalParams(cfg)},
+          {"layout", layout.str()},
           {"micro_batch", b},
           {"style", style.getValue()},
           {"precision", options->precision.name},
@@ -105,9 +102,9 @@ struct LLMMemoryReportPass
     }
     os << llvm::formatv("memory report: {0} ({1} layers, hidden {2}, {3} "
                         "params), batch {4} x seq {5}\n",
-                        cfg->type, cfg->layers, cfg->hidden, totalParams(*cfg),
-                        cfg->globalBatch, cfg->seq);
-    os << "layout: " << layout->str() << ", micro-batch " << b
+                        cfg.type, cfg.layers, cfg.hidden, totalParams(cfg),
+                        cfg.globalBatch, cfg.seq);
+    os << "layout: " << layout.str() << ", micro-batch " << b
        << " sequences\n";
     os << llvm::formatv("style: {0} (precision {1}: {2}+{3}+{4} bytes per "
                         "parameter; activations in {5} bytes, dropout {6}, "

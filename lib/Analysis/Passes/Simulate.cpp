@@ -107,13 +107,10 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
     ModuleOp module = getOperation();
     StringRef pass = "llm-simulate";
     std::string dtype;
-    TransformerConfig config;
-    Layout planLayout;
-    if (failed(readModelAndLayout(module, pass, this->layout, config, planLayout,
-                                  &dtype)))
+    TransformerConfig cfg;
+    Layout layout; // the plan's, or the `layout=` option's
+    if (failed(readModelAndLayout(module, pass, this->layout, cfg, layout, &dtype)))
       return signalPassFailure();
-    FailureOr<TransformerConfig> cfg = config;
-    FailureOr<Layout> layout = planLayout;
     ClusterSpec spec{cluster, clusterFile, gpu, intra, inter, nodes, gpusPerNode};
     FailureOr<Cluster> cl = buildCluster(module, pass, spec);
     if (failed(cl))
@@ -122,19 +119,19 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
     bool explicitNodes = nodes > 0 || !clusterFile.empty() ||
                          StringRef(cluster).contains("nodes=");
     if (!explicitNodes)
-      cl->nodes = (layout->ranks() + cl->gpusPerNode - 1) / cl->gpusPerNode;
-    if (layout->ranks() > cl->ranks()) {
+      cl->nodes = (layout.ranks() + cl->gpusPerNode - 1) / cl->gpusPerNode;
+    if (layout.ranks() > cl->ranks()) {
       module.emitError() << "--" << pass << ": the layout needs "
-                         << layout->ranks() << " ranks, the cluster has "
+                         << layout.ranks() << " ranks, the cluster has "
                          << cl->ranks();
       return signalPassFailure();
     }
     FailureOr<EstimateOptions> options = styleOptions(
-        module, pass, style, dtype, cl->device.name == "cpu", *layout);
+        module, pass, style, dtype, cl->device.name == "cpu", layout);
     if (failed(options))
       return signalPassFailure();
     options->dpOverlap = dpOverlap;
-    auto estimate = estimateStep(*cfg, *layout, *cl, *options, true);
+    auto estimate = estimateStep(cfg, layout, *cl, *options, true);
     if (!estimate) {
       module.emitError() << "--" << pass << ": "
                          << llvm::toString(estimate.takeError());
@@ -143,14 +140,14 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
     const StepEstimate &e = *estimate;
 
     // The simulated schedule itself, for the trace and the picture.
-    if (double(layout->pp) * layout->vpp * layout->microbatches > 2e6) {
-      module.emitError() << "--" << pass << ": " << layout->pp * layout->vpp
-                         << " stages x " << layout->microbatches
+    if (double(layout.pp) * layout.vpp * layout.microbatches > 2e6) {
+      module.emitError() << "--" << pass << ": " << layout.pp * layout.vpp
+                         << " stages x " << layout.microbatches
                          << " micro-batches is too many actions to simulate";
       return signalPassFailure();
     }
-    auto schedule = pipeline::makeSchedule(layout->schedule, layout->pp,
-                                           layout->microbatches, layout->vpp);
+    auto schedule = pipeline::makeSchedule(layout.schedule, layout.pp,
+                                           layout.microbatches, layout.vpp);
     if (!schedule) {
       module.emitError() << "--" << pass << ": "
                          << llvm::toString(schedule.takeError());
@@ -191,7 +188,7 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
     }
     os << llvm::formatv("simulate: {0} on {1} x {2} {3} (style {4}, "
                         "precision {5}), micro-batch {6} sequences\n",
-                        layout->str(), cl->nodes, cl->gpusPerNode,
+                        layout.str(), cl->nodes, cl->gpusPerNode,
                         cl->device.name, style.getValue(),
                         options->precision.name, e.microBatch);
     os << llvm::formatv("{0,-6}{1,8}{2,14}{3,14}{4,14}{5,10}{6,12}\n", "stage",
@@ -210,14 +207,14 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
         "pipeline: {0} makespan, bubble {1:F2}% (analytic for uniform stages "
         "{2:F2}%), p2p message {3}\n",
         formatSeconds(e.pipelineTime), 100 * e.bubbleFraction,
-        100 * pipeline::analyticBubbleFraction(layout->schedule, layout->pp,
-                                               layout->microbatches,
-                                               layout->vpp, uniform),
+        100 * pipeline::analyticBubbleFraction(layout.schedule, layout.pp,
+                                               layout.microbatches,
+                                               layout.vpp, uniform),
         formatSeconds(e.p2pTime));
     os << llvm::formatv("dp gradient sync {0} (exposed), optimizer {1}\n",
                         formatSeconds(e.dpTime),
                         formatSeconds(e.optimizerTime));
-    double tokens = double(cfg->globalBatch) * cfg->seq;
+    double tokens = double(cfg.globalBatch) * cfg.seq;
     os << llvm::formatv("step time: {0}, {1:F0} tokens/s, MFU {2:F2}%, "
                         "{3} of model FLOPs per device ({4} with "
                         "recompute)\n",
