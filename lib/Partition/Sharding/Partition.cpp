@@ -480,6 +480,20 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
              failure();
     return heads / tp;
   };
+  // An attention (over the sequence or the KV cache) on its rank's heads.
+  auto localizeAttention = [&](auto a, const Twine &what) -> LogicalResult {
+    FailureOr<int64_t> heads = localHeads(a, a.getNumHeads(), "heads");
+    if (failed(heads))
+      return failure();
+    FailureOr<int64_t> kv = localHeads(a, a.getNumKvHeads(), "kv heads");
+    if (failed(kv))
+      return failure();
+    a.setNumHeads(*heads);
+    a.setNumKvHeads(*kv);
+    note(a, what + " on " + Twine(*heads) + " local heads (" + Twine(*kv) +
+                " kv heads) per tp rank");
+    return success();
+  };
 
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](EmbeddingOp e) -> LogicalResult {
@@ -562,17 +576,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           return success();
         // Head-aligned splits: the projections were split on heads * head_dim
         // features, so heads must divide too.
-        FailureOr<int64_t> heads = localHeads(a, a.getNumHeads(), "heads");
-        if (failed(heads))
-          return failure();
-        FailureOr<int64_t> kv = localHeads(a, a.getNumKvHeads(), "kv heads");
-        if (failed(kv))
-          return failure();
-        a.setNumHeads(*heads);
-        a.setNumKvHeads(*kv);
-        note(a, "attention on " + Twine(*heads) + " local heads (" + Twine(*kv) +
-                    " kv heads) per tp rank");
-        return success();
+        return localizeAttention(a, "attention");
       })
       .Case([&](KvCacheWriteOp w) -> LogicalResult {
         // The cache is split like the keys/values written into it: by kv
@@ -596,17 +600,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         sameAs(a.getResult(), a.getQuery());
         if (!sharded)
           return success();
-        FailureOr<int64_t> heads = localHeads(a, a.getNumHeads(), "heads");
-        if (failed(heads))
-          return failure();
-        FailureOr<int64_t> kv = localHeads(a, a.getNumKvHeads(), "kv heads");
-        if (failed(kv))
-          return failure();
-        a.setNumHeads(*heads);
-        a.setNumKvHeads(*kv);
-        note(a, "attention over the KV cache on " + Twine(*heads) +
-                    " local heads (" + Twine(*kv) + " kv heads) per tp rank");
-        return success();
+        return localizeAttention(a, "attention over the KV cache");
       })
       .Case([&](LastTokenOp l) -> LogicalResult {
         if (failed(requireReplicated(l.getInput(), "input")))
