@@ -18,7 +18,7 @@ from conftest import model_path
 
 torch = pytest.importorskip("torch")
 
-from test_e2e_cpu import LR, RTOL, SEQ, WD, run, tool  # noqa: E402
+from test_e2e_cpu import LR, RTOL, SEQ, WD, run, tool, train_run  # noqa: E402
 from llmir import config, reference, safetensors  # noqa: E402
 from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
 
@@ -64,12 +64,7 @@ def compile_pipeline(cfg_path, out, plan, split_options="", train=True, logits=F
 
 
 def train(prog, ranks, weights, tokens, log):
-    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
-               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
-               "--steps", str(STEPS), "--lr", str(LR), "--weight-decay", str(WD),
-               "--log-json", str(log), "--timeout", "60", "--quiet"], timeout=600)
-    assert res.returncode == 0, res.stderr + res.stdout
-    return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    return train_run(prog, ranks, weights, tokens, STEPS, log)
 
 
 def check(ours, ref, what):
@@ -201,21 +196,13 @@ def test_pipeline_checkpoint_resumes_in_any_layout(deep_model, tmp_path):
     b, _ = compile_pipeline(cfg_path, tmp_path / "b.llmir", "dp=1")
     c, _ = compile_pipeline(cfg_path, tmp_path / "c.llmir", "pp=4 microbatches=4 schedule=zb-h1")
 
-    def run_steps(prog, ranks, steps, log, *extra):
-        res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
-                   tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
-                   "--steps", str(steps), "--lr", str(LR), "--weight-decay", str(WD),
-                   "--log-json", str(log), "--timeout", "60", "--quiet", *extra], timeout=600)
-        assert res.returncode == 0, res.stderr
-        return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
-
-    straight = run_steps(a, 4, STEPS, tmp_path / "s.jsonl")
+    straight = train_run(a, 4, weights, tokens, STEPS, tmp_path / "s.jsonl")
     ck = tmp_path / "ck"
-    run_steps(a, 4, 2, tmp_path / "f.jsonl", "--save-checkpoint", str(ck))
+    train_run(a, 4, weights, tokens, 2, tmp_path / "f.jsonl", "--save-checkpoint", str(ck))
     meta = safetensors.read_metadata(str(ck / "checkpoint.safetensors"))
     assert meta["step"] == "2" and meta["plan"] == "pp=2 dp=2 tp=1"
-    assert run_steps(a, 4, STEPS, tmp_path / "r1.jsonl", "--resume", str(ck)) == straight[2:]
+    assert train_run(a, 4, weights, tokens, STEPS, tmp_path / "r1.jsonl", "--resume", str(ck)) == straight[2:]
     for prog, ranks in [(b, 1), (c, 4)]:
-        other = run_steps(prog, ranks, STEPS, tmp_path / f"r{ranks}.jsonl", "--resume", str(ck))
+        other = train_run(prog, ranks, weights, tokens, STEPS, tmp_path / f"r{ranks}.jsonl", "--resume", str(ck))
         for x, y in zip(other, straight[2:]):
             assert abs(x - y) <= RTOL * abs(y), (ranks, x, y)

@@ -5,7 +5,10 @@
 #ifndef LLMIR_UNITTESTS_RUNTIME_MPICHECK_H
 #define LLMIR_UNITTESTS_RUNTIME_MPICHECK_H
 
+#include "llmir/runtime/MpiCommunicator.h"
+
 #include <cstdio>
+#include <memory>
 
 #define CHECK(cond)                                                            \
   do {                                                                         \
@@ -25,5 +28,19 @@
       ++failures;                                                              \
     }                                                                          \
   } while (false)
+
+/// MPI_Init through the communicator, or null after printing why; sets the
+/// rank CHECK messages carry.
+inline std::unique_ptr<llmir::runtime::MpiCommunicator>
+startMpiTest(int *argc, char ***argv, int &rankForLog) {
+  auto comm = llmir::runtime::MpiCommunicator::create(argc, argv);
+  if (!comm.isOk()) {
+    std::fprintf(stderr, "%s\n", comm.status().toString().c_str());
+    return nullptr;
+  }
+  std::unique_ptr<llmir::runtime::MpiCommunicator> out = std::move(comm).value();
+  rankForLog = out->rank();
+  return out;
+}
 
 #endif // LLMIR_UNITTESTS_RUNTIME_MPICHECK_H

@@ -255,13 +255,9 @@ int runDeadRank(rt::Communicator &comm) {
 } // namespace
 
 int main(int argc, char **argv) {
-  auto commOr = rt::MpiCommunicator::create(&argc, &argv);
-  if (!commOr.isOk()) {
-    std::fprintf(stderr, "%s\n", commOr.status().toString().c_str());
+  std::unique_ptr<rt::MpiCommunicator> comm = startMpiTest(&argc, &argv, rankForLog);
+  if (!comm)
     return 1;
-  }
-  std::unique_ptr<rt::MpiCommunicator> comm = std::move(commOr).value();
-  rankForLog = comm->rank();
   if (argc > 1 && std::strcmp(argv[1], "--dead-rank") == 0) {
     const int rc = runDeadRank(*comm);
     comm.reset(); // MPI_Finalize on the leaving rank

@@ -308,13 +308,9 @@ void run(rt::Communicator &comm, const std::string &dir) {
 } // namespace
 
 int main(int argc, char **argv) {
-  auto commOr = rt::MpiCommunicator::create(&argc, &argv);
-  if (!commOr.isOk()) {
-    std::fprintf(stderr, "%s\n", commOr.status().toString().c_str());
+  std::unique_ptr<rt::MpiCommunicator> comm = startMpiTest(&argc, &argv, rankForLog);
+  if (!comm)
     return 1;
-  }
-  std::unique_ptr<rt::MpiCommunicator> comm = std::move(commOr).value();
-  rankForLog = comm->rank();
   if (comm->size() != kWorld || argc < 2) {
     std::fprintf(stderr, "usage: mpirun -np %d %s DIR\n", kWorld, argv[0]);
     return 1;
