@@ -16,6 +16,7 @@
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
+#include "llmir/Dialect/Tfm/Transforms/Passes.h"
 #include "llmir/Partition/Passes.h"
 #include "llmir/Partition/Pipeline/Schedule.h"
 #include "llmir/Partition/Pipeline/Stages.h"

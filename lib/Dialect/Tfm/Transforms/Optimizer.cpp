@@ -11,30 +11,6 @@ using namespace mlir;
 using namespace llmir;
 using namespace llmir::tfm;
 
-/// Moves the ops of every tfm.layer into the enclosing block, tagging them
-/// with the layer index (and pipeline stage), and replaces the layer results
-/// by the yielded values.
-void llmir::tfm::inlineLayers(func::FuncOp func) {
-  SmallVector<LayerOp> layers(func.getBody().front().getOps<LayerOp>());
-  for (LayerOp layer : layers) {
-    Block &body = layer.getBody().front();
-    auto yield = cast<YieldOp>(body.getTerminator());
-    IntegerAttr index = layer.getIndexAttr();
-    Attribute stage = layer->getAttr("llmir.stage");
-    for (Operation &op : body.without_terminator())
-      op.walk([&](Operation *nested) {
-        nested->setAttr("tfm.layer", index);
-        if (stage)
-          nested->setAttr("llmir.stage", stage);
-      });
-    layer.replaceAllUsesWith(yield.getValues());
-    Block *parent = layer->getBlock();
-    parent->getOperations().splice(layer->getIterator(), body.getOperations(),
-                                   body.begin(), std::prev(body.end()));
-    layer.erase();
-  }
-}
-
 OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
                                    func::FuncOp func,
                                    const OptimizerOptions &options)

@@ -19,12 +19,6 @@
 
 namespace llmir::tfm {
 
-/// Moves the ops of every top-level tfm.layer of `func` into its body,
-/// tagging each with `tfm.layer = i` (and the layer's `llmir.stage`), and
-/// replaces the layer results by the yielded values. The train step and the
-/// forward-only pipeline split work on flat functions.
-void inlineLayers(mlir::func::FuncOp func);
-
 struct OptimizerOptions {
   /// Gradient bucket size for the dp all-reduce.
   int64_t bucketBytes = 25 << 20;
