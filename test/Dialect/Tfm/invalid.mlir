@@ -1055,3 +1055,35 @@ func.func @last_token_result(%h: tensor<2x8x32xf32>, %l: tensor<2xi32>) -> tenso
   %0 = tfm.last_token %h, %l : (tensor<2x8x32xf32>, tensor<2xi32>) -> tensor<2x16xf32>
   return %0 : tensor<2x16xf32>
 }
+
+// -----
+
+func.func @send_integer(%ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{sends only f32 tensors, found 'tensor<2x8xi32>'}}
+  tfm.send %ids to 1 tag 0 : tensor<2x8xi32>
+  return
+}
+
+// -----
+
+func.func @send_tag_too_large(%h: tensor<2x8xf32>) {
+  // expected-error @+1 {{tag must be below 16384, found 16384}}
+  tfm.send %h to 1 tag 16384 : tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @recv_bf16() -> tensor<2x8xbf16> {
+  // expected-error @+1 {{sends only f32 tensors, found 'tensor<2x8xbf16>'}}
+  %r = tfm.recv from 0 tag 0 : tensor<2x8xbf16>
+  return %r : tensor<2x8xbf16>
+}
+
+// -----
+
+func.func @recv_negative_peer() -> tensor<2x8xf32> {
+  // expected-error @+1 {{attribute 'peer_stage' failed to satisfy constraint}}
+  %r = tfm.recv from -1 tag 0 : tensor<2x8xf32>
+  return %r : tensor<2x8xf32>
+}

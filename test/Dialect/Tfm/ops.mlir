@@ -129,3 +129,12 @@ func.func @inference_ops(%q: tensor<2x1x64xf32>, %k: tensor<2x1x32xf32>,
   %l = tfm.last_token %h, %pos : (tensor<2x8x64xf32>, tensor<2xi32>) -> tensor<2x64xf32>
   return %o, %l : tensor<2x1x64xf32>, tensor<2x64xf32>
 }
+
+// CHECK-LABEL: func.func @pipeline_messages
+func.func @pipeline_messages(%h: tensor<2x8x64xf32>) -> tensor<2x8x64xf32> {
+  // CHECK: tfm.send %{{.*}} to 1 tag 3 : tensor<2x8x64xf32>
+  tfm.send %h to 1 tag 3 : tensor<2x8x64xf32>
+  // CHECK: tfm.recv from 1 tag 4 : tensor<2x8x64xf32>
+  %g = tfm.recv from 1 tag 4 : tensor<2x8x64xf32>
+  return %g : tensor<2x8x64xf32>
+}
