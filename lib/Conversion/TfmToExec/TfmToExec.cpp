@@ -10,6 +10,7 @@
 #include "llmir/Conversion/Passes.h"
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/Plan.h"
+#include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -902,6 +903,9 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
 struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(tfm::applyMixedPrecision(module)))
+      return signalPassFailure();
+    tfm::legalizeCollectiveTypes(module);
     SmallVector<func::FuncOp> models = modelFunctions(module);
     // Functions over resident state (KV caches) are entry points of one
     // program: their parameters and state lower to the same arena offsets

@@ -15,6 +15,7 @@
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 #include "llmir/Partition/Passes.h"
@@ -445,6 +446,8 @@ struct PipelineSplitPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(tfm::applyMixedPrecision(module)))
+      return signalPassFailure();
     auto mb = module.lookupSymbol<func::FuncOp>("train_microbatch");
     SmallVector<func::FuncOp> models;
     SmallVector<std::string> entryNames;

@@ -10,6 +10,7 @@
 
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/IR/Plan.h"
+#include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Partition/Passes.h"
 #include "llmir/Partition/Strategy.h"
 #include "llmir/Partition/Pipeline/Stages.h"
@@ -1034,5 +1035,7 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   if (strategy)
     plan.push_back(b.getNamedAttr("strategy", b.getStringAttr(strategy->name())));
   module->setAttr(kPlanAttrName, b.getDictionaryAttr(plan));
-  return success();
+  // A mixed-precision policy recorded before partitioning applies to the
+  // per-rank form (the rules above read f32 parameters directly).
+  return tfm::applyMixedPrecision(module);
 }

@@ -1059,7 +1059,7 @@ func.func @last_token_result(%h: tensor<2x8x32xf32>, %l: tensor<2xi32>) -> tenso
 // -----
 
 func.func @send_integer(%ids: tensor<2x8xi32>) {
-  // expected-error @+1 {{sends only f32 tensors, found 'tensor<2x8xi32>'}}
+  // expected-error @+1 {{sends only float tensors, found 'tensor<2x8xi32>'}}
   tfm.send %ids to 1 tag 0 : tensor<2x8xi32>
   return
 }
@@ -1074,10 +1074,10 @@ func.func @send_tag_too_large(%h: tensor<2x8xf32>) {
 
 // -----
 
-func.func @recv_bf16() -> tensor<2x8xbf16> {
-  // expected-error @+1 {{sends only f32 tensors, found 'tensor<2x8xbf16>'}}
-  %r = tfm.recv from 0 tag 0 : tensor<2x8xbf16>
-  return %r : tensor<2x8xbf16>
+func.func @recv_integer() -> tensor<2x8xi64> {
+  // expected-error @+1 {{sends only float tensors, found 'tensor<2x8xi64>'}}
+  %r = tfm.recv from 0 tag 0 : tensor<2x8xi64>
+  return %r : tensor<2x8xi64>
 }
 
 // -----

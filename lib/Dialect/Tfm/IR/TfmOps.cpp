@@ -613,11 +613,12 @@ LogicalResult AdamWUpdateOp::verify() {
   return success();
 }
 
-/// Point-to-point messages carry f32 tensors with tags below 16384 (the
-/// runtime keeps higher MPI tags for its own control messages).
+/// Point-to-point messages carry float tensors (bf16/f16 ones travel as f32:
+/// see legalizeCollectiveTypes) with tags below 16384 (the runtime keeps
+/// higher MPI tags for its own control messages).
 static LogicalResult verifyMessage(Operation *op, Type type, int64_t tag) {
-  if (!cast<RankedTensorType>(type).getElementType().isF32())
-    return op->emitOpError() << "sends only f32 tensors, found " << type;
+  if (!isa<FloatType>(cast<RankedTensorType>(type).getElementType()))
+    return op->emitOpError() << "sends only float tensors, found " << type;
   if (tag >= 16384)
     return op->emitOpError() << "tag must be below 16384, found " << tag;
   return success();

@@ -8,6 +8,7 @@
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
@@ -301,6 +302,8 @@ struct TfmBuildTrainStepPass
   }
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(applyMixedPrecision(module)))
+      return signalPassFailure();
     SmallVector<func::FuncOp> models = modelFunctions(module);
     if (gradCommDtype != "f32" && gradCommDtype != "bf16") {
       module.emitError() << "--tfm-build-train-step: grad-comm-dtype must be "
@@ -310,7 +313,9 @@ struct TfmBuildTrainStepPass
     }
     OptimizerOptions options;
     options.bucketBytes = bucketBytes;
-    options.bf16Comm = gradCommDtype == "bf16";
+    std::optional<MixedPrecisionPolicy> policy = getMixedPrecision(module);
+    options.bf16Comm =
+        gradCommDtype == "bf16" || (policy && policy->gradReduce.isBF16());
     for (func::FuncOp func : models)
       if (failed(Autodiff(module, func, options).run()))
         return signalPassFailure();

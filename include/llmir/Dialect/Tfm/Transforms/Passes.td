@@ -95,4 +95,47 @@ def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
                            "::mlir::shard::ShardDialect"];
 }
 
+def LLMMixedPrecision : Pass<"llm-mixed-precision", "::mlir::ModuleOp"> {
+  let summary = "Mixed precision: bf16 (or f16) compute with f32 master weights";
+  let description = [{
+    Rewrites every model function so that its activations are `compute`
+    (bf16 or f16) tensors, with explicit `tfm.cast` ops at every precision
+    boundary (these casts define the semantics; kernels compute in f32 and
+    round at every bf16/f16 store):
+
+    - training (no `inference` in `tfm.model`): parameters stay f32 (master
+      weights, and the AdamW moments with them); each use of a parameter
+      reads a `tfm.cast` of it to `compute`, placed right before the user, so
+      the backward's VJP of that cast hands an f32 gradient to the
+      parameter (gradients accumulate in f32 across micro-batches);
+    - inference: parameters and the KV cache (`tfm.state`) are `compute`
+      tensors (weights files in f32/bf16/f16 are converted on load);
+    - every op result computed from a `compute` value is `compute`, except
+      the cross-entropy family (`cross_entropy`, `cross_entropy_partial`,
+      `cross_entropy_finalize`), which reads `compute` logits and produces an
+      f32 loss and f32 statistics, and everything computed only from f32
+      values (the loss scaling and its all-reduce);
+    - float results returned by the function (logits) are cast back to f32.
+
+    `grad-reduce` is the element type of the data-parallel gradient
+    reduction (like --tfm-build-train-step's grad-comm-dtype, which it sets).
+    The policy is recorded in the module attribute `llmir.mixed_precision`.
+    Run it after --llm-partition (or before it: it is then applied at the
+    end of --llm-partition) and before --tfm-build-train-step,
+    --llm-pipeline-split and --llm-lower-to-exec. `compute=f16` is accepted
+    for inference only (f16 training needs dynamic loss scaling).
+
+    ```
+    llm-opt m.mlir --llm-partition="dp=2 tp=2" --llm-mixed-precision="compute=bf16" \
+        --tfm-build-train-step --llm-lower-to-exec
+    ```
+  }];
+  let options = [
+    Option<"compute", "compute", "std::string", /*default=*/"\"bf16\"",
+           "Element type of activations and GEMM operands: bf16 or f16">,
+    Option<"gradReduce", "grad-reduce", "std::string", /*default=*/"\"f32\"",
+           "Element type of the dp gradient reduction: f32 or bf16">
+  ];
+}
+
 #endif // LLMIR_DIALECT_TFM_TRANSFORMS_PASSES_TD
