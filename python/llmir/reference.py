@@ -5,6 +5,11 @@ accepted and converted).  Dropout is not modelled (HF eval mode / training with 
 
 Numerics follow HF's eager implementations: GPT-2 Conv1D as ``addmm(b, x, W)``, attention scores divided by
 ``sqrt(head_dim)``, masked with ``finfo.min``; LLaMA RMSNorm in float32, softmax in float32, RoPE rotate-half.
+
+``compute="bf16"`` (or ``"f16"``) mirrors ``llm-opt --llm-mixed-precision``: the math stays float32, but every
+parameter use reads a rounded copy and every op result (and the gradient flowing back into it) is rounded to
+bf16 at the same points as the compiler's IR -- after each embedding, add, norm, linear (bias included), attention
+(computed whole in float32), activation and RoPE; the cross-entropy reads the rounded logits in float32.
 """
 
 from __future__ import annotations
@@ -45,6 +50,49 @@ Params = Mapping[str, Any]
 # --------------------------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class _RoundTrip(torch.autograd.Function):
+    """x rounded to ``dtype`` (nearest even) and back to float32; the gradient is rounded the same way -- a compute-
+    typed value in the IR and the compute-typed gradient its VJP stores."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):  # type: ignore[override]
+        ctx.dtype = dtype
+        return x.to(dtype).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return g.to(ctx.dtype).to(g.dtype), None
+
+
+COMPUTE_DTYPES = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def rounder(compute: str = "f32") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The rounding of a compute-typed store: identity for f32."""
+    if compute not in COMPUTE_DTYPES:
+        raise ValueError(f"compute must be one of {', '.join(COMPUTE_DTYPES)}, got {compute!r}")
+    dtype = COMPUTE_DTYPES[compute]
+    if dtype is None:
+        return lambda x: x
+    return lambda x: _RoundTrip.apply(x, dtype)
+
+
+class _CastParams(Mapping):
+    """Each read of a parameter is its own rounded copy (the IR casts once per user op)."""
+
+    def __init__(self, params: Params, r: Callable[[torch.Tensor], torch.Tensor]):
+        self._p, self._r = params, r
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._r(self._p[name])
+
+    def __iter__(self):
+        return iter(self._p)
+
+    def __len__(self) -> int:
+        return len(self._p)
 
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:  # transformers NewGELUActivation
@@ -186,15 +234,15 @@ def _check_ids(cfg: ModelConfig, ids: Any) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _gpt2_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor:
+def _gpt2_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor, r=lambda x: x) -> torch.Tensor:
     B, S = ids.shape
     h, H, D = cfg.hidden_size, cfg.num_heads, cfg.head_dim
     act = activation(cfg.activation)
-    x = F.embedding(ids, p["wte.weight"]) + p["wpe.weight"][:S].unsqueeze(0)
+    x = r(F.embedding(ids, p["wte.weight"]) + p["wpe.weight"][:S].unsqueeze(0))
     for i in range(cfg.num_layers):
         pre = f"h.{i}."
-        a = F.layer_norm(x, (h,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], cfg.norm_eps)
-        qkv = _conv1d(a, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"])
+        a = r(F.layer_norm(x, (h,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], cfg.norm_eps))
+        qkv = r(_conv1d(a, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"]))
         q, k, v = qkv.split(h, dim=-1)
         q, k, v = (t.view(B, S, H, D).transpose(1, 2) for t in (q, k, v))
         divs = []  # HF GPT2Attention._attn divides once per enabled scaling
@@ -202,16 +250,16 @@ def _gpt2_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor
             divs.append(float(D) ** 0.5)
         if cfg.scale_attn_by_inverse_layer_idx:
             divs.append(float(i + 1))
-        o = _causal_softmax_attention(q, k, v, divs, fp32_softmax=False)
+        o = r(_causal_softmax_attention(q, k, v, divs, fp32_softmax=False))
         o = o.transpose(1, 2).reshape(B, S, h)
-        x = x + _conv1d(o, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
-        m = F.layer_norm(x, (h,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], cfg.norm_eps)
-        m = act(_conv1d(m, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"]))
-        x = x + _conv1d(m, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
-    return F.layer_norm(x, (h,), p["ln_f.weight"], p["ln_f.bias"], cfg.norm_eps)
+        x = r(x + r(_conv1d(o, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])))
+        m = r(F.layer_norm(x, (h,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], cfg.norm_eps))
+        m = r(act(r(_conv1d(m, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"]))))
+        x = r(x + r(_conv1d(m, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])))
+    return r(F.layer_norm(x, (h,), p["ln_f.weight"], p["ln_f.bias"], cfg.norm_eps))
 
 
-def _llama_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tensor:
+def _llama_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor, r=lambda x: x) -> torch.Tensor:
     B, S = ids.shape
     H, KV, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     rep = H // KV
@@ -220,34 +268,38 @@ def _llama_hidden(cfg: ModelConfig, p: Params, ids: torch.Tensor) -> torch.Tenso
     cos, sin = rope_cos_sin(cfg, S, dtype=x.dtype)
     for i in range(cfg.num_layers):
         pre = f"model.layers.{i}."
-        a = _rms_norm(x, p[pre + "input_layernorm.weight"], cfg.norm_eps)
-        q = _linear(a, p, pre + "self_attn.q_proj").view(B, S, H, D).transpose(1, 2)
-        k = _linear(a, p, pre + "self_attn.k_proj").view(B, S, KV, D).transpose(1, 2)
-        v = _linear(a, p, pre + "self_attn.v_proj").view(B, S, KV, D).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        a = r(_rms_norm(x, p[pre + "input_layernorm.weight"], cfg.norm_eps))
+        q = r(_linear(a, p, pre + "self_attn.q_proj")).view(B, S, H, D).transpose(1, 2)
+        k = r(_linear(a, p, pre + "self_attn.k_proj")).view(B, S, KV, D).transpose(1, 2)
+        v = r(_linear(a, p, pre + "self_attn.v_proj")).view(B, S, KV, D).transpose(1, 2)
+        q, k = r(apply_rope(q, cos, sin)), r(apply_rope(k, cos, sin))
         if rep > 1:  # HF repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        o = _causal_softmax_attention(q, k, v, [math.sqrt(D)], fp32_softmax=True)
+        o = r(_causal_softmax_attention(q, k, v, [math.sqrt(D)], fp32_softmax=True))
         o = o.transpose(1, 2).reshape(B, S, H * D)
-        x = x + _linear(o, p, pre + "self_attn.o_proj")
-        m = _rms_norm(x, p[pre + "post_attention_layernorm.weight"], cfg.norm_eps)
-        m = act(_linear(m, p, pre + "mlp.gate_proj")) * _linear(m, p, pre + "mlp.up_proj")
-        x = x + _linear(m, p, pre + "mlp.down_proj")
-    return _rms_norm(x, p["model.norm.weight"], cfg.norm_eps)
+        x = r(x + r(_linear(o, p, pre + "self_attn.o_proj")))
+        m = r(_rms_norm(x, p[pre + "post_attention_layernorm.weight"], cfg.norm_eps))
+        m = r(r(act(r(_linear(m, p, pre + "mlp.gate_proj")))) * r(_linear(m, p, pre + "mlp.up_proj")))
+        x = r(x + r(_linear(m, p, pre + "mlp.down_proj")))
+    return r(_rms_norm(x, p["model.norm.weight"], cfg.norm_eps))
 
 
 def _embedding_name(cfg: ModelConfig) -> str:
     return "wte.weight" if cfg.is_gpt2 else "model.embed_tokens.weight"
 
 
-def forward(cfg: ModelConfig, params: Params, input_ids: Any) -> torch.Tensor:
-    """Logits [B, S, vocab] for input_ids [B, S] (a 1-D [S] input is treated as B = 1)."""
+def forward(cfg: ModelConfig, params: Params, input_ids: Any, compute: str = "f32") -> torch.Tensor:
+    """Logits [B, S, vocab] for input_ids [B, S] (a 1-D [S] input is treated as B = 1); ``compute``: see the module
+    docstring (the logits are float32 holding compute-typed values)."""
     p = params if all(isinstance(t, torch.Tensor) for t in params.values()) else to_torch_params(cfg, params)
+    r = rounder(compute)
+    if compute != "f32":
+        p = _CastParams(p, r)
     ids = _check_ids(cfg, input_ids)
-    hidden = _gpt2_hidden(cfg, p, ids) if cfg.is_gpt2 else _llama_hidden(cfg, p, ids)
+    hidden = _gpt2_hidden(cfg, p, ids, r) if cfg.is_gpt2 else _llama_hidden(cfg, p, ids, r)
     head = p[_embedding_name(cfg)] if cfg.tie_word_embeddings else p["lm_head.weight"]
-    return F.linear(hidden, head)
+    return r(F.linear(hidden, head))
 
 
 @torch.no_grad()
@@ -258,6 +310,7 @@ def generate(
     max_new_tokens: int,
     eos_id: Optional[int] = None,
     pad_id: Optional[int] = None,
+    compute: str = "f32",
 ) -> List[List[int]]:
     """Greedy decoding, the oracle of ``llm-run --generate``: each prompt (its own length) is extended one token at a
     time by recomputing the whole forward pass (no cache, nothing shared between sequences) and taking the argmax of
@@ -273,7 +326,7 @@ def generate(
             raise ValueError("empty prompt")
         new: List[int] = []
         for _ in range(max_new_tokens):
-            token = int(torch.argmax(forward(cfg, p, [ids])[0, -1]))
+            token = int(torch.argmax(forward(cfg, p, [ids], compute)[0, -1]))
             new.append(token)
             ids.append(token)
             if eos_id is not None and token == eos_id:
@@ -282,13 +335,14 @@ def generate(
     return out
 
 
-def loss(cfg: ModelConfig, params: Params, input_ids: Any, labels: Any, ignore_index: int = -100) -> torch.Tensor:
+def loss(cfg: ModelConfig, params: Params, input_ids: Any, labels: Any, ignore_index: int = -100,
+         compute: str = "f32") -> torch.Tensor:
     """Mean cross-entropy of forward(input_ids) against ``labels`` [B, S].
 
     ``labels`` are the already-aligned next-token targets (batch_for_step's targets), NOT shifted inside as HF's
     ``labels=`` argument is.  Positions equal to ``ignore_index`` are excluded from the mean.
     """
-    logits = forward(cfg, params, input_ids)
+    logits = forward(cfg, params, input_ids, compute)
     if not isinstance(labels, torch.Tensor):
         labels = torch.as_tensor(np.asarray(labels))
     labels = labels.to(torch.int64).reshape(logits.shape[:-1])
@@ -349,8 +403,10 @@ def train(
     grad_clip: Optional[float] = None,
     start_step: int = 0,
     callback: Optional[Callable[[int, float, Dict[str, torch.Tensor]], None]] = None,
+    compute: str = "f32",
 ) -> Tuple[List[float], Dict[str, torch.Tensor]]:
-    """fp32 training; returns (per-step losses, final params).  ``params`` is not modified.
+    """fp32 training (f32 master weights and moments whatever ``compute`` is); returns (per-step losses, final
+    params).  ``params`` is not modified.
 
     AdamW(betas=(0.9, 0.95), eps=1e-8), decoupled weight decay on ndim >= 2 params, constant lr, no clipping unless
     ``grad_clip`` (global L2 norm).  Step i (counting from ``start_step``) uses batch_for_step(tokens, i, B, S).
@@ -363,7 +419,7 @@ def train(
     losses: List[float] = []
     for i in range(start_step, start_step + steps):
         inputs, targets = batch_for_step(tokens, i, B, S)
-        l = loss(cfg, p, inputs, targets)
+        l = loss(cfg, p, inputs, targets, compute=compute)
         opt.zero_grad(set_to_none=True)
         l.backward()
         if grad_clip is not None:
@@ -392,6 +448,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--compute", default="f32", choices=sorted(COMPUTE_DTYPES),
+                    help="mirror --llm-mixed-precision compute=... (f32 master weights)")
     ap.add_argument("--log-json", help="write {'step': i, 'loss': x} per line")
     ap.add_argument("--save-weights", help="write the final parameters (safetensors, F32)")
     ap.add_argument("--dump-grads", help="write the step-0 gradients (before any update) as safetensors")
@@ -416,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.flush()
 
         _, final = train(cfg, params, tokens, args.steps, args.batch, args.seq, args.lr, args.weight_decay,
-                         grad_clip=args.grad_clip, callback=cb)
+                         grad_clip=args.grad_clip, callback=cb, compute=args.compute)
         if log:
             log.close()
         if args.save_weights:
