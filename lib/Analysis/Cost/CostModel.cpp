@@ -285,6 +285,18 @@ Precision cost::bf16Precision() {
   return p;
 }
 
+Precision cost::llmirMixedPrecision() {
+  Precision p;
+  p.name = "bf16-mixed";
+  p.paramBytes = 6;
+  p.gradBytes = 4;
+  p.actBytes = 2;
+  p.optimizerBytes = 8;
+  p.tensorCores = true;
+  p.logitBytes = 2; // bf16 logits, read by an f32 cross-entropy
+  return p;
+}
+
 ActivationPolicy cost::llmirActivations() { return ActivationPolicy{}; }
 
 ActivationPolicy cost::megatronActivations() {
@@ -678,7 +690,7 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
   double vocabLocal = double(ceilDiv(c.vocab, l.tp));
   // Logits and their gradient (cross-entropy in fp32 under Megatron's
   // recipe, Korthikanti's 4·s·b·V/t), plus the final norm's input and output.
-  double logitBytes = tokens * vocabLocal * (prec.tensorCores ? 4 : a);
+  double logitBytes = tokens * vocabLocal * prec.logitBytes;
   double finalNormBytes = 2 * tokens * c.hidden * a / seqDiv;
   double transient = tokens * layerBackwardTransientElems(c, l) * a;
   double inputBytes = 2.0 * double(c.globalBatch / l.dp) * c.seq * 4;

@@ -4,6 +4,7 @@
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -55,6 +56,11 @@ llmir::readModelConfig(ModuleOp module, StringRef pass, std::string *dtype) {
   if (c.learnedPositions() && c.maxPositions < 1)
     c.maxPositions = c.seq;
   *dtype = "f32";
+  if (tfm::getMixedPrecision(module)) {
+    // --llm-mixed-precision: f32 masters, compute-typed activations.
+    *dtype = "mixed";
+    return c;
+  }
   for (func::FuncOp func : modelFunctions(module)) {
     for (BlockArgument arg : func.getArguments())
       if (func.getArgAttr(arg.getArgNumber(), tfm::TfmDialect::kParamAttrName))
@@ -192,7 +198,9 @@ llmir::styleOptions(ModuleOp module, StringRef pass, StringRef style,
   if (style == "auto")
     style = onCpu ? "llmir" : "megatron-flash";
   if (style == "llmir") {
-    o.precision = dtype == "f32" ? cost::fp32Precision() : cost::bf16Precision();
+    o.precision = dtype == "f32"     ? cost::fp32Precision()
+                  : dtype == "mixed" ? cost::llmirMixedPrecision()
+                                     : cost::bf16Precision();
     o.policy = cost::llmirActivations();
     // LLMIR's one-step train program keeps gradients as temporaries.
     o.persistentGrads = layout.pp > 1 || layout.microbatches > 1;

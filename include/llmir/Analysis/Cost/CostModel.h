@@ -124,12 +124,17 @@ struct Precision {
   int actBytes = 4;       ///< stored activations
   int optimizerBytes = 8; ///< per parameter: AdamW m, v (+ fp32 master copy)
   bool tensorCores = false; ///< GEMMs at the bf16 peak instead of fp32
+  int logitBytes = 4;       ///< logits and their gradient (Megatron: fp32)
 };
 /// fp32 everywhere (LLMIR's default): 4 + 4 + 8 = 16 bytes per parameter.
 Precision fp32Precision();
 /// bf16 mixed precision as Megatron-LM runs it: bf16 weights (2), fp32
 /// gradient accumulation (4), fp32 master + m + v (12) = 18 bytes/parameter.
 Precision bf16Precision();
+/// LLMIR's --llm-mixed-precision: f32 master weights plus the bf16 copies
+/// the GEMMs read (held from the forward to the backward: 4 + 2), f32
+/// gradients (4), f32 m, v (8), bf16 activations (2) = 18 bytes/parameter.
+Precision llmirMixedPrecision();
 
 /// Which tensors a runtime keeps for the backward pass.
 struct ActivationPolicy {
