@@ -490,7 +490,7 @@ def _unit_costs(model: object, seq: int = 0) -> Tuple[List[float], float, float]
 def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Optional[Plan] = None,
             batch: Optional[int] = None, seq: int = 0, train: bool = False,
             inference: bool = False, max_seq: int = 0, prompt_len: int = 0,
-            workdir: Optional[str] = None) -> Program:
+            workdir: Optional[str] = None, compute: str = "f32") -> Program:
     """Compiles a model (a GPT2/Llama config, HF config dict/path, or a
     llmir.Builder model) for `plan`.
 
@@ -499,7 +499,11 @@ def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Op
     micro-batches) adds --llm-pipeline-split after the training step. A builder
     model fixes batch and seq itself (passing others is an error); configs
     default to batch 1 and the config's positions. Raises CompileError with the
-    compiler's diagnostics on an invalid model or an impossible plan."""
+    compiler's diagnostics on an invalid model or an impossible plan.
+    compute="bf16" adds --llm-mixed-precision (bf16 activations, f32 master
+    weights; "f16" for inference only)."""
+    if compute not in ("f32", "bf16", "f16"):
+        raise ValueError(f"compile: compute must be f32, bf16 or f16, got {compute!r}")
     plan = plan or Plan()
     workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
     os.makedirs(workdir, exist_ok=True)
@@ -538,7 +542,8 @@ def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Op
             raise CompileError(_errors(res.stderr))
         seq = seq or cfg.max_position_embeddings
     exec_ir = os.path.join(workdir, "model.exec.mlir")
-    res = _run_tool([tool_path("llm-opt"), model_ir, *plan.passes(train, workdir), "-o", exec_ir])
+    precision = [] if compute == "f32" else [f"--llm-mixed-precision=compute={compute}"]
+    res = _run_tool([tool_path("llm-opt"), model_ir, *precision, *plan.passes(train, workdir), "-o", exec_ir])
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
     prog = os.path.join(workdir, "model.llmir")
