@@ -123,7 +123,8 @@ def LLMPipelineSchedule : Pass<"llm-pipeline-schedule", "::mlir::ModuleOp"> {
     share of the step) next to the analytic one and each rank's busy time
     and peak in-flight micro-batches, and writes an SVG timeline with
     `svg=`. Costs are per rank's whole share of the model (a chunk takes
-    t/vpp). The IR is left unchanged (the stage split is future work).
+    t/vpp). The IR is left unchanged (--llm-pipeline-split applies a schedule
+    to the IR).
 
     Example: `llm-opt m.mlir --llm-pipeline-schedule="pp=4 microbatches=8
     schedule=1f1b svg=1f1b.svg" -o /dev/null`
