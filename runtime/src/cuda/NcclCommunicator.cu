@@ -155,11 +155,18 @@ public:
     ncclResult_t init = ncclCommInitRankConfig(&world.comm, boot_.size(), id, boot_.rank(),
                                                &config);
     LLMIR_RETURN_IF_ERROR(check(init, world.comm, "init (world)"));
+    // A non-blocking init may return ncclSuccess while the communicator is
+    // still being built; any use before its async state is ncclSuccess fails
+    // ("Attempt to use communicator before the previous operation returned
+    // ncclSuccess"), so wait for it explicitly (under the watchdog).
+    LLMIR_RETURN_IF_ERROR(waitReady(world.comm, "init (world)"));
     groups_.push_back(world);
     // Point-to-point gets its own communicator so that a deferred send can
     // never queue behind a collective (or the reverse).
     ncclResult_t split = ncclCommSplit(groups_[0].comm, 0, boot_.rank(), &p2p_, &config);
     LLMIR_RETURN_IF_ERROR(check(split, groups_[0].comm, "init (point-to-point)"));
+    // The split is an operation of the parent as well: both must be ready.
+    LLMIR_RETURN_IF_ERROR(waitReady(groups_[0].comm, "init (point-to-point)"));
     return waitReady(p2p_, "init (point-to-point)");
   }
 
@@ -183,6 +190,7 @@ public:
     const std::string what = "create_group " + ranksString(ranks);
     ncclResult_t split = ncclCommSplit(groups_[0].comm, color, g.me, &g.comm, &config);
     LLMIR_RETURN_IF_ERROR(check(split, groups_[0].comm, what));
+    LLMIR_RETURN_IF_ERROR(waitReady(groups_[0].comm, what));
     LLMIR_RETURN_IF_ERROR(waitReady(g.comm, what));
     groups_.push_back(g);
     return static_cast<int>(groups_.size() - 1);
