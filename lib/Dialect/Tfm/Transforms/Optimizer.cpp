@@ -62,28 +62,49 @@ void OptimizerBuilder::flushBucket(Location loc) {
   Value reduced;
   if (options.bf16Comm) {
     // Gradient compression: bf16 on the wire, fp32 accumulation in the
-    // runtime's reduction, fp32 again for the optimizer.
+    // runtime's reduction, fp32 again for the optimizer (at unpacking).
     auto wire = RankedTensorType::get({total}, b.getBF16Type());
     Value narrow = CastOp::create(b, loc, wire, joined);
-    Value summed = shard::AllReduceOp::create(b, loc, wire, "grid",
-                                              ArrayRef<int16_t>{dpAxis}, narrow);
-    reduced = CastOp::create(b, loc, bucketType, summed);
+    reduced = shard::AllReduceOp::create(b, loc, wire, "grid",
+                                         ArrayRef<int16_t>{dpAxis}, narrow);
   } else {
     reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
                                          ArrayRef<int16_t>{dpAxis}, joined);
   }
+  ReducedBucket done{reduced, {}, loc};
+  for (auto [param, grad] : bucket) {
+    bucketOf[param] = reducedBuckets.size();
+    done.params.push_back(param);
+  }
+  reducedBuckets.push_back(std::move(done));
+  bucket.clear();
+  bucketFill = 0;
+}
+
+void OptimizerBuilder::unpackBucket(ReducedBucket &rb) {
+  if (rb.unpacked)
+    return;
+  rb.unpacked = true;
+  Location loc = rb.loc;
+  Value reduced = rb.reduced;
+  auto wireType = cast<RankedTensorType>(reduced.getType());
+  Type elementType =
+      cast<RankedTensorType>(rb.params.front().getType()).getElementType();
+  if (wireType.getElementType() != elementType)
+    reduced = CastOp::create(b, loc, wireType.clone(elementType), reduced);
+  SmallVector<Type> pieceTypes;
+  for (BlockArgument param : rb.params)
+    pieceTypes.push_back(RankedTensorType::get(
+        {cast<RankedTensorType>(param.getType()).getNumElements()}, elementType));
   SmallVector<Value> pieces;
-  if (bucket.size() == 1)
+  if (rb.params.size() == 1)
     pieces.push_back(reduced);
   else
     llvm::append_range(pieces, SplitOp::create(b, loc, pieceTypes, reduced,
                                                b.getI64IntegerAttr(0))
                                    .getResults());
-  for (auto [entry, piece] : llvm::zip(bucket, pieces))
-    reducedGrads[entry.first] =
-        ReshapeOp::create(b, loc, entry.first.getType(), piece).getResult();
-  bucket.clear();
-  bucketFill = 0;
+  for (auto [param, piece] : llvm::zip(rb.params, pieces))
+    reducedGrads[param] = ReshapeOp::create(b, loc, param.getType(), piece).getResult();
 }
 
 LogicalResult OptimizerBuilder::emitUpdates(
@@ -91,6 +112,11 @@ LogicalResult OptimizerBuilder::emitUpdates(
   for (auto [param, raw] : grads) {
     // Bucketed gradients are already summed over dp (sums commute, so the
     // sequence-parallel sum over tp below can come after).
+    if (bucketed_) {
+      auto it = bucketOf.find(param);
+      if (it != bucketOf.end())
+        unpackBucket(reducedBuckets[it->second]);
+    }
     Value grad = bucketed_ ? reducedGrads.lookup(param) : raw;
     if (!grad)
       return func.emitOpError() << "parameter #" << param.getArgNumber()

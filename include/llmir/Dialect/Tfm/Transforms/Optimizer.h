@@ -65,6 +65,18 @@ private:
   bool zero = false, bucketed_ = false;
   llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
   int64_t bucketFill = 0;
+  /// An all-reduced bucket whose pieces are cut out only where the optimizer
+  /// first reads one of them, so that nothing waits for the collective
+  /// before then (the lowering puts the wait before the first reader).
+  struct ReducedBucket {
+    mlir::Value reduced; ///< the all-reduce result (bf16 under compression)
+    llvm::SmallVector<mlir::BlockArgument> params;
+    mlir::Location loc;
+    bool unpacked = false;
+  };
+  void unpackBucket(ReducedBucket &bucket);
+  llvm::SmallVector<ReducedBucket> reducedBuckets;
+  llvm::DenseMap<mlir::Value, unsigned> bucketOf; ///< param -> reducedBuckets index
   llvm::DenseMap<mlir::Value, mlir::Value> reducedGrads;
 };
 
