@@ -6,7 +6,8 @@
 #
 # Environment: MODEL (a config in examples/models, default gpt2-124m),
 # DP, TP (default 2, 2), PP (pipeline stages, default 1), MICROBATCHES (default 1),
-# SCHEDULE (gpipe|1f1b|interleaved|zb-h1, default 1f1b), BATCH (default 4), SEQ (default 128), STEPS (default 8),
+# SCHEDULE (gpipe|1f1b|interleaved|zb-h1, default 1f1b), BATCH (default: 4, or DP x MICROBATCHES when that
+# is larger), SEQ (default 128), STEPS (default 8), COMPUTE (f32, or bf16: --llm-mixed-precision, f32 master weights),
 # LR (default 1e-3), DATA (pattern: a repeating 256-token sequence the model can
 # learn, so the loss falls; random: uniform tokens), WORK (output dir).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -15,7 +16,6 @@ llmir_build
 llmir_path
 
 MODEL="${MODEL:-gpt2-124m}"
-BATCH="${BATCH:-4}"
 SEQ="${SEQ:-128}"
 STEPS="${STEPS:-8}"
 DP="${DP:-2}"
@@ -23,6 +23,18 @@ TP="${TP:-2}"
 PP="${PP:-1}"
 MICROBATCHES="${MICROBATCHES:-1}"
 SCHEDULE="${SCHEDULE:-1f1b}"
+COMPUTE="${COMPUTE:-f32}"
+# Every dp rank gets whole micro-batches: the default batch grows with dp x microbatches.
+BATCH="${BATCH:-$(( DP * MICROBATCHES > 4 ? DP * MICROBATCHES : 4 ))}"
+if [ $(( BATCH % (DP * MICROBATCHES) )) -ne 0 ]; then
+  echo "demo.sh: error: BATCH=$BATCH must be a multiple of DP x MICROBATCHES = $(( DP * MICROBATCHES ))" >&2
+  exit 2
+fi
+case "$COMPUTE" in
+  f32) PRECISION=() ;;
+  bf16) PRECISION=(--llm-mixed-precision=compute=bf16) ;;
+  *) echo "demo.sh: error: COMPUTE must be f32 or bf16, found '$COMPUTE'" >&2; exit 2 ;;
+esac
 LR="${LR:-1e-3}"
 DATA="${DATA:-pattern}"
 RANKS=$((DP * TP * PP))
@@ -34,8 +46,8 @@ echo "== $MODEL: parameters and FLOPs per step (batch $BATCH x seq $SEQ)"
 llm-translate --import-hf-config "$CONFIG" --batch "$BATCH" --seq "$SEQ" -o "$WORK/model.mlir"
 llm-opt "$WORK/model.mlir" --tfm-model-stats -o /dev/null
 
-echo "== compile: partition dp=$DP tp=$TP pp=$PP (microbatches=$MICROBATCHES, $SCHEDULE) -> autodiff + AdamW -> exec (memory plan per rank)"
-llm-opt "$WORK/model.mlir" \
+echo "== compile: partition dp=$DP tp=$TP pp=$PP (microbatches=$MICROBATCHES, $SCHEDULE, $COMPUTE) -> autodiff + AdamW -> exec (memory plan per rank)"
+llm-opt "$WORK/model.mlir" "${PRECISION[@]}" \
   --llm-partition="dp=$DP tp=$TP pp=$PP microbatches=$MICROBATCHES schedule=$SCHEDULE" \
   --tfm-build-train-step --llm-pipeline-split --llm-lower-to-exec -o "$WORK/model.exec.mlir"
 grep -o 'arena_bytes = [0-9]*' "$WORK/model.exec.mlir" | head -1 | sed 's/^/   per-rank /'
