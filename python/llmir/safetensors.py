@@ -13,8 +13,10 @@ compact and padded with spaces to a multiple of 8 bytes (as the reference writer
 8-byte aligned).  Files are written atomically (temporary file in the same directory + ``os.replace``).
 
 BF16: numpy has no bfloat16.  ``load_file`` converts BF16 tensors to float32 (exact) by default, or returns the raw
-bits as uint16 with ``bf16_as="uint16"``.  To write BF16, pass a :class:`BF16` wrapper (raw uint16 bits or float32
-values, rounded to nearest even) or a ``torch.bfloat16`` tensor.
+bits as uint16 with ``bf16_as="uint16"``.  To write BF16, pass a :class:`BF16` wrapper (raw uint16 bits, or
+``BF16.from_float(x)``: float32 values rounded to nearest even, like ``torch.Tensor.to(torch.bfloat16)``) or a
+``torch.bfloat16`` tensor.  F16 is numpy's float16 both ways (``x.astype(np.float16)`` rounds to nearest even).
+``llm-run`` loads F32, BF16 and F16 weights into any float program and ``--export-weights`` writes any of them.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 using namespace llmir::runtime;
@@ -38,7 +39,7 @@ options:
   --weights FILE     safetensors with Hugging Face names and full (global) tensors
   --data FILE        1-D integer .npy of token ids; step i reads the window
                      starting at i*B*S of length B*S+1 (wrapping around)
-  --steps N          number of steps (default 1)
+  --steps N          number of steps (default 1; 0 with --export-weights)
   --lr X             AdamW learning rate for training programs (default 3e-4)
   --weight-decay X   decoupled weight decay on parameters of rank >= 2 (default 0)
   --eval             forward-only evaluation (prints the loss of each window);
@@ -49,6 +50,10 @@ options:
   --save-every K     ... and after every K-th step
   --resume DIR       continue from DIR's checkpoint (any parallel layout);
                      --steps is then the step to stop at, not a count
+  --export-weights FILE  after the run, write the global parameters (HF names,
+                     no optimizer state) as safetensors (rank 0, atomically;
+                     never over an input file)
+  --export-dtype T   f32 (default), bf16 or f16 (rounded to nearest even)
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
   --timeout SEC      collective timeout before a missing rank is reported (default 300)
@@ -78,6 +83,8 @@ generation (programs compiled with llm-translate --inference):
 struct Options {
   std::string program, weights, data, logJson, logitsOut, backend = "cpu";
   std::string saveDir, resumeDir;
+  std::string exportPath, exportDTypeName; // --export-weights, --export-dtype
+  DType exportDType = DType::F32;
   int64_t saveEvery = 0;
   int64_t steps = 1;
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
@@ -85,6 +92,54 @@ struct Options {
   bool generate = false;
   GenerateOptions gen;
 };
+
+/// True when `a` and `b` name the same existing file (hard links and
+/// symlinks included).
+bool sameFile(const std::string &a, const std::string &b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 &&
+         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/// --export-dtype's value, and --export-weights never naming a file the run
+/// reads (or another of its outputs).
+Status checkExportOptions(Options &o) {
+  if (o.exportPath.empty()) {
+    if (!o.exportDTypeName.empty())
+      return Status::error(StatusCode::InvalidArgument,
+                           "--export-dtype needs --export-weights FILE");
+    return Status::ok();
+  }
+  const std::string &dt = o.exportDTypeName;
+  if (dt.empty() || dt == "f32")
+    o.exportDType = DType::F32;
+  else if (dt == "bf16")
+    o.exportDType = DType::BF16;
+  else if (dt == "f16")
+    o.exportDType = DType::F16;
+  else
+    return Status::error(StatusCode::InvalidArgument,
+                         "option --export-dtype: expected f32, bf16 or f16, found '" +
+                             dt + "'");
+  const std::pair<const char *, std::string> others[] = {
+      {"the program", o.program},
+      {"--weights", o.weights},
+      {"--data", o.data},
+      {"--prompt", o.gen.prompt},
+      {"--lengths", o.gen.lengths},
+      {"--resume", o.resumeDir.empty() ? "" : checkpointFile(o.resumeDir)},
+      {"--save-checkpoint", o.saveDir.empty() ? "" : checkpointFile(o.saveDir)},
+      {"--log-json", o.logJson},
+      {"--logits-out", o.logitsOut},
+      {"--out", o.gen.out}};
+  for (const auto &[flag, path] : others)
+    if (!path.empty() && (path == o.exportPath || sameFile(path, o.exportPath)))
+      return Status::error(StatusCode::InvalidArgument,
+                           "--export-weights '" + o.exportPath + "' is the " +
+                               flag + " file '" + path +
+                               "'; refusing to overwrite it");
+  return Status::ok();
+}
 
 Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   auto need = [&](int &i, const char *flag) -> StatusOr<std::string> {
@@ -120,6 +175,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--backend") target = &o.backend;
     else if (a == "--save-checkpoint") target = &o.saveDir;
     else if (a == "--resume") target = &o.resumeDir;
+    else if (a == "--export-weights") target = &o.exportPath;
+    else if (a == "--export-dtype") target = &o.exportDTypeName;
     else if (a == "--prompt") target = &o.gen.prompt;
     else if (a == "--lengths") target = &o.gen.lengths;
     else if (a == "--out") target = &o.gen.out;
@@ -162,7 +219,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       double d = 0;
       LLMIR_RETURN_IF_ERROR(number(a, *v, d));
       if (a == "--steps") {
-        if (d < 1 || d != std::floor(d))
+        if (d != std::floor(d) || d > 1e15)
           return Status::error(StatusCode::InvalidArgument,
                                "option --steps: expected a positive integer, found '" + *v + "'");
         o.steps = static_cast<int64_t>(d);
@@ -203,7 +260,11 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   if (o.backend != "cpu" && o.backend != "cuda")
     return Status::error(StatusCode::InvalidArgument,
                          "--backend " + o.backend + ": expected cpu or cuda");
-  return Status::ok();
+  if (o.steps == 0 && o.exportPath.empty())
+    return Status::error(StatusCode::InvalidArgument,
+                         "option --steps: expected a positive integer, found '0' "
+                         "(0 steps only with --export-weights)");
+  return checkExportOptions(o);
 }
 
 bool launchedByMpi() {
@@ -265,6 +326,19 @@ Status stepBatch(const std::vector<int64_t> &tokens, int64_t step, int64_t batch
       inputs[r * seq + s] = tokens[pos % n];
       labels[r * seq + s] = tokens[(pos + 1) % n];
     }
+  return Status::ok();
+}
+
+/// --export-weights: the run's final parameters, gathered like a checkpoint.
+Status exportIfAsked(const Program &program, Executor &ex, Communicator &comm,
+                     const Options &opts) {
+  if (opts.exportPath.empty())
+    return Status::ok();
+  LLMIR_RETURN_IF_ERROR(
+      exportWeights(program, ex, comm, opts.exportPath, opts.exportDType));
+  if (comm.rank() == 0 && !opts.quiet)
+    std::cerr << "exported the weights to " << opts.exportPath << " ("
+              << dtypeName(opts.exportDType) << ")\n";
   return Status::ok();
 }
 
@@ -345,6 +419,8 @@ int run(int argc, char **argv) {
       return fail(st);
     opts.gen.quiet = opts.quiet;
     if (Status st = generate(*program, ex, *comm, opts.gen); !st.isOk())
+      return fail(st);
+    if (Status st = exportIfAsked(*program, ex, *comm, opts); !st.isOk())
       return fail(st);
     if (Status st = comm->flushSends(); !st.isOk())
       return fail(st);
@@ -522,6 +598,8 @@ int run(int argc, char **argv) {
       if (Status st = writeNpy(opts.logitsOut, values.data(), logits->shape); !st.isOk())
         return fail(st);
   }
+  if (Status st = exportIfAsked(*program, ex, *comm, opts); !st.isOk())
+    return fail(st);
   // The loss/logits messages above are buffered sends: deliver them before
   // the communicator shuts down.
   if (Status st = comm->flushSends(); !st.isOk())

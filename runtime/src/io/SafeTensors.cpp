@@ -1,4 +1,4 @@
-// Safetensors: header validation, bounds-checked (slice) reads with pread, and the atomic f32 writer.
+// Safetensors: header validation, bounds-checked (slice) reads with pread, and the atomic writer.
 #include "llmir/runtime/SafeTensors.h"
 
 #include "FileUtil.h"
@@ -15,28 +15,38 @@
 namespace llmir::runtime {
 using detail::JsonValue;
 
+namespace {
+
+struct DTypeEntry {
+  DType dtype;
+  const char *name;
+  int64_t size;
+};
+
+/// The safetensors dtypes with whole-byte elements (upstream's spelling).
+constexpr DTypeEntry kDTypes[] = {
+    {DType::F32, "F32", 4},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2},       {DType::I32, "I32", 4},
+    {DType::I64, "I64", 8},         {DType::F64, "F64", 8},
+    {DType::I8, "I8", 1},           {DType::I16, "I16", 2},
+    {DType::U8, "U8", 1},           {DType::U16, "U16", 2},
+    {DType::U32, "U32", 4},         {DType::U64, "U64", 8},
+    {DType::BOOL, "BOOL", 1},       {DType::F8_E4M3, "F8_E4M3", 1},
+    {DType::F8_E5M2, "F8_E5M2", 1}};
+
+} // namespace
+
 const char *dtypeName(DType dtype) {
-  switch (dtype) {
-  case DType::F32: return "F32";
-  case DType::F16: return "F16";
-  case DType::BF16: return "BF16";
-  case DType::I32: return "I32";
-  case DType::I64: return "I64";
-  }
+  for (const DTypeEntry &e : kDTypes)
+    if (e.dtype == dtype)
+      return e.name;
   return "?";
 }
 
 int64_t dtypeSize(DType dtype) {
-  switch (dtype) {
-  case DType::F16:
-  case DType::BF16:
-    return 2;
-  case DType::F32:
-  case DType::I32:
-    return 4;
-  case DType::I64:
-    return 8;
-  }
+  for (const DTypeEntry &e : kDTypes)
+    if (e.dtype == dtype)
+      return e.size;
   return 0;
 }
 
@@ -47,48 +57,6 @@ int64_t TensorInfo::numElements() const {
   return n;
 }
 
-float halfToFloat(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  const uint32_t exp = (bits >> 10) & 0x1Fu;
-  uint32_t mant = bits & 0x3FFu;
-  uint32_t out;
-  if (exp == 0) {
-    if (mant == 0) {
-      out = sign;
-    } else { // subnormal: renormalize
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400u) == 0);
-      out = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (mant & 0x3FFu) << 13;
-    }
-  } else if (exp == 0x1F) {
-    out = sign | 0x7F800000u | mant << 13; // inf / NaN
-  } else {
-    out = sign | (exp + 127 - 15) << 23 | mant << 13;
-  }
-  float f;
-  std::memcpy(&f, &out, sizeof(f));
-  return f;
-}
-
-float bfloat16ToFloat(uint16_t bits) {
-  const uint32_t out = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &out, sizeof(f));
-  return f;
-}
-
-uint16_t floatToBfloat16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0)
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u); // quiet NaN
-  const uint32_t roundingBias = 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + roundingBias) >> 16);
-}
-
 namespace {
 
 Status corrupt(const std::string &path, const std::string &what) {
@@ -97,12 +65,9 @@ Status corrupt(const std::string &path, const std::string &what) {
 }
 
 bool parseDType(const std::string &s, DType &out) {
-  static const std::pair<const char *, DType> kNames[] = {
-      {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I32", DType::I32}, {"I64", DType::I64}};
-  for (const auto &[name, dt] : kNames)
-    if (s == name) {
-      out = dt;
+  for (const DTypeEntry &e : kDTypes)
+    if (s == e.name) {
+      out = e.dtype;
       return true;
     }
   return false;
@@ -129,8 +94,10 @@ Status parseTensorEntry(const std::string &path, const std::string &name,
   }
   if (!dtype || !shape || !offsets)
     return bad("needs \"dtype\", \"shape\" and \"data_offsets\"");
-  if (dtype->kind != JsonValue::Kind::String || !parseDType(dtype->string, info.dtype))
-    return bad("unsupported dtype (supported: F32, F16, BF16, I32, I64)");
+  if (dtype->kind != JsonValue::Kind::String)
+    return bad("dtype is not a string");
+  if (!parseDType(dtype->string, info.dtype))
+    return bad("unsupported dtype \"" + dtype->string + "\"");
   if (shape->kind != JsonValue::Kind::Array)
     return bad("shape is not an array");
   // Element count in bytes must stay below 2^63 (and so fit in off_t).
@@ -162,21 +129,12 @@ Status parseTensorEntry(const std::string &path, const std::string &name,
   return Status::ok();
 }
 
-/// Converts `count` elements of `dtype` at `src` to float.
-void convertToF32(DType dtype, const uint8_t *src, float *dst, int64_t count) {
-  switch (dtype) {
-  case DType::F16:
-  case DType::BF16:
-    for (int64_t i = 0; i < count; ++i) {
-      uint16_t bits;
-      std::memcpy(&bits, src + 2 * i, 2);
-      dst[i] = dtype == DType::F16 ? halfToFloat(bits) : bfloat16ToFloat(bits);
-    }
-    return;
-  case DType::F32: // read directly by the callers
-  case DType::I32: // rejected by the callers
-  case DType::I64:
-    return;
+/// Converts `count` F16 or BF16 elements at `src` to float.
+void convert16ToF32(DType dtype, const uint8_t *src, float *dst, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, src + 2 * i, 2);
+    dst[i] = dtype == DType::F16 ? halfToFloat(bits) : bfloat16ToFloat(bits);
   }
 }
 
@@ -322,10 +280,11 @@ StatusOr<std::vector<float>> SafeTensorsFile::readSliceF32(
   if (!infOr.isOk())
     return infOr.status();
   const TensorInfo &inf = *infOr;
-  if (inf.dtype == DType::I32 || inf.dtype == DType::I64)
+  if (inf.dtype != DType::F32 && inf.dtype != DType::F16 && inf.dtype != DType::BF16)
     return Status::error(StatusCode::InvalidArgument,
-                         "tensor '" + name + "' has integer dtype " +
-                             dtypeName(inf.dtype) + "; use readInt64");
+                         "'" + path_ + "': tensor '" + name + "' has dtype " +
+                             dtypeName(inf.dtype) +
+                             "; only F32, BF16 and F16 load as floating point");
   const size_t rank = inf.shape.size();
   if (ranges.size() != rank)
     return Status::error(StatusCode::InvalidArgument,
@@ -378,7 +337,7 @@ StatusOr<std::vector<float>> SafeTensorsFile::readSliceF32(
       LLMIR_RETURN_IF_ERROR(readBytes(offset, dst, runBytes));
     } else {
       LLMIR_RETURN_IF_ERROR(readBytes(offset, buffer.data(), runBytes));
-      convertToF32(inf.dtype, buffer.data(), dst, runElems);
+      convert16ToF32(inf.dtype, buffer.data(), dst, runElems);
     }
     dst += runElems;
     // Advance the outer index like an odometer; done when it wraps.
@@ -403,8 +362,8 @@ StatusOr<std::vector<int64_t>> SafeTensorsFile::readInt64(const std::string &nam
   const TensorInfo &inf = *infOr;
   if (inf.dtype != DType::I32 && inf.dtype != DType::I64)
     return Status::error(StatusCode::InvalidArgument,
-                         "tensor '" + name + "' has dtype " + dtypeName(inf.dtype) +
-                             ", not I32/I64");
+                         "'" + path_ + "': tensor '" + name + "' has dtype " +
+                             dtypeName(inf.dtype) + ", not I32/I64");
   const int64_t n = inf.numElements();
   std::vector<uint8_t> raw(static_cast<size_t>(inf.dataEnd - inf.dataBegin));
   LLMIR_RETURN_IF_ERROR(readBytes(inf.dataBegin, raw.data(), raw.size()));
@@ -444,6 +403,8 @@ Status writeSafeTensors(const std::string &path,
   }
   std::map<std::string, int> seen;
   std::vector<detail::ByteChunk> chunks;
+  // BF16/F16 tensors are rounded into these buffers (alive until the write).
+  std::vector<std::vector<uint16_t>> rounded;
   uint64_t offset = 0;
   for (const SafeTensorToWrite &t : tensors) {
     if (t.name == "__metadata__" || t.name.empty())
@@ -460,19 +421,29 @@ Status writeSafeTensors(const std::string &path,
     }
     if (count > 0 && t.data == nullptr)
       return bad("tensor '" + t.name + "' has no data");
-    const uint64_t bytes = count * 4;
+    if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
+      return bad("tensor '" + t.name + "': cannot write dtype " +
+                 dtypeName(t.dtype) + " (F32, BF16 or F16)");
+    const uint64_t bytes = count * static_cast<uint64_t>(dtypeSize(t.dtype));
+    const void *payload = t.data;
+    if (t.dtype != DType::F32 && count > 0) {
+      std::vector<uint16_t> &bits = rounded.emplace_back(static_cast<size_t>(count));
+      for (uint64_t i = 0; i < count; ++i)
+        bits[i] = t.dtype == DType::BF16 ? floatToBfloat16(t.data[i]) : floatToHalf(t.data[i]);
+      payload = bits.data();
+    }
     if (!first)
       header += ',';
     first = false;
     detail::appendJsonString(header, t.name);
-    header += ":{\"dtype\":\"F32\",\"shape\":[";
+    header += std::string(":{\"dtype\":\"") + dtypeName(t.dtype) + "\",\"shape\":[";
     for (size_t d = 0; d < t.shape.size(); ++d)
       header += (d ? "," : "") + std::to_string(t.shape[d]);
     header += "],\"data_offsets\":[" + std::to_string(offset) + "," +
               std::to_string(offset + bytes) + "]}";
     offset += bytes;
     if (bytes > 0)
-      chunks.push_back({t.data, static_cast<size_t>(bytes)});
+      chunks.push_back({payload, static_cast<size_t>(bytes)});
   }
   header += '}';
   // Pad with spaces so the data section starts 8-byte aligned (as upstream does).

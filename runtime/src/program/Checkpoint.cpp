@@ -1,5 +1,6 @@
-// Checkpoint save (gather shards on rank 0, reassemble global tensors, write
-// atomically) and resume (read each rank's slice; any layout).
+// Checkpoint save and weights export (gather shards on rank 0, reassemble
+// global tensors, write atomically) and resume (read each rank's slice; any
+// layout).
 #include "llmir/runtime/Checkpoint.h"
 
 #include "llmir/runtime/SafeTensors.h"
@@ -96,14 +97,19 @@ int dpIndex(const Program &program, int rank) {
   return 0;
 }
 
-} // namespace
+/// A global tensor reassembled on rank 0.
+struct GlobalTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
 
-std::string checkpointFile(const std::string &dir) {
-  return dir + "/checkpoint.safetensors";
-}
-
-Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
-                      const std::string &dir, int64_t nextStep) {
+/// Gathers every rank's shards of the parameters (and, with `withStates`, of
+/// the optimizer states) as f32 on rank 0, which gets them in `out` as global
+/// tensors (HF names); the other ranks get nothing. Collective over all ranks.
+Status gatherGlobalTensors(const Program &program, Executor &exec,
+                           Communicator &comm, bool withStates,
+                           std::vector<GlobalTensor> &out) {
   const int me = comm.rank();
   // Every rank walks the same list of tensors in the same order (it depends
   // on the program only): the parameters, then the optimizer states, each in
@@ -116,11 +122,14 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
   };
   std::vector<Entry> entries;
   std::set<std::string> listed;
-  for (bool isState : {false, true})
+  for (bool isState : {false, true}) {
+    if (isState && !withStates)
+      continue;
     for (const StageProgram &stage : program.stages)
       for (const Binding &b : isState ? stage.states : stage.params)
         if (listed.insert(b.name).second)
           entries.push_back({&b.name, isState});
+  }
   // Ranks in increasing order: pieces come from the lowest-numbered holders.
   std::vector<const RankInfo *> ranks;
   for (const RankInfo &r : program.ranks)
@@ -128,10 +137,8 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
   std::sort(ranks.begin(), ranks.end(),
             [](const RankInfo *a, const RankInfo *b) { return a->rank < b->rank; });
 
-  std::vector<std::vector<float>> globals;
-  std::vector<SafeTensorToWrite> tensors;
   if (me == 0)
-    globals.reserve(entries.size());
+    out.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     const std::string &name = *entries[i].name;
     const bool isState = entries[i].isState;
@@ -221,8 +228,7 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
         else
           std::copy(shard.begin(), shard.begin() + total, global.begin());
       }
-      globals.push_back(std::move(global));
-      tensors.push_back({name, param->globalShape, globals.back().data()});
+      out.push_back({name, param->globalShape, std::move(global)});
     } else if (sending) {
       // Sends are buffered; completing each before the next bounds the
       // staging memory to one piece (rank 0 receives in this same order, so
@@ -231,7 +237,25 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       LLMIR_RETURN_IF_ERROR(comm.flushSends());
     }
   }
-  if (me == 0) {
+  return Status::ok();
+}
+
+} // namespace
+
+std::string checkpointFile(const std::string &dir) {
+  return dir + "/checkpoint.safetensors";
+}
+
+Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
+                      const std::string &dir, int64_t nextStep) {
+  // Parameters and moments are saved as f32 whatever their buffer dtype
+  // (download widens bf16/f16 exactly), so f32 runs resume bit-exactly.
+  std::vector<GlobalTensor> globals;
+  LLMIR_RETURN_IF_ERROR(gatherGlobalTensors(program, exec, comm, true, globals));
+  if (comm.rank() == 0) {
+    std::vector<SafeTensorToWrite> tensors;
+    for (const GlobalTensor &t : globals)
+      tensors.push_back({t.name, t.shape, t.values.data()});
     ::mkdir(dir.c_str(), 0755); // may exist; the write reports real failures
     std::map<std::string, std::string> meta = {
         {"format", kFormat},
@@ -244,6 +268,19 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
               std::to_string(program.plan.sizes[a]);
     meta["plan"] = plan;
     LLMIR_RETURN_IF_ERROR(writeSafeTensors(checkpointFile(dir), tensors, meta));
+  }
+  return comm.barrier();
+}
+
+Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
+                     const std::string &path, DType dtype) {
+  std::vector<GlobalTensor> globals;
+  LLMIR_RETURN_IF_ERROR(gatherGlobalTensors(program, exec, comm, false, globals));
+  if (comm.rank() == 0) {
+    std::vector<SafeTensorToWrite> tensors;
+    for (const GlobalTensor &t : globals)
+      tensors.push_back({t.name, t.shape, t.values.data(), dtype});
+    LLMIR_RETURN_IF_ERROR(writeSafeTensors(path, tensors, {{"format", "pt"}}));
   }
   return comm.barrier();
 }

@@ -16,10 +16,24 @@ Status invalid(const std::string &message) {
   return Status::error(StatusCode::InvalidArgument, message);
 }
 
+bool isFloatBuffer(ScalarType dtype) {
+  return dtype == ScalarType::F32 || dtype == ScalarType::BF16 ||
+         dtype == ScalarType::F16;
+}
 
-
-
-
+/// `count` floats in the buffer dtype's bytes: f32 as is, bf16/f16 rounded to
+/// nearest even. `staging` holds the rounded bits; the result points into it
+/// or into `src`.
+const void *toBufferDType(ScalarType dtype, const float *src, int64_t count,
+                          std::vector<uint16_t> &staging) {
+  if (dtype == ScalarType::F32)
+    return src;
+  staging.resize(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i)
+    staging[i] = dtype == ScalarType::BF16 ? floatToBfloat16(src[i])
+                                           : floatToHalf(src[i]);
+  return staging.data();
+}
 
 } // namespace
 
@@ -114,10 +128,15 @@ Status Executor::loadTensor(const SafeTensorsFile &file,
     return invalid("tensor '" + tensorName + "' in '" + file.path() +
                    "' has shape " + got + " but the program expects " + want);
   }
-  if (buffer.dtype != ScalarType::F32)
-    return Status::error(StatusCode::Unimplemented,
-                         "the CPU backend loads f32 tensors only ('" +
-                             tensorName + "')");
+  if (info->dtype != DType::F32 && info->dtype != DType::BF16 &&
+      info->dtype != DType::F16)
+    return invalid("'" + file.path() + "': tensor '" + tensorName +
+                   "' has dtype " + dtypeName(info->dtype) +
+                   "; weights must be F32, BF16 or F16");
+  if (!isFloatBuffer(buffer.dtype))
+    return invalid("'" + tensorName + "': buffer " + buffer.str() +
+                   " is not f32, bf16 or f16");
+  // Read (and slice) as f32, then round once into the buffer's dtype.
   std::vector<float> data;
   const ParamSlice *slice = param.sliceFor(rankInfo_->rank);
   if (!slice) {
@@ -165,8 +184,10 @@ Status Executor::loadTensor(const SafeTensorsFile &file,
                      " is neither the rank's shard nor a dp chunk of it");
     first = dp->first * buffer.numElements();
   }
-  return backend_.upload(arena_, buffer.offset, data.data() + first,
-                         buffer.bytes());
+  std::vector<uint16_t> staging;
+  const void *bytes = toBufferDType(buffer.dtype, data.data() + first,
+                                    buffer.numElements(), staging);
+  return backend_.upload(arena_, buffer.offset, bytes, buffer.bytes());
 }
 
 const ParamInfo *Executor::ownerOf(const std::string &bindingName) const {
@@ -261,11 +282,21 @@ StatusOr<std::vector<float>> Executor::output(const std::string &name) const {
 }
 
 StatusOr<std::vector<float>> Executor::download(const BufferRef &buffer) const {
-  if (buffer.dtype != ScalarType::F32)
-    return invalid("buffer " + buffer.str() + " is not f32");
+  if (!isFloatBuffer(buffer.dtype))
+    return invalid("buffer " + buffer.str() + " is not f32, bf16 or f16");
   std::vector<float> out(static_cast<size_t>(buffer.numElements()));
+  if (buffer.dtype == ScalarType::F32) {
+    LLMIR_RETURN_IF_ERROR(
+        backend_.download(arena_, buffer.offset, out.data(), buffer.bytes()));
+    return out;
+  }
+  // bf16/f16 widen exactly to f32.
+  std::vector<uint16_t> bits(out.size());
   LLMIR_RETURN_IF_ERROR(
-      backend_.download(arena_, buffer.offset, out.data(), buffer.bytes()));
+      backend_.download(arena_, buffer.offset, bits.data(), buffer.bytes()));
+  for (size_t i = 0; i < bits.size(); ++i)
+    out[i] = buffer.dtype == ScalarType::BF16 ? bfloat16ToFloat(bits[i])
+                                              : halfToFloat(bits[i]);
   return out;
 }
 

@@ -1,6 +1,8 @@
 // Checkpoints: one safetensors file with Hugging Face names holding the full
 // (global) parameters, the AdamW moments (`<name>.exp_avg`, `.exp_avg_sq`) and
 // the next step, so a run resumes in any parallel layout (resharding on load).
+// Values are stored as f32 whatever the program's dtype; resume rounds them
+// into the program's buffers. exportWeights writes the parameters alone.
 #ifndef LLMIR_RUNTIME_CHECKPOINT_H
 #define LLMIR_RUNTIME_CHECKPOINT_H
 
@@ -21,6 +23,12 @@ std::string checkpointFile(const std::string &dir);
 /// stages, like the tied embedding, is saved once).
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
                       const std::string &dir, int64_t nextStep);
+
+/// Writes the global parameters (HF names, no optimizer state) gathered like
+/// saveCheckpoint's to the safetensors file `path` as `dtype` (F32, or BF16/F16
+/// rounded to nearest even). Collective; rank 0 writes atomically.
+Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
+                     const std::string &path, DType dtype);
 
 /// Loads this rank's slices of the parameters and optimizer state from the
 /// checkpoint in `dir`; returns the step to continue from.

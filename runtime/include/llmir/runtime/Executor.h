@@ -38,7 +38,9 @@ public:
   const RankInfo &rankInfo() const { return *rankInfo_; }
 
   /// Reads this rank's slice of every bound parameter from `weights`
-  /// (shapes and names checked against the parameter table).
+  /// (shapes and names checked against the parameter table). F32, BF16 and
+  /// F16 tensors load into f32, bf16 and f16 buffers: the slice is read as
+  /// f32 (exact) and rounded to nearest even into the buffer's dtype.
   Status loadParams(const SafeTensorsFile &weights);
 
   /// Reads the optimizer state (`<param>.exp_avg`, `<param>.exp_avg_sq`),
@@ -48,8 +50,8 @@ public:
   /// The parameter a parameter or state binding belongs to.
   const ParamInfo *ownerOf(const std::string &bindingName) const;
 
-  /// A copy of the f32 buffer `buffer` (e.g. this rank's shard of a
-  /// parameter), downloaded from the backend.
+  /// A copy of the f32, bf16 or f16 buffer `buffer` (e.g. this rank's shard
+  /// of a parameter) as f32 (exact), downloaded from the backend.
   StatusOr<std::vector<float>> download(const BufferRef &buffer) const;
 
   /// Copies `values` (token ids) into the input buffer `name`, converting to

@@ -1,7 +1,9 @@
-// Safetensors reader (bounds-checked, slice reads for tensor-parallel shards) and atomic f32 writer.
+// Safetensors reader (bounds-checked, slice reads for tensor-parallel shards,
+// F32/BF16/F16 read as f32) and atomic writer (F32, BF16 or F16 from f32 values).
 #ifndef LLMIR_RUNTIME_SAFETENSORS_H
 #define LLMIR_RUNTIME_SAFETENSORS_H
 
+#include "llmir/runtime/Float16.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -12,9 +14,14 @@
 
 namespace llmir::runtime {
 
-enum class DType { F32, F16, BF16, I32, I64 };
+/// Every fixed-width safetensors dtype: files holding any of them open; only
+/// F32/F16/BF16 read as floats and I32/I64 as integers.
+enum class DType {
+  F32, F16, BF16, I32, I64,
+  F64, I8, I16, U8, U16, U32, U64, BOOL, F8_E4M3, F8_E5M2
+};
 
-/// The safetensors spelling: "F32", "F16", "BF16", "I32", "I64".
+/// The safetensors spelling: "F32", "F16", "BF16", "I32", "I64", ...
 const char *dtypeName(DType dtype);
 /// Bytes per element.
 int64_t dtypeSize(DType dtype);
@@ -58,11 +65,12 @@ public:
   /// The "__metadata__" string map (empty when absent).
   const std::map<std::string, std::string> &metadata() const { return metadata_; }
 
-  /// The whole tensor as f32 (F16/BF16 converted; I32/I64 rejected).
+  /// The whole tensor as f32 (F16/BF16 converted exactly; any other dtype is
+  /// InvalidArgument naming the file, the tensor and its dtype).
   StatusOr<std::vector<float>> readF32(const std::string &name) const;
   /// A rectangular slice: ranges[d] = [begin, end) for every dim d (as many
   /// ranges as dims; a scalar takes none). Returns the slice row-major, shape
-  /// (end - begin) per dim. Reads only the bytes of the slice.
+  /// (end - begin) per dim. Reads (and converts) only the bytes of the slice.
   StatusOr<std::vector<float>> readSliceF32(
       const std::string &name,
       const std::vector<std::pair<int64_t, int64_t>> &ranges) const;
@@ -81,25 +89,22 @@ private:
   std::map<std::string, std::string> metadata_;
 };
 
-/// One tensor for writeSafeTensors; `data` holds product(shape) floats.
+/// One tensor for writeSafeTensors; `data` holds product(shape) floats, stored
+/// as `dtype` (F32, or BF16/F16 rounded to nearest even).
 struct SafeTensorToWrite {
   std::string name;
   std::vector<int64_t> shape;
   const float *data = nullptr;
+  DType dtype = DType::F32;
 };
 
-/// Writes an F32 safetensors file atomically: a temporary file in the same
+/// Writes a safetensors file atomically: a temporary file in the same
 /// directory, fsync, rename over `path`, fsync of the directory. Tensors are
-/// laid out in the given order; names must be unique and not "__metadata__".
+/// laid out in the given order; names must be unique and not "__metadata__";
+/// dtypes other than F32, BF16 and F16 are InvalidArgument.
 Status writeSafeTensors(const std::string &path,
                         const std::vector<SafeTensorToWrite> &tensors,
                         const std::map<std::string, std::string> &metadata = {});
-
-/// IEEE half / bfloat16 bits to float (exact; NaN/inf/subnormals kept).
-float halfToFloat(uint16_t bits);
-float bfloat16ToFloat(uint16_t bits);
-/// float to bfloat16 bits, rounding to nearest even (NaN stays NaN).
-uint16_t floatToBfloat16(float value);
 
 } // namespace llmir::runtime
 
