@@ -47,29 +47,6 @@ StatusOr<std::pair<int, int>> axisPosition(const Instr &instr, const KernelConte
   return context.axisPosition(*axis);
 }
 
-Status requireF32(const Instr &instr, const std::string &backend) {
-  for (const auto *list : {&instr.ins, &instr.outs})
-    for (const BufferRef &b : *list)
-      if (b.dtype != ScalarType::F32 && b.dtype != ScalarType::I32 &&
-          b.dtype != ScalarType::I64)
-        return Status::error(StatusCode::Unimplemented,
-                             "the " + backend + " backend runs f32 programs; buffer " +
-                                 b.str() + " is " + scalarTypeName(b.dtype) +
-                                 " (compile with --dtype f32)");
-  return Status::ok();
-}
-
-StatusOr<InstrClass> classify(const Instr &instr, const std::string &backend) {
-  if (instr.kind == OpKind::Kernel && instr.kernel == "cast")
-    return InstrClass::Cast;
-  LLMIR_RETURN_IF_ERROR(requireF32(instr, backend));
-  if (instr.kind == OpKind::Gemm)
-    return InstrClass::Gemm;
-  if (instr.kind == OpKind::Kernel)
-    return InstrClass::Kernel;
-  return invalid(instr.describe() + " is not a compute instruction");
-}
-
 // ---- elementwise, row and copy kernels --------------------------------------
 Status checkUnary(const Instr &instr) {
   LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
@@ -126,20 +103,6 @@ StatusOr<float> decodeFill(const Instr &instr) {
   if (!value.isOk())
     return value.status();
   return static_cast<float>(*value);
-}
-
-StatusOr<CastKind> decodeCast(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
-  const BufferRef &in = instr.ins[0], &out = instr.outs[0];
-  if (in.numElements() != out.numElements())
-    return invalid("cast: " + in.str() + " and " + out.str() + " differ in size");
-  if (in.dtype == ScalarType::F32 && out.dtype == ScalarType::BF16)
-    return CastKind::F32ToBf16;
-  if (in.dtype == ScalarType::BF16 && out.dtype == ScalarType::F32)
-    return CastKind::Bf16ToF32;
-  return Status::error(StatusCode::Unimplemented, std::string("cast from ") +
-                                                      scalarTypeName(in.dtype) + " to " +
-                                                      scalarTypeName(out.dtype));
 }
 
 StatusOr<PositionIdsArgs> decodePositionIds(const Instr &instr, const KernelContext &context,
@@ -343,7 +306,7 @@ Status checkNormBias(const NormArgs &n) {
 
 StatusOr<NormGradArgs> decodeNormGrad(const Instr &instr) {
   NormGradArgs n;
-  n.layer = instr.kernel == "layer_norm_grad";
+  n.layer = instr.id == KernelId::LayerNormGrad;
   LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, n.layer ? 3 : 2));
   n.x = &instr.ins[0];
   n.gamma = &instr.ins[1];

@@ -50,14 +50,6 @@ bool isSum(const Instr &instr);
 StatusOr<std::pair<int, int>> axisPosition(const Instr &instr, const KernelContext &context,
                                            const std::string &attr);
 
-/// What an instruction runs: a cast (any dtypes), else, when every buffer is
-/// f32, i32 or i64 (requireF32), a GEMM or a kernel.
-enum class InstrClass { Cast, Gemm, Kernel };
-StatusOr<InstrClass> classify(const Instr &instr, const std::string &backend);
-
-/// Every buffer is f32, i32 or i64 (`backend` names the backend in the error).
-Status requireF32(const Instr &instr, const std::string &backend);
-
 // ---- elementwise, row and copy kernels --------------------------------------
 /// One input, one output of the same size (unary kernels, copy).
 Status checkUnary(const Instr &instr);
@@ -75,9 +67,6 @@ StatusOr<RowsCols> decodeSumRows(const Instr &instr);
 StatusOr<double> decodeScale(const Instr &instr);
 /// fill: the value.
 StatusOr<float> decodeFill(const Instr &instr);
-
-enum class CastKind { F32ToBf16, Bf16ToF32 };
-StatusOr<CastKind> decodeCast(const Instr &instr);
 
 struct PositionIdsArgs {
   int64_t rows = 0, cols = 0, first = 0;

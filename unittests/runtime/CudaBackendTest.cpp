@@ -93,6 +93,7 @@ public:
     Instr instr;
     instr.kind = OpKind::Kernel;
     instr.kernel = name;
+    instr.id = rt::kernelIdFromName(name).value_or(rt::kNoKernel);
     for (int i : ins)
       instr.ins.push_back(bufs_[i]);
     for (int o : outs)

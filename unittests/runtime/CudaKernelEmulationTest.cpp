@@ -11,10 +11,12 @@
 #include "NormKernels.cuh"
 
 #include "llmir/runtime/Kernels.h"
+#include "llmir/runtime/SafeTensors.h"
 
 #include <gtest/gtest.h>
 
 #include <climits>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -384,3 +386,79 @@ TEST(CudaKernelEmulation, KvCache) {
 }
 
 } // namespace
+
+namespace {
+
+/// Bits of a float.
+uint32_t bitsOf(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+} // namespace
+
+// The staging convert kernels (mixed precision) against the CPU's rounding.
+TEST(CudaKernelEmulation, ConvertBf16RoundsLikeTheCpu) {
+  std::vector<float> x = rnd(300, 11, 100.0f);
+  // Ties (round to even both ways), signed zeros, inf, NaN, the largest floats.
+  for (uint32_t b : {0x3f808000u, 0x3f818000u, 0x80000000u, 0x00000000u, 0x7f800000u,
+                     0xff800000u, 0x7fc00001u, 0x7f7fffffu, 0x00000001u})
+  {
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    x.push_back(v);
+  }
+  std::vector<uint16_t> y(x.size());
+  std::vector<float> back(x.size());
+  launch(dim3(2), dim3(64), [&] {
+    cu::castToBf16Kernel(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  });
+  launch(dim3(2), dim3(64), [&] {
+    cu::castFromBf16Kernel(y.data(), back.data(), static_cast<int64_t>(y.size()));
+  });
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(y[i], rt::floatToBfloat16(x[i])) << "element " << i << " = " << x[i];
+    EXPECT_EQ(bitsOf(back[i]), bitsOf(rt::bfloat16ToFloat(y[i]))) << "element " << i;
+  }
+}
+
+TEST(CudaKernelEmulation, ConvertF16RoundTripsEveryHalfAndRoundsTiesToEven) {
+  // Every finite half widens exactly (as the CPU's halfToFloat) and narrows back.
+  std::vector<uint16_t> all;
+  for (uint32_t h = 0; h < 0x10000u; ++h)
+    if ((h & 0x7c00u) != 0x7c00u)
+      all.push_back(static_cast<uint16_t>(h));
+  const int64_t n = static_cast<int64_t>(all.size());
+  std::vector<float> wide(all.size());
+  std::vector<uint16_t> narrow(all.size());
+  launch(dim3(4), dim3(64), [&] { cu::castFromF16Kernel(all.data(), wide.data(), n); });
+  launch(dim3(4), dim3(64), [&] { cu::castToF16Kernel(wide.data(), narrow.data(), n); });
+  for (size_t i = 0; i < all.size(); ++i) {
+    ASSERT_EQ(bitsOf(wide[i]), bitsOf(rt::halfToFloat(all[i]))) << "half " << all[i];
+    ASSERT_EQ(narrow[i], all[i]) << "half " << all[i];
+  }
+  // Midpoints between neighbouring positive halves go to the even one; just
+  // above a midpoint goes up; 65520 and beyond overflow to inf.
+  std::vector<float> mids;
+  std::vector<uint16_t> want;
+  for (uint16_t h : {uint16_t(0x0001), uint16_t(0x03ff), uint16_t(0x3c00), uint16_t(0x3c01),
+                     uint16_t(0x7bfe)}) {
+    const float lo = rt::halfToFloat(h), hi = rt::halfToFloat(static_cast<uint16_t>(h + 1));
+    const float mid = lo + (hi - lo) / 2;
+    mids.push_back(mid);
+    want.push_back((h & 1u) ? static_cast<uint16_t>(h + 1) : h);
+    mids.push_back(std::nextafter(mid, hi));
+    want.push_back(static_cast<uint16_t>(h + 1));
+  }
+  mids.push_back(65520.0f);
+  want.push_back(0x7c00u);
+  mids.push_back(-1e10f);
+  want.push_back(0xfc00u);
+  std::vector<uint16_t> got(mids.size());
+  launch(dim3(1), dim3(32), [&] {
+    cu::castToF16Kernel(mids.data(), got.data(), static_cast<int64_t>(mids.size()));
+  });
+  for (size_t i = 0; i < mids.size(); ++i)
+    EXPECT_EQ(got[i], want[i]) << "value " << mids[i];
+}

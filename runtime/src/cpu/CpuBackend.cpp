@@ -1,121 +1,150 @@
 // The CPU backend: the reference implementation of every kernel the
 // compiler emits (OpenBLAS GEMMs, OpenMP kernels), on a host-memory arena.
-#include "llmir/runtime/Backend.h"
+// One member function per kernel family, dispatched through a table indexed
+// by KernelId; bf16 operands are staged in f32 (CpuMixedPrecision.cpp).
+#include "CpuBackend.h"
 
 #include "../KernelArgs.h"
+#include "../Staging.h"
 
 #include "llmir/runtime/Kernels.h"
-#include "llmir/runtime/SafeTensors.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
 namespace llmir::runtime {
+
 namespace {
-
 constexpr int64_t kArenaAlignment = 64;
-
 using kargs::invalid;
+} // namespace
 
-class CpuBackend final : public Backend {
-public:
-  const char *name() const override { return "cpu"; }
+// ---- Backend interface -------------------------------------------------------
+StatusOr<uint8_t *> CpuBackend::allocateArena(int64_t bytes) {
+  int64_t size = (std::max<int64_t>(bytes, 1) + kArenaAlignment - 1) / kArenaAlignment *
+                 kArenaAlignment;
+  void *mem = std::aligned_alloc(kArenaAlignment, static_cast<size_t>(size));
+  if (!mem)
+    return Status::error(StatusCode::Unavailable,
+                         "cannot allocate a " + std::to_string(size) + "-byte arena");
+  std::memset(mem, 0, static_cast<size_t>(size));
+  return static_cast<uint8_t *>(mem);
+}
 
-  StatusOr<uint8_t *> allocateArena(int64_t bytes) override {
-    int64_t size = (std::max<int64_t>(bytes, 1) + kArenaAlignment - 1) /
-                   kArenaAlignment * kArenaAlignment;
-    void *mem = std::aligned_alloc(kArenaAlignment, static_cast<size_t>(size));
-    if (!mem)
-      return Status::error(StatusCode::Unavailable,
-                           "cannot allocate a " + std::to_string(size) +
-                               "-byte arena");
-    std::memset(mem, 0, static_cast<size_t>(size));
-    return static_cast<uint8_t *>(mem);
+void CpuBackend::releaseArena(uint8_t *arena) { std::free(arena); }
+
+Status CpuBackend::upload(uint8_t *arena, int64_t offset, const void *src, int64_t bytes) {
+  std::memcpy(arena + offset, src, static_cast<size_t>(bytes));
+  return Status::ok();
+}
+
+Status CpuBackend::download(const uint8_t *arena, int64_t offset, void *dst,
+                            int64_t bytes) {
+  std::memcpy(dst, arena + offset, static_cast<size_t>(bytes));
+  return Status::ok();
+}
+
+StatusOr<int64_t> CpuBackend::findNonFinite(const uint8_t *arena, const BufferRef &buffer) {
+  if (buffer.dtype != ScalarType::F32)
+    return invalid("buffer " + buffer.str() + " is not f32");
+  const float *p = reinterpret_cast<const float *>(arena + buffer.offset);
+  for (int64_t i = 0, n = buffer.numElements(); i < n; ++i)
+    if (!std::isfinite(p[i]))
+      return i;
+  return int64_t(-1);
+}
+
+bool CpuBackend::supports(KernelId id, ScalarType dtype) const {
+  if (kernelIndex(id) >= kNumKernels || !kernelTable()[kernelIndex(id)])
+    return false;
+  const uint8_t dtypes = kernelInfo(id).dtypes;
+  switch (dtype) {
+  case ScalarType::F32: return dtypes & kF32;
+  case ScalarType::BF16: return dtypes & kBF16;
+  case ScalarType::F16: return dtypes & kF16;
+  default: return false;
   }
+}
 
-  void releaseArena(uint8_t *arena) override { std::free(arena); }
+bool CpuBackend::supportsGemm(ScalarType dtype) const {
+  return dtype == ScalarType::F32 || dtype == ScalarType::BF16;
+}
 
-  Status upload(uint8_t *arena, int64_t offset, const void *src,
-                int64_t bytes) override {
-    std::memcpy(arena + offset, src, static_cast<size_t>(bytes));
-    return Status::ok();
+Status CpuBackend::execute(const Instr &instr, uint8_t *arena, const KernelContext &context) {
+  arena_ = arena;
+  context_ = &context;
+  KernelFn fn = nullptr;
+  if (instr.kind == OpKind::Kernel) {
+    if (kernelIndex(instr.id) >= kNumKernels || !kernelTable()[kernelIndex(instr.id)])
+      return Status::error(StatusCode::Unimplemented,
+                           "the CPU backend has no kernel '" + instr.kernel + "'");
+    fn = kernelTable()[kernelIndex(instr.id)];
+    if (instr.id == KernelId::Cast) // converts itself
+      return cast(instr);
+  } else if (instr.kind != OpKind::Gemm) {
+    return invalid(instr.describe() + " is not a compute instruction");
   }
+  if (!needsStaging(instr))
+    return runF32(instr, fn);
+  if (instr.kind == OpKind::Gemm)
+    return gemmBf16(instr);
+  return runStaged(instr, fn);
+}
 
-  Status download(const uint8_t *arena, int64_t offset, void *dst,
-                  int64_t bytes) override {
-    std::memcpy(dst, arena + offset, static_cast<size_t>(bytes));
-    return Status::ok();
-  }
-
-  Status execute(const Instr &instr, uint8_t *arena,
-                 const KernelContext &context) override {
-    arena_ = arena;
-    context_ = &context;
-    lr_ = context.learningRate();
-    weightDecay_ = context.weightDecay();
-    step_ = context.step();
-    LLMIR_ASSIGN_OR_RETURN(const kargs::InstrClass cls, kargs::classify(instr, "CPU"));
-    if (cls == kargs::InstrClass::Cast)
-      return executeCast(instr);
-    return cls == kargs::InstrClass::Gemm ? executeGemm(instr) : executeKernel(instr);
-  }
-
-  StatusOr<int64_t> findNonFinite(const uint8_t *arena,
-                                  const BufferRef &buffer) override {
-    if (buffer.dtype != ScalarType::F32)
-      return invalid("buffer " + buffer.str() + " is not f32");
-    const float *p = reinterpret_cast<const float *>(arena + buffer.offset);
-    for (int64_t i = 0, n = buffer.numElements(); i < n; ++i)
-      if (!std::isfinite(p[i]))
-        return i;
-    return int64_t(-1);
-  }
-
-  Status synchronize() override { return Status::ok(); }
-
-private:
-  /// f32 <-> bf16 (round to nearest even).
-  Status executeCast(const Instr &instr) {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CastKind kind, kargs::decodeCast(instr));
-    const BufferRef &in = instr.ins[0], &out = instr.outs[0];
-    int64_t n = in.numElements();
-    if (kind == kargs::CastKind::F32ToBf16) {
-      const float *x = ptr<float>(in);
-      uint16_t *y = ptr<uint16_t>(out);
-      for (int64_t i = 0; i < n; ++i)
-        y[i] = floatToBfloat16(x[i]);
-      return Status::ok();
-    }
-    const uint16_t *x = ptr<uint16_t>(in);
-    float *y = ptr<float>(out);
-    for (int64_t i = 0; i < n; ++i)
-      y[i] = bfloat16ToFloat(x[i]);
-    return Status::ok();
-  }
-
-  Status executeKernel(const Instr &instr);
-  /// The KV-cache kernels of text generation (kv_cache_write,
-  /// cache_attention, rope_at, last_token).
-  Status executeInference(const Instr &instr);
-  Status executeGemm(const Instr &instr);
-  /// Integer buffer (i32 or i64) widened to int64 into a scratch vector.
-  StatusOr<const int64_t *> ids(const Instr &instr, const BufferRef &b);
-
-  template <typename T> T *ptr(const BufferRef &b) {
-    return reinterpret_cast<T *>(arena_ + b.offset);
-  }
-
-  uint8_t *arena_ = nullptr;
-  const KernelContext *context_ = nullptr;
-  float lr_ = 0, weightDecay_ = 0;
-  int64_t step_ = 0;
-  std::vector<int64_t> idScratch_;
-  std::vector<float> scratch_;
-  std::vector<float> zeros_;
-};
+const std::array<CpuBackend::KernelFn, kNumKernels> &CpuBackend::kernelTable() {
+  static const std::array<KernelFn, kNumKernels> table = [] {
+    std::array<KernelFn, kNumKernels> t{};
+    auto set = [&](KernelId id, KernelFn fn) { t[kernelIndex(id)] = fn; };
+    using K = KernelId;
+    using C = CpuBackend;
+    set(K::Embedding, &C::embedding);
+    set(K::PositionIds, &C::positionIds);
+    set(K::LayerNorm, &C::norm);
+    set(K::RmsNorm, &C::norm);
+    set(K::GeluTanh, &C::activation);
+    set(K::GeluExact, &C::activation);
+    set(K::Silu, &C::activation);
+    set(K::Add, &C::binary);
+    set(K::Mul, &C::binary);
+    set(K::Softmax, &C::softmax);
+    set(K::Attention, &C::attention);
+    set(K::Rope, &C::rope);
+    set(K::CrossEntropy, &C::crossEntropy);
+    set(K::CopySlice, &C::copySlice);
+    set(K::Transpose, &C::transpose);
+    set(K::Copy, &C::copy);
+    set(K::BiasAdd, &C::biasAdd);
+    set(K::Scale, &C::scale);
+    set(K::ReduceMax, &C::reduceMax);
+    set(K::CrossEntropyPartial, &C::crossEntropyPartial);
+    set(K::CrossEntropyFinalize, &C::crossEntropyFinalize);
+    set(K::Fill, &C::fill);
+    set(K::SumRows, &C::sumRows);
+    set(K::EmbeddingGrad, &C::embeddingGrad);
+    set(K::GeluTanhGrad, &C::activationGrad);
+    set(K::GeluExactGrad, &C::activationGrad);
+    set(K::SiluGrad, &C::activationGrad);
+    set(K::LayerNormGrad, &C::normGrad);
+    set(K::RmsNormGrad, &C::normGrad);
+    set(K::AttentionGrad, &C::attentionGrad);
+    set(K::RopeGrad, &C::rope);
+    set(K::Concat, &C::concat);
+    set(K::CrossEntropyGrad, &C::crossEntropyGrad);
+    set(K::CrossEntropyPartialGrad, &C::crossEntropyPartialGrad);
+    set(K::CrossEntropyFinalizeGrad, &C::crossEntropyFinalizeGrad);
+    set(K::Adamw, &C::adamw);
+    set(K::CopyChunk, &C::copyChunk);
+    set(K::Cast, &C::cast);
+    set(K::KvCacheWrite, &C::kvCacheWrite);
+    set(K::CacheAttention, &C::cacheAttention);
+    set(K::RopeAt, &C::ropeAt);
+    set(K::LastToken, &C::lastToken);
+    return t;
+  }();
+  return table;
+}
 
 StatusOr<const int64_t *> CpuBackend::ids(const Instr &instr, const BufferRef &b) {
   int64_t n = b.numElements();
@@ -128,14 +157,16 @@ StatusOr<const int64_t *> CpuBackend::ids(const Instr &instr, const BufferRef &b
   return static_cast<const int64_t *>(idScratch_.data());
 }
 
-Status CpuBackend::executeGemm(const Instr &instr) {
+// ---- GEMM ---------------------------------------------------------------------
+Status CpuBackend::gemm(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::GemmArgs g, kargs::decodeGemm(instr));
   const BufferRef &a = *g.a, &b = *g.b, &c = *g.c;
   const int64_t m = g.m, n = g.n, k = g.k;
   const float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
   if (g.rank == 2) {
-    LLMIR_RETURN_IF_ERROR(gemm(g.transA, g.transB, m, n, k, alpha, ptr<float>(a),
-                               g.aCols, ptr<float>(b), g.bCols, beta, ptr<float>(c), n));
+    LLMIR_RETURN_IF_ERROR(runtime::gemm(g.transA, g.transB, m, n, k, alpha, ptr<float>(a),
+                                        g.aCols, ptr<float>(b), g.bCols, beta,
+                                        ptr<float>(c), n));
   } else {
     LLMIR_RETURN_IF_ERROR(gemmStridedBatched(
         g.transA, g.transB, m, n, k, alpha, ptr<float>(a), g.aCols, g.aRows * g.aCols,
@@ -150,426 +181,427 @@ Status CpuBackend::executeGemm(const Instr &instr) {
   return Status::ok();
 }
 
-Status CpuBackend::executeKernel(const Instr &instr) {
-  const std::string &k = instr.kernel;
-  auto unary = [&](auto fn) -> Status {
-    LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
-    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
-              instr.outs[0].numElements());
-  };
-  auto binary = [&](auto fn) -> Status {
-    LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
-    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
-              ptr<float>(instr.outs[0]), instr.outs[0].numElements());
-  };
-
-  if (k == "gelu_tanh")
-    return unary(geluTanhForward);
-  if (k == "gelu_exact")
-    return unary(geluExactForward);
-  if (k == "silu")
-    return unary(siluForward);
-  if (k == "add")
-    return binary(add);
-  if (k == "mul")
-    return binary(mul);
-  if (k == "softmax") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSoftmax(instr));
-    return softmaxForward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
-                          rc.cols);
-  }
-  if (k == "embedding") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingArgs e,
-                           kargs::decodeEmbedding(instr, *context_));
-    StatusOr<const int64_t *> idp = ids(instr, *e.ids);
-    if (!idp.isOk())
-      return idp.status();
-    const int64_t numIds = e.numIds, rows = e.rows, dim = e.dim;
-    if (!e.sharded)
-      return embeddingForward(*idp, ptr<float>(*e.table), ptr<float>(*e.out), numIds,
-                              rows, dim);
-    // Vocab-parallel: ids outside this rank's rows give zero rows.
-    const int64_t first = e.first, vocab = e.vocab;
-    const float *tab = ptr<float>(*e.table);
-    float *dst = ptr<float>(*e.out);
-    for (int64_t i = 0; i < numIds; ++i) {
-      int64_t id = (*idp)[i];
-      if (id < 0 || id >= vocab)
-        return invalid("id " + std::to_string(id) + " at position " +
-                       std::to_string(i) + " is outside [0, " +
-                       std::to_string(vocab) + ")");
-      if (id >= first && id < first + rows)
-        std::memcpy(dst + i * dim, tab + (id - first) * dim, dim * sizeof(float));
-      else
-        std::memset(dst + i * dim, 0, dim * sizeof(float));
-    }
-    return Status::ok();
-  }
-  if (k == "copy") {
-    LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
-    std::memmove(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]),
-                 instr.outs[0].bytes());
-    return Status::ok();
-  }
-  if (k == "bias_add") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeBiasAdd(instr));
-    const BufferRef &x = instr.ins[0], &bias = instr.ins[1], &y = instr.outs[0];
-    if (ptr<float>(x) != ptr<float>(y))
-      std::memcpy(ptr<float>(y), ptr<float>(x), y.bytes());
-    return addBias(ptr<float>(y), ptr<float>(bias), rc.rows, rc.cols);
-  }
-  if (k == "scale") {
-    LLMIR_ASSIGN_OR_RETURN(const double factor, kargs::decodeScale(instr));
-    const float *x = ptr<float>(instr.ins[0]);
-    float *y = ptr<float>(instr.outs[0]);
-    for (int64_t i = 0, n = instr.outs[0].numElements(); i < n; ++i)
-      y[i] = static_cast<float>(x[i] * factor);
-    return Status::ok();
-  }
-  if (k == "reduce_max") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeReduceMax(instr));
-    const int64_t rows = rc.rows, cols = rc.cols;
-    const float *x = ptr<float>(instr.ins[0]);
-    float *m = ptr<float>(instr.outs[0]);
-    for (int64_t r = 0; r < rows; ++r)
-      m[r] = *std::max_element(x + r * cols, x + (r + 1) * cols);
-    return Status::ok();
-  }
-  if (k == "cross_entropy_partial") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialArgs ce,
-                           kargs::decodeCrossEntropyPartial(instr, *context_));
-    StatusOr<const int64_t *> labels = ids(instr, *ce.labels);
-    if (!labels.isOk())
-      return labels.status();
-    const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid,
-                  vocab = ce.vocab;
-    const float *l = ptr<float>(*ce.logits), *m = ptr<float>(*ce.max);
-    float *sumExp = ptr<float>(*ce.sumExp), *target = ptr<float>(*ce.target);
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t label = (*labels)[r];
-      if (label < 0 || label >= vocab)
-        return invalid("label " + std::to_string(label) + " at position " +
-                       std::to_string(r) + " is outside [0, " +
-                       std::to_string(vocab) + ")");
-      double sum = 0;
-      for (int64_t c = 0; c < valid; ++c)
-        sum += std::exp(static_cast<double>(l[r * cols + c]) - m[r]);
-      sumExp[r] = static_cast<float>(sum);
-      target[r] = label >= first && label < first + cols
-                      ? l[r * cols + (label - first)]
-                      : 0.0f;
-    }
-    return Status::ok();
-  }
-  if (k == "cross_entropy_finalize") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs c,
-                           kargs::decodeCrossEntropyFinalize(instr));
-    const int64_t rows = c.rows;
-    const float *m = ptr<float>(instr.ins[0]), *s = ptr<float>(instr.ins[1]),
-                *t = ptr<float>(instr.ins[2]);
-    double total = 0;
-    for (int64_t r = 0; r < rows; ++r)
-      total += std::log(static_cast<double>(s[r])) + m[r] - t[r];
-    *ptr<float>(instr.outs[0]) =
-        static_cast<float>(c.sum || rows == 0 ? total : total / rows);
-    return Status::ok();
-  }
-  if (k == "position_ids") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::PositionIdsArgs p,
-                           kargs::decodePositionIds(instr, *context_,
-                                                    /*requireInteger=*/false));
-    const BufferRef &out = instr.outs[0];
-    const int64_t rows = p.rows, cols = p.cols, first = p.first;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t s = 0; s < cols; ++s) {
-        int64_t v = first + s;
-        if (out.dtype == ScalarType::I64)
-          ptr<int64_t>(out)[r * cols + s] = v;
-        else
-          ptr<int32_t>(out)[r * cols + s] = static_cast<int32_t>(v);
-      }
-    return Status::ok();
-  }
-  if (k == "layer_norm" || k == "rms_norm") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::NormArgs n, kargs::decodeNorm(instr));
-    const int64_t rows = n.rows, cols = n.cols;
-    const float eps = static_cast<float>(n.eps);
-    if (k == "rms_norm")
-      return rmsNormForward(ptr<float>(*n.x), ptr<float>(*n.gamma), ptr<float>(*n.y),
-                            nullptr, rows, cols, eps);
-    LLMIR_RETURN_IF_ERROR(kargs::checkNormBias(n));
-    const float *beta = nullptr;
-    if (n.bias) {
-      beta = ptr<float>(*n.bias);
-    } else {
-      zeros_.assign(static_cast<size_t>(cols), 0.0f);
-      beta = zeros_.data();
-    }
-    return layerNormForward(ptr<float>(*n.x), ptr<float>(*n.gamma), beta,
-                            ptr<float>(*n.y), nullptr, nullptr, rows, cols, eps);
-  }
-  if (k == "attention") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
-    const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2],
-                    &o = instr.outs[0];
-    StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-    if (!a.isOk())
-      return a.status();
-    if (v.shape != key.shape || o.shape != q.shape)
-      return invalid("attention shapes disagree: " + q.str() + ", " + key.str() +
-                     ", " + v.str() + " -> " + o.str());
-    return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
-                            ptr<float>(o), q.shape[0], q.shape[1], a->heads,
-                            a->kvHeads, a->headDim, a->scale, a->causal, nullptr);
-  }
-  if (k == "rope" || k == "rope_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr));
-    const BufferRef &x = instr.ins[0];
-    auto fn = k == "rope" ? ropeForward : ropeBackward;
-    return fn(ptr<float>(x), ptr<float>(instr.outs[0]), x.shape[0], x.shape[1], r.heads,
-              r.headDim, r.theta, r.offset);
-  }
-  if (k == "kv_cache_write" || k == "cache_attention" || k == "rope_at" ||
-      k == "last_token")
-    return executeInference(instr);
-  if (k == "cross_entropy") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyArgs c,
-                           kargs::decodeCrossEntropy(instr));
-    StatusOr<const int64_t *> labels = ids(instr, *c.labels);
-    if (!labels.isOk())
-      return labels.status();
-    float *loss = ptr<float>(*c.loss);
-    LLMIR_RETURN_IF_ERROR(crossEntropyForward(ptr<float>(*c.logits), *labels, c.rows,
-                                              c.vocab, loss, nullptr, nullptr));
-    if (c.sum)
-      *loss *= static_cast<float>(c.rows);
-    return Status::ok();
-  }
-  if (k == "copy_slice") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CopySliceArgs c, kargs::decodeCopySlice(instr));
-    return copyColumns(ptr<float>(instr.ins[0]), c.outer, c.srcCols, c.offset * c.inner,
-                       ptr<float>(instr.outs[0]), c.dstCols);
-  }
-  if (k == "transpose") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::TransposeArgs t,
-                           kargs::decodeTranspose(instr, 0, "CPU"));
-    const BufferRef &dst = instr.outs[0];
-    const std::vector<int64_t> &perm = t.perm, &srcStrides = t.srcStrides;
-    const size_t rank = perm.size();
-    const float *in = ptr<float>(instr.ins[0]);
-    float *out = ptr<float>(dst);
-    std::vector<int64_t> index(rank, 0);
-    for (int64_t i = 0, n = dst.numElements(); i < n; ++i) {
-      int64_t offset = 0;
-      for (size_t d = 0; d < rank; ++d)
-        offset += index[d] * srcStrides[perm[d]];
-      out[i] = in[offset];
-      for (size_t d = rank; d-- > 0;) {
-        if (++index[d] < dst.shape[d])
-          break;
-        index[d] = 0;
-      }
-    }
-    return Status::ok();
-  }
-
-  // ---- training kernels ---------------------------------------------------
-  if (k == "fill") {
-    LLMIR_ASSIGN_OR_RETURN(const float value, kargs::decodeFill(instr));
-    std::fill_n(ptr<float>(instr.outs[0]), instr.outs[0].numElements(), value);
-    return Status::ok();
-  }
-  if (k == "sum_rows") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSumRows(instr));
-    return biasBackward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
-                        rc.cols);
-  }
-  if (k == "embedding_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingGradArgs e,
-                           kargs::decodeEmbeddingGrad(instr));
-    StatusOr<const int64_t *> idp = ids(instr, *e.ids);
-    if (!idp.isOk())
-      return idp.status();
-    const BufferRef &dtable = *e.dtable;
-    const int64_t rows = e.rows, dim = e.dim, numIds = e.numIds;
-    std::fill_n(ptr<float>(dtable), dtable.numElements(), 0.0f);
-    if (!e.sharded)
-      return embeddingBackward(*idp, ptr<float>(*e.dout), ptr<float>(dtable), numIds,
-                               rows, dim);
-    StatusOr<int64_t> first = kargs::shardFirstRow(instr, *context_, rows);
-    if (!first.isOk())
-      return first.status();
-    const float *g = ptr<float>(*e.dout);
-    float *dt = ptr<float>(dtable);
-    for (int64_t i = 0; i < numIds; ++i) {
-      int64_t id = (*idp)[i] - *first;
-      if (id < 0 || id >= rows)
-        continue; // another rank's row
-      for (int64_t c = 0; c < dim; ++c)
-        dt[id * dim + c] += g[i * dim + c];
-    }
-    return Status::ok();
-  }
-  if (k == "gelu_tanh_grad" || k == "gelu_exact_grad" || k == "silu_grad") {
-    LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
-    auto fn = k == "gelu_tanh_grad"   ? geluTanhBackward
-              : k == "gelu_exact_grad" ? geluExactBackward
-                                       : siluBackward;
-    return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
-              ptr<float>(instr.outs[0]), instr.outs[0].numElements());
-  }
-  if (k == "layer_norm_grad" || k == "rms_norm_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::NormGradArgs n, kargs::decodeNormGrad(instr));
-    const BufferRef &x = *n.x, &gamma = *n.gamma, &dy = *n.dy;
-    const int64_t rows = n.rows, cols = n.cols;
-    const float eps = static_cast<float>(n.eps);
-    // The statistics are recomputed from x (not saved by the forward).
-    scratch_.resize(static_cast<size_t>(x.numElements() + 2 * rows + cols));
-    float *y = scratch_.data(), *mean = y + x.numElements(), *rstd = mean + rows,
-          *zero = rstd + rows;
-    if (!n.layer) {
-      LLMIR_RETURN_IF_ERROR(rmsNormForward(ptr<float>(x), ptr<float>(gamma), y, rstd,
-                                           rows, cols, eps));
-      return rmsNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma),
-                             rstd, ptr<float>(instr.outs[0]),
-                             ptr<float>(instr.outs[1]), rows, cols);
-    }
-    std::fill_n(zero, cols, 0.0f);
-    LLMIR_RETURN_IF_ERROR(layerNormForward(ptr<float>(x), ptr<float>(gamma), zero, y,
-                                           mean, rstd, rows, cols, eps));
-    return layerNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma),
-                             mean, rstd, ptr<float>(instr.outs[0]),
-                             ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]),
-                             rows, cols);
-  }
-  if (k == "attention_grad") {
-    LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 3));
-    const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-    StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-    if (!a.isOk())
-      return a.status();
-    LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
-    return attentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(instr.ins[2]),
-                             nullptr, ptr<float>(instr.ins[3]),
-                             ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
-                             ptr<float>(instr.outs[2]), q.shape[0], q.shape[1],
-                             a->heads, a->kvHeads, a->headDim, a->scale, a->causal);
-  }
-  if (k == "concat") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::ConcatArgs c, kargs::decodeConcat(instr));
-    const BufferRef &dst = instr.outs[0];
-    int64_t offset = 0;
-    for (const BufferRef &src : instr.ins) {
-      StatusOr<int64_t> cols = kargs::concatInputCols(instr, c, src, offset);
-      if (!cols.isOk())
-        return cols.status();
-      LLMIR_RETURN_IF_ERROR(scatterColumns(ptr<float>(src), c.outer, *cols,
-                                           ptr<float>(dst), c.dstCols, offset));
-      offset += *cols;
-    }
-    return Status::ok();
-  }
-  if (k == "cross_entropy_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyGradArgs c,
-                           kargs::decodeCrossEntropyGrad(instr));
-    StatusOr<const int64_t *> labels = ids(instr, *c.labels);
-    if (!labels.isOk())
-      return labels.status();
-    float dloss = *ptr<float>(*c.dloss);
-    return crossEntropyBackward(ptr<float>(*c.logits), *labels, nullptr,
-                                c.sum ? dloss * c.rows : dloss,
-                                ptr<float>(*c.dlogits), c.rows, c.vocab, 0);
-  }
-  if (k == "cross_entropy_partial_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialGradArgs ce,
-                           kargs::decodeCrossEntropyPartialGrad(instr, *context_));
-    StatusOr<const int64_t *> labels = ids(instr, *ce.labels);
-    if (!labels.isOk())
-      return labels.status();
-    const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid;
-    const float *l = ptr<float>(*ce.logits), *m = ptr<float>(instr.ins[2]),
-                *ds = ptr<float>(instr.ins[3]), *dt = ptr<float>(instr.ins[4]);
-    float *dl = ptr<float>(instr.outs[0]);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c)
-        dl[r * cols + c] = c < valid ? std::exp(l[r * cols + c] - m[r]) * ds[r] : 0.0f;
-      int64_t label = (*labels)[r] - first;
-      if (label >= 0 && label < cols)
-        dl[r * cols + label] += dt[r];
-    }
-    return Status::ok();
-  }
-  if (k == "cross_entropy_finalize_grad") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs c,
-                           kargs::decodeCrossEntropyFinalizeGrad(instr));
-    const int64_t rows = c.rows;
-    float scale = *ptr<float>(instr.ins[1]) / (c.sum || rows == 0 ? 1.0f : rows);
-    const float *s = ptr<float>(instr.ins[0]);
-    float *ds = ptr<float>(instr.outs[0]), *dt = ptr<float>(instr.outs[1]);
-    for (int64_t r = 0; r < rows; ++r) {
-      ds[r] = scale / s[r];
-      dt[r] = -scale;
-    }
-    return Status::ok();
-  }
-  if (k == "copy_chunk") {
-    // out = this rank's chunk [i * n, (i + 1) * n) of in (ZeRO-1 staging).
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CopyChunkArgs c,
-                           kargs::decodeCopyChunk(instr, *context_));
-    std::memcpy(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]) + c.srcOffset,
-                c.n * sizeof(float));
-    return Status::ok();
-  }
-  if (k == "adamw") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a,
-                           kargs::decodeAdamw(instr, *context_));
-    return adamwUpdate(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
-                       ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(), lr_,
-                       static_cast<float>(a.beta1), static_cast<float>(a.beta2),
-                       static_cast<float>(a.eps), a.decay ? weightDecay_ : 0.0f,
-                       step_ + 1);
-  }
-  return Status::error(StatusCode::Unimplemented,
-                       "the CPU backend has no kernel '" + k + "'");
+// ---- elementwise, row and copy kernels ------------------------------------------
+Status CpuBackend::activation(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
+  auto fn = instr.id == KernelId::GeluTanh    ? geluTanhForward
+            : instr.id == KernelId::GeluExact ? geluExactForward
+                                              : siluForward;
+  return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
+            instr.outs[0].numElements());
 }
 
-Status CpuBackend::executeInference(const Instr &instr) {
-  const std::string &k = instr.kernel;
-  if (k == "kv_cache_write") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::KvCacheWriteArgs w,
-                           kargs::decodeKvCacheWrite(instr));
-    const int64_t *start = nullptr;
-    if (w.positions) {
-      StatusOr<const int64_t *> p = ids(instr, *w.positions);
-      if (!p.isOk())
-        return p.status();
-      start = *p;
+Status CpuBackend::activationGrad(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
+  auto fn = instr.id == KernelId::GeluTanhGrad    ? geluTanhBackward
+            : instr.id == KernelId::GeluExactGrad ? geluExactBackward
+                                                  : siluBackward;
+  return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]), ptr<float>(instr.outs[0]),
+            instr.outs[0].numElements());
+}
+
+Status CpuBackend::binary(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkBinary(instr));
+  auto fn = instr.id == KernelId::Add ? add : mul;
+  return fn(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]), ptr<float>(instr.outs[0]),
+            instr.outs[0].numElements());
+}
+
+Status CpuBackend::softmax(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSoftmax(instr));
+  return softmaxForward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
+                        rc.cols);
+}
+
+Status CpuBackend::copy(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
+  std::memmove(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]), instr.outs[0].bytes());
+  return Status::ok();
+}
+
+Status CpuBackend::biasAdd(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeBiasAdd(instr));
+  const BufferRef &x = instr.ins[0], &bias = instr.ins[1], &y = instr.outs[0];
+  if (ptr<float>(x) != ptr<float>(y))
+    std::memcpy(ptr<float>(y), ptr<float>(x), y.bytes());
+  return addBias(ptr<float>(y), ptr<float>(bias), rc.rows, rc.cols);
+}
+
+Status CpuBackend::scale(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const double factor, kargs::decodeScale(instr));
+  const float *x = ptr<float>(instr.ins[0]);
+  float *y = ptr<float>(instr.outs[0]);
+  for (int64_t i = 0, n = instr.outs[0].numElements(); i < n; ++i)
+    y[i] = static_cast<float>(x[i] * factor);
+  return Status::ok();
+}
+
+Status CpuBackend::reduceMax(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeReduceMax(instr));
+  const int64_t rows = rc.rows, cols = rc.cols;
+  const float *x = ptr<float>(instr.ins[0]);
+  float *m = ptr<float>(instr.outs[0]);
+  for (int64_t r = 0; r < rows; ++r)
+    m[r] = *std::max_element(x + r * cols, x + (r + 1) * cols);
+  return Status::ok();
+}
+
+Status CpuBackend::positionIds(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::PositionIdsArgs p,
+                         kargs::decodePositionIds(instr, *context_,
+                                                  /*requireInteger=*/false));
+  const BufferRef &out = instr.outs[0];
+  const int64_t rows = p.rows, cols = p.cols, first = p.first;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < cols; ++s) {
+      int64_t v = first + s;
+      if (out.dtype == ScalarType::I64)
+        ptr<int64_t>(out)[r * cols + s] = v;
+      else
+        ptr<int32_t>(out)[r * cols + s] = static_cast<int32_t>(v);
     }
-    return kvCacheWrite(ptr<float>(*w.x), start, ptr<float>(*w.cache), w.batch, w.seq,
-                        w.kvHeads, w.maxSeq, w.headDim);
+  return Status::ok();
+}
+
+Status CpuBackend::fill(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const float value, kargs::decodeFill(instr));
+  std::fill_n(ptr<float>(instr.outs[0]), instr.outs[0].numElements(), value);
+  return Status::ok();
+}
+
+Status CpuBackend::sumRows(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeSumRows(instr));
+  return biasBackward(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows, rc.cols);
+}
+
+Status CpuBackend::copySlice(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CopySliceArgs c, kargs::decodeCopySlice(instr));
+  return copyColumns(ptr<float>(instr.ins[0]), c.outer, c.srcCols, c.offset * c.inner,
+                     ptr<float>(instr.outs[0]), c.dstCols);
+}
+
+Status CpuBackend::transpose(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::TransposeArgs t, kargs::decodeTranspose(instr, 0, "CPU"));
+  const BufferRef &dst = instr.outs[0];
+  const std::vector<int64_t> &perm = t.perm, &srcStrides = t.srcStrides;
+  const size_t rank = perm.size();
+  const float *in = ptr<float>(instr.ins[0]);
+  float *out = ptr<float>(dst);
+  std::vector<int64_t> index(rank, 0);
+  for (int64_t i = 0, n = dst.numElements(); i < n; ++i) {
+    int64_t offset = 0;
+    for (size_t d = 0; d < rank; ++d)
+      offset += index[d] * srcStrides[perm[d]];
+    out[i] = in[offset];
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < dst.shape[d])
+        break;
+      index[d] = 0;
+    }
   }
-  if (k == "cache_attention") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::CacheAttentionArgs c,
-                           kargs::decodeCacheAttention(instr));
-    const BufferRef &q = instr.ins[0], &kc = instr.ins[1];
-    StatusOr<const int64_t *> start = ids(instr, instr.ins[3]);
-    if (!start.isOk())
-      return start.status();
-    return cacheAttentionForward(ptr<float>(q), ptr<float>(kc), ptr<float>(instr.ins[2]),
-                                 *start, ptr<float>(instr.outs[0]), q.shape[0], q.shape[1],
-                                 c.heads, c.kvHeads, kc.shape[2], kc.shape[3],
-                                 static_cast<float>(c.scale));
+  return Status::ok();
+}
+
+Status CpuBackend::concat(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::ConcatArgs c, kargs::decodeConcat(instr));
+  const BufferRef &dst = instr.outs[0];
+  int64_t offset = 0;
+  for (const BufferRef &src : instr.ins) {
+    StatusOr<int64_t> cols = kargs::concatInputCols(instr, c, src, offset);
+    if (!cols.isOk())
+      return cols.status();
+    LLMIR_RETURN_IF_ERROR(
+        scatterColumns(ptr<float>(src), c.outer, *cols, ptr<float>(dst), c.dstCols, offset));
+    offset += *cols;
   }
-  if (k == "rope_at") {
-    LLMIR_ASSIGN_OR_RETURN(const kargs::RopeAtArgs r, kargs::decodeRopeAt(instr));
-    const BufferRef &x = instr.ins[0];
-    StatusOr<const int64_t *> start = ids(instr, instr.ins[1]);
-    if (!start.isOk())
-      return start.status();
-    return ropeAtForward(ptr<float>(x), ptr<float>(instr.outs[0]), *start, x.shape[0],
-                         x.shape[1], r.heads, r.headDim, r.theta);
+  return Status::ok();
+}
+
+Status CpuBackend::copyChunk(const Instr &instr) {
+  // out = this rank's chunk [i * n, (i + 1) * n) of in (ZeRO-1 staging).
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CopyChunkArgs c, kargs::decodeCopyChunk(instr, *context_));
+  std::memcpy(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]) + c.srcOffset,
+              c.n * sizeof(float));
+  return Status::ok();
+}
+
+// ---- embedding ------------------------------------------------------------------
+Status CpuBackend::embedding(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingArgs e, kargs::decodeEmbedding(instr, *context_));
+  StatusOr<const int64_t *> idp = ids(instr, *e.ids);
+  if (!idp.isOk())
+    return idp.status();
+  const int64_t numIds = e.numIds, rows = e.rows, dim = e.dim;
+  if (!e.sharded)
+    return embeddingForward(*idp, ptr<float>(*e.table), ptr<float>(*e.out), numIds, rows,
+                            dim);
+  // Vocab-parallel: ids outside this rank's rows give zero rows.
+  const int64_t first = e.first, vocab = e.vocab;
+  const float *tab = ptr<float>(*e.table);
+  float *dst = ptr<float>(*e.out);
+  for (int64_t i = 0; i < numIds; ++i) {
+    int64_t id = (*idp)[i];
+    if (id < 0 || id >= vocab)
+      return invalid("id " + std::to_string(id) + " at position " + std::to_string(i) +
+                     " is outside [0, " + std::to_string(vocab) + ")");
+    if (id >= first && id < first + rows)
+      std::memcpy(dst + i * dim, tab + (id - first) * dim, dim * sizeof(float));
+    else
+      std::memset(dst + i * dim, 0, dim * sizeof(float));
   }
-  // last_token
+  return Status::ok();
+}
+
+Status CpuBackend::embeddingGrad(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::EmbeddingGradArgs e, kargs::decodeEmbeddingGrad(instr));
+  StatusOr<const int64_t *> idp = ids(instr, *e.ids);
+  if (!idp.isOk())
+    return idp.status();
+  const BufferRef &dtable = *e.dtable;
+  const int64_t rows = e.rows, dim = e.dim, numIds = e.numIds;
+  std::fill_n(ptr<float>(dtable), dtable.numElements(), 0.0f);
+  if (!e.sharded)
+    return embeddingBackward(*idp, ptr<float>(*e.dout), ptr<float>(dtable), numIds, rows,
+                             dim);
+  StatusOr<int64_t> first = kargs::shardFirstRow(instr, *context_, rows);
+  if (!first.isOk())
+    return first.status();
+  const float *g = ptr<float>(*e.dout);
+  float *dt = ptr<float>(dtable);
+  for (int64_t i = 0; i < numIds; ++i) {
+    int64_t id = (*idp)[i] - *first;
+    if (id < 0 || id >= rows)
+      continue; // another rank's row
+    for (int64_t c = 0; c < dim; ++c)
+      dt[id * dim + c] += g[i * dim + c];
+  }
+  return Status::ok();
+}
+
+// ---- norms ------------------------------------------------------------------------
+Status CpuBackend::norm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::NormArgs n, kargs::decodeNorm(instr));
+  const int64_t rows = n.rows, cols = n.cols;
+  const float eps = static_cast<float>(n.eps);
+  if (instr.id == KernelId::RmsNorm)
+    return rmsNormForward(ptr<float>(*n.x), ptr<float>(*n.gamma), ptr<float>(*n.y), nullptr,
+                          rows, cols, eps);
+  LLMIR_RETURN_IF_ERROR(kargs::checkNormBias(n));
+  const float *beta = nullptr;
+  if (n.bias) {
+    beta = ptr<float>(*n.bias);
+  } else {
+    zeros_.assign(static_cast<size_t>(cols), 0.0f);
+    beta = zeros_.data();
+  }
+  return layerNormForward(ptr<float>(*n.x), ptr<float>(*n.gamma), beta, ptr<float>(*n.y),
+                          nullptr, nullptr, rows, cols, eps);
+}
+
+Status CpuBackend::normGrad(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::NormGradArgs n, kargs::decodeNormGrad(instr));
+  const BufferRef &x = *n.x, &gamma = *n.gamma, &dy = *n.dy;
+  const int64_t rows = n.rows, cols = n.cols;
+  const float eps = static_cast<float>(n.eps);
+  // The statistics are recomputed from x (not saved by the forward).
+  scratch_.resize(static_cast<size_t>(x.numElements() + 2 * rows + cols));
+  float *y = scratch_.data(), *mean = y + x.numElements(), *rstd = mean + rows,
+        *zero = rstd + rows;
+  if (!n.layer) {
+    LLMIR_RETURN_IF_ERROR(
+        rmsNormForward(ptr<float>(x), ptr<float>(gamma), y, rstd, rows, cols, eps));
+    return rmsNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma), rstd,
+                           ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]), rows, cols);
+  }
+  std::fill_n(zero, cols, 0.0f);
+  LLMIR_RETURN_IF_ERROR(layerNormForward(ptr<float>(x), ptr<float>(gamma), zero, y, mean,
+                                         rstd, rows, cols, eps));
+  return layerNormBackward(ptr<float>(dy), ptr<float>(x), ptr<float>(gamma), mean, rstd,
+                           ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
+                           ptr<float>(instr.outs[2]), rows, cols);
+}
+
+// ---- attention and rope -----------------------------------------------------------
+Status CpuBackend::attention(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
+  const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2], &o = instr.outs[0];
+  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
+  if (!a.isOk())
+    return a.status();
+  if (v.shape != key.shape || o.shape != q.shape)
+    return invalid("attention shapes disagree: " + q.str() + ", " + key.str() + ", " +
+                   v.str() + " -> " + o.str());
+  return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), ptr<float>(o),
+                          q.shape[0], q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale,
+                          a->causal, nullptr);
+}
+
+Status CpuBackend::attentionGrad(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 3));
+  const BufferRef &q = instr.ins[0], &key = instr.ins[1];
+  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
+  if (!a.isOk())
+    return a.status();
+  LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
+  return attentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(instr.ins[2]), nullptr,
+                           ptr<float>(instr.ins[3]), ptr<float>(instr.outs[0]),
+                           ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]), q.shape[0],
+                           q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale, a->causal);
+}
+
+Status CpuBackend::rope(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr));
+  const BufferRef &x = instr.ins[0];
+  auto fn = instr.id == KernelId::Rope ? ropeForward : ropeBackward;
+  return fn(ptr<float>(x), ptr<float>(instr.outs[0]), x.shape[0], x.shape[1], r.heads,
+            r.headDim, r.theta, r.offset);
+}
+
+// ---- cross entropy ----------------------------------------------------------------
+Status CpuBackend::crossEntropy(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyArgs c, kargs::decodeCrossEntropy(instr));
+  StatusOr<const int64_t *> labels = ids(instr, *c.labels);
+  if (!labels.isOk())
+    return labels.status();
+  float *loss = ptr<float>(*c.loss);
+  LLMIR_RETURN_IF_ERROR(crossEntropyForward(ptr<float>(*c.logits), *labels, c.rows, c.vocab,
+                                            loss, nullptr, nullptr));
+  if (c.sum)
+    *loss *= static_cast<float>(c.rows);
+  return Status::ok();
+}
+
+Status CpuBackend::crossEntropyGrad(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyGradArgs c,
+                         kargs::decodeCrossEntropyGrad(instr));
+  StatusOr<const int64_t *> labels = ids(instr, *c.labels);
+  if (!labels.isOk())
+    return labels.status();
+  float dloss = *ptr<float>(*c.dloss);
+  return crossEntropyBackward(ptr<float>(*c.logits), *labels, nullptr,
+                              c.sum ? dloss * c.rows : dloss, ptr<float>(*c.dlogits), c.rows,
+                              c.vocab, 0);
+}
+
+Status CpuBackend::crossEntropyPartial(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialArgs ce,
+                         kargs::decodeCrossEntropyPartial(instr, *context_));
+  StatusOr<const int64_t *> labels = ids(instr, *ce.labels);
+  if (!labels.isOk())
+    return labels.status();
+  const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid,
+                vocab = ce.vocab;
+  const float *l = ptr<float>(*ce.logits), *m = ptr<float>(*ce.max);
+  float *sumExp = ptr<float>(*ce.sumExp), *target = ptr<float>(*ce.target);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t label = (*labels)[r];
+    if (label < 0 || label >= vocab)
+      return invalid("label " + std::to_string(label) + " at position " + std::to_string(r) +
+                     " is outside [0, " + std::to_string(vocab) + ")");
+    double sum = 0;
+    for (int64_t c = 0; c < valid; ++c)
+      sum += std::exp(static_cast<double>(l[r * cols + c]) - m[r]);
+    sumExp[r] = static_cast<float>(sum);
+    target[r] = label >= first && label < first + cols ? l[r * cols + (label - first)] : 0.0f;
+  }
+  return Status::ok();
+}
+
+Status CpuBackend::crossEntropyPartialGrad(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialGradArgs ce,
+                         kargs::decodeCrossEntropyPartialGrad(instr, *context_));
+  StatusOr<const int64_t *> labels = ids(instr, *ce.labels);
+  if (!labels.isOk())
+    return labels.status();
+  const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid;
+  const float *l = ptr<float>(*ce.logits), *m = ptr<float>(instr.ins[2]),
+              *ds = ptr<float>(instr.ins[3]), *dt = ptr<float>(instr.ins[4]);
+  float *dl = ptr<float>(instr.outs[0]);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      dl[r * cols + c] = c < valid ? std::exp(l[r * cols + c] - m[r]) * ds[r] : 0.0f;
+    int64_t label = (*labels)[r] - first;
+    if (label >= 0 && label < cols)
+      dl[r * cols + label] += dt[r];
+  }
+  return Status::ok();
+}
+
+Status CpuBackend::crossEntropyFinalize(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs c,
+                         kargs::decodeCrossEntropyFinalize(instr));
+  const int64_t rows = c.rows;
+  const float *m = ptr<float>(instr.ins[0]), *s = ptr<float>(instr.ins[1]),
+              *t = ptr<float>(instr.ins[2]);
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    total += std::log(static_cast<double>(s[r])) + m[r] - t[r];
+  *ptr<float>(instr.outs[0]) = static_cast<float>(c.sum || rows == 0 ? total : total / rows);
+  return Status::ok();
+}
+
+Status CpuBackend::crossEntropyFinalizeGrad(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyFinalizeArgs c,
+                         kargs::decodeCrossEntropyFinalizeGrad(instr));
+  const int64_t rows = c.rows;
+  float scale = *ptr<float>(instr.ins[1]) / (c.sum || rows == 0 ? 1.0f : rows);
+  const float *s = ptr<float>(instr.ins[0]);
+  float *ds = ptr<float>(instr.outs[0]), *dt = ptr<float>(instr.outs[1]);
+  for (int64_t r = 0; r < rows; ++r) {
+    ds[r] = scale / s[r];
+    dt[r] = -scale;
+  }
+  return Status::ok();
+}
+
+// ---- optimizer ----------------------------------------------------------------------
+Status CpuBackend::adamw(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
+  const float weightDecay = context_->weightDecay();
+  return adamwUpdate(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
+                     ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(),
+                     context_->learningRate(), static_cast<float>(a.beta1),
+                     static_cast<float>(a.beta2), static_cast<float>(a.eps),
+                     a.decay ? weightDecay : 0.0f, context_->step() + 1);
+}
+
+// ---- text generation (KV cache) -----------------------------------------------------
+Status CpuBackend::kvCacheWrite(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::KvCacheWriteArgs w, kargs::decodeKvCacheWrite(instr));
+  const int64_t *start = nullptr;
+  if (w.positions) {
+    StatusOr<const int64_t *> p = ids(instr, *w.positions);
+    if (!p.isOk())
+      return p.status();
+    start = *p;
+  }
+  return runtime::kvCacheWrite(ptr<float>(*w.x), start, ptr<float>(*w.cache), w.batch, w.seq,
+                      w.kvHeads, w.maxSeq, w.headDim);
+}
+
+Status CpuBackend::cacheAttention(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CacheAttentionArgs c, kargs::decodeCacheAttention(instr));
+  const BufferRef &q = instr.ins[0], &kc = instr.ins[1];
+  StatusOr<const int64_t *> start = ids(instr, instr.ins[3]);
+  if (!start.isOk())
+    return start.status();
+  return cacheAttentionForward(ptr<float>(q), ptr<float>(kc), ptr<float>(instr.ins[2]), *start,
+                               ptr<float>(instr.outs[0]), q.shape[0], q.shape[1], c.heads,
+                               c.kvHeads, kc.shape[2], kc.shape[3],
+                               static_cast<float>(c.scale));
+}
+
+Status CpuBackend::ropeAt(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RopeAtArgs r, kargs::decodeRopeAt(instr));
+  const BufferRef &x = instr.ins[0];
+  StatusOr<const int64_t *> start = ids(instr, instr.ins[1]);
+  if (!start.isOk())
+    return start.status();
+  return ropeAtForward(ptr<float>(x), ptr<float>(instr.outs[0]), *start, x.shape[0],
+                       x.shape[1], r.heads, r.headDim, r.theta);
+}
+
+Status CpuBackend::lastToken(const Instr &instr) {
   LLMIR_RETURN_IF_ERROR(kargs::decodeLastToken(instr));
   const BufferRef &x = instr.ins[0];
   StatusOr<const int64_t *> lengths = ids(instr, instr.ins[1]);
@@ -578,8 +610,6 @@ Status CpuBackend::executeInference(const Instr &instr) {
   return lastTokenForward(ptr<float>(x), *lengths, ptr<float>(instr.outs[0]), x.shape[0],
                           x.shape[1], x.shape[2]);
 }
-
-} // namespace
 
 std::unique_ptr<Backend> createCpuBackend() { return std::make_unique<CpuBackend>(); }
 

@@ -40,6 +40,9 @@ void launchColumnSum(int mode, const float *x, const float *y, const float *mean
                      int64_t cols, cudaStream_t s);
 void launchCastF32ToBf16(const float *x, uint16_t *y, int64_t n, cudaStream_t s);
 void launchCastBf16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s);
+/// IEEE half (round to nearest even) <-> f32.
+void launchCastF32ToF16(const float *x, uint16_t *y, int64_t n, cudaStream_t s);
+void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s);
 /// torch AdamW step with the host-computed scalars of adamwUpdate (Elementwise.cpp).
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,

@@ -65,6 +65,14 @@ void launchCastBf16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s)
   if (n > 0)
     castFromBf16Kernel<<<gridFor(n), kThreads, 0, s>>>(x, y, n);
 }
+void launchCastF32ToF16(const float *x, uint16_t *y, int64_t n, cudaStream_t s) {
+  if (n > 0)
+    castToF16Kernel<<<gridFor(n), kThreads, 0, s>>>(x, y, n);
+}
+void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s) {
+  if (n > 0)
+    castFromF16Kernel<<<gridFor(n), kThreads, 0, s>>>(x, y, n);
+}
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,

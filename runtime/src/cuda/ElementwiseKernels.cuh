@@ -120,6 +120,56 @@ __global__ void castFromBf16Kernel(const uint16_t *x, float *y, int64_t n) {
     y[i] = __uint_as_float(static_cast<uint32_t>(x[i]) << 16);
 }
 
+/// IEEE half bits, round to nearest even (the CPU's floatToHalf, CpuMixedPrecision.cpp).
+__device__ uint16_t toF16(float value) {
+  const uint32_t bits = __float_as_uint(value);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t absBits = bits & 0x7fffffffu;
+  if (absBits >= 0x7f800000u)
+    return sign | (absBits > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (absBits >= 0x477ff000u)
+    return sign | 0x7c00u;
+  if (absBits < 0x38800000u) {
+    if (absBits < 0x33000000u)
+      return sign;
+    const uint32_t mant = (absBits & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(absBits >> 23);
+    uint32_t half = mant >> shift;
+    const uint32_t rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1u)))
+      ++half;
+    return sign | static_cast<uint16_t>(half);
+  }
+  uint32_t half = (absBits - 0x38000000u) >> 13;
+  const uint32_t rest = absBits & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u)))
+    ++half;
+  return sign | static_cast<uint16_t>(half);
+}
+
+/// IEEE half bits to float (exact).
+__device__ float fromF16(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  if (exp == 0x1f)
+    return __uint_as_float(sign | 0x7f800000u | (mant << 13));
+  if (exp != 0)
+    return __uint_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
+  // zero or subnormal: mant * 2^-24, exact in f32
+  const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
+  return sign ? -v : v;
+}
+
+__global__ void castToF16Kernel(const float *x, uint16_t *y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    y[i] = toF16(x[i]);
+}
+
+__global__ void castFromF16Kernel(const uint16_t *x, float *y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    y[i] = fromF16(x[i]);
+}
+
 __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
                             int64_t n, float decay, float beta1, float beta2,
                             float oneMinusB1, float oneMinusB2, float bc2Sqrt,

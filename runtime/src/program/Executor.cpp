@@ -21,6 +21,17 @@ bool isFloatBuffer(ScalarType dtype) {
          dtype == ScalarType::F16;
 }
 
+/// The stage's program and its further entry points (inference).
+std::vector<const StageProgram *> programsOfStage(const Program &program, int index) {
+  std::vector<const StageProgram *> out;
+  for (const auto *list : {&program.stages, &program.entries})
+    for (const StageProgram &p : *list)
+      if (p.index == index)
+        out.push_back(&p);
+  return out;
+}
+
+
 /// `count` floats in the buffer dtype's bytes: f32 as is, bf16/f16 rounded to
 /// nearest even. `staging` holds the rounded bits; the result points into it
 /// or into `src`.
@@ -60,6 +71,13 @@ Executor::create(const Program &program, int rank, Communicator *comm,
   if (!info)
     return invalid("rank " + std::to_string(rank) + " missing from the rank map");
   const StageProgram &stage = program.stages[info->stage];
+  // A kernel or dtype the backend lacks is an error now, not mid-step.
+  for (const StageProgram *p : programsOfStage(program, stage.index))
+    for (size_t i = 0; i < p->instrs.size(); ++i)
+      if (Status st = checkSupported(backend, p->instrs[i]); !st.isOk())
+        return Status::error(st.code(), "stage " + std::to_string(stage.index) +
+                                            ", instruction " + std::to_string(i) +
+                                            ": " + st.message());
   std::unique_ptr<Executor> exec(
       new Executor(program, stage, *info, comm, backend));
   // Entry points of the stage share the arena: size it for the largest.
@@ -311,7 +329,7 @@ StatusOr<std::vector<float>> Executor::param(const std::string &name) const {
 
 Status Executor::checkFinite(const Instr &instr) {
   // A gradient about to be applied must be finite: name its parameter.
-  if (instr.kind == OpKind::Kernel && instr.kernel == "adamw" &&
+  if (instr.isKernel(KernelId::Adamw) &&
       !instr.ins.empty() && !instr.outs.empty()) {
     StatusOr<int64_t> found = backend_.findNonFinite(arena_, instr.ins[0]);
     if (!found.isOk())

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -129,6 +130,16 @@ StatusOr<Instr> decodeInstr(const fb::Instr *in, int64_t arenaBytes,
   instr.kind = static_cast<OpKind>(kind);
   if (in->kernel())
     instr.kernel = in->kernel()->str();
+  // The file names kernels (stable across versions); KernelId is this build's
+  // in-memory numbering, resolved here once.
+  if (instr.kind == OpKind::Kernel) {
+    std::optional<KernelId> id = kernelIdFromName(instr.kernel);
+    if (!id)
+      return Status::error(StatusCode::Unimplemented,
+                           "instruction " + std::to_string(index) + ": unknown kernel '" +
+                               instr.kernel + "' (not in this runtime's registry)");
+    instr.id = *id;
+  }
   instr.stream = in->stream();
   if (instr.stream < 0 || instr.stream >= numStreams)
     return corrupt("instruction " + std::to_string(index) + ": stream " +
@@ -356,7 +367,7 @@ StatusOr<std::vector<int64_t>> Instr::intsAttr(const std::string &name) const {
 
 bool StageProgram::trains() const {
   for (const Instr &instr : instrs)
-    if (instr.kind == OpKind::Kernel && instr.kernel == "adamw")
+    if (instr.isKernel(KernelId::Adamw))
       return true;
   return false;
 }

@@ -78,70 +78,19 @@ void ExecDialect::initialize() {
 //===----------------------------------------------------------------------===//
 
 namespace {
-constexpr llvm::StringLiteral kEpsilon[] = {"epsilon"};
-constexpr llvm::StringLiteral kOffset[] = {"offset"};
-constexpr llvm::StringLiteral kAttention[] = {"num_heads", "num_kv_heads",
-                                              "scale", "causal"};
-constexpr llvm::StringLiteral kRope[] = {"num_heads", "theta", "offset"};
-constexpr llvm::StringLiteral kSlice[] = {"axis", "offset"};
-constexpr llvm::StringLiteral kTranspose[] = {"permutation"};
-constexpr llvm::StringLiteral kFactor[] = {"factor"};
-constexpr llvm::StringLiteral kShardAxis[] = {"shard_axis"};
-constexpr llvm::StringLiteral kReduction[] = {"reduction"};
-constexpr llvm::StringLiteral kValue[] = {"value"};
-constexpr llvm::StringLiteral kAxis[] = {"axis"};
-constexpr llvm::StringLiteral kAdamW[] = {"beta1", "beta2", "eps", "decay"};
-constexpr llvm::StringLiteral kCacheAttention[] = {"num_heads", "num_kv_heads",
-                                                   "scale"};
-constexpr llvm::StringLiteral kRopeAt[] = {"num_heads", "theta"};
-constexpr llvm::StringLiteral kNumHeadsCausal[] = {"num_heads", "num_kv_heads",
-                                                   "scale", "causal"};
+// The kernel list is runtime/include/llmir/runtime/Kernels.def, shared with the
+// runtime's registry and backends; here it becomes the verifier's table.
+#define LLMIR_KERNEL_ATTR_LIST(...) "", __VA_ARGS__
+#define LLMIR_KERNEL(Id, name, minIns, maxIns, numOuts, dtypes, attrs)         \
+  constexpr llvm::StringLiteral k##Id##Attrs[] = {LLMIR_KERNEL_ATTR_LIST attrs};
+#include "llmir/runtime/Kernels.def"
+#undef LLMIR_KERNEL_ATTR_LIST
 
+// Each attribute list starts with a placeholder "" (so that it is never empty).
 const KernelSignature kKernels[] = {
-    {"embedding", 2, 2, 1, {}},
-    {"position_ids", 0, 0, 1, kOffset},
-    {"layer_norm", 2, 3, 1, kEpsilon},
-    {"rms_norm", 2, 2, 1, kEpsilon},
-    {"gelu_tanh", 1, 1, 1, {}},
-    {"gelu_exact", 1, 1, 1, {}},
-    {"silu", 1, 1, 1, {}},
-    {"add", 2, 2, 1, {}},
-    {"mul", 2, 2, 1, {}},
-    {"softmax", 1, 1, 1, {}},
-    {"attention", 3, 3, 1, kAttention},
-    {"rope", 1, 1, 1, kRope},
-    {"cross_entropy", 2, 2, 1, {}},
-    {"copy_slice", 1, 1, 1, kSlice},
-    {"transpose", 1, 1, 1, kTranspose},
-    {"copy", 1, 1, 1, {}},
-    {"bias_add", 2, 2, 1, {}},
-    {"scale", 1, 1, 1, kFactor},
-    {"reduce_max", 1, 1, 1, {}},
-    {"cross_entropy_partial", 3, 3, 2, kShardAxis},
-    {"cross_entropy_finalize", 3, 3, 1, kReduction},
-    // Training.
-    {"fill", 0, 0, 1, kValue},
-    {"sum_rows", 1, 1, 1, {}},
-    {"embedding_grad", 2, 2, 1, {}},
-    {"gelu_tanh_grad", 2, 2, 1, {}},
-    {"gelu_exact_grad", 2, 2, 1, {}},
-    {"silu_grad", 2, 2, 1, {}},
-    {"layer_norm_grad", 3, 3, 3, kEpsilon},
-    {"rms_norm_grad", 3, 3, 2, kEpsilon},
-    {"attention_grad", 4, 4, 3, kNumHeadsCausal},
-    {"rope_grad", 1, 1, 1, kRope},
-    {"concat", 1, 64, 1, kAxis},
-    {"cross_entropy_grad", 3, 3, 1, kReduction},
-    {"cross_entropy_partial_grad", 5, 5, 1, kShardAxis},
-    {"cross_entropy_finalize_grad", 2, 2, 2, kReduction},
-    {"adamw", 1, 1, 3, kAdamW},
-    {"copy_chunk", 1, 1, 1, kShardAxis},
-    {"cast", 1, 1, 1, {}},
-    // Inference (KV cache).
-    {"kv_cache_write", 1, 2, 1, {}},
-    {"cache_attention", 4, 4, 1, kCacheAttention},
-    {"rope_at", 2, 2, 1, kRopeAt},
-    {"last_token", 2, 2, 1, {}},
+#define LLMIR_KERNEL(Id, name, minIns, maxIns, numOuts, dtypes, attrs)         \
+  {name, minIns, maxIns, numOuts, llvm::ArrayRef(k##Id##Attrs).drop_front()},
+#include "llmir/runtime/Kernels.def"
 };
 } // namespace
 

@@ -43,6 +43,11 @@ public:
   /// Runs one Kernel or Gemm instruction on `arena`.
   virtual Status execute(const Instr &instr, uint8_t *arena,
                          const KernelContext &context) = 0;
+  /// Whether execute() runs kernel `id` whose float operands are `dtype`
+  /// (see computeType). Asked for every instruction at program load.
+  virtual bool supports(KernelId id, ScalarType dtype) const = 0;
+  /// Whether execute() runs GEMMs with A and B of `dtype`.
+  virtual bool supportsGemm(ScalarType dtype) const = 0;
   /// Index of the first NaN/Inf element of the f32 buffer `buffer`, or -1
   /// (checked where the data lives, without a host copy).
   virtual StatusOr<int64_t> findNonFinite(const uint8_t *arena,
@@ -50,6 +55,14 @@ public:
   /// Waits until all queued work is done (a no-op on the CPU).
   virtual Status synchronize() = 0;
 };
+
+/// The float type an instruction computes in: bf16 (or f16) when any operand
+/// is, otherwise f32. Integer buffers do not count.
+ScalarType computeType(const Instr &instr);
+
+/// Unimplemented, naming the kernel, dtype and backend, unless `backend` runs
+/// `instr` (a Kernel or Gemm; other instructions pass).
+Status checkSupported(const Backend &backend, const Instr &instr);
 
 /// The reference backend: OpenBLAS GEMMs and OpenMP kernels on host memory.
 std::unique_ptr<Backend> createCpuBackend();

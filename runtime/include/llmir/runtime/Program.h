@@ -4,6 +4,7 @@
 #ifndef LLMIR_RUNTIME_PROGRAM_H
 #define LLMIR_RUNTIME_PROGRAM_H
 
+#include "llmir/runtime/KernelRegistry.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -45,9 +46,14 @@ enum class OpKind {
 };
 const char *opKindName(OpKind kind);
 
+/// Instr::id of an instruction that is not (yet) a resolved kernel.
+constexpr KernelId kNoKernel = static_cast<KernelId>(kNumKernels);
+
 struct Instr {
   OpKind kind = OpKind::Kernel;
   std::string kernel;
+  /// `kernel` resolved once at load (Program::parse); backends dispatch on it.
+  KernelId id = kNoKernel;
   std::vector<BufferRef> ins, outs;
   std::map<std::string, AttrValue> attrs;
   int stream = 0;
@@ -60,6 +66,7 @@ struct Instr {
   StatusOr<std::string> stringAttr(const std::string &name) const;
   StatusOr<std::vector<int64_t>> intsAttr(const std::string &name) const;
   bool hasAttr(const std::string &name) const { return attrs.count(name) != 0; }
+  bool isKernel(KernelId k) const { return kind == OpKind::Kernel && id == k; }
   /// InvalidArgument unless there are at least `ins` inputs and exactly
   /// `outs` outputs.
   Status expectOperands(size_t ins, size_t outs) const;

@@ -1,0 +1,398 @@
+// The CUDA backend's class, shared by its files: CudaBackend.cu (the Backend
+// interface, the dispatch table indexed by KernelId, cuBLASLt GEMMs),
+// CudaBackendKernels.cu (one function per kernel family, the twins of
+// src/cpu/CpuBackend.cpp) and CudaMixedPrecision.cu (bf16/f16 staging, casts).
+#ifndef LLMIR_RUNTIME_SRC_CUDA_CUDABACKEND_H
+#define LLMIR_RUNTIME_SRC_CUDA_CUDABACKEND_H
+
+#include "llmir/runtime/Cuda.h"
+#include "llmir/runtime/CudaKernels.h"
+
+#include "../KernelArgs.h"
+#include "DeviceKernels.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+namespace llmir::runtime {
+
+using kargs::invalid;
+
+inline constexpr unsigned long long kNoBad = ULLONG_MAX;
+
+inline Status cudaFailure(const std::string &what, cudaError_t err) {
+  return Status::error(StatusCode::DeviceError,
+                       "cuda backend: " + what + ": " + cudaGetErrorName(err) + " (" +
+                           cudaGetErrorString(err) + ")");
+}
+
+#define LLMIR_CUDA_TRY(expr, what)                                             \
+  do {                                                                         \
+    cudaError_t err_ = (expr);                                                 \
+    if (err_ != cudaSuccess)                                                   \
+      return cudaFailure(what, err_);                                          \
+  } while (0)
+
+inline Status cublasFailure(const std::string &what, cublasStatus_t st) {
+  return Status::error(StatusCode::DeviceError,
+                       "cuda backend: " + what + ": cuBLASLt " +
+                           cublasLtGetStatusName(st) + " (" +
+                           cublasLtGetStatusString(st) + ")");
+}
+
+#define LLMIR_CUBLAS_TRY(expr, what)                                           \
+  do {                                                                         \
+    cublasStatus_t st_ = (expr);                                               \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                          \
+      return cublasFailure(what, st_);                                         \
+  } while (0)
+
+/// The CPU's checks (kargs::attentionShape) and the CUDA kernel's own: GQA
+/// head groups, matching k batch and sequence, and the head dimension limit.
+inline StatusOr<kargs::AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
+                                               const BufferRef &k) {
+  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, k);
+  if (!a.isOk())
+    return a.status();
+  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
+    return kargs::attentionShapeError(instr, q, k, a->heads, a->kvHeads);
+  if (a->headDim > cuda::kMaxAttentionHeadDim)
+    return Status::error(StatusCode::Unimplemented,
+                         instr.describe() + ": head dimension " +
+                             std::to_string(a->headDim) + " exceeds the CUDA kernel's " +
+                             std::to_string(cuda::kMaxAttentionHeadDim));
+  return a;
+}
+
+/// The CUDA rope kernel's limits beyond the CPU's checks (kargs::ropeShape): an
+/// even head dimension, a finite theta > 0 and a non-negative offset.
+inline Status ropeLimits(const Instr &instr, const kargs::RopeShape &r) {
+  if (r.headDim % 2 != 0 || !(r.theta > 0.0) || !std::isfinite(r.theta) || r.offset < 0)
+    return invalid(instr.describe() + ": rope needs an even head dimension, theta > 0 "
+                                      "and offset >= 0");
+  return Status::ok();
+}
+
+/// Largest power of two (<= 256) dividing the address: what cuBLASLt may assume.
+inline uint32_t alignmentOf(const void *p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0)
+    align /= 2;
+  return align;
+}
+
+/// One cuBLASLt problem: descriptors and the heuristic's algorithm.
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~GemmPlan() {
+    if (op)
+      cublasLtMatmulDescDestroy(op);
+    for (cublasLtMatrixLayout_t l : {a, b, c})
+      if (l)
+        cublasLtMatrixLayoutDestroy(l);
+  }
+};
+
+/// transA, transB, m, n, k, batch, fused bias, the alignments of A, B, C and
+/// the bias, and whether A and B are bf16.
+using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, bool,
+                           uint32_t, uint32_t, uint32_t, uint32_t, bool>;
+
+class CudaBackend final : public Backend {
+public:
+  CudaBackend(int device, CudaBackendOptions options)
+      : device_(device), options_(options) {}
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_)
+      cudaStreamSynchronize(stream_);
+    plans_.clear();
+    for (auto &[key, table] : ropeTables_)
+      cudaFree(table);
+    cudaFree(scratch_);
+    cudaFree(staging_);
+    cudaFree(workspace_);
+    cudaFree(dFlag_);
+    cudaFreeHost(hFlag_);
+    if (lt_)
+      cublasLtDestroy(lt_);
+    if (stream_)
+      cudaStreamDestroy(stream_);
+  }
+
+  Status init() {
+    LLMIR_CUDA_TRY(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
+    LLMIR_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                   "cudaStreamCreate");
+    LLMIR_CUBLAS_TRY(cublasLtCreate(&lt_), "cublasLtCreate");
+    if (options_.gemmWorkspaceBytes > 0)
+      LLMIR_CUDA_TRY(cudaMalloc(&workspace_, options_.gemmWorkspaceBytes),
+                     "cudaMalloc(gemm workspace)");
+    LLMIR_CUDA_TRY(cudaMalloc(&dFlag_, sizeof(unsigned long long)), "cudaMalloc(flag)");
+    LLMIR_CUDA_TRY(cudaMallocHost(&hFlag_, sizeof(unsigned long long)),
+                   "cudaMallocHost(flag)");
+    return Status::ok();
+  }
+
+  cudaStream_t stream() const { return stream_; }
+
+  const char *name() const override { return "cuda"; }
+
+  StatusOr<uint8_t *> allocateArena(int64_t bytes) override {
+    // cudaMalloc returns 256-byte aligned memory.
+    int64_t size = (std::max<int64_t>(bytes, 1) + 255) / 256 * 256;
+    void *mem = nullptr;
+    cudaError_t err = cudaMalloc(&mem, static_cast<size_t>(size));
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status::error(StatusCode::Unavailable,
+                           "cannot allocate a " + std::to_string(size) +
+                               "-byte device arena: " + cudaGetErrorString(err));
+    }
+    LLMIR_CUDA_TRY(cudaMemsetAsync(mem, 0, static_cast<size_t>(size), stream_),
+                   "cudaMemset(arena)");
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    return static_cast<uint8_t *>(mem);
+  }
+
+  void releaseArena(uint8_t *arena) override {
+    cudaStreamSynchronize(stream_);
+    cudaFree(arena);
+  }
+
+  Status upload(uint8_t *arena, int64_t offset, const void *src,
+                int64_t bytes) override {
+    if (bytes <= 0)
+      return Status::ok();
+    LLMIR_CUDA_TRY(cudaMemcpyAsync(arena + offset, src, static_cast<size_t>(bytes),
+                                   cudaMemcpyHostToDevice, stream_),
+                   "upload");
+    // The caller may free `src` on return.
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "upload");
+    return Status::ok();
+  }
+
+  Status download(const uint8_t *arena, int64_t offset, void *dst,
+                  int64_t bytes) override {
+    if (bytes <= 0)
+      return Status::ok();
+    LLMIR_CUDA_TRY(cudaMemcpyAsync(dst, arena + offset, static_cast<size_t>(bytes),
+                                   cudaMemcpyDeviceToHost, stream_),
+                   "download");
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "download");
+    return Status::ok();
+  }
+
+  Status execute(const Instr &instr, uint8_t *arena,
+                 const KernelContext &context) override;
+
+  StatusOr<int64_t> findNonFinite(const uint8_t *arena,
+                                  const BufferRef &buffer) override {
+    if (buffer.dtype != ScalarType::F32)
+      return invalid("buffer " + buffer.str() + " is not f32");
+    LLMIR_RETURN_IF_ERROR(resetFlag());
+    cuda::launchFindNonFinite(reinterpret_cast<const float *>(arena + buffer.offset),
+                              buffer.numElements(), dFlag_, stream_);
+    StatusOr<unsigned long long> bad = readFlag("find_non_finite");
+    if (!bad.isOk())
+      return bad.status();
+    return *bad == kNoBad ? int64_t(-1) : static_cast<int64_t>(*bad);
+  }
+
+  Status synchronize() override {
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "synchronize");
+    return Status::ok();
+  }
+
+  bool supports(KernelId id, ScalarType dtype) const override;
+  bool supportsGemm(ScalarType dtype) const override;
+
+private:
+  using KernelFn = Status (CudaBackend::*)(const Instr &);
+  /// The kernel functions by KernelId (null: not implemented).
+  static const std::array<KernelFn, kNumKernels> &kernelTable();
+  /// A GEMM or kernel (`fn`) on f32 operands.
+  Status runF32(const Instr &instr, KernelFn fn) {
+    return fn ? (this->*fn)(instr) : gemm(instr);
+  }
+  /// bf16/f16 operands: `fn` (or the GEMM) on f32 device copies (Staging.h).
+  Status runStaged(const Instr &instr, KernelFn fn);
+  /// A GEMM that gemm() runs on bf16 A and B directly (C and bias f32 or bf16).
+  static bool gemmRunsBf16(const Instr &instr);
+  /// Device memory for staging, at least `bytes` (grown on demand, contents undefined).
+  StatusOr<uint8_t *> stagingBuffer(int64_t bytes);
+  /// Float buffer `b` of the arena as f32 at `dst` (widened, or copied when f32).
+  Status toF32(const BufferRef &b, float *dst);
+  /// f32 values at `src` stored into `b` (rounded to nearest even, or copied).
+  Status fromF32(const float *src, const BufferRef &b);
+
+  // ---- kernels (CudaBackendKernels.cu; one per family as on the CPU) -------
+  Status gemm(const Instr &instr); // f32, or bf16 A and B (CudaBackend.cu)
+  Status activation(const Instr &instr);
+  Status activationGrad(const Instr &instr);
+  Status binary(const Instr &instr);
+  Status softmax(const Instr &instr);
+  Status embedding(const Instr &instr);
+  Status embeddingGrad(const Instr &instr);
+  Status copy(const Instr &instr);
+  Status biasAdd(const Instr &instr);
+  Status scale(const Instr &instr);
+  Status reduceMax(const Instr &instr);
+  Status positionIds(const Instr &instr);
+  Status norm(const Instr &instr);
+  Status normGrad(const Instr &instr);
+  Status attention(const Instr &instr); // attention, attention_grad
+  Status rope(const Instr &instr);
+  Status crossEntropy(const Instr &instr);
+  Status crossEntropyGrad(const Instr &instr);
+  Status crossEntropyPartial(const Instr &instr);
+  Status crossEntropyPartialGrad(const Instr &instr);
+  Status crossEntropyFinalize(const Instr &instr);
+  Status crossEntropyFinalizeGrad(const Instr &instr);
+  Status copySlice(const Instr &instr);
+  Status transpose(const Instr &instr);
+  Status concat(const Instr &instr);
+  Status copyChunk(const Instr &instr);
+  Status fill(const Instr &instr);
+  Status sumRows(const Instr &instr);
+  Status adamw(const Instr &instr);
+  Status cast(const Instr &instr); // CudaMixedPrecision.cu
+  Status kvCacheWrite(const Instr &instr);
+  Status cacheAttention(const Instr &instr);
+  Status ropeAt(const Instr &instr);
+  Status lastToken(const Instr &instr);
+  /// The CPU's position check (src/cpu/Inference.cpp checkPositions).
+  Status checkPositions(const Instr &instr, const std::vector<int64_t> *start,
+                        int64_t batch, int64_t seq, int64_t maxSeq);
+
+  /// A small integer buffer (positions, lengths) copied to the host as int64.
+  StatusOr<std::vector<int64_t>> hostIds(const Instr &instr, const BufferRef &b) {
+    if (b.dtype != ScalarType::I64 && b.dtype != ScalarType::I32)
+      return invalid(instr.describe() + ": expected integer ids, found " + b.str());
+    std::vector<int64_t> out(static_cast<size_t>(b.numElements()));
+    if (b.dtype == ScalarType::I64) {
+      LLMIR_RETURN_IF_ERROR(download(arena_, b.offset, out.data(), b.bytes()));
+    } else {
+      std::vector<int32_t> narrow(out.size());
+      LLMIR_RETURN_IF_ERROR(download(arena_, b.offset, narrow.data(), b.bytes()));
+      std::copy(narrow.begin(), narrow.end(), out.begin());
+    }
+    return out;
+  }
+  StatusOr<GemmPlan *> gemmPlan(const GemmKey &key, int64_t lda, int64_t ldb,
+                                int64_t strideA, int64_t strideB);
+
+  template <typename T> T *ptr(const BufferRef &b) {
+    return reinterpret_cast<T *>(arena_ + b.offset);
+  }
+  /// Integer ids (i32 or i64) as (pointer, is64).
+  StatusOr<std::pair<const void *, bool>> ids(const Instr &instr, const BufferRef &b) {
+    if (b.dtype != ScalarType::I64 && b.dtype != ScalarType::I32)
+      return invalid(instr.describe() + ": expected integer ids, found " + b.str());
+    return std::make_pair(static_cast<const void *>(arena_ + b.offset),
+                          b.dtype == ScalarType::I64);
+  }
+  /// Reads one id back (for error messages).
+  int64_t idAt(const std::pair<const void *, bool> &idp, int64_t i) {
+    int64_t v = 0;
+    if (idp.second) {
+      cudaMemcpy(&v, static_cast<const int64_t *>(idp.first) + i, sizeof v,
+                 cudaMemcpyDeviceToHost);
+    } else {
+      int32_t w = 0;
+      cudaMemcpy(&w, static_cast<const int32_t *>(idp.first) + i, sizeof w,
+                 cudaMemcpyDeviceToHost);
+      v = w;
+    }
+    return v;
+  }
+
+  Status resetFlag() {
+    LLMIR_CUDA_TRY(cudaMemsetAsync(dFlag_, 0xff, sizeof(unsigned long long), stream_),
+                   "reset flag");
+    return Status::ok();
+  }
+  /// Waits for the stream and returns the flag (kNoBad when unset).
+  StatusOr<unsigned long long> readFlag(const std::string &what) {
+    LLMIR_CUDA_TRY(cudaGetLastError(), what);
+    LLMIR_CUDA_TRY(cudaMemcpyAsync(hFlag_, dFlag_, sizeof(unsigned long long),
+                                   cudaMemcpyDeviceToHost, stream_),
+                   what);
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), what);
+    return *hFlag_;
+  }
+  /// After a kernel that validates ids: the CPU's error for the first bad one.
+  Status checkIds(const Instr &instr, const std::pair<const void *, bool> &idp,
+                  const char *what, int64_t bound) {
+    StatusOr<unsigned long long> bad = readFlag(instr.kernel);
+    if (!bad.isOk())
+      return bad.status();
+    if (*bad == kNoBad)
+      return Status::ok();
+    int64_t pos = static_cast<int64_t>(*bad);
+    return invalid(std::string(what) + " " + std::to_string(idAt(idp, pos)) +
+                   " at position " + std::to_string(pos) + " is outside [0, " +
+                   std::to_string(bound) + ")");
+  }
+
+  /// Device scratch of at least `bytes` (grown on demand; contents undefined).
+  StatusOr<uint8_t *> scratch(int64_t bytes) {
+    if (bytes > scratchBytes_) {
+      LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "scratch");
+      cudaFree(scratch_);
+      scratch_ = nullptr;
+      scratchBytes_ = 0;
+      int64_t size = std::max<int64_t>(bytes, 1 << 20);
+      LLMIR_CUDA_TRY(cudaMalloc(&scratch_, static_cast<size_t>(size)),
+                     "cudaMalloc(scratch of " + std::to_string(size) + " bytes)");
+      scratchBytes_ = size;
+    }
+    return scratch_;
+  }
+  static int64_t alignUp(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+  /// Device cos/sin tables of ropeTables (src/cpu/Transformer.cpp), computed
+  /// on the host exactly as the CPU computes them and cached.
+  StatusOr<std::pair<const float *, const float *>>
+  ropeTables(int64_t seq, int64_t headDim, double theta, int64_t offset);
+
+  /// C = beta * C for k == 0 GEMMs.
+  void scaleInPlace(float *c, int64_t n, double beta) {
+    if (beta == 0.0)
+      cuda::launchFill(c, n, 0.0f, stream_);
+    else
+      cuda::launchScale(c, c, n, beta, stream_);
+  }
+
+  int device_;
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void *workspace_ = nullptr;
+  uint8_t *scratch_ = nullptr;
+  int64_t scratchBytes_ = 0;
+  unsigned long long *dFlag_ = nullptr, *hFlag_ = nullptr;
+  uint8_t *arena_ = nullptr;
+  const KernelContext *context_ = nullptr;
+  std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+  std::map<std::tuple<int64_t, int64_t, double, int64_t>, float *> ropeTables_;
+  uint8_t *staging_ = nullptr; ///< runStaged's arena (not scratch: kernels use that)
+  int64_t stagingBytes_ = 0;
+};
+
+} // namespace llmir::runtime
+
+#endif // LLMIR_RUNTIME_SRC_CUDA_CUDABACKEND_H
