@@ -558,6 +558,46 @@ INSTANTIATE_TEST_SUITE_P(AllKernels, KernelConformance, ::testing::ValuesIn(allP
                                   rt::scalarTypeName(info.param.dtype);
                          });
 
+// GEMMs are an op of their own (not a registry kernel): bf16 A and B (bf16 or
+// f32 C, with bias, batched, transposed) against f32 on the rounded inputs.
+TEST(GemmConformance, Bf16MatchesF32OnRoundedInputs) {
+  struct GemmCase {
+    std::string label;
+    std::vector<Operand> ins, outs;
+    std::map<std::string, AttrValue> attrs;
+  };
+  const std::vector<GemmCase> gemms = {
+      {"bias", {f({5, 3}), f({3, 7}), f({7})}, {f({5, 7})}, {}},
+      {"f32_c", {f({5, 3}), f({3, 7})}, {f32({5, 7})}, {{"beta", floatA(1.0)}}},
+      {"batched_trans_b", {f({2, 5, 3}), f({2, 7, 3})}, {f({2, 5, 7})},
+       {{"trans_b", boolA(true)}, {"alpha", floatA(0.5)}}},
+      {"one", {f({1, 1}), f({1, 1})}, {f({1, 1})}, {}},
+  };
+  for (const char *name : {"cpu", "cuda"}) {
+    std::unique_ptr<rt::Backend> backend = makeBackend(name);
+    if (!backend)
+      continue;
+    std::unique_ptr<rt::Backend> cpu = rt::createCpuBackend();
+    ASSERT_TRUE(backend->supportsGemm(ScalarType::BF16));
+    for (const GemmCase &g : gemms) {
+      SCOPED_TRACE(std::string(name) + " gemm '" + g.label + "'");
+      KernelCase c{KernelId::Copy, g.label, g.ins, g.outs, g.attrs, {}};
+      Layout oracleLayout = layout(c, ScalarType::F32, true);
+      Layout bf16Layout = layout(c, ScalarType::BF16, true);
+      for (Layout *l : {&oracleLayout, &bf16Layout}) {
+        l->instr.kind = rt::OpKind::Gemm;
+        l->instr.id = rt::kNoKernel;
+        l->instr.kernel.clear();
+      }
+      rt::StatusOr<Values> want = run(*cpu, oracleLayout);
+      ASSERT_TRUE(want.isOk()) << want.status().message();
+      rt::StatusOr<Values> got = run(*backend, bf16Layout);
+      ASSERT_TRUE(got.isOk()) << got.status().message();
+      expectClose(*got, *want, 1e-2, 1e-2);
+    }
+  }
+}
+
 // ---- the registry and load-time support checks ---------------------------------
 TEST(KernelRegistry, NamesRoundTrip) {
   for (size_t k = 0; k < rt::kNumKernels; ++k) {
