@@ -53,7 +53,7 @@ struct Operand {
 };
 
 Operand f(std::vector<int64_t> shape, Fill fill = Fill::Normal) {
-  return Operand{std::move(shape), fill};
+  return Operand{std::move(shape), fill, 0, 0, std::nullopt};
 }
 Operand ids(std::vector<int64_t> shape, int64_t bound, int64_t low = 0) {
   return Operand{std::move(shape), Fill::Ids, bound, low, ScalarType::I64};
@@ -195,6 +195,12 @@ std::vector<KernelCase> makeCases() {
   auto scale = [](const Values &i, const Values &o) {
     return elementwise(i, o, [](float a, float) { return a * -1.5f; });
   };
+  auto accumulate = [](const Values &i, const Values &o) {
+    std::vector<float> y(o[0].size());
+    for (size_t j = 0; j < y.size(); ++j)
+      y[j] = o[0][j] + i[0][j];
+    return Values{y};
+  };
   return {
       {K::Embedding, "odd", {ids({5}, 7), f({7, 3})}, {f({5, 3}, Fill::Zero)}, {}, {}},
       {K::PositionIds, "odd", {}, {ids({3, 5}, 1)}, {{"offset", intA(2)}}, {}},
@@ -263,6 +269,9 @@ std::vector<KernelCase> makeCases() {
        {}, identity},
       {K::Cast, "f16_bf16", {typed(ScalarType::F16, {1})}, {typed(ScalarType::BF16, {1})}, {},
        identity},
+      // A bf16 gradient (in the bf16 run) into an f32 main grad.
+      {K::Accumulate, "odd", {f({3, 7})}, {f32({3, 7})}, {}, accumulate},
+      {K::Accumulate, "one", {f({1})}, {f32({1})}, {}, accumulate},
       {K::KvCacheWrite, "odd", {f({1, 3, 8}), ids({1}, 3)}, {f({1, 2, 7, 4})}, {}, {}},
       {K::CacheAttention, "odd", {f({1, 3, 8}), f({1, 1, 7, 4}), f({1, 1, 7, 4}), ids({1}, 5)},
        {f({1, 3, 8})}, {{"num_heads", intA(2)}, {"num_kv_heads", intA(1)}, {"scale", floatA(0.5)}},
@@ -548,6 +557,46 @@ INSTANTIATE_TEST_SUITE_P(AllKernels, KernelConformance, ::testing::ValuesIn(allP
                                   rt::kernelName(info.param.id) + "_" +
                                   rt::scalarTypeName(info.param.dtype);
                          });
+
+// GEMMs are an op of their own (not a registry kernel): bf16 A and B (bf16 or
+// f32 C, with bias, batched, transposed) against f32 on the rounded inputs.
+TEST(GemmConformance, Bf16MatchesF32OnRoundedInputs) {
+  struct GemmCase {
+    std::string label;
+    std::vector<Operand> ins, outs;
+    std::map<std::string, AttrValue> attrs;
+  };
+  const std::vector<GemmCase> gemms = {
+      {"bias", {f({5, 3}), f({3, 7}), f({7})}, {f({5, 7})}, {}},
+      {"f32_c", {f({5, 3}), f({3, 7})}, {f32({5, 7})}, {{"beta", floatA(1.0)}}},
+      {"batched_trans_b", {f({2, 5, 3}), f({2, 7, 3})}, {f({2, 5, 7})},
+       {{"trans_b", boolA(true)}, {"alpha", floatA(0.5)}}},
+      {"one", {f({1, 1}), f({1, 1})}, {f({1, 1})}, {}},
+  };
+  for (const char *name : {"cpu", "cuda"}) {
+    std::unique_ptr<rt::Backend> backend = makeBackend(name);
+    if (!backend)
+      continue;
+    std::unique_ptr<rt::Backend> cpu = rt::createCpuBackend();
+    ASSERT_TRUE(backend->supportsGemm(ScalarType::BF16));
+    for (const GemmCase &g : gemms) {
+      SCOPED_TRACE(std::string(name) + " gemm '" + g.label + "'");
+      KernelCase c{KernelId::Copy, g.label, g.ins, g.outs, g.attrs, {}};
+      Layout oracleLayout = layout(c, ScalarType::F32, true);
+      Layout bf16Layout = layout(c, ScalarType::BF16, true);
+      for (Layout *l : {&oracleLayout, &bf16Layout}) {
+        l->instr.kind = rt::OpKind::Gemm;
+        l->instr.id = rt::kNoKernel;
+        l->instr.kernel.clear();
+      }
+      rt::StatusOr<Values> want = run(*cpu, oracleLayout);
+      ASSERT_TRUE(want.isOk()) << want.status().message();
+      rt::StatusOr<Values> got = run(*backend, bf16Layout);
+      ASSERT_TRUE(got.isOk()) << got.status().message();
+      expectClose(*got, *want, 1e-2, 1e-2);
+    }
+  }
+}
 
 // ---- the registry and load-time support checks ---------------------------------
 TEST(KernelRegistry, NamesRoundTrip) {

@@ -137,6 +137,7 @@ const std::array<CpuBackend::KernelFn, kNumKernels> &CpuBackend::kernelTable() {
     set(K::Adamw, &C::adamw);
     set(K::CopyChunk, &C::copyChunk);
     set(K::Cast, &C::cast);
+    set(K::Accumulate, &C::accumulate);
     set(K::KvCacheWrite, &C::kvCacheWrite);
     set(K::CacheAttention, &C::cacheAttention);
     set(K::RopeAt, &C::ropeAt);
@@ -563,6 +564,12 @@ Status CpuBackend::adamw(const Instr &instr) {
                      context_->learningRate(), static_cast<float>(a.beta1),
                      static_cast<float>(a.beta2), static_cast<float>(a.eps),
                      a.decay ? weightDecay : 0.0f, context_->step() + 1);
+}
+
+Status CpuBackend::accumulate(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
+  return add(ptr<float>(instr.outs[0]), ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]),
+             instr.outs[0].numElements());
 }
 
 // ---- text generation (KV cache) -----------------------------------------------------

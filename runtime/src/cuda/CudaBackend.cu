@@ -105,6 +105,7 @@ const std::array<CudaBackend::KernelFn, kNumKernels> &CudaBackend::kernelTable()
     set(K::Adamw, &C::adamw);
     set(K::CopyChunk, &C::copyChunk);
     set(K::Cast, &C::cast);
+    set(K::Accumulate, &C::accumulate);
     set(K::KvCacheWrite, &C::kvCacheWrite);
     set(K::CacheAttention, &C::cacheAttention);
     set(K::RopeAt, &C::ropeAt);

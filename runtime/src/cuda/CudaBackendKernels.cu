@@ -463,6 +463,14 @@ Status CudaBackend::adamw(const Instr &instr) {
   return Status::ok();
 }
 
+Status CudaBackend::accumulate(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkUnary(instr));
+  float *acc = ptr<float>(instr.outs[0]);
+  cuda::launchBinary(cuda::Binary::Add, acc, ptr<float>(instr.ins[0]), acc,
+                     instr.outs[0].numElements(), stream_);
+  return Status::ok();
+}
+
 // ---- text generation (KV cache) ----------------------------------------------------
 Status CudaBackend::checkPositions(const Instr &instr, const std::vector<int64_t> *start,
                                    int64_t batch, int64_t seq, int64_t maxSeq) {
