@@ -5,7 +5,8 @@ parameter read and every op result rounded to bf16 where the IR casts, f32 maste
 - the 1-rank bf16 program follows it for 10 AdamW steps (rel 1e-2; in practice ~1e-4),
 - every layout (dp, tp, dp·tp, tp·sp, dp·zero1, pp 1F1B, pp interleaved) follows the 1-rank bf16 run (rel 1e-3),
 - the f32 program of the same weights stays within 2e-2 of the bf16 one,
-- a bf16 inference program (bf16 weights and KV cache) generates the reference's greedy tokens.
+- a bf16 (and an f16) inference program (weights and KV cache in that type) generates the reference's greedy
+  tokens.
 """
 
 import json
@@ -117,8 +118,8 @@ def test_program_holds_bf16_activations_and_f32_masters(model, tmp_path):
             assert "xbf16" not in line, line
 
 
-@pytest.mark.parametrize("plan,ranks", [("", 1), ("tp=2", 2)])
-def test_bf16_generation_matches_the_reference(plan, ranks, tmp_path):
+@pytest.mark.parametrize("plan,ranks,compute", [("", 1, "bf16"), ("tp=2", 2, "bf16"), ("", 1, "f16")])
+def test_generation_matches_the_reference(plan, ranks, compute, tmp_path):
     cfg_path = model_path("llama-tiny")
     cfg = config.load_config(cfg_path)
     weights = tmp_path / "w.safetensors"
@@ -126,7 +127,8 @@ def test_bf16_generation_matches_the_reference(plan, ranks, tmp_path):
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path, "--inference", "--batch", "2",
                "--max-seq", "24", "--prompt-len", "6"])
     assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), "--llm-mixed-precision"] + ([f"--llm-partition={plan}"] if plan else []) +
+    low = run([tool("llm-opt"), f"--llm-mixed-precision=compute={compute}"] +
+              ([f"--llm-partition={plan}"] if plan else []) +
               ["--llm-lower-to-exec"], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     prog = tmp_path / "gen.llmir"
@@ -141,7 +143,7 @@ def test_bf16_generation_matches_the_reference(plan, ranks, tmp_path):
     assert res.returncode == 0, res.stderr
     params = reference.load_params(cfg, str(weights))
     want = reference.generate(cfg, params, [p[:4] for p in prompts[:1]] + [prompts[1]], 8, pad_id=0,
-                              compute="bf16")
+                              compute=compute)
     assert np.load(out).tolist() == want
 
 

@@ -1,10 +1,10 @@
 // The kernel conformance suite (after IREE's hal/cts): every kernel of the
-// registry (Kernels.def) x dtype (f32, bf16) x backend present (CPU always, CUDA
+// registry (Kernels.def) x dtype (f32, bf16, f16) x backend present (CPU always, CUDA
 // when a device is found), each on the cases of kCases below (odd sizes and
 // 1-element shapes). A registered kernel without a case fails the suite.
 //
 // Checks: f32 on the CPU against a simple independent reference where one is
-// cheap, else determinism and finite outputs; bf16 (any backend) with inputs
+// cheap, else determinism and finite outputs; bf16/f16 (any backend) with inputs
 // rounded to bf16 against the f32 CPU run on the same rounded inputs, within
 // bf16 tolerance; f32 on another backend against the f32 CPU run.
 #include "llmir/runtime/Backend.h"
@@ -377,16 +377,8 @@ Layout layout(const KernelCase &c, ScalarType dtype, bool roundToBf16) {
         std::memcpy(&bytes[2 * i], &v, 2);
         break;
       }
-      case ScalarType::F16: { // values within f16 range; round through f32 bits
-        uint16_t v = 0;
-        // Exactly representable: small normals, built from the bf16-rounded value.
-        const float x = rt::bfloat16ToFloat(rt::floatToBfloat16(values[i]));
-        uint32_t bits;
-        std::memcpy(&bits, &x, 4);
-        const uint32_t e = (bits >> 23) & 0xff;
-        if (e >= 113 && e <= 142)
-          v = static_cast<uint16_t>(((bits >> 16) & 0x8000u) | ((e - 112) << 10) |
-                                    ((bits >> 13) & 0x3ffu));
+      case ScalarType::F16: { // bf16-rounded values fit f16 (tiny ones become subnormal)
+        uint16_t v = rt::floatToHalf(values[i]);
         std::memcpy(&bytes[2 * i], &v, 2);
         break;
       }
@@ -500,8 +492,13 @@ TEST_P(KernelConformance, MatchesReference) {
   std::unique_ptr<rt::Backend> backend = makeBackend(p.backend);
   if (!backend)
     GTEST_SKIP() << "no " << p.backend << " device";
-  const bool bf16 = p.dtype == ScalarType::BF16;
-  if (!(info.dtypes & (bf16 ? rt::kBF16 : rt::kF32)))
+  // bf16 and f16 runs read inputs rounded to bf16 (exact in both types but for
+  // f16 subnormals) and are checked against the f32 run on the same inputs.
+  const bool narrow = p.dtype != ScalarType::F32;
+  const unsigned bit = p.dtype == ScalarType::BF16  ? rt::kBF16
+                       : p.dtype == ScalarType::F16 ? rt::kF16
+                                                    : rt::kF32;
+  if (!(info.dtypes & bit))
     GTEST_SKIP() << info.name << " is not registered for " << rt::scalarTypeName(p.dtype);
   ASSERT_TRUE(backend->supports(p.id, p.dtype))
       << "the " << backend->name() << " backend lacks " << info.name << " on "
@@ -509,15 +506,15 @@ TEST_P(KernelConformance, MatchesReference) {
   std::unique_ptr<rt::Backend> cpu = rt::createCpuBackend();
   for (const KernelCase *c : mine) {
     SCOPED_TRACE(std::string(info.name) + " case '" + c->label + "'");
-    // The oracle: f32 on the CPU over the (bf16-rounded when bf16) inputs.
-    const Layout oracleLayout = layout(*c, ScalarType::F32, bf16);
+    // The oracle: f32 on the CPU over the (bf16-rounded when narrow) inputs.
+    const Layout oracleLayout = layout(*c, ScalarType::F32, narrow);
     rt::StatusOr<Values> oracle = run(*cpu, oracleLayout);
     ASSERT_TRUE(oracle.isOk()) << oracle.status().message();
     EXPECT_TRUE(finite(*oracle));
     rt::StatusOr<Values> again = run(*cpu, oracleLayout);
     ASSERT_TRUE(again.isOk()) << again.status().message();
     expectClose(*again, *oracle, 0, 0); // deterministic
-    if (!bf16 && p.backend == "cpu") {
+    if (!narrow && p.backend == "cpu") {
       if (c->reference) {
         Values ins, outs;
         for (size_t i = 0; i < oracleLayout.instr.ins.size(); ++i)
@@ -532,10 +529,10 @@ TEST_P(KernelConformance, MatchesReference) {
       }
       continue;
     }
-    rt::StatusOr<Values> got = run(*backend, layout(*c, p.dtype, bf16));
+    rt::StatusOr<Values> got = run(*backend, layout(*c, p.dtype, narrow));
     ASSERT_TRUE(got.isOk()) << got.status().message();
     EXPECT_TRUE(finite(*got));
-    if (bf16)
+    if (narrow)
       expectClose(*got, *oracle, 1e-2, 1e-2);
     else
       expectClose(*got, *oracle, 2e-3, 2e-3);
@@ -546,7 +543,7 @@ std::vector<Param> allParams() {
   std::vector<Param> out;
   for (const char *backend : {"cpu", "cuda"})
     for (size_t k = 0; k < rt::kNumKernels; ++k)
-      for (ScalarType t : {ScalarType::F32, ScalarType::BF16})
+      for (ScalarType t : {ScalarType::F32, ScalarType::BF16, ScalarType::F16})
         out.push_back({static_cast<KernelId>(k), t, backend});
   return out;
 }

@@ -69,7 +69,8 @@ bool CpuBackend::supports(KernelId id, ScalarType dtype) const {
 }
 
 bool CpuBackend::supportsGemm(ScalarType dtype) const {
-  return dtype == ScalarType::F32 || dtype == ScalarType::BF16;
+  // f16 (inference programs) runs staged through the f32 GEMM.
+  return dtype == ScalarType::F32 || dtype == ScalarType::BF16 || dtype == ScalarType::F16;
 }
 
 Status CpuBackend::execute(const Instr &instr, uint8_t *arena, const KernelContext &context) {

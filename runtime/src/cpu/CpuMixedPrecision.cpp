@@ -8,8 +8,8 @@
 #include "../KernelArgs.h"
 #include "../Staging.h"
 
+#include "llmir/runtime/Float16.h"
 #include "llmir/runtime/Kernels.h"
-#include "llmir/runtime/SafeTensors.h"
 
 #include <algorithm>
 #include <cstring>
@@ -21,35 +21,6 @@
 namespace llmir::runtime {
 
 namespace {
-
-/// f32 to IEEE half bits, rounding to nearest even (overflow to inf, NaN kept).
-uint16_t floatToHalf(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const uint32_t absBits = bits & 0x7fffffffu;
-  if (absBits >= 0x7f800000u) // inf or NaN
-    return sign | (absBits > 0x7f800000u ? 0x7e00u : 0x7c00u);
-  if (absBits >= 0x477ff000u) // rounds to >= 65520: inf
-    return sign | 0x7c00u;
-  if (absBits < 0x38800000u) { // below the smallest normal half: subnormal or 0
-    if (absBits < 0x33000000u) // below half the smallest subnormal
-      return sign;
-    const uint32_t mant = (absBits & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(absBits >> 23); // 14 .. 24
-    uint32_t half = mant >> shift;
-    const uint32_t rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rest > mid || (rest == mid && (half & 1u)))
-      ++half;
-    return sign | static_cast<uint16_t>(half);
-  }
-  // Normal: rebias the exponent, round the 13 dropped mantissa bits.
-  uint32_t half = ((absBits - 0x38000000u) >> 13);
-  const uint32_t rest = absBits & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u)))
-    ++half; // may carry into the exponent, which is still correct
-  return sign | static_cast<uint16_t>(half);
-}
 
 /// n elements of `dtype` at `src` as f32 (float types widen, others are copied).
 void toF32(ScalarType dtype, const uint8_t *src, float *dst, int64_t n) {

@@ -48,7 +48,8 @@ bool CudaBackend::supports(KernelId id, ScalarType dtype) const {
 }
 
 bool CudaBackend::supportsGemm(ScalarType dtype) const {
-  return dtype == ScalarType::F32 || dtype == ScalarType::BF16;
+  // f16 (inference programs) runs staged through the f32 GEMM.
+  return dtype == ScalarType::F32 || dtype == ScalarType::BF16 || dtype == ScalarType::F16;
 }
 
 bool CudaBackend::gemmRunsBf16(const Instr &instr) {
