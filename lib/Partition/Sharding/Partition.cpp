@@ -1020,21 +1020,14 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   }
   shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
                         b.getDenseI64ArrayAttr(sizes));
-  SmallVector<NamedAttribute> plan = {
-      b.getNamedAttr("axes", b.getStrArrayAttr(axes)),
-      b.getNamedAttr("sizes", b.getDenseI64ArrayAttr(sizes)),
-      b.getNamedAttr("sp", b.getBoolAttr(o.sp)),
-      b.getNamedAttr("zero", b.getI64IntegerAttr(o.zero)),
-      b.getNamedAttr("microbatches", b.getI64IntegerAttr(o.microbatches)),
-      b.getNamedAttr("schedule", b.getStringAttr(o.schedule)),
-      b.getNamedAttr("recompute", b.getStringAttr(o.recompute))};
-  if (numStages > 1) {
-    plan.push_back(b.getNamedAttr("vpp", b.getI64IntegerAttr(vpp)));
-    plan.push_back(b.getNamedAttr("layout", b.getStringAttr(layout)));
-  }
-  if (strategy)
-    plan.push_back(b.getNamedAttr("strategy", b.getStringAttr(strategy->name())));
-  module->setAttr(kPlanAttrName, b.getDictionaryAttr(plan));
+  // vpp and layout only mean something with pipeline stages.
+  setPlan(module,
+          tfm::PlanAttr::get(
+              module.getContext(),
+              llvm::map_to_vector(axes, [&](StringRef a) { return b.getStringAttr(a); }),
+              sizes, o.sp, o.zero, o.microbatches, o.schedule, o.recompute,
+              numStages > 1 ? vpp : 1, numStages > 1 ? StringRef(layout) : "",
+              strategy ? StringRef(strategy->name()) : ""));
   // A mixed-precision policy recorded before partitioning applies to the
   // per-rank form (the rules above read f32 parameters directly).
   return tfm::applyMixedPrecision(module);
