@@ -1,4 +1,4 @@
-//===- Partition.cpp - data, tensor, vocab and pipeline parallel partitioning ===//
+//===- Partition.cpp - the --llm-partition pass and driver ----------------===//
 //
 // --llm-partition and partitionModule: check the options, partition each
 // model function (one forward walk in program order: each tensor carries a
@@ -166,7 +166,8 @@ LogicalResult llmir::partitionModule(ModuleOp module,
     // Every entry point of a module (prefill, decode) gets the first one's
     // split, so each rank holds the same layers (and caches) in all of them.
     FailureOr<std::string> used = partition::tagPipelineStages(
-        func, o, numStages, layout.empty() ? StringRef(o.layout) : StringRef(layout));
+        func, o, numStages,
+        layout.empty() ? StringRef(o.layout) : StringRef(layout));
     if (failed(used))
       return failure();
     layout = std::move(*used);
@@ -181,12 +182,13 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   shard::GridOp::create(b, module.getLoc(), b.getStringAttr(kGridName),
                         b.getDenseI64ArrayAttr(sizes));
   // vpp and layout only mean something with pipeline stages.
+  auto axisNames = llvm::map_to_vector(
+      axes, [&](StringRef a) { return b.getStringAttr(a); });
   setPlan(module,
           tfm::PlanAttr::get(
-              module.getContext(),
-              llvm::map_to_vector(axes, [&](StringRef a) { return b.getStringAttr(a); }),
-              sizes, o.sp, o.zero, o.microbatches, o.schedule, o.recompute,
-              numStages > 1 ? vpp : 1, numStages > 1 ? StringRef(layout) : "",
+              module.getContext(), axisNames, sizes, o.sp, o.zero,
+              o.microbatches, o.schedule, o.recompute, numStages > 1 ? vpp : 1,
+              numStages > 1 ? StringRef(layout) : "",
               strategy ? StringRef(strategy->name()) : ""));
   // A mixed-precision policy recorded before partitioning applies to the
   // per-rank form (the rules above read f32 parameters directly).

@@ -1,4 +1,4 @@
-//===- PartitionFunction.cpp - a partitioned function's signature --------- ===//
+//===- PartitionFunction.cpp - a partitioned function's signature ---------===//
 //
 // Splits the per-step inputs and resident KV caches over dp x micro-batches,
 // runs the per-op rules over the body, then gives parameters their local

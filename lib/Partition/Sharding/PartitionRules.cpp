@@ -1,4 +1,4 @@
-//===- PartitionRules.cpp - per-op partitioning rules --------------------- ===//
+//===- PartitionRules.cpp - per-op partitioning rules ---------------------===//
 //
 // Each op's local form follows from its operands' layouts over the `tp`
 // axis by Megatron-LM's rules (column/row-parallel linears, head-split

@@ -1,8 +1,8 @@
-//===- Partitioner.h - the per-function partitioner, shared by its files -*- C++ -*-===//
+//===- Partitioner.h - the per-function partitioner ----------- -*- C++ -*-===//
 //
 // Private to lib/Partition/Sharding. The Partitioner rewrites one model
 // function to its per-rank form; its parts live in
-//   PartitionRules.cpp    - the per-op rules (Megatron-LM) and their collectives,
+//   PartitionRules.cpp    - the per-op rules (Megatron-LM), their collectives,
 //   PartitionFunction.cpp - the signature: inputs and KV caches split over
 //                           dp x micro-batches, parameter slices, explain,
 //   StageTagging.cpp      - the pipeline stage of every op (pp > 1),

@@ -16,7 +16,8 @@ using namespace mlir;
 using namespace llmir;
 
 FailureOr<std::string>
-llmir::partition::tagPipelineStages(func::FuncOp func, const PartitionOptions &o,
+llmir::partition::tagPipelineStages(func::FuncOp func,
+                                    const PartitionOptions &o,
                                     int64_t numStages, StringRef layout) {
   auto stages = pipeline::assignStages(func, numStages, layout);
   if (failed(stages))

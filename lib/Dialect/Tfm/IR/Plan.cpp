@@ -18,9 +18,9 @@ FailureOr<tfm::PlanAttr> llmir::readPlan(ModuleOp module, StringRef pass) {
     return tfm::PlanAttr();
   if (auto plan = dyn_cast<tfm::PlanAttr>(attr))
     return plan;
-  return module.emitError() << "--" << pass << ": " << kPlanAttrName
-                            << " must be a #tfm.plan<...> attribute, found "
-                            << attr;
+  return module.emitError()
+         << "--" << pass << ": " << kPlanAttrName
+         << " must be a #tfm.plan<...> attribute, found " << attr;
 }
 
 void llmir::setPlan(ModuleOp module, tfm::PlanAttr plan) {

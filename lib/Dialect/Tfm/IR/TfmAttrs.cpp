@@ -2,10 +2,9 @@
 
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
-#include "mlir/IR/Builders.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
-#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/ADT/TypeSwitch.h" // the generated attribute printer
 
 using namespace mlir;
 using namespace llmir::tfm;
@@ -36,7 +35,8 @@ ParseResult parsePlanList(AsmParser &p, StringRef field, StringRef what,
 }
 } // namespace
 
-FailureOr<SmallVector<StringAttr>> llmir::tfm::parsePlanAxisNames(AsmParser &p) {
+FailureOr<SmallVector<StringAttr>>
+llmir::tfm::parsePlanAxisNames(AsmParser &p) {
   SmallVector<StringAttr> names;
   if (parsePlanList(p, "axes", "a list of axis names, e.g. [\"dp\", \"tp\"]",
                     [&]() -> OptionalParseResult {
@@ -54,7 +54,7 @@ FailureOr<SmallVector<int64_t>> llmir::tfm::parsePlanAxisSizes(AsmParser &p) {
   SmallVector<int64_t> sizes;
   if (parsePlanList(p, "sizes", "a list of integers, e.g. [2, 4]",
                     [&]() -> OptionalParseResult {
-                      int64_t size;
+                      int64_t size = 0;
                       OptionalParseResult r = p.parseOptionalInteger(size);
                       if (r.has_value() && succeeded(*r))
                         sizes.push_back(size);
@@ -99,15 +99,15 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "#tfm.plan field '" << field << "': ";
   };
   if (axes.size() != sizes.size())
-    return fieldError("sizes") << "expected one size per axis ("
-                               << axes.size() << "), found " << sizes.size();
+    return fieldError("sizes") << "expected one size per axis (" << axes.size()
+                               << "), found " << sizes.size();
   llvm::StringSet<> seen;
   for (auto [name, size] : llvm::zip(axes, sizes)) {
     if (!name || name.getValue().empty())
       return fieldError("axes") << "expected non-empty axis names";
     if (!seen.insert(name.getValue()).second)
-      return fieldError("axes") << "axis '" << name.getValue()
-                                << "' appears twice";
+      return fieldError("axes")
+             << "axis '" << name.getValue() << "' appears twice";
     if (size < 1)
       return fieldError("sizes") << "axis '" << name.getValue()
                                  << "' expected >= 1 ranks, found " << size;
@@ -115,8 +115,8 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (zero != 0 && zero != 1)
     return fieldError("zero") << "expected 0 or 1, found " << zero;
   if (microbatches < 1)
-    return fieldError("microbatches") << "expected >= 1, found "
-                                      << microbatches;
+    return fieldError("microbatches")
+           << "expected >= 1, found " << microbatches;
   if (vpp < 1)
     return fieldError("vpp") << "expected >= 1, found " << vpp;
   if (!llvm::is_contained(kSchedules, schedule))
@@ -124,17 +124,17 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
            << "unknown schedule '" << schedule
            << "' (expected gpipe, 1f1b, interleaved, zb-h1 or zb-v)";
   if (vpp > 1 && schedule != "interleaved" && schedule != "zb-v")
-    return fieldError("vpp") << "vpp = " << vpp
-                             << " needs schedule interleaved or zb-v, found '"
-                             << schedule << "'";
+    return fieldError("vpp")
+           << "vpp = " << vpp << " needs schedule interleaved or zb-v, found '"
+           << schedule << "'";
   if (!llvm::is_contained(kRecomputes, recompute))
-    return fieldError("recompute")
-           << "unknown recompute '" << recompute
-           << "' (expected none, full or selective)";
+    return fieldError("recompute") << "unknown recompute '" << recompute
+                                   << "' (expected none, full or selective)";
   if (sp && !llvm::any_of(llvm::zip(axes, sizes), [](auto axis) {
         return std::get<0>(axis).getValue() == "tp" && std::get<1>(axis) > 1;
       }))
-    return fieldError("sp") << "sequence parallelism needs a tp axis of size > 1";
+    return fieldError("sp")
+           << "sequence parallelism needs a tp axis of size > 1";
   (void)layout;
   (void)strategy;
   return success();

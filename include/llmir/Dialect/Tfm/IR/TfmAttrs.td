@@ -1,4 +1,4 @@
-//===- TfmAttrs.td - attributes of the tfm dialect --------------*- tablegen -*-===//
+//===- TfmAttrs.td - attributes of the tfm dialect ------- -*- tablegen -*-===//
 //
 // The parallel plan that --llm-partition records on a module (`llmir.plan`),
 // as a typed attribute: passes read it through its accessors.
