@@ -126,7 +126,8 @@ def LLMAutoPartition : Pass<"llm-auto-partition", "::mlir::ModuleOp"> {
            "Partition the module with the best layout">,
     Option<"json", "json", "bool", "false", "Print the top-k as JSON">
   ];
-  let dependentDialects = ["::mlir::shard::ShardDialect"];
+  let dependentDialects = ["::mlir::shard::ShardDialect",
+                           "::llmir::tfm::TfmDialect"];
 }
 
 #endif // LLMIR_ANALYSIS_PASSES_TD

@@ -63,7 +63,8 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
            "Per-weight rules file (`<weight-glob> column|row|replicate|default`"
            " lines, `vocab-parallel-embedding true|false`); see Strategy.h">
   ];
-  let dependentDialects = ["::mlir::shard::ShardDialect"];
+  let dependentDialects = ["::mlir::shard::ShardDialect",
+                           "::llmir::tfm::TfmDialect"];
 }
 
 def LLMCollectiveCleanup : Pass<"llm-collective-cleanup", "::mlir::func::FuncOp"> {

@@ -74,39 +74,35 @@ llmir::readModelConfig(ModuleOp module, StringRef pass, std::string *dtype) {
 }
 
 FailureOr<cost::Layout> llmir::readPlanLayout(ModuleOp module, StringRef pass) {
+  FailureOr<tfm::PlanAttr> plan = readPlan(module, pass);
+  if (failed(plan))
+    return failure();
+  if (!*plan)
+    return cost::Layout(); // one rank
+  llvm::Expected<cost::Layout> layout = toCostLayout(*plan);
+  if (!layout)
+    return module.emitError() << "--" << pass << ": "
+                              << llvm::toString(layout.takeError());
+  return std::move(*layout);
+}
+
+llvm::Expected<cost::Layout> llmir::toCostLayout(tfm::PlanAttr plan) {
   cost::Layout l;
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-  if (!plan)
-    return l;
-  auto axis = [&](StringRef name, int64_t &field) {
-    if (std::optional<PlanAxis> a = lookupPlanAxis(module, name))
-      field = a->size;
-    else if (auto v = plan.getAs<IntegerAttr>(name))
-      field = v.getInt();
-  };
-  axis("dp", l.dp);
-  axis("tp", l.tp);
-  axis("pp", l.pp);
-  axis("vpp", l.vpp);
-  if (auto v = plan.getAs<IntegerAttr>("microbatches"))
-    l.microbatches = v.getInt();
-  if (auto v = plan.getAs<StringAttr>("schedule"))
-    l.schedule = v.getValue().str();
-  if (auto v = plan.getAs<StringAttr>("recompute"))
-    l.recompute = v.getValue().str();
-  if (auto v = plan.getAs<BoolAttr>("sp"))
-    l.sp = v.getValue();
-  if (auto v = plan.getAs<IntegerAttr>("zero"))
-    l.zero = v.getInt();
-  if (auto v = plan.getAs<StringAttr>("layout"); v && !v.getValue().empty()) {
-    auto stages = cost::parseStageLayers(v.getValue());
+  l.dp = plan.axisSize("dp");
+  l.tp = plan.axisSize("tp");
+  l.pp = plan.axisSize("pp");
+  l.vpp = plan.getVpp();
+  l.microbatches = plan.getMicrobatches();
+  l.schedule = plan.getSchedule().str();
+  l.recompute = plan.getRecompute().str();
+  l.sp = plan.getSp();
+  l.zero = plan.getZero();
+  if (!plan.getLayout().empty()) {
+    auto stages = cost::parseStageLayers(plan.getLayout());
     if (!stages)
-      return module.emitError() << "--" << pass << ": "
-                                << llvm::toString(stages.takeError());
+      return stages.takeError();
     l.stageLayers = std::move(*stages);
   }
-  if (l.dp < 1 || l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.microbatches < 1)
-    return module.emitError() << "--" << pass << ": malformed llmir.plan";
   return l;
 }
 

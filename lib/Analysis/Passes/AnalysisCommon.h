@@ -8,6 +8,7 @@
 #define LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
 
 #include "llmir/Analysis/Cost/CostModel.h"
+#include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -19,11 +20,16 @@ namespace llmir {
 mlir::FailureOr<cost::TransformerConfig>
 readModelConfig(mlir::ModuleOp module, llvm::StringRef pass, std::string *dtype);
 
-/// The layout recorded in `llmir.plan` (dp, tp and, where present, pp, vpp,
-/// micro-batches, schedule, recompute, sp, zero); a single rank when the
-/// module is not partitioned.
+/// The layout recorded in `llmir.plan` (toCostLayout); a single rank when
+/// the module is not partitioned.
 mlir::FailureOr<cost::Layout> readPlanLayout(mlir::ModuleOp module,
                                              llvm::StringRef pass);
+
+/// The one conversion from a plan to the cost model's layout (dp, tp, pp,
+/// vpp, micro-batches, schedule, recompute, sp, zero, the stage split); an
+/// error when the plan's stage layout does not parse. (The cost model itself
+/// stays free of MLIR, so the conversion lives here.)
+llvm::Expected<cost::Layout> toCostLayout(tfm::PlanAttr plan);
 
 /// Applies `dp=2,tp=4,schedule=1f1b,...` (commas or spaces) to `layout`.
 mlir::LogicalResult parseLayoutSpec(mlir::ModuleOp module, llvm::StringRef pass,

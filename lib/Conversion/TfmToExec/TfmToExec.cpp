@@ -903,7 +903,8 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
 struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (failed(tfm::applyMixedPrecision(module)))
+    if (failed(readPlan(module, "llm-lower-to-exec")) ||
+        failed(tfm::applyMixedPrecision(module)))
       return signalPassFailure();
     tfm::legalizeCollectiveTypes(module);
     SmallVector<func::FuncOp> models = modelFunctions(module);
@@ -922,9 +923,7 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
                             "inference entry points) with other functions";
       return signalPassFailure();
     }
-    auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-    auto m = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
-    bool pipelined = (m && m.getInt() > 1) || lookupPlanAxis(module, "pp");
+    bool pipelined = isPipelined(module);
     int64_t stage = 0;
     for (func::FuncOp func : models) {
       if (func.getSymName() == "train_microbatch") {

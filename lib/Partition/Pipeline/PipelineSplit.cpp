@@ -446,15 +446,13 @@ struct PipelineSplitPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (failed(tfm::applyMixedPrecision(module)))
+    FailureOr<tfm::PlanAttr> plan = readPlan(module, "llm-pipeline-split");
+    if (failed(plan) || failed(tfm::applyMixedPrecision(module)))
       return signalPassFailure();
     auto mb = module.lookupSymbol<func::FuncOp>("train_microbatch");
     SmallVector<func::FuncOp> models;
     SmallVector<std::string> entryNames;
-    auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-    auto mAttr = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
-    bool pipelined = (mAttr && mAttr.getInt() > 1) || lookupPlanAxis(module, "pp");
-    if (!pipelined)
+    if (!*plan || !plan->isPipelined())
       return; // nothing to pipeline
     bool forwardOnly = false;
     if (!mb) {
@@ -493,13 +491,9 @@ struct PipelineSplitPass
       mb.emitOpError() << "--llm-pipeline-split: " << message;
       signalPassFailure();
     };
-    int64_t pp = lookupPlanAxis(module, "pp") ? lookupPlanAxis(module, "pp")->size : 1;
-    auto get = [&](StringRef key, int64_t dflt) {
-      auto a = plan ? plan.getAs<IntegerAttr>(key) : IntegerAttr();
-      return a ? a.getInt() : dflt;
-    };
-    int64_t m = get("microbatches", 1), vpp = get("vpp", 1);
-    auto name = plan ? plan.getAs<StringAttr>("schedule") : StringAttr();
+    int64_t pp = plan->axisSize("pp");
+    int64_t m = plan->getMicrobatches(), vpp = plan->getVpp();
+    StringRef name = plan->getSchedule();
     llvm::Expected<pl::Schedule> schedule =
         llvm::createStringError(llvm::inconvertibleErrorCode(), "no schedule");
     if (forwardOnly) {
@@ -511,7 +505,7 @@ struct PipelineSplitPass
       fwd.numRanks = pp;
       fwd.numMicrobatches = m;
       fwd.chunksPerRank = vpp;
-      fwd.vShape = name && name.getValue() == "zb-v";
+      fwd.vShape = name == "zb-v";
       fwd.ranks.resize(pp);
       for (int64_t r = 0; r < pp; ++r)
         for (int64_t k = 0; k < m; ++k)
@@ -537,7 +531,7 @@ struct PipelineSplitPass
                      Twine(pp) + " vpp=" + Twine(vpp) +
                      " microbatches=" + Twine(m));
     } else {
-      schedule = pl::makeSchedule(name ? name.getValue() : "1f1b", pp, m, vpp);
+      schedule = pl::makeSchedule(name, pp, m, vpp);
     }
     if (!schedule)
       return error(llvm::toString(schedule.takeError()));

@@ -1,7 +1,8 @@
 //===- ExportProgram.cpp - exec module -> .llmir program file -------------===//
 //
-// The plan comes from the module attribute `llmir.plan` ({axes, sizes,
-// microbatches, schedule}); without one the program runs on one rank. A
+// The plan comes from the module attribute `llmir.plan` (a #tfm.plan: its
+// axes, sizes, microbatches and schedule, converted in ProgramWriter::readPlan
+// only); without one the program runs on one rank. A
 // parameter's global shape and slicing rule come from the `global_shape` and
 // `shard = {axis, dim, parts[, padded_size]}` attributes of its exec.param
 // (set by the partitioner), expanded here into per-rank segments; without
@@ -12,6 +13,7 @@
 #include "llmir/Target/Program/ExportProgram.h"
 
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
+#include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
@@ -331,26 +333,24 @@ ProgramWriter::param(exec::ParamOp p) {
 }
 
 LogicalResult ProgramWriter::readPlan() {
-  auto plan = module->getAttrOfType<DictionaryAttr>("llmir.plan");
-  if (!plan)
+  FailureOr<tfm::PlanAttr> plan = llmir::readPlan(module, "export-program");
+  if (failed(plan))
+    return failure();
+  if (!*plan)
     return success(); // one rank
-  auto axesAttr = plan.getAs<ArrayAttr>("axes");
-  auto sizesAttr = plan.getAs<DenseI64ArrayAttr>("sizes");
-  if (!axesAttr || !sizesAttr ||
-      axesAttr.size() != static_cast<size_t>(sizesAttr.size()))
-    return module.emitError() << "malformed llmir.plan attribute " << plan;
-  for (auto [a, s] : llvm::zip(axesAttr, sizesAttr.asArrayRef())) {
-    auto name = dyn_cast<StringAttr>(a);
-    if (!name || s < 1 || s > (1 << 20) || world * s > (1 << 20))
-      return module.emitError() << "malformed llmir.plan attribute " << plan;
+  for (auto [name, size] : llvm::zip(plan->getAxes(), plan->getSizes())) {
+    if (size > (1 << 20) || world * size > (1 << 20))
+      return module.emitError() << kPlanAttrName << " field 'sizes': "
+                                << "more than 2^20 ranks";
     axes.push_back(name.str());
-    sizes.push_back(static_cast<int32_t>(s));
-    world *= s;
+    sizes.push_back(static_cast<int32_t>(size));
+    world *= size;
   }
-  if (auto m = plan.getAs<IntegerAttr>("microbatches"))
-    microbatches = static_cast<int32_t>(m.getInt());
-  if (auto s = plan.getAs<StringAttr>("schedule"))
-    schedule = s.str();
+  if (plan->getMicrobatches() > (1 << 20))
+    return module.emitError() << kPlanAttrName << " field 'microbatches': "
+                              << "more than 2^20";
+  microbatches = static_cast<int32_t>(plan->getMicrobatches());
+  schedule = plan->getSchedule().str();
   return success();
 }
 

@@ -7,36 +7,44 @@
 using namespace mlir;
 using namespace llmir;
 
-namespace {
-/// (axes, sizes) of a well-formed plan, or nulls.
-std::pair<ArrayAttr, DenseI64ArrayAttr> planArrays(ModuleOp module) {
-  auto plan = module ? module->getAttrOfType<DictionaryAttr>(kPlanAttrName)
-                     : DictionaryAttr();
-  auto axes = plan ? plan.getAs<ArrayAttr>("axes") : ArrayAttr();
-  auto sizes = plan ? plan.getAs<DenseI64ArrayAttr>("sizes") : DenseI64ArrayAttr();
-  if (!axes || !sizes || static_cast<int64_t>(axes.size()) != sizes.size())
-    return {};
-  return {axes, sizes};
+tfm::PlanAttr llmir::getPlan(ModuleOp module) {
+  return module ? module->getAttrOfType<tfm::PlanAttr>(kPlanAttrName)
+                : tfm::PlanAttr();
 }
-} // namespace
+
+FailureOr<tfm::PlanAttr> llmir::readPlan(ModuleOp module, StringRef pass) {
+  Attribute attr = module->getAttr(kPlanAttrName);
+  if (!attr)
+    return tfm::PlanAttr();
+  if (auto plan = dyn_cast<tfm::PlanAttr>(attr))
+    return plan;
+  return module.emitError()
+         << "--" << pass << ": " << kPlanAttrName
+         << " must be a #tfm.plan<...> attribute, found " << attr;
+}
+
+void llmir::setPlan(ModuleOp module, tfm::PlanAttr plan) {
+  module->setAttr(kPlanAttrName, plan);
+}
 
 std::optional<PlanAxis> llmir::lookupPlanAxis(ModuleOp module, StringRef name) {
-  auto [axes, sizes] = planArrays(module);
-  if (!axes)
+  tfm::PlanAttr plan = getPlan(module);
+  if (!plan)
     return std::nullopt;
-  for (auto [i, a] : llvm::enumerate(axes))
-    if (auto s = dyn_cast<StringAttr>(a); s && s.getValue() == name)
-      return PlanAxis{static_cast<int16_t>(i), sizes[i]};
-  return std::nullopt;
+  std::optional<int16_t> index = plan.axisIndex(name);
+  if (!index)
+    return std::nullopt;
+  return PlanAxis{*index, plan.getSizes()[*index]};
 }
 
 std::optional<StringRef> llmir::planAxisName(ModuleOp module, int64_t index) {
-  auto [axes, sizes] = planArrays(module);
-  if (!axes || index < 0 || index >= static_cast<int64_t>(axes.size()))
-    return std::nullopt;
-  if (auto s = dyn_cast<StringAttr>(axes[index]))
-    return s.getValue();
-  return std::nullopt;
+  tfm::PlanAttr plan = getPlan(module);
+  return plan ? plan.axisName(index) : std::nullopt;
+}
+
+bool llmir::isPipelined(ModuleOp module) {
+  tfm::PlanAttr plan = getPlan(module);
+  return plan && plan.isPipelined();
 }
 
 SmallVector<func::FuncOp> llmir::modelFunctions(ModuleOp module) {

@@ -13,4 +13,5 @@ void TfmDialect::initialize() {
 #define GET_OP_LIST
 #include "llmir/Dialect/Tfm/IR/TfmOps.cpp.inc"
       >();
+  registerAttributes();
 }

@@ -47,15 +47,6 @@ int64_t stageOf(Operation *op) {
   return stage ? stage.getInt() : 0;
 }
 
-/// True when the plan asks for micro-batches or pipeline stages: the step is
-/// then built for one micro-batch and --llm-pipeline-split adds the schedule
-/// and the optimizer.
-bool isPipelined(ModuleOp module) {
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-  auto m = plan ? plan.getAs<IntegerAttr>("microbatches") : IntegerAttr();
-  return (m && m.getInt() > 1) || lookupPlanAxis(module, "pp").has_value();
-}
-
 class Autodiff {
 public:
   Autodiff(ModuleOp module, func::FuncOp func, const OptimizerOptions &options)
@@ -217,9 +208,8 @@ LogicalResult Autodiff::run() {
 
   // Full activation recompute: each layer's forward is re-run right before
   // its backward, so only the layer inputs stay alive from the forward pass.
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-  auto recomputeAttr = plan ? plan.getAs<StringAttr>("recompute") : StringAttr();
-  bool recompute = recomputeAttr && recomputeAttr.getValue() == "full";
+  tfm::PlanAttr plan = getPlan(module);
+  bool recompute = plan && plan.isFullRecompute();
   std::optional<int64_t> recomputedLayer;
   IRMapping recomputed;
   for (Operation *op : llvm::reverse(forward)) {
@@ -302,6 +292,8 @@ struct TfmBuildTrainStepPass
   }
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(readPlan(module, "tfm-build-train-step")))
+      return signalPassFailure();
     if (failed(applyMixedPrecision(module)))
       return signalPassFailure();
     SmallVector<func::FuncOp> models = modelFunctions(module);

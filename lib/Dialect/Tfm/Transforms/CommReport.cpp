@@ -41,6 +41,8 @@ std::string layerOf(Operation *op) {
 struct CommReportPass : public tfm::impl::LLMCommReportBase<CommReportPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (failed(readPlan(module, "llm-comm-report")))
+      return signalPassFailure();
     auto axisName = [&](ArrayRef<int16_t> gridAxes) -> std::string {
       std::string name;
       for (int16_t a : gridAxes) {

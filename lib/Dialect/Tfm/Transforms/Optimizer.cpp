@@ -19,9 +19,8 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
     dpAxis = axis->index;
     dp = axis->size;
   }
-  auto plan = module->getAttrOfType<DictionaryAttr>(kPlanAttrName);
-  auto zeroAttr = plan ? plan.getAs<IntegerAttr>("zero") : IntegerAttr();
-  zero = zeroAttr && zeroAttr.getInt() == 1 && dp > 1;
+  tfm::PlanAttr plan = getPlan(module);
+  zero = plan && plan.isZero1() && dp > 1;
   bucketed_ = dp > 1 && !zero;
 }
 

@@ -1,0 +1,138 @@
+//===- PartitionFunction.cpp - a partitioned function's signature ---------===//
+//
+// Splits the per-step inputs and resident KV caches over dp x micro-batches,
+// runs the per-op rules over the body, then gives parameters their local
+// shapes and records their slicing (`llmir.shard`) for the runtime.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Partitioner.h"
+
+
+using namespace mlir;
+using namespace llmir;
+using namespace llmir::tfm;
+using namespace llmir::partition;
+
+LogicalResult Partitioner::run() {
+  Block &entry = func.getBody().front();
+  // Per-step inputs: the batch is split over dp.
+  for (BlockArgument arg : entry.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (!func.getArgAttr(i, TfmDialect::kInputAttrName))
+      continue;
+    auto type = batchSplit(func, arg, shapeOf(arg));
+    if (failed(type))
+      return func.emitOpError()
+             << "cannot split input #" << i << " of batch " << shapeOf(arg)[0]
+             << " over dp=" << dp;
+    arg.setType(*type);
+  }
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
+    inference |= static_cast<bool>(func.getArgAttr(i, TfmDialect::kStateAttrName));
+  // Resident state (KV caches [batch, kv_heads, max_seq, head_dim]): the
+  // sequences split over dp, the kv heads over tp (like the k/v projections).
+  Builder ab(func.getContext());
+  SmallVector<std::pair<unsigned, NamedAttrList>> stateAttrs;
+  for (BlockArgument arg : entry.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (!func.getArgAttr(i, TfmDialect::kStateAttrName))
+      continue;
+    SmallVector<int64_t> global(shapeOf(arg));
+    auto type = batchSplit(func, arg, global);
+    if (failed(type))
+      return func.emitOpError()
+             << "cannot split state #" << i << " of batch " << global[0]
+             << " over dp=" << dp;
+    SmallVector<int64_t> local(type->getShape());
+    if (tp > 1) {
+      if (local.size() != 4 || local[1] % tp != 0)
+        return func.emitOpError()
+               << "cannot split the kv heads of cache #" << i << " ("
+               << (local.size() == 4 ? local[1] : 0) << ") over tp=" << tp;
+      local[1] /= tp;
+      layouts[arg] = {true, 1};
+    }
+    arg.setType(withShape(arg, local));
+    NamedAttrList attrs(func.getArgAttrDict(i));
+    attrs.set("llmir.global_shape", ab.getDenseI64ArrayAttr(global));
+    SmallVector<NamedAttribute> rule = {
+        ab.getNamedAttr("axis", ab.getStringAttr("dp")),
+        ab.getNamedAttr("dim", ab.getI64IntegerAttr(0))};
+    if (tp > 1)
+      rule = {ab.getNamedAttr("axis", ab.getStrArrayAttr({"dp", "tp"})),
+              ab.getNamedAttr("dim", ab.getDenseI64ArrayAttr({0, 1}))};
+    attrs.set("llmir.shard", ab.getDictionaryAttr(rule));
+    stateAttrs.push_back({i, attrs});
+  }
+  if (failed(partitionBlock(entry)))
+    return failure();
+
+  // Parameters take their local shapes; the slicing rule goes to the runtime.
+  // All argument attributes are rebuilt once (setArgAttr per argument would
+  // rebuild the whole array each time: quadratic in the parameter count).
+  Builder b(func.getContext());
+  SmallVector<NamedAttrList> argAttrs;
+  for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
+    argAttrs.emplace_back(func.getArgAttrDict(i));
+  for (auto &[value, shard] : paramShards) {
+    auto arg = cast<BlockArgument>(value);
+    SmallVector<int64_t> global(shapeOf(arg)), local(global);
+    local[shard.dim] = (shard.paddedSize ? shard.paddedSize : local[shard.dim]) / tp;
+    arg.setType(withShape(arg, local));
+    NamedAttrList &attrs = argAttrs[arg.getArgNumber()];
+    attrs.set("llmir.global_shape", b.getDenseI64ArrayAttr(global));
+    SmallVector<NamedAttribute> rule = {
+        b.getNamedAttr("axis", b.getStringAttr("tp")),
+        b.getNamedAttr("dim", b.getI64IntegerAttr(shard.dim)),
+        b.getNamedAttr("parts", b.getI64IntegerAttr(shard.parts))};
+    if (shard.paddedSize)
+      rule.push_back(b.getNamedAttr("padded_size",
+                                    b.getI64IntegerAttr(shard.paddedSize)));
+    attrs.set("llmir.shard", b.getDictionaryAttr(rule));
+  }
+  for (auto &[arg, axis] : gradSums)
+    argAttrs[arg].set("llmir.grad_sum", b.getStringAttr(axis));
+  for (auto &[arg, attrs] : stateAttrs)
+    argAttrs[arg] = attrs;
+  SmallVector<DictionaryAttr> dicts;
+  for (NamedAttrList &attrs : argAttrs)
+    dicts.push_back(attrs.getDictionary(func.getContext()));
+  func.setAllArgAttrs(dicts);
+  func.setFunctionType(b.getFunctionType(
+      entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));
+  if (explain)
+    explainLayerCommunication();
+  return success();
+}
+
+void Partitioner::explainLayerCommunication() {
+  // Megatron's minimum per transformer block in the forward pass: with tp,
+  // two all-reduces of the block's [batch, seq, hidden] output (attention and
+  // MLP); with sequence parallelism, an all-gather and a reduce-scatter of it
+  // instead of each all-reduce. Data parallelism needs none.
+  for (auto layer : func.getBody().front().getOps<LayerOp>()) {
+    Value out = layer.getNumResults() ? layer.getResult(0) : Value();
+    int64_t act = 0;
+    if (out) {
+      auto t = cast<RankedTensorType>(out.getType());
+      act = t.getNumElements() * t.getElementType().getIntOrFloatBitWidth() / 8;
+      if (sp)
+        act *= tp; // the block's output is a sequence block
+    }
+    int64_t ops = 0, bytes = 0;
+    layer.walk([&](Operation *op) {
+      if (isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op)) {
+        ++ops;
+        auto t = cast<RankedTensorType>(op->getOperand(0).getType());
+        bytes += t.getNumElements() * t.getElementType().getIntOrFloatBitWidth() / 8;
+      }
+    });
+    int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
+    int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
+    llvm::outs() << "explain: layer " << layer.getIndex() << " communication: "
+                 << ops << " collectives, " << bytes
+                 << " B per rank (Megatron minimum: " << minOps << ", "
+                 << minBytes << " B)\n";
+  }
+}
