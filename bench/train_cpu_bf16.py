@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         common.print_settings(args, len(rows["bf16"][0]))
         tokens_per_step = args.batch * args.seq
         med = {k: statistics.median(v[0]) for k, v in rows.items()}
-        header = f"{'side':<34} {'ms/step':>9} {'tok/s':>9} {'bf16 ours / side':>17}"
+        header = f"{'side':<34} {'ms/step':>9} {'tok/s':>9} {'side ms / ours bf16 ms':>23}"
         print(header)
         print("-" * len(header))
         names = {"bf16": "ours bf16 (--llm-mixed-precision)", "f32": "ours f32",
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         for k in ("bf16", "f32", "torch"):
             if k in med:
                 print(f"{names[k]:<34} {med[k]:>9.1f} {tokens_per_step / (med[k] / 1e3):>9.0f} "
-                      f"{med[k] / med['bf16']:>17.2f}")
+                      f"{med[k] / med['bf16']:>23.2f}")
         print()
         print("losses per step: " + "  ".join(f"{k}: " + " ".join(f"{x:.4f}" for x in rows[k][1]) for k in rows))
     return 0
