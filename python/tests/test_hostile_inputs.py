@@ -230,6 +230,12 @@ def test_mpi_error_one_rank_finds_names_that_rank(files, tmp_path):
     assert res.stderr.count("error:") == 1 and "MPI_ABORT" not in res.stderr, res.stderr
 
 
+def test_rank_count_grammar(files, tmp_path):
+    prog = compile_model(tmp_path / "dp2.llmir", "--llm-partition=dp=2")
+    res = llm_run(files, "--eval", program=prog)
+    assert_clean_error(res, "the program is partitioned for 2 ranks but 1 rank was launched")
+
+
 # --- 3. --steps ----------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["99999999999999999999", "-3", "abc", "1e3", "0x10", ""])

@@ -64,6 +64,11 @@ options:
   --quiet            no per-step progress line
   --help             this text
 
+Inputs must be regular files. Outputs (--log-json, --logits-out, --out,
+--export-weights, checkpoints) are written to a temp file and renamed into
+place, never over an input file (under any spelling) or each other; a device
+or FIFO is written in place, never replaced.
+
 generation (programs compiled with llm-translate --inference):
   --generate         prefill the prompts, then decode new tokens greedily
                      (or sampled); prints prefill and decode tokens/s
@@ -461,7 +466,7 @@ int run(int argc, char **argv) {
     if (Status g = comm->allGather(&mine, failed.data(), 1); !g.isOk()) {
       if (!st.isOk())
         std::cerr << "llm-run: error: rank " << rank << ": " << st.message() << "\n";
-      fail(g); // a peer died or stalled
+      return fail(g) == 0; // a peer died or stalled: fail() aborts the job
     }
     int count = 0, first = -1;
     for (int r = 0; r < worldSize; ++r)
@@ -475,7 +480,8 @@ int run(int argc, char **argv) {
         std::cerr << "rank " << rank << ": ";
       std::cerr << st.message();
       if (count > 1 && count < worldSize)
-        std::cerr << " (" << ranksText(count - 1) << " more failed too)";
+        std::cerr << " (and " << count - 1 << " more failing "
+                  << (count == 2 ? "rank" : "ranks") << ")";
       std::cerr << "\n";
     }
     return false;
@@ -509,7 +515,8 @@ int run(int argc, char **argv) {
       return Status::error(StatusCode::InvalidArgument,
                            "the program is partitioned for " +
                                ranksText(program->worldSize()) + " but " +
-                               ranksText(worldSize) + " were launched (use mpirun -np " +
+                               ranksText(worldSize) + (worldSize == 1 ? " was" : " were") +
+                               " launched (use mpirun -np " +
                                std::to_string(program->worldSize()) + ")");
     return Status::ok();
   };
