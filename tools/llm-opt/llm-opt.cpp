@@ -5,6 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RepeatedPassOptions.h"
+
 #include "llmir/Analysis/Passes.h"
 #include "llmir/Conversion/Passes.h"
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
@@ -22,6 +24,7 @@
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <vector>
 
@@ -40,6 +43,12 @@ int main(int argc, char **argv) {
   llmir::registerConversionPasses();
   llmir::registerPartitionPasses();
   llmir::registerAnalysisPasses();
+
+  if (std::optional<std::string> error =
+          llmir::findRepeatedPassOption(llvm::ArrayRef<char *>(argv, argc))) {
+    llvm::errs() << "llm-opt: error: " << *error << "\n";
+    return 1;
+  }
 
   // Unlike mlir-opt, a diagnostic does not dump the whole operation it is on
   // (for a pass error that is the entire model); pass

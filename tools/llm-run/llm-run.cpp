@@ -7,17 +7,19 @@
 #include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
+#include "llmir/runtime/Files.h"
 #include "llmir/runtime/MpiCommunicator.h"
 #include "llmir/runtime/Npy.h"
 #include "llmir/runtime/Program.h"
 #include "llmir/runtime/SafeTensors.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <optional>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -62,6 +64,11 @@ options:
   --quiet            no per-step progress line
   --help             this text
 
+Inputs must be regular files. Outputs (--log-json, --logits-out, --out,
+--export-weights, checkpoints) are written to a temp file and renamed into
+place, never over an input file (under any spelling) or each other; a device
+or FIFO is written in place, never replaced.
+
 generation (programs compiled with llm-translate --inference):
   --generate         prefill the prompts, then decode new tokens greedily
                      (or sampled); prints prefill and decode tokens/s
@@ -93,16 +100,96 @@ struct Options {
   GenerateOptions gen;
 };
 
-/// True when `a` and `b` name the same existing file (hard links and
-/// symlinks included).
-bool sameFile(const std::string &a, const std::string &b) {
-  struct stat sa, sb;
-  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 &&
-         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+/// A file the run reads or writes, with the option that names it.
+struct FileOption {
+  const char *option;
+  std::string path;
+};
+
+std::vector<FileOption> inputFiles(const Options &o) {
+  return {{"the program", o.program},
+          {"--weights", o.weights},
+          {"--data", o.data},
+          {"--prompt", o.gen.prompt},
+          {"--lengths", o.gen.lengths},
+          {"--resume", o.resumeDir.empty() ? "" : checkpointFile(o.resumeDir)}};
 }
 
-/// --export-dtype's value, and --export-weights never naming a file the run
-/// reads (or another of its outputs).
+std::vector<FileOption> outputFiles(const Options &o) {
+  return {{"--log-json", o.logJson},
+          {"--logits-out", o.logitsOut},
+          {"--out", o.gen.out},
+          {"--export-weights", o.exportPath},
+          {"--save-checkpoint", o.saveDir.empty() ? "" : checkpointFile(o.saveDir)}};
+}
+
+/// `path` made absolute with its directory resolved (symlinks, "..", "./"),
+/// so that two spellings of a file that does not exist yet compare equal.
+std::string canonicalPath(const std::string &path) {
+  if (char *real = ::realpath(path.c_str(), nullptr)) {
+    std::string out = real;
+    std::free(real);
+    return out;
+  }
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (char *real = ::realpath(dir.c_str(), nullptr)) {
+    std::string out = std::string(real) + "/" + base;
+    std::free(real);
+    return out;
+  }
+  return path;
+}
+
+/// Whether the path names an existing file that is not a regular one (a
+/// device or FIFO: written in place, so two outputs may share it).
+bool isSpecialFile(const std::string &path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/// The run's files: every input a regular file (a FIFO or device would block
+/// or never end), and no output naming an input or another output under any
+/// spelling (same inode, or same resolved path for files not yet there) — a
+/// run must never destroy what it reads. One exception: --save-checkpoint may
+/// replace the checkpoint it resumed from (it was read in full at the start;
+/// the save is atomic).
+Status checkFiles(const Options &o) {
+  for (const FileOption &in : inputFiles(o))
+    if (!in.path.empty())
+      LLMIR_RETURN_IF_ERROR(checkInputFile(in.path, in.option));
+  const std::vector<FileOption> outputs = outputFiles(o);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const FileOption &out = outputs[i];
+    if (out.path.empty())
+      continue;
+    for (const FileOption &in : inputFiles(o)) {
+      if (in.path.empty() ||
+          (std::string(out.option) == "--save-checkpoint" &&
+           std::string(in.option) == "--resume"))
+        continue;
+      if (out.path == in.path || sameFile(out.path, in.path))
+        return Status::error(StatusCode::InvalidArgument,
+                             std::string(out.option) + " '" + out.path +
+                                 "' is an input of the run (" + in.option + " '" +
+                                 in.path + "'); refusing to overwrite it");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      const FileOption &other = outputs[j];
+      if (other.path.empty() || isSpecialFile(out.path))
+        continue;
+      if (out.path == other.path || sameFile(out.path, other.path) ||
+          canonicalPath(out.path) == canonicalPath(other.path))
+        return Status::error(StatusCode::InvalidArgument,
+                             std::string(other.option) + " and " + out.option +
+                                 " name the same file '" + out.path + "'");
+    }
+  }
+  return Status::ok();
+}
+
+/// --export-dtype's value.
 Status checkExportOptions(Options &o) {
   if (o.exportPath.empty()) {
     if (!o.exportDTypeName.empty())
@@ -121,23 +208,25 @@ Status checkExportOptions(Options &o) {
     return Status::error(StatusCode::InvalidArgument,
                          "option --export-dtype: expected f32, bf16 or f16, found '" +
                              dt + "'");
-  const std::pair<const char *, std::string> others[] = {
-      {"the program", o.program},
-      {"--weights", o.weights},
-      {"--data", o.data},
-      {"--prompt", o.gen.prompt},
-      {"--lengths", o.gen.lengths},
-      {"--resume", o.resumeDir.empty() ? "" : checkpointFile(o.resumeDir)},
-      {"--save-checkpoint", o.saveDir.empty() ? "" : checkpointFile(o.saveDir)},
-      {"--log-json", o.logJson},
-      {"--logits-out", o.logitsOut},
-      {"--out", o.gen.out}};
-  for (const auto &[flag, path] : others)
-    if (!path.empty() && (path == o.exportPath || sameFile(path, o.exportPath)))
-      return Status::error(StatusCode::InvalidArgument,
-                           "--export-weights '" + o.exportPath + "' is the " +
-                               flag + " file '" + path +
-                               "'; refusing to overwrite it");
+  return Status::ok();
+}
+
+/// The largest value of a count option (steps, ids, seeds, ...).
+constexpr int64_t kMaxCount = 1000000000000000; // 1e15
+
+/// A count option's value: decimal digits only (no sign, exponent or hex),
+/// at most `max`.
+Status parseCount(const std::string &flag, const std::string &v, int64_t max,
+                  int64_t &out) {
+  bool digits = !v.empty() && v.size() <= 18 &&
+                std::all_of(v.begin(), v.end(),
+                            [](char c) { return c >= '0' && c <= '9'; });
+  int64_t value = digits ? std::stoll(v) : -1;
+  if (!digits || value > max)
+    return Status::error(StatusCode::InvalidArgument,
+                         "option " + flag + ": expected an integer from 0 to " +
+                             std::to_string(max) + ", found '" + v + "'");
+  out = value;
   return Status::ok();
 }
 
@@ -188,53 +277,42 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       continue;
     }
     if (a == "--max-new-tokens" || a == "--pad-id" || a == "--eos-id" ||
-        a == "--top-k" || a == "--seed" || a == "--temperature" || a == "--top-p" ||
-        a == "--warmup") {
-      StatusOr<std::string> v = need(i, a.c_str());
-      if (!v.isOk())
-        return v.status();
-      double d = 0;
-      LLMIR_RETURN_IF_ERROR(number(a, *v, d));
-      bool integer = a != "--temperature" && a != "--top-p";
-      if ((integer && d != std::floor(d)) || d > 1e15 ||
-          (a == "--max-new-tokens" && d < 1) ||
-          (a == "--top-p" && (d <= 0 || d > 1)))
-        return Status::error(StatusCode::InvalidArgument,
-                             "option " + a + ": invalid value '" + *v + "'");
-      if (a == "--max-new-tokens") o.gen.maxNewTokens = static_cast<int64_t>(d);
-      else if (a == "--pad-id") o.gen.padId = static_cast<int64_t>(d);
-      else if (a == "--eos-id") o.gen.eosId = static_cast<int64_t>(d);
-      else if (a == "--top-k") o.gen.topK = static_cast<int64_t>(d);
-      else if (a == "--seed") o.gen.seed = static_cast<uint64_t>(d);
-      else if (a == "--warmup") o.gen.warmup = static_cast<int64_t>(d);
-      else if (a == "--temperature") o.gen.temperature = d;
-      else o.gen.topP = d;
-      continue;
-    }
-    if (a == "--steps" || a == "--timeout" || a == "--lr" || a == "--weight-decay" ||
+        a == "--top-k" || a == "--seed" || a == "--warmup" || a == "--steps" ||
         a == "--save-every") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
+      int64_t n = 0;
+      LLMIR_RETURN_IF_ERROR(parseCount(a, *v, kMaxCount, n));
+      if (n < 1 && (a == "--max-new-tokens" || a == "--save-every"))
+        return Status::error(StatusCode::InvalidArgument,
+                             "option " + a + ": expected a positive integer, found '" +
+                                 *v + "'");
+      if (a == "--max-new-tokens") o.gen.maxNewTokens = n;
+      else if (a == "--pad-id") o.gen.padId = n;
+      else if (a == "--eos-id") o.gen.eosId = n;
+      else if (a == "--top-k") o.gen.topK = n;
+      else if (a == "--seed") o.gen.seed = static_cast<uint64_t>(n);
+      else if (a == "--warmup") o.gen.warmup = n;
+      else if (a == "--steps") o.steps = n;
+      else o.saveEvery = n;
+      continue;
+    }
+    if (a == "--temperature" || a == "--top-p" || a == "--timeout" || a == "--lr" ||
+        a == "--weight-decay") {
+      StatusOr<std::string> v = need(i, a.c_str());
+      if (!v.isOk())
+        return v.status();
       double d = 0;
       LLMIR_RETURN_IF_ERROR(number(a, *v, d));
-      if (a == "--steps") {
-        if (d != std::floor(d) || d > 1e15)
-          return Status::error(StatusCode::InvalidArgument,
-                               "option --steps: expected a positive integer, found '" + *v + "'");
-        o.steps = static_cast<int64_t>(d);
-      } else if (a == "--save-every") {
-        if (d < 1 || d != std::floor(d))
-          return Status::error(StatusCode::InvalidArgument,
-                               "option --save-every: expected a positive integer, found '" + *v + "'");
-        o.saveEvery = static_cast<int64_t>(d);
-      } else if (a == "--lr") {
-        o.lr = d;
-      } else if (a == "--weight-decay") {
-        o.weightDecay = d;
-      } else {
-        o.timeout = d;
-      }
+      if (a == "--top-p" && (d <= 0 || d > 1))
+        return Status::error(StatusCode::InvalidArgument,
+                             "option " + a + ": invalid value '" + *v + "'");
+      if (a == "--temperature") o.gen.temperature = d;
+      else if (a == "--top-p") o.gen.topP = d;
+      else if (a == "--lr") o.lr = d;
+      else if (a == "--weight-decay") o.weightDecay = d;
+      else o.timeout = d;
       continue;
     }
     if (!a.empty() && a[0] == '-')
@@ -264,7 +342,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument,
                          "option --steps: expected a positive integer, found '0' "
                          "(0 steps only with --export-weights)");
-  return checkExportOptions(o);
+  LLMIR_RETURN_IF_ERROR(checkExportOptions(o));
+  return checkFiles(o);
 }
 
 bool launchedByMpi() {
@@ -342,6 +421,11 @@ Status exportIfAsked(const Program &program, Executor &ex, Communicator &comm,
   return Status::ok();
 }
 
+/// "1 rank", "2 ranks".
+std::string ranksText(int64_t n) {
+  return std::to_string(n) + (n == 1 ? " rank" : " ranks");
+}
+
 int run(int argc, char **argv) {
   std::unique_ptr<Communicator> comm;
   if (launchedByMpi()) {
@@ -354,17 +438,59 @@ int run(int argc, char **argv) {
   } else {
     comm = std::make_unique<SingleProcessCommunicator>();
   }
-  int rank = comm->rank();
+  const int rank = comm->rank();
+  const int worldSize = comm->size();
+  comm->setTimeout(Options().timeout); // until --timeout is parsed
+  // Rank 0's --log-json. Committed even when the run fails: the steps before
+  // the failure are worth keeping.
+  std::optional<OutputFile> log;
+  // An error this rank found while the others may be waiting for it inside a
+  // collective: only MPI_Abort can stop them. Printed by this rank alone.
   auto fail = [&](const Status &st) {
-    std::cerr << "llm-run: error: rank " << rank << ": " << st.message() << "\n";
+    std::cerr << "llm-run: error: "
+              << (worldSize > 1 ? "rank " + std::to_string(rank) + ": " : "")
+              << st.message() << "\n";
+    if (log)
+      (void)log->commit();
     comm->abort(1);
     return 1;
+  };
+  // Setup, where every rank reaches the same point before any collective that
+  // follows: the ranks agree on the outcome. The lowest-numbered failing rank
+  // prints its error (rank 0 for an error every rank found, so it is printed
+  // once) and every rank exits with status 1 — no MPI_Abort. True when no
+  // rank failed.
+  auto agree = [&](const Status &st) -> bool {
+    float mine = st.isOk() ? 0.0f : 1.0f;
+    std::vector<float> failed(static_cast<size_t>(worldSize), 0.0f);
+    if (Status g = comm->allGather(&mine, failed.data(), 1); !g.isOk()) {
+      if (!st.isOk())
+        std::cerr << "llm-run: error: rank " << rank << ": " << st.message() << "\n";
+      return fail(g) == 0; // a peer died or stalled: fail() aborts the job
+    }
+    int count = 0, first = -1;
+    for (int r = 0; r < worldSize; ++r)
+      if (failed[r] != 0.0f && count++ == 0)
+        first = r;
+    if (count == 0)
+      return true;
+    if (rank == first) {
+      std::cerr << "llm-run: error: ";
+      if (count < worldSize) // say which rank, unless every rank found it
+        std::cerr << "rank " << rank << ": ";
+      std::cerr << st.message();
+      if (count > 1 && count < worldSize)
+        std::cerr << " (and " << count - 1 << " more failing "
+                  << (count == 2 ? "rank" : "ranks") << ")";
+      std::cerr << "\n";
+    }
+    return false;
   };
 
   Options opts;
   bool help = false;
-  if (Status st = parseArgs(argc, argv, opts, help); !st.isOk())
-    return fail(st);
+  if (!agree(parseArgs(argc, argv, opts, help)))
+    return 1;
   if (help) {
     if (rank == 0)
       std::cout << kUsage;
@@ -373,20 +499,29 @@ int run(int argc, char **argv) {
   comm->setTimeout(opts.timeout);
   // The backend first, so that "--backend cuda: no CUDA device" comes before any file is read.
   int device = -1;
-  StatusOr<std::unique_ptr<Backend>> madeBackend = createBackendByName(opts.backend, &device);
-  if (!madeBackend.isOk())
-    return fail(madeBackend.status());
-  std::unique_ptr<Backend> backend = std::move(*madeBackend);
-
-  StatusOr<Program> program = Program::load(opts.program);
-  if (!program.isOk())
-    return fail(program.status());
-  if (program->worldSize() != comm->size())
-    return fail(Status::error(
-        StatusCode::InvalidArgument,
-        "the program is partitioned for " + std::to_string(program->worldSize()) +
-            " ranks but " + std::to_string(comm->size()) +
-            " were launched (use mpirun -np " + std::to_string(program->worldSize()) + ")"));
+  std::unique_ptr<Backend> backend;
+  std::optional<Program> program;
+  auto loadProgram = [&]() -> Status {
+    StatusOr<std::unique_ptr<Backend>> madeBackend =
+        createBackendByName(opts.backend, &device);
+    if (!madeBackend.isOk())
+      return madeBackend.status();
+    backend = std::move(*madeBackend);
+    StatusOr<Program> loaded = Program::load(opts.program);
+    if (!loaded.isOk())
+      return loaded.status();
+    program = std::move(*loaded);
+    if (program->worldSize() != worldSize)
+      return Status::error(StatusCode::InvalidArgument,
+                           "the program is partitioned for " +
+                               ranksText(program->worldSize()) + " but " +
+                               ranksText(worldSize) + (worldSize == 1 ? " was" : " were") +
+                               " launched (use mpirun -np " +
+                               std::to_string(program->worldSize()) + ")");
+    return Status::ok();
+  };
+  if (!agree(loadProgram()))
+    return 1;
 
   // With the CUDA backend the program's collectives run on NCCL over device
   // buffers; llm-run's own messages (loss, logits, checkpoints) stay on `comm`.
@@ -404,19 +539,16 @@ int run(int argc, char **argv) {
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
-  if (!opts.generate && (!program->entries.empty() || !ex.stage().entry.empty()))
-    return fail(Status::error(StatusCode::InvalidArgument,
-                              "'" + opts.program +
-                                  "' is an inference program (prefill/decode "
-                                  "entry points): run it with --generate "
-                                  "--prompt PROMPTS.npy"));
   if (opts.generate) {
-    ex.setCheckNumerics(opts.checkNumerics);
-    StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
-    if (!weights.isOk())
-      return fail(weights.status());
-    if (Status st = ex.loadParams(*weights); !st.isOk())
-      return fail(st);
+    auto setupGenerate = [&]() -> Status {
+      ex.setCheckNumerics(opts.checkNumerics);
+      StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
+      if (!weights.isOk())
+        return weights.status();
+      return ex.loadParams(*weights);
+    };
+    if (!agree(setupGenerate()))
+      return 1;
     opts.gen.quiet = opts.quiet;
     if (Status st = generate(*program, ex, *comm, opts.gen); !st.isOk())
       return fail(st);
@@ -426,94 +558,119 @@ int run(int argc, char **argv) {
       return fail(st);
     return 0;
   }
-  // Judged on the whole program so that every rank agrees (with pipeline
-  // stages, each rank sees only its own stage).
-  bool training = false, hasInputIds = false;
-  for (const StageProgram &stage : program->stages) {
-    training |= stage.trains();
-    for (const Binding &b : stage.inputs)
-      hasInputIds |= b.name == "input_ids";
-  }
-  if (!hasInputIds)
-    return fail(Status::error(StatusCode::NotFound,
-                              "the program has no input 'input_ids'"));
-  // Only the inputs the rank's stage binds are filled (a middle pipeline
-  // stage reads none); a name llm-run cannot fill is an error.
-  for (const Binding &b : ex.stage().inputs)
-    if (b.name != "input_ids" && b.name != "labels")
-      return fail(Status::error(StatusCode::InvalidArgument,
-                                "the program has an input '" + b.name +
-                                    "' that llm-run cannot fill (it provides "
-                                    "input_ids and labels)"));
-  if (training && opts.eval)
-    return fail(Status::error(StatusCode::InvalidArgument,
-                              "--eval: '" + opts.program +
-                                  "' is a training step (it updates the "
-                                  "parameters); compile without "
-                                  "--tfm-build-train-step to evaluate"));
-  ex.setOptimizer(static_cast<float>(opts.lr), static_cast<float>(opts.weightDecay));
-  ex.setCheckNumerics(opts.checkNumerics);
 
-  StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
-  if (!weights.isOk())
-    return fail(weights.status());
-  if (Status st = ex.loadParams(*weights); !st.isOk())
-    return fail(st);
-  int64_t firstStep = 0;
-  if (!opts.resumeDir.empty()) {
-    StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir);
-    if (!next.isOk())
-      return fail(next.status());
-    firstStep = *next;
-    if (rank == 0)
-      std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
-                << firstStep << "\n";
-  }
-
-  StatusOr<NpyArray> data = readNpy(opts.data);
-  if (!data.isOk())
-    return fail(data.status());
-  if (data->shape.size() != 1)
-    return fail(Status::error(StatusCode::InvalidArgument,
-                              "--data must be a 1-D token array"));
-  StatusOr<std::vector<int64_t>> tokens = data->toInt64();
-  if (!tokens.isOk())
-    return fail(tokens.status());
-
-  const Plan &plan = program->plan;
-  int64_t batch = plan.globalBatch, seq = plan.seq;
-  int dp = plan.axisSize("dp");
+  // Everything the steps need; every rank computes the same checks (a rank's
+  // own files and weights may differ), then the ranks agree before the first
+  // step.
+  int64_t firstStep = 0, lastStep = opts.steps; // with --resume: the step to stop at
+  std::vector<int64_t> tokens;
+  int64_t batch = 0, seq = 0, rows = 0;
   int dpIndex = 0;
-  for (size_t a = 0; a < plan.axes.size(); ++a)
-    if (plan.axes[a] == "dp")
-      dpIndex = ex.rankInfo().coords[a];
-  if (batch <= 0 || seq <= 0 || batch % dp != 0)
-    return fail(Status::error(StatusCode::InvalidArgument,
-                              "the program's plan has batch " + std::to_string(batch) +
-                                  ", seq " + std::to_string(seq) + ", dp " +
-                                  std::to_string(dp)));
-  int64_t rows = batch / dp;
+  int lossRank = -1, logitsRank = -1;
+  auto setupTraining = [&]() -> Status {
+    if (!program->entries.empty() || !ex.stage().entry.empty())
+      return Status::error(StatusCode::InvalidArgument,
+                           "'" + opts.program +
+                               "' is an inference program (prefill/decode "
+                               "entry points): run it with --generate "
+                               "--prompt PROMPTS.npy");
+    // Judged on the whole program so that every rank agrees (with pipeline
+    // stages, each rank sees only its own stage).
+    bool training = false, hasInputIds = false;
+    for (const StageProgram &stage : program->stages) {
+      training |= stage.trains();
+      for (const Binding &b : stage.inputs)
+        hasInputIds |= b.name == "input_ids";
+    }
+    if (!hasInputIds)
+      return Status::error(StatusCode::NotFound, "the program has no input 'input_ids'");
+    // Only the inputs the rank's stage binds are filled (a middle pipeline
+    // stage reads none); a name llm-run cannot fill is an error.
+    for (const Binding &b : ex.stage().inputs)
+      if (b.name != "input_ids" && b.name != "labels")
+        return Status::error(StatusCode::InvalidArgument,
+                             "the program has an input '" + b.name +
+                                 "' that llm-run cannot fill (it provides "
+                                 "input_ids and labels)");
+    if (training && opts.eval)
+      return Status::error(StatusCode::InvalidArgument,
+                           "--eval: '" + opts.program +
+                               "' is a training step (it updates the "
+                               "parameters); compile without "
+                               "--tfm-build-train-step to evaluate");
+    ex.setOptimizer(static_cast<float>(opts.lr), static_cast<float>(opts.weightDecay));
+    ex.setCheckNumerics(opts.checkNumerics);
 
-  std::ofstream log;
-  if (rank == 0 && !opts.logJson.empty()) {
-    log.open(opts.logJson);
-    if (!log)
-      return fail(Status::error(StatusCode::InvalidArgument,
-                                "cannot write --log-json file '" + opts.logJson + "'"));
-  }
-  // Rank 0 reports the loss; with pipeline stages it lives on the last stage,
-  // whose lowest-numbered rank sends it to rank 0 after each step.
-  const int lossRank = firstRankWithOutput(*program, "loss");
-  const int logitsRank = firstRankWithOutput(*program, "logits");
-  if (!opts.logitsOut.empty() && logitsRank < 0)
-    return fail(Status::error(StatusCode::InvalidArgument,
-                              "--logits-out: the program has no logits output "
-                              "(import with llm-translate --logits)"));
+    StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
+    if (!weights.isOk())
+      return weights.status();
+    LLMIR_RETURN_IF_ERROR(ex.loadParams(*weights));
+    if (!opts.resumeDir.empty()) {
+      StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir);
+      if (!next.isOk())
+        return next.status();
+      firstStep = *next;
+      // --steps 0 with --export-weights: export the checkpoint's weights.
+      if (opts.steps == 0 && !opts.exportPath.empty())
+        lastStep = firstStep;
+      else if (lastStep < firstStep || (lastStep == firstStep && opts.exportPath.empty()))
+        return Status::error(StatusCode::InvalidArgument,
+                             "option --steps: " + std::to_string(lastStep) +
+                                 " is not after step " + std::to_string(firstStep) +
+                                 " of the resumed checkpoint '" +
+                                 checkpointFile(opts.resumeDir) +
+                                 "' (with --resume, --steps is the step to stop at)");
+    }
+
+    StatusOr<NpyArray> data = readNpy(opts.data);
+    if (!data.isOk())
+      return data.status();
+    if (data->shape.size() != 1)
+      return Status::error(StatusCode::InvalidArgument, "--data must be a 1-D token array");
+    StatusOr<std::vector<int64_t>> ids = data->toInt64();
+    if (!ids.isOk())
+      return ids.status();
+    tokens = std::move(*ids);
+
+    const Plan &plan = program->plan;
+    batch = plan.globalBatch;
+    seq = plan.seq;
+    int dp = plan.axisSize("dp");
+    for (size_t a = 0; a < plan.axes.size(); ++a)
+      if (plan.axes[a] == "dp")
+        dpIndex = ex.rankInfo().coords[a];
+    if (batch <= 0 || seq <= 0 || batch % dp != 0)
+      return Status::error(StatusCode::InvalidArgument,
+                           "the program's plan has batch " + std::to_string(batch) +
+                               ", seq " + std::to_string(seq) + ", dp " +
+                               std::to_string(dp));
+    rows = batch / dp;
+    // Rank 0 reports the loss; with pipeline stages it lives on the last
+    // stage, whose lowest-numbered rank sends it to rank 0 after each step.
+    lossRank = firstRankWithOutput(*program, "loss");
+    logitsRank = firstRankWithOutput(*program, "logits");
+    if (!opts.logitsOut.empty() && logitsRank < 0)
+      return Status::error(StatusCode::InvalidArgument,
+                           "--logits-out: the program has no logits output "
+                           "(import with llm-translate --logits)");
+    if (rank == 0 && !opts.logJson.empty()) {
+      StatusOr<OutputFile> opened = OutputFile::create(opts.logJson, "--log-json");
+      if (!opened.isOk())
+        return opened.status();
+      log.emplace(std::move(*opened));
+    }
+    return Status::ok();
+  };
+  if (!agree(setupTraining()))
+    return 1;
+  if (rank == 0 && !opts.resumeDir.empty())
+    std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
+              << firstStep << "\n";
+
   std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
-  int64_t lastStep = opts.steps; // with --resume: the step to stop at
   for (int64_t step = firstStep; step < lastStep; ++step) {
-    if (Status st = stepBatch(*tokens, step, batch, seq, dpIndex * rows, rows,
+    if (Status st = stepBatch(tokens, step, batch, seq, dpIndex * rows, rows,
                               inputs, labels);
         !st.isOk())
       return fail(st);
@@ -568,14 +725,18 @@ int run(int argc, char **argv) {
                                    (lastStep - step - 1)).c_str());
       std::cerr << line << "\n";
     }
-    if (log.is_open()) {
+    if (log) {
       char json[256];
       std::snprintf(json, sizeof json,
-                    "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f}",
+                    "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f}\n",
                     (long long)step, loss, tokensPerS, seconds * 1e3);
-      log << json << "\n";
+      if (Status st = log->write(json); !st.isOk())
+        return fail(st);
     }
   }
+  if (log)
+    if (Status st = log->commit(); !st.isOk())
+      return fail(st);
   if (!opts.logitsOut.empty() && (rank == 0 || rank == logitsRank)) {
     // Rank 0 writes the logits of logitsRank's stage (its own when it has them).
     const BufferRef *logits = outputOf(*program, logitsRank, "logits");

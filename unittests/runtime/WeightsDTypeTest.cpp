@@ -246,7 +246,25 @@ TEST_F(WeightsDTypeTest, WriterStoresRoundedValues) {
             StatusCode::InvalidArgument);
 }
 
+TEST_F(WeightsDTypeTest, NonFiniteValuesAreRefusedOnLoad) {
+  // 70000 overflows f16: the F16 file holds an Inf, which loading names.
+  for (bool sliced : {false, true}) {
+    const rt::Program program = tinyProgram(rt::ScalarType::F32, sliced);
+    Loaded l;
+    create(program, l);
+    auto file = rt::SafeTensorsFile::open(write(rt::DType::F16));
+    ASSERT_TRUE(file.isOk());
+    rt::Status st = l.exec->loadParams(*file);
+    EXPECT_EQ(st.code(), StatusCode::DataLoss);
+    EXPECT_NE(st.message().find("tensor 'w' has a non-finite value (inf) at element 7 "
+                                "(index [1, 1])"),
+              std::string::npos)
+        << st.message();
+  }
+}
+
 TEST_F(WeightsDTypeTest, Bf16AndF16FilesLoadIntoF32Program) {
+  w[7] = 60000.0f; // large but finite in f16 (an Inf is refused on load)
   for (bool sliced : {false, true})
     for (rt::DType dtype : {rt::DType::BF16, rt::DType::F16}) {
       const rt::Program program = tinyProgram(rt::ScalarType::F32, sliced);
@@ -264,6 +282,7 @@ TEST_F(WeightsDTypeTest, Bf16AndF16FilesLoadIntoF32Program) {
 }
 
 TEST_F(WeightsDTypeTest, AnyFileLoadsIntoBf16AndF16Programs) {
+  w[7] = 60000.0f; // large but finite in f16 (an Inf is refused on load)
   for (rt::ScalarType bufferType : {rt::ScalarType::BF16, rt::ScalarType::F16})
     for (rt::DType fileType : {rt::DType::F32, rt::DType::BF16, rt::DType::F16}) {
       const rt::Program program = tinyProgram(bufferType, true);

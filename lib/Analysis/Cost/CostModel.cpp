@@ -7,6 +7,8 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 
+#include "llmir/Analysis/Cost/CheckedMath.h"
+
 #include "llmir/Partition/Pipeline/Schedule.h"
 
 #include "llvm/ADT/StringSwitch.h"
@@ -223,44 +225,85 @@ llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
 
 namespace {
 /// Parameters of one layer split into the tp-sharded part and the part every
-/// tp rank replicates (norms, biases of row-parallel linears).
-struct LayerParamSplit {
-  int64_t sharded = 0, replicated = 0;
+/// tp rank replicates (norms, biases of row-parallel linears). The size
+/// formulas are templates: evaluated in int64_t, and once in CheckedInt by
+/// findOverflowingSize to make sure the int64_t evaluation cannot wrap.
+template <typename Int> struct LayerParamSplit {
+  Int sharded = 0, replicated = 0;
 };
 
-LayerParamSplit layerParamSplit(const TransformerConfig &c) {
-  int64_t h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
-  LayerParamSplit s;
-  s.sharded = h * (q + 2 * kv) + q * h + (c.gated() ? 3 : 2) * h * f;
+template <typename Int>
+LayerParamSplit<Int> layerParamSplit(const TransformerConfig &c) {
+  Int h = c.hidden, f = c.ffn;
+  Int q = Int(c.heads) * Int(c.headDim), kv = Int(c.kvHeads) * Int(c.headDim);
+  LayerParamSplit<Int> s;
+  s.sharded = h * (q + Int(2) * kv) + q * h + Int(c.gated() ? 3 : 2) * h * f;
   if (c.biases()) {
-    s.sharded += (q + 2 * kv) + f; // column-parallel biases
-    s.replicated += 2 * h;          // row-parallel biases
+    s.sharded += (q + Int(2) * kv) + f; // column-parallel biases
+    s.replicated += Int(2) * h;          // row-parallel biases
   }
-  s.replicated += (c.gated() ? 1 : 2) * 2 * h; // two norms (gamma, beta)
+  s.replicated += Int(c.gated() ? 1 : 2) * Int(2) * h; // two norms (gamma, beta)
   return s;
 }
 
-int64_t normParams(const TransformerConfig &c) {
-  return (c.gated() ? 1 : 2) * c.hidden;
+template <typename Int> Int normParams(const TransformerConfig &c) {
+  return Int(c.gated() ? 1 : 2) * Int(c.hidden);
+}
+
+template <typename Int> Int layerParamsOf(const TransformerConfig &c) {
+  LayerParamSplit<Int> s = layerParamSplit<Int>(c);
+  return s.sharded + s.replicated;
+}
+
+template <typename Int> Int embeddingParamsOf(const TransformerConfig &c) {
+  return Int(c.vocab) * Int(c.hidden) +
+         (c.learnedPositions() ? Int(c.maxPositions) * Int(c.hidden) : Int(0));
+}
+
+template <typename Int> Int outputParamsOf(const TransformerConfig &c) {
+  return normParams<Int>(c) + (c.tiedEmbeddings ? Int(0) : Int(c.vocab) * Int(c.hidden));
+}
+
+template <typename Int> Int totalParamsOf(const TransformerConfig &c) {
+  return Int(c.layers) * layerParamsOf<Int>(c) + embeddingParamsOf<Int>(c) +
+         outputParamsOf<Int>(c);
 }
 } // namespace
 
 int64_t cost::layerParams(const TransformerConfig &c) {
-  LayerParamSplit s = layerParamSplit(c);
-  return s.sharded + s.replicated;
+  return layerParamsOf<int64_t>(c);
 }
 
 int64_t cost::embeddingParams(const TransformerConfig &c) {
-  return c.vocab * c.hidden +
-         (c.learnedPositions() ? c.maxPositions * c.hidden : 0);
+  return embeddingParamsOf<int64_t>(c);
 }
 
 int64_t cost::outputParams(const TransformerConfig &c) {
-  return normParams(c) + (c.tiedEmbeddings ? 0 : c.vocab * c.hidden);
+  return outputParamsOf<int64_t>(c);
 }
 
 int64_t cost::totalParams(const TransformerConfig &c) {
-  return c.layers * layerParams(c) + embeddingParams(c) + outputParams(c);
+  return totalParamsOf<int64_t>(c);
+}
+
+std::optional<std::string> cost::findOverflowingSize(const TransformerConfig &c) {
+  using I = CheckedInt;
+  // Bytes per parameter: at most 16 (f32 weights, gradients, two moments).
+  if ((totalParamsOf<I>(c) * I(16)).overflowed())
+    return std::string("the parameter bytes");
+  // Upper bounds of what the memory and time estimates multiply (in double,
+  // but reported as 64-bit byte counts): every layer's activations (a
+  // generous 64 bytes per element of each hidden-, q-, kv- and ffn-sized
+  // tensor of a token), the attention scores and the logits.
+  I tokens = I(c.globalBatch) * I(c.seq);
+  I widths = I(c.hidden) + I(c.heads) * I(c.headDim) + I(c.kvHeads) * I(c.headDim) + I(c.ffn);
+  if ((tokens * widths * I(64) * I(c.layers)).overflowed())
+    return std::string("the activation bytes");
+  if ((tokens * I(c.heads) * I(c.seq) * I(8) * I(c.layers)).overflowed())
+    return std::string("the attention-score bytes");
+  if ((tokens * I(c.vocab) * I(16)).overflowed())
+    return std::string("the logits bytes");
+  return std::nullopt;
 }
 
 double cost::modelFlopsPerStep(const TransformerConfig &c) {
@@ -646,7 +689,7 @@ LayerTime cost::layerTime(const TransformerConfig &c, const Layout &l,
 namespace {
 /// tp-local parameter counts of a pipeline rank.
 double rankParams(const TransformerConfig &c, const Layout &l, int64_t r) {
-  LayerParamSplit s = layerParamSplit(c);
+  LayerParamSplit<int64_t> s = layerParamSplit<int64_t>(c);
   double t = l.tp;
   double params =
       layersOnRank(c, l, r) * (double(s.sharded) / t + double(s.replicated));
@@ -656,7 +699,7 @@ double rankParams(const TransformerConfig &c, const Layout &l, int64_t r) {
     params += vocabRows * c.hidden +
               (c.learnedPositions() ? double(c.maxPositions) * c.hidden : 0);
   if (last) {
-    params += normParams(c);
+    params += normParams<int64_t>(c);
     // An untied head, or the last stage's copy of a tied one (Megatron keeps
     // a duplicate whose gradient is summed with the first stage's).
     if (!c.tiedEmbeddings || l.pp > 1)
@@ -731,11 +774,11 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       //           gradients + its transients
       //   bottom: the first layer's activations + all layer gradients
       //   end:    all gradients + the embedding gradient(s)
-      LayerParamSplit s = layerParamSplit(c);
+      LayerParamSplit<int64_t> s = layerParamSplit<int64_t>(c);
       double layerGrad =
           (double(s.sharded) / t + double(s.replicated)) * prec.gradBytes;
       double headGrad = vocabLocal * c.hidden * prec.gradBytes;
-      double normGrad = normParams(c) * prec.gradBytes;
+      double normGrad = normParams<int64_t>(c) * prec.gradBytes;
       double acts = m.layers * layerAct.total();
       double oneLayer = layerAct.total();
       double layerGrads = m.layers * layerGrad;

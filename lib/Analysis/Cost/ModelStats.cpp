@@ -2,9 +2,10 @@
 
 #include "llmir/Analysis/Cost/ModelStats.h"
 
+#include "llmir/Analysis/Cost/CheckedMath.h"
+
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
-#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace llmir;
@@ -12,41 +13,32 @@ using namespace llmir::tfm;
 
 namespace {
 
-/// Product of factors with overflow detection.
+/// Product of factors, std::nullopt on overflow.
 std::optional<uint64_t> checkedProduct(std::initializer_list<uint64_t> factors) {
-  uint64_t result = 1;
-  bool overflow = false;
-  for (uint64_t f : factors) {
-    result = llvm::SaturatingMultiply(result, f, &overflow);
-    if (overflow)
-      return std::nullopt;
-  }
-  return result;
+  CheckedInt result = 1;
+  for (uint64_t f : factors)
+    result *= f > uint64_t(INT64_MAX) ? CheckedInt(-1) : CheckedInt(int64_t(f));
+  return result.get();
 }
 
 /// Element count of a shape prefix, checked: the tensor type's own
 /// getNumElements() is an unchecked int64 product.
 std::optional<uint64_t> checkedElements(ArrayRef<int64_t> shape) {
-  uint64_t result = 1;
-  bool overflow = false;
-  for (int64_t d : shape) {
-    result = llvm::SaturatingMultiply(result, static_cast<uint64_t>(d), &overflow);
-    if (overflow)
-      return std::nullopt;
-  }
-  return result;
+  CheckedInt result = 1;
+  for (int64_t d : shape)
+    result *= d;
+  return result.get();
 }
 
 std::optional<uint64_t> numElements(Value v) {
   return checkedElements(cast<RankedTensorType>(v.getType()).getShape());
 }
 
-/// `sum += value`, remembering an overflow in `overflowed` (LLVM's saturating
-/// helpers reset their flag on every call, so it is accumulated here).
+/// `sum += value`, remembering an overflow in `overflowed`.
 void accumulate(uint64_t &sum, uint64_t value, bool &overflowed) {
-  bool overflow = false;
-  sum = llvm::SaturatingAdd(sum, value, &overflow);
-  overflowed |= overflow;
+  std::optional<uint64_t> total = (CheckedInt(int64_t(sum)) + CheckedInt(int64_t(value))).get();
+  overflowed |= !total || value > uint64_t(INT64_MAX);
+  sum = total.value_or(sum);
 }
 
 } // namespace

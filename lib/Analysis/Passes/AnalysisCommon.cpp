@@ -55,6 +55,9 @@ llmir::readModelConfig(ModuleOp module, StringRef pass, std::string *dtype) {
     c.tiedEmbeddings = tied.getValue();
   if (c.learnedPositions() && c.maxPositions < 1)
     c.maxPositions = c.seq;
+  if (std::optional<std::string> what = cost::findOverflowingSize(c))
+    return module.emitError() << "--" << pass << ": the tfm.model sizes overflow "
+                              << "64-bit arithmetic (" << *what << ")";
   *dtype = "f32";
   if (tfm::getMixedPrecision(module)) {
     // --llm-mixed-precision: f32 masters, compute-typed activations.

@@ -1,4 +1,5 @@
-// File helpers shared by the readers/writers (internal): full preads and atomic replace-by-rename.
+// File helpers shared by the readers/writers (internal): full preads and atomic
+// replace-by-rename (the public side, OutputFile, is in llmir/runtime/Files.h).
 #ifndef LLMIR_RUNTIME_SRC_IO_FILEUTIL_H
 #define LLMIR_RUNTIME_SRC_IO_FILEUTIL_H
 
@@ -20,9 +21,9 @@ struct ByteChunk {
   size_t size;
 };
 
-/// Writes the chunks to a temp file next to `path`, fsyncs it, renames it over
-/// `path` and fsyncs the directory. On failure the temp file is removed and
-/// `path` is untouched.
+/// Writes the chunks through an OutputFile (Files.h): a temp file next to
+/// `path`, synced and renamed over it (a device or FIFO is written in place).
+/// On failure the temp file is removed and `path` is untouched.
 Status atomicWriteFile(const std::string &path, const std::vector<ByteChunk> &chunks);
 
 /// "<path>: <strerror(errno)>".

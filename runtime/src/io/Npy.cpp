@@ -244,7 +244,9 @@ StatusOr<std::vector<int64_t>> NpyArray::toInt64() const {
 }
 
 StatusOr<NpyArray> readNpy(const std::string &path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below
+  // rejects it); reads of a regular file are unaffected.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return Status::error(errno == ENOENT ? StatusCode::NotFound : StatusCode::Unavailable,
                          detail::errnoMessage("cannot open npy file", path));

@@ -143,7 +143,9 @@ void convert16ToF32(DType dtype, const uint8_t *src, float *dst, int64_t count) 
 StatusOr<SafeTensorsFile> SafeTensorsFile::open(const std::string &path) {
   SafeTensorsFile file;
   file.path_ = path;
-  file.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below
+  // rejects it); reads of a regular file are unaffected.
+  file.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (file.fd_ < 0)
     return Status::error(errno == ENOENT ? StatusCode::NotFound : StatusCode::Unavailable,
                          detail::errnoMessage("cannot open safetensors file", path));

@@ -179,6 +179,35 @@ Status Executor::loadTensor(const SafeTensorsFile &file,
         data.insert(data.end(), pieces[s].begin() + o * widths[s],
                     pieces[s].begin() + (o + 1) * widths[s]);
   }
+  // Non-finite weights are refused on load, naming the tensor and the element
+  // (in the global tensor; the rare error path re-reads it whole for that).
+  auto isBad = [](float v) { return !std::isfinite(v); };
+  if (std::find_if(data.begin(), data.end(), isBad) != data.end()) {
+    std::vector<float> all = data;
+    if (slice) {
+      StatusOr<std::vector<float>> whole = file.readF32(tensorName);
+      if (!whole.isOk())
+        return whole.status();
+      all = std::move(*whole);
+    }
+    auto bad = std::find_if(all.begin(), all.end(), isBad);
+    if (bad == all.end()) // cannot happen (the slice is part of the tensor)
+      return Status::error(StatusCode::DataLoss, "'" + file.path() + "': tensor '" +
+                                                     tensorName + "' has a non-finite value");
+    int64_t flat = bad - all.begin();
+    std::string index;
+    for (size_t d = param.globalShape.size(), rest = flat; d-- > 0;) {
+      const int64_t dim = std::max<int64_t>(param.globalShape[d], 1);
+      index = std::to_string(static_cast<int64_t>(rest) % dim) + (index.empty() ? "" : ", ") + index;
+      rest /= dim;
+    }
+    return Status::error(StatusCode::DataLoss,
+                         "'" + file.path() + "': tensor '" + tensorName +
+                             "' has a non-finite value (" +
+                             (std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf") +
+                             ") at element " + std::to_string(flat) + " (index [" +
+                             index + "])");
+  }
   // The rank's shard has the size of its parameter buffer.
   int64_t shardElements = buffer.numElements();
   for (const Binding &b : stage_->params)

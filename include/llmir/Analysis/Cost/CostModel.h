@@ -19,6 +19,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,11 @@ int64_t layerParams(const TransformerConfig &cfg);
 int64_t embeddingParams(const TransformerConfig &cfg);
 int64_t outputParams(const TransformerConfig &cfg);
 int64_t totalParams(const TransformerConfig &cfg);
+
+/// The first size derived from `cfg` that overflows 64-bit arithmetic
+/// ("the parameter bytes", ...), or std::nullopt when all fit. The int64_t
+/// functions above are only meaningful for configs that pass this check.
+std::optional<std::string> findOverflowingSize(const TransformerConfig &cfg);
 
 /// Model FLOPs of one step as --tfm-model-stats counts them:
 /// 3 x forward matmul FLOPs (LM head included, embeddings excluded,
