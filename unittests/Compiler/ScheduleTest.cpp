@@ -11,6 +11,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 using namespace llmir::pipeline;
 
 namespace {
@@ -230,6 +234,37 @@ TEST(Schedule, SVGHasOneBoxPerAction) {
     ++boxes;
   EXPECT_EQ(boxes, 4u * 16);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
+}
+
+/// Widths of the action boxes of an SVG.
+std::vector<double> boxWidths(const std::string &svg) {
+  std::vector<double> widths;
+  for (size_t pos = 0; (pos = svg.find("<rect x=", pos)) != std::string::npos; ++pos) {
+    size_t end = svg.find('>', pos);
+    if (svg.find("<title>", end) != end + 1)
+      continue; // a legend square
+    size_t w = svg.find("width=\"", pos) + 7;
+    widths.push_back(std::stod(svg.substr(w, svg.find('"', w) - w)));
+  }
+  return widths;
+}
+
+TEST(Schedule, SVGScalesAnyMakespanToItsWidth) {
+  // A simulated step in seconds (here ~1.5 ms) is drawn as wide as one in
+  // cost units: the scale follows the makespan, the axis says the unit.
+  Schedule s = build(make1F1B(4, 8));
+  Costs seconds;
+  seconds.tF = 5e-5;
+  seconds.tB = 1e-4;
+  SimResult r = run(s, seconds);
+  std::string svg = renderSVG(s, r, "s");
+  std::vector<double> widths = boxWidths(svg);
+  ASSERT_EQ(widths.size(), 4u * 16);
+  EXPECT_GT(*std::min_element(widths.begin(), widths.end()), 10.0);
+  EXPECT_NE(svg.find(" ms</text>"), std::string::npos) << "ticks in milliseconds";
+  std::string units = renderSVG(s, run(s, {1, 2}));
+  EXPECT_NE(units.find("(time units)"), std::string::npos);
+  EXPECT_EQ(units.find("chunk 1"), std::string::npos) << "no chunk legend without vpp";
 }
 
 } // namespace

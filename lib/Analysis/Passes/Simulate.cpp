@@ -171,7 +171,7 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
         failed(writeFile(module, trace, chromeTrace(*sim, e))))
       return signalPassFailure();
     if (!svg.empty() &&
-        failed(writeFile(module, svg, pipeline::renderSVG(*schedule, *sim))))
+        failed(writeFile(module, svg, pipeline::renderSVG(*schedule, *sim, "s"))))
       return signalPassFailure();
 
     llvm::raw_ostream &os = llvm::outs();

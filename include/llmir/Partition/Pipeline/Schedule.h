@@ -139,8 +139,12 @@ double analyticBubbleFraction(llvm::StringRef name, int p, int m, int v,
                               const Costs &costs);
 
 /// One row per rank, a box per action coloured by kind with its micro-batch
-/// number, and a time axis.
-std::string renderSVG(const Schedule &schedule, const SimResult &result);
+/// number, a time axis in `unit` ("s": seconds, ticks printed in s/ms/us; else
+/// the cost model's own units, e.g. "F units") and a legend (kinds, and the
+/// shade of each virtual-stage chunk when vpp > 1). The drawing is about
+/// 1200 px wide whatever the makespan.
+std::string renderSVG(const Schedule &schedule, const SimResult &result,
+                      llvm::StringRef unit = "time units");
 
 /// "rank R: F0s0 F1s0 B0s0 ..." one line per rank.
 std::string printSchedule(const Schedule &schedule);
