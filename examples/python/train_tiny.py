@@ -45,6 +45,7 @@ def main() -> int:
     blocks = np.arange(len(text)) // 1024
     held = blocks % 10 == 9
     work = args.workdir or tempfile.mkdtemp(prefix="llmir-tiny-")
+    os.makedirs(work, exist_ok=True)  # a new --workdir is created, not an error
     train_path, val_path = os.path.join(work, "train.npy"), os.path.join(work, "val.npy")
     save_tokens(text[~held], train_path)
     save_tokens(text[held], val_path)

@@ -86,9 +86,10 @@ def test_char_level_example_loss_falls(tmp_path):
     """examples/python/train_tiny.py: exits 0 only when train and held-out loss fall."""
     import subprocess
     import sys
+    # A --workdir that does not exist yet is created; run from another directory.
     res = subprocess.run([sys.executable, os.path.join(REPO, "examples", "python", "train_tiny.py"),
-                          "--steps", "150", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+                          "--steps", "150", "--workdir", str(tmp_path / "new" / "dir")],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "held-out loss" in res.stdout
 
