@@ -331,7 +331,8 @@ Precision cost::bf16Precision() {
 Precision cost::llmirMixedPrecision() {
   Precision p;
   p.name = "bf16-mixed";
-  p.paramBytes = 6;
+  p.paramBytes = 4;
+  p.workingCopyBytes = 2;
   p.gradBytes = 4;
   p.actBytes = 2;
   p.optimizerBytes = 8;
@@ -747,7 +748,11 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
     m.paramBytes = m.params * prec.paramBytes;
     m.optimizerBytes =
         m.params * prec.optimizerBytes / (l.zero >= 1 ? double(l.dp) : 1.0);
-    m.activationPerMicrobatch = m.layers * layerAct.total();
+    // A layer's compute-typed weight copies live as long as its activations.
+    LayerParamSplit<int64_t> split = layerParamSplit<int64_t>(c);
+    double layerCopy = (double(split.sharded) / t + double(split.replicated)) *
+                       prec.workingCopyBytes;
+    m.activationPerMicrobatch = m.layers * (layerAct.total() + layerCopy);
     m.inFlight = inFlightMicrobatches(l, r);
     m.inputBytes = (r == 0 || r == l.pp - 1) ? inputBytes : 0;
     bool last = r == l.pp - 1;
@@ -779,8 +784,8 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
           (double(s.sharded) / t + double(s.replicated)) * prec.gradBytes;
       double headGrad = vocabLocal * c.hidden * prec.gradBytes;
       double normGrad = normParams<int64_t>(c) * prec.gradBytes;
-      double acts = m.layers * layerAct.total();
-      double oneLayer = layerAct.total();
+      double acts = m.layers * (layerAct.total() + layerCopy);
+      double oneLayer = layerAct.total() + layerCopy;
       double layerGrads = m.layers * layerGrad;
       double embGrads =
           headGrad + (c.learnedPositions() ? double(c.maxPositions) * c.hidden *

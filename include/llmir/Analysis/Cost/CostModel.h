@@ -131,15 +131,19 @@ struct Precision {
   int optimizerBytes = 8; ///< per parameter: AdamW m, v (+ fp32 master copy)
   bool tensorCores = false; ///< GEMMs at the bf16 peak instead of fp32
   int logitBytes = 4;       ///< logits and their gradient (Megatron: fp32)
+  /// Per parameter: a compute-typed copy made in the forward and held until
+  /// the layer's backward (LLMIR's --llm-mixed-precision casts per use), so
+  /// it counts with the activations, not with the weights.
+  int workingCopyBytes = 0;
 };
 /// fp32 everywhere (LLMIR's default): 4 + 4 + 8 = 16 bytes per parameter.
 Precision fp32Precision();
 /// bf16 mixed precision as Megatron-LM runs it: bf16 weights (2), fp32
 /// gradient accumulation (4), fp32 master + m + v (12) = 18 bytes/parameter.
 Precision bf16Precision();
-/// LLMIR's --llm-mixed-precision: f32 master weights plus the bf16 copies
-/// the GEMMs read (held from the forward to the backward: 4 + 2), f32
-/// gradients (4), f32 m, v (8), bf16 activations (2) = 18 bytes/parameter.
+/// LLMIR's --llm-mixed-precision: f32 master weights (4), f32 gradients (4),
+/// f32 m, v (8); bf16 activations and logits (2), and bf16 copies of the
+/// weights (2) held from each layer's forward to its backward.
 Precision llmirMixedPrecision();
 
 /// Which tensors a runtime keeps for the backward pass.
