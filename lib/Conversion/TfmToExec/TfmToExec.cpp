@@ -23,8 +23,6 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/TypeSwitch.h"
 
-#include <limits>
-
 namespace llmir {
 #define GEN_PASS_DEF_LOWERTOEXEC
 #include "llmir/Conversion/Passes.h.inc"
@@ -32,9 +30,9 @@ namespace llmir {
 
 using namespace mlir;
 using namespace llmir;
+using namespace llmir::lowering;
 using namespace llmir::tfm;
 using exec::BufferType;
-using namespace llmir::lowering;
 
 namespace {
 
