@@ -1,0 +1,77 @@
+//===- LowerLoss.cpp - the cross-entropy family ---------------------------===//
+//
+// cross_entropy and its grad over whole logits, and the vocab-parallel split
+// (partial over this rank's vocab shard, finalize after the all-reduces).
+//
+//===----------------------------------------------------------------------===//
+
+#include "LoweringContext.h"
+
+using namespace mlir;
+using namespace llmir::tfm;
+
+namespace llmir::lowering {
+
+static NamedAttribute reductionAttr(OpBuilder &b, Reduction reduction) {
+  return b.getNamedAttr("reduction",
+                        b.getStringAttr(stringifyReduction(reduction)));
+}
+
+/// `shard_axis`, and `vocab_size` when the logits carry padded vocab columns.
+static SmallVector<NamedAttribute> vocabShardAttrs(OpBuilder &b, Operation *op,
+                                                   Attribute shardAxis) {
+  SmallVector<NamedAttribute> attrs = {b.getNamedAttr("shard_axis", shardAxis)};
+  if (Attribute vocab = op->getAttr("vocab_size"))
+    attrs.push_back(b.getNamedAttr("vocab_size", vocab));
+  return attrs;
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyOp op) {
+  c.kernel(op, "cross_entropy", {c.in(op.getLogits()), c.in(op.getLabels())},
+           {c.out(op.getLoss())},
+           {reductionAttr(c.builder(), op.getReduction())});
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyGradOp op) {
+  c.kernel(op, "cross_entropy_grad",
+           {c.in(op.getLogits()), c.in(op.getLabels()), c.in(op.getDloss())},
+           {c.out(op.getResult())},
+           {reductionAttr(c.builder(), op.getReduction())});
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyPartialOp op) {
+  c.kernel(op, "cross_entropy_partial",
+           {c.in(op.getLogits()), c.in(op.getLabels()), c.in(op.getMax())},
+           {c.out(op.getSumExp()), c.out(op.getTarget())},
+           vocabShardAttrs(c.builder(), op, op.getShardAxisAttr()));
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyPartialGradOp op) {
+  c.kernel(op, "cross_entropy_partial_grad",
+           {c.in(op.getLogits()), c.in(op.getLabels()), c.in(op.getMax()),
+            c.in(op.getDsumExp()), c.in(op.getDtarget())},
+           {c.out(op.getResult())},
+           vocabShardAttrs(c.builder(), op, op.getShardAxisAttr()));
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyFinalizeOp op) {
+  c.kernel(op, "cross_entropy_finalize",
+           {c.in(op.getMax()), c.in(op.getSumExp()), c.in(op.getTarget())},
+           {c.out(op.getLoss())},
+           {reductionAttr(c.builder(), op.getReduction())});
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, CrossEntropyFinalizeGradOp op) {
+  c.kernel(op, "cross_entropy_finalize_grad",
+           {c.in(op.getSumExp()), c.in(op.getDloss())},
+           {c.out(op.getDsumExp()), c.out(op.getDtarget())},
+           {reductionAttr(c.builder(), op.getReduction())});
+  return success();
+}
+
+} // namespace llmir::lowering

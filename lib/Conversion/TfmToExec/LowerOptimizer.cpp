@@ -1,0 +1,39 @@
+//===- LowerOptimizer.cpp - the AdamW update and splat constants ----------===//
+
+#include "LoweringContext.h"
+
+using namespace mlir;
+using namespace llmir::tfm;
+
+namespace llmir::lowering {
+
+/// In place on the parameter and its two moments (resident state planned by
+/// the scheduler); with `shard_axis` (ZeRO-1) on this rank's chunk only.
+LogicalResult lowerOp(LoweringContext &c, AdamWUpdateOp op) {
+  OpBuilder &b = c.builder();
+  auto [expAvg, expAvgSq] = c.adamMomentsOf(op);
+  SmallVector<NamedAttribute> attrs = {
+      b.getNamedAttr("beta1", op.getBeta1Attr()),
+      b.getNamedAttr("beta2", op.getBeta2Attr()),
+      b.getNamedAttr("eps", op.getEpsAttr()),
+      b.getNamedAttr("decay", b.getBoolAttr(op.getDecay()))};
+  if (op.getShardAxisAttr())
+    attrs.push_back(b.getNamedAttr("shard_axis", op.getShardAxisAttr()));
+  c.kernel(op, "adamw", {c.in(op.getGrad())},
+           {c.in(op.getParam()), expAvg, expAvgSq}, attrs);
+  return success();
+}
+
+LogicalResult lowerOp(LoweringContext &c, arith::ConstantOp op) {
+  auto dense = dyn_cast<DenseElementsAttr>(op.getValue());
+  if (!dense || !dense.isSplat() || !isa<FloatType>(dense.getElementType()))
+    return op.emitOpError() << "only float splat constants can be "
+                               "lowered to exec";
+  OpBuilder &b = c.builder();
+  double value = dense.getSplatValue<APFloat>().convertToDouble();
+  c.kernel(op, "fill", {}, {c.out(op.getResult())},
+           {b.getNamedAttr("value", b.getF64FloatAttr(value))});
+  return success();
+}
+
+} // namespace llmir::lowering
