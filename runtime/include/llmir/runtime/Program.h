@@ -5,6 +5,7 @@
 #define LLMIR_RUNTIME_PROGRAM_H
 
 #include "llmir/runtime/Instr.h"
+#include "llmir/runtime/ProgramVersion.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -13,9 +14,6 @@
 #include <vector>
 
 namespace llmir::runtime {
-
-/// Incremented on every incompatible change of runtime/schema/program.fbs.
-constexpr uint32_t kProgramVersion = 1;
 
 struct Binding {
   std::string name;
