@@ -23,7 +23,7 @@ install(TARGETS llm-opt llm-translate RUNTIME DESTINATION bin)
 # convention), each with its link interface as built here. The FlatBuffers
 # schema target is compile-time only (no public header includes it): dropped.
 set(LLMIR_INSTALLED_LIBS
-  LLMIRTfmDialect LLMIRExecDialect LLMIRCostAnalysis LLMIRTfmTransforms
+  LLMIRTfmDialect LLMIRExecDialect LLMIRModelStats LLMIRTfmTransforms
   LLMIRSharding LLMIRPipeline LLMIRCostModel LLMIRAnalysisPasses LLMIRTfmToExec
   LLMIRImportHFConfig LLMIRExportProgram)
 set(LLMIR_CONFIG_LIBRARIES "")

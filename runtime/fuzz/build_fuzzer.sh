@@ -7,5 +7,5 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cxx="${LLMIR_FUZZ_CXX:-clang++-14}"
 "$cxx" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I"$here/../include" -I"$schema_include" \
-  "$here/ProgramFuzzer.cpp" "$here/../src/program/Program.cpp" "$here/../src/Status.cpp" \
+  "$here/ProgramFuzzer.cpp" "$here/../src/program/Program.cpp" "$here/../src/Instr.cpp" "$here/../src/Status.cpp" \
   -o "$out"

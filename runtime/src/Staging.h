@@ -5,7 +5,7 @@
 #ifndef LLMIR_RUNTIME_SRC_STAGING_H
 #define LLMIR_RUNTIME_SRC_STAGING_H
 
-#include "llmir/runtime/Program.h"
+#include "llmir/runtime/Instr.h"
 
 #include <cstdint>
 #include <vector>

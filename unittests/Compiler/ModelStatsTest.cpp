@@ -1,6 +1,6 @@
 //===- ModelStatsTest.cpp - parameter, layer and FLOP counting ------------===//
 
-#include "llmir/Analysis/Cost/ModelStats.h"
+#include "llmir/Analysis/ModelStats/ModelStats.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Target/HFConfig/ImportHFConfig.h"
 

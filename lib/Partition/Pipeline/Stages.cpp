@@ -2,7 +2,7 @@
 
 #include "llmir/Partition/Pipeline/Stages.h"
 
-#include "llmir/Analysis/Cost/ModelStats.h"
+#include "llmir/Analysis/ModelStats/ModelStats.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "llvm/ADT/STLExtras.h"

@@ -22,6 +22,7 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include "llmir/runtime/ProgramVersion.h"
 #include "llmir/runtime/schema/program_generated.h"
 
 using namespace mlir;
@@ -29,9 +30,6 @@ using namespace llmir;
 namespace fbs = llmir::fb;
 
 namespace {
-
-/// Must equal llmir::runtime::kProgramVersion (runtime/include/.../Program.h).
-constexpr uint32_t kProgramVersion = 1;
 
 FailureOr<fbs::DType> encodeDType(Type t, Location loc) {
   if (t.isF32())
@@ -434,7 +432,7 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
                               fbb.CreateVector(sizes), microbatches,
                               fbb.CreateString(schedule), batch, seq,
                               fbb.CreateString(modelType), vocab);
-  auto root = fbs::CreateProgram(fbb, kProgramVersion,
+  auto root = fbs::CreateProgram(fbb, llmir::runtime::kProgramVersion,
                                  fbb.CreateString("llmir llm-translate"), plan,
                                  fbb.CreateVector(ranks),
                                  fbb.CreateVector(params),

@@ -1,6 +1,6 @@
 //===- ModelStats.cpp - the --tfm-model-stats analysis pass ---------------===//
 
-#include "llmir/Analysis/Cost/ModelStats.h"
+#include "llmir/Analysis/ModelStats/ModelStats.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 

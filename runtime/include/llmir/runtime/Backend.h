@@ -5,7 +5,7 @@
 #ifndef LLMIR_RUNTIME_BACKEND_H
 #define LLMIR_RUNTIME_BACKEND_H
 
-#include "llmir/runtime/Program.h"
+#include "llmir/runtime/Instr.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>

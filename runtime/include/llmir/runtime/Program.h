@@ -4,73 +4,16 @@
 #ifndef LLMIR_RUNTIME_PROGRAM_H
 #define LLMIR_RUNTIME_PROGRAM_H
 
-#include "llmir/runtime/KernelRegistry.h"
+#include "llmir/runtime/Instr.h"
+#include "llmir/runtime/ProgramVersion.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace llmir::runtime {
-
-/// Incremented on every incompatible change of runtime/schema/program.fbs.
-constexpr uint32_t kProgramVersion = 1;
-
-enum class ScalarType { F32, BF16, F16, I32, I64 };
-const char *scalarTypeName(ScalarType dtype);
-int64_t scalarTypeBytes(ScalarType dtype);
-
-/// A dense row-major tensor at `offset` bytes into the stage arena.
-struct BufferRef {
-  int64_t offset = 0;
-  ScalarType dtype = ScalarType::F32;
-  std::vector<int64_t> shape;
-  int64_t numElements() const;
-  int64_t bytes() const { return numElements() * scalarTypeBytes(dtype); }
-  std::string str() const; ///< "2x16x64xf32@4096"
-};
-
-struct AttrValue {
-  enum class Kind { Int, Float, String, Ints, Bool } kind = Kind::Int;
-  int64_t i = 0;
-  double f = 0;
-  std::string s;
-  std::vector<int64_t> ints;
-};
-
-enum class OpKind {
-  Kernel, Gemm, AllReduce, AllGather, ReduceScatter, Broadcast, Send, Recv,
-  EventRecord, EventWait
-};
-const char *opKindName(OpKind kind);
-
-/// Instr::id of an instruction that is not (yet) a resolved kernel.
-constexpr KernelId kNoKernel = static_cast<KernelId>(kNumKernels);
-
-struct Instr {
-  OpKind kind = OpKind::Kernel;
-  std::string kernel;
-  /// `kernel` resolved once at load (Program::parse); backends dispatch on it.
-  KernelId id = kNoKernel;
-  std::vector<BufferRef> ins, outs;
-  std::map<std::string, AttrValue> attrs;
-  int stream = 0;
-
-  /// "kernel 'layer_norm'" or "all_reduce": how errors name this op.
-  std::string describe() const;
-  StatusOr<int64_t> intAttr(const std::string &name) const;
-  StatusOr<double> floatAttr(const std::string &name) const;
-  StatusOr<bool> boolAttr(const std::string &name) const;
-  StatusOr<std::string> stringAttr(const std::string &name) const;
-  StatusOr<std::vector<int64_t>> intsAttr(const std::string &name) const;
-  bool hasAttr(const std::string &name) const { return attrs.count(name) != 0; }
-  bool isKernel(KernelId k) const { return kind == OpKind::Kernel && id == k; }
-  /// InvalidArgument unless there are at least `ins` inputs and exactly
-  /// `outs` outputs.
-  Status expectOperands(size_t ins, size_t outs) const;
-};
 
 struct Binding {
   std::string name;

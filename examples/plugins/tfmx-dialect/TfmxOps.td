@@ -1,7 +1,7 @@
 //===- TfmxOps.td - example dialect shipped as a plugin ----*- tablegen -*-===//
 
-#ifndef LLMIR_EXAMPLES_PLUGIN_TFMXOPS_TD
-#define LLMIR_EXAMPLES_PLUGIN_TFMXOPS_TD
+#ifndef LLMIR_EXAMPLES_PLUGINS_TFMXDIALECT_TFMXOPS_TD
+#define LLMIR_EXAMPLES_PLUGINS_TFMXDIALECT_TFMXOPS_TD
 
 include "mlir/IR/OpBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
@@ -26,4 +26,4 @@ def Tfmx_CheckpointOp : Op<Tfmx_Dialect, "checkpoint",
   let assemblyFormat = "$input attr-dict `:` type($input)";
 }
 
-#endif // LLMIR_EXAMPLES_PLUGIN_TFMXOPS_TD
+#endif // LLMIR_EXAMPLES_PLUGINS_TFMXDIALECT_TFMXOPS_TD

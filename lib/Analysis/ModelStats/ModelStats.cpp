@@ -1,6 +1,6 @@
 //===- ModelStats.cpp - parameter, layer and FLOP counts ------------------===//
 
-#include "llmir/Analysis/Cost/ModelStats.h"
+#include "llmir/Analysis/ModelStats/ModelStats.h"
 
 #include "llmir/Analysis/Cost/CheckedMath.h"
 

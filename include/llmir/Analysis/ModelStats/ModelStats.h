@@ -1,12 +1,12 @@
 //===- ModelStats.h - parameter, layer and FLOP counts of a tfm model -*- C++ -*-===//
 //
-// Static counts used by --tfm-model-stats, the cost model and the planner.
+// Static counts used by --tfm-model-stats and the pipeline stage balancer (Stages.cpp).
 // All counts are exact 64-bit integers; an overflow is reported, not wrapped.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef LLMIR_ANALYSIS_COST_MODELSTATS_H
-#define LLMIR_ANALYSIS_COST_MODELSTATS_H
+#ifndef LLMIR_ANALYSIS_MODELSTATS_MODELSTATS_H
+#define LLMIR_ANALYSIS_MODELSTATS_MODELSTATS_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Support/LLVM.h"
@@ -34,4 +34,4 @@ mlir::FailureOr<ModelStats> computeModelStats(mlir::func::FuncOp func);
 
 } // namespace llmir
 
-#endif // LLMIR_ANALYSIS_COST_MODELSTATS_H
+#endif // LLMIR_ANALYSIS_MODELSTATS_MODELSTATS_H

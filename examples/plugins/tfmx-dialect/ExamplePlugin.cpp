@@ -1,8 +1,9 @@
 //===- ExamplePlugin.cpp - a pass plugin and a dialect plugin for llm-opt -===//
 //
-// Template for users extending LLMIR without rebuilding it:
-//   llm-opt --load-dialect-plugin=libLLMIRExamplePlugin.so   (dialect tfmx)
-//   llm-opt --load-pass-plugin=libLLMIRExamplePlugin.so \
+// Template for users extending LLMIR without rebuilding it (CMakeLists.txt
+// builds it out of tree against an installed LLMIR):
+//   llm-opt --load-dialect-plugin=LLMIRExamplePlugin.so   (dialect tfmx)
+//   llm-opt --load-pass-plugin=LLMIRExamplePlugin.so \
 //           --pass-pipeline='builtin.module(tfm-example-list-params)'
 //
 //===----------------------------------------------------------------------===//
