@@ -822,6 +822,10 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
                                                 g.getReduction())))});
         return success();
       })
+      .Case([&](GradNormSqOp g) {
+        kernel("grad_norm_sq", {in(g.getInput())}, {out(g.getResult())});
+        return success();
+      })
       .Case([&](AdamWUpdateOp a) {
         SmallVector<unsigned, 2> state = adamState.lookup(a);
         SmallVector<NamedAttribute> attrs = {
@@ -831,7 +835,10 @@ LogicalResult ProgramLowering::emitOp(OpBuilder &b, Operation *op) {
             b.getNamedAttr("decay", b.getBoolAttr(a.getDecay()))};
         if (a.getShardAxisAttr())
           attrs.push_back(b.getNamedAttr("shard_axis", a.getShardAxisAttr()));
-        kernel("adamw", {in(a.getGrad())},
+        SmallVector<Value, 2> ins = {in(a.getGrad())};
+        if (a.getGradNormSq())
+          ins.push_back(in(a.getGradNormSq()));
+        kernel("adamw", ins,
                {in(a.getParam()), buffers[state[0]].buffer,
                 buffers[state[1]].buffer},
                attrs);
