@@ -390,6 +390,30 @@ def param_groups(params: Mapping[str, torch.Tensor], weight_decay: float) -> Lis
     return groups
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def lr_at(step: int, lr: float, schedule: str = "constant", warmup_steps: int = 0, min_lr: float = 0.0,
+          max_steps: Optional[int] = None) -> float:
+    """The learning rate of 0-based step ``step`` (llm-run --lr-schedule): ``lr * (step + 1) / warmup_steps`` while
+    ``step < warmup_steps``; then ``lr`` (constant), or a decay from ``lr`` to ``min_lr`` reached at ``max_steps``:
+    cosine ``min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2`` or linear ``min_lr + (lr - min_lr) * (1 - t)`` with
+    ``t = (step - warmup_steps) / (max_steps - warmup_steps)``; ``min_lr`` from ``max_steps`` on."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    if max_steps is None or max_steps <= warmup_steps:
+        raise ValueError(f"a {schedule} schedule needs max_steps > warmup_steps ({warmup_steps}), got {max_steps}")
+    if step >= max_steps:
+        return min_lr
+    t = (step - warmup_steps) / (max_steps - warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0 - t
+    return min_lr + coeff * (lr - min_lr)
+
+
 def train(
     cfg: ModelConfig,
     params: Params,
@@ -404,27 +428,46 @@ def train(
     start_step: int = 0,
     callback: Optional[Callable[[int, float, Dict[str, torch.Tensor]], None]] = None,
     compute: str = "f32",
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    max_steps: Optional[int] = None,
+    history: Optional[List[Dict[str, float]]] = None,
 ) -> Tuple[List[float], Dict[str, torch.Tensor]]:
     """fp32 training (f32 master weights and moments whatever ``compute`` is); returns (per-step losses, final
     params).  ``params`` is not modified.
 
-    AdamW(betas=(0.9, 0.95), eps=1e-8), decoupled weight decay on ndim >= 2 params, constant lr, no clipping unless
-    ``grad_clip`` (global L2 norm).  Step i (counting from ``start_step``) uses batch_for_step(tokens, i, B, S).
-    ``callback(step, loss, params)`` runs after each optimizer step.
+    AdamW(betas=(0.9, 0.95), eps=1e-8), decoupled weight decay on ndim >= 2 params; the learning rate of step i is
+    ``lr_at(i, lr, lr_schedule, warmup_steps, min_lr, max_steps)`` (a LambdaLR; ``max_steps`` defaults to
+    ``start_step + steps``, as llm-run's --max-steps defaults to --steps); no clipping unless ``grad_clip``
+    (torch.nn.utils.clip_grad_norm_, global L2 norm).  Step i (counting from ``start_step``) uses
+    batch_for_step(tokens, i, B, S).  ``callback(step, loss, params)`` runs after each optimizer step;
+    ``history`` (a list) gets ``{"lr": ..., "grad_norm": ...}`` per step (the norm before clipping).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if max_steps is None:
+        max_steps = start_step + steps
     p = to_torch_params(cfg, params, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.AdamW(param_groups(p, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    # LambdaLR counts its own steps from 0: offset it to the absolute step (a resumed run continues the schedule).
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_at(start_step + k, lr, lr_schedule, warmup_steps, min_lr, max_steps) / lr if lr else 0.0)
     losses: List[float] = []
     for i in range(start_step, start_step + steps):
         inputs, targets = batch_for_step(tokens, i, B, S)
         l = loss(cfg, p, inputs, targets, compute=compute)
         opt.zero_grad(set_to_none=True)
         l.backward()
+        grads = [t for t in p.values() if t.grad is not None]
         if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(list(p.values()), grad_clip)
+            norm = float(torch.nn.utils.clip_grad_norm_(grads, grad_clip))
+        elif history is not None:
+            norm = float(torch.norm(torch.stack([torch.norm(t.grad.detach(), 2.0) for t in grads]), 2.0))
+        if history is not None:
+            history.append({"lr": opt.param_groups[0]["lr"], "grad_norm": norm})
         opt.step()
+        sched.step()
         losses.append(float(l.detach()))
         if callback is not None:
             callback(i, losses[-1], p)
@@ -447,10 +490,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seq", type=int, required=True, help="sequence length S")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--grad-clip", "--clip-grad-norm", dest="grad_clip", type=float, default=None)
+    ap.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES)
+    ap.add_argument("--warmup-steps", type=int, default=0)
+    ap.add_argument("--min-lr", type=float, default=0.0)
+    ap.add_argument("--max-steps", type=int, default=None, help="default: --steps")
     ap.add_argument("--compute", default="f32", choices=sorted(COMPUTE_DTYPES),
                     help="mirror --llm-mixed-precision compute=... (f32 master weights)")
-    ap.add_argument("--log-json", help="write {'step': i, 'loss': x} per line")
+    ap.add_argument("--log-json", help="write {'step': i, 'loss': x, 'lr': ..., 'grad_norm': ...} per line")
     ap.add_argument("--save-weights", help="write the final parameters (safetensors, F32)")
     ap.add_argument("--dump-grads", help="write the step-0 gradients (before any update) as safetensors")
     args = ap.parse_args(argv)
@@ -467,14 +514,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             save_file({n: g.numpy() for n, g in grads.items()}, args.dump_grads, metadata={"loss": repr(l0)})
         log = open(args.log_json, "w") if args.log_json else None
 
+        history: List[Dict[str, float]] = []
+
         def cb(step: int, l: float, _p: Dict[str, torch.Tensor]) -> None:
-            print(f"step {step} loss {l:.6f}", file=sys.stderr)
+            print(f"step {step} loss {l:.6f} lr {history[-1]['lr']:.4e} grad norm {history[-1]['grad_norm']:.4f}",
+                  file=sys.stderr)
             if log:
-                log.write(json.dumps({"step": step, "loss": l}) + "\n")
+                log.write(json.dumps({"step": step, "loss": l, **history[-1]}) + "\n")
                 log.flush()
 
         _, final = train(cfg, params, tokens, args.steps, args.batch, args.seq, args.lr, args.weight_decay,
-                         grad_clip=args.grad_clip, callback=cb, compute=args.compute)
+                         grad_clip=args.grad_clip, callback=cb, compute=args.compute, lr_schedule=args.lr_schedule,
+                         warmup_steps=args.warmup_steps, min_lr=args.min_lr, max_steps=args.max_steps,
+                         history=history)
         if log:
             log.close()
         if args.save_weights:

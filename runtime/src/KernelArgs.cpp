@@ -511,6 +511,12 @@ StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context
   }
   for (size_t i = 1; i < 3; ++i)
     LLMIR_RETURN_IF_ERROR(requireSameElements(grad, instr.outs[i]));
+  if (instr.ins.size() > 1) {
+    a.normSq = &instr.ins[1];
+    if (a.normSq->dtype != ScalarType::F32 || a.normSq->numElements() != 1)
+      return invalid("adamw: the gradient norm " + a.normSq->str() +
+                     " is not one f32 element");
+  }
   StatusOr<double> beta1 = instr.floatAttr("beta1");
   StatusOr<double> beta2 = instr.floatAttr("beta2");
   StatusOr<double> eps = instr.floatAttr("eps");
@@ -523,6 +529,14 @@ StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context
   a.eps = *eps;
   a.decay = *decay;
   return a;
+}
+
+Status checkGradNormSq(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
+  if (instr.outs[0].dtype != ScalarType::F32 || instr.outs[0].numElements() != 1)
+    return invalid("grad_norm_sq: the result " + instr.outs[0].str() +
+                   " is not one f32 element");
+  return Status::ok();
 }
 
 // ---- text generation (KV cache) ---------------------------------------------

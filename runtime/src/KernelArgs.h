@@ -232,11 +232,15 @@ StatusOr<CopyChunkArgs> decodeCopyChunk(const Instr &instr, const KernelContext 
 // ---- optimizer --------------------------------------------------------------
 struct AdamwArgs {
   const BufferRef *grad = nullptr, *param = nullptr, *m = nullptr, *v = nullptr;
+  /// The global squared gradient norm (one f32), or null: no clipping.
+  const BufferRef *normSq = nullptr;
   int64_t paramOffset = 0; ///< ZeRO-1: this rank's chunk of the parameter
   double beta1 = 0, beta2 = 0, eps = 0;
   bool decay = false;
 };
 StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context);
+/// grad_norm_sq: ins[0] any float buffer, outs[0] one f32.
+Status checkGradNormSq(const Instr &instr);
 
 // ---- text generation (KV cache) ---------------------------------------------
 struct KvCacheWriteArgs {

@@ -44,6 +44,17 @@ options:
   --steps N          number of steps (default 1; 0 with --export-weights)
   --lr X             AdamW learning rate for training programs (default 3e-4)
   --weight-decay X   decoupled weight decay on parameters of rank >= 2 (default 0)
+  --lr-schedule S    constant (default), cosine or linear: step s (0-based) uses
+                     lr*(s+1)/W while s < W (W = --warmup-steps), then decays
+                     from --lr to --min-lr at --max-steps (cosine:
+                     min + (lr-min)*(1+cos(pi*t))/2, linear: min + (lr-min)*(1-t),
+                     t = (s-W)/(max-W)); --min-lr from max-steps on
+  --warmup-steps N   linear warm-up steps (default 0; also with constant)
+  --min-lr X         the learning rate the decay ends at (default 0)
+  --max-steps N      the step the decay reaches --min-lr (default: --steps)
+  --clip-grad-norm C scale all gradients by min(1, C/(norm+1e-6)) before AdamW,
+                     norm = global L2 norm over all parameters (torch
+                     clip_grad_norm_); default: no clipping
   --eval             forward-only evaluation (prints the loss of each window);
                      a program built with --tfm-build-train-step trains instead
   --log-json FILE    one JSON object per step (rank 0)
@@ -87,6 +98,29 @@ generation (programs compiled with llm-translate --inference):
   --warmup N         run prefill N extra times, untimed, first (benchmarks)
 )";
 
+/// The learning rate schedule: linear warm-up, then constant or a cosine or
+/// linear decay to minLr at maxSteps (python/llmir/reference.py lr_at).
+struct LrSchedule {
+  std::string kind = "constant";
+  int64_t warmupSteps = 0, maxSteps = -1; // -1: --steps
+  double minLr = 0.0;
+
+  /// The learning rate of 0-based step `step` for the peak `lr`.
+  double at(double lr, int64_t step) const {
+    if (step < warmupSteps)
+      return lr * static_cast<double>(step + 1) / static_cast<double>(warmupSteps);
+    if (kind == "constant")
+      return lr;
+    if (step >= maxSteps)
+      return minLr;
+    const double t = static_cast<double>(step - warmupSteps) /
+                     static_cast<double>(maxSteps - warmupSteps);
+    const double coeff =
+        kind == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * t)) : 1.0 - t;
+    return minLr + coeff * (lr - minLr);
+  }
+};
+
 struct Options {
   std::string program, weights, data, logJson, logitsOut, backend = "cpu";
   std::string saveDir, resumeDir;
@@ -95,6 +129,8 @@ struct Options {
   int64_t saveEvery = 0;
   int64_t steps = 1;
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
+  LrSchedule schedule; // --lr-schedule, --warmup-steps, --min-lr, --max-steps
+  double clipGradNorm = 0.0; // --clip-grad-norm (0: none)
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
   GenerateOptions gen;
@@ -269,6 +305,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--prompt") target = &o.gen.prompt;
     else if (a == "--lengths") target = &o.gen.lengths;
     else if (a == "--out") target = &o.gen.out;
+    else if (a == "--lr-schedule") target = &o.schedule.kind;
     if (target) {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
@@ -278,13 +315,13 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     }
     if (a == "--max-new-tokens" || a == "--pad-id" || a == "--eos-id" ||
         a == "--top-k" || a == "--seed" || a == "--warmup" || a == "--steps" ||
-        a == "--save-every") {
+        a == "--save-every" || a == "--warmup-steps" || a == "--max-steps") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
       int64_t n = 0;
       LLMIR_RETURN_IF_ERROR(parseCount(a, *v, kMaxCount, n));
-      if (n < 1 && (a == "--max-new-tokens" || a == "--save-every"))
+      if (n < 1 && (a == "--max-new-tokens" || a == "--save-every" || a == "--max-steps"))
         return Status::error(StatusCode::InvalidArgument,
                              "option " + a + ": expected a positive integer, found '" +
                                  *v + "'");
@@ -295,11 +332,13 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       else if (a == "--seed") o.gen.seed = static_cast<uint64_t>(n);
       else if (a == "--warmup") o.gen.warmup = n;
       else if (a == "--steps") o.steps = n;
+      else if (a == "--warmup-steps") o.schedule.warmupSteps = n;
+      else if (a == "--max-steps") o.schedule.maxSteps = n;
       else o.saveEvery = n;
       continue;
     }
     if (a == "--temperature" || a == "--top-p" || a == "--timeout" || a == "--lr" ||
-        a == "--weight-decay") {
+        a == "--weight-decay" || a == "--min-lr" || a == "--clip-grad-norm") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
@@ -312,7 +351,14 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       else if (a == "--top-p") o.gen.topP = d;
       else if (a == "--lr") o.lr = d;
       else if (a == "--weight-decay") o.weightDecay = d;
-      else o.timeout = d;
+      else if (a == "--min-lr") o.schedule.minLr = d;
+      else if (a == "--clip-grad-norm") {
+        if (d <= 0)
+          return Status::error(StatusCode::InvalidArgument,
+                               "option --clip-grad-norm: expected a positive number, found '" +
+                                   *v + "'");
+        o.clipGradNorm = d;
+      } else o.timeout = d;
       continue;
     }
     if (!a.empty() && a[0] == '-')
@@ -328,6 +374,20 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument, "--weights is required");
   if (o.generate && o.gen.prompt.empty())
     return Status::error(StatusCode::InvalidArgument, "--generate needs --prompt FILE");
+  LrSchedule &sched = o.schedule;
+  if (sched.kind != "constant" && sched.kind != "cosine" && sched.kind != "linear")
+    return Status::error(StatusCode::InvalidArgument,
+                         "--lr-schedule " + sched.kind + ": expected constant, cosine or linear");
+  if (sched.maxSteps < 0)
+    sched.maxSteps = o.steps;
+  if (sched.kind != "constant" && sched.maxSteps <= sched.warmupSteps)
+    return Status::error(StatusCode::InvalidArgument,
+                         "--lr-schedule " + sched.kind + ": --max-steps (" +
+                             std::to_string(sched.maxSteps) +
+                             ") must be greater than --warmup-steps (" +
+                             std::to_string(sched.warmupSteps) + ")");
+  if (sched.minLr > o.lr)
+    return Status::error(StatusCode::InvalidArgument, "--min-lr must not exceed --lr");
   if (!o.generate && !o.gen.prompt.empty())
     return Status::error(StatusCode::InvalidArgument, "--prompt needs --generate");
   if (o.data.empty() && !o.generate)
@@ -599,6 +659,17 @@ int run(int argc, char **argv) {
                                "parameters); compile without "
                                "--tfm-build-train-step to evaluate");
     ex.setOptimizer(static_cast<float>(opts.lr), static_cast<float>(opts.weightDecay));
+    ex.setClipGradNorm(static_cast<float>(opts.clipGradNorm));
+    if (opts.clipGradNorm > 0) {
+      bool hasNorm = false;
+      for (const Instr &instr : ex.stage().instrs)
+        hasNorm |= instr.isKernel(KernelId::Adamw) && instr.ins.size() > 1;
+      if (!hasNorm)
+        return Status::error(StatusCode::InvalidArgument,
+                             "--clip-grad-norm: '" + opts.program +
+                                 "' does not compute the gradient norm "
+                                 "(compile with --tfm-build-train-step=grad-norm=true)");
+    }
     ex.setCheckNumerics(opts.checkNumerics);
 
     StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
@@ -669,6 +740,11 @@ int run(int argc, char **argv) {
 
   std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
+  // Whether the program updates its parameters (lr and the gradient norm are
+  // logged then); judged on the whole program like setupTraining does.
+  bool trainsParams = false;
+  for (const StageProgram &stage : program->stages)
+    trainsParams |= stage.trains();
   for (int64_t step = firstStep; step < lastStep; ++step) {
     if (Status st = stepBatch(tokens, step, batch, seq, dpIndex * rows, rows,
                               inputs, labels);
@@ -680,6 +756,10 @@ int run(int argc, char **argv) {
     if (ex.findInput("labels"))
       if (Status st = ex.setInput("labels", labels); !st.isOk())
         return fail(st);
+    // The schedule is a function of the step alone, so a resumed run goes on
+    // where the checkpoint's step left it.
+    const double lr = opts.schedule.at(opts.lr, step);
+    ex.setOptimizer(static_cast<float>(lr), static_cast<float>(opts.weightDecay));
     auto t0 = std::chrono::steady_clock::now();
     if (Status st = ex.run(step); !st.isOk())
       return fail(st);
@@ -715,21 +795,33 @@ int run(int argc, char **argv) {
       return fail(Status::error(StatusCode::DataLoss,
                                 "non-finite loss at step " + std::to_string(step)));
     double tokensPerS = static_cast<double>(batch * seq) / seconds;
+    // The global gradient norm (before clipping), the same on every rank.
+    const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
+    char normText[80] = "", normJson[80] = "";
+    if (trainsParams) {
+      std::snprintf(normText, sizeof normText, " | lr %.4e", lr);
+      std::snprintf(normJson, sizeof normJson, ", \"lr\": %.9g", lr);
+    }
+    if (gradNorm >= 0) {
+      const size_t t = std::strlen(normText), j = std::strlen(normJson);
+      std::snprintf(normText + t, sizeof normText - t, " | grad norm %.4f", gradNorm);
+      std::snprintf(normJson + j, sizeof normJson - j, ", \"grad_norm\": %.9g", gradNorm);
+    }
     if (!opts.quiet) {
-      char line[256];
+      char line[320];
       std::snprintf(line, sizeof line,
-                    "step %lld/%lld | loss %.6f | %.0f tokens/s | %.1f ms/step | ETA %s",
-                    (long long)(step + 1), (long long)lastStep, loss, tokensPerS,
+                    "step %lld/%lld | loss %.6f%s | %.0f tokens/s | %.1f ms/step | ETA %s",
+                    (long long)(step + 1), (long long)lastStep, loss, normText, tokensPerS,
                     seconds * 1e3,
                     formatDuration(totalSeconds / (step + 1 - firstStep) *
                                    (lastStep - step - 1)).c_str());
       std::cerr << line << "\n";
     }
     if (log) {
-      char json[256];
+      char json[320];
       std::snprintf(json, sizeof json,
-                    "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f}\n",
-                    (long long)step, loss, tokensPerS, seconds * 1e3);
+                    "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f%s}\n",
+                    (long long)step, loss, tokensPerS, seconds * 1e3, normJson);
       if (Status st = log->write(json); !st.isOk())
         return fail(st);
     }

@@ -344,8 +344,10 @@ TEST(CudaKernelEmulation, RopeEmbeddingAdamw) {
   auto p2 = p, m2 = m, v2 = v;
   const float lr = 1e-2f, wd = 0.1f, b1f = 0.9f, b2f = 0.95f, eps = 1e-8f;
   const int64_t step = 3;
+  // Clipping active: the device computes clipCoefficient itself.
+  const float normSq = 4.0f, maxNorm = 0.5f;
   ASSERT_TRUE(rt::adamwUpdate(p.data(), grad.data(), m.data(), v.data(), n, lr, b1f, b2f, eps,
-                              wd, step)
+                              wd, step, rt::clipCoefficient(normSq, maxNorm))
                   .isOk());
   const double lrD = lr, b1 = b1f, b2 = b2f;
   const double bc1 = 1 - std::pow(b1, static_cast<double>(step)),
@@ -354,7 +356,7 @@ TEST(CudaKernelEmulation, RopeEmbeddingAdamw) {
     cu::adamwKernel(p2.data(), grad.data(), m2.data(), v2.data(), n,
                     static_cast<float>(1 - lrD * wd), b1f, b2f, static_cast<float>(1 - b1),
                     static_cast<float>(1 - b2), static_cast<float>(std::sqrt(bc2)),
-                    static_cast<float>(lrD / bc1), eps);
+                    static_cast<float>(lrD / bc1), eps, &normSq, maxNorm);
   });
   EXPECT_TRUE(close(p2, p, 1e-6));
   EXPECT_TRUE(close(m2, m, 1e-6));

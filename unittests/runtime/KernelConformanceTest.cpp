@@ -195,6 +195,12 @@ std::vector<KernelCase> makeCases() {
   auto scale = [](const Values &i, const Values &o) {
     return elementwise(i, o, [](float a, float) { return a * -1.5f; });
   };
+  auto gradNormSq = [](const Values &i, const Values &) {
+    double sum = 0;
+    for (float x : i[0])
+      sum += static_cast<double>(x) * x;
+    return Values{{static_cast<float>(sum)}};
+  };
   auto accumulate = [](const Values &i, const Values &o) {
     std::vector<float> y(o[0].size());
     for (size_t j = 0; j < y.size(); ++j)
@@ -260,6 +266,15 @@ std::vector<KernelCase> makeCases() {
        {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
         {"decay", boolA(true)}},
        {}},
+      // A squared norm in [0.5, 1.5) and the context's threshold 0.5: the
+      // gradient is scaled by about 0.5 first.
+      {K::Adamw, "clip", {f({3, 7}), f32({1}, Fill::Positive)},
+       {f({3, 7}), f({3, 7}), f({3, 7}, Fill::Positive)},
+       {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
+        {"decay", boolA(false)}},
+       {}},
+      {K::GradNormSq, "odd", {f({3, 7})}, {f32({1}, Fill::Zero)}, {}, gradNormSq},
+      {K::GradNormSq, "one", {f({1})}, {f32({1}, Fill::Zero)}, {}, gradNormSq},
       {K::CopyChunk, "odd", {f({7})}, {f({7})}, kShard, identity},
       {K::Cast, "f32_bf16", {typed(ScalarType::F32, {3, 7})}, {typed(ScalarType::BF16, {3, 7})},
        {}, identity},
@@ -296,6 +311,7 @@ public:
   float learningRate() const override { return 1e-2f; }
   float weightDecay() const override { return 0.1f; }
   int64_t step() const override { return 2; }
+  float clipGradNorm() const override { return 0.5f; }
 };
 
 /// One case laid out in an arena for a run dtype.

@@ -19,8 +19,16 @@ LogicalResult lowerOp(LoweringContext &c, AdamWUpdateOp op) {
       b.getNamedAttr("decay", b.getBoolAttr(op.getDecay()))};
   if (op.getShardAxisAttr())
     attrs.push_back(b.getNamedAttr("shard_axis", op.getShardAxisAttr()));
-  c.kernel(op, "adamw", {c.in(op.getGrad())},
-           {c.in(op.getParam()), expAvg, expAvgSq}, attrs);
+  SmallVector<Value, 2> ins = {c.in(op.getGrad())};
+  if (op.getGradNormSq()) // clipping: the step's global squared gradient norm
+    ins.push_back(c.in(op.getGradNormSq()));
+  c.kernel(op, "adamw", ins, {c.in(op.getParam()), expAvg, expAvgSq}, attrs);
+  return success();
+}
+
+/// This gradient's partial sum of squares (clipping's global norm).
+LogicalResult lowerOp(LoweringContext &c, GradNormSqOp op) {
+  c.kernel(op, "grad_norm_sq", {c.in(op.getInput())}, {c.out(op.getResult())});
   return success();
 }
 

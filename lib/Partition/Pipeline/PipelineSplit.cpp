@@ -382,10 +382,16 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
     options.bucketBytes = bytes.getInt();
   if (auto dtype = mb->getAttrOfType<StringAttr>("llmir.grad_comm_dtype"))
     options.bf16Comm = dtype.getValue() == "bf16";
+  options.gradNorm = mb->hasAttr("llmir.grad_norm");
   tfm::OptimizerBuilder optimizer(b, module, func, options);
   SmallVector<std::pair<BlockArgument, Value>> updates;
   for (auto &[param, grad] : grads)
     updates.push_back({entry->getArgument(param), grad});
+  // A tied parameter's gradient counts once in the norm: on its lowest holder.
+  for (auto &[param, ranks] : holders)
+    if (ranks.size() > 1 && llvm::is_contained(ranks, rank) &&
+        ranks.front() != rank)
+      optimizer.excludeFromNorm(entry->getArgument(param));
   if (optimizer.bucketed()) {
     for (auto &[param, grad] : updates)
       optimizer.addToBucket(param, grad, loc);

@@ -136,6 +136,7 @@ const std::array<CpuBackend::KernelFn, kNumKernels> &CpuBackend::kernelTable() {
     set(K::CrossEntropyPartialGrad, &C::crossEntropyPartialGrad);
     set(K::CrossEntropyFinalizeGrad, &C::crossEntropyFinalizeGrad);
     set(K::Adamw, &C::adamw);
+    set(K::GradNormSq, &C::gradNormSq);
     set(K::CopyChunk, &C::copyChunk);
     set(K::Cast, &C::cast);
     set(K::Accumulate, &C::accumulate);
@@ -560,11 +561,19 @@ Status CpuBackend::crossEntropyFinalizeGrad(const Instr &instr) {
 Status CpuBackend::adamw(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
   const float weightDecay = context_->weightDecay();
+  const float gradScale =
+      a.normSq ? clipCoefficient(*ptr<float>(*a.normSq), context_->clipGradNorm()) : 1.0f;
   return adamwUpdate(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
                      ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(),
                      context_->learningRate(), static_cast<float>(a.beta1),
                      static_cast<float>(a.beta2), static_cast<float>(a.eps),
-                     a.decay ? weightDecay : 0.0f, context_->step() + 1);
+                     a.decay ? weightDecay : 0.0f, context_->step() + 1, gradScale);
+}
+
+Status CpuBackend::gradNormSq(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkGradNormSq(instr));
+  return llmir::runtime::gradNormSq(ptr<float>(instr.ins[0]), instr.ins[0].numElements(),
+                                    ptr<float>(instr.outs[0]));
 }
 
 Status CpuBackend::accumulate(const Instr &instr) {

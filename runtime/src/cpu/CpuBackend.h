@@ -76,6 +76,7 @@ private:
   Status fill(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
+  Status gradNormSq(const Instr &instr);
   Status accumulate(const Instr &instr);
   Status cast(const Instr &instr); // CpuMixedPrecision.cpp
   Status kvCacheWrite(const Instr &instr);

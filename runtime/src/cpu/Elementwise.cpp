@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace llmir::runtime {
 using detail::checkPointer;
@@ -181,7 +182,7 @@ Status scatterColumns(const float *src, int64_t rows, int64_t srcCols,
 
 Status adamwUpdate(float *param, const float *grad, float *m, float *v,
                    int64_t n, float lr, float beta1, float beta2, float eps,
-                   float weightDecay, int64_t step) {
+                   float weightDecay, int64_t step, float gradScale) {
   const char *k = "adamw_update";
   LLMIR_RETURN_IF_ERROR(checkElementwise(
       k, n, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}));
@@ -204,7 +205,7 @@ Status adamwUpdate(float *param, const float *grad, float *m, float *v,
   const float oneMinusB2 = static_cast<float>(1.0 - b2);
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
+    const float g = grad[i] * gradScale; // exact when gradScale is 1
     const float p = param[i] * decay;
     const float mi = m[i] * beta1 + g * oneMinusB1;
     const float vi = v[i] * beta2 + g * g * oneMinusB2;
@@ -213,6 +214,39 @@ Status adamwUpdate(float *param, const float *grad, float *m, float *v,
     const float denom = std::sqrt(vi) / bc2Sqrt + eps;
     param[i] = p - stepSize * (mi / denom);
   }
+  return Status::ok();
+}
+
+float clipCoefficient(float normSq, float maxNorm) {
+  if (!(maxNorm > 0.0f))
+    return 1.0f;
+  // torch 1.13: clip_coef = max_norm / (total_norm + 1e-6) is
+  // reciprocal(total_norm + 1e-6) * max_norm on a float tensor.
+  const float denom = std::sqrt(normSq) + 1e-6f;
+  const float coef = (1.0f / denom) * maxNorm;
+  return coef < 1.0f ? coef : 1.0f;
+}
+
+Status gradNormSq(const float *x, int64_t n, float *out) {
+  const char *k = "grad_norm_sq";
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "x", x, n > 0));
+  LLMIR_RETURN_IF_ERROR(checkPointer(k, "out", out, true));
+  // Fixed chunks summed in order: the same bits whatever the thread count,
+  // so replicated gradients give the same norm on every rank.
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double acc = 0.0;
+    for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i)
+      acc += static_cast<double>(x[i]) * x[i];
+    partial[static_cast<size_t>(c)] = acc;
+  }
+  double sum = 0.0;
+  for (double p : partial)
+    sum += p;
+  *out = static_cast<float>(sum);
   return Status::ok();
 }
 

@@ -104,6 +104,7 @@ const std::array<CudaBackend::KernelFn, kNumKernels> &CudaBackend::kernelTable()
     set(K::CrossEntropyPartialGrad, &C::crossEntropyPartialGrad);
     set(K::CrossEntropyFinalizeGrad, &C::crossEntropyFinalizeGrad);
     set(K::Adamw, &C::adamw);
+    set(K::GradNormSq, &C::gradNormSq);
     set(K::CopyChunk, &C::copyChunk);
     set(K::Cast, &C::cast);
     set(K::Accumulate, &C::accumulate);

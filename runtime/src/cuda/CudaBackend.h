@@ -269,6 +269,7 @@ private:
   Status fill(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
+  Status gradNormSq(const Instr &instr);
   Status accumulate(const Instr &instr);
   Status cast(const Instr &instr); // CudaMixedPrecision.cu
   Status kvCacheWrite(const Instr &instr);

@@ -459,7 +459,15 @@ Status CudaBackend::adamw(const Instr &instr) {
                     b1f, b2f,
                     static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
                     static_cast<float>(std::sqrt(bc2)), static_cast<float>(lrD / bc1),
-                    epsF, s);
+                    epsF, a.normSq ? ptr<float>(*a.normSq) : nullptr,
+                    context_->clipGradNorm(), s);
+  return Status::ok();
+}
+
+Status CudaBackend::gradNormSq(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkGradNormSq(instr));
+  cuda::launchGradNormSq(ptr<float>(instr.ins[0]), instr.ins[0].numElements(),
+                         ptr<float>(instr.outs[0]), stream_);
   return Status::ok();
 }
 

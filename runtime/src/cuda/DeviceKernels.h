@@ -43,11 +43,15 @@ void launchCastBf16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s)
 /// IEEE half (round to nearest even) <-> f32.
 void launchCastF32ToF16(const float *x, uint16_t *y, int64_t n, cudaStream_t s);
 void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s);
-/// torch AdamW step with the host-computed scalars of adamwUpdate (Elementwise.cpp).
+/// torch AdamW step with the host-computed scalars of adamwUpdate (Elementwise.cpp);
+/// with `normSq` (device, one float) the gradient is first scaled by
+/// clipCoefficient(*normSq, maxNorm), computed on the device alike.
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
-                 cudaStream_t s);
+                 const float *normSq, float maxNorm, cudaStream_t s);
+/// *out = sum of squares of x[0..n) (double accumulation, deterministic).
+void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s);
 constexpr int kMaxTransposeRank = 8;
 struct TransposeDims {
   int rank = 0;

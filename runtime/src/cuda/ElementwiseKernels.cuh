@@ -173,9 +173,16 @@ __global__ void castFromF16Kernel(const uint16_t *x, float *y, int64_t n) {
 __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
                             int64_t n, float decay, float beta1, float beta2,
                             float oneMinusB1, float oneMinusB2, float bc2Sqrt,
-                            float stepSize, float eps) {
+                            float stepSize, float eps, const float *normSq,
+                            float maxNorm) {
+  // clipCoefficient (src/cpu/Elementwise.cpp), per thread from the device norm.
+  float scale = 1.0f;
+  if (normSq && maxNorm > 0.0f) {
+    const float coef = (1.0f / (sqrtf(*normSq) + 1e-6f)) * maxNorm;
+    scale = coef < 1.0f ? coef : 1.0f;
+  }
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-    const float g = grad[i];
+    const float g = grad[i] * scale;
     const float p = param[i] * decay;
     const float mi = m[i] * beta1 + g * oneMinusB1;
     const float vi = v[i] * beta2 + g * g * oneMinusB2;
@@ -184,6 +191,17 @@ __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
     const float denom = sqrtf(vi) / bc2Sqrt + eps;
     param[i] = p - stepSize * (mi / denom);
   }
+}
+
+/// One block: the sum of squares in double, in a fixed order (gradNormSq's twin).
+__global__ void gradNormSqKernel(const float *x, int64_t n, float *out) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    acc += static_cast<double>(x[i]) * x[i];
+  acc = blockSum(acc, scratch);
+  if (threadIdx.x == 0)
+    *out = static_cast<float>(acc);
 }
 
 __global__ void transposeKernel(const float *x, float *y, int64_t n, TransposeDims d) {

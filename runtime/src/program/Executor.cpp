@@ -397,8 +397,18 @@ Status Executor::checkOutputsFinite(const Instr &instr) {
 
 Status Executor::run(int64_t step) {
   step_ = step;
+  gradNorm_ = -1.0;
   for (const Instr &instr : stage_->instrs) {
     Status st = checkFinite(instr);
+    // Every AdamW update reads the same global squared norm: read it once.
+    if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
+        instr.ins.size() > 1) {
+      StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
+      if (normSq.isOk())
+        gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0]));
+      else
+        st = normSq.status();
+    }
     if (st.isOk())
       st = execute(instr);
     if (st.isOk() && checkNumerics_)

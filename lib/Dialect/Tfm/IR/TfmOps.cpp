@@ -601,7 +601,23 @@ LogicalResult CrossEntropyFinalizeGradOp::verify() {
   return success();
 }
 
+/// A one-element f32 tensor: the global squared gradient norm.
+static LogicalResult verifyNormSq(Operation *op, Type type, StringRef what) {
+  auto tensor = cast<RankedTensorType>(type);
+  if (tensor.getRank() != 1 || tensor.getNumElements() != 1)
+    return op->emitOpError() << "expected " << what
+                             << " of type tensor<1xf32>, found " << type;
+  return success();
+}
+
+LogicalResult GradNormSqOp::verify() {
+  return verifyNormSq(*this, getResult().getType(), "a result");
+}
+
 LogicalResult AdamWUpdateOp::verify() {
+  if (Value normSq = getGradNormSq())
+    if (failed(verifyNormSq(*this, normSq.getType(), "norm_sq")))
+      return failure();
   if (!getShardAxis())
     return verifySameType(*this, getParam(), "param", getGrad(), "grad");
   int64_t chunk = getGrad().getType().getNumElements();

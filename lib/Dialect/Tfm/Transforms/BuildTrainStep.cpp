@@ -154,6 +154,8 @@ void Autodiff::finishMicrobatch(func::ReturnOp ret,
   func->setAttr("llmir.bucket_bytes", b.getI64IntegerAttr(options.bucketBytes));
   func->setAttr("llmir.grad_comm_dtype",
                 b.getStringAttr(options.bf16Comm ? "bf16" : "f32"));
+  if (options.gradNorm)
+    func->setAttr("llmir.grad_norm", b.getUnitAttr());
   func.setSymName("train_microbatch");
 }
 
@@ -308,6 +310,7 @@ struct TfmBuildTrainStepPass
     std::optional<MixedPrecisionPolicy> policy = getMixedPrecision(module);
     options.bf16Comm =
         gradCommDtype == "bf16" || (policy && policy->gradReduce.isBF16());
+    options.gradNorm = gradNorm;
     for (func::FuncOp func : models)
       if (failed(Autodiff(module, func, options).run()))
         return signalPassFailure();

@@ -5,6 +5,7 @@
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 
 using namespace mlir;
@@ -106,8 +107,73 @@ void OptimizerBuilder::unpackBucket(ReducedBucket &rb) {
     reducedGrads[param] = ReshapeOp::create(b, loc, param.getType(), piece).getResult();
 }
 
+void OptimizerBuilder::emitUpdate(const Update &u, Value normSq) {
+  Location loc = u.param.getLoc();
+  AdamWUpdateOp::create(b, loc, u.param, u.grad, normSq, u.decay,
+                        b.getF64FloatAttr(0.9), b.getF64FloatAttr(0.95),
+                        b.getF64FloatAttr(1e-8), u.shardAxis);
+  if (u.shardAxis)
+    ParamAllGatherOp::create(b, loc, u.param, u.shardAxis);
+}
+
+Value OptimizerBuilder::emitGradNormSq(ArrayRef<Update> updates) {
+  // Each element counts once: a gradient sharded over some grid axes (tp
+  // slices, ZeRO-1 chunks over dp) has its partial summed over exactly those
+  // axes; a replicated one (layer norms under tp, anything under plain dp)
+  // is already the same on every rank of the other axes. Partials are
+  // grouped by their axes so that each group needs one all-reduce per axis.
+  Location loc = func.getLoc();
+  auto scalar = RankedTensorType::get({1}, b.getF32Type());
+  auto add = [&](Value acc, Value v) {
+    return acc ? AddOp::create(b, loc, acc, v).getResult() : v;
+  };
+  SmallVector<std::pair<SmallVector<int16_t>, Value>> partials;
+  for (const Update &u : updates) {
+    if (llvm::is_contained(normExcluded, u.param))
+      continue;
+    SmallVector<int16_t> axes;
+    if (u.shardAxis)
+      axes.push_back(dpAxis);
+    if (auto rule = func.getArgAttrOfType<DictionaryAttr>(u.param.getArgNumber(),
+                                                          "llmir.shard"))
+      if (auto name = rule.getAs<StringAttr>("axis"))
+        if (std::optional<PlanAxis> axis = lookupPlanAxis(module, name.getValue());
+            axis && axis->size > 1)
+          axes.push_back(axis->index);
+    llvm::sort(axes);
+    Value sq = GradNormSqOp::create(b, u.param.getLoc(), scalar, u.grad);
+    auto *group = llvm::find_if(partials, [&](auto &p) { return p.first == axes; });
+    if (group == partials.end())
+      partials.push_back({axes, sq});
+    else
+      group->second = add(group->second, sq);
+  }
+  Value total;
+  for (auto &[axes, partial] : partials) {
+    Value sum = partial;
+    for (int16_t axis : axes)
+      sum = shard::AllReduceOp::create(b, loc, scalar, "grid",
+                                       ArrayRef<int16_t>{axis}, sum);
+    total = add(total, sum);
+  }
+  // Pipeline stages hold different parameters: sum their norms too (every
+  // stage takes part, even one without trainable parameters).
+  std::optional<PlanAxis> pp = lookupPlanAxis(module, "pp");
+  if (!total || (pp && pp->size > 1)) {
+    if (!total)
+      total = arith::ConstantOp::create(
+          b, loc, scalar,
+          DenseElementsAttr::get(scalar, b.getFloatAttr(b.getF32Type(), 0.0)));
+    if (pp && pp->size > 1)
+      total = shard::AllReduceOp::create(b, loc, scalar, "grid",
+                                         ArrayRef<int16_t>{pp->index}, total);
+  }
+  return total;
+}
+
 LogicalResult OptimizerBuilder::emitUpdates(
     ArrayRef<std::pair<BlockArgument, Value>> grads) {
+  SmallVector<Update> ready;
   for (auto [param, raw] : grads) {
     // Bucketed gradients are already summed over dp (sums commute, so the
     // sequence-parallel sum over tp below can come after).
@@ -150,11 +216,18 @@ LogicalResult OptimizerBuilder::emitUpdates(
           /*scatter_axis=*/APInt(64, 0));
       shardAxis = b.getStringAttr("dp");
     }
-    AdamWUpdateOp::create(b, loc, param, grad, decay, b.getF64FloatAttr(0.9),
-                          b.getF64FloatAttr(0.95), b.getF64FloatAttr(1e-8),
-                          shardAxis);
-    if (zero)
-      ParamAllGatherOp::create(b, loc, param, shardAxis);
+    Update update{param, grad, decay, shardAxis};
+    // Without the norm each parameter is updated as soon as its gradient is
+    // final; with it, every update waits for the global norm.
+    if (options.gradNorm)
+      ready.push_back(update);
+    else
+      emitUpdate(update, Value());
   }
+  if (!options.gradNorm)
+    return success();
+  Value normSq = emitGradNormSq(ready);
+  for (const Update &update : ready)
+    emitUpdate(update, normSq);
   return success();
 }

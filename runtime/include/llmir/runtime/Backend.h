@@ -26,6 +26,9 @@ public:
   virtual float weightDecay() const = 0;
   /// The 0-based step being executed.
   virtual int64_t step() const = 0;
+  /// Gradient clipping threshold C of the AdamW updates that read the global
+  /// squared gradient norm (torch clip_grad_norm_'s max_norm); <= 0: none.
+  virtual float clipGradNorm() const { return 0.0f; }
 };
 
 class Backend {

@@ -66,6 +66,12 @@ public:
     lr_ = lr;
     weightDecay_ = weightDecay;
   }
+  /// Gradient clipping threshold (torch clip_grad_norm_'s max_norm; <= 0:
+  /// none) for programs that compute the global gradient norm.
+  void setClipGradNorm(float maxNorm) { clipGradNorm_ = maxNorm; }
+  /// The global L2 gradient norm (before clipping) of the last step, or a
+  /// negative value when the program does not compute it.
+  double gradNorm() const { return gradNorm_; }
 
   /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
   /// checked before the optimizer applies them).
@@ -95,6 +101,7 @@ private:
   float learningRate() const override { return lr_; }
   float weightDecay() const override { return weightDecay_; }
   int64_t step() const override { return step_; }
+  float clipGradNorm() const override { return clipGradNorm_; }
 
   /// Loads this rank's slice of `tensorName` (shaped like `param`) into
   /// `buffer`.
@@ -117,7 +124,8 @@ private:
   Communicator *comm_;
   Backend &backend_;
   uint8_t *arena_ = nullptr;
-  float lr_ = 3e-4f, weightDecay_ = 0.0f;
+  float lr_ = 3e-4f, weightDecay_ = 0.0f, clipGradNorm_ = 0.0f;
+  double gradNorm_ = -1.0;
   bool checkNumerics_ = false;
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.

@@ -189,9 +189,18 @@ Status rmsNormBackward(const float *dy, const float *x, const float *weight,
 /// One torch.optim.AdamW step on n elements (step is 1-based):
 ///   p -= lr * weightDecay * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 ///   p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps).
+/// `gradScale` multiplies every gradient element first (clipping; 1: none).
 Status adamwUpdate(float *param, const float *grad, float *m, float *v,
                    int64_t n, float lr, float beta1, float beta2, float eps,
-                   float weightDecay, int64_t step);
+                   float weightDecay, int64_t step, float gradScale = 1.0f);
+
+/// torch.nn.utils.clip_grad_norm_'s factor for the global squared norm
+/// `normSq` and threshold `maxNorm` (<= 0: no clipping, 1), in float as torch
+/// computes it: min(1, (1 / (sqrt(normSq) + 1e-6)) * maxNorm).
+float clipCoefficient(float normSq, float maxNorm);
+
+/// Sum of the squares of n elements (accumulated in double), into *out.
+Status gradNormSq(const float *x, int64_t n, float *out);
 
 // ---- Inference (KV cache) ------------------------------------------------
 // A cache is [batch, kvHeads, maxSeq, headDim]; `start` holds one position

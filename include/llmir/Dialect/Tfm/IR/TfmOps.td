@@ -760,18 +760,47 @@ def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
     bias-corrected Adam step. The learning rate, weight decay and step
     number come from the runtime (`llm-run --lr --weight-decay`).
 
+    With `norm_sq` (the global sum of squared gradients, see
+    tfm.grad_norm_sq) and a clipping threshold C from the runtime
+    (`llm-run --clip-grad-norm C`), the gradient is first scaled by
+    min(1, C / (sqrt(norm_sq) + 1e-6)) as torch.nn.utils.clip_grad_norm_ does.
+
     ```mlir
     tfm.adamw_update %w, %dw {decay, beta1 = 9.0e-01 : f64, beta2 = 9.5e-01 : f64, eps = 1.0e-08 : f64}
         : tensor<64x192xf32>, tensor<64x192xf32>
     ```
   }];
   let arguments = (ins Tfm_FloatTensor:$param, Tfm_FloatTensor:$grad,
+                       Optional<TensorOf<[F32]>>:$grad_norm_sq,
                        UnitAttr:$decay,
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
                        DefaultValuedAttr<F64Attr, "0.95">:$beta2,
                        DefaultValuedAttr<F64Attr, "1.0e-8">:$eps,
                        OptionalAttr<StrAttr>:$shard_axis);
-  let assemblyFormat = "$param `,` $grad attr-dict `:` type($param) `,` type($grad)";
+  let assemblyFormat = [{
+    $param `,` $grad (`norm_sq` $grad_norm_sq^)? attr-dict `:` type($param) `,`
+    type($grad) (`,` type($grad_norm_sq)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Tfm_GradNormSqOp : Tfm_Op<"grad_norm_sq", [Pure]> {
+  let summary = "sum of the squares of a gradient (for the global gradient norm)";
+  let description = [{
+    The partial of the global L2 gradient norm that --tfm-build-train-step
+    and --llm-pipeline-split emit for `clip_grad_norm_` semantics: these
+    partials are summed, all-reduced over the axes where gradients are
+    sharded, and read by tfm.adamw_update (`norm_sq`), which scales each
+    gradient by min(1, C / (sqrt(norm_sq) + 1e-6)) when the runtime is given
+    a clipping threshold C (`llm-run --clip-grad-norm C`).
+
+    ```mlir
+    %s = tfm.grad_norm_sq %dw : (tensor<64x192xf32>) -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Tfm_FloatTensor:$input);
+  let results = (outs TensorOf<[F32]>:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 

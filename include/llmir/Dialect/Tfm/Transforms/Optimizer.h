@@ -24,6 +24,10 @@ struct OptimizerOptions {
   int64_t bucketBytes = 25 << 20;
   /// All-reduce the buckets in bf16 (fp32 accumulation in the runtime).
   bool bf16Comm = false;
+  /// Compute the global gradient norm (tfm.grad_norm_sq partials, summed
+  /// over the axes where gradients are sharded) and hand it to every AdamW
+  /// update, which clips by it when the runtime gives a threshold.
+  bool gradNorm = false;
 };
 
 class OptimizerBuilder {
@@ -52,9 +56,24 @@ public:
   mlir::LogicalResult
   emitUpdates(llvm::ArrayRef<std::pair<mlir::BlockArgument, mlir::Value>> grads);
 
+  /// Leaves `param` out of the gradient norm on this program (a parameter
+  /// shared across pipeline stages is counted on one holder only).
+  void excludeFromNorm(mlir::BlockArgument param) { normExcluded.push_back(param); }
+
 private:
   mlir::Value reshape(mlir::Value v, llvm::ArrayRef<int64_t> shape,
                       mlir::Location loc);
+
+  /// One parameter's final gradient (reduced, ZeRO-1 chunk), ready for AdamW.
+  struct Update {
+    mlir::BlockArgument param;
+    mlir::Value grad;
+    mlir::UnitAttr decay;
+    mlir::StringAttr shardAxis;
+  };
+  void emitUpdate(const Update &update, mlir::Value normSq);
+  /// The global sum of squared gradients, the same on every rank.
+  mlir::Value emitGradNormSq(llvm::ArrayRef<Update> updates);
 
   mlir::OpBuilder &b;
   mlir::ModuleOp module;
@@ -78,6 +97,7 @@ private:
   llvm::SmallVector<ReducedBucket> reducedBuckets;
   llvm::DenseMap<mlir::Value, unsigned> bucketOf; ///< param -> reducedBuckets index
   llvm::DenseMap<mlir::Value, mlir::Value> reducedGrads;
+  llvm::SmallVector<mlir::BlockArgument> normExcluded;
 };
 
 } // namespace llmir::tfm

@@ -89,7 +89,12 @@ def TfmBuildTrainStep : Pass<"tfm-build-train-step", "::mlir::ModuleOp"> {
            "Target size of a data-parallel gradient all-reduce bucket (bytes)">,
     Option<"gradCommDtype", "grad-comm-dtype", "std::string", /*default=*/"\"f32\"",
            "Element type of the dp gradient all-reduce: f32, or bf16 "
-           "(compression: bf16 on the wire, fp32 accumulation)">
+           "(compression: bf16 on the wire, fp32 accumulation)">,
+    Option<"gradNorm", "grad-norm", "bool", /*default=*/"false",
+           "Compute the global gradient L2 norm in the step (llm-run reports "
+           "it and clips by it with --clip-grad-norm C, C chosen at run "
+           "time); every AdamW update then waits for the norm, so without it "
+           "each parameter is updated as soon as its gradient is final">
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::shard::ShardDialect"];
