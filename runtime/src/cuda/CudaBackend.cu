@@ -65,53 +65,10 @@ bool CudaBackend::gemmRunsBf16(const Instr &instr) {
 const std::array<CudaBackend::KernelFn, kNumKernels> &CudaBackend::kernelTable() {
   static const std::array<KernelFn, kNumKernels> table = [] {
     std::array<KernelFn, kNumKernels> t{};
-    auto set = [&](KernelId id, KernelFn fn) { t[kernelIndex(id)] = fn; };
-    using K = KernelId;
-    using C = CudaBackend;
-    set(K::Embedding, &C::embedding);
-    set(K::PositionIds, &C::positionIds);
-    set(K::LayerNorm, &C::norm);
-    set(K::RmsNorm, &C::norm);
-    set(K::GeluTanh, &C::activation);
-    set(K::GeluExact, &C::activation);
-    set(K::Silu, &C::activation);
-    set(K::Add, &C::binary);
-    set(K::Mul, &C::binary);
-    set(K::Softmax, &C::softmax);
-    set(K::Attention, &C::attention);
-    set(K::Rope, &C::rope);
-    set(K::CrossEntropy, &C::crossEntropy);
-    set(K::CopySlice, &C::copySlice);
-    set(K::Transpose, &C::transpose);
-    set(K::Copy, &C::copy);
-    set(K::BiasAdd, &C::biasAdd);
-    set(K::Scale, &C::scale);
-    set(K::ReduceMax, &C::reduceMax);
-    set(K::CrossEntropyPartial, &C::crossEntropyPartial);
-    set(K::CrossEntropyFinalize, &C::crossEntropyFinalize);
-    set(K::Fill, &C::fill);
-    set(K::SumRows, &C::sumRows);
-    set(K::EmbeddingGrad, &C::embeddingGrad);
-    set(K::GeluTanhGrad, &C::activationGrad);
-    set(K::GeluExactGrad, &C::activationGrad);
-    set(K::SiluGrad, &C::activationGrad);
-    set(K::LayerNormGrad, &C::normGrad);
-    set(K::RmsNormGrad, &C::normGrad);
-    set(K::AttentionGrad, &C::attention);
-    set(K::RopeGrad, &C::rope);
-    set(K::Concat, &C::concat);
-    set(K::CrossEntropyGrad, &C::crossEntropyGrad);
-    set(K::CrossEntropyPartialGrad, &C::crossEntropyPartialGrad);
-    set(K::CrossEntropyFinalizeGrad, &C::crossEntropyFinalizeGrad);
-    set(K::Adamw, &C::adamw);
-    set(K::GradNormSq, &C::gradNormSq);
-    set(K::CopyChunk, &C::copyChunk);
-    set(K::Cast, &C::cast);
-    set(K::Accumulate, &C::accumulate);
-    set(K::KvCacheWrite, &C::kvCacheWrite);
-    set(K::CacheAttention, &C::cacheAttention);
-    set(K::RopeAt, &C::ropeAt);
-    set(K::LastToken, &C::lastToken);
+    // Every registered kernel, by the handler Kernels.def names.
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)             \
+  t[kernelIndex(KernelId::Id)] = &CudaBackend::handler;
+#include "llmir/runtime/Kernels.def"
     return t;
   }();
   return table;

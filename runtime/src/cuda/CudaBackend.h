@@ -255,6 +255,8 @@ private:
   Status norm(const Instr &instr);
   Status normGrad(const Instr &instr);
   Status attention(const Instr &instr); // attention, attention_grad
+  /// attention_grad: attention() runs both directions.
+  Status attentionGrad(const Instr &instr) { return attention(instr); }
   Status rope(const Instr &instr);
   Status crossEntropy(const Instr &instr);
   Status crossEntropyGrad(const Instr &instr);

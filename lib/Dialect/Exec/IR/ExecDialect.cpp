@@ -81,14 +81,14 @@ namespace {
 // The kernel list is runtime/include/llmir/runtime/Kernels.def, shared with the
 // runtime's registry and backends; here it becomes the verifier's table.
 #define LLMIR_KERNEL_ATTR_LIST(...) "", __VA_ARGS__
-#define LLMIR_KERNEL(Id, name, minIns, maxIns, numOuts, dtypes, attrs)         \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)         \
   constexpr llvm::StringLiteral k##Id##Attrs[] = {LLMIR_KERNEL_ATTR_LIST attrs};
 #include "llmir/runtime/Kernels.def"
 #undef LLMIR_KERNEL_ATTR_LIST
 
 // Each attribute list starts with a placeholder "" (so that it is never empty).
 const KernelSignature kKernels[] = {
-#define LLMIR_KERNEL(Id, name, minIns, maxIns, numOuts, dtypes, attrs)         \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)         \
   {name, minIns, maxIns, numOuts, llvm::ArrayRef(k##Id##Attrs).drop_front()},
 #include "llmir/runtime/Kernels.def"
 };
