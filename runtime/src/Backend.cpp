@@ -12,6 +12,18 @@ ScalarType computeType(const Instr &instr) {
   return ScalarType::F32;
 }
 
+bool registeredFor(KernelId id, ScalarType dtype) {
+  if (kernelIndex(id) >= kNumKernels)
+    return false;
+  const uint8_t dtypes = kernelInfo(id).dtypes;
+  switch (dtype) {
+  case ScalarType::F32: return dtypes & kF32;
+  case ScalarType::BF16: return dtypes & kBF16;
+  case ScalarType::F16: return dtypes & kF16;
+  default: return false;
+  }
+}
+
 Status checkSupported(const Backend &backend, const Instr &instr) {
   const ScalarType dtype = computeType(instr);
   if (instr.kind == OpKind::Gemm) {

@@ -7,6 +7,8 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 
+#include "CostUtil.h"
+
 #include "llmir/Analysis/Cost/CheckedMath.h"
 
 #include "llmir/Partition/Pipeline/Schedule.h"
@@ -19,14 +21,9 @@
 
 using namespace llmir;
 using namespace llmir::cost;
+using namespace llmir::cost::detail;
 
 namespace {
-constexpr double kGB = 1e9;
-constexpr double kTera = 1e12;
-
-llvm::Error fail(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 } // namespace

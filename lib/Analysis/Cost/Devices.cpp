@@ -7,21 +7,15 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 
+#include "CostUtil.h"
+
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 
 using namespace llmir;
 using namespace llmir::cost;
-
-namespace {
-constexpr double kGB = 1e9;
-constexpr double kTera = 1e12;
-
-llvm::Error fail(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
-} // namespace
+using namespace llmir::cost::detail;
 
 //===----------------------------------------------------------------------===//
 // Hardware

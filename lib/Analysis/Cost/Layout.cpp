@@ -7,16 +7,13 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 
+#include "CostUtil.h"
+
 #include "llvm/Support/FormatVariadic.h"
 
 using namespace llmir;
 using namespace llmir::cost;
-
-namespace {
-llvm::Error fail(const llvm::Twine &message) {
-  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
-}
-} // namespace
+using namespace llmir::cost::detail;
 
 std::string Layout::str() const {
   return llvm::formatv("dp={0} tp={1} pp={2} vpp={3} microbatches={4} "

@@ -57,15 +57,7 @@ StatusOr<int64_t> CpuBackend::findNonFinite(const uint8_t *arena, const BufferRe
 }
 
 bool CpuBackend::supports(KernelId id, ScalarType dtype) const {
-  if (kernelIndex(id) >= kNumKernels || !kernelTable()[kernelIndex(id)])
-    return false;
-  const uint8_t dtypes = kernelInfo(id).dtypes;
-  switch (dtype) {
-  case ScalarType::F32: return dtypes & kF32;
-  case ScalarType::BF16: return dtypes & kBF16;
-  case ScalarType::F16: return dtypes & kF16;
-  default: return false;
-  }
+  return registeredFor(id, dtype) && kernelTable()[kernelIndex(id)];
 }
 
 bool CpuBackend::supportsGemm(ScalarType dtype) const {

@@ -36,15 +36,7 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
 }
 
 bool CudaBackend::supports(KernelId id, ScalarType dtype) const {
-  if (kernelIndex(id) >= kNumKernels || !kernelTable()[kernelIndex(id)])
-    return false;
-  const uint8_t dtypes = kernelInfo(id).dtypes;
-  switch (dtype) {
-  case ScalarType::F32: return dtypes & kF32;
-  case ScalarType::BF16: return dtypes & kBF16;
-  case ScalarType::F16: return dtypes & kF16;
-  default: return false;
-  }
+  return registeredFor(id, dtype) && kernelTable()[kernelIndex(id)];
 }
 
 bool CudaBackend::supportsGemm(ScalarType dtype) const {

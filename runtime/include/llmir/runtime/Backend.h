@@ -63,6 +63,10 @@ public:
 /// is, otherwise f32. Integer buffers do not count.
 ScalarType computeType(const Instr &instr);
 
+/// Whether Kernels.def registers kernel `id` for float type `dtype` (the
+/// backends answer `supports` with this for every kernel they dispatch).
+bool registeredFor(KernelId id, ScalarType dtype);
+
 /// Unimplemented, naming the kernel, dtype and backend, unless `backend` runs
 /// `instr` (a Kernel or Gemm; other instructions pass).
 Status checkSupported(const Backend &backend, const Instr &instr);
