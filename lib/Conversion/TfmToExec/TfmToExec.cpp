@@ -392,6 +392,9 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
                               "--llm-pipeline-split before --llm-lower-to-exec";
         return signalPassFailure();
       }
+      // Mixed precision: one compute-typed copy of each parameter per step
+      // (micro-batches, recomputed layers and a tied head share it).
+      tfm::shareParameterCasts(func);
       OpBuilder builder(func);
       ProgramLowering lowering(func);
       // Entry points of a pipeline (--llm-pipeline-split) belong to their

@@ -301,3 +301,28 @@ struct LLMMixedPrecisionPass
 };
 
 } // namespace
+
+unsigned llmir::tfm::shareParameterCasts(func::FuncOp func) {
+  if (func.isExternal())
+    return 0;
+  // Keyed by (argument, result type): the first cast in the entry block
+  // dominates every later one.
+  llvm::DenseMap<std::pair<Value, Type>, CastOp> first;
+  unsigned removed = 0;
+  for (Operation &op : llvm::make_early_inc_range(func.getBody().front())) {
+    auto castOp = dyn_cast<CastOp>(op);
+    if (!castOp || !isa<BlockArgument>(castOp.getInput()) ||
+        !func.getArgAttr(cast<BlockArgument>(castOp.getInput()).getArgNumber(),
+                         TfmDialect::kParamAttrName))
+      continue;
+    auto [it, inserted] =
+        first.try_emplace({castOp.getInput(), castOp.getType()}, castOp);
+    if (inserted)
+      continue;
+    castOp.getResult().replaceAllUsesWith(it->second.getResult());
+    castOp.erase();
+    ++removed;
+  }
+  return removed;
+}
+

@@ -8,6 +8,7 @@
 #ifndef LLMIR_DIALECT_TFM_TRANSFORMS_MIXEDPRECISION_H
 #define LLMIR_DIALECT_TFM_TRANSFORMS_MIXEDPRECISION_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Support/LogicalResult.h"
 
@@ -35,6 +36,13 @@ void setMixedPrecision(mlir::ModuleOp module, const MixedPrecisionPolicy &policy
 /// diagnostic and fails on IR the policy cannot type (an op that mixes
 /// element types the rewrite would have to guess).
 mlir::LogicalResult applyMixedPrecision(mlir::ModuleOp module);
+
+/// One compute-typed copy of each parameter per step: every later
+/// `tfm.cast` of the same function argument to the same type (the casts of
+/// other micro-batches, recomputed layers, a tied head) is replaced by the
+/// first one, which stays alive until its last reader. Returns how many
+/// casts were removed. --llm-pipeline-split runs it on every rank's function.
+unsigned shareParameterCasts(mlir::func::FuncOp func);
 
 /// The runtime's communicators move f32 tensors (and sum bf16 ones): every
 /// other collective (all-gather, reduce-scatter, max all-reduce) and pipeline
