@@ -10,6 +10,9 @@ Numerics follow HF's eager implementations: GPT-2 Conv1D as ``addmm(b, x, W)``, 
 parameter use reads a rounded copy and every op result (and the gradient flowing back into it) is rounded to
 bf16 at the same points as the compiler's IR -- after each embedding, add, norm, linear (bias included), attention
 (computed whole in float32), activation and RoPE; the cross-entropy reads the rounded logits in float32.
+Training with ``compute="f16"`` adds dynamic loss scaling as ``llm-run`` does it (torch.cuda.amp.GradScaler's policy,
+written out here because GradScaler is CUDA-only in torch 1.13): the backward starts from the scale S, gradients are
+multiplied by 1/S, a step with a non-finite gradient is skipped and halves S, ``growth_interval`` good steps double it.
 """
 
 from __future__ import annotations
@@ -433,6 +436,8 @@ def train(
     min_lr: float = 0.0,
     max_steps: Optional[int] = None,
     history: Optional[List[Dict[str, float]]] = None,
+    loss_scale_init: float = 65536.0,
+    loss_scale_growth_interval: int = 2000,
 ) -> Tuple[List[float], Dict[str, torch.Tensor]]:
     """fp32 training (f32 master weights and moments whatever ``compute`` is); returns (per-step losses, final
     params).  ``params`` is not modified.
@@ -442,7 +447,8 @@ def train(
     ``start_step + steps``, as llm-run's --max-steps defaults to --steps); no clipping unless ``grad_clip``
     (torch.nn.utils.clip_grad_norm_, global L2 norm).  Step i (counting from ``start_step``) uses
     batch_for_step(tokens, i, B, S).  ``callback(step, loss, params)`` runs after each optimizer step;
-    ``history`` (a list) gets ``{"lr": ..., "grad_norm": ...}`` per step (the norm before clipping).
+    ``history`` (a list) gets ``{"lr": ..., "grad_norm": ...}`` per step (the norm before clipping; with
+    ``compute="f16"`` also ``"loss_scale"`` (the step's S) and ``"skipped"``, and the norm is inf on a skipped step).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -454,20 +460,40 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_at(start_step + k, lr, lr_schedule, warmup_steps, min_lr, max_steps) / lr if lr else 0.0)
     losses: List[float] = []
+    scaled = compute == "f16"
+    scale, good_steps = float(np.float32(loss_scale_init)), 0
     for i in range(start_step, start_step + steps):
         inputs, targets = batch_for_step(tokens, i, B, S)
         l = loss(cfg, p, inputs, targets, compute=compute)
         opt.zero_grad(set_to_none=True)
-        l.backward()
+        (l * scale if scaled else l).backward()
         grads = [t for t in p.values() if t.grad is not None]
-        if grad_clip is not None:
+        skipped = False
+        if scaled:  # GradScaler.unscale_: exact for a power-of-two scale
+            for t in grads:
+                t.grad.mul_(1.0 / scale)
+            skipped = not all(bool(torch.isfinite(t.grad).all()) for t in grads)
+        norm = math.inf
+        if skipped:
+            pass
+        elif grad_clip is not None:
             norm = float(torch.nn.utils.clip_grad_norm_(grads, grad_clip))
         elif history is not None:
             norm = float(torch.norm(torch.stack([torch.norm(t.grad.detach(), 2.0) for t in grads]), 2.0))
         if history is not None:
             history.append({"lr": opt.param_groups[0]["lr"], "grad_norm": norm})
-        opt.step()
+            if scaled:
+                history[-1].update(loss_scale=scale, skipped=skipped)
+        if not skipped:
+            opt.step()
         sched.step()
+        if scaled:  # GradScaler.update
+            if skipped:
+                scale, good_steps = scale * 0.5, 0
+            else:
+                good_steps += 1
+                if good_steps >= loss_scale_growth_interval:
+                    scale, good_steps = scale * 2.0, 0
         losses.append(float(l.detach()))
         if callback is not None:
             callback(i, losses[-1], p)
@@ -497,6 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="default: --steps")
     ap.add_argument("--compute", default="f32", choices=sorted(COMPUTE_DTYPES),
                     help="mirror --llm-mixed-precision compute=... (f32 master weights)")
+    ap.add_argument("--loss-scale-init", type=float, default=65536.0, help="compute f16: the initial loss scale")
+    ap.add_argument("--loss-scale-growth-interval", type=int, default=2000)
     ap.add_argument("--log-json", help="write {'step': i, 'loss': x, 'lr': ..., 'grad_norm': ...} per line")
     ap.add_argument("--save-weights", help="write the final parameters (safetensors, F32)")
     ap.add_argument("--dump-grads", help="write the step-0 gradients (before any update) as safetensors")
@@ -526,7 +554,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _, final = train(cfg, params, tokens, args.steps, args.batch, args.seq, args.lr, args.weight_decay,
                          grad_clip=args.grad_clip, callback=cb, compute=args.compute, lr_schedule=args.lr_schedule,
                          warmup_steps=args.warmup_steps, min_lr=args.min_lr, max_steps=args.max_steps,
-                         history=history)
+                         history=history, loss_scale_init=args.loss_scale_init,
+                         loss_scale_growth_interval=args.loss_scale_growth_interval)
         if log:
             log.close()
         if args.save_weights:

@@ -517,6 +517,14 @@ StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context
       return invalid("adamw: the gradient norm " + a.normSq->str() +
                      " is not one f32 element");
   }
+  if (instr.hasAttr("loss_scaled")) {
+    StatusOr<bool> scaled = instr.boolAttr("loss_scaled");
+    if (!scaled.isOk())
+      return scaled.status();
+    a.lossScaled = *scaled;
+    if (a.lossScaled && !a.normSq)
+      return invalid("adamw: loss_scaled needs the global gradient norm (ins[1])");
+  }
   StatusOr<double> beta1 = instr.floatAttr("beta1");
   StatusOr<double> beta2 = instr.floatAttr("beta2");
   StatusOr<double> eps = instr.floatAttr("eps");
@@ -531,12 +539,23 @@ StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context
   return a;
 }
 
-Status checkGradNormSq(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
+namespace {
+/// `instr` has `numIns` inputs and one f32 scalar output.
+Status checkScalarResult(const Instr &instr, size_t numIns, const char *kernel) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(numIns, 1));
   if (instr.outs[0].dtype != ScalarType::F32 || instr.outs[0].numElements() != 1)
-    return invalid("grad_norm_sq: the result " + instr.outs[0].str() +
+    return invalid(std::string(kernel) + ": the result " + instr.outs[0].str() +
                    " is not one f32 element");
   return Status::ok();
+}
+} // namespace
+
+Status checkGradNormSq(const Instr &instr) {
+  return checkScalarResult(instr, 1, "grad_norm_sq");
+}
+
+Status checkLossScale(const Instr &instr) {
+  return checkScalarResult(instr, 0, "loss_scale");
 }
 
 // ---- text generation (KV cache) ---------------------------------------------

@@ -237,10 +237,14 @@ struct AdamwArgs {
   int64_t paramOffset = 0; ///< ZeRO-1: this rank's chunk of the parameter
   double beta1 = 0, beta2 = 0, eps = 0;
   bool decay = false;
+  /// The gradient carries the loss scale: unscale, skip on a non-finite norm.
+  bool lossScaled = false;
 };
 StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context);
 /// grad_norm_sq: ins[0] any float buffer, outs[0] one f32.
 Status checkGradNormSq(const Instr &instr);
+/// loss_scale: outs[0] one f32.
+Status checkLossScale(const Instr &instr);
 
 // ---- text generation (KV cache) ---------------------------------------------
 struct KvCacheWriteArgs {

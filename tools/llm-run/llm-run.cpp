@@ -55,6 +55,11 @@ options:
   --clip-grad-norm C scale all gradients by min(1, C/(norm+1e-6)) before AdamW,
                      norm = global L2 norm over all parameters (torch
                      clip_grad_norm_); default: no clipping
+  --loss-scale-init S  f16 training (--llm-mixed-precision=compute=f16): the
+                     initial dynamic loss scale (default 65536); a step whose
+                     gradients overflow is skipped and halves it
+  --loss-scale-growth-interval N  double the scale after N steps in a row
+                     without overflow (default 2000)
   --eval             forward-only evaluation (prints the loss of each window);
                      a program built with --tfm-build-train-step trains instead
   --log-json FILE    one JSON object per step (rank 0)
@@ -131,6 +136,7 @@ struct Options {
   double timeout = 300, lr = 3e-4, weightDecay = 0.0;
   LrSchedule schedule; // --lr-schedule, --warmup-steps, --min-lr, --max-steps
   double clipGradNorm = 0.0; // --clip-grad-norm (0: none)
+  LossScaleState lossScale;  // --loss-scale-init, --loss-scale-growth-interval
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
   GenerateOptions gen;
@@ -315,13 +321,15 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     }
     if (a == "--max-new-tokens" || a == "--pad-id" || a == "--eos-id" ||
         a == "--top-k" || a == "--seed" || a == "--warmup" || a == "--steps" ||
-        a == "--save-every" || a == "--warmup-steps" || a == "--max-steps") {
+        a == "--save-every" || a == "--warmup-steps" || a == "--max-steps" ||
+        a == "--loss-scale-growth-interval") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
       int64_t n = 0;
       LLMIR_RETURN_IF_ERROR(parseCount(a, *v, kMaxCount, n));
-      if (n < 1 && (a == "--max-new-tokens" || a == "--save-every" || a == "--max-steps"))
+      if (n < 1 && (a == "--max-new-tokens" || a == "--save-every" || a == "--max-steps" ||
+                    a == "--loss-scale-growth-interval"))
         return Status::error(StatusCode::InvalidArgument,
                              "option " + a + ": expected a positive integer, found '" +
                                  *v + "'");
@@ -334,11 +342,13 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       else if (a == "--steps") o.steps = n;
       else if (a == "--warmup-steps") o.schedule.warmupSteps = n;
       else if (a == "--max-steps") o.schedule.maxSteps = n;
+      else if (a == "--loss-scale-growth-interval") o.lossScale.growthInterval = n;
       else o.saveEvery = n;
       continue;
     }
     if (a == "--temperature" || a == "--top-p" || a == "--timeout" || a == "--lr" ||
-        a == "--weight-decay" || a == "--min-lr" || a == "--clip-grad-norm") {
+        a == "--weight-decay" || a == "--min-lr" || a == "--clip-grad-norm" ||
+        a == "--loss-scale-init") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
@@ -358,6 +368,12 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
                                "option --clip-grad-norm: expected a positive number, found '" +
                                    *v + "'");
         o.clipGradNorm = d;
+      } else if (a == "--loss-scale-init") {
+        if (!(d > 0) || !std::isfinite(static_cast<float>(d)))
+          return Status::error(StatusCode::InvalidArgument,
+                               "option --loss-scale-init: expected a positive f32 number, "
+                               "found '" + *v + "'");
+        o.lossScale.scale = static_cast<float>(d);
       } else o.timeout = d;
       continue;
     }
@@ -671,6 +687,7 @@ int run(int argc, char **argv) {
                                  "(compile with --tfm-build-train-step=grad-norm=true)");
     }
     ex.setCheckNumerics(opts.checkNumerics);
+    ex.lossScaling() = opts.lossScale; // a checkpoint's state replaces it
 
     StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
     if (!weights.isOk())
@@ -760,6 +777,7 @@ int run(int argc, char **argv) {
     // where the checkpoint's step left it.
     const double lr = opts.schedule.at(opts.lr, step);
     ex.setOptimizer(static_cast<float>(lr), static_cast<float>(opts.weightDecay));
+    const float stepLossScale = ex.lossScaling().scale;
     auto t0 = std::chrono::steady_clock::now();
     if (Status st = ex.run(step); !st.isOk())
       return fail(st);
@@ -797,18 +815,30 @@ int run(int argc, char **argv) {
     double tokensPerS = static_cast<double>(batch * seq) / seconds;
     // The global gradient norm (before clipping), the same on every rank.
     const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
-    char normText[80] = "", normJson[80] = "";
+    char normText[160] = "", normJson[160] = "";
     if (trainsParams) {
       std::snprintf(normText, sizeof normText, " | lr %.4e", lr);
       std::snprintf(normJson, sizeof normJson, ", \"lr\": %.9g", lr);
     }
-    if (gradNorm >= 0) {
+    if (gradNorm >= 0 || ex.lossScaled()) {
       const size_t t = std::strlen(normText), j = std::strlen(normJson);
       std::snprintf(normText + t, sizeof normText - t, " | grad norm %.4f", gradNorm);
-      std::snprintf(normJson + j, sizeof normJson - j, ", \"grad_norm\": %.9g", gradNorm);
+      if (std::isfinite(gradNorm))
+        std::snprintf(normJson + j, sizeof normJson - j, ", \"grad_norm\": %.9g", gradNorm);
+      else // an overflowed f16 step (JSON has no inf)
+        std::snprintf(normJson + j, sizeof normJson - j, ", \"grad_norm\": null");
+    }
+    if (ex.lossScaled()) {
+      const bool skipped = ex.lossScaling().lastSkipped;
+      const size_t t = std::strlen(normText), j = std::strlen(normJson);
+      std::snprintf(normText + t, sizeof normText - t, " | loss scale %g%s",
+                    static_cast<double>(stepLossScale), skipped ? " (overflow, skipped)" : "");
+      std::snprintf(normJson + j, sizeof normJson - j,
+                    ", \"loss_scale\": %.9g, \"skipped\": %s",
+                    static_cast<double>(stepLossScale), skipped ? "true" : "false");
     }
     if (!opts.quiet) {
-      char line[320];
+      char line[400];
       std::snprintf(line, sizeof line,
                     "step %lld/%lld | loss %.6f%s | %.0f tokens/s | %.1f ms/step | ETA %s",
                     (long long)(step + 1), (long long)lastStep, loss, normText, tokensPerS,
@@ -818,7 +848,7 @@ int run(int argc, char **argv) {
       std::cerr << line << "\n";
     }
     if (log) {
-      char json[320];
+      char json[400];
       std::snprintf(json, sizeof json,
                     "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f%s}\n",
                     (long long)step, loss, tokensPerS, seconds * 1e3, normJson);

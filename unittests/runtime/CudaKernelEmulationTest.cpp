@@ -356,11 +356,38 @@ TEST(CudaKernelEmulation, RopeEmbeddingAdamw) {
     cu::adamwKernel(p2.data(), grad.data(), m2.data(), v2.data(), n,
                     static_cast<float>(1 - lrD * wd), b1f, b2f, static_cast<float>(1 - b1),
                     static_cast<float>(1 - b2), static_cast<float>(std::sqrt(bc2)),
-                    static_cast<float>(lrD / bc1), eps, &normSq, maxNorm);
+                    static_cast<float>(lrD / bc1), eps, &normSq, maxNorm, 0.0f);
   });
   EXPECT_TRUE(close(p2, p, 1e-6));
   EXPECT_TRUE(close(m2, m, 1e-6));
   EXPECT_TRUE(close(v2, v, 1e-6));
+
+  // f16 loss scaling: gradients 1024x the true ones are unscaled (and the
+  // clipping norm with them); an infinite norm leaves everything unchanged.
+  const float lossScale = 1024.0f, scaledNormSq = normSq * lossScale * lossScale;
+  auto scaledGrad = grad;
+  for (float &g : scaledGrad)
+    g *= lossScale;
+  auto p3 = p2, m3 = m2, v3 = v2, p4 = p2, m4 = m2, v4 = v2;
+  ASSERT_TRUE(rt::adamwUpdate(p4.data(), grad.data(), m4.data(), v4.data(), n, lr, b1f, b2f,
+                              eps, wd, step, rt::clipCoefficient(normSq, maxNorm))
+                  .isOk());
+  auto adamwScaled = [&](const float *nsq) {
+    launch(dim3(2), dim3(64), [&] {
+      cu::adamwKernel(p3.data(), scaledGrad.data(), m3.data(), v3.data(), n,
+                      static_cast<float>(1 - lrD * wd), b1f, b2f, static_cast<float>(1 - b1),
+                      static_cast<float>(1 - b2), static_cast<float>(std::sqrt(bc2)),
+                      static_cast<float>(lrD / bc1), eps, nsq, maxNorm, 1.0f / lossScale);
+    });
+  };
+  const float infNorm = INFINITY;
+  adamwScaled(&infNorm);
+  EXPECT_EQ(p3, p2) << "an overflowed step must not update";
+  EXPECT_EQ(m3, m2);
+  adamwScaled(&scaledNormSq);
+  EXPECT_TRUE(close(p3, p4, 1e-6)) << "unscaled update";
+  EXPECT_TRUE(close(m3, m4, 1e-6));
+  EXPECT_TRUE(close(v3, v4, 1e-6));
 }
 
 TEST(CudaKernelEmulation, KvCache) {

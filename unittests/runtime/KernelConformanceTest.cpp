@@ -42,6 +42,7 @@ enum class Fill {
   Positive, ///< in [0.5, 1.5)
   Ids,      ///< integers in [0, bound)
   Zero,     ///< zeros (outputs a kernel overwrites)
+  Inf,      ///< +infinity (an overflowed gradient norm)
 };
 
 struct Operand {
@@ -201,6 +202,24 @@ std::vector<KernelCase> makeCases() {
       sum += static_cast<double>(x) * x;
     return Values{{static_cast<float>(sum)}};
   };
+  // torch AdamW (no decay) at TestContext's lr 1e-2, step 3, clipping 0.5,
+  // on gradients 4x the true ones (TestContext's loss scale) and their
+  // squared norm ins[1].
+  auto adamwLossScaled = [](const Values &i, const Values &o) {
+    const double inv = 0.25, normSq = i[1][0] * inv * inv;
+    const double coef = std::min(1.0, 0.5 / (std::sqrt(normSq) + 1e-6));
+    const double bc1 = 1 - std::pow(0.9, 3), bc2 = 1 - std::pow(0.95, 3);
+    Values y = {o[0], o[1], o[2]};
+    for (size_t j = 0; j < y[0].size(); ++j) {
+      const double g = i[0][j] * inv * coef;
+      const double m = 0.9 * o[1][j] + 0.1 * g, v = 0.95 * o[2][j] + 0.05 * g * g;
+      y[1][j] = static_cast<float>(m);
+      y[2][j] = static_cast<float>(v);
+      y[0][j] = static_cast<float>(o[0][j] - 1e-2 / bc1 * m / (std::sqrt(v / bc2) + 1e-8));
+    }
+    return y;
+  };
+  auto unchanged = [](const Values &, const Values &o) { return o; };
   auto accumulate = [](const Values &i, const Values &o) {
     std::vector<float> y(o[0].size());
     for (size_t j = 0; j < y.size(); ++j)
@@ -273,6 +292,19 @@ std::vector<KernelCase> makeCases() {
        {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
         {"decay", boolA(false)}},
        {}},
+      {K::Adamw, "loss_scaled", {f({3, 7}), f32({1}, Fill::Positive)},
+       {f({3, 7}), f({3, 7}), f({3, 7}, Fill::Positive)},
+       {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
+        {"decay", boolA(false)}, {"loss_scaled", boolA(true)}},
+       adamwLossScaled},
+      // An overflowed step (infinite norm) updates nothing.
+      {K::Adamw, "overflow", {f({3, 7}), f32({1}, Fill::Inf)},
+       {f({3, 7}), f({3, 7}), f({3, 7}, Fill::Positive)},
+       {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
+        {"decay", boolA(false)}, {"loss_scaled", boolA(true)}},
+       unchanged},
+      {K::LossScale, "scalar", {}, {f32({1}, Fill::Zero)}, {},
+       [](const Values &, const Values &) { return Values{{4.0f}}; }},
       {K::GradNormSq, "odd", {f({3, 7})}, {f32({1}, Fill::Zero)}, {}, gradNormSq},
       {K::GradNormSq, "one", {f({1})}, {f32({1}, Fill::Zero)}, {}, gradNormSq},
       {K::CopyChunk, "odd", {f({7})}, {f({7})}, kShard, identity},
@@ -312,6 +344,8 @@ public:
   float weightDecay() const override { return 0.1f; }
   int64_t step() const override { return 2; }
   float clipGradNorm() const override { return 0.5f; }
+  float lossScale() const override { return 4.0f; }
+  int64_t adamStep() const override { return 3; }
 };
 
 /// One case laid out in an arena for a run dtype.
@@ -378,6 +412,8 @@ Layout layout(const KernelCase &c, ScalarType dtype, bool roundToBf16) {
         values[i] = 1.0f + 0.5f * std::tanh(values[i]);
       else if (op.fill == Fill::Zero)
         values[i] = 0.0f;
+      else if (op.fill == Fill::Inf)
+        values[i] = INFINITY;
       else if (op.fill == Fill::Ids)
         values[i] = static_cast<float>(
             op.low + static_cast<int64_t>(std::fabs(values[i]) * 1000) % (op.bound - op.low));

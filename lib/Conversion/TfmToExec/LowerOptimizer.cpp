@@ -19,6 +19,8 @@ LogicalResult lowerOp(LoweringContext &c, AdamWUpdateOp op) {
       b.getNamedAttr("decay", b.getBoolAttr(op.getDecay()))};
   if (op.getShardAxisAttr())
     attrs.push_back(b.getNamedAttr("shard_axis", op.getShardAxisAttr()));
+  if (op.getLossScaled())
+    attrs.push_back(b.getNamedAttr("loss_scaled", b.getBoolAttr(true)));
   SmallVector<Value, 2> ins = {c.in(op.getGrad())};
   if (op.getGradNormSq()) // clipping: the step's global squared gradient norm
     ins.push_back(c.in(op.getGradNormSq()));
@@ -29,6 +31,12 @@ LogicalResult lowerOp(LoweringContext &c, AdamWUpdateOp op) {
 /// This gradient's partial sum of squares (clipping's global norm).
 LogicalResult lowerOp(LoweringContext &c, GradNormSqOp op) {
   c.kernel(op, "grad_norm_sq", {c.in(op.getInput())}, {c.out(op.getResult())});
+  return success();
+}
+
+/// The runtime's loss scale (f16 training's backward seed).
+LogicalResult lowerOp(LoweringContext &c, LossScaleOp op) {
+  c.kernel(op, "loss_scale", {}, {c.out(op.getResult())});
   return success();
 }
 

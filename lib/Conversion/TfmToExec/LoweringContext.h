@@ -179,6 +179,7 @@ LogicalResult lowerOp(LoweringContext &c, tfm::ParamAllGatherOp op);
 // LowerOptimizer.cpp
 LogicalResult lowerOp(LoweringContext &c, tfm::AdamWUpdateOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::GradNormSqOp op);
+LogicalResult lowerOp(LoweringContext &c, tfm::LossScaleOp op);
 LogicalResult lowerOp(LoweringContext &c, arith::ConstantOp op);
 // LowerInference.cpp
 LogicalResult lowerOp(LoweringContext &c, tfm::KvCacheWriteOp op);

@@ -288,7 +288,7 @@ LogicalResult ProgramLowering::emitOp(Operation *op) {
       .Case<shard::AllReduceOp, shard::ReduceScatterOp, shard::AllGatherOp,
             SendOp, RecvOp, ParamAllGatherOp>(lower)
       // LowerOptimizer.cpp
-      .Case<AdamWUpdateOp, GradNormSqOp, arith::ConstantOp>(lower)
+      .Case<AdamWUpdateOp, GradNormSqOp, LossScaleOp, arith::ConstantOp>(lower)
       // LowerInference.cpp
       .Case<KvCacheWriteOp, CacheAttentionOp, RopeAtOp, LastTokenOp>(lower)
       .Default([](Operation *op) {

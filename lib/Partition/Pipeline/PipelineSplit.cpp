@@ -383,6 +383,7 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
   if (auto dtype = mb->getAttrOfType<StringAttr>("llmir.grad_comm_dtype"))
     options.bf16Comm = dtype.getValue() == "bf16";
   options.gradNorm = mb->hasAttr("llmir.grad_norm");
+  options.lossScaled = mb->hasAttr("llmir.loss_scaled");
   tfm::OptimizerBuilder optimizer(b, module, func, options);
   SmallVector<std::pair<BlockArgument, Value>> updates;
   for (auto &[param, grad] : grads)

@@ -510,13 +510,26 @@ Status CpuBackend::crossEntropyFinalizeGrad(const Instr &instr) {
 Status CpuBackend::adamw(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
   const float weightDecay = context_->weightDecay();
-  const float gradScale =
-      a.normSq ? clipCoefficient(*ptr<float>(*a.normSq), context_->clipGradNorm()) : 1.0f;
+  float gradScale = 1.0f;
+  if (a.normSq) {
+    const float normSq = *ptr<float>(*a.normSq);
+    if (a.lossScaled && !std::isfinite(normSq))
+      return Status::ok(); // an overflow somewhere: skip the step (S halves)
+    // Unscale (exact for a power-of-two S), then clip by the true norm.
+    const float inv = a.lossScaled ? 1.0f / context_->lossScale() : 1.0f;
+    gradScale = inv * clipCoefficient(normSq * inv * inv, context_->clipGradNorm());
+  }
   return adamwUpdate(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
                      ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(),
                      context_->learningRate(), static_cast<float>(a.beta1),
                      static_cast<float>(a.beta2), static_cast<float>(a.eps),
-                     a.decay ? weightDecay : 0.0f, context_->step() + 1, gradScale);
+                     a.decay ? weightDecay : 0.0f, context_->adamStep(), gradScale);
+}
+
+Status CpuBackend::lossScale(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkLossScale(instr));
+  *ptr<float>(instr.outs[0]) = context_->lossScale();
+  return Status::ok();
 }
 
 Status CpuBackend::gradNormSq(const Instr &instr) {

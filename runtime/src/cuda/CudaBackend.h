@@ -269,6 +269,7 @@ private:
   Status concat(const Instr &instr);
   Status copyChunk(const Instr &instr);
   Status fill(const Instr &instr);
+  Status lossScale(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
   Status gradNormSq(const Instr &instr);

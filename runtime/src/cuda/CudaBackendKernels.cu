@@ -443,7 +443,7 @@ Status CudaBackend::adamw(const Instr &instr) {
   // The scalars exactly as adamwUpdate (src/cpu/Elementwise.cpp) computes them.
   const float lr = context_->learningRate();
   const float weightDecay = a.decay ? context_->weightDecay() : 0.0f;
-  const int64_t step = context_->step() + 1;
+  const int64_t step = context_->adamStep();
   const float b1f = static_cast<float>(a.beta1), b2f = static_cast<float>(a.beta2);
   const float epsF = static_cast<float>(a.eps);
   if (!(b1f >= 0.0f && b1f < 1.0f) || !(b2f >= 0.0f && b2f < 1.0f))
@@ -460,7 +460,14 @@ Status CudaBackend::adamw(const Instr &instr) {
                     static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
                     static_cast<float>(std::sqrt(bc2)), static_cast<float>(lrD / bc1),
                     epsF, a.normSq ? ptr<float>(*a.normSq) : nullptr,
-                    context_->clipGradNorm(), s);
+                    context_->clipGradNorm(),
+                    a.lossScaled ? 1.0f / context_->lossScale() : 0.0f, s);
+  return Status::ok();
+}
+
+Status CudaBackend::lossScale(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(kargs::checkLossScale(instr));
+  cuda::launchFill(ptr<float>(instr.outs[0]), 1, context_->lossScale(), stream_);
   return Status::ok();
 }
 

@@ -46,10 +46,14 @@ void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s);
 /// torch AdamW step with the host-computed scalars of adamwUpdate (Elementwise.cpp);
 /// with `normSq` (device, one float) the gradient is first scaled by
 /// clipCoefficient(*normSq, maxNorm), computed on the device alike.
+/// `invLossScale` > 0 (f16 training, needs normSq): the gradient is first
+/// multiplied by it (the clipping norm too), and nothing is updated when
+/// *normSq is not finite.
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
-                 const float *normSq, float maxNorm, cudaStream_t s);
+                 const float *normSq, float maxNorm, float invLossScale,
+                 cudaStream_t s);
 /// *out = sum of squares of x[0..n) (double accumulation, deterministic).
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s);
 constexpr int kMaxTransposeRank = 8;

@@ -76,12 +76,13 @@ void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s) 
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
-                 const float *normSq, float maxNorm, cudaStream_t s) {
+                 const float *normSq, float maxNorm, float invLossScale,
+                 cudaStream_t s) {
   if (n > 0)
     adamwKernel<<<gridFor(n), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1,
                                                 beta2, oneMinusB1, oneMinusB2,
                                                 bc2Sqrt, stepSize, eps, normSq,
-                                                maxNorm);
+                                                maxNorm, invLossScale);
 }
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s) {
   gradNormSqKernel<<<1, 1024, 0, s>>>(x, n, out);

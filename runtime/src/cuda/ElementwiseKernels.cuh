@@ -174,12 +174,22 @@ __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
                             int64_t n, float decay, float beta1, float beta2,
                             float oneMinusB1, float oneMinusB2, float bc2Sqrt,
                             float stepSize, float eps, const float *normSq,
-                            float maxNorm) {
-  // clipCoefficient (src/cpu/Elementwise.cpp), per thread from the device norm.
+                            float maxNorm, float invLossScale) {
+  // CpuBackend::adamw's gradient factor, per thread from the device norm:
+  // unscale (invLossScale > 0), then clipCoefficient (src/cpu/Elementwise.cpp).
   float scale = 1.0f;
-  if (normSq && maxNorm > 0.0f) {
-    const float coef = (1.0f / (sqrtf(*normSq) + 1e-6f)) * maxNorm;
-    scale = coef < 1.0f ? coef : 1.0f;
+  if (normSq) {
+    const bool lossScaled = invLossScale > 0.0f;
+    const float inv = lossScaled ? invLossScale : 1.0f;
+    const float nsq = *normSq * inv * inv;
+    if (lossScaled && !(*normSq <= 3.402823466e38f))
+      return; // inf or NaN: an overflow somewhere, the step is skipped
+    float coef = 1.0f;
+    if (maxNorm > 0.0f) {
+      coef = (1.0f / (sqrtf(nsq) + 1e-6f)) * maxNorm;
+      coef = coef < 1.0f ? coef : 1.0f;
+    }
+    scale = inv * coef;
   }
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
     const float g = grad[i] * scale;

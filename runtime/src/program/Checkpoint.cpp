@@ -6,6 +6,9 @@
 #include "llmir/runtime/SafeTensors.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -267,6 +270,14 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       plan += (a ? " " : "") + program.plan.axes[a] + "=" +
               std::to_string(program.plan.sizes[a]);
     meta["plan"] = plan;
+    if (exec.lossScaled()) { // f16: resume continues the scale and AdamW's t
+      const LossScaleState &s = exec.lossScaling();
+      char scale[32];
+      std::snprintf(scale, sizeof scale, "%.9g", static_cast<double>(s.scale)); // exact
+      meta["loss_scale"] = scale;
+      meta["loss_scale_good_steps"] = std::to_string(s.goodSteps);
+      meta["adam_steps"] = std::to_string(s.appliedSteps);
+    }
     LLMIR_RETURN_IF_ERROR(writeSafeTensors(checkpointFile(dir), tensors, meta));
   }
   return comm.barrier();
@@ -303,6 +314,27 @@ StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
                          "'" + checkpointFile(dir) + "' has no valid step");
   LLMIR_RETURN_IF_ERROR(exec.loadParams(*file));
   LLMIR_RETURN_IF_ERROR(exec.loadStates(*file));
+  if (exec.lossScaled()) {
+    // A checkpoint of an f32/bf16 run has none: every step so far updated,
+    // and the scale starts afresh.
+    LossScaleState &s = exec.lossScaling();
+    auto number = [&](const char *key, double &out) {
+      auto found = file->metadata().find(key);
+      if (found == file->metadata().end())
+        return true;
+      char *stop = nullptr;
+      out = std::strtod(found->second.c_str(), &stop);
+      return stop && *stop == '\0' && std::isfinite(out) && out >= 0;
+    };
+    double scale = s.scale, good = 0, applied = static_cast<double>(next);
+    if (!number("loss_scale", scale) || !(scale > 0) ||
+        !number("loss_scale_good_steps", good) || !number("adam_steps", applied))
+      return Status::error(StatusCode::InvalidArgument,
+                           "'" + checkpointFile(dir) + "' has an invalid loss-scale state");
+    s.scale = static_cast<float>(scale);
+    s.goodSteps = static_cast<int64_t>(good);
+    s.appliedSteps = static_cast<int64_t>(applied);
+  }
   return static_cast<int64_t>(next);
 }
 

@@ -51,7 +51,13 @@ const void *toBufferDType(ScalarType dtype, const float *src, int64_t count,
 Executor::Executor(const Program &program, const StageProgram &stage,
                    const RankInfo &rankInfo, Communicator *comm, Backend &backend)
     : program_(program), stage_(&stage), rankInfo_(&rankInfo), comm_(comm),
-      backend_(backend) {}
+      backend_(backend) {
+  // The seed lives on the last pipeline stage; every stage's updates unscale.
+  for (const Instr &instr : stage.instrs)
+    if (instr.isKernel(KernelId::LossScale) ||
+        (instr.isKernel(KernelId::Adamw) && instr.hasAttr("loss_scaled")))
+      lossScaled_ = true;
+}
 
 Executor::~Executor() {
   if (arena_)
@@ -357,8 +363,9 @@ StatusOr<std::vector<float>> Executor::param(const std::string &name) const {
 
 
 Status Executor::checkFinite(const Instr &instr) {
-  // A gradient about to be applied must be finite: name its parameter.
-  if (instr.isKernel(KernelId::Adamw) &&
+  // A gradient about to be applied must be finite: name its parameter. (A
+  // loss-scaled update skips itself on an overflow instead.)
+  if (instr.isKernel(KernelId::Adamw) && !instr.hasAttr("loss_scaled") &&
       !instr.ins.empty() && !instr.outs.empty()) {
     StatusOr<int64_t> found = backend_.findNonFinite(arena_, instr.ins[0]);
     if (!found.isOk())
@@ -405,7 +412,7 @@ Status Executor::run(int64_t step) {
         instr.ins.size() > 1) {
       StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
       if (normSq.isOk())
-        gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0]));
+        gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
       else
         st = normSq.status();
     }
@@ -416,6 +423,8 @@ Status Executor::run(int64_t step) {
     if (!st.isOk())
       return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
   }
+  if (lossScaled_)
+    updateLossScale();
   // Sends are buffered (a pipeline schedule may send before the peer posts
   // its recv); the step is over only once they have all been delivered, so a
   // lost send is reported at this step rather than at some later call.
@@ -423,6 +432,23 @@ Status Executor::run(int64_t step) {
     if (Status st = comm_->flushSends(); !st.isOk())
       return std::move(st).withContext(-1, "", step); // names rank and op already
   return Status::ok();
+}
+
+void Executor::updateLossScale() {
+  // Every rank reads the same global norm, so all agree on skip and scale.
+  LossScaleState &s = lossScale_;
+  s.lastSkipped = !std::isfinite(gradNorm_);
+  if (s.lastSkipped) {
+    s.scale *= 0.5f;
+    s.goodSteps = 0;
+    return;
+  }
+  ++s.appliedSteps;
+  if (++s.goodSteps >= s.growthInterval) {
+    if (std::isfinite(s.scale * 2.0f))
+      s.scale *= 2.0f;
+    s.goodSteps = 0;
+  }
 }
 
 Status Executor::execute(const Instr &instr) {

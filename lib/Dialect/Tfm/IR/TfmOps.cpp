@@ -618,6 +618,9 @@ LogicalResult AdamWUpdateOp::verify() {
   if (Value normSq = getGradNormSq())
     if (failed(verifyNormSq(*this, normSq.getType(), "norm_sq")))
       return failure();
+  if (getLossScaled() && !getGradNormSq())
+    return emitOpError() << "is loss_scaled but has no norm_sq (the overflow "
+                            "check reads the global gradient norm)";
   if (!getShardAxis())
     return verifySameType(*this, getParam(), "param", getGrad(), "grad");
   int64_t chunk = getGrad().getType().getNumElements();

@@ -154,8 +154,10 @@ void Autodiff::finishMicrobatch(func::ReturnOp ret,
   func->setAttr("llmir.bucket_bytes", b.getI64IntegerAttr(options.bucketBytes));
   func->setAttr("llmir.grad_comm_dtype",
                 b.getStringAttr(options.bf16Comm ? "bf16" : "f32"));
-  if (options.gradNorm)
+  if (options.gradNorm || options.lossScaled)
     func->setAttr("llmir.grad_norm", b.getUnitAttr());
+  if (options.lossScaled)
+    func->setAttr("llmir.loss_scaled", b.getUnitAttr());
   func.setSymName("train_microbatch");
 }
 
@@ -188,11 +190,17 @@ LogicalResult Autodiff::run() {
   b.setInsertionPoint(ret);
   Value loss = ret.getOperand(0);
   auto lossType = cast<RankedTensorType>(loss.getType());
-  auto seed = arith::ConstantOp::create(
-      b, loss.getLoc(), lossType,
-      DenseElementsAttr::get(lossType,
-                             b.getFloatAttr(lossType.getElementType(), 1.0)));
-  grads[loss] = seed;
+  // d loss / d loss: 1, or the runtime's loss scale S (f16 training), which
+  // makes every gradient S times the true one.
+  Operation *seed =
+      options.lossScaled
+          ? LossScaleOp::create(b, loss.getLoc(), lossType).getOperation()
+          : arith::ConstantOp::create(
+                b, loss.getLoc(), lossType,
+                DenseElementsAttr::get(
+                    lossType, b.getFloatAttr(lossType.getElementType(), 1.0)))
+                .getOperation();
+  grads[loss] = seed->getResult(0);
   if (pipelined) {
     seed->setAttr(kBackwardAttr, b.getUnitAttr());
     if (Operation *def = loss.getDefiningOp())
@@ -311,6 +319,8 @@ struct TfmBuildTrainStepPass
     options.bf16Comm =
         gradCommDtype == "bf16" || (policy && policy->gradReduce.isBF16());
     options.gradNorm = gradNorm;
+    // f16's narrow range needs dynamic loss scaling (bf16 has f32's range).
+    options.lossScaled = policy && policy->compute.isF16();
     for (func::FuncOp func : models)
       if (failed(Autodiff(module, func, options).run()))
         return signalPassFailure();

@@ -195,11 +195,6 @@ LogicalResult llmir::tfm::applyMixedPrecision(ModuleOp module) {
   if (!policy || policy->applied)
     return success();
   bool inference = isInference(module);
-  if (!inference && !policy->compute.isBF16())
-    return emitError(UnknownLoc::get(module.getContext()))
-           << "--llm-mixed-precision: compute=" << policy->compute
-           << " is supported for inference only (f16 training needs dynamic "
-              "loss scaling); use compute=bf16";
   for (func::FuncOp func : modelFunctions(module))
     if (failed(Rewriter(func, policy->compute, inference).run()))
       return failure();

@@ -16,6 +16,9 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
                                    func::FuncOp func,
                                    const OptimizerOptions &options)
     : b(b), module(module), func(func), options(options) {
+  // The overflow check of a loss-scaled update reads the global norm.
+  if (options.lossScaled)
+    this->options.gradNorm = true;
   if (std::optional<PlanAxis> axis = lookupPlanAxis(module, "dp")) {
     dpAxis = axis->index;
     dp = axis->size;
@@ -111,7 +114,8 @@ void OptimizerBuilder::emitUpdate(const Update &u, Value normSq) {
   Location loc = u.param.getLoc();
   AdamWUpdateOp::create(b, loc, u.param, u.grad, normSq, u.decay,
                         b.getF64FloatAttr(0.9), b.getF64FloatAttr(0.95),
-                        b.getF64FloatAttr(1e-8), u.shardAxis);
+                        b.getF64FloatAttr(1e-8), u.shardAxis,
+                        options.lossScaled ? b.getUnitAttr() : UnitAttr());
   if (u.shardAxis)
     ParamAllGatherOp::create(b, loc, u.param, u.shardAxis);
 }

@@ -29,6 +29,12 @@ public:
   /// Gradient clipping threshold C of the AdamW updates that read the global
   /// squared gradient norm (torch clip_grad_norm_'s max_norm); <= 0: none.
   virtual float clipGradNorm() const { return 0.0f; }
+  /// f16 training: the loss scale S (the `loss_scale` kernel's value, which
+  /// `loss_scaled` AdamW updates divide out).
+  virtual float lossScale() const { return 1.0f; }
+  /// AdamW's 1-based step t (bias correction): step() + 1, less the updates
+  /// skipped on a loss-scale overflow.
+  virtual int64_t adamStep() const { return step() + 1; }
 };
 
 class Backend {

@@ -20,6 +20,18 @@ namespace llmir::runtime {
 
 class Communicator;
 
+/// f16 training's dynamic loss scale, torch.cuda.amp.GradScaler's policy: a
+/// step whose global gradient norm is not finite is skipped (AdamW updates
+/// nothing) and halves the scale; `growthInterval` finite steps in a row
+/// double it. Powers of two keep the unscaling exact.
+struct LossScaleState {
+  float scale = 65536.0f;
+  int64_t growthInterval = 2000;
+  int64_t goodSteps = 0;    ///< finite steps since the scale last changed
+  int64_t appliedSteps = 0; ///< AdamW updates applied so far (its t - 1)
+  bool lastSkipped = false; ///< the last step overflowed and was skipped
+};
+
 class Executor final : private KernelContext {
 public:
   /// `comm` may be null for single-rank programs; `comm` and `backend` must
@@ -73,6 +85,14 @@ public:
   /// negative value when the program does not compute it.
   double gradNorm() const { return gradNorm_; }
 
+  /// Whether the program is loss-scaled (f16 training: a `loss_scale` seed
+  /// and `loss_scaled` AdamW updates); then run() updates lossScaling()
+  /// after every step and gradNorm() is the unscaled norm (inf/NaN on an
+  /// overflowed, skipped step).
+  bool lossScaled() const { return lossScaled_; }
+  LossScaleState &lossScaling() { return lossScale_; }
+  const LossScaleState &lossScaling() const { return lossScale_; }
+
   /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
   /// checked before the optimizer applies them).
   void setCheckNumerics(bool on) { checkNumerics_ = on; }
@@ -102,6 +122,12 @@ private:
   float weightDecay() const override { return weightDecay_; }
   int64_t step() const override { return step_; }
   float clipGradNorm() const override { return clipGradNorm_; }
+  float lossScale() const override { return lossScaled_ ? lossScale_.scale : 1.0f; }
+  int64_t adamStep() const override {
+    return lossScaled_ ? lossScale_.appliedSteps + 1 : step_ + 1;
+  }
+  /// After a loss-scaled step: GradScaler's update from gradNorm_.
+  void updateLossScale();
 
   /// Loads this rank's slice of `tensorName` (shaped like `param`) into
   /// `buffer`.
@@ -127,6 +153,8 @@ private:
   float lr_ = 3e-4f, weightDecay_ = 0.0f, clipGradNorm_ = 0.0f;
   double gradNorm_ = -1.0;
   bool checkNumerics_ = false;
+  bool lossScaled_ = false;
+  LossScaleState lossScale_;
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;

@@ -765,6 +765,11 @@ def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
     (`llm-run --clip-grad-norm C`), the gradient is first scaled by
     min(1, C / (sqrt(norm_sq) + 1e-6)) as torch.nn.utils.clip_grad_norm_ does.
 
+    `loss_scaled` (f16 training, needs `norm_sq`): the gradient is S times the
+    true one (tfm.loss_scale); it is multiplied by 1/S (the norm read as
+    sqrt(norm_sq) / S), and the update is skipped, leaving the parameter and
+    its moments unchanged, when norm_sq is not finite.
+
     ```mlir
     tfm.adamw_update %w, %dw {decay, beta1 = 9.0e-01 : f64, beta2 = 9.5e-01 : f64, eps = 1.0e-08 : f64}
         : tensor<64x192xf32>, tensor<64x192xf32>
@@ -776,7 +781,8 @@ def Tfm_AdamWUpdateOp : Tfm_Op<"adamw_update", [MemoryEffects<[MemWrite]>]> {
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
                        DefaultValuedAttr<F64Attr, "0.95">:$beta2,
                        DefaultValuedAttr<F64Attr, "1.0e-8">:$eps,
-                       OptionalAttr<StrAttr>:$shard_axis);
+                       OptionalAttr<StrAttr>:$shard_axis,
+                       UnitAttr:$loss_scaled);
   let assemblyFormat = [{
     $param `,` $grad (`norm_sq` $grad_norm_sq^)? attr-dict `:` type($param) `,`
     type($grad) (`,` type($grad_norm_sq)^)?
@@ -802,6 +808,27 @@ def Tfm_GradNormSqOp : Tfm_Op<"grad_norm_sq", [Pure]> {
   let results = (outs TensorOf<[F32]>:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
+}
+
+def Tfm_LossScaleOp : Tfm_Op<"loss_scale", []> {
+  let summary = "the runtime's current loss scale (f16 training)";
+  let description = [{
+    The seed of the backward pass of an f16 train step
+    (`--llm-mixed-precision=compute=f16`): d(loss * S)/d(loss) = S, the
+    dynamic loss scale the runtime keeps (`llm-run --loss-scale-init`,
+    `--loss-scale-growth-interval`; torch.cuda.amp.GradScaler's policy). The
+    gradients are S times the true ones, so small values survive f16; every
+    tfm.adamw_update marked `loss_scaled` multiplies its gradient by 1/S and
+    skips the step when the global gradient norm is not finite (an overflow
+    somewhere), and the runtime then halves S. Not pure: its value changes
+    between steps.
+
+    ```mlir
+    %seed = tfm.loss_scale : tensor<f32>
+    ```
+  }];
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
 }
 
 def Tfm_SendOp : Tfm_Op<"send", [MemoryEffects<[MemRead, MemWrite]>]> {

@@ -28,6 +28,10 @@ struct OptimizerOptions {
   /// over the axes where gradients are sharded) and hand it to every AdamW
   /// update, which clips by it when the runtime gives a threshold.
   bool gradNorm = false;
+  /// f16 training: the gradients carry the runtime's loss scale
+  /// (tfm.loss_scale seeds the backward); every update is `loss_scaled`
+  /// (unscale, skip on overflow), which needs the global norm (gradNorm).
+  bool lossScaled = false;
 };
 
 class OptimizerBuilder {
