@@ -5,7 +5,7 @@ The oracle is reference.train(..., compute="f16"): the f16 cast points of the bf
 S doubled after `growth interval` good steps). Checked here:
 - the 1-rank program follows it (losses rel 1e-2) and takes the same decisions (scale and skipped flag per step),
   with the default scale and with one so large that the first steps overflow;
-- dp2, tp2 and pp2 (1F1B) follow the 1-rank run (rel 1e-3, same decisions) at the default scale, and follow the
+- dp2, tp2, dp2·tp2, tp2·sp, dp2·zero1, pp2 (1F1B, interleaved) follow the 1-rank run (rel 1e-3, same decisions) at the default scale, and follow the
   policy from an overflowing one (all ranks decide on the same global gradient norm);
 - a resumed run continues the scale and AdamW's step count exactly (bit-identical losses);
 - the program seeds the backward with tfm.loss_scale and its updates are loss-scaled.
@@ -122,7 +122,11 @@ def assert_policy(ours, scaling):
 @pytest.mark.parametrize("plan,ranks", [
     ("dp=2", 2),
     ("tp=2", 2),
+    ("dp=2 tp=2", 4),
+    ("tp=2 sp=true", 2),
+    ("dp=2 zero=1", 2),
     ("pp=2 microbatches=4 schedule=1f1b", 2),
+    ("pp=2 vpp=2 microbatches=4 schedule=interleaved", 2),
 ])
 def test_layouts_follow_the_single_rank_run(model, plan, ranks):
     assert_follows(train(model, plan, ranks, DEFAULT), train(model, "", 1, DEFAULT), 1e-3, plan)

@@ -94,6 +94,15 @@ def check(ours, ref, what):
     ("pp=2 microbatches=4 schedule=zb-v", 2),  # V placement: E and L on rank 0
     ("pp=4 microbatches=4 schedule=zb-v", 4),
     ("pp=2 dp=2 microbatches=2 schedule=zb-v", 4),
+    ("pp=2 microbatches=4 schedule=zb-h2", 2),  # extra warm-up forwards, Ws at the tail
+    ("pp=4 microbatches=8 schedule=zb-h2", 4),
+    ("pp=2 dp=2 microbatches=4 schedule=zb-h2", 4),
+    ("pp=2 microbatches=4 schedule=v-half", 2),  # V placement under an activation limit
+    ("pp=4 microbatches=8 schedule=v-half", 4),
+    ("pp=2 tp=2 microbatches=4 schedule=v-half", 4),
+    ("pp=2 microbatches=4 schedule=v-min", 2),
+    ("pp=4 microbatches=8 schedule=v-min", 4),
+    ("pp=2 dp=2 microbatches=4 schedule=v-min", 4),
     ("pp=2 microbatches=2 layout=E|t*8,L", 2),  # an embedding-only stage
     ("pp=3 microbatches=4 layout=E,t*2|t*3|t*3,L", 3),  # uneven, odd pp
 ])

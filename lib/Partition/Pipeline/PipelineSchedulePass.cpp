@@ -87,9 +87,12 @@ struct PipelineSchedulePass
     os << pl::printSchedule(*sched);
     os << llvm::formatv("costs: tf={0} tb={1} ti={2} tw={3} tcomm={4}\n",
                         costs.tF, costs.tB, costs.tI, costs.tW, costs.tComm);
-    os << llvm::formatv("makespan {0:F2} bubble {1:F4}", sim->makespan,
-                        sim->bubbleFraction);
-    if (file.empty() && sched->name != "zb-v" && stageCosts.empty())
+    os << llvm::formatv("makespan {0:F2} bubble {1:F4} steady-state {2:F4}",
+                        sim->makespan, sim->bubbleFraction,
+                        sim->steadyBubbleFraction);
+    if (file.empty() && stageCosts.empty() &&
+        llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2"},
+                           sched->name))
       os << llvm::formatv(" analytic {0:F4}",
                           pl::analyticBubbleFraction(sched->name, p, m, v,
                                                      costs));

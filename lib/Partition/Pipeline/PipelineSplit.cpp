@@ -512,7 +512,8 @@ struct PipelineSplitPass
       fwd.numRanks = pp;
       fwd.numMicrobatches = m;
       fwd.chunksPerRank = vpp;
-      fwd.vShape = name == "zb-v";
+      const pl::ScheduleKind *kind = pl::findScheduleKind(name);
+      fwd.vShape = kind && kind->vShape;
       fwd.ranks.resize(pp);
       for (int64_t r = 0; r < pp; ++r)
         for (int64_t k = 0; k < m; ++k)

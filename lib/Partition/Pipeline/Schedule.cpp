@@ -529,24 +529,163 @@ llvm::Expected<Schedule> llmir::pipeline::makeZBV(int p, int m) {
   return s;
 }
 
+namespace {
+
+/// The zero-bubble papers' list scheduling, run on unit costs (F = I = W = 1,
+/// no communication time): whenever a rank is free it starts the first ready
+/// one of (1) the I of its deepest local stage (it unblocks the rank that
+/// waits for the gradient), (2) an F, deepest local stage first, while the
+/// rank holds fewer activations than its limit (counted per chunk; with two
+/// chunks the first chunk's F leaves one slot for the second's, so the
+/// oldest micro-batch can always reach the turn of the V), (3) its oldest
+/// pending W. The per-rank start order is the schedule. Fails (naming the
+/// limits) if no rank can start anything while work remains.
+llvm::Expected<Schedule> listSchedule(StringRef name, int p, int m, bool vShape,
+                                      llvm::ArrayRef<int> limit) {
+  int v = vShape ? 2 : 1;
+  if (auto err = checkSizes(name, p, m, v))
+    return std::move(err);
+  Schedule s = emptySchedule(name, p, m, v);
+  s.vShape = vShape;
+  int numStages = s.numStages();
+  // End times (-1: not started) per (mb, stage).
+  Table<long> fEnd(m, numStages, -1), iEnd(m, numStages, -1);
+  struct RankState {
+    SmallVector<int> stages;      // local stages, deepest (latest in the model) first
+    SmallVector<int> nextF, nextI; // per local stage: next micro-batch
+    std::vector<std::pair<int, int>> pendingW; // (mb, stage) in I order
+    int inFlight = 0;
+    long freeAt = 0;
+    size_t done = 0;
+  };
+  std::vector<RankState> ranks(p);
+  for (int r = 0; r < p; ++r) {
+    for (int st = numStages - 1; st >= 0; --st)
+      if (s.rankOfStage(st) == r)
+        ranks[r].stages.push_back(st);
+    ranks[r].nextF.assign(ranks[r].stages.size(), 0);
+    ranks[r].nextI.assign(ranks[r].stages.size(), 0);
+  }
+  const size_t perRank = size_t(3) * m * v;
+  auto ended = [](long end, long t) { return end >= 0 && end <= t; };
+  for (long t = 0;; ++t) {
+    bool allDone = true, anyBusy = false, started = false;
+    for (int r = 0; r < p; ++r) {
+      RankState &rs = ranks[r];
+      if (rs.done == perRank)
+        continue;
+      allDone = false;
+      if (rs.freeAt > t) {
+        anyBusy = true;
+        continue;
+      }
+      auto start = [&](Action a) {
+        s.ranks[r].push_back(a);
+        rs.freeAt = t + 1;
+        ++rs.done;
+        started = anyBusy = true;
+      };
+      bool picked = false;
+      for (size_t k = 0; k < rs.stages.size() && !picked; ++k) { // (1) I
+        int st = rs.stages[k], mb = rs.nextI[k];
+        if (mb >= m || !ended(fEnd.at(mb, st), t) ||
+            (st + 1 < numStages && !ended(iEnd.at(mb, st + 1), t)))
+          continue;
+        iEnd.at(mb, st) = t + 1;
+        ++rs.nextI[k];
+        --rs.inFlight;
+        rs.pendingW.push_back({mb, st});
+        start({Action::I, mb, st});
+        picked = true;
+      }
+      for (size_t k = 0; k < rs.stages.size() && !picked; ++k) { // (2) F
+        int st = rs.stages[k], mb = rs.nextF[k];
+        bool firstChunk = v == 2 && k + 1 == rs.stages.size();
+        int room = limit[r] - (firstChunk ? 1 : 0);
+        if (mb >= m || rs.inFlight >= room ||
+            (st > 0 && !ended(fEnd.at(mb, st - 1), t)))
+          continue;
+        fEnd.at(mb, st) = t + 1;
+        ++rs.nextF[k];
+        ++rs.inFlight;
+        start({Action::F, mb, st});
+        picked = true;
+      }
+      if (!picked && !rs.pendingW.empty()) { // (3) W
+        auto [mb, st] = rs.pendingW.front();
+        rs.pendingW.erase(rs.pendingW.begin());
+        start({Action::W, mb, st});
+      }
+    }
+    if (allDone)
+      return s;
+    if (!started && !anyBusy) {
+      std::string limits;
+      for (int r = 0; r < p; ++r)
+        limits += (r ? " " : "") + std::to_string(limit[r]);
+      return fail(llvm::formatv("{0}: the activation limits ({1} per rank) "
+                                "leave no rank able to progress at pp={2}, "
+                                "microbatches={3}",
+                                name, limits, p, m));
+    }
+  }
+}
+
+} // namespace
+
+llvm::Expected<Schedule> llmir::pipeline::makeZBH2(int p, int m) {
+  // Rank r holds up to 2(p-r)-1 micro-batches: the extra warm-up forwards
+  // fill the time until its first gradient arrives (twice 1F1B's p-r).
+  SmallVector<int> limit;
+  for (int r = 0; r < p; ++r)
+    limit.push_back(2 * (p - r) - 1);
+  return listSchedule("zb-h2", p, m, false, limit);
+}
+
+llvm::Expected<Schedule> llmir::pipeline::makeVSchedule(StringRef name, int p,
+                                                        int m) {
+  if (name != "v-half" && name != "v-min")
+    return fail("unknown V schedule '" + name + "' (expected v-half or v-min)");
+  // Activation limits in chunk activations (a chunk is half a rank's layers,
+  // so 1F1B's p micro-batches on rank 0 are 2p of them): V-Half half of
+  // that on every rank, V-Min a third (at least 2: a micro-batch must turn
+  // the V). Where list scheduling cannot progress under the target (small
+  // pp), the next larger limit is taken; the simulator reports the peak.
+  int target = std::max(2, name == "v-min" ? (2 * p + 2) / 3 : p);
+  for (int limit = target;; ++limit) {
+    llvm::Expected<Schedule> s =
+        listSchedule(name, p, m, true, SmallVector<int>(p, limit));
+    if (s || limit >= 2 * p)
+      return s;
+    llvm::consumeError(s.takeError());
+  }
+}
+
 llvm::Expected<Schedule> llmir::pipeline::makeSchedule(StringRef name, int p,
                                                        int m, int v) {
+  const ScheduleKind *kind = findScheduleKind(name);
+  if (!kind)
+    return fail("unknown schedule '" + name + "' (expected " +
+                scheduleKindList() + ")");
+  if (v < kind->minChunks || v > kind->maxChunks) {
+    if (kind->minChunks == kind->maxChunks)
+      return fail(llvm::formatv("{0}: runs exactly {1} chunk(s) per rank, "
+                                "found vpp={2}{3}",
+                                name, kind->minChunks, v,
+                                kind->minChunks == 1
+                                    ? " (use schedule=interleaved)"
+                                    : ""));
+    return fail(llvm::formatv("{0}: vpp must be >= {1}, found {2}", name,
+                              kind->minChunks, v));
+  }
+  if (name == "zb-h2")
+    return makeZBH2(p, m);
+  if (name == "v-half" || name == "v-min")
+    return makeVSchedule(name, p, m);
   if (name == "interleaved")
     return makeInterleaved1F1B(p, m, v);
-  if (name == "zb-v") {
-    if (v != 2)
-      return fail(llvm::formatv("zb-v: runs exactly 2 chunks per rank, found "
-                                "vpp={0}",
-                                v));
+  if (name == "zb-v")
     return makeZBV(p, m);
-  }
-  if (name != "gpipe" && name != "1f1b" && name != "zb-h1")
-    return fail("unknown schedule '" + name +
-                "' (expected gpipe, 1f1b, interleaved, zb-h1 or zb-v)");
-  if (v != 1)
-    return fail(llvm::formatv("{0}: vpp must be 1, found {1} (use "
-                              "schedule=interleaved)",
-                              name, v));
   if (name == "gpipe")
     return makeGPipe(p, m);
   if (name == "1f1b")
@@ -611,14 +750,25 @@ llvm::Expected<SimResult> llmir::pipeline::simulate(const Schedule &schedule,
       result.makespan > 0 ? 1.0 - busy / (p * result.makespan) : 0.0;
   for (int r = 0; r < p; ++r)
     result.peakInFlight.push_back(rankPeakInFlight(schedule.ranks[r]));
+  SmallVector<double> first(p, -1), last(p, 0);
+  for (const SimEvent &e : result.events) {
+    if (first[e.rank] < 0)
+      first[e.rank] = e.start;
+    last[e.rank] = std::max(last[e.rank], e.end);
+  }
+  double span = 0;
+  for (int r = 0; r < p; ++r)
+    span += first[r] < 0 ? 0 : last[r] - first[r];
+  result.steadyBubbleFraction = span > 0 ? 1.0 - busy / span : 0.0;
   return result;
 }
 
 double llmir::pipeline::analyticBubbleFraction(StringRef name, int p, int m,
                                                int v, const Costs &costs) {
   double bubble, ideal;
-  if (name == "zb-h1") {
-    bubble = (p - 1) * (costs.tF + costs.tI - costs.tW);
+  if (name == "zb-h1" || name == "zb-h2") {
+    bubble = (p - 1) * std::max(0.0, costs.tF + costs.tI -
+                                          (name == "zb-h2" ? 2 : 1) * costs.tW);
     ideal = m * (costs.tF + costs.tI + costs.tW);
   } else {
     bubble = (p - 1) * (costs.tF + costs.tB);

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Partition/Pipeline/ScheduleKinds.h"
 #include "Partitioner.h"
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
@@ -47,20 +48,18 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
   if (o.zero != 0 && o.zero != 1)
     return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
                               << o.zero;
-  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"},
-                          o.schedule))
-    return module.emitError()
-           << "--llm-partition: unknown schedule '" << o.schedule
-           << "' (expected gpipe, 1f1b, interleaved, zb-h1, zb-v)";
-  if (o.schedule == "zb-v" && o.vpp > 2)
-    return module.emitError() << "--llm-partition: schedule=zb-v runs 2 "
-                                 "chunks per rank (vpp=2), found vpp="
-                              << o.vpp;
+  const pipeline::ScheduleKind *kind = pipeline::findScheduleKind(o.schedule);
+  if (!kind)
+    return module.emitError() << "--llm-partition: unknown schedule '" << o.schedule
+                              << "' (expected " << pipeline::scheduleKindList() << ")";
+  if (kind->vShape && o.vpp > 2)
+    return module.emitError() << "--llm-partition: schedule=" << o.schedule
+                              << " runs 2 chunks per rank (vpp=2), found vpp=" << o.vpp;
   if (!llvm::is_contained({"none", "full", "selective"}, o.recompute))
     return module.emitError() << "--llm-partition: unknown recompute '"
                               << o.recompute
                               << "' (expected none, full, selective)";
-  if (o.vpp > 1 && o.schedule != "interleaved" && o.schedule != "zb-v")
+  if (o.vpp > 1 && kind->maxChunks == 1)
     return module.emitError()
            << "--llm-partition: vpp=" << o.vpp
            << " (virtual stages) needs schedule=interleaved, found '"
@@ -145,8 +144,8 @@ LogicalResult llmir::partitionModule(ModuleOp module,
     return failure();
   SmallVector<func::FuncOp> models = modelFunctions(module);
   std::string layout;
-  // ZB-V always runs two chunks per rank (vpp=1 given means the default).
-  int64_t vpp = o.schedule == "zb-v" ? 2 : o.vpp;
+  // V schedules always run two chunks per rank (vpp=1 given means the default).
+  int64_t vpp = pipeline::chunksFor(*pipeline::findScheduleKind(o.schedule), o.vpp);
   int64_t numStages = o.pp * vpp;
   for (func::FuncOp func : models) {
     // Inference entry points (resident KV cache) pipeline one batch of

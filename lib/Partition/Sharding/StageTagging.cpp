@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Partition/Pipeline/ScheduleKinds.h"
 #include "Partitioner.h"
 
 #include "llmir/Partition/Pipeline/Stages.h"
@@ -29,7 +30,7 @@ llmir::partition::tagPipelineStages(func::FuncOp func,
     for (auto [s, span] : llvm::enumerate(*stages)) {
       // ZB-V: the second chunks run back up the ranks (a V).
       llvm::outs() << "explain: pipeline stage " << s << " (pp rank "
-                   << (o.schedule == "zb-v" && int64_t(s) >= o.pp
+                   << (pipeline::findScheduleKind(o.schedule)->vShape && int64_t(s) >= o.pp
                            ? 2 * o.pp - 1 - int64_t(s)
                            : int64_t(s) % o.pp)
                    << "):" << (span.embedding ? " embedding," : "");

@@ -9,6 +9,8 @@
 #ifndef LLMIR_PARTITION_PIPELINE_SCHEDULE_H
 #define LLMIR_PARTITION_PIPELINE_SCHEDULE_H
 
+#include "llmir/Partition/Pipeline/ScheduleKinds.h"
+
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
@@ -76,8 +78,17 @@ llvm::Expected<Schedule> makeZBH1(int p, int m);
 /// (rank r: stages r and 2p-1-r), B split into I and W, W filling the
 /// bubbles; activation memory about 1F1B's.
 llvm::Expected<Schedule> makeZBV(int p, int m);
-/// By name: "gpipe", "1f1b", "interleaved", "zb-h1", "zb-v" (v must be 1
-/// except for "interleaved" (>= 2) and "zb-v" (2)).
+/// ZB-H2 (Qi et al., "Zero Bubble Pipeline Parallelism"): B split into I
+/// and W; rank r runs up to 2(p-r)-1 warm-up forwards (2x 1F1B's activation
+/// memory) and the Ws fill the tail, so with equal F, I, W times every
+/// rank's busy span has no bubble (the ranks' spans are offset by one F).
+llvm::Expected<Schedule> makeZBH2(int p, int m);
+/// The controllable-memory V schedules (Qi et al., NeurIPS'24), V placement
+/// like ZB-V: "v-half" keeps at most p+1 chunk activations per rank (about
+/// half of 1F1B's 2p), "v-min" about a third ((2p+2)/3 + 1), trading bubble
+/// for memory. Built by list scheduling under those limits.
+llvm::Expected<Schedule> makeVSchedule(llvm::StringRef name, int p, int m);
+/// By name (kScheduleKinds): v must lie in the kind's chunk range.
 llvm::Expected<Schedule> makeSchedule(llvm::StringRef name, int p, int m,
                                       int v);
 
@@ -118,6 +129,11 @@ struct SimResult {
   /// Idle share of the step: 1 - sum(busy) / (p * makespan). For GPipe and
   /// 1F1B with tComm = 0 this is (p-1)/(m+p-1) (PIPELINE-NOTES.md section 2).
   double bubbleFraction = 0;
+  /// Idle share inside each rank's own span (first start to last end),
+  /// summed over ranks: the bubble when consecutive steps overlap (no
+  /// barrier at the optimizer step), where a skewed schedule (ZB-H2: rank r
+  /// starts r forwards late and ends as late) loses nothing.
+  double steadyBubbleFraction = 0;
   /// Per rank, the most micro-batch activations held at once (F done minus
   /// B/I done, counted per chunk).
   llvm::SmallVector<int> peakInFlight;
@@ -134,7 +150,9 @@ llvm::Expected<SimResult> simulate(const Schedule &schedule,
 /// convention as SimResult::bubbleFraction (uniform stages, no comm time):
 /// bubble time / (bubble time + ideal compute), with bubble time
 /// (p-1)(tF+tB) for gpipe/1f1b, (p-1)(tF+tB)/v for interleaved and
-/// (p-1)(tF+tI-tW) for zb-h1 (zb-v has none: simulate it).
+/// (p-1)(tF+tI-tW) for zb-h1 (zb-v has none: simulate it). For zb-h2 it is
+/// the steady-state bubble (SimResult::steadyBubbleFraction), with bubble
+/// time (p-1)max(0, tF+tI-2tW): zero when F, I and W take equal time.
 double analyticBubbleFraction(llvm::StringRef name, int p, int m, int v,
                               const Costs &costs);
 

@@ -1,5 +1,6 @@
 //===- TfmAttrs.cpp - #tfm.plan: verifier and accessors -------------------===//
 
+#include "llmir/Partition/Pipeline/ScheduleKinds.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -84,8 +85,6 @@ void TfmDialect::registerAttributes() {
 }
 
 namespace {
-constexpr llvm::StringLiteral kSchedules[] = {"gpipe", "1f1b", "interleaved",
-                                              "zb-h1", "zb-v"};
 constexpr llvm::StringLiteral kRecomputes[] = {"none", "full", "selective"};
 } // namespace
 
@@ -119,14 +118,14 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
            << "expected >= 1, found " << microbatches;
   if (vpp < 1)
     return fieldError("vpp") << "expected >= 1, found " << vpp;
-  if (!llvm::is_contained(kSchedules, schedule))
+  const pipeline::ScheduleKind *kind = pipeline::findScheduleKind(schedule);
+  if (!kind)
     return fieldError("schedule")
-           << "unknown schedule '" << schedule
-           << "' (expected gpipe, 1f1b, interleaved, zb-h1 or zb-v)";
-  if (vpp > 1 && schedule != "interleaved" && schedule != "zb-v")
-    return fieldError("vpp")
-           << "vpp = " << vpp << " needs schedule interleaved or zb-v, found '"
-           << schedule << "'";
+           << "unknown schedule '" << schedule << "' (expected "
+           << pipeline::scheduleKindList() << ")";
+  if (vpp > 1 && vpp > kind->maxChunks)
+    return fieldError("vpp") << "vpp = " << vpp << " is more model chunks per rank than schedule '"
+                             << schedule << "' runs (" << kind->maxChunks << ")";
   if (!llvm::is_contained(kRecomputes, recompute))
     return fieldError("recompute") << "unknown recompute '" << recompute
                                    << "' (expected none, full or selective)";
