@@ -3,12 +3,16 @@
 
     /usr/bin/python3 bench/pipeline_bubble.py [--pp 2,4,8] [--microbatches 4,8,16] [--vpp 2] [--tf 1 --tb 2 --ti 1 --tw 1]
 
-For each schedule (gpipe, 1f1b, interleaved with --vpp chunks, zb-h1), pp and micro-batch count, runs the pass on an
-empty module and prints the simulated bubble fraction (idle share of the step: 1 - busy / (pp * makespan)) next to the
-closed form, computed here independently:
+For each schedule (gpipe, 1f1b, interleaved with --vpp chunks, zb-h1, zb-h2, zb-v, v-half, v-min), pp and micro-batch
+count, runs the pass on an empty module and prints the simulated bubble fraction (idle share of the step:
+1 - busy / (pp * makespan)), the steady-state bubble (idle share inside each rank's own span, what is lost when
+consecutive steps overlap) and rank 0's peak activations (micro-batches; chunk activations for V schedules, half a
+rank's layers each) next to the closed form, computed here independently:
   gpipe, 1f1b:  (p-1)(tf+tb)     / ((p-1)(tf+tb)     + m(tf+tb))   = (p-1)/(m+p-1)
   interleaved:  (p-1)(tf+tb)/v   / ((p-1)(tf+tb)/v   + m(tf+tb))   (the bubble time divided by v)
   zb-h1:        (p-1)(tf+ti-tw)  / ((p-1)(tf+ti-tw)  + m(tf+ti+tw))
+  zb-h2:        the steady-state bubble (p-1)max(0, tf+ti-2tw) / (... + m(tf+ti+tw)): 0 when tf = ti = tw
+zb-v, v-half and v-min have no closed form here (n/a).
 Never fails on a ratio (STYLE.md "Benchmarks"); exit 1 only if the pass fails on a combination it should accept.
 """
 
@@ -22,12 +26,14 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"]
+SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min"]
+V_SCHEDULES = ("zb-v", "v-half", "v-min")
 
 
 def analytic(name: str, p: int, m: int, v: int, tf: float, tb: float, ti: float, tw: float) -> float:
-    if name == "zb-h1":
-        bubble, ideal = (p - 1) * (tf + ti - tw), m * (tf + ti + tw)
+    if name in ("zb-h1", "zb-h2"):
+        bubble = (p - 1) * max(0.0, tf + ti - (2 if name == "zb-h2" else 1) * tw)
+        ideal = m * (tf + ti + tw)
     else:
         bubble, ideal = (p - 1) * (tf + tb), m * (tf + tb)
         if name == "interleaved":
@@ -53,11 +59,11 @@ def main() -> int:
         empty.write_text("module {}\n")
         print(f"costs: tf={args.tf} tb={args.tb} ti={args.ti} tw={args.tw} (interleaved: vpp={args.vpp}, a chunk "
               f"takes t/vpp)")
-        print("| schedule | pp | m | makespan | simulated bubble | analytic | ratio sim/analytic | peak in-flight "
-              "(rank 0 .. p-1) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| schedule | pp | m | makespan | simulated bubble | steady-state | analytic | ratio sim/analytic | "
+              "peak in-flight (rank 0 .. p-1) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name in SCHEDULES:
-            v = args.vpp if name == "interleaved" else 2 if name == "zb-v" else 1
+            v = args.vpp if name == "interleaved" else 2 if name in V_SCHEDULES else 1
             for p in pps:
                 for m in mbs:
                     opts = (f"pp={p} microbatches={m} schedule={name} vpp={v} "
@@ -70,18 +76,21 @@ def main() -> int:
                         # Megatron's interleaved schedule needs m >= p and m % p == 0.
                         expected = name == "interleaved" and (m < p or m % p != 0)
                         failed |= not expected
-                        print(f"| {name} | {p} | {m} | rejected: {msg} | | | | |")
+                        print(f"| {name} | {p} | {m} | rejected: {msg} | | | | | |")
                         continue
-                    mk = re.search(r"^makespan (\S+) bubble (\S+)", res.stdout, re.M)
+                    mk = re.search(r"^makespan (\S+) bubble (\S+) steady-state (\S+)", res.stdout, re.M)
                     peaks = re.findall(r"peak-in-flight (\d+)", res.stdout)
-                    sim = float(mk.group(2))
-                    if name == "zb-v":  # no closed form: ZB's README gives 0 for tf = ti = tw
-                        print(f"| {name} | {p} | {m} | {float(mk.group(1)):g} | {sim:.4f} | n/a | n/a | "
-                              f"{' '.join(peaks)} |")
+                    sim, steady = float(mk.group(2)), float(mk.group(3))
+                    row = f"| {name}{'' if v == 1 else f' v={v}'} | {p} | {m} | {float(mk.group(1)):g} | {sim:.4f} | " \
+                          f"{steady:.4f} |"
+                    if name in V_SCHEDULES:  # no closed form here
+                        print(f"{row} n/a | n/a | {' '.join(peaks)} |")
                         continue
                     ana = analytic(name, p, m, v, args.tf, args.tb, args.ti, args.tw)
-                    print(f"| {name}{'' if v == 1 else f' v={v}'} | {p} | {m} | {float(mk.group(1)):g} | {sim:.4f} | "
-                          f"{ana:.4f} | {sim / ana:.3f} | {' '.join(peaks)} |")
+                    # zb-h2's closed form is its steady-state bubble.
+                    got = steady if name == "zb-h2" else sim
+                    ratio = f"{got / ana:.3f}" if ana > 0 else ("exact" if got < 1e-9 else "n/a")
+                    print(f"{row} {ana:.4f} | {ratio} | {' '.join(peaks)} |")
     return 1 if failed else 0
 
 

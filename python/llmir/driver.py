@@ -61,7 +61,10 @@ def tool_path(name: str) -> str:
         f"{name} not found: build LLMIR (bash scripts/test.sh) or set LLMIR_BUILD_DIR")
 
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-v")
+# The compiler's list (include/llmir/Partition/Pipeline/ScheduleKinds.h; test_plan.py checks they agree) and the
+# V-placed ones, which always run two chunks per rank.
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min")
+V_SCHEDULES = ("zb-v", "v-half", "v-min")
 
 _LAYOUT_ITEM = re.compile(r"^(E|L|t)(?:\*(\d+))?$")
 _ACTION = re.compile(r"^[FBIW]\d+s\d+$")
@@ -114,11 +117,11 @@ class Plan:
             raise ValueError(f"Plan: unknown schedule {self.schedule!r} (expected {', '.join(SCHEDULES)})")
         if self.schedule == "interleaved" and self.vpp < 2:
             raise ValueError(f"Plan: schedule 'interleaved' needs vpp >= 2, got vpp={self.vpp}")
-        if self.schedule == "zb-v" and self.vpp not in (1, 2):
-            raise ValueError(f"Plan: schedule 'zb-v' runs 2 chunks per rank, got vpp={self.vpp}")
-        if self.schedule == "zb-v":
+        if self.schedule in V_SCHEDULES and self.vpp not in (1, 2):
+            raise ValueError(f"Plan: schedule {self.schedule!r} runs 2 chunks per rank, got vpp={self.vpp}")
+        if self.schedule in V_SCHEDULES:
             self.vpp = 2  # the V placement: rank r runs stages r and 2pp-1-r
-        if self.schedule not in ("interleaved", "zb-v") and self.vpp != 1:
+        if self.schedule != "interleaved" and self.schedule not in V_SCHEDULES and self.vpp != 1:
             raise ValueError(f"Plan: vpp={self.vpp} needs schedule='interleaved', got {self.schedule!r}")
         if self.vpp > 1 and self.pp < 2:
             raise ValueError(f"Plan: vpp={self.vpp} needs pp >= 2, got pp={self.pp}")

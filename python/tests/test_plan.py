@@ -21,7 +21,7 @@ from conftest import MODELS as REPO_MODELS
     (dict(dp=0), "dp must be an integer >= 1"),
     (dict(microbatches=-1), "microbatches must be an integer >= 1"),
     (dict(pp=2, vpp=0), "vpp must be an integer >= 1"),
-    (dict(pp=2, schedule="1f1f"), "unknown schedule '1f1f' \\(expected gpipe, 1f1b, interleaved, zb-h1, zb-v\\)"),
+    (dict(pp=2, schedule="1f1f"), "unknown schedule '1f1f' \\(expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min\\)"),
     (dict(pp=2, schedule="interleaved"), "'interleaved' needs vpp >= 2"),
     (dict(pp=2, vpp=2), "vpp=2 needs schedule='interleaved'"),
     (dict(pp=1, vpp=2, schedule="interleaved"), "vpp=2 needs pp >= 2"),
@@ -251,3 +251,17 @@ def test_auto_plan_picks_a_layout_that_trains(tmp_path):
     losses = [s["loss"] for s in prog.run(str(wpath), str(tpath), steps=2, lr=1e-3)]
     ref, _ = R.train(cfg, weights, tokens, 2, 8, 16, lr=1e-3)
     np.testing.assert_allclose(losses, ref, rtol=1e-5)
+
+
+def test_schedule_list_matches_the_compiler():
+    """driver.SCHEDULES is the compiler's list (ScheduleKinds.h), as llm-opt reports it."""
+    import re
+    import subprocess
+
+    from llmir.driver import SCHEDULES, tool_path
+
+    res = subprocess.run([tool_path("llm-opt"), "--llm-pipeline-schedule=schedule=none", "-o", "/dev/null"],
+                         input="module {}\n", capture_output=True, text=True)
+    listed = re.search(r"unknown schedule 'none' \(expected ([^)]*)\)", res.stderr)
+    assert listed, res.stderr
+    assert tuple(listed.group(1).split(", ")) == SCHEDULES

@@ -668,13 +668,14 @@ llvm::Expected<Schedule> llmir::pipeline::makeSchedule(StringRef name, int p,
     return fail("unknown schedule '" + name + "' (expected " +
                 scheduleKindList() + ")");
   if (v < kind->minChunks || v > kind->maxChunks) {
+    if (kind->maxChunks == 1)
+      return fail(llvm::formatv("{0}: vpp must be 1, found {1} (use "
+                                "schedule=interleaved)",
+                                name, v));
     if (kind->minChunks == kind->maxChunks)
-      return fail(llvm::formatv("{0}: runs exactly {1} chunk(s) per rank, "
-                                "found vpp={2}{3}",
-                                name, kind->minChunks, v,
-                                kind->minChunks == 1
-                                    ? " (use schedule=interleaved)"
-                                    : ""));
+      return fail(llvm::formatv("{0}: runs exactly {1} chunks per rank, "
+                                "found vpp={2}",
+                                name, kind->minChunks, v));
     return fail(llvm::formatv("{0}: vpp must be >= {1}, found {2}", name,
                               kind->minChunks, v));
   }

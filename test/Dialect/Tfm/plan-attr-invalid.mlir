@@ -38,12 +38,12 @@ module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], vpp = -1>}
 
 // -----
 
-// expected-error @+1 {{#tfm.plan field 'schedule': unknown schedule '2f2b' (expected gpipe, 1f1b, interleaved, zb-h1 or zb-v)}}
+// expected-error @+1 {{#tfm.plan field 'schedule': unknown schedule '2f2b' (expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min)}}
 module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], schedule = "2f2b">} {}
 
 // -----
 
-// expected-error @+1 {{#tfm.plan field 'vpp': vpp = 2 needs schedule interleaved or zb-v, found '1f1b'}}
+// expected-error @+1 {{#tfm.plan field 'vpp': vpp = 2 is more model chunks per rank than schedule '1f1b' runs (1)}}
 module attributes {llmir.plan = #tfm.plan<axes = ["pp"], sizes = [2], vpp = 2>} {}
 
 // -----
