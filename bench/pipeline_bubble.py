@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min"]
-V_SCHEDULES = ("zb-v", "v-half", "v-min")
+SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min", "dualpipev"]
+V_SCHEDULES = ("zb-v", "v-half", "v-min", "dualpipev")
 
 
 def analytic(name: str, p: int, m: int, v: int, tf: float, tb: float, ti: float, tw: float) -> float:

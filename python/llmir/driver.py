@@ -63,8 +63,8 @@ def tool_path(name: str) -> str:
 
 # The compiler's list (include/llmir/Partition/Pipeline/ScheduleKinds.h; test_plan.py checks they agree) and the
 # V-placed ones, which always run two chunks per rank.
-SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min")
-V_SCHEDULES = ("zb-v", "v-half", "v-min")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min", "dualpipev")
+V_SCHEDULES = ("zb-v", "v-half", "v-min", "dualpipev")
 
 _LAYOUT_ITEM = re.compile(r"^(E|L|t)(?:\*(\d+))?$")
 _ACTION = re.compile(r"^[FBIW]\d+s\d+$")

@@ -21,7 +21,7 @@ from conftest import MODELS as REPO_MODELS
     (dict(dp=0), "dp must be an integer >= 1"),
     (dict(microbatches=-1), "microbatches must be an integer >= 1"),
     (dict(pp=2, vpp=0), "vpp must be an integer >= 1"),
-    (dict(pp=2, schedule="1f1f"), "unknown schedule '1f1f' \\(expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min\\)"),
+    (dict(pp=2, schedule="1f1f"), "unknown schedule '1f1f' \\(expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, dualpipev\\)"),
     (dict(pp=2, schedule="interleaved"), "'interleaved' needs vpp >= 2"),
     (dict(pp=2, vpp=2), "vpp=2 needs schedule='interleaved'"),
     (dict(pp=1, vpp=2, schedule="interleaved"), "vpp=2 needs pp >= 2"),

@@ -633,6 +633,82 @@ llvm::Expected<Schedule> listSchedule(StringRef name, int p, int m, bool vShape,
 
 } // namespace
 
+llvm::Expected<Schedule> llmir::pipeline::makeDualPipeV(int p, int m) {
+  if (auto err = checkSizes("dualpipev", p, m, 2))
+    return std::move(err);
+  if (m < 2 * p)
+    return fail(llvm::formatv("dualpipev: needs microbatches >= 2*pp, found "
+                              "microbatches={0} pp={1}",
+                              m, p));
+  Schedule s = emptySchedule("dualpipev", p, m, 2);
+  s.vShape = true;
+  for (int r = 0; r < p; ++r) {
+    auto &list = s.ranks[r];
+    const int c0 = r, c1 = 2 * p - 1 - r; // the V's down and up stages
+    int f0 = 0, f1 = 0, b0 = 0, b1 = 0;
+    std::vector<Action> pendingW; // deferred weight gradients, oldest first
+    auto fwd = [&](int chunk) {
+      list.push_back({Action::F, chunk ? f1++ : f0++, chunk ? c1 : c0});
+    };
+    // A backward; `split`: input gradient now, its W queued.
+    auto bwd = [&](int chunk, bool split) {
+      Action a{split ? Action::I : Action::B, chunk ? b1++ : b0++, chunk ? c1 : c0};
+      list.push_back(a);
+      if (split)
+        pendingW.push_back({Action::W, a.microbatch, a.stage});
+    };
+    auto weight = [&]() {
+      list.push_back(pendingW.front());
+      pendingW.erase(pendingW.begin());
+    };
+    // Warm-up: chunk-0 forwards, then chunk-0/chunk-1 pairs.
+    for (int i = 0; i < 2 * (p - r - 1); ++i)
+      fwd(0);
+    for (int i = 0; i < r + 1; ++i) {
+      fwd(0);
+      fwd(1);
+    }
+    // The first chunk-1 backwards split so their Ws fill the gap.
+    for (int i = 0; i < p - r - 1; ++i) {
+      bwd(1, true);
+      weight();
+      fwd(1);
+    }
+    // Steady state: pairs (F chunk 0, B chunk 1), (F chunk 1, B chunk 0);
+    // DualPipe overlaps each pair's compute with the other's communication,
+    // here they run one after the other.
+    for (int i = 0; i < m - 2 * p + r + 1; ++i) {
+      fwd(0);
+      bwd(1, false);
+      fwd(1);
+      bwd(0, false);
+    }
+    for (int i = 0; i < p - r - 1; ++i) {
+      bwd(1, false);
+      fwd(1);
+      bwd(0, false);
+    }
+    // Drain: the second half of the backwards split (rank parity picks which
+    // chunk switches first), their Ws last.
+    bool split = false;
+    for (int i = 0; i < r + 1; ++i) {
+      if (i == (r + 1) / 2 && r % 2 == 1)
+        split = true;
+      bwd(1, split);
+      if (i == (r + 1) / 2 && r % 2 == 0)
+        split = true;
+      bwd(0, split);
+    }
+    for (int i = 0; i < p - r - 1; ++i) {
+      weight();
+      bwd(0, true);
+    }
+    while (!pendingW.empty())
+      weight();
+  }
+  return s;
+}
+
 llvm::Expected<Schedule> llmir::pipeline::makeZBH2(int p, int m) {
   // Rank r holds up to 2(p-r)-1 micro-batches: the extra warm-up forwards
   // fill the time until its first gradient arrives (twice 1F1B's p-r).
@@ -681,6 +757,8 @@ llvm::Expected<Schedule> llmir::pipeline::makeSchedule(StringRef name, int p,
   }
   if (name == "zb-h2")
     return makeZBH2(p, m);
+  if (name == "dualpipev")
+    return makeDualPipeV(p, m);
   if (name == "v-half" || name == "v-min")
     return makeVSchedule(name, p, m);
   if (name == "interleaved")

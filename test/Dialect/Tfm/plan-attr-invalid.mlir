@@ -38,7 +38,7 @@ module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], vpp = -1>}
 
 // -----
 
-// expected-error @+1 {{#tfm.plan field 'schedule': unknown schedule '2f2b' (expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min)}}
+// expected-error @+1 {{#tfm.plan field 'schedule': unknown schedule '2f2b' (expected gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, dualpipev)}}
 module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], schedule = "2f2b">} {}
 
 // -----

@@ -88,6 +88,12 @@ llvm::Expected<Schedule> makeZBH2(int p, int m);
 /// half of 1F1B's 2p), "v-min" about a third ((2p+2)/3 + 1), trading bubble
 /// for memory. Built by list scheduling under those limits.
 llvm::Expected<Schedule> makeVSchedule(llvm::StringRef name, int p, int m);
+/// DualPipeV (DeepSeek's DualPipe cut in half, PyTorch's
+/// ScheduleDualPipeV): V placement, warm-up forwards on both chunks, a steady
+/// state of (F chunk 0, B chunk 1), (F chunk 1, B chunk 0) pairs (which the
+/// original overlaps; here they run in turn), split backwards at the edges
+/// whose Ws fill the bubbles. Needs m >= 2p.
+llvm::Expected<Schedule> makeDualPipeV(int p, int m);
 /// By name (kScheduleKinds): v must lie in the kind's chunk range.
 llvm::Expected<Schedule> makeSchedule(llvm::StringRef name, int p, int m,
                                       int v);

@@ -30,6 +30,7 @@ inline constexpr ScheduleKind kScheduleKinds[] = {
     {"interleaved", 2, INT_MAX, false}, {"zb-h1", 1, 1, false},
     {"zb-h2", 1, 1, false},          {"zb-v", 2, 2, true},
     {"v-half", 2, 2, true},          {"v-min", 2, 2, true},
+    {"dualpipev", 2, 2, true},
 };
 
 /// The kind named `name`, or null.
