@@ -1,5 +1,6 @@
 """The collectives a compiled training step emits equal the analytic minimum
-of Megatron-LM's schemes, count and bytes, for tp, sp, dp and ZeRO-1.
+of Megatron-LM's schemes, count and bytes, for tp, sp, dp and ZeRO-1/2 (ZeRO-2 moves the same bytes as ZeRO-1,
+earlier: test_zero2_frees_gradients_during_the_backward).
 
 Bytes are what each rank contributes (the operand of the collective), as
 printed by `llm-opt --llm-comm-report`.
@@ -57,7 +58,8 @@ def local_param_bytes(cfg, tp):
 @pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
 @pytest.mark.parametrize("dp,tp,sp,zero", [(1, 2, False, 0), (1, 2, True, 0),
                                            (2, 1, False, 0), (2, 1, False, 1),
-                                           (2, 2, False, 0), (2, 2, True, 1)])
+                                           (2, 2, False, 0), (2, 2, True, 1),
+                                           (2, 1, False, 2), (2, 2, True, 2)])
 def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
     cfg = config.load_config(model_path(model))
     L, H = cfg.num_layers, cfg.hidden_size
@@ -82,6 +84,9 @@ def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
                      or n.endswith(("attn.c_proj.bias", "mlp.c_proj.bias"))]
         sp_bytes = sum(F32 * __import__("math").prod(param_shapes(cfg)[n])
                        for n in sp_params)
+        # ZeRO-2 reduce-scatters over dp first, so the tp sum covers this rank's 1/dp chunk only.
+        if zero == 2 and dp > 1:
+            sp_bytes //= dp
         expect[("all_reduce", "tp")] = (2 + len(sp_params), 2 * rows + sp_bytes)
     n_params = len(param_shapes(cfg))
     pbytes = local_param_bytes(cfg, tp)
@@ -94,3 +99,31 @@ def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
             # The loss, and all gradients in one bucket (they fit in 25 MiB).
             expect[("all_reduce", "dp")] = (2, F32 + pbytes)
     assert comm_totals(model, f"dp={dp} tp={tp} sp={str(sp).lower()} zero={zero}") == expect
+
+
+def exec_program(model, plan):
+    imp = subprocess.run([os.path.join(BIN, "llm-translate"), "--import-hf-config", model_path(model),
+                          "--batch", str(B), "--seq", str(S)], capture_output=True, text=True, check=True)
+    low = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step",
+                          "--llm-lower-to-exec"], input=imp.stdout, capture_output=True, text=True)
+    assert low.returncode == 0, low.stderr
+    return low.stdout
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+def test_zero2_frees_gradients_during_the_backward(model):
+    """ZeRO-1 keeps every full gradient until the optimizer; ZeRO-2 reduce-scatters each one as soon as it is
+    final (the first reduce-scatter comes before the embedding's gradient, the backward's last kernel), so the
+    planned temporaries shrink by about (1 - 1/dp) of the gradients."""
+    peaks = {}
+    for zero in (1, 2):
+        ir = exec_program(model, f"dp=2 zero={zero}")
+        first_rs = ir.index("exec.reduce_scatter")
+        emb_grad = ir.index('exec.kernel "embedding_grad"')
+        assert (first_rs < emb_grad) == (zero == 2), zero
+        peaks[zero] = int(re.search(r"temp_peak_bytes = (\d+)", ir).group(1))
+    cfg = config.load_config(model_path(model))
+    grads = local_param_bytes(cfg, 1)
+    saved = peaks[1] - peaks[2]
+    print(f"{model}: temp peak zero=1 {peaks[1]} B, zero=2 {peaks[2]} B (saves {saved} B of {grads} B of gradients)")
+    assert saved >= 0.25 * grads, peaks

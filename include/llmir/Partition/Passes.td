@@ -46,7 +46,7 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Option<"dp", "dp", "int64_t", "1", "Data-parallel degree">,
     Option<"tp", "tp", "int64_t", "1", "Tensor-parallel degree">,
     Option<"sp", "sp", "bool", "false", "Sequence parallelism (with tp)">,
-    Option<"zero", "zero", "int64_t", "0", "ZeRO stage (0 or 1)">,
+    Option<"zero", "zero", "int64_t", "0", "ZeRO stage: 1 shards AdamW state over dp, 2 also reduce-scatters each gradient as soon as it is final (0, 1 or 2)">,
     Option<"pp", "pp", "int64_t", "1", "Pipeline stages">,
     Option<"vpp", "vpp", "int64_t", "1", "Virtual stages per pipeline rank">,
     Option<"microbatches", "microbatches", "int64_t", "1", "Micro-batches per step">,

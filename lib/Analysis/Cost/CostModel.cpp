@@ -471,7 +471,12 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
             : transient;
     double gradAll = m.params * prec.gradBytes;
     if (o.persistentGrads || l.pp > 1 || l.microbatches > 1) {
-      m.gradBytes = gradAll;
+      // ZeRO-2 keeps this rank's 1/dp chunk of each gradient (the whole one
+      // only until its reduce-scatter) when nothing accumulates across
+      // micro-batches; LLMIR's pipelines reduce-scatter after the last one.
+      m.gradBytes = l.zero == 2 && l.pp == 1 && l.microbatches == 1
+                        ? gradAll / double(l.dp)
+                        : gradAll;
       m.activationBytes = m.inFlight * m.activationPerMicrobatch;
       double lastWork = last ? finalNormBytes + 2 * logitBytes : 0;
       m.workingBytes = std::max(layerWork, lastWork);
@@ -499,14 +504,16 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       struct Phase {
         double act, grad, work;
       };
-      double outGrads = headGrad + normGrad;
+      // ZeRO-2: a final gradient is reduce-scattered at once, 1/dp stays.
+      double kept = l.zero == 2 ? 1.0 / double(l.dp) : 1.0;
+      double outGrads = (headGrad + normGrad) * kept;
       Phase phases[] = {
           {acts + finalNormBytes, 0, 2 * logitBytes},
           {acts + finalNormBytes, outGrads, logitBytes + tokens * c.hidden * a},
           {acts, outGrads + layerGrad, layerWork},
-          {oneLayer, outGrads + layerGrads, layerWork},
+          {oneLayer, outGrads + layerGrads * kept + layerGrad * (1 - kept), layerWork},
           // Tied: the head's gradient, the embedding's and their sum.
-          {0, outGrads + layerGrads + embGrads +
+          {0, outGrads + layerGrads * kept + embGrads +
                   (c.tiedEmbeddings ? headGrad : 0),
            tokens * c.hidden * a}};
       const Phase *best = &phases[0];

@@ -75,8 +75,8 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   if (l.sp && c.seq % l.tp)
     return fail(llvm::formatv("sp: tp={0} does not divide the sequence of {1}",
                               l.tp, c.seq));
-  if (l.zero != 0 && l.zero != 1)
-    return fail("zero must be 0 or 1");
+  if (l.zero < 0 || l.zero > 2)
+    return fail("zero must be 0, 1 or 2");
   if (!llvm::is_contained({"none", "selective", "full"}, l.recompute))
     return fail("recompute must be none, selective or full, found '" +
                 l.recompute + "'");

@@ -45,8 +45,8 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
       failed(positive("pp", o.pp)) || failed(positive("vpp", o.vpp)) ||
       failed(positive("microbatches", o.microbatches)))
     return failure();
-  if (o.zero != 0 && o.zero != 1)
-    return module.emitError() << "--llm-partition: zero must be 0 or 1, found "
+  if (o.zero < 0 || o.zero > 2)
+    return module.emitError() << "--llm-partition: zero must be 0, 1 or 2, found "
                               << o.zero;
   const pipeline::ScheduleKind *kind = pipeline::findScheduleKind(o.schedule);
   if (!kind)

@@ -23,8 +23,8 @@ module attributes {llmir.plan = #tfm.plan<axes = [""], sizes = [2]>} {}
 
 // -----
 
-// expected-error @+1 {{#tfm.plan field 'zero': expected 0 or 1, found 2}}
-module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 2>} {}
+// expected-error @+1 {{#tfm.plan field 'zero': expected 0, 1 or 2, found 3}}
+module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 3>} {}
 
 // -----
 

@@ -111,8 +111,8 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
       return fieldError("sizes") << "axis '" << name.getValue()
                                  << "' expected >= 1 ranks, found " << size;
   }
-  if (zero != 0 && zero != 1)
-    return fieldError("zero") << "expected 0 or 1, found " << zero;
+  if (zero < 0 || zero > 2)
+    return fieldError("zero") << "expected 0, 1 or 2, found " << zero;
   if (microbatches < 1)
     return fieldError("microbatches")
            << "expected >= 1, found " << microbatches;

@@ -24,8 +24,11 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
     dp = axis->size;
   }
   tfm::PlanAttr plan = getPlan(module);
-  zero = plan && plan.isZero1() && dp > 1;
-  bucketed_ = dp > 1 && !zero;
+  zero = plan && plan.shardsOptimizer() && dp > 1;
+  zeroGradients = zero && plan.getZero() == 2;
+  // ZeRO-2 reduce-scatters each gradient where it becomes final, like the
+  // buckets of plain dp, instead of keeping it whole until the optimizer.
+  bucketed_ = dp > 1 && (!zero || zeroGradients);
 }
 
 Value OptimizerBuilder::reshape(Value v, ArrayRef<int64_t> shape, Location loc) {
@@ -34,8 +37,25 @@ Value OptimizerBuilder::reshape(Value v, ArrayRef<int64_t> shape, Location loc) 
   return ReshapeOp::create(b, loc, type, v);
 }
 
+Value OptimizerBuilder::reduceScatterOverDp(Value grad, Location loc) {
+  auto type = cast<RankedTensorType>(grad.getType());
+  int64_t n = type.getNumElements();
+  Value flat = reshape(grad, {n}, loc);
+  return shard::ReduceScatterOp::create(
+      b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
+      ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
+      /*scatter_axis=*/APInt(64, 0));
+}
+
 void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
                                    Location loc) {
+  if (zeroGradients) { // ZeRO-2: this rank's chunk now; the full gradient dies
+    int64_t n = cast<RankedTensorType>(param.getType()).getNumElements();
+    if (n % dp == 0) {
+      reducedGrads[param] = reduceScatterOverDp(grad, loc);
+      return;
+    } // emitUpdates reports the size
+  }
   bucket.push_back({param, grad});
   bucketFill += cast<RankedTensorType>(param.getType()).getNumElements() * 4;
   if (bucketFill >= options.bucketBytes)
@@ -186,7 +206,11 @@ LogicalResult OptimizerBuilder::emitUpdates(
       if (it != bucketOf.end())
         unpackBucket(reducedBuckets[it->second]);
     }
-    Value grad = bucketed_ ? reducedGrads.lookup(param) : raw;
+    // ZeRO-2's gradients arrive as this rank's chunk, already reduced.
+    bool chunked = zeroGradients && reducedGrads.count(param);
+    Value grad = bucketed_ && !(zeroGradients && !chunked)
+                     ? reducedGrads.lookup(param)
+                     : raw;
     if (!grad)
       return func.emitOpError() << "parameter #" << param.getArgNumber()
                                 << " has no reduced gradient";
@@ -210,14 +234,12 @@ LogicalResult OptimizerBuilder::emitUpdates(
       int64_t n = type.getNumElements();
       if (n % dp != 0)
         return func.emitOpError()
-               << "zero=1 needs every parameter's size to divide by dp=" << dp
+               << "zero=" << (zeroGradients ? 2 : 1)
+               << " needs every parameter's size to divide by dp=" << dp
                << "; parameter #" << param.getArgNumber() << " has " << n
                << " elements";
-      Value flat = reshape(grad, {n}, loc);
-      grad = shard::ReduceScatterOp::create(
-          b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
-          ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
-          /*scatter_axis=*/APInt(64, 0));
+      if (!chunked)
+        grad = reduceScatterOverDp(grad, loc);
       shardAxis = b.getStringAttr("dp");
     }
     Update update{param, grad, decay, shardAxis};

@@ -83,7 +83,8 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     /// Full activation recompute (each layer's forward re-run in backward).
     bool isFullRecompute() const { return getRecompute() == "full"; }
     /// ZeRO-1 optimizer-state sharding.
-    bool isZero1() const { return getZero() == 1; }
+    /// ZeRO-1 or -2: AdamW state and updates sharded over dp.
+    bool shardsOptimizer() const { return getZero() >= 1; }
   }];
 }
 

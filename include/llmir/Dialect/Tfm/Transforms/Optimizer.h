@@ -41,8 +41,9 @@ public:
   OptimizerBuilder(mlir::OpBuilder &b, mlir::ModuleOp module,
                    mlir::func::FuncOp func, const OptimizerOptions &options);
 
-  /// True when gradients are all-reduced over dp in buckets (dp > 1 without
-  /// ZeRO-1): each final gradient goes through addToBucket.
+  /// True when gradients are reduced over dp as they become final: all-reduced
+  /// in buckets (dp > 1 without ZeRO), or reduce-scattered one by one
+  /// (ZeRO-2); each final gradient goes through addToBucket.
   bool bucketed() const { return bucketed_; }
 
   /// Adds `param`'s final gradient to the open bucket; all-reduces the
@@ -67,6 +68,8 @@ public:
 private:
   mlir::Value reshape(mlir::Value v, llvm::ArrayRef<int64_t> shape,
                       mlir::Location loc);
+  /// This rank's flat 1/dp chunk of the dp-summed `grad` (ZeRO).
+  mlir::Value reduceScatterOverDp(mlir::Value grad, mlir::Location loc);
 
   /// One parameter's final gradient (reduced, ZeRO-1 chunk), ready for AdamW.
   struct Update {
@@ -86,6 +89,8 @@ private:
   int16_t dpAxis = -1;
   int64_t dp = 1;
   bool zero = false, bucketed_ = false;
+  /// ZeRO-2: addToBucket reduce-scatters at once (reducedGrads holds chunks).
+  bool zeroGradients = false;
   llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
   int64_t bucketFill = 0;
   /// An all-reduced bucket whose pieces are cut out only where the optimizer
