@@ -247,7 +247,8 @@ std::string checkpointFile(const std::string &dir) {
 }
 
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
-                      const std::string &dir, int64_t nextStep) {
+                      const std::string &dir, int64_t nextStep,
+                      const std::map<std::string, std::string> &extraMeta) {
   // Parameters and moments are saved as f32 whatever their buffer dtype
   // (download widens bf16/f16 exactly), so f32 runs resume bit-exactly.
   std::vector<GlobalTensor> globals;
@@ -267,6 +268,8 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       plan += (a ? " " : "") + program.plan.axes[a] + "=" +
               std::to_string(program.plan.sizes[a]);
     meta["plan"] = plan;
+    for (const auto &[key, value] : extraMeta)
+      meta.emplace(key, value);
     LLMIR_RETURN_IF_ERROR(writeSafeTensors(checkpointFile(dir), tensors, meta));
   }
   return comm.barrier();
@@ -285,7 +288,8 @@ Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
   return comm.barrier();
 }
 
-StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
+StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir,
+                                   std::map<std::string, std::string> *meta) {
   StatusOr<SafeTensorsFile> file = SafeTensorsFile::open(checkpointFile(dir));
   if (!file.isOk())
     return file.status();
@@ -303,6 +307,8 @@ StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
                          "'" + checkpointFile(dir) + "' has no valid step");
   LLMIR_RETURN_IF_ERROR(exec.loadParams(*file));
   LLMIR_RETURN_IF_ERROR(exec.loadStates(*file));
+  if (meta)
+    *meta = file->metadata();
   return static_cast<int64_t>(next);
 }
 

@@ -296,6 +296,10 @@ Status Executor::setInput(const std::string &name,
       return backend_.upload(arena_, b.buffer.offset, values.data(),
                              b.buffer.bytes());
     if (b.buffer.dtype == ScalarType::I32) {
+      for (size_t i = 0; i < values.size(); ++i)
+        if (values[i] < INT32_MIN || values[i] > INT32_MAX)
+          return invalid("input '" + name + "' value " + std::to_string(values[i]) +
+                         " at index " + std::to_string(i) + " does not fit int32");
       std::vector<int32_t> narrow(values.begin(), values.end());
       return backend_.upload(arena_, b.buffer.offset, narrow.data(),
                              b.buffer.bytes());
@@ -399,6 +403,8 @@ Status Executor::run(int64_t step) {
   step_ = step;
   gradNorm_ = -1.0;
   for (const Instr &instr : stage_->instrs) {
+    if (!updateParams_ && instr.isKernel(KernelId::Adamw))
+      continue;
     Status st = checkFinite(instr);
     // Every AdamW update reads the same global squared norm: read it once.
     if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&

@@ -73,6 +73,10 @@ public:
   /// negative value when the program does not compute it.
   double gradNorm() const { return gradNorm_; }
 
+  /// false: run() skips the AdamW updates (the parameters and optimizer
+  /// state stay as they are), so a training program evaluates the loss.
+  void setUpdateParams(bool on) { updateParams_ = on; }
+
   /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
   /// checked before the optimizer applies them).
   void setCheckNumerics(bool on) { checkNumerics_ = on; }
@@ -127,6 +131,7 @@ private:
   float lr_ = 3e-4f, weightDecay_ = 0.0f, clipGradNorm_ = 0.0f;
   double gradNorm_ = -1.0;
   bool checkNumerics_ = false;
+  bool updateParams_ = true;
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
