@@ -263,19 +263,22 @@ def test_resume_continues_the_data_exactly(setup, tmp_path, order, prog, ranks):
 
 # --- 3. eval during training, streamed log ---------------------------------
 
-def test_eval_during_training(setup, tmp_path):
+@pytest.mark.parametrize("prog,ranks", [("train", 1), ("dp2", 2)])
+def test_eval_during_training(setup, tmp_path, prog, ranks):
     """--eval-every 2 --eval-steps 2: the held-out loss of the parameters
     after steps 2, 4, 6 (PyTorch's on the first two val batches); the
     training itself is bit-identical to a run without evaluation."""
+    if ranks > 1 and not MPI:
+        pytest.skip("mpirun not installed")
     cfg, weights, progs = setup
     tokens = random_tokens(cfg.vocab_size, 600, seed=10)
     val = random_tokens(cfg.vocab_size, 200, seed=11)
     save_tokens(tokens, str(tmp_path / "t.npy"))
     write_shard(str(tmp_path / "val.bin"), val, 256)
-    plain = train(progs["train"], weights, tmp_path / "t.npy", tmp_path / "p.jsonl", 6)
-    res = llm_run(progs["train"], weights, tmp_path / "t.npy", "--steps", 6, "--lr", "1e-3",
+    plain = train(progs[prog], weights, tmp_path / "t.npy", tmp_path / "p.jsonl", 6, ranks=ranks)
+    res = llm_run(progs[prog], weights, tmp_path / "t.npy", "--steps", 6, "--lr", "1e-3",
                   "--eval-data", tmp_path / "val.bin", "--eval-every", 2, "--eval-steps", 2,
-                  "--log-json", tmp_path / "e.jsonl")
+                  "--log-json", tmp_path / "e.jsonl", ranks=ranks)
     log = logged(res, tmp_path / "e.jsonl")
     assert [r["loss"] for r in log] == plain
     assert [("eval_loss" in r) for r in log] == [False, True] * 3

@@ -1,6 +1,7 @@
 // llm-run's token data (TrainData.h).
 #include "TrainData.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <tuple>
 
@@ -88,6 +89,40 @@ Status feedBatch(Executor &ex, TokenLoader &loader, const DataPosition &p, int64
   if (ex.findInput("labels"))
     LLMIR_RETURN_IF_ERROR(ex.setInput("labels", labels));
   return Status::ok();
+}
+
+StatusOr<double> gatherLoss(Executor &ex, Communicator &comm, int lossRank, int tag) {
+  const int rank = comm.rank();
+  float value = NAN;
+  if (lossRank < 0 || (rank != 0 && rank != lossRank))
+    return static_cast<double>(value);
+  if (rank == lossRank) {
+    StatusOr<std::vector<float>> out = ex.output("loss");
+    if (!out.isOk())
+      return out.status();
+    value = (*out)[0];
+  }
+  if (lossRank != 0)
+    LLMIR_RETURN_IF_ERROR(rank == 0 ? comm.recv(&value, 1, lossRank, tag)
+                                    : comm.send(&value, 1, 0, tag));
+  return static_cast<double>(value);
+}
+
+StatusOr<double> evaluateLoss(Executor &ex, Communicator &comm, TokenLoader &data,
+                              int64_t steps, int64_t firstRow, int64_t rows, int64_t step,
+                              int lossRank, int tag) {
+  double sum = 0;
+  ex.setUpdateParams(false);
+  for (int64_t i = 0; i < steps; ++i) {
+    LLMIR_RETURN_IF_ERROR(feedBatch(ex, data, data.positionOfStep(i), firstRow, rows));
+    LLMIR_RETURN_IF_ERROR(ex.run(step));
+    StatusOr<double> loss = gatherLoss(ex, comm, lossRank, tag);
+    if (!loss.isOk())
+      return loss.status();
+    sum += *loss;
+  }
+  ex.setUpdateParams(true);
+  return sum / static_cast<double>(steps);
 }
 
 } // namespace llmir::runtime

@@ -3,6 +3,7 @@
 #ifndef LLMIR_TOOLS_LLM_RUN_TRAINDATA_H
 #define LLMIR_TOOLS_LLM_RUN_TRAINDATA_H
 
+#include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/TokenData.h"
 
@@ -49,6 +50,18 @@ StatusOr<DataPosition> resumedPosition(const std::map<std::string, std::string> 
 /// (input_ids, labels: those its stage binds).
 Status feedBatch(Executor &ex, TokenLoader &loader, const DataPosition &p, int64_t firstRow,
                  int64_t rows);
+
+/// The loss output of the step just run, on rank 0 (NaN on other ranks):
+/// `lossRank` (the lowest rank whose stage has it) sends it under `tag`.
+StatusOr<double> gatherLoss(Executor &ex, Communicator &comm, int lossRank, int tag);
+
+/// --eval-data: the mean loss (on rank 0) of the first `steps` batches of
+/// `data`, this rank reading rows [firstRow, firstRow+rows). A training
+/// program runs with its AdamW updates skipped: forward and backward run,
+/// the parameters and optimizer state are untouched. `step` labels errors.
+StatusOr<double> evaluateLoss(Executor &ex, Communicator &comm, TokenLoader &data,
+                              int64_t steps, int64_t firstRow, int64_t rows, int64_t step,
+                              int lossRank, int tag);
 
 } // namespace llmir::runtime
 

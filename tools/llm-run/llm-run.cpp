@@ -771,40 +771,6 @@ int run(int argc, char **argv) {
   bool trainsParams = false;
   for (const StageProgram &stage : program->stages)
     trainsParams |= stage.trains();
-  // The loss of the step just run, on rank 0 (NaN elsewhere).
-  auto fetchLoss = [&]() -> StatusOr<double> {
-    float value = NAN;
-    if (lossRank < 0 || (rank != 0 && rank != lossRank))
-      return static_cast<double>(value);
-    if (rank == lossRank) {
-      StatusOr<std::vector<float>> out = ex.output("loss");
-      if (!out.isOk())
-        return out.status();
-      value = (*out)[0];
-    }
-    if (lossRank != 0)
-      LLMIR_RETURN_IF_ERROR(rank == 0 ? comm->recv(&value, 1, lossRank, kLossTag)
-                                      : comm->send(&value, 1, 0, kLossTag));
-    return static_cast<double>(value);
-  };
-  // --eval-data: the mean loss of its first --eval-steps batches. A training
-  // program runs with its AdamW updates skipped (forward and backward run,
-  // the parameters and optimizer state are untouched).
-  auto evaluate = [&](int64_t step) -> StatusOr<double> {
-    double sum = 0;
-    ex.setUpdateParams(false);
-    for (int64_t i = 0; i < opts.data.evalSteps; ++i) {
-      LLMIR_RETURN_IF_ERROR(
-          feedBatch(ex, *evalData, evalData->positionOfStep(i), dpIndex * rows, rows));
-      LLMIR_RETURN_IF_ERROR(ex.run(step));
-      StatusOr<double> loss = fetchLoss();
-      if (!loss.isOk())
-        return loss.status();
-      sum += *loss;
-    }
-    ex.setUpdateParams(true);
-    return sum / static_cast<double>(opts.data.evalSteps);
-  };
   for (int64_t step = firstStep; step < lastStep; ++step) {
     if (Status st = feedBatch(ex, *data, position, dpIndex * rows, rows); !st.isOk())
       return fail(st);
@@ -819,14 +785,15 @@ int run(int argc, char **argv) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     totalSeconds += seconds;
-    StatusOr<double> loss = fetchLoss();
+    StatusOr<double> loss = gatherLoss(ex, *comm, lossRank, kLossTag);
     if (!loss.isOk())
       return fail(loss.status());
     // The global gradient norm (before clipping), the same on every rank.
     const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
     double evalLoss = NAN;
     if (evalData && (step + 1) % opts.data.evalEvery == 0) {
-      StatusOr<double> e = evaluate(step);
+      StatusOr<double> e = evaluateLoss(ex, *comm, *evalData, opts.data.evalSteps,
+                                        dpIndex * rows, rows, step, lossRank, kLossTag);
       if (!e.isOk())
         return fail(e.status());
       evalLoss = *e;
