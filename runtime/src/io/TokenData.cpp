@@ -224,10 +224,10 @@ StatusOr<int64_t> TokenFiles::at(int64_t index) const {
   return at(file, index - starts_[file]);
 }
 
-std::vector<int64_t> shuffledWindows(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> perm(static_cast<size_t>(n));
+std::vector<uint32_t> shuffledWindows(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<uint32_t> perm(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
-    perm[i] = i;
+    perm[i] = static_cast<uint32_t>(i);
   uint64_t state = seed ^ (static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ull);
   for (int64_t i = n - 1; i > 0; --i) {
     const int64_t j = static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(i + 1));
@@ -255,6 +255,10 @@ StatusOr<TokenLoader> TokenLoader::create(TokenFiles files, DataOrder order, uin
     out.windowStarts_.push_back(out.numWindows_);
     out.numWindows_ += f.fileTokens(i) > seq ? (f.fileTokens(i) - 1) / seq : 0;
   }
+  if (out.numWindows_ > (int64_t(1) << 32))
+    return Status::error(StatusCode::InvalidArgument,
+                         f.option() + ": " + std::to_string(out.numWindows_) +
+                             " windows; --data-order shuffled handles at most 2^32");
   if (out.numWindows_ < batch)
     return Status::error(StatusCode::InvalidArgument,
                          f.option() + ": " + std::to_string(out.numWindows_) + " windows of " +

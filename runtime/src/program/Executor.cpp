@@ -296,10 +296,6 @@ Status Executor::setInput(const std::string &name,
       return backend_.upload(arena_, b.buffer.offset, values.data(),
                              b.buffer.bytes());
     if (b.buffer.dtype == ScalarType::I32) {
-      for (size_t i = 0; i < values.size(); ++i)
-        if (values[i] < INT32_MIN || values[i] > INT32_MAX)
-          return invalid("input '" + name + "' value " + std::to_string(values[i]) +
-                         " at index " + std::to_string(i) + " does not fit int32");
       std::vector<int32_t> narrow(values.begin(), values.end());
       return backend_.upload(arena_, b.buffer.offset, narrow.data(),
                              b.buffer.bytes());

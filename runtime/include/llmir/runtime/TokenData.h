@@ -110,11 +110,12 @@ private:
   int64_t batch_ = 0, seq_ = 0, numWindows_ = 0;
   std::vector<int64_t> windowStarts_; ///< first window number of each file
   int64_t permEpoch_ = -1;            ///< the epoch perm_ belongs to
-  std::vector<int64_t> perm_;
+  std::vector<uint32_t> perm_;        ///< 4 bytes a window
 };
 
-/// The shuffled order's permutation of 0..n-1 for `epoch` (see TokenLoader).
-std::vector<int64_t> shuffledWindows(int64_t n, uint64_t seed, int64_t epoch);
+/// The shuffled order's permutation of 0..n-1 (n <= 2^32) for `epoch` (see
+/// TokenLoader).
+std::vector<uint32_t> shuffledWindows(int64_t n, uint64_t seed, int64_t epoch);
 
 } // namespace llmir::runtime
 
