@@ -20,6 +20,7 @@ from conftest import model_path
 torch = pytest.importorskip("torch")
 
 from test_e2e_cpu import RTOL, SEQ, assert_clean_error, compile_model, run, tool  # noqa: E402
+from test_schedule_clip import compile_pipelined  # noqa: E402
 from llmir import config, reference, safetensors  # noqa: E402
 from llmir.prepare_data import read_shard, write_shard  # noqa: E402
 from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
@@ -40,6 +41,7 @@ def setup(tmp_path_factory):
         "train": compile_model(model_path("gpt2-tiny"), d / "train.llmir", batch=BATCH, train=True),
         "dp2": compile_model(model_path("gpt2-tiny"), d / "dp2.llmir", batch=BATCH, train=True,
                              plan="dp=2"),
+        "pp2": compile_pipelined(model_path("gpt2-tiny"), d / "pp2.llmir", "pp=2"),
     }
     return cfg, weights, progs
 
@@ -263,7 +265,7 @@ def test_resume_continues_the_data_exactly(setup, tmp_path, order, prog, ranks):
 
 # --- 3. eval during training, streamed log ---------------------------------
 
-@pytest.mark.parametrize("prog,ranks", [("train", 1), ("dp2", 2)])
+@pytest.mark.parametrize("prog,ranks", [("train", 1), ("dp2", 2), ("pp2", 2)])
 def test_eval_during_training(setup, tmp_path, prog, ranks):
     """--eval-every 2 --eval-steps 2: the held-out loss of the parameters
     after steps 2, 4, 6 (PyTorch's on the first two val batches); the
