@@ -200,6 +200,13 @@ def test_bad_token_files(setup, tmp_path):
     check(tmp_path / "none_*.bin")
     res = llm_run(progs["eval"], weights, tmp_path / "oov.bin", "--eval", "--data-order", "random")
     assert_clean_error(res, "--data-order", "sequential or shuffled")
+    npy = tmp_path / "wide.npy"
+    for extra, needle in ((["--eval-every", 2], "--eval-every needs --eval-data"),
+                          (["--eval-data", npy], "--eval-data needs --eval-every"),
+                          (["--eval-data", npy, "--eval-every", 0], "positive integer"),
+                          (["--eval-data", npy, "--eval-every", 1, "--logits-out", tmp_path / "l"],
+                           "--logits-out cannot be combined with --eval-data")):
+        assert_clean_error(llm_run(progs["eval"], weights, npy, "--eval", *extra), needle)
 
 
 # --- 2. shuffled order and exact resume -------------------------------------

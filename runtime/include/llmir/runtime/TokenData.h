@@ -95,12 +95,13 @@ public:
   /// rows*seq each.
   Status read(const DataPosition &p, int64_t firstRow, int64_t rows,
               std::vector<int64_t> &inputs, std::vector<int64_t> &labels);
-  /// The windows (shuffled) or tokens (sequential) of one epoch.
-  int64_t epochLength() const { return order_ == DataOrder::Shuffled ? numWindows_ : files_.numTokens(); }
-  const TokenFiles &files() const { return files_; }
 
 private:
   explicit TokenLoader(TokenFiles files) : files_(std::move(files)) {}
+  /// The windows (shuffled) or tokens (sequential) of one epoch.
+  int64_t epochLength() const {
+    return order_ == DataOrder::Shuffled ? numWindows_ : files_.numTokens();
+  }
   /// Window `w` (file order): its file and first token.
   std::pair<size_t, int64_t> window(int64_t w) const;
 
