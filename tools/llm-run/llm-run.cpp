@@ -790,13 +790,16 @@ int run(int argc, char **argv) {
       return fail(loss.status());
     // The global gradient norm (before clipping), the same on every rank.
     const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
-    double evalLoss = NAN;
+    double evalLoss = NAN, evalSeconds = 0;
     if (evalData && (step + 1) % opts.data.evalEvery == 0) {
+      auto e0 = std::chrono::steady_clock::now();
       StatusOr<double> e = evaluateLoss(ex, *comm, *evalData, opts.data.evalSteps,
                                         dpIndex * rows, rows, step, lossRank, kLossTag);
       if (!e.isOk())
         return fail(e.status());
       evalLoss = *e;
+      evalSeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     }
     bool save = !opts.saveDir.empty() &&
                 (step + 1 == lastStep || (opts.saveEvery && (step + 1) % opts.saveEvery == 0));
@@ -825,7 +828,8 @@ int run(int argc, char **argv) {
     if (!std::isnan(evalLoss)) {
       const size_t t = std::strlen(normText), j = std::strlen(normJson);
       std::snprintf(normText + t, sizeof normText - t, " | eval loss %.6f", evalLoss);
-      std::snprintf(normJson + j, sizeof normJson - j, ", \"eval_loss\": %.9g", evalLoss);
+      std::snprintf(normJson + j, sizeof normJson - j, ", \"eval_loss\": %.9g, \"eval_ms\": %.3f",
+                    evalLoss, evalSeconds * 1e3);
     }
     if (!opts.quiet) {
       char line[360];

@@ -73,9 +73,12 @@ public:
   /// negative value when the program does not compute it.
   double gradNorm() const { return gradNorm_; }
 
-  /// false: run() skips the AdamW updates (the parameters and optimizer
-  /// state stay as they are), so a training program evaluates the loss.
-  void setUpdateParams(bool on) { updateParams_ = on; }
+  /// false: run() evaluates the loss of a training program and updates
+  /// nothing. A single-stage program stops after the last instruction that
+  /// writes its "loss" output (the forward, and the backward of earlier
+  /// micro-batches); a pipeline stage runs in full with its AdamW updates
+  /// skipped (its forward and backward interleave with the other stages').
+  void setUpdateParams(bool on);
 
   /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
   /// checked before the optimizer applies them).
@@ -132,6 +135,7 @@ private:
   double gradNorm_ = -1.0;
   bool checkNumerics_ = false;
   bool updateParams_ = true;
+  size_t evalEnd_ = 0; ///< instructions run while !updateParams_
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
