@@ -43,6 +43,8 @@ def setup(tmp_path_factory):
                              plan="dp=2"),
         "tp2": compile_model(model_path("gpt2-tiny"), d / "tp2.llmir", batch=BATCH, train=True,
                              plan="tp=2"),
+        "zero": compile_model(model_path("gpt2-tiny"), d / "zero.llmir", batch=BATCH, train=True,
+                              plan="dp=2 zero=1"),
         "pp2": compile_pipelined(model_path("gpt2-tiny"), d / "pp2.llmir", "pp=2"),
     }
     return cfg, weights, progs
@@ -274,7 +276,8 @@ def test_resume_continues_the_data_exactly(setup, tmp_path, order, prog, ranks):
 
 # --- 3. eval during training, streamed log ---------------------------------
 
-@pytest.mark.parametrize("prog,ranks", [("train", 1), ("dp2", 2), ("tp2", 2), ("pp2", 2)])
+@pytest.mark.parametrize("prog,ranks", [("train", 1), ("dp2", 2), ("tp2", 2), ("zero", 2),
+                                        ("pp2", 2)])
 def test_eval_during_training(setup, tmp_path, prog, ranks):
     """--eval-every 2 --eval-steps 2: the held-out loss of the parameters
     after steps 2, 4, 6 (PyTorch's on the first two val batches); the
