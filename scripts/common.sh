@@ -20,14 +20,20 @@ llmir_install_packages() {
   for p in "${LLMIR_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  if [ ${#missing[@]} -eq 0 ]; then
-    return 0
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "llmir: installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
-  echo "llmir: installing Debian packages: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # tokenizers (PyPI only) for llmir.prepare_data --tokenizer/--train-bpe; the
+  # wheel alone (--no-deps), so none of Debian's Python packages is replaced.
+  # Optional: without it those options say so and their tests skip.
+  if ! /usr/bin/python3 -c "import tokenizers" 2>/dev/null; then
+    /usr/bin/python3 -m pip install -q --no-deps --break-system-packages tokenizers ||
+      echo "llmir: pip install tokenizers failed; prepare_data --bytes still works"
+  fi
 }
 
 llmir_build() {

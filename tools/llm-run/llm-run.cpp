@@ -3,6 +3,7 @@
 // rank; the rank count must match the program's plan.
 #include "DeviceSetup.h"
 #include "Generate.h"
+#include "TrainData.h"
 
 #include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Communicator.h"
@@ -21,6 +22,7 @@
 #include <cstring>
 #include <optional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -31,7 +33,7 @@ using namespace llmir::runtime;
 
 namespace {
 
-const char *kUsage = R"(usage: llm-run PROGRAM.llmir --weights W.safetensors --data TOKENS.npy [options]
+const char *kUsage = R"(usage: llm-run PROGRAM.llmir --weights W.safetensors --data TOKENS [options]
        llm-run PROGRAM.llmir --weights W.safetensors --generate --prompt P.npy [options]
 
 Runs a compiled LLMIR program. Launch multi-rank programs with
@@ -39,8 +41,18 @@ Runs a compiled LLMIR program. Launch multi-rank programs with
 
 options:
   --weights FILE     safetensors with Hugging Face names and full (global) tensors
-  --data FILE        1-D integer .npy of token ids; step i reads the window
-                     starting at i*B*S of length B*S+1 (wrapping around)
+  --data FILES       token ids: a 1-D integer .npy, an llm.c token shard
+                     (uint16 or uint32), or a quoted glob of them (sorted);
+                     memory-mapped. Ids must be below the vocabulary size
+  --data-order O     sequential (default): the files as one cyclic stream,
+                     step i reads B rows of S+1 tokens from i*B*S on;
+                     shuffled: windows of S+1 tokens (within a file) in a new
+                     seeded order each epoch, no window twice in an epoch
+                     (README: Token data). The position is checkpointed
+  --seed N           the shuffle seed (and the sampling seed of --generate)
+  --eval-data FILES  held-out tokens (like --data, read sequentially): every
+  --eval-every K     K-th step, the mean loss of the first --eval-steps N
+  --eval-steps N     batches (default 1), parameters untouched
   --steps N          number of steps (default 1; 0 with --export-weights)
   --lr X             AdamW learning rate for training programs (default 3e-4)
   --weight-decay X   decoupled weight decay on parameters of rank >= 2 (default 0)
@@ -62,7 +74,7 @@ options:
                      without overflow (default 2000)
   --eval             forward-only evaluation (prints the loss of each window);
                      a program built with --tfm-build-train-step trains instead
-  --log-json FILE    one JSON object per step (rank 0)
+  --log-json FILE    one JSON object per step (rank 0), written as it goes
   --save-checkpoint DIR  write DIR/checkpoint.safetensors (HF names, global
                      tensors, AdamW state, next step) at the end of the run
   --save-every K     ... and after every K-th step
@@ -127,7 +139,7 @@ struct LrSchedule {
 };
 
 struct Options {
-  std::string program, weights, data, logJson, logitsOut, backend = "cpu";
+  std::string program, weights, logJson, logitsOut, backend = "cpu";
   std::string saveDir, resumeDir;
   std::string exportPath, exportDTypeName; // --export-weights, --export-dtype
   DType exportDType = DType::F32;
@@ -140,6 +152,7 @@ struct Options {
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
   GenerateOptions gen;
+  DataOptions data; // --data, --data-order, --eval-data, ...
 };
 
 /// A file the run reads or writes, with the option that names it.
@@ -151,10 +164,19 @@ struct FileOption {
 std::vector<FileOption> inputFiles(const Options &o) {
   return {{"the program", o.program},
           {"--weights", o.weights},
-          {"--data", o.data},
           {"--prompt", o.gen.prompt},
           {"--lengths", o.gen.lengths},
           {"--resume", o.resumeDir.empty() ? "" : checkpointFile(o.resumeDir)}};
+}
+
+/// inputFiles and every --data and --eval-data file.
+std::vector<FileOption> allInputFiles(const Options &o) {
+  std::vector<FileOption> in = inputFiles(o);
+  for (const std::string &f : o.data.files)
+    in.push_back({"--data", f});
+  for (const std::string &f : o.data.evalFiles)
+    in.push_back({"--eval-data", f});
+  return in;
 }
 
 std::vector<FileOption> outputFiles(const Options &o) {
@@ -198,7 +220,8 @@ bool isSpecialFile(const std::string &path) {
 /// replace the checkpoint it resumed from (it was read in full at the start;
 /// the save is atomic).
 Status checkFiles(const Options &o) {
-  for (const FileOption &in : inputFiles(o))
+  const std::vector<FileOption> inputs = allInputFiles(o);
+  for (const FileOption &in : inputs)
     if (!in.path.empty())
       LLMIR_RETURN_IF_ERROR(checkInputFile(in.path, in.option));
   const std::vector<FileOption> outputs = outputFiles(o);
@@ -206,7 +229,7 @@ Status checkFiles(const Options &o) {
     const FileOption &out = outputs[i];
     if (out.path.empty())
       continue;
-    for (const FileOption &in : inputFiles(o)) {
+    for (const FileOption &in : inputs) {
       if (in.path.empty() ||
           (std::string(out.option) == "--save-checkpoint" &&
            std::string(in.option) == "--resume"))
@@ -300,7 +323,9 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     if (a == "--generate") { o.generate = true; continue; }
     std::string *target = nullptr;
     if (a == "--weights") target = &o.weights;
-    else if (a == "--data") target = &o.data;
+    else if (a == "--data") target = &o.data.spec;
+    else if (a == "--data-order") target = &o.data.order;
+    else if (a == "--eval-data") target = &o.data.evalSpec;
     else if (a == "--log-json") target = &o.logJson;
     else if (a == "--logits-out") target = &o.logitsOut;
     else if (a == "--backend") target = &o.backend;
@@ -322,14 +347,15 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     if (a == "--max-new-tokens" || a == "--pad-id" || a == "--eos-id" ||
         a == "--top-k" || a == "--seed" || a == "--warmup" || a == "--steps" ||
         a == "--save-every" || a == "--warmup-steps" || a == "--max-steps" ||
-        a == "--loss-scale-growth-interval") {
+        a == "--loss-scale-growth-interval" || a == "--eval-every" || a == "--eval-steps") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
         return v.status();
       int64_t n = 0;
       LLMIR_RETURN_IF_ERROR(parseCount(a, *v, kMaxCount, n));
       if (n < 1 && (a == "--max-new-tokens" || a == "--save-every" || a == "--max-steps" ||
-                    a == "--loss-scale-growth-interval"))
+                    a == "--loss-scale-growth-interval" || a == "--eval-every" ||
+                    a == "--eval-steps"))
         return Status::error(StatusCode::InvalidArgument,
                              "option " + a + ": expected a positive integer, found '" +
                                  *v + "'");
@@ -337,7 +363,9 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
       else if (a == "--pad-id") o.gen.padId = n;
       else if (a == "--eos-id") o.gen.eosId = n;
       else if (a == "--top-k") o.gen.topK = n;
-      else if (a == "--seed") o.gen.seed = static_cast<uint64_t>(n);
+      else if (a == "--seed") o.gen.seed = o.data.seed = static_cast<uint64_t>(n);
+      else if (a == "--eval-every") o.data.evalEvery = n;
+      else if (a == "--eval-steps") o.data.evalSteps = n;
       else if (a == "--warmup") o.gen.warmup = n;
       else if (a == "--steps") o.steps = n;
       else if (a == "--warmup-steps") o.schedule.warmupSteps = n;
@@ -406,8 +434,12 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument, "--min-lr must not exceed --lr");
   if (!o.generate && !o.gen.prompt.empty())
     return Status::error(StatusCode::InvalidArgument, "--prompt needs --generate");
-  if (o.data.empty() && !o.generate)
+  if (o.data.spec.empty() && !o.generate)
     return Status::error(StatusCode::InvalidArgument, "--data is required");
+  if (!o.data.evalSpec.empty() && !o.logitsOut.empty())
+    return Status::error(StatusCode::InvalidArgument,
+                         "--logits-out cannot be combined with --eval-data (the last "
+                         "logits would be the evaluation's)");
   if (o.saveEvery && o.saveDir.empty())
     return Status::error(StatusCode::InvalidArgument,
                          "--save-every needs --save-checkpoint DIR");
@@ -419,6 +451,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
                          "option --steps: expected a positive integer, found '0' "
                          "(0 steps only with --export-weights)");
   LLMIR_RETURN_IF_ERROR(checkExportOptions(o));
+  LLMIR_RETURN_IF_ERROR(checkDataOptions(o.data));
   return checkFiles(o);
 }
 
@@ -462,26 +495,6 @@ const BufferRef *outputOf(const Program &program, int rank, const std::string &n
         if (b.name == name)
           return &b.buffer;
   return nullptr;
-}
-
-/// The rank's rows of step `step`'s window: inputs and shifted targets.
-Status stepBatch(const std::vector<int64_t> &tokens, int64_t step, int64_t batch,
-                 int64_t seq, int64_t firstRow, int64_t rows,
-                 std::vector<int64_t> &inputs, std::vector<int64_t> &labels) {
-  int64_t n = static_cast<int64_t>(tokens.size());
-  if (n < 2)
-    return Status::error(StatusCode::InvalidArgument,
-                         "the token file needs at least 2 tokens");
-  int64_t start = (step * batch * seq) % n;
-  inputs.resize(rows * seq);
-  labels.resize(rows * seq);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t s = 0; s < seq; ++s) {
-      int64_t pos = start + (firstRow + r) * seq + s;
-      inputs[r * seq + s] = tokens[pos % n];
-      labels[r * seq + s] = tokens[(pos + 1) % n];
-    }
-  return Status::ok();
 }
 
 /// --export-weights: the run's final parameters, gathered like a checkpoint.
@@ -639,7 +652,9 @@ int run(int argc, char **argv) {
   // own files and weights may differ), then the ranks agree before the first
   // step.
   int64_t firstStep = 0, lastStep = opts.steps; // with --resume: the step to stop at
-  std::vector<int64_t> tokens;
+  std::optional<TokenLoader> data, evalData;
+  DataPosition position; // of the next step
+  std::map<std::string, std::string> resumedMeta;
   int64_t batch = 0, seq = 0, rows = 0;
   int dpIndex = 0;
   int lossRank = -1, logitsRank = -1;
@@ -694,7 +709,7 @@ int run(int argc, char **argv) {
       return weights.status();
     LLMIR_RETURN_IF_ERROR(ex.loadParams(*weights));
     if (!opts.resumeDir.empty()) {
-      StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir);
+      StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir, &resumedMeta);
       if (!next.isOk())
         return next.status();
       firstStep = *next;
@@ -710,16 +725,6 @@ int run(int argc, char **argv) {
                                  "' (with --resume, --steps is the step to stop at)");
     }
 
-    StatusOr<NpyArray> data = readNpy(opts.data);
-    if (!data.isOk())
-      return data.status();
-    if (data->shape.size() != 1)
-      return Status::error(StatusCode::InvalidArgument, "--data must be a 1-D token array");
-    StatusOr<std::vector<int64_t>> ids = data->toInt64();
-    if (!ids.isOk())
-      return ids.status();
-    tokens = std::move(*ids);
-
     const Plan &plan = program->plan;
     batch = plan.globalBatch;
     seq = plan.seq;
@@ -733,6 +738,26 @@ int run(int argc, char **argv) {
                                ", seq " + std::to_string(seq) + ", dp " +
                                std::to_string(dp));
     rows = batch / dp;
+    StatusOr<TokenLoader> loader = openTokenData(opts.data.files, "--data",
+                                                 opts.data.dataOrder(), opts.data.seed, plan);
+    if (!loader.isOk())
+      return loader.status();
+    data.emplace(std::move(*loader));
+    position = data->positionOfStep(firstStep);
+    if (!opts.resumeDir.empty()) {
+      StatusOr<DataPosition> resumed = resumedPosition(
+          resumedMeta, opts.data, *data, firstStep, checkpointFile(opts.resumeDir));
+      if (!resumed.isOk())
+        return resumed.status();
+      position = *resumed;
+    }
+    if (!opts.data.evalFiles.empty()) {
+      StatusOr<TokenLoader> eval = openTokenData(opts.data.evalFiles, "--eval-data",
+                                                 DataOrder::Sequential, 0, plan);
+      if (!eval.isOk())
+        return eval.status();
+      evalData.emplace(std::move(*eval));
+    }
     // Rank 0 reports the loss; with pipeline stages it lives on the last
     // stage, whose lowest-numbered rank sends it to rank 0 after each step.
     lossRank = firstRankWithOutput(*program, "loss");
@@ -742,7 +767,8 @@ int run(int argc, char **argv) {
                            "--logits-out: the program has no logits output "
                            "(import with llm-translate --logits)");
     if (rank == 0 && !opts.logJson.empty()) {
-      StatusOr<OutputFile> opened = OutputFile::create(opts.logJson, "--log-json");
+      StatusOr<OutputFile> opened =
+          OutputFile::create(opts.logJson, "--log-json", /*inPlace=*/true);
       if (!opened.isOk())
         return opened.status();
       log.emplace(std::move(*opened));
@@ -755,7 +781,6 @@ int run(int argc, char **argv) {
     std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
               << firstStep << "\n";
 
-  std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
   // Whether the program updates its parameters (lr and the gradient norm are
   // logged then); judged on the whole program like setupTraining does.
@@ -763,16 +788,9 @@ int run(int argc, char **argv) {
   for (const StageProgram &stage : program->stages)
     trainsParams |= stage.trains();
   for (int64_t step = firstStep; step < lastStep; ++step) {
-    if (Status st = stepBatch(tokens, step, batch, seq, dpIndex * rows, rows,
-                              inputs, labels);
-        !st.isOk())
+    if (Status st = feedBatch(ex, *data, position, dpIndex * rows, rows); !st.isOk())
       return fail(st);
-    if (ex.findInput("input_ids"))
-      if (Status st = ex.setInput("input_ids", inputs); !st.isOk())
-        return fail(st);
-    if (ex.findInput("labels"))
-      if (Status st = ex.setInput("labels", labels); !st.isOk())
-        return fail(st);
+    position = data->next(position);
     // The schedule is a function of the step alone, so a resumed run goes on
     // where the checkpoint's step left it.
     const double lr = opts.schedule.at(opts.lr, step);
@@ -784,37 +802,36 @@ int run(int argc, char **argv) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     totalSeconds += seconds;
-    double loss = NAN;
-    if (lossRank >= 0 && (rank == 0 || rank == lossRank)) {
-      float value = NAN;
-      if (rank == lossRank) {
-        StatusOr<std::vector<float>> out = ex.output("loss");
-        if (!out.isOk())
-          return fail(out.status());
-        value = (*out)[0];
-      }
-      if (lossRank != 0) {
-        Status st = rank == 0 ? comm->recv(&value, 1, lossRank, kLossTag)
-                              : comm->send(&value, 1, 0, kLossTag);
-        if (!st.isOk())
-          return fail(st);
-      }
-      loss = value;
+    StatusOr<double> loss = gatherLoss(ex, *comm, lossRank, kLossTag);
+    if (!loss.isOk())
+      return fail(loss.status());
+    // The global gradient norm (before clipping), the same on every rank.
+    const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
+    double evalLoss = NAN, evalSeconds = 0;
+    if (evalData && (step + 1) % opts.data.evalEvery == 0) {
+      auto e0 = std::chrono::steady_clock::now();
+      StatusOr<double> e = evaluateLoss(ex, *comm, *evalData, opts.data.evalSteps,
+                                        dpIndex * rows, rows, step, lossRank, kLossTag);
+      if (!e.isOk())
+        return fail(e.status());
+      evalLoss = *e;
+      evalSeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     }
     bool save = !opts.saveDir.empty() &&
                 (step + 1 == lastStep || (opts.saveEvery && (step + 1) % opts.saveEvery == 0));
     if (save)
-      if (Status st = saveCheckpoint(*program, ex, *comm, opts.saveDir, step + 1); !st.isOk())
+      if (Status st = saveCheckpoint(*program, ex, *comm, opts.saveDir, step + 1,
+                                     dataPositionMeta(opts.data, position));
+          !st.isOk())
         return fail(st);
     if (rank != 0)
       continue;
     // fail() aborts the whole job, so the other ranks stop too.
-    if (lossRank >= 0 && !std::isfinite(loss))
+    if (lossRank >= 0 && !std::isfinite(*loss))
       return fail(Status::error(StatusCode::DataLoss,
                                 "non-finite loss at step " + std::to_string(step)));
     double tokensPerS = static_cast<double>(batch * seq) / seconds;
-    // The global gradient norm (before clipping), the same on every rank.
-    const double gradNorm = trainsParams ? ex.gradNorm() : -1.0;
     char normText[160] = "", normJson[160] = "";
     if (trainsParams) {
       std::snprintf(normText, sizeof normText, " | lr %.4e", lr);
@@ -837,11 +854,17 @@ int run(int argc, char **argv) {
                     ", \"loss_scale\": %.9g, \"skipped\": %s",
                     static_cast<double>(stepLossScale), skipped ? "true" : "false");
     }
+    if (!std::isnan(evalLoss)) {
+      const size_t t = std::strlen(normText), j = std::strlen(normJson);
+      std::snprintf(normText + t, sizeof normText - t, " | eval loss %.6f", evalLoss);
+      std::snprintf(normJson + j, sizeof normJson - j, ", \"eval_loss\": %.9g, \"eval_ms\": %.3f",
+                    evalLoss, evalSeconds * 1e3);
+    }
     if (!opts.quiet) {
       char line[400];
       std::snprintf(line, sizeof line,
                     "step %lld/%lld | loss %.6f%s | %.0f tokens/s | %.1f ms/step | ETA %s",
-                    (long long)(step + 1), (long long)lastStep, loss, normText, tokensPerS,
+                    (long long)(step + 1), (long long)lastStep, *loss, normText, tokensPerS,
                     seconds * 1e3,
                     formatDuration(totalSeconds / (step + 1 - firstStep) *
                                    (lastStep - step - 1)).c_str());
@@ -851,7 +874,7 @@ int run(int argc, char **argv) {
       char json[400];
       std::snprintf(json, sizeof json,
                     "{\"step\": %lld, \"loss\": %.9g, \"tokens_per_s\": %.3f, \"step_ms\": %.3f%s}\n",
-                    (long long)step, loss, tokensPerS, seconds * 1e3, normJson);
+                    (long long)step, *loss, tokensPerS, seconds * 1e3, normJson);
       if (Status st = log->write(json); !st.isOk())
         return fail(st);
     }

@@ -1,7 +1,8 @@
-// Seeded corruption of safetensors and .npy files: every mutation must give an error Status or a
+// Seeded corruption of safetensors, .npy and llm.c token shard files: every mutation must give an error Status or a
 // consistent file, never a crash (this test is built with ASan/UBSan when available).
 #include "llmir/runtime/Npy.h"
 #include "llmir/runtime/SafeTensors.h"
+#include "llmir/runtime/TokenData.h"
 
 #include "IoTestUtil.h"
 #include "TestUtil.h"
@@ -198,6 +199,70 @@ TEST(IoFuzzTest, NpyMutationsNeverCrash) {
     }
   }
   EXPECT_EQ(errors, kMutationsPerKind);
+}
+
+/// An llm.c shard (uint16 or uint32 tokens) of `ids`.
+std::string makeShard(const std::vector<uint32_t> &ids, bool wide) {
+  std::vector<int32_t> header(256, 0);
+  header[0] = wide ? rt::kShardMagicU32 : rt::kShardMagicU16;
+  header[1] = wide ? 7 : 1;
+  header[2] = static_cast<int32_t>(ids.size());
+  std::string bytes(reinterpret_cast<const char *>(header.data()), 1024);
+  for (uint32_t id : ids)
+    bytes.append(reinterpret_cast<const char *>(&id), wide ? 4 : 2);
+  return bytes;
+}
+
+TEST(IoFuzzTest, TokenShardMutationsNeverCrash) {
+  TempDir dir;
+  std::vector<uint32_t> ids(300);
+  for (size_t i = 0; i < ids.size(); ++i)
+    ids[i] = static_cast<uint32_t>(i * 7 % 256);
+  const std::string path = dir.file("m.bin");
+  std::mt19937 gen(19);
+  int truncErrors = 0, opened = 0;
+  // Opens the file and reads every window in both orders: errors are fine
+  // (a lying header, an id outside the vocabulary), crashes are not.
+  auto exercise = [&](const std::string &bytes) -> bool {
+    writeFileBytes(path, bytes);
+    for (rt::DataOrder order : {rt::DataOrder::Sequential, rt::DataOrder::Shuffled}) {
+      auto files = rt::TokenFiles::open({path}, "--data", 256);
+      if (!files.isOk()) {
+        EXPECT_NE(files.status().message().find(path), std::string::npos);
+        return false;
+      }
+      auto loader = rt::TokenLoader::create(std::move(*files), order, 5, 2, 16);
+      if (!loader.isOk())
+        continue;
+      std::vector<int64_t> in, lab;
+      rt::DataPosition p;
+      for (int step = 0; step < 12; ++step, p = loader->next(p)) {
+        if (!loader->read(p, 0, 2, in, lab).isOk())
+          continue;
+        for (int64_t v : in)
+          EXPECT_TRUE(v >= 0 && v < 256);
+      }
+    }
+    return true;
+  };
+  for (bool wide : {false, true}) {
+    const std::string base = makeShard(ids, wide);
+    ASSERT_TRUE(exercise(base));
+    for (int it = 0; it < kMutationsPerKind / 2; ++it) {
+      // Truncation anywhere: the header or the tokens come up short.
+      truncErrors += !exercise(
+          base.substr(0, std::uniform_int_distribution<size_t>(0, base.size() - 1)(gen)));
+      // Flips in the header's first words or anywhere.
+      std::string m = base;
+      const int flips = std::uniform_int_distribution<int>(1, 4)(gen);
+      for (int k = 0; k < flips; ++k)
+        m[std::uniform_int_distribution<size_t>(0, it % 2 ? 15 : m.size() - 1)(gen)] ^=
+            static_cast<char>(1 + gen() % 255);
+      opened += exercise(m);
+    }
+  }
+  EXPECT_EQ(truncErrors, kMutationsPerKind);
+  EXPECT_GT(opened, 0); // data flips leave valid shards
 }
 
 } // namespace

@@ -104,7 +104,7 @@ constexpr size_t kTempSuffixLen = 6; // mkstemp's XXXXXX
 } // namespace
 
 StatusOr<OutputFile> OutputFile::create(const std::string &path,
-                                        const std::string &what) {
+                                        const std::string &what, bool inPlace) {
   if (path.empty())
     return Status::error(StatusCode::InvalidArgument, what + ": empty path");
   OutputFile out;
@@ -136,6 +136,12 @@ StatusOr<OutputFile> OutputFile::create(const std::string &path,
                                           : errnoMessage("cannot open " + what, path));
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     out.fd_ = fd;
+    return out;
+  }
+  if (inPlace) {
+    out.fd_ = ::open(out.target_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out.fd_ < 0)
+      return Status::error(StatusCode::Unavailable, errnoMessage("cannot open " + what, path));
     return out;
   }
   removeStaleTempFiles(out.target_);

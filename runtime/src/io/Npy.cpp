@@ -243,17 +243,7 @@ StatusOr<std::vector<int64_t>> NpyArray::toInt64() const {
   return out;
 }
 
-StatusOr<NpyArray> readNpy(const std::string &path) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below
-  // rejects it); reads of a regular file are unaffected.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0)
-    return Status::error(errno == ENOENT ? StatusCode::NotFound : StatusCode::Unavailable,
-                         detail::errnoMessage("cannot open npy file", path));
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
+StatusOr<NpyHeader> readNpyHeader(int fd, const std::string &path) {
   struct stat st;
   if (::fstat(fd, &st) != 0)
     return Status::error(StatusCode::Unavailable, detail::errnoMessage("cannot stat", path));
@@ -289,36 +279,60 @@ StatusOr<NpyArray> readNpy(const std::string &path) {
   LLMIR_RETURN_IF_ERROR(detail::preadFully(fd, path, headerStart, header.data(), headerLen));
   std::string descr;
   bool fortran = false;
-  NpyArray array;
-  Status st2 = HeaderParser(header).parse(descr, fortran, array.shape);
+  NpyHeader out;
+  Status st2 = HeaderParser(header).parse(descr, fortran, out.shape);
   if (!st2.isOk())
     return corrupt(path, st2.message());
   if (fortran)
     return corrupt(path, "fortran_order True is not supported (save C-ordered arrays)");
   if (descr == "<f4")
-    array.dtype = NpyDType::F32;
+    out.dtype = NpyDType::F32;
   else if (descr == "<i4")
-    array.dtype = NpyDType::I32;
+    out.dtype = NpyDType::I32;
   else if (descr == "<i8")
-    array.dtype = NpyDType::I64;
+    out.dtype = NpyDType::I64;
   else if (descr == "|u1" || descr == "<u1")
-    array.dtype = NpyDType::U8;
+    out.dtype = NpyDType::U8;
   else if (descr == "<u2")
-    array.dtype = NpyDType::U16;
+    out.dtype = NpyDType::U16;
   else
     return corrupt(path, "unsupported dtype '" + descr +
                              "' (supported: <f4, <i4, <i8, |u1, <u2)");
-  const uint64_t dataStart = headerStart + headerLen;
-  const uint64_t dataBytes = fileSize - dataStart;
-  uint64_t expected = static_cast<uint64_t>(itemSize(array.dtype));
-  for (int64_t d : array.shape)
+  out.dataOffset = headerStart + headerLen;
+  const uint64_t dataBytes = fileSize - out.dataOffset;
+  uint64_t expected = static_cast<uint64_t>(itemSize(out.dtype));
+  for (int64_t d : out.shape)
     if (__builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected))
       return corrupt(path, "shape is too large");
   if (expected != dataBytes)
     return corrupt(path, "shape and dtype need " + std::to_string(expected) +
                              " data bytes but the file has " + std::to_string(dataBytes));
-  array.bytes.resize(static_cast<size_t>(dataBytes));
-  LLMIR_RETURN_IF_ERROR(detail::preadFully(fd, path, dataStart, array.bytes.data(), dataBytes));
+  out.dataBytes = dataBytes;
+  return out;
+}
+
+int64_t npyItemSize(NpyDType dtype) { return itemSize(dtype); }
+
+StatusOr<NpyArray> readNpy(const std::string &path) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (fstat in
+  // readNpyHeader rejects it); reads of a regular file are unaffected.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0)
+    return Status::error(errno == ENOENT ? StatusCode::NotFound : StatusCode::Unavailable,
+                         detail::errnoMessage("cannot open npy file", path));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  StatusOr<NpyHeader> header = readNpyHeader(fd, path);
+  if (!header.isOk())
+    return header.status();
+  NpyArray array;
+  array.dtype = header->dtype;
+  array.shape = header->shape;
+  array.bytes.resize(static_cast<size_t>(header->dataBytes));
+  LLMIR_RETURN_IF_ERROR(detail::preadFully(fd, path, header->dataOffset, array.bytes.data(),
+                                           header->dataBytes));
   return array;
 }
 

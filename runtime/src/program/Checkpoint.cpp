@@ -250,7 +250,8 @@ std::string checkpointFile(const std::string &dir) {
 }
 
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
-                      const std::string &dir, int64_t nextStep) {
+                      const std::string &dir, int64_t nextStep,
+                      const std::map<std::string, std::string> &extraMeta) {
   // Parameters and moments are saved as f32 whatever their buffer dtype
   // (download widens bf16/f16 exactly), so f32 runs resume bit-exactly.
   std::vector<GlobalTensor> globals;
@@ -278,6 +279,8 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
       meta["loss_scale_good_steps"] = std::to_string(s.goodSteps);
       meta["adam_steps"] = std::to_string(s.appliedSteps);
     }
+    for (const auto &[key, value] : extraMeta)
+      meta.emplace(key, value);
     LLMIR_RETURN_IF_ERROR(writeSafeTensors(checkpointFile(dir), tensors, meta));
   }
   return comm.barrier();
@@ -296,7 +299,8 @@ Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
   return comm.barrier();
 }
 
-StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
+StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir,
+                                   std::map<std::string, std::string> *meta) {
   StatusOr<SafeTensorsFile> file = SafeTensorsFile::open(checkpointFile(dir));
   if (!file.isOk())
     return file.status();
@@ -335,6 +339,8 @@ StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir) {
     s.goodSteps = static_cast<int64_t>(good);
     s.appliedSteps = static_cast<int64_t>(applied);
   }
+  if (meta)
+    *meta = file->metadata();
   return static_cast<int64_t>(next);
 }
 

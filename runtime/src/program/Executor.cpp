@@ -402,10 +402,29 @@ Status Executor::checkOutputsFinite(const Instr &instr) {
   return Status::ok();
 }
 
+void Executor::setUpdateParams(bool on) {
+  updateParams_ = on;
+  evalEnd_ = stage_->instrs.size();
+  const BufferRef *loss = findOutput("loss");
+  // Every rank of a stage runs the same instructions, so all of them stop at
+  // the same collective.
+  if (on || program_.stages.size() != 1 || !loss)
+    return;
+  const int64_t lo = loss->offset, hi = lo + loss->bytes();
+  for (size_t i = 0; i < stage_->instrs.size(); ++i)
+    for (const BufferRef &b : stage_->instrs[i].outs)
+      if (b.offset < hi && lo < b.offset + b.bytes())
+        evalEnd_ = i + 1;
+}
+
 Status Executor::run(int64_t step) {
   step_ = step;
   gradNorm_ = -1.0;
-  for (const Instr &instr : stage_->instrs) {
+  const size_t end = updateParams_ ? stage_->instrs.size() : evalEnd_;
+  for (size_t i = 0; i < end; ++i) {
+    const Instr &instr = stage_->instrs[i];
+    if (!updateParams_ && instr.isKernel(KernelId::Adamw))
+      continue;
     Status st = checkFinite(instr);
     // Every AdamW update reads the same global squared norm: read it once.
     if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
@@ -423,7 +442,7 @@ Status Executor::run(int64_t step) {
     if (!st.isOk())
       return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
   }
-  if (lossScaled_)
+  if (lossScaled_ && updateParams_) // an evaluation leaves the scale alone
     updateLossScale();
   // Sends are buffered (a pipeline schedule may send before the peer posts
   // its recv); the step is over only once they have all been delivered, so a

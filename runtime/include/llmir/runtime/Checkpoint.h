@@ -9,6 +9,7 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 
+#include <map>
 #include <string>
 
 namespace llmir::runtime {
@@ -21,8 +22,10 @@ std::string checkpointFile(const std::string &dir);
 /// stages bind different parameters: each tensor comes from the ranks of one
 /// stage that binds it (rank 0 need not hold it; a tensor bound on two
 /// stages, like the tied embedding, is saved once).
+/// `extraMeta` adds metadata entries (llm-run's data position).
 Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm,
-                      const std::string &dir, int64_t nextStep);
+                      const std::string &dir, int64_t nextStep,
+                      const std::map<std::string, std::string> &extraMeta = {});
 
 /// Writes the global parameters (HF names, no optimizer state) gathered like
 /// saveCheckpoint's to the safetensors file `path` as `dtype` (F32, or BF16/F16
@@ -31,8 +34,10 @@ Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
                      const std::string &path, DType dtype);
 
 /// Loads this rank's slices of the parameters and optimizer state from the
-/// checkpoint in `dir`; returns the step to continue from.
-StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir);
+/// checkpoint in `dir`; returns the step to continue from. `meta`, when
+/// given, receives the checkpoint's metadata.
+StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir,
+                                   std::map<std::string, std::string> *meta = nullptr);
 
 } // namespace llmir::runtime
 

@@ -93,6 +93,13 @@ public:
   LossScaleState &lossScaling() { return lossScale_; }
   const LossScaleState &lossScaling() const { return lossScale_; }
 
+  /// false: run() evaluates the loss of a training program and updates
+  /// nothing. A single-stage program stops after the last instruction that
+  /// writes its "loss" output (the forward, and the backward of earlier
+  /// micro-batches); a pipeline stage runs in full with its AdamW updates
+  /// skipped (its forward and backward interleave with the other stages').
+  void setUpdateParams(bool on);
+
   /// Check every kernel's outputs for NaN/Inf (slow; gradients are always
   /// checked before the optimizer applies them).
   void setCheckNumerics(bool on) { checkNumerics_ = on; }
@@ -155,6 +162,8 @@ private:
   bool checkNumerics_ = false;
   bool lossScaled_ = false;
   LossScaleState lossScale_;
+  bool updateParams_ = true;
+  size_t evalEnd_ = 0; ///< instructions run while !updateParams_
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;

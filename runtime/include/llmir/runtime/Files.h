@@ -21,8 +21,12 @@ namespace llmir::runtime {
 class OutputFile {
 public:
   /// Opens the output; `what` names it in errors (e.g. "--log-json").
+  /// `inPlace`: a regular file is truncated and written directly (no temp
+  /// file), so every write() is visible at `path` at once and survives the
+  /// process being killed (a log); commit() closes it.
   static StatusOr<OutputFile> create(const std::string &path,
-                                     const std::string &what = "output file");
+                                     const std::string &what = "output file",
+                                     bool inPlace = false);
   OutputFile(OutputFile &&other) noexcept;
   OutputFile &operator=(OutputFile &&other) noexcept;
   OutputFile(const OutputFile &) = delete;

@@ -26,6 +26,20 @@ struct NpyArray {
   StatusOr<std::vector<int64_t>> toInt64() const;
 };
 
+/// The header of an .npy file: element type, shape and where the data lies.
+struct NpyHeader {
+  NpyDType dtype = NpyDType::F32;
+  std::vector<int64_t> shape;
+  uint64_t dataOffset = 0, dataBytes = 0;
+};
+
+/// Reads and checks the header of the open .npy file `fd` (`path` names it in
+/// errors), including that the data size matches the shape exactly.
+StatusOr<NpyHeader> readNpyHeader(int fd, const std::string &path);
+
+/// Bytes of one element of `dtype`.
+int64_t npyItemSize(NpyDType dtype);
+
 /// Reads a .npy file; rejects big-endian or unsupported dtypes, fortran_order
 /// True, malformed headers, and data sizes that do not match the shape.
 StatusOr<NpyArray> readNpy(const std::string &path);
