@@ -30,7 +30,12 @@ struct MpiCommunicator::Impl {
 
   bool ownsMpi = false;
   bool broken = false; // a timed-out request is still pending
+  int threadLevel = MPI_THREAD_SINGLE; // what MPI provides
   double timeoutSeconds = 0.0;
+  /// LLMIR_COMM_DELAY_NS_PER_BYTE: a test knob that makes every collective
+  /// sleep this long per payload byte once it has completed (a slow network
+  /// on one machine, so that comm/compute overlap shows). 0: off.
+  double delayNsPerByte = 0.0;
   int rank = 0, size = 1;
   std::vector<MPI_Comm> comms;             // [0] = dup of MPI_COMM_WORLD
   std::vector<std::vector<int>> members;   // world ranks per group
@@ -180,6 +185,13 @@ struct MpiCommunicator::Impl {
   Status check(const char *op, int group, int rc) const {
     return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
   }
+
+  /// The simulated transfer time of a collective moving `bytes` (the knob).
+  void delay(int64_t bytes) const {
+    if (delayNsPerByte > 0.0 && bytes > 0)
+      std::this_thread::sleep_for(std::chrono::nanoseconds(
+          static_cast<int64_t>(delayNsPerByte * static_cast<double>(bytes))));
+  }
 };
 
 namespace {
@@ -208,13 +220,26 @@ constexpr int64_t kChunk = int64_t(1) << 30;
 
 StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, char ***argv) {
   auto impl = std::make_unique<Impl>();
+  if (const char *knob = std::getenv("LLMIR_COMM_DELAY_NS_PER_BYTE")) {
+    char *end = nullptr;
+    const double v = std::strtod(knob, &end);
+    if (end == knob || *end != '\0' || !(v >= 0.0) || v > 1e6)
+      return Status::error(StatusCode::InvalidArgument,
+                           std::string("LLMIR_COMM_DELAY_NS_PER_BYTE='") + knob +
+                               "': expected a number of nanoseconds in [0, 1e6]");
+    impl->delayNsPerByte = v;
+  }
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
-    int provided = 0;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    // SERIALIZED: the Executor's comm thread may make the calls while a step
+    // runs (one thread at a time); with less, every call stays on this thread.
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &impl->threadLevel) !=
+        MPI_SUCCESS)
       return Status::error(StatusCode::CommError, "MPI_Init_thread failed");
     impl->ownsMpi = true;
+  } else {
+    MPI_Query_thread(&impl->threadLevel);
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm world;
@@ -338,6 +363,7 @@ Status allReduceInPlace(MpiCommunicator::Impl &impl, float *data, int64_t n,
     LLMIR_RETURN_IF_ERROR(impl.wait(req, op, group));
     done += count;
   } while (done < n);
+  impl.delay(n * static_cast<int64_t>(sizeof(float)));
   return Status::ok();
 }
 } // namespace
@@ -387,6 +413,7 @@ Status MpiCommunicator::allReduceSumBf16(uint16_t *data, int64_t n, int group) {
   LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
   (void)me;
   std::copy(padded.begin(), padded.begin() + n, data);
+  impl_->delay(n * static_cast<int64_t>(sizeof(uint16_t)));
   return Status::ok();
 }
 
@@ -401,7 +428,9 @@ Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank,
   LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
       MPI_Iallgather(in, static_cast<int>(nPerRank), MPI_FLOAT, out,
                      static_cast<int>(nPerRank), MPI_FLOAT, impl_->comms[group], &req)));
-  return impl_->wait(req, op, group);
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  impl_->delay(gsize * nPerRank * static_cast<int64_t>(sizeof(float)));
+  return Status::ok();
 }
 
 Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nPerRank,
@@ -416,7 +445,9 @@ Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nP
   LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
       MPI_Ireduce_scatter_block(in, out, static_cast<int>(nPerRank), MPI_FLOAT, MPI_SUM,
                                 impl_->comms[group], &req)));
-  return impl_->wait(req, op, group);
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  impl_->delay(gsize * nPerRank * static_cast<int64_t>(sizeof(float)));
+  return Status::ok();
 }
 
 Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
@@ -437,6 +468,7 @@ Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
     LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
     done += count;
   } while (done < n);
+  impl_->delay(n * static_cast<int64_t>(sizeof(float)));
   return Status::ok();
 }
 
@@ -501,6 +533,10 @@ Status MpiCommunicator::barrier() {
   MPI_Request req;
   LLMIR_RETURN_IF_ERROR(impl_->check(op, 0, MPI_Ibarrier(impl_->comms[0], &req)));
   return impl_->wait(req, op, 0);
+}
+
+bool MpiCommunicator::callableFromAnyThread() const {
+  return impl_->threadLevel >= MPI_THREAD_SERIALIZED;
 }
 
 void MpiCommunicator::setTimeout(double seconds) {

@@ -3,6 +3,7 @@
 #include "llmir/runtime/Executor.h"
 
 #include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Trace.h"
 
 #include <algorithm>
 #include <cmath>
@@ -395,26 +396,40 @@ Status Executor::checkOutputsFinite(const Instr &instr) {
   return Status::ok();
 }
 
+Status Executor::runInstr(size_t index, int lane) {
+  const Instr &instr = stage_->instrs[index];
+  const bool traced = trace_ && trace_->wants(step_);
+  const int64_t start = traced ? trace_->now() : 0;
+  Status st = checkFinite(instr);
+  // Every AdamW update reads the same global squared norm: read it once.
+  if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
+      instr.ins.size() > 1) {
+    StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
+    if (normSq.isOk())
+      gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0]));
+    else
+      st = normSq.status();
+  }
+  if (st.isOk())
+    st = execute(instr);
+  if (st.isOk() && checkNumerics_)
+    st = checkOutputsFinite(instr);
+  if (!st.isOk())
+    return std::move(st).withContext(rankInfo_->rank, instr.describe(), step_);
+  if (traced && instr.kind != OpKind::EventRecord && instr.kind != OpKind::EventWait)
+    trace_->add({static_cast<int64_t>(index), lane, step_, start, trace_->now()});
+  return Status::ok();
+}
+
 Status Executor::run(int64_t step) {
   step_ = step;
   gradNorm_ = -1.0;
-  for (const Instr &instr : stage_->instrs) {
-    Status st = checkFinite(instr);
-    // Every AdamW update reads the same global squared norm: read it once.
-    if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
-        instr.ins.size() > 1) {
-      StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
-      if (normSq.isOk())
-        gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0]));
-      else
-        st = normSq.status();
-    }
-    if (st.isOk())
-      st = execute(instr);
-    if (st.isOk() && checkNumerics_)
-      st = checkOutputsFinite(instr);
-    if (!st.isOk())
-      return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
+  if (overlapBlocker().empty()) {
+    LLMIR_RETURN_IF_ERROR(runOverlapped());
+  } else {
+    for (size_t i = 0; i < stage_->instrs.size(); ++i)
+      LLMIR_RETURN_IF_ERROR(
+          runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
   }
   // Sends are buffered (a pipeline schedule may send before the peer posts
   // its recv); the step is over only once they have all been delivered, so a
@@ -432,8 +447,8 @@ Status Executor::execute(const Instr &instr) {
     return backend_.execute(instr, arena_, *this);
   case OpKind::EventRecord:
   case OpKind::EventWait:
-    // Instructions run in program order, which every event ordering already
-    // satisfies; a backend with real streams maps these to its events.
+    // In program order every event ordering holds already; with overlap,
+    // runOverlapped turns them into waits between its two threads.
     return Status::ok();
   default:
     return executeCollective(instr);
