@@ -425,7 +425,7 @@ Status Executor::run(int64_t step) {
   step_ = step;
   gradNorm_ = -1.0;
   if (overlapBlocker().empty()) {
-    LLMIR_RETURN_IF_ERROR(runOverlapped());
+    LLMIR_RETURN_IF_ERROR(runOverlapped(streamPlan()));
   } else {
     for (size_t i = 0; i < stage_->instrs.size(); ++i)
       LLMIR_RETURN_IF_ERROR(

@@ -7,13 +7,13 @@
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/Trace.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
 
 namespace llmir::runtime {
-namespace {
 
 /// One stream's instructions in program order; for each, the (stream,
 /// count) it must wait for first: stream -1 when it waits for nothing.
@@ -27,9 +27,58 @@ struct StreamPlan {
   std::string blocker; // why the program cannot overlap ("" when it can)
 };
 
+namespace {
+
 bool isComm(OpKind kind) {
   return kind != OpKind::Kernel && kind != OpKind::Gemm &&
          kind != OpKind::EventRecord && kind != OpKind::EventWait;
+}
+
+std::string where(const StageProgram &stage, size_t i) {
+  return "instruction " + std::to_string(i) + " (" + stage.instrs[i].describe() + ")";
+}
+
+/// Whether `a` writes memory that `b` reads or writes, or the other way.
+bool conflict(const Instr &a, const Instr &b) {
+  auto hits = [](const std::vector<BufferRef> &xs, const std::vector<BufferRef> &ys) {
+    for (const BufferRef &x : xs)
+      for (const BufferRef &y : ys)
+        if (x.offset < y.offset + y.bytes() && y.offset < x.offset + x.bytes())
+          return true;
+    return false;
+  };
+  return hits(a.outs, b.ins) || hits(a.outs, b.outs) || hits(a.ins, b.outs);
+}
+
+/// The first pair of a comm and a compute instruction that no event orders
+/// and that touch the same memory (one writing), or "" when there is none.
+/// With two streams, a compute instruction at compute position k and a comm
+/// instruction at comm position q are ordered iff the compute stream has
+/// waited for comm position > q by k, or the comm stream for compute
+/// position > k by q.
+std::string findRace(const StageProgram &stage, const StreamPlan &plan) {
+  auto knownOther = [](const Lane &lane) {
+    std::vector<size_t> known(lane.instrs.size());
+    size_t sofar = 0;
+    for (size_t k = 0; k < lane.instrs.size(); ++k)
+      known[k] = sofar = std::max(sofar, lane.waits[k].first >= 0 ? lane.waits[k].second : 0);
+    return known;
+  };
+  const Lane &compute = plan.lanes[0], &comm = plan.lanes[1];
+  const std::vector<size_t> computeKnows = knownOther(compute), commKnows = knownOther(comm);
+  size_t end = 0; // the first compute position that knows comm position q is done
+  for (size_t q = 0; q < comm.instrs.size(); ++q) {
+    while (end < compute.instrs.size() && computeKnows[end] <= q)
+      ++end;
+    const Instr &c = stage.instrs[comm.instrs[q]];
+    if (!isComm(c.kind))
+      continue;
+    for (size_t k = commKnows[q]; k < end; ++k)
+      if (conflict(c, stage.instrs[compute.instrs[k]]))
+        return where(stage, comm.instrs[q]) + " and " + where(stage, compute.instrs[k]) +
+               " touch the same memory with no event ordering them";
+  }
+  return "";
 }
 
 /// Splits `stage` into its two streams and resolves each cross-stream wait
@@ -37,35 +86,34 @@ bool isComm(OpKind kind) {
 /// order (program order is a valid schedule of the events, so the threads
 /// cannot deadlock). One thread makes every communicator call: a collective
 /// on the compute stream, or a kernel on the comm stream, keeps the program
-/// in order.
+/// in order; so does a race the events leave (findRace).
 StreamPlan planStreams(const StageProgram &stage) {
   StreamPlan plan;
   std::map<int64_t, std::pair<int, size_t>> recorded; // event -> (stream, position)
   for (size_t i = 0; i < stage.instrs.size(); ++i) {
     const Instr &in = stage.instrs[i];
-    const std::string where = "instruction " + std::to_string(i) + " (" + in.describe() + ")";
     if (in.stream != 0 && in.stream != 1) {
-      plan.blocker = where + " is on stream " + std::to_string(in.stream) +
+      plan.blocker = where(stage, i) + " is on stream " + std::to_string(in.stream) +
                      "; the CPU executor overlaps streams 0 and 1 only";
       return plan;
     }
     const int lane = in.stream;
-    if (isComm(in.kind) != (lane == 1) && in.kind != OpKind::EventRecord &&
-        in.kind != OpKind::EventWait) {
-      plan.blocker = where + (lane == 1 ? " computes on the comm stream"
-                                        : " communicates on the compute stream");
+    const bool event = in.kind == OpKind::EventRecord || in.kind == OpKind::EventWait;
+    if (!event && isComm(in.kind) != (lane == 1)) {
+      plan.blocker = where(stage, i) + (lane == 1 ? " computes on the comm stream"
+                                                  : " communicates on the compute stream");
       return plan;
     }
     std::pair<int, size_t> wait{-1, 0};
-    if (in.kind == OpKind::EventRecord || in.kind == OpKind::EventWait) {
-      StatusOr<int64_t> event = in.intAttr("event");
-      if (!event.isOk()) {
-        plan.blocker = event.status().message();
+    if (event) {
+      StatusOr<int64_t> id = in.intAttr("event");
+      if (!id.isOk()) {
+        plan.blocker = id.status().message();
         return plan;
       }
-      auto it = recorded.find(*event);
+      auto it = recorded.find(*id);
       if (in.kind == OpKind::EventRecord)
-        recorded[*event] = {lane, plan.lanes[lane].instrs.size()};
+        recorded[*id] = {lane, plan.lanes[lane].instrs.size()};
       else if (it != recorded.end() && it->second.first != lane)
         wait = it->second;
     }
@@ -74,10 +122,19 @@ StreamPlan planStreams(const StageProgram &stage) {
   }
   if (plan.lanes[1].instrs.empty())
     plan.blocker = "the program has no comm stream";
+  else
+    plan.blocker = findRace(stage, plan);
   return plan;
 }
 
 } // namespace
+
+const StreamPlan &Executor::streamPlan() const {
+  std::shared_ptr<const StreamPlan> &plan = streamPlans_[stage_];
+  if (!plan)
+    plan = std::make_shared<const StreamPlan>(planStreams(*stage_));
+  return *plan;
+}
 
 std::string Executor::overlapBlocker() const {
   if (!overlap_)
@@ -87,11 +144,10 @@ std::string Executor::overlapBlocker() const {
   if (!comm_->callableFromAnyThread())
     return "the communicator must be called from the thread that created it "
            "(MPI below MPI_THREAD_SERIALIZED, or NCCL)";
-  return planStreams(*stage_).blocker;
+  return streamPlan().blocker;
 }
 
-Status Executor::runOverlapped() {
-  const StreamPlan plan = planStreams(*stage_);
+Status Executor::runOverlapped(const StreamPlan &plan) {
   struct Progress {
     std::mutex m;
     std::condition_variable cv;

@@ -20,6 +20,7 @@ namespace llmir::runtime {
 
 class Communicator;
 class TraceRecorder;
+struct StreamPlan;
 
 class Executor final : private KernelContext {
 public:
@@ -129,7 +130,9 @@ private:
   /// op and step.
   Status runInstr(size_t index, int lane);
   /// run() with the comm stream on its own thread (Overlap.cpp).
-  Status runOverlapped();
+  Status runOverlapped(const StreamPlan &plan);
+  /// The current program split into its streams (made once per program).
+  const StreamPlan &streamPlan() const;
   Status checkFinite(const Instr &instr);
   Status checkOutputsFinite(const Instr &instr);
   Status executeCollective(const Instr &instr);
@@ -151,6 +154,7 @@ private:
   bool checkNumerics_ = false;
   bool overlap_ = true;
   TraceRecorder *trace_ = nullptr;
+  mutable std::map<const StageProgram *, std::shared_ptr<const StreamPlan>> streamPlans_;
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
