@@ -1,0 +1,107 @@
+"""Communication/computation overlap in llm-run (CPU, under mpirun), seen in
+its --trace: with a simulated slow network (LLMIR_COMM_DELAY_NS_PER_BYTE) the
+data-parallel gradient all-reduces run while the backward pass computes; with
+--no-overlap they never do; the losses are bit-identical either way.
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import model_path
+from test_e2e_cpu import compile_model, run, tool
+
+from llmir import safetensors, config, trace  # noqa: E402
+from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+
+MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root"]
+DELAY = {"LLMIR_COMM_DELAY_NS_PER_BYTE": "20", "OPENBLAS_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def dp2(tmp_path_factory):
+    """A gpt2-tiny training step for dp=2 with small gradient buckets, its
+    weights and tokens."""
+    d = tmp_path_factory.mktemp("overlap")
+    cfg = config.load_config(model_path("gpt2-tiny"))
+    safetensors.save_file(random_weights(cfg, seed=3), str(d / "w.safetensors"))
+    save_tokens(random_tokens(cfg.vocab_size, 4000, seed=4), str(d / "t.npy"))
+    prog = compile_model(model_path("gpt2-tiny"), d / "dp2.llmir", plan="dp=2", train=True,
+                         batch=8, train_options="=bucket-bytes=20000")
+    return d, prog
+
+
+def run_dp2(dp2, name, *extra, env=DELAY, np=2):
+    d, prog = dp2
+    log, tr = d / f"{name}.jsonl", d / f"{name}.json"
+    res = run([*MPIRUN, "-np", str(np), tool("llm-run"), str(prog), "--weights",
+               str(d / "w.safetensors"), "--data", str(d / "t.npy"), "--steps", "4",
+               "--log-json", str(log), "--trace", str(tr), *extra],
+              env={**os.environ, **env}, timeout=300)
+    return res, log, tr
+
+
+def losses(log):
+    # The printed decimal (%.9g) of each float loss: equal strings, equal bits.
+    return [line.split('"loss": ')[1].split(",")[0] for line in log.read_text().splitlines()]
+
+
+def test_comm_overlaps_compute_and_losses_are_identical(dp2):
+    res, log, tr = run_dp2(dp2, "overlap")
+    assert res.returncode == 0, res.stderr
+    assert "no comm/compute overlap" not in res.stderr
+    res_io, log_io, tr_io = run_dp2(dp2, "in-order", "--no-overlap")
+    assert res_io.returncode == 0, res_io.stderr
+    assert losses(log) == losses(log_io) and len(losses(log)) == 4
+
+    events = trace.load(str(tr))
+    assert {e["pid"] for e in events} == {0, 1}
+    for rank, (comm, hidden) in trace.comm_hidden(events).items():
+        # Every rank's comm lane has the buckets' all-reduces, and some of
+        # that time the compute lane was busy too.
+        names = {e["name"] for e in events if e["pid"] == rank and e["tid"] == 1}
+        assert "all_reduce dp" in names, names
+        assert comm > 0 and hidden > 0, (rank, comm, hidden)
+    assert max(covered_longest(events, r) for r in (0, 1)) > 100  # us, one bucket
+
+    in_order = trace.load(str(tr_io))
+    for rank, (comm, hidden) in trace.comm_hidden(in_order).items():
+        assert comm > 0 and hidden == 0, (rank, comm, hidden)
+
+
+def covered_longest(events, rank):
+    """The most compute time (us) that overlaps one comm interval of `rank`."""
+    compute = trace.intervals(events, rank, "compute")
+    return max(trace.covered(s, compute) for s in trace.intervals(events, rank, "comm"))
+
+
+def test_trace_steps_and_lanes(dp2):
+    res, _, tr = run_dp2(dp2, "steps", "--trace-steps", "1:3", "--no-overlap", env={})
+    assert res.returncode == 0, res.stderr
+    with open(tr) as f:
+        doc = json.load(f)
+    events = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert {e["args"]["step"] for e in events} == {1, 2}
+    lanes = {(e["pid"], e["args"]["name"]) for e in doc["traceEvents"]
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert lanes == {(r, lane) for r in (0, 1) for lane in ("compute", "comm")}
+    compute = {e["name"] for e in events if e["tid"] == 0}
+    assert {"gemm", "adamw", "cross_entropy"} <= compute, compute
+    for e in events:
+        assert e["dur"] >= 0 and e["ts"] >= 0
+
+
+@pytest.mark.parametrize("extra,env,message", [
+    (["--trace-steps", "3:1"], {}, "option --trace-steps: expected A:B with 0 <= A < B"),
+    (["--trace-steps", "x"], {}, "option --trace-steps: expected A:B"),
+    ([], {"LLMIR_COMM_DELAY_NS_PER_BYTE": "fast"},
+     "LLMIR_COMM_DELAY_NS_PER_BYTE='fast': expected a number of nanoseconds"),
+])
+def test_bad_trace_options(dp2, extra, env, message):
+    res, _, _ = run_dp2(dp2, "bad", *extra, env=env)
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr
