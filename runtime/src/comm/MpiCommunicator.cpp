@@ -41,6 +41,70 @@ struct MpiCommunicator::Impl {
   std::vector<std::vector<int>> members;   // world ranks per group
   std::vector<PendingSend> pendingSends;   // in the order they were started
 
+  /// Who arrived: while a rank waits in a collective under the watchdog it
+  /// answers queries on `control` with the collective it is in (group and
+  /// sequence number); a rank that times out asks the group's members and
+  /// names the ones that did not answer from the same collective.
+  static constexpr int kQueryTag = 1, kReplyTag = 2;
+  MPI_Comm control = MPI_COMM_NULL;        // dup of MPI_COMM_WORLD
+  std::vector<int64_t> started;            // collectives waited for, per group
+  int64_t here[2] = {-1, -1};              // (group, sequence) of the current wait
+  int64_t query = 0;                       // the (empty) query's send buffer
+
+  /// Answers every query that has arrived (the asker waits for the reply).
+  void answerQueries() {
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kQueryTag, control, &flag, &st) != MPI_SUCCESS || !flag)
+        return;
+      int64_t query = 0;
+      MPI_Recv(&query, 1, MPI_INT64_T, st.MPI_SOURCE, kQueryTag, control, MPI_STATUS_IGNORE);
+      MPI_Send(here, 2, MPI_INT64_T, st.MPI_SOURCE, kReplyTag, control); // small: eager
+    }
+  }
+
+  /// After a timeout in `group`: which members answer from the same
+  /// collective within a short grace period ("" if every one did).
+  std::string missingRanks(int group) {
+    const std::vector<int> &m = members[group];
+    std::vector<MPI_Request> sends;
+    for (int r : m)
+      if (r != rank) {
+        sends.emplace_back();
+        MPI_Isend(&query, 1, MPI_INT64_T, r, kQueryTag, control, &sends.back());
+      }
+    std::vector<int> arrived(static_cast<size_t>(size), 0);
+    arrived[static_cast<size_t>(rank)] = 1;
+    size_t replies = 0;
+    const Clock::time_point until =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(std::min(2.0, timeoutSeconds)));
+    while (replies < sends.size() && Clock::now() < until) {
+      answerQueries();
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kReplyTag, control, &flag, &st) != MPI_SUCCESS)
+        break;
+      if (!flag) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        continue;
+      }
+      int64_t there[2];
+      MPI_Recv(there, 2, MPI_INT64_T, st.MPI_SOURCE, kReplyTag, control, MPI_STATUS_IGNORE);
+      ++replies;
+      arrived[static_cast<size_t>(st.MPI_SOURCE)] = there[0] == here[0] && there[1] == here[1];
+    }
+    for (MPI_Request &r : sends) // a dead peer never takes its query
+      if (r != MPI_REQUEST_NULL)
+        MPI_Request_free(&r);
+    std::string missing;
+    for (int r : m)
+      if (!arrived[static_cast<size_t>(r)])
+        missing += (missing.empty() ? "" : ",") + std::to_string(r);
+    return missing;
+  }
+
   std::string groupName(int group) const {
     std::string s = "group " + std::to_string(group) + " (ranks";
     const auto &m = members[group];
@@ -89,6 +153,7 @@ struct MpiCommunicator::Impl {
   StatusOr<bool> poll(MPI_Request &req, Clock::time_point until, const char *op,
                       int group) {
     for (int spins = 0;; ++spins) {
+      answerQueries();
       int done = 0;
       const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (rc != MPI_SUCCESS)
@@ -105,7 +170,10 @@ struct MpiCommunicator::Impl {
   }
 
   /// Completes `req`, polling against the watchdog deadline when one is set.
-  Status wait(MPI_Request &req, const char *op, int group) {
+  /// A collective's timeout names the members that did not arrive.
+  Status wait(MPI_Request &req, const char *op, int group, bool collective = true) {
+    here[0] = collective ? group : -1;
+    here[1] = collective ? started[static_cast<size_t>(group)]++ : -1;
     if (timeoutSeconds <= 0.0) {
       const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
       return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
@@ -116,12 +184,16 @@ struct MpiCommunicator::Impl {
     if (*done)
       return Status::ok();
     broken = true;
+    const std::string missing = collective ? missingRanks(group) : "";
     return Status::error(
         StatusCode::CommError,
         "rank " + std::to_string(rank) + ", op '" + op + "' on " +
             (group >= 0 ? groupName(group) : std::string("world")) +
-            ": timed out after " + std::to_string(timeoutSeconds) +
-            " s (a peer rank may have died or be stuck); abort the job");
+            ": timed out after " + std::to_string(timeoutSeconds) + " s (" +
+            (missing.empty() ? std::string("a peer rank may have died or be stuck")
+                             : "rank(s) " + missing +
+                                   " did not arrive: dead, stuck, or in another operation") +
+            "); abort the job");
   }
 
   /// "send to rank P (tag T, N floats)": how errors name a buffered send.
@@ -250,6 +322,10 @@ StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, ch
   MPI_Comm_rank(world, &impl->rank);
   MPI_Comm_size(world, &impl->size);
   impl->comms.push_back(world);
+  impl->started.push_back(0);
+  rc = MPI_Comm_dup(MPI_COMM_WORLD, &impl->control);
+  if (rc != MPI_SUCCESS)
+    return impl->mpiError("create", -1, rc);
   std::vector<int> all(impl->size);
   for (int r = 0; r < impl->size; ++r)
     all[r] = r;
@@ -272,6 +348,7 @@ MpiCommunicator::~MpiCommunicator() {
   }
   for (MPI_Comm &c : impl_->comms)
     MPI_Comm_free(&c);
+  MPI_Comm_free(&impl_->control);
   if (impl_->ownsMpi) {
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -331,6 +408,7 @@ StatusOr<int> MpiCommunicator::createGroup(const std::vector<int> &ranks) {
   }
   impl_->comms.push_back(comm);
   impl_->members.push_back(ranks);
+  impl_->started.push_back(0);
   return static_cast<int>(impl_->comms.size() - 1);
 }
 
@@ -520,7 +598,7 @@ Status MpiCommunicator::recv(float *data, int64_t n, int peer, int tag) {
   MPI_Request req;
   LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
       MPI_Irecv(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
-  return impl_->wait(req, op, 0);
+  return impl_->wait(req, op, 0, /*collective=*/false);
 }
 
 Status MpiCommunicator::flushSends() { return impl_->flushSends(); }

@@ -16,6 +16,9 @@ namespace llmir::runtime {
 /// MPI_ERRORS_RETURN and become CommError statuses. Not thread-safe: one
 /// thread at a time calls it (MPI_THREAD_SERIALIZED is requested, so that
 /// the Executor's comm thread may; callableFromAnyThread says what MPI gave).
+/// While a rank waits in a collective under the watchdog it answers, on a
+/// control communicator, which collective it is in; a rank that times out
+/// asks the group and names the members that did not arrive.
 /// LLMIR_COMM_DELAY_NS_PER_BYTE=X (test knob, off by default): every
 /// collective sleeps X ns per payload byte after completing.
 class MpiCommunicator final : public Communicator {
