@@ -19,7 +19,7 @@ from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E4
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
 
 MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root"]
-DELAY = {"LLMIR_COMM_DELAY_NS_PER_BYTE": "20", "OPENBLAS_NUM_THREADS": "1"}
+DELAY = {"LLMIR_COMM_DELAY_NS_PER_BYTE": "50", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def dp2(tmp_path_factory):
     safetensors.save_file(random_weights(cfg, seed=3), str(d / "w.safetensors"))
     save_tokens(random_tokens(cfg.vocab_size, 4000, seed=4), str(d / "t.npy"))
     prog = compile_model(model_path("gpt2-tiny"), d / "dp2.llmir", plan="dp=2", train=True,
-                         batch=8, train_options="=bucket-bytes=20000")
+                         batch=16, train_options="=bucket-bytes=20000")
     return d, prog
 
 
@@ -60,13 +60,16 @@ def test_comm_overlaps_compute_and_losses_are_identical(dp2):
 
     events = trace.load(str(tr))
     assert {e["pid"] for e in events} == {0, 1}
-    for rank, (comm, hidden) in trace.comm_hidden(events).items():
-        # Every rank's comm lane has the buckets' all-reduces, and some of
-        # that time the compute lane was busy too.
+    per_rank = trace.comm_hidden(events)
+    for rank, (comm, hidden) in per_rank.items():
         names = {e["name"] for e in events if e["pid"] == rank and e["tid"] == 1}
-        assert "all_reduce dp" in names, names
-        assert comm > 0 and hidden > 0, (rank, comm, hidden)
-    assert max(covered_longest(events, r) for r in (0, 1)) > 100  # us, one bucket
+        assert "all_reduce dp" in names and comm > 0, (rank, names, comm)
+    # The compute lane ran kernels while the buckets were reduced: at least a
+    # millisecond over the 4 steps, and a tenth of one inside a single
+    # collective. (Not asserted per rank: on an overloaded machine the OS may
+    # run one rank's comm thread only while its compute thread is descheduled.)
+    assert sum(h for _, h in per_rank.values()) > 1000, per_rank
+    assert max(covered_longest(events, r) for r in (0, 1)) > 100  # us
 
     in_order = trace.load(str(tr_io))
     for rank, (comm, hidden) in trace.comm_hidden(in_order).items():

@@ -622,6 +622,7 @@ int run(int argc, char **argv) {
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
+  ex.setOverlap(!opts.noOverlap);
   if (opts.generate) {
     auto setupGenerate = [&]() -> Status {
       ex.setCheckNumerics(opts.checkNumerics);
@@ -761,7 +762,6 @@ int run(int argc, char **argv) {
     std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
               << firstStep << "\n";
 
-  ex.setOverlap(!opts.noOverlap);
   const std::string blocker = ex.overlapBlocker();
   if (!opts.noOverlap && !opts.quiet && worldSize > 1 && opts.backend == "cpu" &&
       !blocker.empty())
