@@ -174,6 +174,10 @@ struct MpiCommunicator::Impl {
   Status wait(MPI_Request &req, const char *op, int group, bool collective = true) {
     here[0] = collective ? group : -1;
     here[1] = collective ? started[static_cast<size_t>(group)]++ : -1;
+    struct Leave { // outside a wait, a rank answers "in no collective"
+      int64_t *here;
+      ~Leave() { here[0] = here[1] = -1; }
+    } leave{here};
     if (timeoutSeconds <= 0.0) {
       const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
       return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
