@@ -108,3 +108,18 @@ def test_bad_trace_options(dp2, extra, env, message):
     res, _, _ = run_dp2(dp2, "bad", *extra, env=env)
     assert res.returncode != 0
     assert message in res.stderr, res.stderr
+
+
+def test_stalled_rank_is_named_by_the_comm_thread_timeout(dp2):
+    """Rank 0's comm thread sleeps 6 s after its first gradient bucket (the
+    delay knob, set for rank 0 alone): rank 1's next all-reduce times out on its
+    comm thread, and the error reaches the main thread naming rank, op, step
+    and the rank that did not arrive."""
+    d, prog = dp2
+    args = [tool("llm-run"), str(prog), "--weights", str(d / "w.safetensors"), "--data",
+            str(d / "t.npy"), "--steps", "1", "--timeout", "2"]
+    res = run([*MPIRUN, "-np", "1", "env", "LLMIR_COMM_DELAY_NS_PER_BYTE=100000", *args,
+               ":", "-np", "1", *args], timeout=120)
+    assert res.returncode != 0
+    assert "rank 1, op 'all_reduce', step 0:" in res.stderr, res.stderr
+    assert "timed out after 2" in res.stderr and "rank(s) 0 did not arrive" in res.stderr, res.stderr
