@@ -4,6 +4,7 @@
 #include "DeviceSetup.h"
 #include "Generate.h"
 #include "TrainData.h"
+#include "RunTrace.h"
 
 #include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Communicator.h"
@@ -86,7 +87,13 @@ options:
   --export-dtype T   f32 (default), bf16 or f16 (rounded to nearest even)
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
-  --timeout SEC      collective timeout before a missing rank is reported (default 300)
+  --timeout SEC      collective timeout before a missing rank is reported (default 60)
+  --no-overlap       run every instruction in program order on one thread (by
+                     default the collectives run on a comm thread, overlapping
+                     the compute they do not depend on)
+  --trace FILE       Chrome/Perfetto JSON trace of the run (rank 0 writes all
+                     ranks: a compute and a comm lane each, every instruction)
+  --trace-steps A:B  trace steps A to B-1 only (0-based; default: every step)
   --check-numerics   stop at the first kernel that produces NaN/Inf, naming it
                      (gradients are always checked before the AdamW update)
   --quiet            no per-step progress line
@@ -145,7 +152,10 @@ struct Options {
   DType exportDType = DType::F32;
   int64_t saveEvery = 0;
   int64_t steps = 1;
-  double timeout = 300, lr = 3e-4, weightDecay = 0.0;
+  double timeout = 60, lr = 3e-4, weightDecay = 0.0;
+  bool noOverlap = false;      // --no-overlap
+  std::string trace;           // --trace FILE
+  int64_t traceFirst = 0, traceEnd = INT64_MAX; // --trace-steps
   LrSchedule schedule; // --lr-schedule, --warmup-steps, --min-lr, --max-steps
   double clipGradNorm = 0.0; // --clip-grad-norm (0: none)
   LossScaleState lossScale;  // --loss-scale-init, --loss-scale-growth-interval
@@ -184,6 +194,7 @@ std::vector<FileOption> outputFiles(const Options &o) {
           {"--logits-out", o.logitsOut},
           {"--out", o.gen.out},
           {"--export-weights", o.exportPath},
+          {"--trace", o.trace},
           {"--save-checkpoint", o.saveDir.empty() ? "" : checkpointFile(o.saveDir)}};
 }
 
@@ -321,6 +332,14 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     if (a == "--quiet") { o.quiet = true; continue; }
     if (a == "--check-numerics") { o.checkNumerics = true; continue; }
     if (a == "--generate") { o.generate = true; continue; }
+    if (a == "--no-overlap") { o.noOverlap = true; continue; }
+    if (a == "--trace-steps") {
+      StatusOr<std::string> v = need(i, a.c_str());
+      if (!v.isOk())
+        return v.status();
+      LLMIR_RETURN_IF_ERROR(parseTraceSteps(*v, o.traceFirst, o.traceEnd));
+      continue;
+    }
     std::string *target = nullptr;
     if (a == "--weights") target = &o.weights;
     else if (a == "--data") target = &o.data.spec;
@@ -337,6 +356,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--lengths") target = &o.gen.lengths;
     else if (a == "--out") target = &o.gen.out;
     else if (a == "--lr-schedule") target = &o.schedule.kind;
+    else if (a == "--trace") target = &o.trace;
     if (target) {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
@@ -450,6 +470,9 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     return Status::error(StatusCode::InvalidArgument,
                          "option --steps: expected a positive integer, found '0' "
                          "(0 steps only with --export-weights)");
+  if (!o.trace.empty() && (o.generate || o.backend != "cpu"))
+    return Status::error(StatusCode::InvalidArgument,
+                         "--trace: only training/eval runs on the cpu backend are traced");
   LLMIR_RETURN_IF_ERROR(checkExportOptions(o));
   LLMIR_RETURN_IF_ERROR(checkDataOptions(o.data));
   return checkFiles(o);
@@ -628,6 +651,7 @@ int run(int argc, char **argv) {
   if (!exec.isOk())
     return fail(exec.status());
   Executor &ex = **exec;
+  ex.setOverlap(!opts.noOverlap);
   if (opts.generate) {
     auto setupGenerate = [&]() -> Status {
       ex.setCheckNumerics(opts.checkNumerics);
@@ -781,6 +805,19 @@ int run(int argc, char **argv) {
     std::cerr << "resumed from " << checkpointFile(opts.resumeDir) << " at step "
               << firstStep << "\n";
 
+  const std::string blocker = ex.overlapBlocker();
+  if (!opts.noOverlap && !opts.quiet && worldSize > 1 && opts.backend == "cpu" &&
+      !blocker.empty())
+    std::cerr << "llm-run: rank " << rank << ": no comm/compute overlap: " << blocker << "\n";
+  std::optional<TraceRecorder> trace;
+  if (!opts.trace.empty()) {
+    trace.emplace(opts.traceFirst, opts.traceEnd);
+    if (Status st = comm->barrier(); !st.isOk()) // time zero on every rank
+      return fail(st);
+    trace->resetOrigin();
+    ex.setTrace(&*trace);
+  }
+  std::vector<int64_t> inputs, labels;
   double totalSeconds = 0;
   // Whether the program updates its parameters (lr and the gradient norm are
   // logged then); judged on the whole program like setupTraining does.
@@ -904,6 +941,9 @@ int run(int argc, char **argv) {
       if (Status st = writeNpy(opts.logitsOut, values.data(), logits->shape); !st.isOk())
         return fail(st);
   }
+  if (trace)
+    if (Status st = writeRunTrace(*program, *trace, *comm, opts.trace); !st.isOk())
+      return fail(st);
   if (Status st = exportIfAsked(*program, ex, *comm, opts); !st.isOk())
     return fail(st);
   // The loss/logits messages above are buffered sends: deliver them before

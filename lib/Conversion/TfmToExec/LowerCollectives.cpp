@@ -91,7 +91,7 @@ LogicalResult lowerOp(LoweringContext &c, shard::ReduceScatterOp op) {
         exec::ReduceScatterOp::create(b, loc, flatIn, flatOut, *axis,
                                       /*stream=*/1);
       },
-      op.getResult());
+      op.getResult(), flatIn);
   return success();
 }
 
@@ -113,7 +113,7 @@ LogicalResult lowerOp(LoweringContext &c, shard::AllGatherOp op) {
         exec::AllGatherOp::create(b, loc, flatIn, flatOut, *axis,
                                   /*stream=*/1);
       },
-      staged ? Value() : op.getResult());
+      staged ? Value() : op.getResult(), flatIn);
   if (staged) {
     // Rank-major [ranks, outer, block] -> [outer, ranks, block].
     SmallVector<int64_t, 3> shape = outerRanksBlock(
@@ -169,7 +169,7 @@ LogicalResult lowerOp(LoweringContext &c, ParamAllGatherOp op) {
         exec::AllGatherOp::create(b, loc, chunk, flat, op.getAxis(),
                                   /*stream=*/1);
       },
-      op.getParam());
+      op.getParam(), chunk);
   return success();
 }
 

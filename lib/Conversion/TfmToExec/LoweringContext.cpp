@@ -10,6 +10,7 @@
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/SetVector.h"
 
 using namespace mlir;
 using namespace llmir;
@@ -65,41 +66,59 @@ FailureOr<int64_t> LoweringContext::axisSize(Operation *op, StringRef axis) {
 
 void LoweringContext::onCommStream(Location loc,
                                    function_ref<void()> collective,
-                                   Value deferTo) {
+                                   Value deferTo, Value reads) {
   int64_t ready = nextEvent++, done = nextEvent++;
   exec::EventRecordOp::create(b, loc, ready, /*stream=*/0);
   exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
   collective();
   exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
-  if (deferTo)
-    pendingEvent[bufferOf.lookup(deferTo)] = done;
-  else
+  if (!deferTo) {
     exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
+    return;
+  }
+  pendingEvent[bufferOf.lookup(deferTo)] = done;
+  if (!reads)
+    return;
+  while (auto view = reads.getDefiningOp<exec::ViewOp>())
+    reads = view->getOperand(0);
+  for (unsigned i = 0; i < buffers.size(); ++i)
+    if (buffers[i].buffer == reads)
+      pendingReads.push_back({i, done});
 }
 
 void LoweringContext::waitForPending(Location loc, Operation *op) {
-  SmallVector<unsigned> ready;
-  for (auto &[buffer, event] : pendingEvent) {
-    // Reads of the buffer, and writes to memory the plan reuses from it.
-    const LogicalBuffer &pending = buffers[buffer];
-    int64_t begin = pending.offset, end = begin + sizeInBytes(pending.type);
-    bool touched = !op || llvm::any_of(op->getOperands(), [&](Value v) {
+  auto overlap = [&](unsigned a, unsigned b) {
+    const LogicalBuffer &x = buffers[a], &y = buffers[b];
+    return x.offset < y.offset + sizeInBytes(y.type) &&
+           y.offset < x.offset + sizeInBytes(x.type);
+  };
+  // Whether `op` writes memory overlapping `buffer` (a result, or the
+  // staging buffer it fills first).
+  auto writes = [&](unsigned buffer) {
+    auto staging = stagingBuffer.find(op);
+    return (staging != stagingBuffer.end() && overlap(staging->second, buffer)) ||
+           llvm::any_of(op->getResults(), [&](Value v) {
+             auto it = bufferOf.find(v);
+             return it != bufferOf.end() && overlap(it->second, buffer);
+           });
+  };
+  auto reads = [&](unsigned buffer) {
+    return llvm::any_of(op->getOperands(), [&](Value v) {
       auto it = bufferOf.find(v);
       return it != bufferOf.end() && it->second == buffer;
-    }) || llvm::any_of(op->getResults(), [&](Value v) {
-      auto it = bufferOf.find(v);
-      if (it == bufferOf.end())
-        return false;
-      const LogicalBuffer &lb = buffers[it->second];
-      return lb.offset < end && begin < lb.offset + sizeInBytes(lb.type);
     });
-    if (touched) {
-      exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
-      ready.push_back(buffer);
-    }
-  }
-  for (unsigned buffer : ready)
-    pendingEvent.erase(buffer);
+  };
+  llvm::SetVector<int64_t> events; // in the order the collectives were issued
+  for (auto &[buffer, event] : pendingEvent)
+    if (!op || reads(buffer) || writes(buffer))
+      events.insert(event);
+  for (auto &[buffer, event] : pendingReads)
+    if (!op || writes(buffer))
+      events.insert(event);
+  for (int64_t event : events)
+    exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
+  pendingEvent.remove_if([&](auto &entry) { return events.contains(entry.second); });
+  llvm::erase_if(pendingReads, [&](auto &entry) { return events.contains(entry.second); });
 }
 
 Value LoweringContext::stagingBufferOf(Operation *op) const {

@@ -93,9 +93,12 @@ public:
   /// With `deferTo` (the tensor the collective produces) the compute stream
   /// only waits right before the first op that touches it, so the collective
   /// overlaps the compute in between (e.g. gradient all-reduces with the rest
-  /// of the backward pass).
+  /// of the backward pass). `reads` (an exec buffer or view of one) is what
+  /// the deferred collective reads when that is not `deferTo`'s buffer: the
+  /// compute stream also waits before it writes memory overlapping that one.
   void onCommStream(mlir::Location loc, llvm::function_ref<void()> collective,
-                    mlir::Value deferTo = mlir::Value());
+                    mlir::Value deferTo = mlir::Value(),
+                    mlir::Value reads = mlir::Value());
 
   /// Makes the compute stream wait for collectives still producing any
   /// buffer `op` touches (all of them when `op` is null: the step's end).
@@ -117,6 +120,10 @@ protected:
   llvm::DenseMap<mlir::Operation *, unsigned> stagingBuffer;
   /// Buffers written by a collective the compute stream has not waited for.
   llvm::MapVector<unsigned, int64_t> pendingEvent;
+  /// Buffers read by such a collective (its input, a staging buffer): the
+  /// plan may reuse their memory after the collective in program order, but
+  /// the comm stream is still reading it.
+  llvm::SmallVector<std::pair<unsigned, int64_t>> pendingReads;
   int64_t nextEvent = 0;
 };
 

@@ -30,11 +30,80 @@ struct MpiCommunicator::Impl {
 
   bool ownsMpi = false;
   bool broken = false; // a timed-out request is still pending
+  int threadLevel = MPI_THREAD_SINGLE; // what MPI provides
   double timeoutSeconds = 0.0;
+  /// LLMIR_COMM_DELAY_NS_PER_BYTE: a test knob that makes every collective
+  /// sleep this long per payload byte once it has completed (a slow network
+  /// on one machine, so that comm/compute overlap shows). 0: off.
+  double delayNsPerByte = 0.0;
   int rank = 0, size = 1;
   std::vector<MPI_Comm> comms;             // [0] = dup of MPI_COMM_WORLD
   std::vector<std::vector<int>> members;   // world ranks per group
   std::vector<PendingSend> pendingSends;   // in the order they were started
+
+  /// Who arrived: while a rank waits in a collective under the watchdog it
+  /// answers queries on `control` with the collective it is in (group and
+  /// sequence number); a rank that times out asks the group's members and
+  /// names the ones that did not answer from the same collective.
+  static constexpr int kQueryTag = 1, kReplyTag = 2;
+  MPI_Comm control = MPI_COMM_NULL;        // dup of MPI_COMM_WORLD
+  std::vector<int64_t> started;            // collectives waited for, per group
+  int64_t here[2] = {-1, -1};              // (group, sequence) of the current wait
+  int64_t query = 0;                       // the (empty) query's send buffer
+
+  /// Answers every query that has arrived (the asker waits for the reply).
+  void answerQueries() {
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kQueryTag, control, &flag, &st) != MPI_SUCCESS || !flag)
+        return;
+      int64_t query = 0;
+      MPI_Recv(&query, 1, MPI_INT64_T, st.MPI_SOURCE, kQueryTag, control, MPI_STATUS_IGNORE);
+      MPI_Send(here, 2, MPI_INT64_T, st.MPI_SOURCE, kReplyTag, control); // small: eager
+    }
+  }
+
+  /// After a timeout in `group`: which members answer from the same
+  /// collective within a short grace period ("" if every one did).
+  std::string missingRanks(int group) {
+    const std::vector<int> &m = members[group];
+    std::vector<MPI_Request> sends;
+    for (int r : m)
+      if (r != rank) {
+        sends.emplace_back();
+        MPI_Isend(&query, 1, MPI_INT64_T, r, kQueryTag, control, &sends.back());
+      }
+    std::vector<int> arrived(static_cast<size_t>(size), 0);
+    arrived[static_cast<size_t>(rank)] = 1;
+    size_t replies = 0;
+    const Clock::time_point until =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(std::min(2.0, timeoutSeconds)));
+    while (replies < sends.size() && Clock::now() < until) {
+      answerQueries();
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kReplyTag, control, &flag, &st) != MPI_SUCCESS)
+        break;
+      if (!flag) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        continue;
+      }
+      int64_t there[2];
+      MPI_Recv(there, 2, MPI_INT64_T, st.MPI_SOURCE, kReplyTag, control, MPI_STATUS_IGNORE);
+      ++replies;
+      arrived[static_cast<size_t>(st.MPI_SOURCE)] = there[0] == here[0] && there[1] == here[1];
+    }
+    for (MPI_Request &r : sends) // a dead peer never takes its query
+      if (r != MPI_REQUEST_NULL)
+        MPI_Request_free(&r);
+    std::string missing;
+    for (int r : m)
+      if (!arrived[static_cast<size_t>(r)])
+        missing += (missing.empty() ? "" : ",") + std::to_string(r);
+    return missing;
+  }
 
   std::string groupName(int group) const {
     std::string s = "group " + std::to_string(group) + " (ranks";
@@ -84,6 +153,7 @@ struct MpiCommunicator::Impl {
   StatusOr<bool> poll(MPI_Request &req, Clock::time_point until, const char *op,
                       int group) {
     for (int spins = 0;; ++spins) {
+      answerQueries();
       int done = 0;
       const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (rc != MPI_SUCCESS)
@@ -100,7 +170,14 @@ struct MpiCommunicator::Impl {
   }
 
   /// Completes `req`, polling against the watchdog deadline when one is set.
-  Status wait(MPI_Request &req, const char *op, int group) {
+  /// A collective's timeout names the members that did not arrive.
+  Status wait(MPI_Request &req, const char *op, int group, bool collective = true) {
+    here[0] = collective ? group : -1;
+    here[1] = collective ? started[static_cast<size_t>(group)]++ : -1;
+    struct Leave { // outside a wait, a rank answers "in no collective"
+      int64_t *here;
+      ~Leave() { here[0] = here[1] = -1; }
+    } leave{here};
     if (timeoutSeconds <= 0.0) {
       const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
       return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
@@ -111,12 +188,16 @@ struct MpiCommunicator::Impl {
     if (*done)
       return Status::ok();
     broken = true;
+    const std::string missing = collective ? missingRanks(group) : "";
     return Status::error(
         StatusCode::CommError,
         "rank " + std::to_string(rank) + ", op '" + op + "' on " +
             (group >= 0 ? groupName(group) : std::string("world")) +
-            ": timed out after " + std::to_string(timeoutSeconds) +
-            " s (a peer rank may have died or be stuck); abort the job");
+            ": timed out after " + std::to_string(timeoutSeconds) + " s (" +
+            (missing.empty() ? std::string("a peer rank may have died or be stuck")
+                             : "rank(s) " + missing +
+                                   " did not arrive: dead, stuck, or in another operation") +
+            "); abort the job");
   }
 
   /// "send to rank P (tag T, N floats)": how errors name a buffered send.
@@ -180,6 +261,13 @@ struct MpiCommunicator::Impl {
   Status check(const char *op, int group, int rc) const {
     return rc == MPI_SUCCESS ? Status::ok() : mpiError(op, group, rc);
   }
+
+  /// The simulated transfer time of a collective moving `bytes` (the knob).
+  void delay(int64_t bytes) const {
+    if (delayNsPerByte > 0.0 && bytes > 0)
+      std::this_thread::sleep_for(std::chrono::nanoseconds(
+          static_cast<int64_t>(delayNsPerByte * static_cast<double>(bytes))));
+  }
 };
 
 namespace {
@@ -208,13 +296,26 @@ constexpr int64_t kChunk = int64_t(1) << 30;
 
 StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, char ***argv) {
   auto impl = std::make_unique<Impl>();
+  if (const char *knob = std::getenv("LLMIR_COMM_DELAY_NS_PER_BYTE")) {
+    char *end = nullptr;
+    const double v = std::strtod(knob, &end);
+    if (end == knob || *end != '\0' || !(v >= 0.0) || v > 1e6)
+      return Status::error(StatusCode::InvalidArgument,
+                           std::string("LLMIR_COMM_DELAY_NS_PER_BYTE='") + knob +
+                               "': expected a number of nanoseconds in [0, 1e6]");
+    impl->delayNsPerByte = v;
+  }
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
-    int provided = 0;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    // SERIALIZED: the Executor's comm thread may make the calls while a step
+    // runs (one thread at a time); with less, every call stays on this thread.
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &impl->threadLevel) !=
+        MPI_SUCCESS)
       return Status::error(StatusCode::CommError, "MPI_Init_thread failed");
     impl->ownsMpi = true;
+  } else {
+    MPI_Query_thread(&impl->threadLevel);
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm world;
@@ -225,6 +326,10 @@ StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::create(int *argc, ch
   MPI_Comm_rank(world, &impl->rank);
   MPI_Comm_size(world, &impl->size);
   impl->comms.push_back(world);
+  impl->started.push_back(0);
+  rc = MPI_Comm_dup(MPI_COMM_WORLD, &impl->control);
+  if (rc != MPI_SUCCESS)
+    return impl->mpiError("create", -1, rc);
   std::vector<int> all(impl->size);
   for (int r = 0; r < impl->size; ++r)
     all[r] = r;
@@ -247,6 +352,7 @@ MpiCommunicator::~MpiCommunicator() {
   }
   for (MPI_Comm &c : impl_->comms)
     MPI_Comm_free(&c);
+  MPI_Comm_free(&impl_->control);
   if (impl_->ownsMpi) {
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -306,6 +412,7 @@ StatusOr<int> MpiCommunicator::createGroup(const std::vector<int> &ranks) {
   }
   impl_->comms.push_back(comm);
   impl_->members.push_back(ranks);
+  impl_->started.push_back(0);
   return static_cast<int>(impl_->comms.size() - 1);
 }
 
@@ -338,6 +445,7 @@ Status allReduceInPlace(MpiCommunicator::Impl &impl, float *data, int64_t n,
     LLMIR_RETURN_IF_ERROR(impl.wait(req, op, group));
     done += count;
   } while (done < n);
+  impl.delay(n * static_cast<int64_t>(sizeof(float)));
   return Status::ok();
 }
 } // namespace
@@ -387,6 +495,7 @@ Status MpiCommunicator::allReduceSumBf16(uint16_t *data, int64_t n, int group) {
   LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
   (void)me;
   std::copy(padded.begin(), padded.begin() + n, data);
+  impl_->delay(n * static_cast<int64_t>(sizeof(uint16_t)));
   return Status::ok();
 }
 
@@ -401,7 +510,9 @@ Status MpiCommunicator::allGather(const float *in, float *out, int64_t nPerRank,
   LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
       MPI_Iallgather(in, static_cast<int>(nPerRank), MPI_FLOAT, out,
                      static_cast<int>(nPerRank), MPI_FLOAT, impl_->comms[group], &req)));
-  return impl_->wait(req, op, group);
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  impl_->delay(gsize * nPerRank * static_cast<int64_t>(sizeof(float)));
+  return Status::ok();
 }
 
 Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nPerRank,
@@ -416,7 +527,9 @@ Status MpiCommunicator::reduceScatterSum(const float *in, float *out, int64_t nP
   LLMIR_RETURN_IF_ERROR(impl_->check(op, group,
       MPI_Ireduce_scatter_block(in, out, static_cast<int>(nPerRank), MPI_FLOAT, MPI_SUM,
                                 impl_->comms[group], &req)));
-  return impl_->wait(req, op, group);
+  LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
+  impl_->delay(gsize * nPerRank * static_cast<int64_t>(sizeof(float)));
+  return Status::ok();
 }
 
 Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
@@ -437,6 +550,7 @@ Status MpiCommunicator::broadcast(float *data, int64_t n, int root, int group) {
     LLMIR_RETURN_IF_ERROR(impl_->wait(req, op, group));
     done += count;
   } while (done < n);
+  impl_->delay(n * static_cast<int64_t>(sizeof(float)));
   return Status::ok();
 }
 
@@ -488,7 +602,7 @@ Status MpiCommunicator::recv(float *data, int64_t n, int peer, int tag) {
   MPI_Request req;
   LLMIR_RETURN_IF_ERROR(impl_->check(op, 0,
       MPI_Irecv(data, static_cast<int>(n), MPI_FLOAT, peer, tag, impl_->comms[0], &req)));
-  return impl_->wait(req, op, 0);
+  return impl_->wait(req, op, 0, /*collective=*/false);
 }
 
 Status MpiCommunicator::flushSends() { return impl_->flushSends(); }
@@ -501,6 +615,10 @@ Status MpiCommunicator::barrier() {
   MPI_Request req;
   LLMIR_RETURN_IF_ERROR(impl_->check(op, 0, MPI_Ibarrier(impl_->comms[0], &req)));
   return impl_->wait(req, op, 0);
+}
+
+bool MpiCommunicator::callableFromAnyThread() const {
+  return impl_->threadLevel >= MPI_THREAD_SERIALIZED;
 }
 
 void MpiCommunicator::setTimeout(double seconds) {

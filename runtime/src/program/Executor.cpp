@@ -3,6 +3,7 @@
 #include "llmir/runtime/Executor.h"
 
 #include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/Trace.h"
 
 #include <algorithm>
 #include <cmath>
@@ -417,30 +418,46 @@ void Executor::setUpdateParams(bool on) {
         evalEnd_ = i + 1;
 }
 
+Status Executor::runInstr(size_t index, int lane) {
+  const Instr &instr = stage_->instrs[index];
+  const bool traced = trace_ && trace_->wants(step_);
+  const int64_t start = traced ? trace_->now() : 0;
+  Status st = checkFinite(instr);
+  // Every AdamW update reads the same global squared norm: read it once.
+  if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
+      instr.ins.size() > 1) {
+    StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
+    if (normSq.isOk())
+      gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
+    else
+      st = normSq.status();
+  }
+  if (st.isOk())
+    st = execute(instr);
+  if (st.isOk() && checkNumerics_)
+    st = checkOutputsFinite(instr);
+  if (!st.isOk())
+    return std::move(st).withContext(rankInfo_->rank, instr.describe(), step_);
+  if (traced && instr.kind != OpKind::EventRecord && instr.kind != OpKind::EventWait)
+    trace_->add({static_cast<int64_t>(index), lane, step_, start, trace_->now()});
+  return Status::ok();
+}
+
 Status Executor::run(int64_t step) {
   step_ = step;
   gradNorm_ = -1.0;
-  const size_t end = updateParams_ ? stage_->instrs.size() : evalEnd_;
-  for (size_t i = 0; i < end; ++i) {
-    const Instr &instr = stage_->instrs[i];
-    if (!updateParams_ && instr.isKernel(KernelId::Adamw))
-      continue;
-    Status st = checkFinite(instr);
-    // Every AdamW update reads the same global squared norm: read it once.
-    if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
-        instr.ins.size() > 1) {
-      StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
-      if (normSq.isOk())
-        gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
-      else
-        st = normSq.status();
-    }
-    if (st.isOk())
-      st = execute(instr);
-    if (st.isOk() && checkNumerics_)
-      st = checkOutputsFinite(instr);
-    if (!st.isOk())
-      return std::move(st).withContext(rankInfo_->rank, instr.describe(), step);
+  if (!updateParams_) {
+    // An evaluation: program order up to the loss, no AdamW.
+    for (size_t i = 0; i < evalEnd_; ++i)
+      if (!stage_->instrs[i].isKernel(KernelId::Adamw))
+        LLMIR_RETURN_IF_ERROR(
+            runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
+  } else if (overlapBlocker().empty()) {
+    LLMIR_RETURN_IF_ERROR(runOverlapped(streamPlan()));
+  } else {
+    for (size_t i = 0; i < stage_->instrs.size(); ++i)
+      LLMIR_RETURN_IF_ERROR(
+          runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
   }
   if (lossScaled_ && updateParams_) // an evaluation leaves the scale alone
     updateLossScale();
@@ -477,8 +494,8 @@ Status Executor::execute(const Instr &instr) {
     return backend_.execute(instr, arena_, *this);
   case OpKind::EventRecord:
   case OpKind::EventWait:
-    // Instructions run in program order, which every event ordering already
-    // satisfies; a backend with real streams maps these to its events.
+    // In program order every event ordering holds already; with overlap,
+    // runOverlapped turns them into waits between its two threads.
     return Status::ok();
   default:
     return executeCollective(instr);

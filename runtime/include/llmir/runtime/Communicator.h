@@ -71,6 +71,11 @@ public:
   /// this rank forever). After a timeout the communicator is unusable: print
   /// the status and call abort(). 0 (the default) waits forever.
   virtual void setTimeout(double seconds) = 0;
+  /// True when the calls may come from any one thread at a time (not only the
+  /// thread that created the communicator), e.g. MPI_THREAD_SERIALIZED: the
+  /// Executor then runs the comm stream on its own thread, which makes every
+  /// call while a step runs. The caller orders the threads' calls.
+  virtual bool callableFromAnyThread() const { return false; }
   /// Terminates every rank of the job (MPI_Abort); does not return.
   [[noreturn]] virtual void abort(int exitCode) = 0;
 };
@@ -97,6 +102,7 @@ public:
   Status flushSends() override { return Status::ok(); } // no send can start
   Status barrier() override { return Status::ok(); }
   void setTimeout(double) override {}
+  bool callableFromAnyThread() const override { return true; }
   [[noreturn]] void abort(int exitCode) override;
 
 private:

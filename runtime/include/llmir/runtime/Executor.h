@@ -19,6 +19,8 @@
 namespace llmir::runtime {
 
 class Communicator;
+class TraceRecorder;
+struct StreamPlan;
 
 /// f16 training's dynamic loss scale, torch.cuda.amp.GradScaler's policy: a
 /// step whose global gradient norm is not finite is skipped (AdamW updates
@@ -107,7 +109,23 @@ public:
   /// Executes the program once. `step` (0-based) labels errors and is the
   /// AdamW step (step + 1, for the bias correction). Ends with
   /// Communicator::flushSends: every send of the step has been delivered.
+  /// With overlap (see overlapBlocker), the comm stream runs on a thread of
+  /// its own while this thread runs the compute stream.
   Status run(int64_t step);
+
+  /// Overlap of communication and computation (on by default): run() gives
+  /// stream 1 (the collectives) a thread that executes it in program order
+  /// while the calling thread executes stream 0; event_record/event_wait
+  /// order the two. Off: every instruction in program order on one thread.
+  void setOverlap(bool on) { overlap_ = on; }
+  /// Why run() executes the current program in order although overlap is on
+  /// (no comm stream, a communicator bound to one thread, a kernel on the
+  /// comm stream, ...), or "" when it overlaps.
+  std::string overlapBlocker() const;
+
+  /// Records every instruction's start and end into `trace` (null: off; it
+  /// must outlive the runs).
+  void setTrace(TraceRecorder *trace) { trace_ = trace; }
 
   /// Copies the current value of parameter `name` (this rank's shard).
   StatusOr<std::vector<float>> param(const std::string &name) const;
@@ -141,6 +159,13 @@ private:
   Status loadTensor(const SafeTensorsFile &file, const std::string &tensorName,
                     const ParamInfo &param, const BufferRef &buffer);
   Status execute(const Instr &instr);
+  /// One instruction with its checks, traced on `lane`; errors name rank,
+  /// op and step.
+  Status runInstr(size_t index, int lane);
+  /// run() with the comm stream on its own thread (Overlap.cpp).
+  Status runOverlapped(const StreamPlan &plan);
+  /// The current program split into its streams (made once per program).
+  const StreamPlan &streamPlan() const;
   Status checkFinite(const Instr &instr);
   Status checkOutputsFinite(const Instr &instr);
   Status executeCollective(const Instr &instr);
@@ -164,6 +189,9 @@ private:
   LossScaleState lossScale_;
   bool updateParams_ = true;
   size_t evalEnd_ = 0; ///< instructions run while !updateParams_
+  bool overlap_ = true;
+  TraceRecorder *trace_ = nullptr;
+  mutable std::map<const StageProgram *, std::shared_ptr<const StreamPlan>> streamPlans_;
   int64_t step_ = 0;
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;

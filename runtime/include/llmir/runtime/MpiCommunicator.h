@@ -14,7 +14,13 @@ namespace llmir::runtime {
 /// every later call (freeing finished staging buffers) and completed by
 /// flushSends, barrier or the destructor. Errors use
 /// MPI_ERRORS_RETURN and become CommError statuses. Not thread-safe: one
-/// thread per rank calls it (MPI_THREAD_FUNNELED is requested).
+/// thread at a time calls it (MPI_THREAD_SERIALIZED is requested, so that
+/// the Executor's comm thread may; callableFromAnyThread says what MPI gave).
+/// While a rank waits in a collective under the watchdog it answers, on a
+/// control communicator, which collective it is in; a rank that times out
+/// asks the group and names the members that did not arrive.
+/// LLMIR_COMM_DELAY_NS_PER_BYTE=X (test knob, off by default): every
+/// collective sleeps X ns per payload byte after completing.
 class MpiCommunicator final : public Communicator {
 public:
   /// Initializes MPI (unless already initialized) and duplicates
@@ -41,6 +47,8 @@ public:
   Status flushSends() override;
   Status barrier() override;
   void setTimeout(double seconds) override;
+  /// MPI provides MPI_THREAD_SERIALIZED or more.
+  bool callableFromAnyThread() const override;
   [[noreturn]] void abort(int exitCode) override;
 
   struct Impl;
