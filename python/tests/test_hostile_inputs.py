@@ -326,3 +326,32 @@ def test_fifo_input_is_an_error_not_a_hang(files, tmp_path, option):
 def test_directory_input_is_an_error(files, tmp_path):
     res = run([tool("llm-run"), files["train"], "--weights", tmp_path, "--data", files["tokens"]])
     assert_clean_error(res, "--weights", "a directory")
+
+
+# --- 7. corrupted program files -------------------------------------------------
+
+def test_every_corrupted_program_is_rejected(files, tmp_path):
+    """A byte changed anywhere in a program file (the image or its checksum
+    trailer) is refused at load with an error naming the file; before the
+    checksum, some such files ran to the end with other losses."""
+    data = files["train"].read_bytes()
+    rng = np.random.default_rng(20)
+    offsets = set(rng.integers(0, len(data), size=120).tolist())
+    offsets |= set(range(8)) | set(range(len(data) - 16, len(data)))  # magic, trailer
+    path = tmp_path / "bad.llmir"
+    for pos in sorted(offsets):
+        mutated = bytearray(data)
+        mutated[pos] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(mutated))
+        res = llm_run(files, "--steps", "1", program=path)
+        assert_clean_error(res, str(path))
+        assert ("corrupt program file" in res.stderr
+                or "not an LLMIR program file" in res.stderr), (pos, res.stderr)
+    # Damage in the image itself is named as such.
+    mutated = bytearray(data)
+    mutated[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(mutated))
+    assert_clean_error(llm_run(files, program=path), "checksum mismatch")
+    # Without its trailer: cut off at the end.
+    path.write_bytes(data[:-16])
+    assert_clean_error(llm_run(files, program=path), "no checksum trailer")

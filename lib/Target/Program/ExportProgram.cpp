@@ -438,8 +438,11 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
                                  fbb.CreateVector(params),
                                  fbb.CreateVector(stages));
   fbs::FinishProgramBuffer(fbb, root);
+  uint8_t trailer[llmir::runtime::kTrailerBytes];
+  llmir::runtime::makeTrailer(fbb.GetBufferPointer(), fbb.GetSize(), trailer);
   os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
            fbb.GetSize());
+  os.write(reinterpret_cast<const char *>(trailer), sizeof(trailer));
   return success();
 }
 
