@@ -387,6 +387,28 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
       return failure();
     stages.push_back(*s);
   }
+  // Each entry point (the step; prefill, decode) must give the runtime
+  // something to read: without an output a train step "ran" to loss nan.
+  llvm::StringMap<bool> entryHasOutput; // by entry name, "" for the step
+  for (exec::ProgramOp program : programs) {
+    auto entry = program->getAttrOfType<StringAttr>("entry");
+    entryHasOutput[entry ? entry.getValue() : ""] |=
+        !program.getBody().front().getOps<exec::OutputOp>().empty();
+  }
+  for (exec::ProgramOp program : programs) {
+    auto entry = program->getAttrOfType<StringAttr>("entry");
+    if (entryHasOutput.lookup(entry ? entry.getValue() : ""))
+      continue;
+    auto function = program->getAttrOfType<StringAttr>("model");
+    InFlightDiagnostic diag = program.emitOpError() << "of function '";
+    diag << (function ? function.getValue() : program.getSymName()) << "'";
+    if (entry)
+      diag << " (entry '" << entry.getValue() << "')";
+    return diag << " has no exec.output in any stage: the runtime would "
+                   "read no loss or logits",
+           failure();
+  }
+
   // Parameters in first-binding order (stable, readable).
   std::vector<flatbuffers::Offset<fbs::Param>> params;
   llvm::StringSet<> done;
