@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "RepeatedPassOptions.h"
+#include "PassOptionChecks.h"
 
 #include "llmir/Analysis/Passes.h"
 #include "llmir/Conversion/Passes.h"
@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
   llmir::registerAnalysisPasses();
 
   if (std::optional<std::string> error =
-          llmir::findRepeatedPassOption(llvm::ArrayRef<char *>(argv, argc))) {
+          llmir::checkPassOptions(llvm::ArrayRef<char *>(argv, argc))) {
     llvm::errs() << "llm-opt: error: " << *error << "\n";
     return 1;
   }
