@@ -355,3 +355,27 @@ def test_every_corrupted_program_is_rejected(files, tmp_path):
     # Without its trailer: cut off at the end.
     path.write_bytes(data[:-16])
     assert_clean_error(llm_run(files, program=path), "no checksum trailer")
+
+
+# --- 8. the layout timeline's title ------------------------------------------------
+
+def test_compare_layouts_svg_title_fits(tmp_path):
+    """examples/python/compare_layouts.py --svg: the title names the layout and
+    the picture is as wide as the title (0.6 em per monospace character)."""
+    import html
+    import re
+    import sys
+
+    layout = "E," + "|".join(["t*1"] * 24) + ",L"  # GPT-2 350M, one layer a stage
+    svg = tmp_path / "best.svg"
+    res = run([sys.executable, os.path.join(REPO, "examples", "python", "compare_layouts.py"),
+               "--config", model_path("gpt2-350m"), "--pp", "4", "--layout", layout,
+               "--svg", svg], env=dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = svg.read_text()
+    width = float(re.search(r'<svg [^>]*width="([0-9.]+)"', text).group(1))
+    x, size, title = re.search(r'<text x="([0-9.]+)" y="[0-9.]+" font-size="([0-9.]+)">([^<]*)</text>',
+                               text).groups()
+    title = html.unescape(title)
+    assert title.startswith(f"layout {layout}  interleaved: pp=4 vpp=6"), title
+    assert float(x) + 0.6 * float(size) * len(title) <= width, (len(title), width)
