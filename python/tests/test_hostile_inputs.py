@@ -3,7 +3,12 @@ to llm-run, each pinned down so it stays fixed. Every case expects a short,
 clear error naming the option/file/tensor (or a clean run), never a crash, a
 hang or lost data.
 
-Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin).
+Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin). The compiler's
+share of the suite is in lit: test/Tools/input-nesting.test (deep nesting),
+test/Dialect/Tfm/model-attr-invalid.mlir (tfm.model against the ops),
+test/Target/Program/no-output.test (an entry point without outputs),
+test/Partition/unknown-option.test and option-given-twice.test (pass options),
+test/Analysis/size-overflow.test (sizes that overflow).
 """
 
 import os
