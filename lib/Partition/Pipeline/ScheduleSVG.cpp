@@ -62,7 +62,8 @@ std::string llmir::pipeline::renderSVG(const Schedule &schedule,
                                        const SimResult &result, StringRef unit,
                                        StringRef caption) {
   const double left = 70, top = 40, rowH = 28, gap = 6, drawWidth = 1200;
-  const double titleSize = 13, textSize = 11, margin = 40;
+  const int titleSize = 13, textSize = 11; // px
+  const double margin = 40;
   const double kindStep = 120, chunkStep = 90; // legend entry widths
   double span = result.makespan > 0 ? result.makespan : 1;
   double scale = drawWidth / span;
