@@ -266,7 +266,7 @@ class Plan:
         Returns simulate_schedule's dict ("ranks", "makespan", "peak_in_flight",
         ...) with "step_time" (= makespan), "bubble" (idle share of the step
         over all ranks), "busy" (per rank) and "rank_loads" (per-rank share);
-        with `svg`, also writes the timeline there."""
+        with `svg`, also writes the timeline there (titled with the layout)."""
         from .pipeline import simulate_schedule
 
         loads = self.rank_loads(model, seq)
@@ -279,6 +279,7 @@ class Plan:
         sim = simulate_schedule(self.pp, self.microbatches, self.schedule, self.vpp,
                                 actions=self.schedule_actions, tf=tf / self.pp, tb=tb / self.pp,
                                 ti=ti / self.pp, tw=tw / self.pp, tcomm=tcomm, svg=svg,
+                                svg_caption=f"layout {self.layout}" if self.layout else "",
                                 stage_costs=[w * n for w in stages] if self.layout else None)
         sim.update(step_time=sim["makespan"], rank_loads=loads, layout=self.layout)
         return sim

@@ -37,14 +37,15 @@ def format_schedule(actions: Sequence[Sequence[str]]) -> str:
 def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b", vpp: int = 1, *,
                       actions: Optional[Sequence[Sequence[str]]] = None, tf: float = 1.0, tb: float = 2.0,
                       ti: float = 1.0, tw: float = 1.0, tcomm: float = 0.0, max_in_flight: int = 0,
-                      svg: Optional[str] = None,
+                      svg: Optional[str] = None, svg_caption: str = "",
                       stage_costs: Optional[Sequence[float]] = None) -> Dict[str, object]:
     """Builds (or takes `actions`, one list per rank), verifies and simulates a
     pipeline schedule. Costs are per rank's share of the layers (a chunk of an
     interleaved schedule takes tf / vpp). Returns {"schedule", "pp", "vpp",
     "microbatches", "ranks" (action lists), "makespan", "bubble" (idle share, 4 decimals),
     "analytic_bubble" (None for user schedules), "busy", "peak_in_flight"};
-    with `svg`, also writes the timeline there. `stage_costs` (one per
+    with `svg`, also writes the timeline there (`svg_caption` begins its
+    title). `stage_costs` (one per
     virtual stage, relative to an even split) models an uneven layout."""
     with tempfile.TemporaryDirectory(prefix="llmir-sched-") as work:
         module = os.path.join(work, "empty.mlir")
@@ -61,6 +62,10 @@ def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b"
             opts += [f"pp={pp}", f"microbatches={microbatches}", f"schedule={schedule}", f"vpp={vpp}"]
         if svg:
             opts.append(f"svg={os.path.abspath(svg)}")
+            if svg_caption:
+                if "'" in svg_caption:
+                    raise ValueError(f"svg_caption may not hold a quote: {svg_caption!r}")
+                opts.append(f"caption='{svg_caption}'")
         if stage_costs is not None:
             opts.append("stage-costs=" + ",".join(repr(float(c)) for c in stage_costs))
         res = _run_tool([tool_path("llm-opt"), module, f"--llm-pipeline-schedule={' '.join(opts)}",

@@ -201,7 +201,8 @@ def test_wrong_version_is_rejected(gpt2_run, tmp_path):
     res = run(["flatc", "--binary", "-o", str(tmp_path), schema, str(tmp_path / "v99.json")])
     assert res.returncode == 0, res.stderr
     out = tmp_path / "v99.llmir"  # flatc uses the schema's file_extension
-    assert_clean_error(llm_run(out, weights, tokens), "program file version 99 is not supported")
+    assert_clean_error(llm_run(out, weights, tokens), "program file version 99 is not supported",
+                       "rebuild it with this llm-translate")
 
 
 def test_bad_weights(gpt2_run, tmp_path):

@@ -3,7 +3,12 @@ to llm-run, each pinned down so it stays fixed. Every case expects a short,
 clear error naming the option/file/tensor (or a clean run), never a crash, a
 hang or lost data.
 
-Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin).
+Needs the built tools (build/bin, or $LLMIR_BUILD_DIR/bin). The compiler's
+share of the suite is in lit: test/Tools/input-nesting.test (deep nesting),
+test/Dialect/Tfm/model-attr-invalid.mlir (tfm.model against the ops),
+test/Target/Program/no-output.test (an entry point without outputs),
+test/Partition/unknown-option.test and option-given-twice.test (pass options),
+test/Analysis/size-overflow.test (sizes that overflow).
 """
 
 import os
@@ -326,3 +331,56 @@ def test_fifo_input_is_an_error_not_a_hang(files, tmp_path, option):
 def test_directory_input_is_an_error(files, tmp_path):
     res = run([tool("llm-run"), files["train"], "--weights", tmp_path, "--data", files["tokens"]])
     assert_clean_error(res, "--weights", "a directory")
+
+
+# --- 7. corrupted program files -------------------------------------------------
+
+def test_every_corrupted_program_is_rejected(files, tmp_path):
+    """A byte changed anywhere in a program file (the image or its checksum
+    trailer) is refused at load with an error naming the file; before the
+    checksum, some such files ran to the end with other losses."""
+    data = files["train"].read_bytes()
+    rng = np.random.default_rng(20)
+    offsets = set(rng.integers(0, len(data), size=120).tolist())
+    offsets |= set(range(8)) | set(range(len(data) - 16, len(data)))  # magic, trailer
+    path = tmp_path / "bad.llmir"
+    for pos in sorted(offsets):
+        mutated = bytearray(data)
+        mutated[pos] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(mutated))
+        res = llm_run(files, "--steps", "1", program=path)
+        assert_clean_error(res, str(path))
+        assert ("corrupt program file" in res.stderr
+                or "not an LLMIR program file" in res.stderr), (pos, res.stderr)
+    # Damage in the image itself is named as such.
+    mutated = bytearray(data)
+    mutated[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(mutated))
+    assert_clean_error(llm_run(files, program=path), "checksum mismatch")
+    # Without its trailer: cut off at the end.
+    path.write_bytes(data[:-16])
+    assert_clean_error(llm_run(files, program=path), "no checksum trailer")
+
+
+# --- 8. the layout timeline's title ------------------------------------------------
+
+def test_compare_layouts_svg_title_fits(tmp_path):
+    """examples/python/compare_layouts.py --svg: the title names the layout and
+    the picture is as wide as the title (0.6 em per monospace character)."""
+    import html
+    import re
+    import sys
+
+    layout = "E," + "|".join(["t*1"] * 24) + ",L"  # GPT-2 350M, one layer a stage
+    svg = tmp_path / "best.svg"
+    res = run([sys.executable, os.path.join(REPO, "examples", "python", "compare_layouts.py"),
+               "--config", model_path("gpt2-350m"), "--pp", "4", "--layout", layout,
+               "--svg", svg], env=dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = svg.read_text()
+    width = float(re.search(r'<svg [^>]*width="([0-9.]+)"', text).group(1))
+    x, size, title = re.search(r'<text x="([0-9.]+)" y="[0-9.]+" font-size="([0-9.]+)">([^<]*)</text>',
+                               text).groups()
+    title = html.unescape(title)
+    assert title.startswith(f"layout {layout}  interleaved: pp=4 vpp=6"), title
+    assert float(x) + 0.6 * float(size) * len(title) <= width, (len(title), width)

@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "RepeatedPassOptions.h"
+#include "PassOptionChecks.h"
 
 #include "llmir/Analysis/Passes.h"
 #include "llmir/Conversion/Passes.h"
@@ -13,6 +13,7 @@
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 #include "llmir/Partition/Passes.h"
+#include "llmir/Support/InputNesting.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/Extensions/AllExtensions.h"
@@ -22,8 +23,12 @@
 #include "mlir/Dialect/Shard/Transforms/Passes.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "mlir/Support/FileUtilities.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <vector>
@@ -45,7 +50,7 @@ int main(int argc, char **argv) {
   llmir::registerAnalysisPasses();
 
   if (std::optional<std::string> error =
-          llmir::findRepeatedPassOption(llvm::ArrayRef<char *>(argv, argc))) {
+          llmir::checkPassOptions(llvm::ArrayRef<char *>(argv, argc))) {
     llvm::errs() << "llm-opt: error: " << *error << "\n";
     return 1;
   }
@@ -60,7 +65,37 @@ int main(int argc, char **argv) {
   static char quiet[] = "--mlir-print-op-on-diagnostic=false";
   if (!userChoice)
     args.insert(args.begin() + 1, quiet);
-  return mlir::asMainReturnCode(mlir::MlirOptMain(
-      static_cast<int>(args.size()), args.data(), "LLMIR optimizer driver\n",
-      registry));
+  int numArgs = static_cast<int>(args.size());
+  auto [inputName, outputName] = mlir::registerAndParseCLIOptions(
+      numArgs, args.data(), "LLMIR optimizer driver\n", registry);
+  mlir::MlirOptMainConfig config = mlir::MlirOptMainConfig::createFromCLOptions();
+  if (config.shouldShowDialects() || config.shouldListPasses())
+    return mlir::asMainReturnCode(mlir::MlirOptMain(
+        numArgs, args.data(), inputName, outputName, registry));
+  // MlirOptMain(argc, argv, ...) as upstream, but the input is read here so
+  // that its nesting is checked before the parser recurses into it.
+  llvm::InitLLVM init(argc, argv);
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> input =
+      mlir::openInputFile(inputName, &error);
+  if (!input) {
+    llvm::errs() << "llm-opt: error: " << error << "\n";
+    return 1;
+  }
+  if (std::optional<std::string> deep = llmir::checkInputNesting(
+          input->getBuffer(), input->getBufferIdentifier())) {
+    llvm::errs() << *deep << "\n";
+    return 1;
+  }
+  std::unique_ptr<llvm::ToolOutputFile> output =
+      mlir::openOutputFile(outputName, &error);
+  if (!output) {
+    llvm::errs() << "llm-opt: error: " << error << "\n";
+    return 1;
+  }
+  if (mlir::failed(mlir::MlirOptMain(output->os(), std::move(input), registry,
+                                     config)))
+    return 1;
+  output->keep();
+  return 0;
 }

@@ -267,4 +267,21 @@ TEST(Schedule, SVGScalesAnyMakespanToItsWidth) {
   EXPECT_EQ(units.find("chunk 1"), std::string::npos) << "no chunk legend without vpp";
 }
 
+TEST(Schedule, SVGIsAsWideAsItsTitle) {
+  // A caption (compare_layouts passes the layout) of any length fits: the
+  // picture widens past its 1310 px at 0.6 em per 13 px character; XML
+  // metacharacters are escaped.
+  Schedule s = build(make1F1B(4, 8));
+  std::string caption = std::string(300, 'x') + "<&>";
+  std::string svg = renderSVG(s, run(s, {1, 2}), "time units", caption);
+  size_t w = svg.find("width=\"") + 7;
+  double width = std::stod(svg.substr(w, svg.find('"', w) - w));
+  size_t t = svg.find("font-size=\"13\">") + 16;
+  size_t titleChars = svg.find("</text>", t) - t - 9; // &lt; &amp; &gt; are 3 chars
+  EXPECT_GE(width, 70 + 0.6 * 13 * titleChars);
+  EXPECT_NE(svg.find(std::string(300, 'x') + "&lt;&amp;&gt;  1f1b: pp=4"),
+            std::string::npos);
+  EXPECT_EQ(svg.find("<&>"), std::string::npos);
+}
+
 } // namespace

@@ -19,6 +19,20 @@ program = os.path.join(work, os.path.splitext(os.path.basename(program_json))[0]
 assert os.path.exists(program), program
 
 
+def append_checksum(path):
+    """The program file's trailer (runtime/include/llmir/runtime/ProgramVersion.h):
+    b"LLMRSUM1", then FNV-1a 64 of the image, little-endian."""
+    data = open(path, "rb").read()
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    with open(path, "ab") as f:
+        f.write(b"LLMRSUM1" + struct.pack("<Q", h))
+
+
+append_checksum(program)
+
+
 def write_safetensors(path, name, values):
     header = json.dumps({name: {"dtype": "F32", "shape": [len(values)],
                                 "data_offsets": [0, 4 * len(values)]}}).encode()

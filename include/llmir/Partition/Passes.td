@@ -142,6 +142,8 @@ def LLMPipelineSchedule : Pass<"llm-pipeline-schedule", "::mlir::ModuleOp"> {
            "come from the file)">,
     Option<"svg", "svg", "std::string", "\"\"",
            "Write an SVG timeline of the simulation here">,
+    Option<"caption", "caption", "std::string", "\"\"",
+           "Text that begins the SVG's title (e.g. the layout)">,
     Option<"tF", "tf", "double", "1.0", "Forward time of a rank's layers">,
     Option<"tB", "tb", "double", "2.0", "Full backward time">,
     Option<"tI", "ti", "double", "1.0", "Input-grad backward time">,

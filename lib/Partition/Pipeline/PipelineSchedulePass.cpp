@@ -75,7 +75,7 @@ struct PipelineSchedulePass
       llvm::raw_fd_ostream out(svg, ec, llvm::sys::fs::OF_Text);
       if (ec)
         return error("cannot write '" + svg + "': " + ec.message());
-      out << pl::renderSVG(*sched, *sim);
+      out << pl::renderSVG(*sched, *sim, "time units", caption);
     }
 
     llvm::raw_ostream &os = llvm::outs();

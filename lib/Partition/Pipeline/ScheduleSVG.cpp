@@ -37,25 +37,58 @@ static std::string formatTick(double t, double span, llvm::StringRef unit) {
   return llvm::formatv("{0} us", t * 1e6).str();
 }
 
+/// `text` with the XML metacharacters escaped.
+static std::string escapeXML(StringRef text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+    case '<': out += "&lt;"; break;
+    case '>': out += "&gt;"; break;
+    case '&': out += "&amp;"; break;
+    case '"': out += "&quot;"; break;
+    default: out += c;
+    }
+  }
+  return out;
+}
+
+/// Width in px of `chars` characters of the monospace font at `fontSize`
+/// (an advance of 0.6 em, as DejaVu Sans Mono and Courier have).
+static double textWidth(size_t chars, double fontSize) {
+  return 0.6 * fontSize * chars;
+}
+
 std::string llmir::pipeline::renderSVG(const Schedule &schedule,
-                                       const SimResult &result, StringRef unit) {
+                                       const SimResult &result, StringRef unit,
+                                       StringRef caption) {
   const double left = 70, top = 40, rowH = 28, gap = 6, drawWidth = 1200;
+  const int titleSize = 13, textSize = 11; // px
+  const double margin = 40;
+  const double kindStep = 120, chunkStep = 90; // legend entry widths
   double span = result.makespan > 0 ? result.makespan : 1;
   double scale = drawWidth / span;
-  double width = left + drawWidth + 40;
+  std::string title = llvm::formatv(
+      "{0}{1}{2}: pp={3} vpp={4} microbatches={5}  makespan {6}  bubble "
+      "{7:F1}%",
+      caption, caption.empty() ? "" : "  ", schedule.name, schedule.numRanks,
+      schedule.chunksPerRank, schedule.numMicrobatches,
+      formatTick(result.makespan, span, unit), 100 * result.bubbleFraction);
+  // The legend: four action kinds, then one shade per chunk (see below).
+  double legendWidth =
+      4 * kindStep +
+      (schedule.chunksPerRank > 1 ? schedule.chunksPerRank * chunkStep : 0);
+  double width = std::max({left + drawWidth + margin,
+                           left + textWidth(title.size(), titleSize) + margin,
+                           left + legendWidth + margin});
   double height = top + schedule.numRanks * (rowH + gap) + 80;
   std::string out;
   llvm::raw_string_ostream os(out);
   os << llvm::formatv("<svg xmlns=\"http://www.w3.org/2000/svg\" "
                       "width=\"{0}\" height=\"{1}\" font-family=\"monospace\" "
-                      "font-size=\"11\">\n",
-                      int(std::ceil(width)), int(std::ceil(height)));
-  os << llvm::formatv(
-      "<text x=\"{0}\" y=\"20\" font-size=\"13\">{1}: pp={2} vpp={3} "
-      "microbatches={4}  makespan {5}  bubble {6:F1}%</text>\n",
-      left, schedule.name, schedule.numRanks, schedule.chunksPerRank,
-      schedule.numMicrobatches, formatTick(result.makespan, span, unit),
-      100 * result.bubbleFraction);
+                      "font-size=\"{2}\">\n",
+                      int(std::ceil(width)), int(std::ceil(height)), textSize);
+  os << llvm::formatv("<text x=\"{0}\" y=\"20\" font-size=\"{1}\">{2}</text>\n",
+                      left, titleSize, escapeXML(title));
   auto colour = [](Action::Kind kind) {
     switch (kind) {
     case Action::F:
@@ -116,7 +149,7 @@ std::string llmir::pipeline::renderSVG(const Schedule &schedule,
                         "fill=\"{2}\"/><text x=\"{3}\" y=\"{4}\">{5}</text>\n",
                         legendX, legendY, colour(kind), legendX + 16, legendY + 10,
                         label);
-    legendX += 120;
+    legendX += kindStep;
   }
   // Virtual stages: the shade of each chunk.
   for (int c = 0; schedule.chunksPerRank > 1 && c < schedule.chunksPerRank; ++c) {
@@ -124,7 +157,7 @@ std::string llmir::pipeline::renderSVG(const Schedule &schedule,
                         "fill=\"#4e79a7\" fill-opacity=\"{2:F2}\"/><text x=\"{3}\" "
                         "y=\"{4}\">chunk {5}</text>\n",
                         legendX, legendY, chunkOpacity(c), legendX + 16, legendY + 10, c);
-    legendX += 90;
+    legendX += chunkStep;
   }
   os << "</svg>\n";
   return out;

@@ -15,12 +15,15 @@
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Support/InputNesting.h"
 
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/SourceMgr.h"
 
 #include "llmir/runtime/ProgramVersion.h"
 #include "llmir/runtime/schema/program_generated.h"
@@ -384,6 +387,28 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
       return failure();
     stages.push_back(*s);
   }
+  // Each entry point (the step; prefill, decode) must give the runtime
+  // something to read: without an output a train step "ran" to loss nan.
+  llvm::StringMap<bool> entryHasOutput; // by entry name, "" for the step
+  for (exec::ProgramOp program : programs) {
+    auto entry = program->getAttrOfType<StringAttr>("entry");
+    entryHasOutput[entry ? entry.getValue() : ""] |=
+        !program.getBody().front().getOps<exec::OutputOp>().empty();
+  }
+  for (exec::ProgramOp program : programs) {
+    auto entry = program->getAttrOfType<StringAttr>("entry");
+    if (entryHasOutput.lookup(entry ? entry.getValue() : ""))
+      continue;
+    auto function = program->getAttrOfType<StringAttr>("model");
+    InFlightDiagnostic diag = program.emitOpError() << "of function '";
+    diag << (function ? function.getValue() : program.getSymName()) << "'";
+    if (entry)
+      diag << " (entry '" << entry.getValue() << "')";
+    return diag << " has no exec.output in any stage: the runtime would "
+                   "read no loss or logits",
+           failure();
+  }
+
   // Parameters in first-binding order (stable, readable).
   std::vector<flatbuffers::Offset<fbs::Param>> params;
   llvm::StringSet<> done;
@@ -438,8 +463,11 @@ LogicalResult ProgramWriter::write(llvm::raw_ostream &os) {
                                  fbb.CreateVector(params),
                                  fbb.CreateVector(stages));
   fbs::FinishProgramBuffer(fbb, root);
+  uint8_t trailer[llmir::runtime::kTrailerBytes];
+  llmir::runtime::makeTrailer(fbb.GetBufferPointer(), fbb.GetSize(), trailer);
   os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
            fbb.GetSize());
+  os.write(reinterpret_cast<const char *>(trailer), sizeof(trailer));
   return success();
 }
 
@@ -450,16 +478,28 @@ LogicalResult llmir::exportProgram(ModuleOp module, llvm::raw_ostream &os) {
 }
 
 void llmir::registerExportProgramTranslation() {
-  static TranslateFromMLIRRegistration registration(
+  // A TranslateFromMLIRRegistration parses before any code of ours runs; this
+  // one checks the input's nesting first (InputNesting.h), then parses it as
+  // that would (top-level ops without a module get an implicit one).
+  static TranslateRegistration registration(
       "export-program", "Write exec programs as an .llmir program file",
-      [](Operation *op, llvm::raw_ostream &os) -> LogicalResult {
-        auto module = dyn_cast<ModuleOp>(op);
-        if (!module)
-          return op->emitError() << "expected a builtin.module";
-        return exportProgram(module, os);
-      },
-      [](DialectRegistry &registry) {
+      [](const std::shared_ptr<llvm::SourceMgr> &sourceMgr,
+         llvm::raw_ostream &os, MLIRContext *context) -> LogicalResult {
+        const llvm::MemoryBuffer *input =
+            sourceMgr->getMemoryBuffer(sourceMgr->getMainFileID());
+        if (std::optional<std::string> deep = checkInputNesting(
+                input->getBuffer(), input->getBufferIdentifier())) {
+          llvm::errs() << *deep << "\n";
+          return failure();
+        }
+        DialectRegistry registry;
         registry.insert<exec::ExecDialect, tfm::TfmDialect,
                         shard::ShardDialect>();
+        context->appendDialectRegistry(registry);
+        OwningOpRef<ModuleOp> module =
+            parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(context));
+        if (!module) // the parser verifies too
+          return failure();
+        return exportProgram(*module, os);
       });
 }

@@ -301,6 +301,21 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
   if (size < 8 || !fb::ProgramBufferHasIdentifier(data))
     return Status::error(StatusCode::InvalidArgument,
                          "not an LLMIR program file (missing the 'LLMR' magic)");
+  // The trailer (ProgramVersion.h) covers every byte before it. A file
+  // without one is either from before format version 2 (said below, once its
+  // version is read) or damaged at its end.
+  bool hasTrailer =
+      size >= 8 + kTrailerBytes &&
+      std::memcmp(data + size - kTrailerBytes, kChecksumTag,
+                  sizeof(kChecksumTag)) == 0;
+  if (hasTrailer) {
+    size -= kTrailerBytes;
+    uint8_t expected[kTrailerBytes];
+    makeTrailer(data, size, expected);
+    if (std::memcmp(expected, data + size, kTrailerBytes) != 0)
+      return corrupt("checksum mismatch (the file changed after llm-translate "
+                     "wrote it; rebuild it)");
+  }
   flatbuffers::Verifier verifier(data, size, /*max_depth=*/32,
                                  /*max_tables=*/10000000);
   if (!fb::VerifyProgramBuffer(verifier))
@@ -314,7 +329,9 @@ StatusOr<Program> Program::parse(const uint8_t *data, size_t size) {
                              std::to_string(program.version) +
                              " is not supported by this runtime (expects " +
                              std::to_string(kProgramVersion) +
-                             "); recompile the model with a matching llm-translate");
+                             "); rebuild it with this llm-translate");
+  if (!hasTrailer)
+    return corrupt("no checksum trailer (truncated or damaged at its end)");
   if (p->producer())
     program.producer = p->producer()->str();
 

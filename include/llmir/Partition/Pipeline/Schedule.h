@@ -166,9 +166,11 @@ double analyticBubbleFraction(llvm::StringRef name, int p, int m, int v,
 /// number, a time axis in `unit` ("s": seconds, ticks printed in s/ms/us; else
 /// the cost model's own units, e.g. "F units") and a legend (kinds, and the
 /// shade of each virtual-stage chunk when vpp > 1). The drawing is about
-/// 1200 px wide whatever the makespan.
+/// 1200 px wide whatever the makespan; the picture widens to fit a long
+/// title or legend. `caption` (e.g. the layout) begins the title line.
 std::string renderSVG(const Schedule &schedule, const SimResult &result,
-                      llvm::StringRef unit = "time units");
+                      llvm::StringRef unit = "time units",
+                      llvm::StringRef caption = "");
 
 /// "rank R: F0s0 F1s0 B0s0 ..." one line per rank.
 std::string printSchedule(const Schedule &schedule);

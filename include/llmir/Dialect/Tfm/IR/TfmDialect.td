@@ -47,6 +47,8 @@ def Tfm_Dialect : Dialect {
   public:
   }];
   let useDefaultAttributePrinterParser = 1;
+  // tfm.model: its sizes, checked against the attention ops (TfmDialect.cpp).
+  let hasOperationAttrVerify = 1;
 }
 
 #endif // LLMIR_DIALECT_TFM_IR_TFMDIALECT_TD

@@ -1,4 +1,4 @@
-//===- RepeatedPassOptions.cpp - refuse a pass option given twice ---------===//
+//===- PassOptionChecks.cpp - pass options checked before MLIR parses them ===//
 //
 // Why here and not in each pass: the option string reaches a pass through
 // Pass::initializeOptions, which parses it into the pass's cl options; a
@@ -7,16 +7,23 @@
 // per pass (and miss plugins and upstream passes); the driver sees every
 // option string once, before MLIR parses it, so the check lives here. A
 // ListOption given twice is refused too (write one comma-separated list).
+// An unknown key is reported with the pass's options (which MLIR's parser
+// names neither), for every registered pass, upstream or from a plugin.
 //
 //===----------------------------------------------------------------------===//
 
-#include "RepeatedPassOptions.h"
+#include "PassOptionChecks.h"
 
 #include "mlir/Pass/PassRegistry.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <unistd.h>
 
 using namespace llvm;
 
@@ -53,7 +60,55 @@ SmallVector<StringRef> splitOptions(StringRef text) {
   return items;
 }
 
-/// The error for `pass`'s option string `options`, if a key repeats.
+/// The option names of the registered pass `info`, sorted; std::nullopt if
+/// they cannot be read. MLIR lists a pass's options only in its --help text,
+/// which it prints to stdout (the textual pipeline of a default instance
+/// leaves out list options), so that text is captured in a temporary file.
+std::optional<SmallVector<std::string>>
+passOptionNames(const mlir::PassInfo &info) {
+  SmallString<128> path;
+  int fd = -1;
+  if (sys::fs::createTemporaryFile("llm-opt-help", "txt", fd, path))
+    return std::nullopt;
+  outs().flush();
+  int saved = ::dup(STDOUT_FILENO);
+  bool printed = saved >= 0 && ::dup2(fd, STDOUT_FILENO) >= 0;
+  if (printed) {
+    // The description column must lie past every name (the padding is
+    // unsigned).
+    info.printHelpStr(/*indent=*/0, info.getPassArgument().size() +
+                                        info.getOptionWidth() + 8);
+    outs().flush();
+    ::dup2(saved, STDOUT_FILENO);
+  }
+  if (saved >= 0)
+    ::close(saved);
+  ::close(fd);
+  ErrorOr<std::unique_ptr<MemoryBuffer>> help = MemoryBuffer::getFile(path);
+  sys::fs::remove(path);
+  if (!printed || !help)
+    return std::nullopt;
+  // "--pass  - summary", then one "  --option=<type>  - text" line per
+  // option (enum options add "=value" lines; a long text continues in the
+  // description column, past 8).
+  SmallVector<std::string> names;
+  SmallVector<StringRef> lines;
+  (*help)->getBuffer().split(lines, '\n');
+  for (StringRef line : llvm::drop_begin(lines)) {
+    if (line.find_first_not_of(' ') >= 8)
+      continue;
+    line = line.trim();
+    if (line.consume_front("--"))
+      names.push_back(line.take_until([](char c) {
+                            return c == '=' || isSpace(c);
+                          }).str());
+  }
+  llvm::sort(names);
+  return names;
+}
+
+/// The error for `pass`'s option string `options`, if a key repeats or is
+/// not one of the pass's options.
 std::optional<std::string> checkOptions(StringRef pass, StringRef options) {
   StringMap<StringRef> seen;
   for (StringRef item : splitOptions(options)) {
@@ -62,6 +117,23 @@ std::optional<std::string> checkOptions(StringRef pass, StringRef options) {
     if (!inserted)
       return ("--" + pass + ": option '" + key + "' is given twice ('" +
               it->second + "', then '" + item + "')")
+          .str();
+  }
+  if (options.trim().empty())
+    return std::nullopt;
+  const mlir::PassInfo *info = mlir::PassInfo::lookup(pass);
+  if (!info)
+    return std::nullopt; // a pipeline or an unknown pass: MLIR reports those
+  std::optional<SmallVector<std::string>> names = passOptionNames(*info);
+  if (!names)
+    return std::nullopt;
+  for (StringRef item : splitOptions(options)) {
+    StringRef key = item.split('=').first.trim();
+    if (!llvm::is_contained(*names, key))
+      return ("--" + pass + ": no such option '" + key + "' (" +
+              (names->empty() ? std::string("the pass takes no options")
+                              : "its options: " + join(*names, ", ")) +
+              ")")
           .str();
   }
   return std::nullopt;
@@ -95,7 +167,7 @@ std::optional<std::string> checkPipeline(StringRef pipeline) {
 } // namespace
 
 std::optional<std::string>
-llmir::findRepeatedPassOption(ArrayRef<char *> args) {
+llmir::checkPassOptions(ArrayRef<char *> args) {
   for (size_t i = 1; i < args.size(); ++i) {
     StringRef arg = args[i];
     if (arg == "--")
