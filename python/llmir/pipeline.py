@@ -43,7 +43,8 @@ def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b"
     pipeline schedule. Costs are per rank's share of the layers (a chunk of an
     interleaved schedule takes tf / vpp). Returns {"schedule", "pp", "vpp",
     "microbatches", "ranks" (action lists), "makespan", "bubble" (idle share, 4 decimals),
-    "analytic_bubble" (None for user schedules), "busy", "peak_in_flight"};
+    "steady_state_bubble" (idle share inside each rank's own span), "analytic_bubble" (None for user schedules and
+    kinds without a closed form), "busy", "peak_in_flight"};
     with `svg`, also writes the timeline there (`svg_caption` begins its
     title). `stage_costs` (one per
     virtual stage, relative to an even split) models an uneven layout."""
@@ -77,7 +78,7 @@ def simulate_schedule(pp: int = 4, microbatches: int = 8, schedule: str = "1f1b"
 
 def _parse_report(text: str) -> Dict[str, object]:
     head = re.search(r"pipeline schedule (\S+): pp=(\d+) vpp=(\d+) microbatches=(\d+)", text)
-    sim = re.search(r"makespan (\S+) bubble (\S+)(?: analytic (\S+))?", text)
+    sim = re.search(r"makespan (\S+) bubble (\S+) steady-state (\S+)(?: analytic (\S+))?", text)
     if not head or not sim:
         raise CompileError(f"unexpected --llm-pipeline-schedule report:\n{text}")
     ranks: List[List[str]] = []
@@ -95,6 +96,7 @@ def _parse_report(text: str) -> Dict[str, object]:
     return {
         "schedule": head.group(1), "pp": int(head.group(2)), "vpp": int(head.group(3)),
         "microbatches": int(head.group(4)), "ranks": ranks, "makespan": float(sim.group(1)),
-        "bubble": float(sim.group(2)), "analytic_bubble": float(sim.group(3)) if sim.group(3) else None,
+        "bubble": float(sim.group(2)), "steady_state_bubble": float(sim.group(3)),
+        "analytic_bubble": float(sim.group(4)) if sim.group(4) else None,
         "busy": busy, "peak_in_flight": peak,
     }

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "PassOptionChecks.h"
+#include "ShortDiagnostics.h"
 
 #include "llmir/Analysis/Passes.h"
 #include "llmir/Conversion/Passes.h"
@@ -86,6 +87,16 @@ int main(int argc, char **argv) {
           input->getBuffer(), input->getBufferIdentifier())) {
     llvm::errs() << *deep << "\n";
     return 1;
+  }
+  // A diagnostic on a long line (a model's signature) quotes its head only;
+  // diagnostic tests (-verify-diagnostics, split input) keep upstream's.
+  if (!config.shouldVerifyDiagnostics() && config.inputSplitMarker().empty()) {
+    auto source = std::make_shared<const std::string>(input->getBuffer().str());
+    mlir::MlirOptMainConfig upstream = config;
+    config.setPassPipelineSetupFn([upstream, source](mlir::PassManager &pm) {
+      llmir::installShortDiagnostics(*pm.getContext(), source);
+      return upstream.setupPassPipeline(pm);
+    });
   }
   std::unique_ptr<llvm::ToolOutputFile> output =
       mlir::openOutputFile(outputName, &error);
