@@ -248,14 +248,51 @@ StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
                         *causal};
 }
 
-Status checkAttentionGradSizes(const Instr &instr) {
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-  if (instr.ins[3].numElements() != q.numElements() ||
-      instr.outs[0].numElements() != q.numElements() ||
-      instr.outs[1].numElements() != key.numElements() ||
-      instr.outs[2].numElements() != key.numElements())
-    return invalid("attention_grad shapes disagree");
-  return Status::ok();
+StatusOr<AttentionArgs> decodeAttention(const Instr &instr) {
+  const bool grad = instr.id == KernelId::AttentionGrad;
+  const size_t ins = instr.ins.size(), outs = instr.outs.size();
+  if (grad ? !((ins == 4 || ins == 6) && outs == 3) : !(ins == 3 && (outs == 1 || outs == 2)))
+    return invalid(instr.describe() + ": expects " +
+                   (grad ? "4 inputs (q, k, v, dout) or 6 (and the forward's output and "
+                           "log-sum-exp) and 3 outputs"
+                         : "3 inputs and 1 output (or 2: and the log-sum-exp)") +
+                   ", found " + std::to_string(ins) + " and " + std::to_string(outs));
+  const BufferRef &q = instr.ins[0], &k = instr.ins[1], &v = instr.ins[2];
+  StatusOr<AttentionShape> a = attentionShape(instr, q, k);
+  if (!a.isOk())
+    return a.status();
+  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
+    return attentionShapeError(instr, q, k, a->heads, a->kvHeads);
+  AttentionArgs r{*a, q.shape[0], q.shape[1], nullptr, nullptr};
+  const int64_t n = q.numElements();
+  bool sizesOk = v.shape == k.shape;
+  if (grad) {
+    sizesOk = sizesOk && instr.ins[3].numElements() == n && instr.outs[0].numElements() == n &&
+              instr.outs[1].numElements() == k.numElements() &&
+              instr.outs[2].numElements() == k.numElements();
+    if (ins == 6) {
+      r.out = &instr.ins[4];
+      r.lse = &instr.ins[5];
+      sizesOk = sizesOk && r.out->numElements() == n;
+    }
+  } else {
+    sizesOk = sizesOk && instr.outs[0].shape == q.shape;
+    if (outs == 2)
+      r.lse = &instr.outs[1];
+  }
+  if (!sizesOk) {
+    std::string shapes;
+    for (const std::vector<BufferRef> *list : {&instr.ins, &instr.outs})
+      for (const BufferRef &b : *list)
+        shapes += (shapes.empty() ? "" : ", ") + b.str();
+    return invalid(instr.describe() + ": operand shapes disagree: " + shapes);
+  }
+  if (r.lse && (r.lse->dtype != ScalarType::F32 ||
+                r.lse->numElements() != r.batch * a->heads * r.seq))
+    return invalid(instr.describe() + ": the log-sum-exp " + r.lse->str() + " is not f32 [" +
+                   std::to_string(r.batch) + ", " + std::to_string(a->heads) + ", " +
+                   std::to_string(r.seq) + "] (batch, heads, seq)");
+  return r;
 }
 
 StatusOr<RopeShape> ropeShape(const Instr &instr, const BufferRef &x) {

@@ -67,9 +67,9 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   auto q = rnd(B * S * H * D, 1), k = rnd(B * S * KH * D, 2), v = rnd(B * S * KH * D, 3),
        dout = rnd(B * S * H * D, 4);
-  std::vector<float> o(q.size()), lse(B * H * S), oRef(q.size());
+  std::vector<float> o(q.size()), lse(B * H * S), oRef(q.size()), lseRef(B * H * S);
   ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), oRef.data(), B, S, H, KH, D,
-                                   scale, c.causal, nullptr)
+                                   scale, c.causal, lseRef.data())
                   .isOk());
   cu::Layout L{S, H, KH, D};
   dim3 grid(static_cast<unsigned>((S + 63) / 64), static_cast<unsigned>(H),
@@ -79,27 +79,53 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
                                            L, scale, c.causal);
   });
   EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
-  std::vector<float> delta(B * H * S), dq(q.size()), dk(k.size()), dv(v.size()),
-      dqRef(q.size()), dkRef(k.size()), dvRef(v.size());
-  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), nullptr, dout.data(),
+  EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
+  // The backward kernels read the saved O and log-sum-exp (here the CPU's, as
+  // the backends hand attention's outputs to attention_grad).
+  auto backward = [&](const std::vector<float> &lseIn, std::vector<float> &dq,
+                      std::vector<float> &dk, std::vector<float> &dv) {
+    std::vector<float> delta(B * H * S);
+    launch(dim3(4), dim3(256),
+           [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
+    launch(grid, dim3(64), [&] {
+      cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
+                                         delta.data(), dout.data(), dq.data(), L, scale,
+                                         c.causal);
+    });
+    dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
+    launch(gridK, dim3(64), [&] {
+      cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
+                                           delta.data(), dout.data(), dk.data(), dv.data(), L,
+                                           scale, c.causal);
+    });
+  };
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size()), dqRef(q.size()),
+      dkRef(k.size()), dvRef(v.size());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {}, dout.data(),
                                     dqRef.data(), dkRef.data(), dvRef.data(), B, S, H, KH, D,
                                     scale, c.causal)
                   .isOk());
-  launch(dim3(4), dim3(256),
-         [&] { cu::attentionDeltaKernel(o.data(), dout.data(), delta.data(), L, B); });
-  launch(grid, dim3(64), [&] {
-    cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(), delta.data(),
-                                       dout.data(), dq.data(), L, scale, c.causal);
-  });
-  dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
-  launch(gridK, dim3(64), [&] {
-    cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(),
-                                         delta.data(), dout.data(), dk.data(), dv.data(), L,
-                                         scale, c.causal);
-  });
+  backward(lseRef, dq, dk, dv);
   EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
   EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk";
   EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv";
+  // A log-sum-exp larger by log 2 halves every P: dV = P^T dO halves, on the
+  // device kernels and on the CPU's saved-forward path alike.
+  std::vector<float> lse2(lseRef);
+  for (float &x : lse2)
+    x += std::log(2.0f);
+  backward(lse2, dq, dk, dv);
+  std::vector<float> dq2(q.size()), dk2(k.size()), dv2(v.size());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {oRef.data(), lse2.data()},
+                                    dout.data(), dq2.data(), dk2.data(), dv2.data(), B, S, H,
+                                    KH, D, scale, c.causal)
+                  .isOk());
+  for (float &x : dvRef)
+    x *= 0.5f;
+  EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv, shifted log-sum-exp";
+  EXPECT_TRUE(close(dv2, dvRef, 1e-2)) << "cpu dv, shifted log-sum-exp";
+  EXPECT_TRUE(close(dq, dq2, 1e-2)) << "dq, shifted log-sum-exp";
+  EXPECT_TRUE(close(dk, dk2, 1e-2)) << "dk, shifted log-sum-exp";
 }
 
 // The template instances launchAttentionForward/Backward pick (MAXD, forward

@@ -90,7 +90,7 @@ const std::array<CpuBackend::KernelFn, kNumKernels> &CpuBackend::kernelTable() {
   static const std::array<KernelFn, kNumKernels> table = [] {
     std::array<KernelFn, kNumKernels> t{};
     // Every registered kernel, by the handler Kernels.def names.
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)             \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)             \
   t[kernelIndex(KernelId::Id)] = &CpuBackend::handler;
 #include "llmir/runtime/Kernels.def"
     return t;
@@ -375,30 +375,24 @@ Status CpuBackend::normGrad(const Instr &instr) {
 
 // ---- attention and rope -----------------------------------------------------------
 Status CpuBackend::attention(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2], &o = instr.outs[0];
-  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  if (v.shape != key.shape || o.shape != q.shape)
-    return invalid("attention shapes disagree: " + q.str() + ", " + key.str() + ", " +
-                   v.str() + " -> " + o.str());
-  return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), ptr<float>(o),
-                          q.shape[0], q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale,
-                          a->causal, nullptr);
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  const kargs::AttentionShape &s = a.shape;
+  return attentionForward(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+                          ptr<float>(instr.ins[2]), ptr<float>(instr.outs[0]), a.batch, a.seq,
+                          s.heads, s.kvHeads, s.headDim, s.scale, s.causal,
+                          a.lse ? ptr<float>(*a.lse) : nullptr);
 }
 
 Status CpuBackend::attentionGrad(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 3));
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
-  return attentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(instr.ins[2]), nullptr,
-                           ptr<float>(instr.ins[3]), ptr<float>(instr.outs[0]),
-                           ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]), q.shape[0],
-                           q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale, a->causal);
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  const kargs::AttentionShape &s = a.shape;
+  const AttentionSaved saved{a.out ? ptr<float>(*a.out) : nullptr,
+                             a.lse ? ptr<float>(*a.lse) : nullptr};
+  return attentionBackward(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+                           ptr<float>(instr.ins[2]), saved, ptr<float>(instr.ins[3]),
+                           ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
+                           ptr<float>(instr.outs[2]), a.batch, a.seq, s.heads, s.kvHeads,
+                           s.headDim, s.scale, s.causal);
 }
 
 Status CpuBackend::rope(const Instr &instr) {

@@ -58,7 +58,7 @@ const std::array<CudaBackend::KernelFn, kNumKernels> &CudaBackend::kernelTable()
   static const std::array<KernelFn, kNumKernels> table = [] {
     std::array<KernelFn, kNumKernels> t{};
     // Every registered kernel, by the handler Kernels.def names.
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)             \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)             \
   t[kernelIndex(KernelId::Id)] = &CudaBackend::handler;
 #include "llmir/runtime/Kernels.def"
     return t;

@@ -166,39 +166,33 @@ Status CudaBackend::norm(const Instr &instr) {
 
 Status CudaBackend::attention(const Instr &instr) {
   cudaStream_t s = stream_;
-  const std::string &k = instr.kernel;
-  const bool grad = instr.id == KernelId::AttentionGrad;
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(grad ? 4 : 3, grad ? 3 : 1));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  LLMIR_RETURN_IF_ERROR(attentionLimits(instr, a.shape));
   const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2];
-  StatusOr<kargs::AttentionShape> a = attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  if (v.shape != key.shape)
-    return invalid(k + " shapes disagree: " + q.str() + ", " + key.str() + ", " +
-                   v.str());
-  AttentionDims d{q.shape[0], q.shape[1], a->heads, a->kvHeads, a->headDim,
-                  a->scale,   a->causal};
-  if (!grad) {
-    if (instr.outs[0].shape != q.shape)
-      return invalid("attention shapes disagree: " + q.str() + ", " + key.str() +
-                     ", " + v.str() + " -> " + instr.outs[0].str());
+  AttentionDims d{a.batch,      a.seq,          a.shape.heads, a.shape.kvHeads,
+                  a.shape.headDim, a.shape.scale, a.shape.causal};
+  float *lse = a.lse ? ptr<float>(*a.lse) : nullptr;
+  if (instr.id == KernelId::Attention) {
     cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
-                                 ptr<float>(instr.outs[0]), nullptr, d, s);
+                                 ptr<float>(instr.outs[0]), lse, d, s);
     return Status::ok();
   }
-  LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
-  // Recompute O and the row log-sum-exp (not saved by the forward), then
-  // the three backward passes.
-  const int64_t oBytes = alignUp(q.bytes());
+  // The backward reads O and the row log-sum-exp: the forward's saved ones,
+  // else recomputed here into scratch (a program without them).
   const int64_t statBytes = alignUp(d.batch * d.heads * d.seq * int64_t(sizeof(float)));
-  StatusOr<uint8_t *> tmp = scratch(oBytes + 2 * statBytes);
+  const int64_t oBytes = a.out ? 0 : alignUp(q.bytes());
+  StatusOr<uint8_t *> tmp = scratch(statBytes + oBytes + (a.out ? 0 : statBytes));
   if (!tmp.isOk())
     return tmp.status();
-  float *o = reinterpret_cast<float *>(*tmp);
-  float *lse = reinterpret_cast<float *>(*tmp + oBytes);
-  float *delta = reinterpret_cast<float *>(*tmp + oBytes + statBytes);
-  cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), o, lse,
-                               d, s);
+  float *delta = reinterpret_cast<float *>(*tmp);
+  const float *o = a.out ? ptr<float>(*a.out) : nullptr;
+  if (!a.out) {
+    float *oTmp = reinterpret_cast<float *>(*tmp + statBytes);
+    lse = reinterpret_cast<float *>(*tmp + statBytes + oBytes);
+    cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), oTmp, lse,
+                                 d, s);
+    o = oTmp;
+  }
   cuda::launchAttentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(v), o, lse,
                                 ptr<float>(instr.ins[3]), delta,
                                 ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
