@@ -106,6 +106,9 @@ public:
   mlir::Value stagingBufferOf(mlir::Operation *op) const;
   /// The two AdamW moment buffers (exp_avg, exp_avg_sq) of `op`.
   std::pair<mlir::Value, mlir::Value> adamMomentsOf(mlir::Operation *op) const;
+  /// The softmax log-sum-exp buffer the attention `op` saves for its
+  /// attention_grad (training); null if it saves none.
+  mlir::Value savedLseOf(mlir::Operation *op) const;
 
 protected:
   mlir::OpBuilder b;
@@ -115,6 +118,8 @@ protected:
   llvm::DenseMap<mlir::Operation *, llvm::SmallVector<unsigned, 2>> adamState;
   /// The staging buffer of each gather/scatter that needs one.
   llvm::DenseMap<mlir::Operation *, unsigned> stagingBuffer;
+  /// The log-sum-exp buffer of each tfm.attention with an attention_grad.
+  llvm::DenseMap<mlir::Operation *, unsigned> attentionLse;
   /// Buffers written by a collective the compute stream has not waited for.
   llvm::MapVector<unsigned, int64_t> pendingEvent;
   int64_t nextEvent = 0;
@@ -147,6 +152,12 @@ LogicalResult lowerOp(LoweringContext &c, tfm::RMSNormGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::LinearOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::MatmulOp op);
 // LowerAttention.cpp
+/// The tfm.attention whose saved output and log-sum-exp `grad` reads: the one
+/// over the same q, k, v with the same attributes, unless its output is
+/// reduced in place (then it is not the forward's any more). Null if none.
+tfm::AttentionOp savedForwardOf(tfm::AttentionGradOp grad);
+/// The log-sum-exp buffer's type for `op`: f32 [batch, heads, seq].
+mlir::RankedTensorType lseTypeOf(tfm::AttentionOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RopeOp op);
