@@ -335,6 +335,50 @@ StatusOr<NormArgs> decodeNorm(const Instr &instr) {
   return n;
 }
 
+StatusOr<AddNormArgs> decodeAddNorm(const Instr &instr) {
+  const bool layer = instr.id == KernelId::AddLayerNorm;
+  const size_t ins = instr.ins.size();
+  if (!(ins == 3 || (layer && ins == 4)) || instr.outs.size() != 2)
+    return invalid(instr.describe() + ": expects " + (layer ? "3 or 4" : "3") +
+                   " inputs (a, b, weight" + (layer ? "[, bias]" : "") +
+                   ") and 2 outputs (a + b, its norm)");
+  StatusOr<double> eps = instr.floatAttr("epsilon");
+  if (!eps.isOk())
+    return eps.status();
+  AddNormArgs r{&instr.ins[0], &instr.ins[1], {&instr.outs[0], &instr.ins[2], &instr.outs[1]}};
+  r.norm.bias = ins == 4 ? &instr.ins[3] : nullptr;
+  r.norm.eps = *eps;
+  std::tie(r.norm.rows, r.norm.cols) = rowsCols(*r.norm.x);
+  if (r.a->shape != r.norm.x->shape || r.b->shape != r.norm.x->shape ||
+      r.norm.y->shape != r.norm.x->shape)
+    return invalid(instr.describe() + ": a, b, a + b and its norm must have one shape, found " +
+                   r.a->str() + ", " + r.b->str() + ", " + r.norm.x->str() + ", " +
+                   r.norm.y->str());
+  if (r.norm.gamma->numElements() != r.norm.cols)
+    return invalid(instr.describe() + ": norm weight " + r.norm.gamma->str() +
+                   " does not match " + r.norm.x->str());
+  LLMIR_RETURN_IF_ERROR(checkNormBias(r.norm));
+  return r;
+}
+
+StatusOr<std::pair<Instr, Instr>> splitAddNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const AddNormArgs n, decodeAddNorm(instr));
+  Instr add, norm;
+  add.id = KernelId::Add;
+  add.kernel = kernelName(add.id);
+  add.ins = {*n.a, *n.b};
+  add.outs = {*n.norm.x};
+  norm.id = instr.id == KernelId::AddLayerNorm ? KernelId::LayerNorm : KernelId::RmsNorm;
+  norm.kernel = kernelName(norm.id);
+  norm.ins = {*n.norm.x, *n.norm.gamma};
+  if (n.norm.bias)
+    norm.ins.push_back(*n.norm.bias);
+  norm.outs = {*n.norm.y};
+  norm.attrs = instr.attrs;
+  add.stream = norm.stream = instr.stream;
+  return std::make_pair(std::move(add), std::move(norm));
+}
+
 Status checkNormBias(const NormArgs &n) {
   if (n.bias && n.bias->numElements() != n.cols)
     return invalid("norm bias " + n.bias->str() + " does not match");

@@ -154,6 +154,17 @@ struct NormArgs {
 };
 /// layer_norm / rms_norm (not the bias).
 StatusOr<NormArgs> decodeNorm(const Instr &instr);
+/// add_layer_norm / add_rms_norm: the addends (ins[0], ins[1]) and their sum
+/// (outs[0]) alike; `norm` normalizes the sum (x) into outs[1], bias checked.
+struct AddNormArgs {
+  const BufferRef *a = nullptr, *b = nullptr;
+  NormArgs norm;
+};
+StatusOr<AddNormArgs> decodeAddNorm(const Instr &instr);
+/// The unfused pair an add_layer_norm / add_rms_norm equals: "add" (a + b ->
+/// sum) then "layer_norm" / "rms_norm" (sum -> y); what a backend runs where it
+/// has no fused kernel for the operands' types (each part staged as usual).
+StatusOr<std::pair<Instr, Instr>> splitAddNorm(const Instr &instr);
 Status checkNormBias(const NormArgs &n);
 
 struct NormGradArgs {

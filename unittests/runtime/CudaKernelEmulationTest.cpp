@@ -10,6 +10,7 @@
 #include "LossKernels.cuh"
 #include "NormKernels.cuh"
 
+#include "llmir/runtime/Float16.h"
 #include "llmir/runtime/Kernels.h"
 #include "llmir/runtime/SafeTensors.h"
 
@@ -199,6 +200,61 @@ TEST(CudaKernelEmulation, NormsForwardBackward) {
   columnSum(3, dy.data(), x.data(), nullptr, r.data(), dw.data(), R, C);
   EXPECT_TRUE(close(dxRms, dxRef, 1e-4)) << "rms_norm_grad dx";
   EXPECT_TRUE(close(dw, dwRef, 1e-4)) << "rms_norm_grad dweight";
+}
+
+/// addNormKernel with storage S against the add then the CPU norm, on the sum
+/// rounded to S; `vec` the 128-bit path (C a multiple of 8, vectors 16-aligned).
+template <typename S>
+void checkAddNorm(bool rms, int64_t C, bool vec, float (*toF)(typename S::T),
+                  typename S::T (*fromF)(float), double tol) {
+  SCOPED_TRACE(std::string(rms ? "rms" : "layer") + " C " + std::to_string(C) +
+               (vec ? " vec" : " scalar") + " bytes " + std::to_string(sizeof(typename S::T)));
+  using T = typename S::T;
+  const int64_t R = 5;
+  auto stored = [&](const std::vector<float> &x) {
+    std::vector<T> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      out[i] = fromF(x[i]);
+    return out;
+  };
+  auto a = stored(rnd(R * C, 11)), b = stored(rnd(R * C, 12)), g = stored(rnd(C, 13)),
+       beta = stored(rnd(C, 14));
+  std::vector<T> sum(R * C), y(R * C);
+  launch(dim3(2), dim3(64), [&] {
+    if (rms)
+      cu::addNormKernel<S, true>(a.data(), b.data(), g.data(), nullptr, sum.data(), y.data(), R,
+                                 C, 1e-5f, vec);
+    else
+      cu::addNormKernel<S, false>(a.data(), b.data(), g.data(), beta.data(), sum.data(),
+                                  y.data(), R, C, 1e-5f, vec);
+  });
+  std::vector<float> sumRef(R * C), gf(C), betaf(C), yRef(R * C), yGot(R * C), sumGot(R * C);
+  for (int64_t i = 0; i < R * C; ++i) {
+    sumRef[i] = toF(fromF(toF(a[i]) + toF(b[i])));
+    sumGot[i] = toF(sum[i]);
+    yGot[i] = toF(y[i]);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    gf[c] = toF(g[c]);
+    betaf[c] = toF(beta[c]);
+  }
+  EXPECT_EQ(sumGot, sumRef) << "sum";
+  ASSERT_TRUE((rms ? rt::rmsNormForward(sumRef.data(), gf.data(), yRef.data(), nullptr, R, C, 1e-5f)
+                   : rt::layerNormForward(sumRef.data(), gf.data(), betaf.data(), yRef.data(),
+                                          nullptr, nullptr, R, C, 1e-5f))
+                  .isOk());
+  EXPECT_TRUE(close(yGot, yRef, tol)) << "norm of the sum";
+}
+
+float f32Id(float v) { return v; }
+
+TEST(CudaKernelEmulation, AddNormFusedF32AndBf16) {
+  for (bool rms : {false, true})
+    for (auto [C, vec] : {std::pair<int64_t, bool>{264, true}, {264, false}, {37, false}}) {
+      checkAddNorm<cu::F32Storage>(rms, C, vec, f32Id, f32Id, 1e-4);
+      checkAddNorm<cu::Bf16Storage>(rms, C, vec, rt::bfloat16ToFloat, rt::floatToBfloat16, 2e-2);
+      checkAddNorm<cu::F16Storage>(rms, C, vec, rt::halfToFloat, rt::floatToHalf, 5e-3);
+    }
 }
 
 TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {

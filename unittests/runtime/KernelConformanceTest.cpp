@@ -184,6 +184,28 @@ struct AttentionRef {
   }
 };
 
+/// add_layer_norm / add_rms_norm in double: ins a, b, gamma[, beta]; outs the
+/// sum (as f32) and the norm of that sum per row of |gamma| elements.
+Values addNormRef(const Values &in, bool rms, double eps) {
+  const size_t cols = in[2].size(), rows = in[0].size() / cols;
+  std::vector<float> sum(in[0].size()), y(in[0].size());
+  for (size_t j = 0; j < sum.size(); ++j)
+    sum[j] = in[0][j] + in[1][j];
+  for (size_t r = 0; r < rows; ++r) {
+    const float *x = &sum[r * cols];
+    double mean = 0, sq = 0;
+    for (size_t c = 0; c < cols; ++c)
+      mean += rms ? 0.0 : x[c] / double(cols);
+    for (size_t c = 0; c < cols; ++c)
+      sq += (x[c] - mean) * (x[c] - mean) / double(cols);
+    const double rs = 1.0 / std::sqrt(sq + eps);
+    for (size_t c = 0; c < cols; ++c)
+      y[r * cols + c] = static_cast<float>((x[c] - mean) * rs * in[2][c] +
+                                           (in.size() == 4 ? in[3][c] : 0.0));
+  }
+  return {sum, y};
+}
+
 /// The cases of every kernel. Shapes: odd sizes, and a 1-element case where
 /// the kernel allows it.
 std::vector<KernelCase> makeCases() {
@@ -269,6 +291,8 @@ std::vector<KernelCase> makeCases() {
   auto attentionBackward = [](const Values &i, const Values &) {
     return AttentionRef{i}.backward();
   };
+  auto addLayerNorm = [](const Values &i, const Values &) { return addNormRef(i, false, 1e-5); };
+  auto addRmsNorm = [](const Values &i, const Values &) { return addNormRef(i, true, 1e-6); };
   auto accumulate = [](const Values &i, const Values &o) {
     std::vector<float> y(o[0].size());
     for (size_t j = 0; j < y.size(); ++j)
@@ -282,6 +306,17 @@ std::vector<KernelCase> makeCases() {
       {K::LayerNorm, "bias", {f({1, 5}), f({5}), f({5})}, {f({1, 5})},
        {{"epsilon", floatA(1e-5)}}, {}},
       {K::RmsNorm, "odd", {f({3, 7}), f({7})}, {f({3, 7})}, {{"epsilon", floatA(1e-6)}}, {}},
+      // Fused residual add + norm: odd rows (scalar path) and rows of 16
+      // elements (the CUDA kernel's 128-bit path); checked against the add and
+      // the norm run apart.
+      {K::AddLayerNorm, "odd", {f({3, 7}), f({3, 7}), f({7}), f({7})}, {f({3, 7}), f({3, 7})},
+       {{"epsilon", floatA(1e-5)}}, addLayerNorm},
+      {K::AddLayerNorm, "vec", {f({2, 3, 16}), f({2, 3, 16}), f({16})},
+       {f({2, 3, 16}), f({2, 3, 16})}, {{"epsilon", floatA(1e-5)}}, addLayerNorm},
+      {K::AddRmsNorm, "odd", {f({3, 7}), f({3, 7}), f({7})}, {f({3, 7}), f({3, 7})},
+       {{"epsilon", floatA(1e-6)}}, addRmsNorm},
+      {K::AddRmsNorm, "vec", {f({5, 16}), f({5, 16}), f({16})}, {f({5, 16}), f({5, 16})},
+       {{"epsilon", floatA(1e-6)}}, addRmsNorm},
       {K::GeluTanh, "odd", {f({3, 7})}, {f({3, 7})}, {}, {}},
       {K::GeluTanh, "one", {f({1})}, {f({1})}, {}, {}},
       {K::GeluExact, "odd", {f({3, 7})}, {f({3, 7})}, {}, geluExact},

@@ -200,7 +200,10 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       continue;
     }
     for (Value result : op.getResults())
-      newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+      if (!bufferOf.count(result)) // a fused norm's was planned at its add
+        newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+    if (Operation *norm = fusedNormOf(&op)) // written by the add's kernel
+      newBuffer(LogicalBuffer::Kind::Temp, norm->getResult(0), "", step);
   }
   return success();
 }
@@ -230,6 +233,11 @@ LogicalResult ProgramLowering::analyze() {
              << TfmDialect::kStateAttrName
              << "' attribute to be bound by the runtime";
   }
+  func.walk([&](AddOp add) {
+    if (Operation *norm = fusableNorm(add);
+        norm && fusedNorms.insert(norm).second)
+      fusedNorm[add] = norm;
+  });
   func.walk([&](AttentionGradOp grad) {
     if (AttentionOp fwd = savedForwardOf(grad))
       savedAttention.insert(fwd);

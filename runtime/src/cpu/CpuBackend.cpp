@@ -76,6 +76,8 @@ Status CpuBackend::execute(const Instr &instr, uint8_t *arena, const KernelConte
     fn = kernelTable()[kernelIndex(instr.id)];
     if (instr.id == KernelId::Cast) // converts itself
       return cast(instr);
+    if (instr.id == KernelId::AddLayerNorm || instr.id == KernelId::AddRmsNorm)
+      return addNorm(instr); // runs its two parts through execute()
   } else if (instr.kind != OpKind::Gemm) {
     return invalid(instr.describe() + " is not a compute instruction");
   }
@@ -348,6 +350,15 @@ Status CpuBackend::norm(const Instr &instr) {
   }
   return layerNormForward(ptr<float>(*n.x), ptr<float>(*n.gamma), beta, ptr<float>(*n.y),
                           nullptr, nullptr, rows, cols, eps);
+}
+
+// The CPU twin of the fused kernels: the add, then the norm, each run (and
+// staged for bf16/f16) like the unfused instructions, so a fused program
+// computes exactly what the unfused one does.
+Status CpuBackend::addNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(auto parts, kargs::splitAddNorm(instr));
+  LLMIR_RETURN_IF_ERROR(execute(parts.first, arena_, *context_));
+  return execute(parts.second, arena_, *context_);
 }
 
 Status CpuBackend::normGrad(const Instr &instr) {

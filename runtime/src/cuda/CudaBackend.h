@@ -248,6 +248,7 @@ private:
   Status positionIds(const Instr &instr);
   Status norm(const Instr &instr);
   Status normGrad(const Instr &instr);
+  Status addNorm(const Instr &instr); // add_layer_norm, add_rms_norm (any one float type)
   Status attention(const Instr &instr); // attention, attention_grad
   /// attention_grad: attention() runs both directions.
   Status attentionGrad(const Instr &instr) { return attention(instr); }

@@ -136,7 +136,7 @@ Status CudaBackend::positionIds(const Instr &instr) {
                          kargs::decodePositionIds(instr, *context_,
                                                   /*requireInteger=*/true));
   const BufferRef &out = instr.outs[0];
-  cuda::launchPositionIds(ptr<void>(out), out.dtype == ScalarType::I64, p.rows, p.cols,
+  cuda::launchPositionIds(ptr<uint8_t>(out), out.dtype == ScalarType::I64, p.rows, p.cols,
                           p.first, s);
   return Status::ok();
 }
@@ -161,6 +161,31 @@ Status CudaBackend::norm(const Instr &instr) {
   const float *beta = n.bias ? ptr<float>(*n.bias) : nullptr;
   cuda::launchLayerNorm(ptr<float>(*n.x), ptr<float>(*n.gamma), beta, ptr<float>(*n.y),
                         nullptr, nullptr, rows, cols, eps, s);
+  return Status::ok();
+}
+
+Status CudaBackend::addNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AddNormArgs n, kargs::decodeAddNorm(instr));
+  const ScalarType t = n.a->dtype;
+  bool alike = true;
+  for (const std::vector<BufferRef> *list : {&instr.ins, &instr.outs})
+    for (const BufferRef &b : *list)
+      alike = alike && b.dtype == t;
+  if (!alike) { // mixed types: the unfused pair, each staged as usual
+    LLMIR_ASSIGN_OR_RETURN(auto parts, kargs::splitAddNorm(instr));
+    const KernelContext &context = *context_;
+    uint8_t *arena = arena_;
+    LLMIR_RETURN_IF_ERROR(execute(parts.first, arena, context));
+    return execute(parts.second, arena, context);
+  }
+  const cuda::Storage storage = t == ScalarType::F32    ? cuda::Storage::F32
+                                : t == ScalarType::BF16 ? cuda::Storage::BF16
+                                                        : cuda::Storage::F16;
+  const kargs::NormArgs &m = n.norm;
+  cuda::launchAddNorm(storage, instr.id == KernelId::AddRmsNorm, ptr<uint8_t>(*n.a),
+                      ptr<uint8_t>(*n.b), ptr<uint8_t>(*m.gamma),
+                      m.bias ? ptr<uint8_t>(*m.bias) : nullptr, ptr<uint8_t>(*m.x), ptr<uint8_t>(*m.y),
+                      m.rows, m.cols, static_cast<float>(m.eps), stream_);
   return Status::ok();
 }
 
@@ -501,7 +526,7 @@ Status CudaBackend::kvCacheWrite(const Instr &instr) {
     if (!got.isOk())
       return got.status();
     start = std::move(*got);
-    startDev = {ptr<void>(*w.positions), w.positions->dtype == ScalarType::I64};
+    startDev = {ptr<uint8_t>(*w.positions), w.positions->dtype == ScalarType::I64};
   }
   if (batch > 0 && seq > 0 && kvHeads > 0 && headDim > 0)
     LLMIR_RETURN_IF_ERROR(
@@ -532,7 +557,7 @@ Status CudaBackend::cacheAttention(const Instr &instr) {
       scratch(std::max<int64_t>(1, batch * heads * seq * maxSeq) * int64_t(sizeof(float)));
   if (!tmp.isOk())
     return tmp.status();
-  cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<void>(pos),
+  cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<uint8_t>(pos),
                              pos.dtype == ScalarType::I64, ptr<float>(o),
                              reinterpret_cast<float *>(*tmp), batch, seq, heads,
                              kvHeads, maxSeq, kc.shape[3], static_cast<float>(c.scale),
