@@ -248,14 +248,51 @@ StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
                         *causal};
 }
 
-Status checkAttentionGradSizes(const Instr &instr) {
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-  if (instr.ins[3].numElements() != q.numElements() ||
-      instr.outs[0].numElements() != q.numElements() ||
-      instr.outs[1].numElements() != key.numElements() ||
-      instr.outs[2].numElements() != key.numElements())
-    return invalid("attention_grad shapes disagree");
-  return Status::ok();
+StatusOr<AttentionArgs> decodeAttention(const Instr &instr) {
+  const bool grad = instr.id == KernelId::AttentionGrad;
+  const size_t ins = instr.ins.size(), outs = instr.outs.size();
+  if (grad ? !((ins == 4 || ins == 6) && outs == 3) : !(ins == 3 && (outs == 1 || outs == 2)))
+    return invalid(instr.describe() + ": expects " +
+                   (grad ? "4 inputs (q, k, v, dout) or 6 (and the forward's output and "
+                           "log-sum-exp) and 3 outputs"
+                         : "3 inputs and 1 output (or 2: and the log-sum-exp)") +
+                   ", found " + std::to_string(ins) + " and " + std::to_string(outs));
+  const BufferRef &q = instr.ins[0], &k = instr.ins[1], &v = instr.ins[2];
+  StatusOr<AttentionShape> a = attentionShape(instr, q, k);
+  if (!a.isOk())
+    return a.status();
+  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
+    return attentionShapeError(instr, q, k, a->heads, a->kvHeads);
+  AttentionArgs r{*a, q.shape[0], q.shape[1], nullptr, nullptr};
+  const int64_t n = q.numElements();
+  bool sizesOk = v.shape == k.shape;
+  if (grad) {
+    sizesOk = sizesOk && instr.ins[3].numElements() == n && instr.outs[0].numElements() == n &&
+              instr.outs[1].numElements() == k.numElements() &&
+              instr.outs[2].numElements() == k.numElements();
+    if (ins == 6) {
+      r.out = &instr.ins[4];
+      r.lse = &instr.ins[5];
+      sizesOk = sizesOk && r.out->numElements() == n;
+    }
+  } else {
+    sizesOk = sizesOk && instr.outs[0].shape == q.shape;
+    if (outs == 2)
+      r.lse = &instr.outs[1];
+  }
+  if (!sizesOk) {
+    std::string shapes;
+    for (const std::vector<BufferRef> *list : {&instr.ins, &instr.outs})
+      for (const BufferRef &b : *list)
+        shapes += (shapes.empty() ? "" : ", ") + b.str();
+    return invalid(instr.describe() + ": operand shapes disagree: " + shapes);
+  }
+  if (r.lse && (r.lse->dtype != ScalarType::F32 ||
+                r.lse->numElements() != r.batch * a->heads * r.seq))
+    return invalid(instr.describe() + ": the log-sum-exp " + r.lse->str() + " is not f32 [" +
+                   std::to_string(r.batch) + ", " + std::to_string(a->heads) + ", " +
+                   std::to_string(r.seq) + "] (batch, heads, seq)");
+  return r;
 }
 
 StatusOr<RopeShape> ropeShape(const Instr &instr, const BufferRef &x) {
@@ -296,6 +333,50 @@ StatusOr<NormArgs> decodeNorm(const Instr &instr) {
   if (n.gamma->numElements() != n.cols)
     return invalid("norm weight " + n.gamma->str() + " does not match " + n.x->str());
   return n;
+}
+
+StatusOr<AddNormArgs> decodeAddNorm(const Instr &instr) {
+  const bool layer = instr.id == KernelId::AddLayerNorm;
+  const size_t ins = instr.ins.size();
+  if (!(ins == 3 || (layer && ins == 4)) || instr.outs.size() != 2)
+    return invalid(instr.describe() + ": expects " + (layer ? "3 or 4" : "3") +
+                   " inputs (a, b, weight" + (layer ? "[, bias]" : "") +
+                   ") and 2 outputs (a + b, its norm)");
+  StatusOr<double> eps = instr.floatAttr("epsilon");
+  if (!eps.isOk())
+    return eps.status();
+  AddNormArgs r{&instr.ins[0], &instr.ins[1], {&instr.outs[0], &instr.ins[2], &instr.outs[1]}};
+  r.norm.bias = ins == 4 ? &instr.ins[3] : nullptr;
+  r.norm.eps = *eps;
+  std::tie(r.norm.rows, r.norm.cols) = rowsCols(*r.norm.x);
+  if (r.a->shape != r.norm.x->shape || r.b->shape != r.norm.x->shape ||
+      r.norm.y->shape != r.norm.x->shape)
+    return invalid(instr.describe() + ": a, b, a + b and its norm must have one shape, found " +
+                   r.a->str() + ", " + r.b->str() + ", " + r.norm.x->str() + ", " +
+                   r.norm.y->str());
+  if (r.norm.gamma->numElements() != r.norm.cols)
+    return invalid(instr.describe() + ": norm weight " + r.norm.gamma->str() +
+                   " does not match " + r.norm.x->str());
+  LLMIR_RETURN_IF_ERROR(checkNormBias(r.norm));
+  return r;
+}
+
+StatusOr<std::pair<Instr, Instr>> splitAddNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const AddNormArgs n, decodeAddNorm(instr));
+  Instr add, norm;
+  add.id = KernelId::Add;
+  add.kernel = kernelName(add.id);
+  add.ins = {*n.a, *n.b};
+  add.outs = {*n.norm.x};
+  norm.id = instr.id == KernelId::AddLayerNorm ? KernelId::LayerNorm : KernelId::RmsNorm;
+  norm.kernel = kernelName(norm.id);
+  norm.ins = {*n.norm.x, *n.norm.gamma};
+  if (n.norm.bias)
+    norm.ins.push_back(*n.norm.bias);
+  norm.outs = {*n.norm.y};
+  norm.attrs = instr.attrs;
+  add.stream = norm.stream = instr.stream;
+  return std::make_pair(std::move(add), std::move(norm));
 }
 
 Status checkNormBias(const NormArgs &n) {

@@ -120,8 +120,18 @@ StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
 /// The error attentionShape gives for shapes that do not fit the heads.
 Status attentionShapeError(const Instr &instr, const BufferRef &q, const BufferRef &k,
                            int64_t heads, int64_t kvHeads);
-/// attention_grad: dO, dQ, dK and dV sizes against q and k.
-Status checkAttentionGradSizes(const Instr &instr);
+/// An attention or attention_grad instruction, its operands checked: q, k, v
+/// (k and v alike, batch and seq of q); attention's output like q and optional
+/// outs[1]; attention_grad's dO and gradients, and the optional saved forward
+/// (ins[4] the output, like q; ins[5] the log-sum-exp). The log-sum-exp holds
+/// batch * heads * seq f32 values (staging keeps f32 buffers f32).
+struct AttentionArgs {
+  AttentionShape shape;
+  int64_t batch = 0, seq = 0;
+  const BufferRef *out = nullptr; ///< attention_grad: the saved output, or null
+  const BufferRef *lse = nullptr; ///< the saved log-sum-exp, or null
+};
+StatusOr<AttentionArgs> decodeAttention(const Instr &instr);
 
 /// The attributes of a rope (or rope_grad) instruction, checked against its
 /// input x [batch, seq, heads * headDim].
@@ -144,6 +154,17 @@ struct NormArgs {
 };
 /// layer_norm / rms_norm (not the bias).
 StatusOr<NormArgs> decodeNorm(const Instr &instr);
+/// add_layer_norm / add_rms_norm: the addends (ins[0], ins[1]) and their sum
+/// (outs[0]) alike; `norm` normalizes the sum (x) into outs[1], bias checked.
+struct AddNormArgs {
+  const BufferRef *a = nullptr, *b = nullptr;
+  NormArgs norm;
+};
+StatusOr<AddNormArgs> decodeAddNorm(const Instr &instr);
+/// The unfused pair an add_layer_norm / add_rms_norm equals: "add" (a + b ->
+/// sum) then "layer_norm" / "rms_norm" (sum -> y); what a backend runs where it
+/// has no fused kernel for the operands' types (each part staged as usual).
+StatusOr<std::pair<Instr, Instr>> splitAddNorm(const Instr &instr);
 Status checkNormBias(const NormArgs &n);
 
 struct NormGradArgs {

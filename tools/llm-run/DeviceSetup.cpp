@@ -49,6 +49,28 @@ StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name,
 #endif
 }
 
+std::string backendInfo() {
+#ifdef LLMIR_HAS_CUDA
+  const CudaInfo c = cudaInfo();
+  auto orNone = [](const std::string &v) { return v.empty() ? std::string("none") : v; };
+  std::string out = "backends: cpu cuda\n";
+  out += "cuda built with: CUDA runtime " + c.runtimeBuilt + ", cuBLASLt " + c.cublasLtBuilt +
+         ", NCCL " + (c.ncclBuilt.empty() ? "not built" : c.ncclBuilt) + "\n";
+  out += "cuda loaded: CUDA runtime " + orNone(c.runtimeLoaded) + ", cuBLASLt " +
+         orNone(c.cublasLtLoaded) + ", NCCL " + orNone(c.ncclLoaded) + "\n";
+  out += "cuda driver: " + (c.driver.empty() ? "none" : "supports CUDA " + c.driver) + "\n";
+  if (c.devices.empty())
+    return out + "cuda devices: 0 (no CUDA device: " + c.noDevice + ")\n";
+  out += "cuda devices: " + std::to_string(c.devices.size()) + "\n";
+  for (size_t d = 0; d < c.devices.size(); ++d)
+    out += "  " + std::to_string(d) + ": " + c.devices[d] + "\n";
+  return out;
+#else
+  return "backends: cpu\ncuda: not built (configure with nvcc available and "
+         "-DLLMIR_ENABLE_CUDA=ON)\n";
+#endif
+}
+
 StatusOr<std::unique_ptr<Communicator>>
 createProgramCommunicator(Backend &backend, Communicator &host, int device,
                           int worldSize) {

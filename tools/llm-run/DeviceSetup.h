@@ -20,6 +20,11 @@ namespace llmir::runtime {
 StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name,
                                                        int *device);
 
+/// What --backend-info prints: the backends built in; for CUDA the CUDA
+/// runtime, cuBLASLt and NCCL versions built with and loaded, the driver and
+/// the devices, or "no CUDA device: REASON". Needs no GPU.
+std::string backendInfo();
+
 /// The communicator the Executor gets: `host` for the CPU backend (returns
 /// null: use host), an NCCL communicator bootstrapped over `host` for the CUDA
 /// backend (the program's buffers are device memory). At world size 1 without

@@ -87,6 +87,8 @@ options:
   --export-dtype T   f32 (default), bf16 or f16 (rounded to nearest even)
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
+  --backend-info     print the backends built in, the CUDA libraries built with
+                     and found, the driver and the devices; then exit
   --timeout SEC      collective timeout before a missing rank is reported (default 60)
   --no-overlap       run every instruction in program order on one thread (by
                      default the collectives run on a comm thread, overlapping
@@ -161,6 +163,7 @@ struct Options {
   LossScaleState lossScale;  // --loss-scale-init, --loss-scale-growth-interval
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
+  bool backendInfo = false; // --backend-info
   GenerateOptions gen;
   DataOptions data; // --data, --data-order, --eval-data, ...
 };
@@ -326,6 +329,10 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       help = true;
+      return Status::ok();
+    }
+    if (a == "--backend-info") {
+      o.backendInfo = true;
       return Status::ok();
     }
     if (a == "--eval") { o.eval = true; continue; }
@@ -603,9 +610,9 @@ int run(int argc, char **argv) {
   bool help = false;
   if (!agree(parseArgs(argc, argv, opts, help)))
     return 1;
-  if (help) {
+  if (help || opts.backendInfo) {
     if (rank == 0)
-      std::cout << kUsage;
+      std::cout << (help ? std::string(kUsage) : backendInfo());
     return 0;
   }
   comm->setTimeout(opts.timeout);

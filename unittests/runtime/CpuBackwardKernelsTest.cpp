@@ -97,13 +97,13 @@ TEST(CpuBackwardTest, AttentionMatchesFiniteDifferencesWithGqa) {
     auto q = randomVector(c.B * c.S * c.H * c.D, 8), k = randomVector(c.B * c.S * c.Hkv * c.D, 9);
     auto v = randomVector(c.B * c.S * c.Hkv * c.D, 10), dout = randomVector(q.size(), 11);
     const float scale = 0.6f;
-    std::vector<float> out(q.size()), probs(c.B * c.H * c.S * c.S);
+    std::vector<float> out(q.size()), lse(c.B * c.H * c.S);
     ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), out.data(), c.B, c.S, c.H,
-                                     c.Hkv, c.D, scale, c.causal, probs.data()).isOk());
+                                     c.Hkv, c.D, scale, c.causal, lse.data()).isOk());
     std::vector<float> dq(q.size()), dk(k.size(), 9.0f), dv(v.size(), 9.0f);
-    ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), probs.data(), dout.data(),
-                                      dq.data(), dk.data(), dv.data(), c.B, c.S, c.H, c.Hkv,
-                                      c.D, scale, c.causal).isOk());
+    ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {out.data(), lse.data()},
+                                      dout.data(), dq.data(), dk.data(), dv.data(), c.B, c.S,
+                                      c.H, c.Hkv, c.D, scale, c.causal).isOk());
     auto loss = [&] {
       EXPECT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), out.data(), c.B, c.S, c.H,
                                        c.Hkv, c.D, scale, c.causal, nullptr).isOk());
@@ -112,9 +112,9 @@ TEST(CpuBackwardTest, AttentionMatchesFiniteDifferencesWithGqa) {
     EXPECT_TRUE(allClose(dq, numericGradient(q, loss), 2e-3, 2e-3));
     EXPECT_TRUE(allClose(dk, numericGradient(k, loss), 2e-3, 2e-3));
     EXPECT_TRUE(allClose(dv, numericGradient(v, loss), 2e-3, 2e-3));
-    // Without saved probs the kernel recomputes them: same result.
+    // Without the saved forward the kernel recomputes the softmax: same result.
     std::vector<float> dq2(q.size()), dk2(k.size()), dv2(v.size());
-    ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), nullptr, dout.data(),
+    ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {}, dout.data(),
                                       dq2.data(), dk2.data(), dv2.data(), c.B, c.S, c.H, c.Hkv,
                                       c.D, scale, c.causal).isOk());
     EXPECT_TRUE(allClose(dq2, std::vector<double>(dq.begin(), dq.end()), 1e-6, 1e-5));

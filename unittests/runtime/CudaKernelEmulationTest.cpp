@@ -10,6 +10,7 @@
 #include "LossKernels.cuh"
 #include "NormKernels.cuh"
 
+#include "llmir/runtime/Float16.h"
 #include "llmir/runtime/Kernels.h"
 #include "llmir/runtime/SafeTensors.h"
 
@@ -67,9 +68,9 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   auto q = rnd(B * S * H * D, 1), k = rnd(B * S * KH * D, 2), v = rnd(B * S * KH * D, 3),
        dout = rnd(B * S * H * D, 4);
-  std::vector<float> o(q.size()), lse(B * H * S), oRef(q.size());
+  std::vector<float> o(q.size()), lse(B * H * S), oRef(q.size()), lseRef(B * H * S);
   ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), oRef.data(), B, S, H, KH, D,
-                                   scale, c.causal, nullptr)
+                                   scale, c.causal, lseRef.data())
                   .isOk());
   cu::Layout L{S, H, KH, D};
   dim3 grid(static_cast<unsigned>((S + 63) / 64), static_cast<unsigned>(H),
@@ -79,27 +80,53 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
                                            L, scale, c.causal);
   });
   EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
-  std::vector<float> delta(B * H * S), dq(q.size()), dk(k.size()), dv(v.size()),
-      dqRef(q.size()), dkRef(k.size()), dvRef(v.size());
-  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), nullptr, dout.data(),
+  EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
+  // The backward kernels read the saved O and log-sum-exp (here the CPU's, as
+  // the backends hand attention's outputs to attention_grad).
+  auto backward = [&](const std::vector<float> &lseIn, std::vector<float> &dq,
+                      std::vector<float> &dk, std::vector<float> &dv) {
+    std::vector<float> delta(B * H * S);
+    launch(dim3(4), dim3(256),
+           [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
+    launch(grid, dim3(64), [&] {
+      cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
+                                         delta.data(), dout.data(), dq.data(), L, scale,
+                                         c.causal);
+    });
+    dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
+    launch(gridK, dim3(64), [&] {
+      cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
+                                           delta.data(), dout.data(), dk.data(), dv.data(), L,
+                                           scale, c.causal);
+    });
+  };
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size()), dqRef(q.size()),
+      dkRef(k.size()), dvRef(v.size());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {}, dout.data(),
                                     dqRef.data(), dkRef.data(), dvRef.data(), B, S, H, KH, D,
                                     scale, c.causal)
                   .isOk());
-  launch(dim3(4), dim3(256),
-         [&] { cu::attentionDeltaKernel(o.data(), dout.data(), delta.data(), L, B); });
-  launch(grid, dim3(64), [&] {
-    cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(), delta.data(),
-                                       dout.data(), dq.data(), L, scale, c.causal);
-  });
-  dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
-  launch(gridK, dim3(64), [&] {
-    cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lse.data(),
-                                         delta.data(), dout.data(), dk.data(), dv.data(), L,
-                                         scale, c.causal);
-  });
+  backward(lseRef, dq, dk, dv);
   EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
   EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk";
   EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv";
+  // A log-sum-exp larger by log 2 halves every P: dV = P^T dO halves, on the
+  // device kernels and on the CPU's saved-forward path alike.
+  std::vector<float> lse2(lseRef);
+  for (float &x : lse2)
+    x += std::log(2.0f);
+  backward(lse2, dq, dk, dv);
+  std::vector<float> dq2(q.size()), dk2(k.size()), dv2(v.size());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {oRef.data(), lse2.data()},
+                                    dout.data(), dq2.data(), dk2.data(), dv2.data(), B, S, H,
+                                    KH, D, scale, c.causal)
+                  .isOk());
+  for (float &x : dvRef)
+    x *= 0.5f;
+  EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv, shifted log-sum-exp";
+  EXPECT_TRUE(close(dv2, dvRef, 1e-2)) << "cpu dv, shifted log-sum-exp";
+  EXPECT_TRUE(close(dq, dq2, 1e-2)) << "dq, shifted log-sum-exp";
+  EXPECT_TRUE(close(dk, dk2, 1e-2)) << "dk, shifted log-sum-exp";
 }
 
 // The template instances launchAttentionForward/Backward pick (MAXD, forward
@@ -173,6 +200,61 @@ TEST(CudaKernelEmulation, NormsForwardBackward) {
   columnSum(3, dy.data(), x.data(), nullptr, r.data(), dw.data(), R, C);
   EXPECT_TRUE(close(dxRms, dxRef, 1e-4)) << "rms_norm_grad dx";
   EXPECT_TRUE(close(dw, dwRef, 1e-4)) << "rms_norm_grad dweight";
+}
+
+/// addNormKernel with storage S against the add then the CPU norm, on the sum
+/// rounded to S; `vec` the 128-bit path (C a multiple of 8, vectors 16-aligned).
+template <typename S>
+void checkAddNorm(bool rms, int64_t C, bool vec, float (*toF)(typename S::T),
+                  typename S::T (*fromF)(float), double tol) {
+  SCOPED_TRACE(std::string(rms ? "rms" : "layer") + " C " + std::to_string(C) +
+               (vec ? " vec" : " scalar") + " bytes " + std::to_string(sizeof(typename S::T)));
+  using T = typename S::T;
+  const int64_t R = 5;
+  auto stored = [&](const std::vector<float> &x) {
+    std::vector<T> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      out[i] = fromF(x[i]);
+    return out;
+  };
+  auto a = stored(rnd(R * C, 11)), b = stored(rnd(R * C, 12)), g = stored(rnd(C, 13)),
+       beta = stored(rnd(C, 14));
+  std::vector<T> sum(R * C), y(R * C);
+  launch(dim3(2), dim3(64), [&] {
+    if (rms)
+      cu::addNormKernel<S, true>(a.data(), b.data(), g.data(), nullptr, sum.data(), y.data(), R,
+                                 C, 1e-5f, vec);
+    else
+      cu::addNormKernel<S, false>(a.data(), b.data(), g.data(), beta.data(), sum.data(),
+                                  y.data(), R, C, 1e-5f, vec);
+  });
+  std::vector<float> sumRef(R * C), gf(C), betaf(C), yRef(R * C), yGot(R * C), sumGot(R * C);
+  for (int64_t i = 0; i < R * C; ++i) {
+    sumRef[i] = toF(fromF(toF(a[i]) + toF(b[i])));
+    sumGot[i] = toF(sum[i]);
+    yGot[i] = toF(y[i]);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    gf[c] = toF(g[c]);
+    betaf[c] = toF(beta[c]);
+  }
+  EXPECT_EQ(sumGot, sumRef) << "sum";
+  ASSERT_TRUE((rms ? rt::rmsNormForward(sumRef.data(), gf.data(), yRef.data(), nullptr, R, C, 1e-5f)
+                   : rt::layerNormForward(sumRef.data(), gf.data(), betaf.data(), yRef.data(),
+                                          nullptr, nullptr, R, C, 1e-5f))
+                  .isOk());
+  EXPECT_TRUE(close(yGot, yRef, tol)) << "norm of the sum";
+}
+
+float f32Id(float v) { return v; }
+
+TEST(CudaKernelEmulation, AddNormFusedF32AndBf16) {
+  for (bool rms : {false, true})
+    for (auto [C, vec] : {std::pair<int64_t, bool>{264, true}, {264, false}, {37, false}}) {
+      checkAddNorm<cu::F32Storage>(rms, C, vec, f32Id, f32Id, 1e-4);
+      checkAddNorm<cu::Bf16Storage>(rms, C, vec, rt::bfloat16ToFloat, rt::floatToBfloat16, 2e-2);
+      checkAddNorm<cu::F16Storage>(rms, C, vec, rt::halfToFloat, rt::floatToHalf, 5e-3);
+    }
 }
 
 TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {

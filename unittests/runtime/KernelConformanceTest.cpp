@@ -126,6 +126,87 @@ const std::map<std::string, AttrValue> kRope = {
 const std::map<std::string, AttrValue> kShard = {{"shard_axis", strA("tp")}};
 const std::map<std::string, AttrValue> kMean = {{"reduction", strA("mean")}};
 
+/// Attention of kAttention's cases in double: q [1, 5, 2 * 3], k and v [1, 5, 3]
+/// (two query heads share one kv head), causal.
+struct AttentionRef {
+  static constexpr int64_t S = 5, H = 2, D = 3;
+  static constexpr double kScale = 0.35;
+  const Values &in;
+  double score(int64_t i, int64_t j, int64_t h) const {
+    double dot = 0;
+    for (int64_t d = 0; d < D; ++d)
+      dot += double(in[0][(i * H + h) * D + d]) * in[1][j * D + d];
+    return kScale * dot;
+  }
+  /// Outputs O and the log-sum-exp [1, H, S].
+  Values forward() const {
+    std::vector<float> o(S * H * D, 0.0f), lse(H * S);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < S; ++i) {
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j <= i; ++j)
+          mx = std::max(mx, score(i, j, h));
+        for (int64_t j = 0; j <= i; ++j)
+          sum += std::exp(score(i, j, h) - mx);
+        lse[h * S + i] = static_cast<float>(mx + std::log(sum));
+        for (int64_t j = 0; j <= i; ++j)
+          for (int64_t d = 0; d < D; ++d)
+            o[(i * H + h) * D + d] += static_cast<float>(
+                std::exp(score(i, j, h) - mx) / sum * in[2][j * D + d]);
+      }
+    return {o, lse};
+  }
+  /// dq, dk, dv from P = exp(score - lse) and delta = rowsum(dO * O), the
+  /// given saved O and log-sum-exp (ins[4], ins[5]) or the true ones.
+  Values backward() const {
+    const Values saved = in.size() == 6 ? Values{in[4], in[5]} : forward();
+    const std::vector<float> &o = saved[0], &lse = saved[1], &dout = in[3];
+    std::vector<double> dq(S * H * D, 0.0), dk(S * D, 0.0), dv(S * D, 0.0);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < S; ++i) {
+        double delta = 0;
+        for (int64_t d = 0; d < D; ++d)
+          delta += double(dout[(i * H + h) * D + d]) * o[(i * H + h) * D + d];
+        for (int64_t j = 0; j <= i; ++j) {
+          const double p = std::exp(score(i, j, h) - lse[h * S + i]);
+          double dp = 0;
+          for (int64_t d = 0; d < D; ++d)
+            dp += double(dout[(i * H + h) * D + d]) * in[2][j * D + d];
+          const double ds = kScale * p * (dp - delta);
+          for (int64_t d = 0; d < D; ++d) {
+            dq[(i * H + h) * D + d] += ds * in[1][j * D + d];
+            dk[j * D + d] += ds * in[0][(i * H + h) * D + d];
+            dv[j * D + d] += p * dout[(i * H + h) * D + d];
+          }
+        }
+      }
+    auto f = [](const std::vector<double> &x) { return std::vector<float>(x.begin(), x.end()); };
+    return {f(dq), f(dk), f(dv)};
+  }
+};
+
+/// add_layer_norm / add_rms_norm in double: ins a, b, gamma[, beta]; outs the
+/// sum (as f32) and the norm of that sum per row of |gamma| elements.
+Values addNormRef(const Values &in, bool rms, double eps) {
+  const size_t cols = in[2].size(), rows = in[0].size() / cols;
+  std::vector<float> sum(in[0].size()), y(in[0].size());
+  for (size_t j = 0; j < sum.size(); ++j)
+    sum[j] = in[0][j] + in[1][j];
+  for (size_t r = 0; r < rows; ++r) {
+    const float *x = &sum[r * cols];
+    double mean = 0, sq = 0;
+    for (size_t c = 0; c < cols; ++c)
+      mean += rms ? 0.0 : x[c] / double(cols);
+    for (size_t c = 0; c < cols; ++c)
+      sq += (x[c] - mean) * (x[c] - mean) / double(cols);
+    const double rs = 1.0 / std::sqrt(sq + eps);
+    for (size_t c = 0; c < cols; ++c)
+      y[r * cols + c] = static_cast<float>((x[c] - mean) * rs * in[2][c] +
+                                           (in.size() == 4 ? in[3][c] : 0.0));
+  }
+  return {sum, y};
+}
+
 /// The cases of every kernel. Shapes: odd sizes, and a 1-element case where
 /// the kernel allows it.
 std::vector<KernelCase> makeCases() {
@@ -220,6 +301,17 @@ std::vector<KernelCase> makeCases() {
     return y;
   };
   auto unchanged = [](const Values &, const Values &o) { return o; };
+  auto attentionForward = [](const Values &i, const Values &o) {
+    Values r = AttentionRef{i}.forward();
+    if (o.size() == 1)
+      r.pop_back();
+    return r;
+  };
+  auto attentionBackward = [](const Values &i, const Values &) {
+    return AttentionRef{i}.backward();
+  };
+  auto addLayerNorm = [](const Values &i, const Values &) { return addNormRef(i, false, 1e-5); };
+  auto addRmsNorm = [](const Values &i, const Values &) { return addNormRef(i, true, 1e-6); };
   auto accumulate = [](const Values &i, const Values &o) {
     std::vector<float> y(o[0].size());
     for (size_t j = 0; j < y.size(); ++j)
@@ -233,6 +325,17 @@ std::vector<KernelCase> makeCases() {
       {K::LayerNorm, "bias", {f({1, 5}), f({5}), f({5})}, {f({1, 5})},
        {{"epsilon", floatA(1e-5)}}, {}},
       {K::RmsNorm, "odd", {f({3, 7}), f({7})}, {f({3, 7})}, {{"epsilon", floatA(1e-6)}}, {}},
+      // Fused residual add + norm: odd rows (scalar path) and rows of 16
+      // elements (the CUDA kernel's 128-bit path); checked against the add and
+      // the norm run apart.
+      {K::AddLayerNorm, "odd", {f({3, 7}), f({3, 7}), f({7}), f({7})}, {f({3, 7}), f({3, 7})},
+       {{"epsilon", floatA(1e-5)}}, addLayerNorm},
+      {K::AddLayerNorm, "vec", {f({2, 3, 16}), f({2, 3, 16}), f({16})},
+       {f({2, 3, 16}), f({2, 3, 16})}, {{"epsilon", floatA(1e-5)}}, addLayerNorm},
+      {K::AddRmsNorm, "odd", {f({3, 7}), f({3, 7}), f({7})}, {f({3, 7}), f({3, 7})},
+       {{"epsilon", floatA(1e-6)}}, addRmsNorm},
+      {K::AddRmsNorm, "vec", {f({5, 16}), f({5, 16}), f({16})}, {f({5, 16}), f({5, 16})},
+       {{"epsilon", floatA(1e-6)}}, addRmsNorm},
       {K::GeluTanh, "odd", {f({3, 7})}, {f({3, 7})}, {}, {}},
       {K::GeluTanh, "one", {f({1})}, {f({1})}, {}, {}},
       {K::GeluExact, "odd", {f({3, 7})}, {f({3, 7})}, {}, geluExact},
@@ -243,7 +346,10 @@ std::vector<KernelCase> makeCases() {
       {K::Mul, "odd", {f({5, 3}), f({5, 3})}, {f({5, 3})}, {}, mul},
       {K::Softmax, "odd", {f({3, 7})}, {f({3, 7})}, {}, softmax},
       {K::Attention, "gqa", {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3})}, {f({1, 5, 6})},
-       kAttention, {}},
+       kAttention, attentionForward},
+      // Training: the softmax log-sum-exp saved for attention_grad.
+      {K::Attention, "lse", {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3})},
+       {f({1, 5, 6}), f32({1, 2, 5})}, kAttention, attentionForward},
       {K::Rope, "odd", {f({1, 3, 8})}, {f({1, 3, 8})}, kRope, {}},
       {K::CrossEntropy, "odd", {f({3, 7}), ids({3}, 7)}, {f32({1})}, {}, {}},
       {K::CopySlice, "odd", {f({3, 7})}, {f({3, 2})}, {{"axis", intA(1)}, {"offset", intA(4)}},
@@ -271,7 +377,13 @@ std::vector<KernelCase> makeCases() {
       {K::RmsNormGrad, "odd", {f({3, 7}), f({7}), f({3, 7})}, {f({3, 7}), f({7})},
        {{"epsilon", floatA(1e-6)}}, {}},
       {K::AttentionGrad, "gqa", {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3}), f({1, 5, 6})},
-       {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3})}, kAttention, {}},
+       {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3})}, kAttention, attentionBackward},
+      // The saved O and log-sum-exp are random here, not the forward's: the
+      // reference (and so the check) follows them, a backend that recomputes
+      // the forward instead fails.
+      {K::AttentionGrad, "saved",
+       {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3}), f({1, 5, 6}), f({1, 5, 6}), f32({1, 2, 5})},
+       {f({1, 5, 6}), f({1, 5, 3}), f({1, 5, 3})}, kAttention, attentionBackward},
       {K::RopeGrad, "odd", {f({1, 3, 8})}, {f({1, 3, 8})}, kRope, {}},
       {K::Concat, "odd", {f({3, 2}), f({3, 5})}, {f({3, 7})}, {{"axis", intA(1)}}, {}},
       {K::CrossEntropyGrad, "odd", {f({3, 7}), ids({3}, 7), f32({1}, Fill::Positive)},

@@ -66,7 +66,8 @@ probs = torch.softmax(scores, dim=-1)
 attn = torch.matmul(probs, vh).transpose(1, 2).reshape(B, S, H * D)
 dout = torch.randn_like(attn)
 attn.backward(dout)
-for name, t in (("attn_q", q), ("attn_k", k), ("attn_v", v), ("attn_out", attn), ("attn_probs", probs),
+for name, t in (("attn_q", q), ("attn_k", k), ("attn_v", v), ("attn_out", attn),
+                ("attn_lse", torch.logsumexp(scores, dim=-1)),
                 ("attn_dout", dout), ("attn_dq", q.grad), ("attn_dk", k.grad), ("attn_dv", v.grad)):
     save(name, t)
 

@@ -7,28 +7,60 @@ using namespace llmir::tfm;
 
 namespace llmir::lowering {
 
+AttentionOp savedForwardOf(AttentionGradOp grad) {
+  for (Operation *user : grad.getQuery().getUsers()) {
+    auto fwd = dyn_cast<AttentionOp>(user);
+    if (!fwd || fwd.getKey() != grad.getKey() || fwd.getValue() != grad.getValue() ||
+        fwd.getNumHeads() != grad.getNumHeads() ||
+        fwd.getNumKvHeads() != grad.getNumKvHeads() ||
+        fwd.getCausal() != grad.getCausal() ||
+        fwd.getEffectiveScale() != grad.getScale().convertToDouble())
+      continue;
+    if (llvm::any_of(fwd.getResult().getUsers(),
+                     [](Operation *u) { return isa<shard::AllReduceOp>(u); }))
+      return nullptr;
+    return fwd;
+  }
+  return nullptr;
+}
+
+RankedTensorType lseTypeOf(AttentionOp op) {
+  auto q = cast<RankedTensorType>(op.getQuery().getType());
+  return RankedTensorType::get(
+      {q.getDimSize(0), static_cast<int64_t>(op.getNumHeads()), q.getDimSize(1)},
+                               Float32Type::get(op.getContext()));
+}
+
+static SmallVector<NamedAttribute> attentionAttrs(OpBuilder &b, IntegerAttr heads,
+                                                  IntegerAttr kvHeads, double scale,
+                                                  bool causal) {
+  return {b.getNamedAttr("num_heads", heads), b.getNamedAttr("num_kv_heads", kvHeads),
+          b.getNamedAttr("scale", b.getF64FloatAttr(scale)),
+          b.getNamedAttr("causal", b.getBoolAttr(causal))};
+}
+
 LogicalResult lowerOp(LoweringContext &c, AttentionOp op) {
-  OpBuilder &b = c.builder();
+  SmallVector<Value> outs = {c.out(op.getResult())};
+  if (Value lse = c.savedLseOf(op)) // training: kept for attention_grad
+    outs.push_back(lse);
   c.kernel(op, "attention",
-           {c.in(op.getQuery()), c.in(op.getKey()), c.in(op.getValue())},
-           {c.out(op.getResult())},
-           {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
-            b.getNamedAttr("num_kv_heads", op.getNumKvHeadsAttr()),
-            b.getNamedAttr("scale", b.getF64FloatAttr(op.getEffectiveScale())),
-            b.getNamedAttr("causal", b.getBoolAttr(op.getCausal()))});
+           {c.in(op.getQuery()), c.in(op.getKey()), c.in(op.getValue())}, outs,
+           attentionAttrs(c.builder(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
+                          op.getEffectiveScale(), op.getCausal()));
   return success();
 }
 
 LogicalResult lowerOp(LoweringContext &c, AttentionGradOp op) {
-  OpBuilder &b = c.builder();
-  c.kernel(op, "attention_grad",
-           {c.in(op.getQuery()), c.in(op.getKey()), c.in(op.getValue()),
-            c.in(op.getDout())},
+  SmallVector<Value> ins = {c.in(op.getQuery()), c.in(op.getKey()), c.in(op.getValue()),
+                            c.in(op.getDout())};
+  // The forward's output and log-sum-exp instead of recomputing the forward.
+  if (AttentionOp fwd = savedForwardOf(op))
+    if (Value lse = c.savedLseOf(fwd))
+      ins.append({c.in(fwd.getResult()), lse});
+  c.kernel(op, "attention_grad", ins,
            {c.out(op.getDquery()), c.out(op.getDkey()), c.out(op.getDvalue())},
-           {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
-            b.getNamedAttr("num_kv_heads", op.getNumKvHeadsAttr()),
-            b.getNamedAttr("scale", op.getScaleAttr()),
-            b.getNamedAttr("causal", b.getBoolAttr(op.getCausal()))});
+           attentionAttrs(c.builder(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
+                          op.getScale().convertToDouble(), op.getCausal()));
   return success();
 }
 

@@ -13,6 +13,8 @@ using namespace llmir::tfm;
 namespace llmir::lowering {
 
 LogicalResult lowerOp(LoweringContext &c, AddOp op) {
+  if (Operation *norm = c.fusedNormOf(op))
+    return lowerFusedAddNorm(c, op, norm);
   c.kernel(op, "add", {c.in(op.getLhs()), c.in(op.getRhs())},
            {c.out(op.getResult())});
   return success();

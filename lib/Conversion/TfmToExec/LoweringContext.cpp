@@ -130,3 +130,8 @@ std::pair<Value, Value> LoweringContext::adamMomentsOf(Operation *op) const {
   SmallVector<unsigned, 2> state = adamState.lookup(op);
   return {buffers[state[0]].buffer, buffers[state[1]].buffer};
 }
+
+Value LoweringContext::savedLseOf(Operation *op) const {
+  auto it = attentionLse.find(op);
+  return it == attentionLse.end() ? Value() : buffers[it->second].buffer;
+}

@@ -31,6 +31,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 
 #include <cstdint>
@@ -109,6 +110,16 @@ public:
   mlir::Value stagingBufferOf(mlir::Operation *op) const;
   /// The two AdamW moment buffers (exp_avg, exp_avg_sq) of `op`.
   std::pair<mlir::Value, mlir::Value> adamMomentsOf(mlir::Operation *op) const;
+  /// The norm that the tfm.add `op` is fused with (add_layer_norm /
+  /// add_rms_norm at the add), or null.
+  mlir::Operation *fusedNormOf(mlir::Operation *op) const {
+    return fusedNorm.lookup(op);
+  }
+  /// Whether `op` is a norm emitted with its residual add.
+  bool isFusedNorm(mlir::Operation *op) const { return fusedNorms.contains(op); }
+  /// The softmax log-sum-exp buffer the attention `op` saves for its
+  /// attention_grad (training); null if it saves none.
+  mlir::Value savedLseOf(mlir::Operation *op) const;
 
 protected:
   mlir::OpBuilder b;
@@ -118,6 +129,11 @@ protected:
   llvm::DenseMap<mlir::Operation *, llvm::SmallVector<unsigned, 2>> adamState;
   /// The staging buffer of each gather/scatter that needs one.
   llvm::DenseMap<mlir::Operation *, unsigned> stagingBuffer;
+  /// Residual adds fused with the norm they feed (add -> norm), and the norms.
+  llvm::DenseMap<mlir::Operation *, mlir::Operation *> fusedNorm;
+  llvm::SmallPtrSet<mlir::Operation *, 16> fusedNorms;
+  /// The log-sum-exp buffer of each tfm.attention with an attention_grad.
+  llvm::DenseMap<mlir::Operation *, unsigned> attentionLse;
   /// Buffers written by a collective the compute stream has not waited for.
   llvm::MapVector<unsigned, int64_t> pendingEvent;
   /// Buffers read by such a collective (its input, a staging buffer): the
@@ -146,6 +162,13 @@ LogicalResult lowerOp(LoweringContext &c, tfm::SoftmaxOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::ReduceMaxOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::SumRowsOp op);
 // LowerNorms.cpp
+/// The tfm.layer_norm / tfm.rms_norm that `add` can be fused with: the first
+/// one whose input is the add's result, in the add's block, with weight and
+/// bias available at the add (function arguments or earlier ops). Null if none.
+mlir::Operation *fusableNorm(tfm::AddOp add);
+/// Emits the fused add_layer_norm / add_rms_norm of `add` and `norm`.
+LogicalResult lowerFusedAddNorm(LoweringContext &c, tfm::AddOp add,
+                                mlir::Operation *norm);
 LogicalResult lowerOp(LoweringContext &c, tfm::LayerNormOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::LayerNormGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RMSNormOp op);
@@ -154,6 +177,12 @@ LogicalResult lowerOp(LoweringContext &c, tfm::RMSNormGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::LinearOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::MatmulOp op);
 // LowerAttention.cpp
+/// The tfm.attention whose saved output and log-sum-exp `grad` reads: the one
+/// over the same q, k, v with the same attributes, unless its output is
+/// reduced in place (then it is not the forward's any more). Null if none.
+tfm::AttentionOp savedForwardOf(tfm::AttentionGradOp grad);
+/// The log-sum-exp buffer's type for `op`: f32 [batch, heads, seq].
+mlir::RankedTensorType lseTypeOf(tfm::AttentionOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RopeOp op);

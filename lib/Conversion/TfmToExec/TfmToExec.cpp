@@ -65,6 +65,8 @@ private:
   }
 
   func::FuncOp func;
+  /// The attentions whose attention_grad reads their saved log-sum-exp.
+  llvm::SmallPtrSet<Operation *, 16> savedAttention;
   SmallVector<Operation *> schedule;
   SmallVector<std::pair<std::string, Value>> outputs;
   int64_t paramBytes = 0, stateBytes = 0, inputBytes = 0, tempPeak = 0,
@@ -139,6 +141,21 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       stagingBuffer[&op] = buffers.size() - 1;
       continue;
     }
+    // The forward's output and log-sum-exp live until the backward reads them.
+    if (auto grad = dyn_cast<AttentionGradOp>(op)) {
+      AttentionOp fwd = savedForwardOf(grad);
+      auto lse = fwd ? attentionLse.find(fwd) : attentionLse.end();
+      if (lse != attentionLse.end())
+        for (unsigned idx : {lse->second, bufferOf.lookup(fwd.getResult())})
+          buffers[idx].lastUse = std::max(buffers[idx].lastUse, step);
+    }
+    if (auto attn = dyn_cast<AttentionOp>(op); attn && savedAttention.contains(attn)) {
+      LogicalBuffer lb;
+      lb.type = lseTypeOf(attn);
+      lb.firstUse = lb.lastUse = step;
+      buffers.push_back(lb);
+      attentionLse[&op] = buffers.size() - 1;
+    }
     if (isa<ReshapeOp, TpCopyOp>(op)) { // views: no copy
       bufferOf[op.getResult(0)] = bufferOf.lookup(op.getOperand(0));
       continue;
@@ -183,7 +200,10 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       continue;
     }
     for (Value result : op.getResults())
-      newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+      if (!bufferOf.count(result)) // a fused norm's was planned at its add
+        newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+    if (Operation *norm = fusedNormOf(&op)) // written by the add's kernel
+      newBuffer(LogicalBuffer::Kind::Temp, norm->getResult(0), "", step);
   }
   return success();
 }
@@ -213,6 +233,15 @@ LogicalResult ProgramLowering::analyze() {
              << TfmDialect::kStateAttrName
              << "' attribute to be bound by the runtime";
   }
+  func.walk([&](AddOp add) {
+    if (Operation *norm = fusableNorm(add);
+        norm && fusedNorms.insert(norm).second)
+      fusedNorm[add] = norm;
+  });
+  func.walk([&](AttentionGradOp grad) {
+    if (AttentionOp fwd = savedForwardOf(grad))
+      savedAttention.insert(fwd);
+  });
   if (failed(scheduleBlock(entry)))
     return failure();
   auto ret = cast<func::ReturnOp>(entry.getTerminator());

@@ -1,5 +1,5 @@
 // CPU attention (grouped-query, optional causal mask): per (batch, head, query-row block) two GEMMs around a
-// row softmax.
+// row softmax; the backward rebuilds P from the forward's saved log-sum-exp when it has one.
 #include "llmir/runtime/Kernels.h"
 
 #include "KernelUtil.h"
@@ -21,7 +21,6 @@ using detail::checkPointer;
 using detail::checkProduct;
 using detail::checkSize;
 using detail::invalid;
-using detail::kParallelMinElements;
 
 namespace {
 
@@ -48,29 +47,39 @@ Status checkAttention(const char *k, int64_t batch, int64_t seq, int64_t heads,
 }
 
 /// Softmax of row[0, valid) in place; row[valid, width) (the causal mask) -> 0.
-void maskedSoftmaxRow(float *row, int64_t valid, int64_t width) {
-  detail::softmaxRow(row, row, valid);
+/// Returns the log-sum-exp of row[0, valid).
+float maskedSoftmaxRow(float *row, int64_t valid, int64_t width) {
+  const float lse = detail::softmaxRow(row, row, valid);
+  std::fill(row + valid, row + width, 0.0f);
+  return lse;
+}
+
+/// The forward's P from its saved log-sum-exp: row[j] = exp(row[j] - lse) for
+/// j < valid, 0 (masked) up to width.
+LLMIR_VECTOR_CLONES
+void probsFromLse(float *row, int64_t valid, int64_t width, float lse) {
+#pragma omp simd
+  for (int64_t j = 0; j < valid; ++j)
+    row[j] = detail::expFloat(row[j] - lse);
   std::fill(row + valid, row + width, 0.0f);
 }
 
-/// Row-wise masked softmax of the [seq, seq] score block, in place.
-void softmaxRows(float *p, int64_t seq, bool causal) {
-#pragma omp parallel for schedule(static) if (seq * seq >= kParallelMinElements)
-  for (int64_t i = 0; i < seq; ++i)
-    maskedSoftmaxRow(p + i * seq, causal ? i + 1 : seq, seq);
-}
-
-/// dS = scale * P * (dP - rowsum(P * dP)) for one row, in place over dP.
 LLMIR_VECTOR_CLONES
-void softmaxBackwardRow(const float *pr, float *dr, int64_t n, float scale) {
+float rowDot(const float *a, const float *b, int64_t n) {
   double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
   for (int64_t j = 0; j < n; ++j)
-    dot += static_cast<double>(pr[j]) * dr[j];
-  const float dotF = static_cast<float>(dot);
+    dot += static_cast<double>(a[j]) * b[j];
+  return static_cast<float>(dot);
+}
+
+/// dS = scale * P * (dP - delta) for one row, in place over dP.
+LLMIR_VECTOR_CLONES
+void softmaxBackwardRow(const float *pr, float *dr, int64_t n, float scale,
+                        float delta) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j)
-    dr[j] = scale * pr[j] * (dr[j] - dotF);
+    dr[j] = scale * pr[j] * (dr[j] - delta);
 }
 
 struct HeadView {
@@ -83,17 +92,46 @@ struct HeadView {
   int64_t kvOffset(int64_t b, int64_t h) const {
     return b * seq * kvStride + (h / group) * headDim;
   }
+  int64_t lseOffset(int64_t b, int64_t h) const { return (b * heads + h) * seq; }
 };
 
-/// P = softmax(scale * Q K^T) for one (batch, head).
-Status computeProbs(const HeadView &hv, const float *q, const float *k,
-                    int64_t b, int64_t h, float scale, bool causal, float *p) {
-  const int64_t s = hv.seq;
-  LLMIR_RETURN_IF_ERROR(gemm(false, true, s, s, hv.headDim, scale,
-                             q + hv.qOffset(b, h), hv.qStride,
-                             k + hv.kvOffset(b, h), hv.kvStride, 0.0f, p, s));
-  softmaxRows(p, s, causal);
-  return Status::ok();
+/// Runs task(t, thread) for t in [0, numTasks) on the OpenMP threads, each
+/// GEMM of a task on its own thread (one small GEMM per thread beats splitting
+/// it across the OpenBLAS pool); the first failure is returned.
+template <typename Task>
+Status runTasks(int64_t numTasks, Task task) {
+  int threads = 1;
+#ifdef _OPENMP
+  threads = omp_get_max_threads();
+#endif
+  const bool parallel = threads > 1 && numTasks > 1;
+  detail::SerialBlasScope serialBlas(parallel);
+  Status failure = Status::ok();
+  bool failed = false;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (int64_t t = 0; t < numTasks; ++t) {
+    int thread = 0;
+#ifdef _OPENMP
+    thread = omp_get_thread_num();
+#endif
+    Status st = task(t, thread);
+    if (!st.isOk()) {
+#pragma omp critical(llmir_attention_failure)
+      if (!failed) {
+        failed = true;
+        failure = std::move(st);
+      }
+    }
+  }
+  return failure;
+}
+
+int maxThreads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
 }
 
 } // namespace
@@ -101,7 +139,7 @@ Status computeProbs(const HeadView &hv, const float *q, const float *k,
 Status attentionForward(const float *q, const float *k, const float *v,
                         float *out, int64_t batch, int64_t seq, int64_t heads,
                         int64_t kvHeads, int64_t headDim, float scale,
-                        bool causal, float *probs) {
+                        bool causal, float *lse) {
   const char *kn = "attention_forward";
   LLMIR_RETURN_IF_ERROR(
       checkAttention(kn, batch, seq, heads, kvHeads, headDim, scale));
@@ -114,64 +152,36 @@ Status attentionForward(const float *q, const float *k, const float *v,
     return Status::ok();
   const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
                     seq, heads, kvHeads, headDim};
-  // Tasks are (batch, head, block of query rows). With a causal mask, block r
-  // only needs keys [0, end of r): the scores and P V GEMMs shrink to that
-  // width, which skips ~40% of the work at seq 256. Tasks run on the OpenMP
-  // threads, each GEMM on its own thread (one small GEMM per thread beats
-  // splitting it across the OpenBLAS pool), largest blocks first.
+  // Tasks are (batch, head, block of query rows), largest blocks first. With
+  // a causal mask, block r only needs keys [0, end of r): the scores and P V
+  // GEMMs shrink to that width, which skips ~40% of the work at seq 256.
   const int64_t numBlocks = (seq + kRowBlock - 1) / kRowBlock;
-  const int64_t numTasks = batch * heads * numBlocks;
-  int threads = 1;
-#ifdef _OPENMP
-  threads = omp_get_max_threads();
-#endif
-  const bool parallel = threads > 1 && numTasks > 1;
-  std::vector<float> scratch(
-      probs ? 0 : static_cast<size_t>((parallel ? threads : 1) * kRowBlock * seq));
-  detail::SerialBlasScope serialBlas(parallel);
-  Status failure = Status::ok();
-  bool failed = false;
-#pragma omp parallel for schedule(dynamic) if (parallel)
-  for (int64_t t = 0; t < numTasks; ++t) {
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * kRowBlock * seq));
+  return runTasks(batch * heads * numBlocks, [&](int64_t t, int thread) {
     const int64_t blk = numBlocks - 1 - t % numBlocks;
     const int64_t bh = t / numBlocks;
     const int64_t b = bh / heads, h = bh % heads;
     const int64_t r0 = blk * kRowBlock;
     const int64_t rows = std::min(kRowBlock, seq - r0);
     const int64_t width = causal ? r0 + rows : seq;
-    int thread = 0;
-#ifdef _OPENMP
-    thread = omp_get_thread_num();
-#endif
-    float *p = probs ? probs + (b * heads + h) * seq * seq + r0 * seq
-                     : scratch.data() + thread * kRowBlock * seq;
-    Status st = gemm(false, true, rows, width, headDim, scale,
-                     q + hv.qOffset(b, h) + r0 * hv.qStride, hv.qStride,
-                     k + hv.kvOffset(b, h), hv.kvStride, 0.0f, p, seq);
-    if (st.isOk()) {
-      for (int64_t i = 0; i < rows; ++i) {
-        float *row = p + i * seq;
-        maskedSoftmaxRow(row, causal ? r0 + i + 1 : seq, width);
-        if (probs) // the saved probabilities are full [seq, seq] rows
-          std::fill(row + width, row + seq, 0.0f);
-      }
-      st = gemm(false, false, rows, headDim, width, 1.0f, p, seq,
+    float *p = scratch.data() + thread * kRowBlock * seq;
+    LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, width, headDim, scale,
+                               q + hv.qOffset(b, h) + r0 * hv.qStride, hv.qStride,
+                               k + hv.kvOffset(b, h), hv.kvStride, 0.0f, p, width));
+    for (int64_t i = 0; i < rows; ++i) {
+      const float rowLse =
+          maskedSoftmaxRow(p + i * width, causal ? r0 + i + 1 : seq, width);
+      if (lse)
+        lse[hv.lseOffset(b, h) + r0 + i] = rowLse;
+    }
+    return gemm(false, false, rows, headDim, width, 1.0f, p, width,
                 v + hv.kvOffset(b, h), hv.kvStride, 0.0f,
                 out + hv.qOffset(b, h) + r0 * hv.qStride, hv.qStride);
-    }
-    if (!st.isOk()) {
-#pragma omp critical(llmir_attention_failure)
-      if (!failed) {
-        failed = true;
-        failure = std::move(st);
-      }
-    }
-  }
-  return failure;
+  });
 }
 
 Status attentionBackward(const float *q, const float *k, const float *v,
-                         const float *probs, const float *dout, float *dq,
+                         AttentionSaved saved, const float *dout, float *dq,
                          float *dk, float *dv, int64_t batch, int64_t seq,
                          int64_t heads, int64_t kvHeads, int64_t headDim,
                          float scale, bool causal) {
@@ -186,6 +196,9 @@ Status attentionBackward(const float *q, const float *k, const float *v,
   LLMIR_RETURN_IF_ERROR(checkPointer(kn, "dq", dq, any));
   LLMIR_RETURN_IF_ERROR(checkPointer(kn, "dk", dk, any));
   LLMIR_RETURN_IF_ERROR(checkPointer(kn, "dv", dv, any));
+  if ((saved.out == nullptr) != (saved.lse == nullptr))
+    return invalid(kn, "the forward's saved output and log-sum-exp go "
+                       "together: give both or neither");
   if (!any)
     return Status::ok();
   const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
@@ -193,44 +206,55 @@ Status attentionBackward(const float *q, const float *k, const float *v,
   const size_t kvElems = static_cast<size_t>(batch * seq * kvHeads * headDim);
   std::memset(dk, 0, kvElems * sizeof(float));
   std::memset(dv, 0, kvElems * sizeof(float));
-  std::vector<float> recomputed(probs ? 0 : static_cast<size_t>(seq * seq));
-  std::vector<float> ds(static_cast<size_t>(seq * seq));
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      const float *p;
-      if (probs) {
-        p = probs + (b * heads + h) * seq * seq;
-      } else {
-        LLMIR_RETURN_IF_ERROR(
-            computeProbs(hv, q, k, b, h, scale, causal, recomputed.data()));
-        p = recomputed.data();
-      }
+  // Tasks are (batch, kv head): a task alone writes its kv head's dK and dV
+  // rows and its query heads' dQ rows, so no two tasks touch one output and
+  // the sums run in a fixed order (deterministic for any thread count). Per
+  // block of query rows, only the keys it sees (causal: [0, end of block)):
+  //   P = exp(scale Q K^T - lse) (saved) or softmax(scale Q K^T), dP = dO V^T,
+  //   dS = scale P (dP - delta), delta = rowsum(dO * O) (saved) or rowsum(P dP),
+  //   dQ = dS K,  dK += dS^T Q,  dV += P^T dO.
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * 2 * kRowBlock * seq));
+  return runTasks(batch * kvHeads, [&](int64_t t, int thread) {
+    const int64_t b = t / kvHeads, g = t % kvHeads;
+    float *p = scratch.data() + thread * 2 * kRowBlock * seq;
+    float *ds = p + kRowBlock * seq;
+    for (int64_t h = g * hv.group; h < (g + 1) * hv.group; ++h) {
       const float *qbh = q + hv.qOffset(b, h);
-      const float *kbh = k + hv.kvOffset(b, h);
-      const float *vbh = v + hv.kvOffset(b, h);
       const float *dobh = dout + hv.qOffset(b, h);
-      // dP = dO V^T
-      LLMIR_RETURN_IF_ERROR(gemm(false, true, seq, seq, headDim, 1.0f, dobh,
-                                 hv.qStride, vbh, hv.kvStride, 0.0f, ds.data(),
-                                 seq));
-      // dS = scale * P * (dP - rowsum(P * dP)); masked entries have P == 0.
-      float *dsp = ds.data();
-#pragma omp parallel for schedule(static) if (seq * seq >= kParallelMinElements)
-      for (int64_t i = 0; i < seq; ++i)
-        softmaxBackwardRow(p + i * seq, dsp + i * seq, seq, scale);
-      // dQ = dS K;  dK += dS^T Q;  dV += P^T dO  (sums over the kv group).
-      LLMIR_RETURN_IF_ERROR(gemm(false, false, seq, headDim, seq, 1.0f, dsp, seq,
-                                 kbh, hv.kvStride, 0.0f, dq + hv.qOffset(b, h),
-                                 hv.qStride));
-      LLMIR_RETURN_IF_ERROR(gemm(true, false, seq, headDim, seq, 1.0f, dsp, seq,
-                                 qbh, hv.qStride, 1.0f, dk + hv.kvOffset(b, h),
-                                 hv.kvStride));
-      LLMIR_RETURN_IF_ERROR(gemm(true, false, seq, headDim, seq, 1.0f, p, seq,
-                                 dobh, hv.qStride, 1.0f, dv + hv.kvOffset(b, h),
-                                 hv.kvStride));
+      const float *kbh = k + hv.kvOffset(b, h), *vbh = v + hv.kvOffset(b, h);
+      for (int64_t r0 = 0; r0 < seq; r0 += kRowBlock) {
+        const int64_t rows = std::min(kRowBlock, seq - r0);
+        const int64_t w = causal ? r0 + rows : seq;
+        const int64_t qo = r0 * hv.qStride;
+        LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, w, headDim, scale, qbh + qo,
+                                   hv.qStride, kbh, hv.kvStride, 0.0f, p, w));
+        LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, w, headDim, 1.0f, dobh + qo,
+                                   hv.qStride, vbh, hv.kvStride, 0.0f, ds, w));
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t valid = causal ? r0 + i + 1 : seq;
+          float *pr = p + i * w, *dr = ds + i * w;
+          float delta;
+          if (saved.lse) {
+            probsFromLse(pr, valid, w, saved.lse[hv.lseOffset(b, h) + r0 + i]);
+            delta = rowDot(dobh + qo + i * hv.qStride,
+                           saved.out + hv.qOffset(b, h) + qo + i * hv.qStride, headDim);
+          } else {
+            maskedSoftmaxRow(pr, valid, w);
+            delta = rowDot(pr, dr, w);
+          }
+          softmaxBackwardRow(pr, dr, w, scale, delta);
+        }
+        LLMIR_RETURN_IF_ERROR(gemm(false, false, rows, headDim, w, 1.0f, ds, w, kbh,
+                                   hv.kvStride, 0.0f, dq + hv.qOffset(b, h) + qo,
+                                   hv.qStride));
+        LLMIR_RETURN_IF_ERROR(gemm(true, false, w, headDim, rows, 1.0f, ds, w, qbh + qo,
+                                   hv.qStride, 1.0f, dk + hv.kvOffset(b, h), hv.kvStride));
+        LLMIR_RETURN_IF_ERROR(gemm(true, false, w, headDim, rows, 1.0f, p, w, dobh + qo,
+                                   hv.qStride, 1.0f, dv + hv.kvOffset(b, h), hv.kvStride));
+      }
     }
-  }
-  return Status::ok();
+    return Status::ok();
+  });
 }
 
 } // namespace llmir::runtime

@@ -76,6 +76,8 @@ Status CpuBackend::execute(const Instr &instr, uint8_t *arena, const KernelConte
     fn = kernelTable()[kernelIndex(instr.id)];
     if (instr.id == KernelId::Cast) // converts itself
       return cast(instr);
+    if (instr.id == KernelId::AddLayerNorm || instr.id == KernelId::AddRmsNorm)
+      return addNorm(instr); // runs its two parts through execute()
   } else if (instr.kind != OpKind::Gemm) {
     return invalid(instr.describe() + " is not a compute instruction");
   }
@@ -90,7 +92,7 @@ const std::array<CpuBackend::KernelFn, kNumKernels> &CpuBackend::kernelTable() {
   static const std::array<KernelFn, kNumKernels> table = [] {
     std::array<KernelFn, kNumKernels> t{};
     // Every registered kernel, by the handler Kernels.def names.
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)             \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)             \
   t[kernelIndex(KernelId::Id)] = &CpuBackend::handler;
 #include "llmir/runtime/Kernels.def"
     return t;
@@ -350,6 +352,15 @@ Status CpuBackend::norm(const Instr &instr) {
                           nullptr, nullptr, rows, cols, eps);
 }
 
+// The CPU twin of the fused kernels: the add, then the norm, each run (and
+// staged for bf16/f16) like the unfused instructions, so a fused program
+// computes exactly what the unfused one does.
+Status CpuBackend::addNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(auto parts, kargs::splitAddNorm(instr));
+  LLMIR_RETURN_IF_ERROR(execute(parts.first, arena_, *context_));
+  return execute(parts.second, arena_, *context_);
+}
+
 Status CpuBackend::normGrad(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::NormGradArgs n, kargs::decodeNormGrad(instr));
   const BufferRef &x = *n.x, &gamma = *n.gamma, &dy = *n.dy;
@@ -375,30 +386,24 @@ Status CpuBackend::normGrad(const Instr &instr) {
 
 // ---- attention and rope -----------------------------------------------------------
 Status CpuBackend::attention(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(3, 1));
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2], &o = instr.outs[0];
-  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  if (v.shape != key.shape || o.shape != q.shape)
-    return invalid("attention shapes disagree: " + q.str() + ", " + key.str() + ", " +
-                   v.str() + " -> " + o.str());
-  return attentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), ptr<float>(o),
-                          q.shape[0], q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale,
-                          a->causal, nullptr);
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  const kargs::AttentionShape &s = a.shape;
+  return attentionForward(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+                          ptr<float>(instr.ins[2]), ptr<float>(instr.outs[0]), a.batch, a.seq,
+                          s.heads, s.kvHeads, s.headDim, s.scale, s.causal,
+                          a.lse ? ptr<float>(*a.lse) : nullptr);
 }
 
 Status CpuBackend::attentionGrad(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(4, 3));
-  const BufferRef &q = instr.ins[0], &key = instr.ins[1];
-  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
-  return attentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(instr.ins[2]), nullptr,
-                           ptr<float>(instr.ins[3]), ptr<float>(instr.outs[0]),
-                           ptr<float>(instr.outs[1]), ptr<float>(instr.outs[2]), q.shape[0],
-                           q.shape[1], a->heads, a->kvHeads, a->headDim, a->scale, a->causal);
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  const kargs::AttentionShape &s = a.shape;
+  const AttentionSaved saved{a.out ? ptr<float>(*a.out) : nullptr,
+                             a.lse ? ptr<float>(*a.lse) : nullptr};
+  return attentionBackward(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
+                           ptr<float>(instr.ins[2]), saved, ptr<float>(instr.ins[3]),
+                           ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
+                           ptr<float>(instr.outs[2]), a.batch, a.seq, s.heads, s.kvHeads,
+                           s.headDim, s.scale, s.causal);
 }
 
 Status CpuBackend::rope(const Instr &instr) {

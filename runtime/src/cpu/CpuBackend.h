@@ -60,6 +60,7 @@ private:
   Status positionIds(const Instr &instr);
   Status norm(const Instr &instr);     // layer_norm, rms_norm
   Status normGrad(const Instr &instr); // their gradients
+  Status addNorm(const Instr &instr); // add_layer_norm, add_rms_norm
   Status attention(const Instr &instr);
   Status attentionGrad(const Instr &instr);
   Status rope(const Instr &instr); // rope, rope_grad

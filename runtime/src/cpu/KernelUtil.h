@@ -63,7 +63,8 @@ private:
 };
 
 /// One softmax row (cols > 0), max-subtracted, sum in double; `yr` may be `xr`.
-void softmaxRow(const float *xr, float *yr, int64_t cols);
+/// Returns the row's log-sum-exp, log(sum_c exp(xr[c])).
+float softmaxRow(const float *xr, float *yr, int64_t cols);
 
 } // namespace llmir::runtime::detail
 

@@ -83,7 +83,7 @@ void layerNormRow(const float *xr, const float *gamma, const float *beta,
 } // namespace
 
 LLMIR_VECTOR_CLONES
-void detail::softmaxRow(const float *xr, float *yr, int64_t cols) {
+float detail::softmaxRow(const float *xr, float *yr, int64_t cols) {
   float maxVal = xr[0];
 #pragma omp simd reduction(max : maxVal)
   for (int64_t c = 1; c < cols; ++c)
@@ -99,6 +99,7 @@ void detail::softmaxRow(const float *xr, float *yr, int64_t cols) {
 #pragma omp simd
   for (int64_t c = 0; c < cols; ++c)
     yr[c] *= inv;
+  return maxVal + static_cast<float>(std::log(sum));
 }
 
 

@@ -21,7 +21,10 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   } else if (instr.kind != OpKind::Gemm) {
     return invalid(instr.describe() + " is not a compute instruction");
   }
-  Status st = instr.isKernel(KernelId::Cast) || !needsStaging(instr) ? runF32(instr, fn)
+  // cast and the fused add + norm read and write bf16/f16 themselves.
+  const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
+                        instr.isKernel(KernelId::AddRmsNorm);
+  Status st = ownTypes || !needsStaging(instr) ? runF32(instr, fn)
               : instr.kind == OpKind::Gemm && gemmRunsBf16(instr)    ? gemm(instr)
                                                                       : runStaged(instr, fn);
   if (!st.isOk())
@@ -58,7 +61,7 @@ const std::array<CudaBackend::KernelFn, kNumKernels> &CudaBackend::kernelTable()
   static const std::array<KernelFn, kNumKernels> table = [] {
     std::array<KernelFn, kNumKernels> t{};
     // Every registered kernel, by the handler Kernels.def names.
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)             \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)             \
   t[kernelIndex(KernelId::Id)] = &CudaBackend::handler;
 #include "llmir/runtime/Kernels.def"
     return t;

@@ -57,21 +57,15 @@ inline Status cublasFailure(const std::string &what, cublasStatus_t st) {
       return cublasFailure(what, st_);                                         \
   } while (0)
 
-/// The CPU's checks (kargs::attentionShape) and the CUDA kernel's own: GQA
-/// head groups, matching k batch and sequence, and the head dimension limit.
-inline StatusOr<kargs::AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
-                                               const BufferRef &k) {
-  StatusOr<kargs::AttentionShape> a = kargs::attentionShape(instr, q, k);
-  if (!a.isOk())
-    return a.status();
-  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
-    return kargs::attentionShapeError(instr, q, k, a->heads, a->kvHeads);
-  if (a->headDim > cuda::kMaxAttentionHeadDim)
+/// The CUDA attention kernels' limit beyond the shared checks
+/// (kargs::decodeAttention): the head dimension.
+inline Status attentionLimits(const Instr &instr, const kargs::AttentionShape &a) {
+  if (a.headDim > cuda::kMaxAttentionHeadDim)
     return Status::error(StatusCode::Unimplemented,
                          instr.describe() + ": head dimension " +
-                             std::to_string(a->headDim) + " exceeds the CUDA kernel's " +
+                             std::to_string(a.headDim) + " exceeds the CUDA kernel's " +
                              std::to_string(cuda::kMaxAttentionHeadDim));
-  return a;
+  return Status::ok();
 }
 
 /// The CUDA rope kernel's limits beyond the CPU's checks (kargs::ropeShape): an
@@ -254,6 +248,7 @@ private:
   Status positionIds(const Instr &instr);
   Status norm(const Instr &instr);
   Status normGrad(const Instr &instr);
+  Status addNorm(const Instr &instr); // add_layer_norm, add_rms_norm (any one float type)
   Status attention(const Instr &instr); // attention, attention_grad
   /// attention_grad: attention() runs both directions.
   Status attentionGrad(const Instr &instr) { return attention(instr); }

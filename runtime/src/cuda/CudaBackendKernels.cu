@@ -136,7 +136,7 @@ Status CudaBackend::positionIds(const Instr &instr) {
                          kargs::decodePositionIds(instr, *context_,
                                                   /*requireInteger=*/true));
   const BufferRef &out = instr.outs[0];
-  cuda::launchPositionIds(ptr<void>(out), out.dtype == ScalarType::I64, p.rows, p.cols,
+  cuda::launchPositionIds(ptr<uint8_t>(out), out.dtype == ScalarType::I64, p.rows, p.cols,
                           p.first, s);
   return Status::ok();
 }
@@ -164,41 +164,60 @@ Status CudaBackend::norm(const Instr &instr) {
   return Status::ok();
 }
 
+Status CudaBackend::addNorm(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AddNormArgs n, kargs::decodeAddNorm(instr));
+  const ScalarType t = n.a->dtype;
+  bool alike = true;
+  for (const std::vector<BufferRef> *list : {&instr.ins, &instr.outs})
+    for (const BufferRef &b : *list)
+      alike = alike && b.dtype == t;
+  if (!alike) { // mixed types: the unfused pair, each staged as usual
+    LLMIR_ASSIGN_OR_RETURN(auto parts, kargs::splitAddNorm(instr));
+    const KernelContext &context = *context_;
+    uint8_t *arena = arena_;
+    LLMIR_RETURN_IF_ERROR(execute(parts.first, arena, context));
+    return execute(parts.second, arena, context);
+  }
+  const cuda::Storage storage = t == ScalarType::F32    ? cuda::Storage::F32
+                                : t == ScalarType::BF16 ? cuda::Storage::BF16
+                                                        : cuda::Storage::F16;
+  const kargs::NormArgs &m = n.norm;
+  cuda::launchAddNorm(storage, instr.id == KernelId::AddRmsNorm, ptr<uint8_t>(*n.a),
+                      ptr<uint8_t>(*n.b), ptr<uint8_t>(*m.gamma),
+                      m.bias ? ptr<uint8_t>(*m.bias) : nullptr, ptr<uint8_t>(*m.x), ptr<uint8_t>(*m.y),
+                      m.rows, m.cols, static_cast<float>(m.eps), stream_);
+  return Status::ok();
+}
+
 Status CudaBackend::attention(const Instr &instr) {
   cudaStream_t s = stream_;
-  const std::string &k = instr.kernel;
-  const bool grad = instr.id == KernelId::AttentionGrad;
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(grad ? 4 : 3, grad ? 3 : 1));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  LLMIR_RETURN_IF_ERROR(attentionLimits(instr, a.shape));
   const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2];
-  StatusOr<kargs::AttentionShape> a = attentionShape(instr, q, key);
-  if (!a.isOk())
-    return a.status();
-  if (v.shape != key.shape)
-    return invalid(k + " shapes disagree: " + q.str() + ", " + key.str() + ", " +
-                   v.str());
-  AttentionDims d{q.shape[0], q.shape[1], a->heads, a->kvHeads, a->headDim,
-                  a->scale,   a->causal};
-  if (!grad) {
-    if (instr.outs[0].shape != q.shape)
-      return invalid("attention shapes disagree: " + q.str() + ", " + key.str() +
-                     ", " + v.str() + " -> " + instr.outs[0].str());
+  AttentionDims d{a.batch,      a.seq,          a.shape.heads, a.shape.kvHeads,
+                  a.shape.headDim, a.shape.scale, a.shape.causal};
+  float *lse = a.lse ? ptr<float>(*a.lse) : nullptr;
+  if (instr.id == KernelId::Attention) {
     cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
-                                 ptr<float>(instr.outs[0]), nullptr, d, s);
+                                 ptr<float>(instr.outs[0]), lse, d, s);
     return Status::ok();
   }
-  LLMIR_RETURN_IF_ERROR(kargs::checkAttentionGradSizes(instr));
-  // Recompute O and the row log-sum-exp (not saved by the forward), then
-  // the three backward passes.
-  const int64_t oBytes = alignUp(q.bytes());
+  // The backward reads O and the row log-sum-exp: the forward's saved ones,
+  // else recomputed here into scratch (a program without them).
   const int64_t statBytes = alignUp(d.batch * d.heads * d.seq * int64_t(sizeof(float)));
-  StatusOr<uint8_t *> tmp = scratch(oBytes + 2 * statBytes);
+  const int64_t oBytes = a.out ? 0 : alignUp(q.bytes());
+  StatusOr<uint8_t *> tmp = scratch(statBytes + oBytes + (a.out ? 0 : statBytes));
   if (!tmp.isOk())
     return tmp.status();
-  float *o = reinterpret_cast<float *>(*tmp);
-  float *lse = reinterpret_cast<float *>(*tmp + oBytes);
-  float *delta = reinterpret_cast<float *>(*tmp + oBytes + statBytes);
-  cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), o, lse,
-                               d, s);
+  float *delta = reinterpret_cast<float *>(*tmp);
+  const float *o = a.out ? ptr<float>(*a.out) : nullptr;
+  if (!a.out) {
+    float *oTmp = reinterpret_cast<float *>(*tmp + statBytes);
+    lse = reinterpret_cast<float *>(*tmp + statBytes + oBytes);
+    cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v), oTmp, lse,
+                                 d, s);
+    o = oTmp;
+  }
   cuda::launchAttentionBackward(ptr<float>(q), ptr<float>(key), ptr<float>(v), o, lse,
                                 ptr<float>(instr.ins[3]), delta,
                                 ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
@@ -514,7 +533,7 @@ Status CudaBackend::kvCacheWrite(const Instr &instr) {
     if (!got.isOk())
       return got.status();
     start = std::move(*got);
-    startDev = {ptr<void>(*w.positions), w.positions->dtype == ScalarType::I64};
+    startDev = {ptr<uint8_t>(*w.positions), w.positions->dtype == ScalarType::I64};
   }
   if (batch > 0 && seq > 0 && kvHeads > 0 && headDim > 0)
     LLMIR_RETURN_IF_ERROR(
@@ -545,7 +564,7 @@ Status CudaBackend::cacheAttention(const Instr &instr) {
       scratch(std::max<int64_t>(1, batch * heads * seq * maxSeq) * int64_t(sizeof(float)));
   if (!tmp.isOk())
     return tmp.status();
-  cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<void>(pos),
+  cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<uint8_t>(pos),
                              pos.dtype == ScalarType::I64, ptr<float>(o),
                              reinterpret_cast<float *>(*tmp), batch, seq, heads,
                              kvHeads, maxSeq, kc.shape[3], static_cast<float>(c.scale),

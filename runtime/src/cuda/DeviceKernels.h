@@ -107,6 +107,14 @@ void launchLayerNorm(const float *x, const float *gamma, const float *beta,
 void launchRmsNorm(const float *x, const float *weight, float *y, float *rstd,
                    int64_t rows, int64_t cols, float eps, cudaStream_t s);
 /// dx of layer norm, and mean/rstd [rows] recomputed from x.
+/// Storage of add_layer_norm / add_rms_norm operands (all alike).
+enum class Storage { F32, BF16, F16 };
+/// sum = a + b (rounded to the storage type), y = layer norm (beta may be null)
+/// or, with rms, RMS norm of sum; 128-bit accesses when every pointer is
+/// 16-byte aligned and cols a multiple of 16 bytes' worth of elements.
+void launchAddNorm(Storage type, bool rms, const void *a, const void *b, const void *gamma,
+                   const void *beta, void *sum, void *y, int64_t rows, int64_t cols,
+                   float eps, cudaStream_t s);
 void launchLayerNormGradX(const float *x, const float *gamma, const float *dy,
                           float *dx, float *mean, float *rstd, int64_t rows,
                           int64_t cols, float eps, cudaStream_t s);

@@ -5,6 +5,7 @@
 
 #include "DeviceKernels.h"
 #include "DeviceUtil.cuh"
+#include "ElementwiseKernels.cuh" // toBf16, toF16, fromF16
 
 namespace llmir::runtime::cuda {
 namespace {
@@ -120,6 +121,108 @@ __global__ void rmsNormGradXKernel(const float *x, const float *weight,
       dxr[c] = rsF * dyr[c] * weight[c] - coef * xr[c];
     if (threadIdx.x == 0)
       rstd[r] = rsF;
+  }
+}
+
+// ---- residual add fused into the next norm (add_layer_norm, add_rms_norm) ----
+/// The storage types of the fused kernel; the math is f32 (reductions in
+/// double, as rowMoments), the sum rounded to the storage type before it is
+/// normalized (what the unfused add's output holds).
+struct F32Storage {
+  using T = float;
+  static __device__ float load(T v) { return v; }
+  static __device__ T store(float v) { return v; }
+};
+struct Bf16Storage {
+  using T = uint16_t;
+  static __device__ float load(T v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+  static __device__ T store(float v) { return toBf16(v); }
+};
+struct F16Storage {
+  using T = uint16_t;
+  static __device__ float load(T v) { return fromF16(v); }
+  static __device__ T store(float v) { return toF16(v); }
+};
+
+/// kVec elements in one 128-bit access (4 f32, 8 bf16/f16).
+template <typename T> struct alignas(16) Pack {
+  static constexpr int kVec = 16 / sizeof(T);
+  T v[kVec];
+};
+
+/// Elements [c, c + n) of `src` into p (n == kVec: one 128-bit load).
+template <typename T> __device__ void loadPack(Pack<T> &p, const T *src, int n) {
+  if (n == Pack<T>::kVec) {
+    p = *reinterpret_cast<const Pack<T> *>(src);
+    return;
+  }
+  for (int j = 0; j < n; ++j)
+    p.v[j] = src[j];
+}
+template <typename T> __device__ void storePack(const Pack<T> &p, T *dst, int n) {
+  if (n == Pack<T>::kVec) {
+    *reinterpret_cast<Pack<T> *>(dst) = p;
+    return;
+  }
+  for (int j = 0; j < n; ++j)
+    dst[j] = p.v[j];
+}
+
+/// One block per row: sum = a + b (stored), then its layer norm (kRms false;
+/// beta may be null) or RMS norm into y. `vec`: every pointer is 16-byte
+/// aligned and cols a multiple of kVec, so each thread moves 128 bits at a time.
+template <typename S, bool kRms>
+__global__ void addNormKernel(const typename S::T *a, const typename S::T *b,
+                              const typename S::T *gamma, const typename S::T *beta,
+                              typename S::T *sum, typename S::T *y, int64_t rows,
+                              int64_t cols, float eps, bool vec) {
+  using T = typename S::T;
+  __shared__ double scratch[32];
+  const int n = vec ? Pack<T>::kVec : 1;
+  const int64_t first = static_cast<int64_t>(threadIdx.x) * n, stride = int64_t(blockDim.x) * n;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t o = r * cols;
+    double acc = 0.0; // sum (layer norm) or sum of squares (RMS) of the rounded sum
+    for (int64_t c = first; c < cols; c += stride) {
+      Pack<T> pa, pb;
+      loadPack(pa, a + o + c, n);
+      loadPack(pb, b + o + c, n);
+      for (int j = 0; j < n; ++j) {
+        pa.v[j] = S::store(S::load(pa.v[j]) + S::load(pb.v[j]));
+        const float v = S::load(pa.v[j]);
+        acc += kRms ? static_cast<double>(v) * v : v;
+      }
+      storePack(pa, sum + o + c, n);
+    }
+    const double total = blockSum(acc, scratch);
+    double mean = 0.0, var = total / static_cast<double>(cols);
+    if (!kRms) { // second pass over this thread's own elements of the sum
+      mean = var;
+      double sq = 0.0;
+      for (int64_t c = first; c < cols; c += stride) {
+        Pack<T> ps;
+        loadPack(ps, sum + o + c, n);
+        for (int j = 0; j < n; ++j) {
+          const double d = S::load(ps.v[j]) - mean;
+          sq += d * d;
+        }
+      }
+      var = blockSum(sq, scratch) / static_cast<double>(cols);
+    }
+    const float rs = static_cast<float>(1.0 / sqrt(var + eps));
+    const float mu = static_cast<float>(mean);
+    for (int64_t c = first; c < cols; c += stride) {
+      Pack<T> ps, pg, pbeta;
+      loadPack(ps, sum + o + c, n);
+      loadPack(pg, gamma + c, n);
+      if (beta)
+        loadPack(pbeta, beta + c, n);
+      for (int j = 0; j < n; ++j) {
+        const float xn = (S::load(ps.v[j]) - mu) * rs * S::load(pg.v[j]);
+        ps.v[j] = S::store(beta ? xn + S::load(pbeta.v[j]) : xn);
+      }
+      storePack(ps, y + o + c, n);
+    }
   }
 }
 

@@ -163,6 +163,32 @@ exec.program @p attributes {arena_bytes = 4096 : i64} {
 
 // -----
 
+exec.program @p attributes {arena_bytes = 8192 : i64} {
+  %q = exec.alloc at 0 : !exec.buffer<2x4x8xf32>
+  %l = exec.alloc at 4096 : !exec.buffer<2x2x4xbf16>
+  // expected-error @+1 {{kernel 'attention' expects the log-sum-exp as f32 [batch, heads, seq] of query '!exec.buffer<2x4x8xf32>', found '!exec.buffer<2x2x4xbf16>'}}
+  exec.kernel "attention" ins(%q, %q, %q) outs(%q, %l) {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, causal = true} stream 0 : (!exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>) -> (!exec.buffer<2x4x8xf32>, !exec.buffer<2x2x4xbf16>)
+}
+
+// -----
+
+exec.program @p attributes {arena_bytes = 8192 : i64} {
+  %q = exec.alloc at 0 : !exec.buffer<2x4x8xf32>
+  %l = exec.alloc at 4096 : !exec.buffer<2x4x2xf32>
+  // expected-error @+1 {{kernel 'attention_grad' expects the log-sum-exp as f32 [batch, heads, seq]}}
+  exec.kernel "attention_grad" ins(%q, %q, %q, %q, %q, %l) outs(%q, %q, %q) {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, causal = true} stream 0 : (!exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x2xf32>) -> (!exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>)
+}
+
+// -----
+
+exec.program @p attributes {arena_bytes = 8192 : i64} {
+  %q = exec.alloc at 0 : !exec.buffer<2x4x8xf32>
+  // expected-error @+1 {{kernel 'attention_grad' takes the saved forward as a pair (output, log-sum-exp) or not at all, found 5 inputs}}
+  exec.kernel "attention_grad" ins(%q, %q, %q, %q, %q) outs(%q, %q, %q) {num_heads = 2 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, causal = true} stream 0 : (!exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>) -> (!exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>, !exec.buffer<2x4x8xf32>)
+}
+
+// -----
+
 exec.program @p attributes {arena_bytes = 4096 : i64} {
   %a = exec.alloc at 0 : !exec.buffer<2x4x8xf32>
   // expected-error @+1 {{kernel 'attention' requires attribute 'num_heads'}}

@@ -81,15 +81,15 @@ namespace {
 // The kernel list is runtime/include/llmir/runtime/Kernels.def, shared with the
 // runtime's registry and backends; here it becomes the verifier's table.
 #define LLMIR_KERNEL_ATTR_LIST(...) "", __VA_ARGS__
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)         \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)         \
   constexpr llvm::StringLiteral k##Id##Attrs[] = {LLMIR_KERNEL_ATTR_LIST attrs};
 #include "llmir/runtime/Kernels.def"
 #undef LLMIR_KERNEL_ATTR_LIST
 
 // Each attribute list starts with a placeholder "" (so that it is never empty).
 const KernelSignature kKernels[] = {
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)         \
-  {name, minIns, maxIns, numOuts, llvm::ArrayRef(k##Id##Attrs).drop_front()},
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)         \
+  {name, minIns, maxIns, minOuts, maxOuts, llvm::ArrayRef(k##Id##Attrs).drop_front()},
 #include "llmir/runtime/Kernels.def"
 };
 } // namespace
@@ -269,16 +269,17 @@ LogicalResult KernelOp::verify() {
   if (!sig)
     return emitOpError() << "unknown kernel '" << getKernel() << "'";
   unsigned numIns = getIns().size(), numOuts = getOuts().size();
+  auto range = [](unsigned lo, unsigned hi) {
+    return std::to_string(lo) + (lo == hi ? "" : " to " + std::to_string(hi));
+  };
   if (numIns < sig->minIns || numIns > sig->maxIns)
     return emitOpError() << "kernel '" << getKernel() << "' expects "
-                         << sig->minIns
-                         << (sig->minIns == sig->maxIns
-                                 ? ""
-                                 : " to " + std::to_string(sig->maxIns))
-                         << " inputs, found " << numIns;
-  if (numOuts != sig->numOuts)
+                         << range(sig->minIns, sig->maxIns) << " inputs, found "
+                         << numIns;
+  if (numOuts < sig->minOuts || numOuts > sig->maxOuts)
     return emitOpError() << "kernel '" << getKernel() << "' expects "
-                         << sig->numOuts << " outputs, found " << numOuts;
+                         << range(sig->minOuts, sig->maxOuts)
+                         << " outputs, found " << numOuts;
   for (StringRef attr : sig->requiredAttrs)
     if (!(*this)->hasAttr(attr))
       return emitOpError() << "kernel '" << getKernel()
@@ -294,6 +295,38 @@ LogicalResult KernelOp::verify() {
                              << "' expects inputs of the output type "
                              << outType << ", found " << in.getType();
   }
+  if (getKernel() == "attention" || getKernel() == "attention_grad")
+    return verifySavedAttention();
+  return success();
+}
+
+// The forward's saved softmax statistics: attention's outs[1], handed to
+// attention_grad as ins[5] together with the forward's output (ins[4]).
+LogicalResult KernelOp::verifySavedAttention() {
+  bool grad = getKernel() == "attention_grad";
+  if (grad && getIns().size() == 5)
+    return emitOpError() << "kernel 'attention_grad' takes the saved forward "
+                            "as a pair (output, log-sum-exp) or not at all, "
+                            "found 5 inputs";
+  Value lse = grad ? (getIns().size() == 6 ? getIns()[5] : Value())
+                   : (getOuts().size() == 2 ? getOuts()[1] : Value());
+  if (!lse)
+    return success();
+  auto q = cast<BufferType>(getIns()[0].getType());
+  auto heads = (*this)->getAttrOfType<IntegerAttr>("num_heads");
+  auto type = cast<BufferType>(lse.getType());
+  SmallVector<int64_t> want;
+  if (q.getRank() == 3 && heads)
+    want = {q.getShape()[0], heads.getInt(), q.getShape()[1]};
+  if (!type.getElementType().isF32() || type.getShape() != ArrayRef(want))
+    return emitOpError() << "kernel '" << getKernel()
+                         << "' expects the log-sum-exp as f32 [batch, heads, "
+                            "seq] of query "
+                         << q << ", found " << type;
+  if (grad && getIns()[4].getType() != q)
+    return emitOpError() << "kernel 'attention_grad' expects the saved output "
+                            "of the query's type "
+                         << q << ", found " << getIns()[4].getType();
   return success();
 }
 

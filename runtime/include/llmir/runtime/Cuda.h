@@ -9,11 +9,26 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace llmir::runtime {
 
 /// Number of CUDA devices; 0 (never an error) without a GPU or a driver.
 int cudaDeviceCount();
+
+/// The libraries the CUDA backend was built with and the ones it runs with,
+/// as versions "major.minor[.patch]" ("" where not built or not found).
+struct CudaInfo {
+  std::string runtimeBuilt, runtimeLoaded;   ///< CUDA runtime
+  std::string cublasLtBuilt, cublasLtLoaded; ///< cuBLASLt
+  std::string ncclBuilt, ncclLoaded;         ///< NCCL ("" if built without)
+  std::string driver; ///< the CUDA version the driver supports; "" without one
+  std::vector<std::string> devices; ///< "NAME, sm_XY, N MiB" per device
+  std::string noDevice; ///< why there is none (devices empty): the CUDA error
+};
+/// Queries the above; works (never fails) without a GPU or a driver.
+CudaInfo cudaInfo();
 
 struct CudaBackendOptions {
   /// Let cuBLASLt run fp32 GEMMs on TF32 tensor cores (10-bit mantissa inputs,

@@ -17,12 +17,12 @@ enum DTypeBits : uint8_t { kF32 = 1, kBF16 = 2, kF16 = 4 };
 
 /// In-memory only: program files store kernel names, resolved at load.
 enum class KernelId : uint16_t {
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs) Id,
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs) Id,
 #include "llmir/runtime/Kernels.def"
 };
 
 constexpr size_t kNumKernels = 0
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs) +1
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs) +1
 #include "llmir/runtime/Kernels.def"
     ;
 
@@ -31,7 +31,7 @@ constexpr size_t kernelIndex(KernelId id) { return static_cast<size_t>(id); }
 struct KernelInfo {
   KernelId id;
   const char *name;
-  unsigned minIns, maxIns, numOuts;
+  unsigned minIns, maxIns, minOuts, maxOuts;
   uint8_t dtypes; ///< DTypeBits
   const char *const *attrs; ///< required attribute names
   unsigned numAttrs;
@@ -40,14 +40,14 @@ struct KernelInfo {
 namespace detail {
 // A leading "" keeps the array non-empty for kernels without attributes.
 #define LLMIR_KERNEL_ATTR_LIST(...) "", __VA_ARGS__
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)                    \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)                    \
   inline constexpr const char *k##Id##Attrs[] = {LLMIR_KERNEL_ATTR_LIST attrs};
 #include "llmir/runtime/Kernels.def"
 #undef LLMIR_KERNEL_ATTR_LIST
 
 inline constexpr KernelInfo kKernelInfos[] = {
-#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, numOuts, dtypes, attrs)                    \
-  {KernelId::Id, name, minIns, maxIns, numOuts, static_cast<uint8_t>(dtypes),          \
+#define LLMIR_KERNEL(Id, handler, name, minIns, maxIns, minOuts, maxOuts, dtypes, attrs)                    \
+  {KernelId::Id, name, minIns, maxIns, minOuts, maxOuts, static_cast<uint8_t>(dtypes),          \
    k##Id##Attrs + 1, static_cast<unsigned>(std::size(k##Id##Attrs) - 1)},
 #include "llmir/runtime/Kernels.def"
 };

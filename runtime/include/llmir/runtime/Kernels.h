@@ -141,18 +141,27 @@ Status ropeBackward(const float *dy, float *dx, int64_t batch, int64_t seq,
 /// q, out: [batch, seq, heads * headDim]; k, v: [batch, seq, kvHeads * headDim];
 /// query head h reads kv head h / (heads / kvHeads) (heads % kvHeads == 0).
 /// P = softmax(scale * q k^T) per (batch, head), keys j > i masked when causal,
-/// max-subtracted; out = P v. probs: [batch, heads, seq, seq], optional — the P
-/// to hand to attentionBackward (masked entries are 0).
+/// max-subtracted; out = P v. lse: [batch, heads, seq], optional — each query
+/// row's log(sum_j exp(scale * q k_j)), what attentionBackward needs to rebuild
+/// P without a softmax.
 Status attentionForward(const float *q, const float *k, const float *v,
                         float *out, int64_t batch, int64_t seq, int64_t heads,
                         int64_t kvHeads, int64_t headDim, float scale,
-                        bool causal, float *probs);
+                        bool causal, float *lse);
 
-/// Gradients of attentionForward. probs: the P saved by the forward, or null
-/// to recompute it (from q, k, scale, causal). dq like q; dk, dv like k, v —
-/// summed over the query heads that share a kv head. All outputs overwritten.
+/// What attentionForward saved for the backward: its output and log-sum-exp
+/// (both, or neither: then the backward recomputes the softmax).
+struct AttentionSaved {
+  const float *out = nullptr;
+  const float *lse = nullptr;
+};
+
+/// Gradients of attentionForward. With `saved`, P = exp(scale * q k^T - lse)
+/// and rowsum(P * dP) = rowsum(dout * out), as the CUDA backward computes
+/// them. dq like q; dk, dv like k, v — summed over the query heads that share
+/// a kv head. All outputs overwritten.
 Status attentionBackward(const float *q, const float *k, const float *v,
-                         const float *probs, const float *dout, float *dq,
+                         AttentionSaved saved, const float *dout, float *dq,
                          float *dk, float *dv, int64_t batch, int64_t seq,
                          int64_t heads, int64_t kvHeads, int64_t headDim,
                          float scale, bool causal);

@@ -31,7 +31,7 @@ constexpr int64_t kBufferAlignment = 64;
 /// kernel: how many buffers it reads and writes and which attributes it needs.
 struct KernelSignature {
   llvm::StringLiteral name;
-  unsigned minIns, maxIns, numOuts;
+  unsigned minIns, maxIns, minOuts, maxOuts;
   llvm::ArrayRef<llvm::StringLiteral> requiredAttrs;
 };
 

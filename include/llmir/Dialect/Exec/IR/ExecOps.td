@@ -229,6 +229,10 @@ def Exec_KernelOp : Exec_Op<"kernel", [HasParent<"ProgramOp">, AttrSizedOperandS
     `:` functional-type($ins, $outs)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// attention / attention_grad: the saved log-sum-exp's type and pairing.
+    ::mlir::LogicalResult verifySavedAttention();
+  }];
 }
 
 //===----------------------------------------------------------------------===//
