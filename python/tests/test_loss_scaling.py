@@ -22,7 +22,7 @@ from conftest import model_path
 torch = pytest.importorskip("torch")
 
 from test_e2e_cpu import LR, WD, run, tool  # noqa: E402
-from test_mixed_precision import BATCH, SEQ, compile_program  # noqa: E402
+from test_mixed_precision import BATCH, LAYOUTS, SEQ, compile_program  # noqa: E402
 from llmir import config, reference, safetensors  # noqa: E402
 from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
 
@@ -120,15 +120,7 @@ def assert_policy(ours, scaling):
     assert any(r["skipped"] for r in ours) and not all(r["skipped"] for r in ours)
 
 
-@pytest.mark.parametrize("plan,ranks", [
-    ("dp=2", 2),
-    ("tp=2", 2),
-    ("dp=2 tp=2", 4),
-    ("tp=2 sp=true", 2),
-    ("dp=2 zero=1", 2),
-    ("pp=2 microbatches=4 schedule=1f1b", 2),
-    ("pp=2 vpp=2 microbatches=4 schedule=interleaved", 2),
-])
+@pytest.mark.parametrize("plan,ranks", LAYOUTS)
 def test_layouts_follow_the_single_rank_run(model, plan, ranks):
     assert_follows(train(model, plan, ranks, DEFAULT), train(model, "", 1, DEFAULT), 1e-3, plan)
     # Scales near overflow: where a layout's f16 partial results overflow differs (a dp rank's weight-gradient GEMM

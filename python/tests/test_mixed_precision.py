@@ -95,7 +95,8 @@ def test_f32_program_is_close(model):
     assert_close(train(model, "", 1), train(model, "", 1, compute="f32"), 2e-2, "bf16 vs f32 program")
 
 
-@pytest.mark.parametrize("plan,ranks", [
+# The layouts every mixed-precision mode is checked in (test_loss_scaling.py too): (plan, ranks).
+LAYOUTS = [
     ("dp=2", 2),
     ("tp=2", 2),
     ("dp=2 tp=2", 4),
@@ -103,7 +104,10 @@ def test_f32_program_is_close(model):
     ("dp=2 zero=1", 2),
     ("pp=2 microbatches=4 schedule=1f1b", 2),
     ("pp=2 vpp=2 microbatches=4 schedule=interleaved", 2),
-])
+]
+
+
+@pytest.mark.parametrize("plan,ranks", LAYOUTS)
 def test_layouts_follow_the_single_rank_run(model, plan, ranks):
     assert_close(train(model, plan, ranks), train(model, "", 1), 1e-3, plan)
 
