@@ -14,17 +14,13 @@ S doubled after `growth interval` good steps). Checked here:
 import json
 import shutil
 
-import numpy as np
 import pytest
-
-from conftest import model_path
 
 torch = pytest.importorskip("torch")
 
 from test_e2e_cpu import LR, WD, run, tool  # noqa: E402
-from test_mixed_precision import BATCH, LAYOUTS, SEQ, compile_program  # noqa: E402
-from llmir import config, reference, safetensors  # noqa: E402
-from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
+from test_mixed_precision import BATCH, LAYOUTS, SEQ, compile_program, tiny_model  # noqa: E402
+from llmir import reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
 
@@ -37,18 +33,9 @@ DEFAULT = {"init": 65536.0, "interval": 2000}
 
 @pytest.fixture(scope="module", params=["gpt2-tiny", "llama-tiny"])
 def model(request, tmp_path_factory):
-    name = request.param
-    d = tmp_path_factory.mktemp(name + "-f16")
-    raw = json.load(open(model_path(name)))
-    raw["n_layer" if "n_layer" in raw else "num_hidden_layers"] = 4  # pp2 x vpp2 needs 4 layers
-    cfg_path = d / "config.json"
-    cfg_path.write_text(json.dumps(raw))
-    cfg = config.load_config(str(cfg_path))
-    weights, tokens = d / "w.safetensors", d / "t.npy"
-    safetensors.save_file(random_weights(cfg, seed=21), str(weights))
-    save_tokens(np.tile(random_tokens(cfg.vocab_size, 40, seed=22), 100), str(tokens))
-    return {"dir": d, "cfg_path": cfg_path, "cfg": cfg, "weights": weights, "tokens": tokens,
-            "params": reference.load_params(cfg, str(weights)), "data": np.load(tokens), "runs": {}, "refs": {}}
+    m = tiny_model(request.param, tmp_path_factory.mktemp(request.param + "-f16"), 21)  # 4 layers: pp2 x vpp2
+    m["refs"] = {}
+    return m
 
 
 def reference_run(m, scaling):

@@ -28,25 +28,29 @@ pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun n
 BATCH, SEQ, STEPS, LAYERS = 8, 16, 10, 4
 
 
-@pytest.fixture(scope="module", params=["gpt2-tiny", "llama-tiny"])
-def model(request, tmp_path_factory):
-    """A 4-layer tiny model, its weights and tokens, and the reference losses (bf16 cast points and f32)."""
-    name = request.param
-    d = tmp_path_factory.mktemp(name + "-bf16")
+def tiny_model(name, d, seed):
+    """A LAYERS-layer copy of the tiny config `name` in `d`, random weights and a repeating token sequence the model
+    learns within a few steps (random tokens would not show training): {dir, cfg_path, cfg, weights, tokens,
+    params, data, runs}."""
     raw = json.load(open(model_path(name)))
     raw["n_layer" if "n_layer" in raw else "num_hidden_layers"] = LAYERS
     cfg_path = d / "config.json"
     cfg_path.write_text(json.dumps(raw))
     cfg = config.load_config(str(cfg_path))
     weights, tokens = d / "w.safetensors", d / "t.npy"
-    safetensors.save_file(random_weights(cfg, seed=11), str(weights))
-    # A repeating sequence the model learns within the 10 steps (random tokens would not show training).
-    save_tokens(np.tile(random_tokens(cfg.vocab_size, 40, seed=12), 100), str(tokens))
-    params = reference.load_params(cfg, str(weights))
-    data = np.load(tokens)
-    ref_bf16, _ = reference.train(cfg, params, data, STEPS, BATCH, SEQ, lr=LR, weight_decay=WD, compute="bf16")
-    return {"dir": d, "cfg_path": cfg_path, "cfg": cfg, "weights": weights, "tokens": tokens, "ref": ref_bf16,
-            "runs": {}}
+    safetensors.save_file(random_weights(cfg, seed=seed), str(weights))
+    save_tokens(np.tile(random_tokens(cfg.vocab_size, 40, seed=seed + 1), 100), str(tokens))
+    return {"dir": d, "cfg_path": cfg_path, "cfg": cfg, "weights": weights, "tokens": tokens,
+            "params": reference.load_params(cfg, str(weights)), "data": np.load(tokens), "runs": {}}
+
+
+@pytest.fixture(scope="module", params=["gpt2-tiny", "llama-tiny"])
+def model(request, tmp_path_factory):
+    """A 4-layer tiny model, its weights and tokens, and the reference losses (bf16 cast points and f32)."""
+    m = tiny_model(request.param, tmp_path_factory.mktemp(request.param + "-bf16"), 11)
+    m["ref"], _ = reference.train(m["cfg"], m["params"], m["data"], STEPS, BATCH, SEQ, lr=LR, weight_decay=WD,
+                                  compute="bf16")
+    return m
 
 
 def compile_program(cfg_path, out, plan, compute="bf16"):
