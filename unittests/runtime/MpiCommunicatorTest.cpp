@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -228,9 +229,12 @@ int runDeadRank(rt::Communicator &comm) {
   }
   CHECK_OK(comm.barrier());
   if (comm.rank() == 1) {
-    std::printf("rank %d leaving without joining the all_reduce\n", comm.rank());
+    // Stalled outside MPI (not finalized: Open MPI's launcher can hang when
+    // one rank finalizes and another aborts); rank 0's abort ends it.
+    std::printf("rank %d stalls without joining the all_reduce\n", comm.rank());
     std::fflush(stdout);
-    return -1; // caller finalizes/returns: this rank is gone for rank 0
+    std::this_thread::sleep_for(std::chrono::seconds(30));
+    return -1;
   }
   // Ranks 2.. join the all_reduce and wait longer than rank 0, answering its
   // question who arrived; rank 0's abort ends them.
