@@ -206,9 +206,10 @@ LogicalResult OptimizerBuilder::emitUpdates(
       if (it != bucketOf.end())
         unpackBucket(reducedBuckets[it->second]);
     }
-    // ZeRO-2's gradients arrive as this rank's chunk, already reduced.
+    // ZeRO-2's gradients arrive as this rank's chunk, already reduced;
+    // plain dp's as the unpacked piece of their all-reduced bucket.
     bool chunked = zeroGradients && reducedGrads.count(param);
-    Value grad = bucketed_ && !(zeroGradients && !chunked)
+    Value grad = chunked || (bucketed_ && !zeroGradients)
                      ? reducedGrads.lookup(param)
                      : raw;
     if (!grad)
