@@ -1087,3 +1087,19 @@ func.func @recv_negative_peer() -> tensor<2x8xf32> {
   %r = tfm.recv from -1 tag 0 : tensor<2x8xf32>
   return %r : tensor<2x8xf32>
 }
+
+// -----
+
+func.func @loss_scaled_without_norm(%w: tensor<4x8xf32>, %g: tensor<4x8xf32>) {
+  // expected-error @+1 {{is loss_scaled but has no norm_sq}}
+  tfm.adamw_update %w, %g {loss_scaled} : tensor<4x8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @loss_scale_not_scalar() {
+  // expected-error @+1 {{must be 0D tensor of 32-bit float values}}
+  %s = tfm.loss_scale : tensor<2xf32>
+  return
+}

@@ -138,3 +138,13 @@ func.func @pipeline_messages(%h: tensor<2x8x64xf32>) -> tensor<2x8x64xf32> {
   %g = tfm.recv from 1 tag 4 : tensor<2x8x64xf32>
   return %g : tensor<2x8x64xf32>
 }
+
+// f16 training: the backward's seed is the runtime loss scale; updates unscale.
+// CHECK-LABEL: func.func @loss_scaling
+func.func @loss_scaling(%w: tensor<4x8xf32>, %g: tensor<4x8xf32>, %n: tensor<1xf32>) -> tensor<f32> {
+  // CHECK: tfm.loss_scale : tensor<f32>
+  %s = tfm.loss_scale : tensor<f32>
+  // CHECK: tfm.adamw_update %{{.*}}, %{{.*}} norm_sq %{{.*}} {{{.*}}loss_scaled{{.*}}} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<1xf32>
+  tfm.adamw_update %w, %g norm_sq %n {decay, loss_scaled} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<1xf32>
+  return %s : tensor<f32>
+}
