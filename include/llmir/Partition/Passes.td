@@ -51,7 +51,15 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Option<"vpp", "vpp", "int64_t", "1", "Virtual stages per pipeline rank">,
     Option<"microbatches", "microbatches", "int64_t", "1", "Micro-batches per step">,
     Option<"schedule", "schedule", "std::string", "\"1f1b\"",
-           "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1">,
+           "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, "
+           "v-half, v-min, dualpipev, or auto (the fastest whose activations "
+           "fit max-activation-mem, by the cost model)">,
+    Option<"maxActivationMem", "max-activation-mem", "std::string", "\"\"",
+           "With schedule=auto: the most activation memory a rank may hold "
+           "(e.g. 40GiB; default: no limit)">,
+    Option<"costGpu", "gpu", "std::string", "\"\"",
+           "With schedule=auto: the device preset the cost model times "
+           "(h100-80g, a100-80g, a100-40g, cpu; default h100-80g)">,
     Option<"layout", "layout", "std::string", "\"\"",
            "Layers per pipeline stage, e.g. \"E,t*3|t*4|t*4|t*3,L\" (default: "
            "balance the estimated stage costs)">,

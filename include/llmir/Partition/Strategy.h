@@ -108,6 +108,20 @@ mlir::LogicalResult partitionModule(mlir::ModuleOp module,
                                     const PartitionOptions &options,
                                     PartitionStrategy *strategy = nullptr);
 
+/// "40GiB", "512MB", "1e9" (bytes): decimal and binary units.
+llvm::Expected<double> parseByteSize(llvm::StringRef text);
+
+/// --llm-partition's schedule=auto: sets `options.schedule` (and vpp) to the
+/// schedule kind the cost model times fastest for this layout on `gpu` (a
+/// device preset; empty: h100-80g) among those whose fullest rank's
+/// simulated peak activations fit `maxActivationMem` (empty: no limit).
+/// With options.explain it prints every kind's time and activations. Emits
+/// an error naming the least demanding kind when none fits.
+mlir::LogicalResult chooseSchedule(mlir::ModuleOp module,
+                                   PartitionOptions &options,
+                                   llvm::StringRef maxActivationMem,
+                                   llvm::StringRef gpu);
+
 } // namespace llmir
 
 #endif // LLMIR_PARTITION_STRATEGY_H

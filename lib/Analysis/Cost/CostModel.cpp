@@ -12,6 +12,7 @@
 #include "llmir/Analysis/Cost/CheckedMath.h"
 
 #include "llmir/Partition/Pipeline/Schedule.h"
+#include "llmir/Partition/Pipeline/Stages.h"
 
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -199,18 +200,6 @@ LayerActivation cost::layerActivation(const TransformerConfig &c,
   return act;
 }
 
-double cost::inFlightMicrobatches(const Layout &l, int64_t rank) {
-  double p = l.pp, m = l.microbatches, r = rank;
-  if (l.schedule == "gpipe")
-    return m;
-  if (l.schedule == "interleaved") {
-    double v = l.vpp;
-    double chunks = std::min(2 * (p - r - 1) + (v - 1) * p + 1, m * v);
-    return chunks / v;
-  }
-  return std::min(p - r, m);
-}
-
 //===----------------------------------------------------------------------===//
 // Time
 //===----------------------------------------------------------------------===//
@@ -291,25 +280,25 @@ double groupCollective(const Cluster &c, double bytes, int64_t size,
   return intra + inter;
 }
 
-/// Layers held by pipeline rank r: layers spread over pp x vpp virtual
-/// stages, the remainder (when uneven) on the middle ranks first so the
-/// first and last ranks (embedding, LM head) get fewer.
-int64_t layersOnRank(const TransformerConfig &c, const Layout &l, int64_t r) {
+/// Layers of virtual stage s: the plan's stage layout, else spread over the
+/// pp x vpp stages with the remainder on the middle stages first so the
+/// first and last stages (embedding, LM head) get fewer.
+int64_t layersOfStage(const TransformerConfig &c, const Layout &l, int64_t s) {
   int64_t stages = l.pp * l.vpp;
+  if (int64_t(l.stageLayers.size()) == stages)
+    return l.stageLayers[s];
   int64_t base = c.layers / stages, rem = c.layers % stages;
+  int64_t order = s == 0 ? stages - 2 : (s == stages - 1 ? stages - 1 : s - 1);
+  if (stages == 1)
+    order = 0;
+  return base + (order < rem ? 1 : 0);
+}
+
+/// Layers held by pipeline rank r (its chunks' stages, loop or V placement).
+int64_t layersOnRank(const TransformerConfig &c, const Layout &l, int64_t r) {
   int64_t total = 0;
-  for (int64_t chunk = 0; chunk < l.vpp; ++chunk) {
-    int64_t s = chunk * l.pp + r;
-    if (int64_t(l.stageLayers.size()) == stages) {
-      total += l.stageLayers[s];
-      continue;
-    }
-    // Give the remainder to stages 1, 2, ... (then 0 and the last).
-    int64_t order = s == 0 ? stages - 2 : (s == stages - 1 ? stages - 1 : s - 1);
-    if (stages == 1)
-      order = 0;
-    total += base + (order < rem ? 1 : 0);
-  }
+  for (int64_t chunk = 0; chunk < l.vpp; ++chunk)
+    total += layersOfStage(c, l, stageOfChunk(l, r, chunk));
   return total;
 }
 } // namespace
@@ -400,7 +389,7 @@ double rankParams(const TransformerConfig &c, const Layout &l, int64_t r) {
   double params =
       layersOnRank(c, l, r) * (double(s.sharded) / t + double(s.replicated));
   double vocabRows = double(ceilDiv(c.vocab, l.tp)); // padded vocab / tp
-  bool first = r == 0, last = r == l.pp - 1;
+  bool first = holdsEmbedding(l, r), last = holdsHead(l, r);
   if (first)
     params += vocabRows * c.hidden +
               (c.learnedPositions() ? double(c.maxPositions) * c.hidden : 0);
@@ -459,8 +448,8 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
                        prec.workingCopyBytes;
     m.activationPerMicrobatch = m.layers * (layerAct.total() + layerCopy);
     m.inFlight = inFlightMicrobatches(l, r);
-    m.inputBytes = (r == 0 || r == l.pp - 1) ? inputBytes : 0;
-    bool last = r == l.pp - 1;
+    bool last = holdsHead(l, r);
+    m.inputBytes = (holdsEmbedding(l, r) || last) ? inputBytes : 0;
     // One layer's backward: its incoming and residual gradients and the MLP
     // hidden gradients. With full recompute the rebuilt layer's activations
     // come on top; they die as its backward proceeds, so the MLP gradients
@@ -534,7 +523,8 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
 llvm::SmallVector<StageTime>
 cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
                          const Cluster &cluster, const EstimateOptions &o,
-                         double *p2pTime) {
+                         double *p2pTime,
+                         llvm::SmallVectorImpl<StageTime> *virtualStages) {
   const Device &d = cluster.device;
   const Precision &prec = o.precision;
   int64_t b = microBatchSize(c, l);
@@ -548,23 +538,40 @@ cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
   double tCE = memTime(d, tokens * vocabLocal * (prec.tensorCores ? 4 : a) * 3);
   double tEmb = memTime(d, tokens * c.hidden * a * 2 / (l.sp ? t : 1));
 
-  llvm::SmallVector<StageTime> out;
-  for (int64_t r = 0; r < l.pp; ++r) {
-    double layers = layersOnRank(c, l, r);
+  // Each virtual stage: its layers, the embedding on stage 0 and the head
+  // on the last one; a rank's time is the sum over its chunks.
+  int64_t numStages = l.pp * l.vpp;
+  llvm::SmallVector<StageTime> virt;
+  for (int64_t s = 0; s < numStages; ++s) {
+    double layers = layersOfStage(c, l, s);
     StageTime st;
     st.forward = layers * lt.forward;
     st.backwardInput = layers * lt.backwardInput;
     st.backwardWeight = layers * lt.backwardWeight;
-    if (r == 0) {
+    if (s == 0) {
       st.forward += tEmb;
       st.backwardWeight += 2 * tEmb;
     }
-    if (r == l.pp - 1) {
+    if (s == numStages - 1) {
       st.forward += tHead + tCE;
       st.backwardInput += tHead + tCE;
       st.backwardWeight += tHead;
     }
     st.backward = st.backwardInput + st.backwardWeight;
+    virt.push_back(st);
+  }
+  if (virtualStages)
+    *virtualStages = virt;
+  llvm::SmallVector<StageTime> out;
+  for (int64_t r = 0; r < l.pp; ++r) {
+    StageTime st;
+    for (int64_t chunk = 0; chunk < l.vpp; ++chunk) {
+      const StageTime &v = virt[stageOfChunk(l, r, chunk)];
+      st.forward += v.forward;
+      st.backwardInput += v.backwardInput;
+      st.backwardWeight += v.backwardWeight;
+      st.backward += v.backward;
+    }
     out.push_back(st);
   }
   if (p2pTime) {
@@ -578,19 +585,34 @@ cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
   return out;
 }
 
-namespace {
-/// Closed-form makespan with every rank at the slowest rank's costs.
-double closedFormMakespan(const Layout &l, double tF, double tB, double tI,
-                          double tW, double tComm) {
-  double p = l.pp, m = l.microbatches, v = l.vpp;
-  double comm = 2 * (p - 1) * tComm;
-  if (l.schedule == "zb-h1")
-    return m * (tF + tI + tW) + (p - 1) * (tF + tI - tW) + comm;
-  if (l.schedule == "interleaved")
-    return m * (tF + tB) + (p - 1) * (tF + tB) / v + comm;
-  return (m + p - 1) * (tF + tB) + comm;
+
+std::vector<int64_t> cost::balancedStageLayers(const TransformerConfig &c,
+                                               const Layout &l,
+                                               const Cluster &cluster,
+                                               const EstimateOptions &o) {
+  int64_t numStages = l.pp * l.vpp;
+  if (numStages <= 1 || c.layers < numStages)
+    return {};
+  Layout even = l;
+  even.stageLayers.clear();
+  llvm::SmallVector<StageTime> virt;
+  estimateStageTimes(c, even, cluster, o, nullptr, &virt);
+  LayerTime lt = layerTime(c, even, cluster, o.precision, o.policy,
+                           microBatchSize(c, even));
+  double perLayer = lt.forward + lt.backwardInput + lt.backwardWeight;
+  auto total = [](const StageTime &st) { return st.forward + st.backward; };
+  // What stage 0 and the last stage hold besides their layers.
+  double embedding =
+      total(virt.front()) - layersOfStage(c, even, 0) * perLayer;
+  double head = total(virt.back()) -
+                layersOfStage(c, even, numStages - 1) * perLayer;
+  std::vector<double> layerCosts(c.layers, perLayer);
+  std::vector<int64_t> out;
+  for (const pipeline::StageSpan &span :
+       pipeline::balanceStages(layerCosts, embedding, head, numStages))
+    out.push_back(span.numLayers);
+  return out;
 }
-} // namespace
 
 llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
                                                 const Layout &l,
@@ -607,7 +629,9 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
   if (e.microBatch < 1)
     return fail("fewer sequences than dp x microbatches");
   e.memory = estimateMemory(c, l, o);
-  e.stageTime = estimateStageTimes(c, l, cluster, o, &e.p2pTime);
+  llvm::SmallVector<StageTime> virtualStages;
+  e.stageTime =
+      estimateStageTimes(c, l, cluster, o, &e.p2pTime, &virtualStages);
 
   double tF = 0, tB = 0, tI = 0, tW = 0;
   for (const StageTime &st : e.stageTime) {
@@ -617,7 +641,10 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
     tW = std::max(tW, st.backwardWeight);
   }
   double ideal = l.microbatches * (tF + tB);
-  e.pipelineTime = closedFormMakespan(l, tF, tB, tI, tW, e.p2pTime);
+  auto makespan = pipelineMakespan(l, tF, tB, tI, tW, e.p2pTime);
+  if (!makespan)
+    return makespan.takeError();
+  e.pipelineTime = *makespan;
   // The simulator walks every action; beyond a few million it is the
   // closed form's job (identical for uniform stages).
   bool tractable = double(l.pp) * l.vpp * l.microbatches <= 2e6;
@@ -626,12 +653,21 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
                                            l.vpp);
     if (!schedule)
       return schedule.takeError();
+    // Each virtual stage at its own cost: the simulator's t is a rank's mean
+    // share and stage s's actions take t / v * weight[s].
     pipeline::Costs costs;
-    costs.tF = tF;
-    costs.tB = tB;
-    costs.tI = tI;
-    costs.tW = tW;
+    double n = double(l.pp);
+    for (const StageTime &st : e.stageTime) {
+      costs.tF += st.forward / n;
+      costs.tI += st.backwardInput / n;
+      costs.tW += st.backwardWeight / n;
+    }
+    costs.tB = costs.tI + costs.tW;
     costs.tComm = e.p2pTime;
+    double chunkMean = (costs.tF + costs.tB) / double(l.vpp);
+    for (const StageTime &st : virtualStages)
+      costs.stageWeights.push_back(
+          chunkMean > 0 ? (st.forward + st.backward) / chunkMean : 1.0);
     auto sim = pipeline::simulate(*schedule, costs);
     if (!sim)
       return sim.takeError();

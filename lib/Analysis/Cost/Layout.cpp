@@ -20,7 +20,15 @@ std::string Layout::str() const {
                        "schedule={5} recompute={6} sp={7} zero={8}",
                        dp, tp, pp, vpp, microbatches, schedule, recompute,
                        sp ? "true" : "false", zero)
-      .str();
+             .str() +
+         (stageLayers.empty() ? "" : " layout=" + formatStageLayers(stageLayers));
+}
+
+std::string cost::formatStageLayers(llvm::ArrayRef<int64_t> stageLayers) {
+  std::string out = "E,";
+  for (auto [i, n] : llvm::enumerate(stageLayers))
+    out += (i ? "|" : "") + (n == 1 ? std::string("t") : "t*" + std::to_string(n));
+  return out + ",L";
 }
 
 llvm::Expected<std::vector<int64_t>>
@@ -80,14 +88,9 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   if (!llvm::is_contained({"none", "selective", "full"}, l.recompute))
     return fail("recompute must be none, selective or full, found '" +
                 l.recompute + "'");
-  if (!llvm::is_contained({"gpipe", "1f1b", "interleaved", "zb-h1"},
-                          l.schedule))
-    return fail("unknown schedule '" + l.schedule +
-                "' (gpipe, 1f1b, interleaved, zb-h1)");
+  if (auto err = checkSchedule(c, l))
+    return err;
   int64_t stages = l.pp * l.vpp;
-  if (c.layers < stages)
-    return fail(llvm::formatv("pp x vpp = {0} stages exceed the {1} layers",
-                              stages, c.layers));
   if (!l.stageLayers.empty()) {
     int64_t sum = 0;
     for (int64_t n : l.stageLayers)
@@ -97,20 +100,6 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
                                 "layers, the plan {2} stages and the model {3} "
                                 "layers",
                                 l.stageLayers.size(), sum, stages, c.layers));
-  }
-  if (l.schedule == "interleaved") {
-    if (l.vpp < 2)
-      return fail("schedule=interleaved needs vpp >= 2");
-    if (c.layers % stages)
-      return fail(llvm::formatv("interleaved: pp x vpp = {0} does not divide "
-                                "the {1} layers",
-                                stages, c.layers));
-    if (l.microbatches % l.pp)
-      return fail(llvm::formatv("interleaved: pp={0} does not divide "
-                                "microbatches={1}",
-                                l.pp, l.microbatches));
-  } else if (l.vpp != 1) {
-    return fail("vpp > 1 needs schedule=interleaved");
   }
   return llvm::Error::success();
 }

@@ -2,15 +2,25 @@
 
 #include "llmir/Analysis/Cost/Planner.h"
 
+#include "llmir/Partition/Pipeline/ScheduleKinds.h"
+
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cmath>
 
 using namespace llmir;
 using namespace llmir::cost;
+
+std::vector<std::string> cost::allScheduleNames() {
+  std::vector<std::string> out;
+  for (const pipeline::ScheduleKind &k : pipeline::kScheduleKinds)
+    out.push_back(k.name);
+  return out;
+}
 
 namespace {
 
@@ -26,6 +36,17 @@ std::vector<int64_t> divisors(int64_t n) {
   return out;
 }
 
+/// A schedule's place in ScheduleKinds.h: on a tie the older, simpler kind.
+int scheduleRank(llvm::StringRef name) {
+  int i = 0;
+  for (const pipeline::ScheduleKind &k : pipeline::kScheduleKinds) {
+    if (name == k.name)
+      return i;
+    ++i;
+  }
+  return i;
+}
+
 /// Strict weak order: faster first, then less memory, then simpler layouts.
 bool better(const StepEstimate &a, const StepEstimate &b) {
   double eps = 1e-9 * std::max(a.stepTime, b.stepTime);
@@ -34,8 +55,10 @@ bool better(const StepEstimate &a, const StepEstimate &b) {
   if (a.peakMemory != b.peakMemory)
     return a.peakMemory < b.peakMemory;
   const Layout &x = a.layout, &y = b.layout;
-  return std::make_tuple(x.pp, x.tp, x.vpp, x.microbatches, x.zero, x.sp) <
-         std::make_tuple(y.pp, y.tp, y.vpp, y.microbatches, y.zero, y.sp);
+  return std::make_tuple(x.pp, x.tp, x.vpp, x.microbatches, x.zero, x.sp,
+                         scheduleRank(x.schedule), x.stageLayers.size()) <
+         std::make_tuple(y.pp, y.tp, y.vpp, y.microbatches, y.zero, y.sp,
+                         scheduleRank(y.schedule), y.stageLayers.size());
 }
 
 std::string explainWinner(const PlanResult &r) {
@@ -144,8 +167,16 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
           // Without a pipeline the schedule is plain gradient accumulation.
           if (pp == 1 && schedule != "1f1b")
             continue;
+          const pipeline::ScheduleKind *kind =
+              pipeline::findScheduleKind(schedule);
+          if (!kind)
+            continue;
           std::vector<int64_t> vpps = {1};
-          if (schedule == "interleaved") {
+          if (kind->vShape) {
+            if (pp == 1 || cfg.layers < 2 * pp)
+              continue;
+            vpps = {2};
+          } else if (schedule == "interleaved") {
             vpps.clear();
             if (m % pp || m < pp)
               continue;
@@ -153,9 +184,8 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
               if (cfg.layers % (pp * v) == 0)
                 vpps.push_back(v);
           }
-          if (schedule == "gpipe" || schedule == "zb-h1")
-            if (pp == 1)
-              continue;
+          if (pp == 1 && schedule != "1f1b")
+            continue;
           for (int64_t vpp : vpps)
             for (const std::string &recompute : o.recomputes)
               for (int sp = 0; sp <= (o.searchSP && tp > 1 ? 1 : 0); ++sp)
@@ -214,14 +244,28 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
       std::min<int64_t>(feasible.size(), std::max(o.simulateFinalists, o.topK));
   std::vector<StepEstimate> top;
   for (int64_t i = 0; i < finalists; ++i) {
-    auto e = estimateStep(cfg, feasible[i].layout, cluster, o.estimate,
-                          /*simulate=*/true);
-    if (!e) {
-      llvm::consumeError(e.takeError());
-      continue;
+    // Each finalist as spread evenly and with its stages balanced by time
+    // (the embedding and LM head make the end stages heavier); the better
+    // one that fits stays.
+    Layout balanced = feasible[i].layout;
+    balanced.stageLayers =
+        balancedStageLayers(cfg, balanced, cluster, o.estimate);
+    std::vector<Layout> candidates = {feasible[i].layout};
+    if (!balanced.stageLayers.empty())
+      candidates.push_back(balanced);
+    std::optional<StepEstimate> pick;
+    for (const Layout &candidate : candidates) {
+      auto e = estimateStep(cfg, candidate, cluster, o.estimate,
+                            /*simulate=*/true);
+      if (!e) {
+        llvm::consumeError(e.takeError());
+        continue;
+      }
+      if (e->peakMemory <= result.usableBytes && (!pick || better(*e, *pick)))
+        pick = std::move(*e);
     }
-    if (e->peakMemory <= result.usableBytes)
-      top.push_back(std::move(*e));
+    if (pick)
+      top.push_back(std::move(*pick));
   }
   std::sort(top.begin(), top.end(), better);
   if (top.size() > static_cast<size_t>(o.topK))

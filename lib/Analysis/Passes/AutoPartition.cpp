@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "AnalysisCommon.h"
+#include "llmir/Analysis/ModuleCost.h"
 
 #include "llmir/Analysis/Cost/Planner.h"
 #include "llmir/Analysis/Passes.h"
@@ -42,6 +42,8 @@ template <typename T> void setPipeline(T &options, const Layout &layout) {
   if constexpr (HasPipelineFields<T>::value) {
     options.pp = layout.pp;
     options.vpp = layout.vpp;
+    if (!layout.stageLayers.empty())
+      options.layout = formatStageLayers(layout.stageLayers);
   }
 }
 

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "AnalysisCommon.h"
+#include "llmir/Analysis/ModuleCost.h"
 
 #include "llmir/Analysis/Passes.h"
 

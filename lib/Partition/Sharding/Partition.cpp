@@ -103,6 +103,14 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.layout = layout;
     options.recompute = recompute;
     options.explain = explain;
+    if (schedule == "auto") {
+      if (failed(chooseSchedule(module, options, maxActivationMem, costGpu)))
+        return signalPassFailure();
+    } else if (!maxActivationMem.empty() || !costGpu.empty()) {
+      module.emitError() << "--llm-partition: max-activation-mem and gpu "
+                            "apply to schedule=auto only";
+      return signalPassFailure();
+    }
     if (rules.empty()) {
       if (failed(partitionModule(module, options)))
         signalPassFailure();

@@ -169,19 +169,23 @@ ActivationPolicy megatronActivations();
 struct Layout {
   int64_t dp = 1, tp = 1, pp = 1, vpp = 1;
   int64_t microbatches = 1;
-  std::string schedule = "1f1b";  ///< gpipe, 1f1b, interleaved, zb-h1
+  std::string schedule = "1f1b";  ///< a kind of ScheduleKinds.h
   std::string recompute = "none"; ///< none, selective, full
   bool sp = false;
   int64_t zero = 0;
   /// Decoder layers of each (virtual) stage, from a pipeline layout such as
   /// "E,t*3|t*4|t*4|t*3,L"; empty: spread evenly, the remainder on the
   /// middle stages (the first holds the embedding, the last the LM head).
+  /// Layout::str() prints it as `layout=...` when set.
   std::vector<int64_t> stageLayers;
 
   int64_t ranks() const { return dp * tp * pp; }
   /// "dp=2 tp=2 pp=1 ..." in --llm-partition option syntax.
   std::string str() const;
 };
+
+/// "E,t*3|t*4,L": the inverse of parseStageLayers.
+std::string formatStageLayers(llvm::ArrayRef<int64_t> stageLayers);
 
 /// Layers per stage of a Megatron-style pipeline layout ("E,t*3|t*4,L":
 /// stages split by '|', `t` one layer, `t*N` N layers, E and L ignored).
@@ -219,11 +223,39 @@ LayerActivation layerActivation(const TransformerConfig &cfg,
                                 const ActivationPolicy &policy,
                                 int64_t microBatch);
 
+//===----------------------------------------------------------------------===//
+// Pipeline schedules (PipelineCost.cpp): every kind of ScheduleKinds.h
+//===----------------------------------------------------------------------===//
+
+/// Schedule name and chunk rules (ScheduleKinds.h), layers >= pp x vpp,
+/// interleaved's divisibility.
+llvm::Error checkSchedule(const TransformerConfig &cfg, const Layout &layout);
+/// The chunks per rank `schedule` runs for a given vpp (V schedules: 2).
+int64_t chunksPerRank(llvm::StringRef schedule, int64_t vpp);
+/// The virtual stage of chunk `chunk` of pipeline rank `rank`: chunk·p + r
+/// (loop placement), or r and 2p-1-r for the V schedules.
+int64_t stageOfChunk(const Layout &layout, int64_t rank, int64_t chunk);
+/// Whether rank `rank` holds the embedding (stage 0) / the LM head (the last
+/// stage: rank p-1, or rank 0 under a V placement).
+bool holdsEmbedding(const Layout &layout, int64_t rank);
+bool holdsHead(const Layout &layout, int64_t rank);
+
 /// Micro-batches (in units of a whole pipeline rank's layers) whose
 /// activations pipeline rank `rank` holds at its peak under the schedule:
 /// GPipe m; 1F1B and ZB-H1 min(p - r, m); interleaved (Megatron, group size
-/// p) min(2(p - r - 1) + (v - 1)p + 1, m·v) chunks of 1/v of the layers.
+/// p) min(2(p - r - 1) + (v - 1)p + 1, m·v) chunks of 1/v of the layers; the
+/// generated schedules (zb-h2, the V schedules) their own lists' peak count
+/// of chunk activations divided by the chunks per rank.
 double inFlightMicrobatches(const Layout &layout, int64_t rank);
+
+/// The pipeline part of a step with every rank at the given costs of its
+/// whole share (tF forward, tB = tI + tW backward, tComm per cross-rank
+/// dependency): closed forms for gpipe, 1f1b, interleaved and zb-h1; the
+/// generated schedules are simulated at m' = min(m, 4p) and their idle time
+/// extrapolated to m (memoised per kind, p, m' and cost ratios).
+llvm::Expected<double> pipelineMakespan(const Layout &layout, double tF,
+                                        double tB, double tI, double tW,
+                                        double tComm);
 
 //===----------------------------------------------------------------------===//
 // Time
@@ -309,17 +341,28 @@ llvm::SmallVector<StageMemory> estimateMemory(const TransformerConfig &cfg,
                                               const Layout &layout,
                                               const EstimateOptions &options);
 
-/// Per-rank compute times (whole share of the model, one micro-batch).
-llvm::SmallVector<StageTime> estimateStageTimes(const TransformerConfig &cfg,
-                                                const Layout &layout,
-                                                const Cluster &cluster,
-                                                const EstimateOptions &options,
-                                                double *p2pTime = nullptr);
+/// Per-rank compute times (whole share of the model, one micro-batch);
+/// `virtualStages`, when given, gets the times of each virtual stage (the
+/// pp x vpp chunks in stage order).
+llvm::SmallVector<StageTime>
+estimateStageTimes(const TransformerConfig &cfg, const Layout &layout,
+                   const Cluster &cluster, const EstimateOptions &options,
+                   double *p2pTime = nullptr,
+                   llvm::SmallVectorImpl<StageTime> *virtualStages = nullptr);
+
+/// Layers per virtual stage that minimise the slowest stage's time (the
+/// balancer --llm-partition uses, Pipeline/Stages.h, fed this model's layer,
+/// embedding and LM-head times); empty for one stage.
+std::vector<int64_t> balancedStageLayers(const TransformerConfig &cfg,
+                                         const Layout &layout,
+                                         const Cluster &cluster,
+                                         const EstimateOptions &options);
 
 /// Time and memory of one step. With `simulate` the pipeline makespan comes
-/// from Schedule.h's simulator (per-rank costs of the slowest rank, T = max
-/// T_i, and the p2p time on every cross-rank message); otherwise from the
-/// closed forms, which equal the simulation for uniform stages.
+/// from Schedule.h's simulator (every virtual stage at its own cost, from its
+/// layers and the embedding / LM head it holds, and the p2p time on every
+/// cross-rank message); otherwise from pipelineMakespan with every rank at
+/// the slowest rank's costs (T = max T_i).
 llvm::Expected<StepEstimate> estimateStep(const TransformerConfig &cfg,
                                           const Layout &layout,
                                           const Cluster &cluster,

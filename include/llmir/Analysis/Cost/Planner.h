@@ -19,6 +19,9 @@
 
 namespace llmir::cost {
 
+/// Every schedule kind's name, in ScheduleKinds.h's order.
+std::vector<std::string> allScheduleNames();
+
 struct PlannerOptions {
   EstimateOptions estimate;
   int64_t topK = 5;
@@ -27,8 +30,8 @@ struct PlannerOptions {
   double memoryFraction = 0.9;
   /// Search limits (0 = none).
   int64_t maxPP = 0, maxTP = 0, maxMicroBatch = 0, maxVPP = 4;
-  std::vector<std::string> schedules = {"1f1b", "interleaved", "zb-h1",
-                                        "gpipe"};
+  /// Schedule kinds searched (default: every kind of ScheduleKinds.h).
+  std::vector<std::string> schedules = allScheduleNames();
   std::vector<std::string> recomputes = {"none", "selective", "full"};
   bool searchSP = true, searchZero = true;
   /// Finalists (best by closed form) re-timed with the schedule simulator.

@@ -1,11 +1,12 @@
-//===- AnalysisCommon.h - reading model, plan and cluster for cost passes -===//
+//===- ModuleCost.h - a module's model, plan and cluster for the cost model ===//
 //
-// Shared by --llm-memory-report, --llm-simulate and --llm-auto-partition.
+// Shared by --llm-memory-report, --llm-simulate, --llm-auto-partition and
+// --llm-partition's schedule=auto (library LLMIRModuleCost).
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
-#define LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
+#ifndef LLMIR_ANALYSIS_MODULECOST_H
+#define LLMIR_ANALYSIS_MODULECOST_H
 
 #include "llmir/Analysis/Cost/CostModel.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
@@ -61,4 +62,4 @@ styleOptions(mlir::ModuleOp module, llvm::StringRef pass, llvm::StringRef style,
 
 } // namespace llmir
 
-#endif // LLMIR_LIB_ANALYSIS_PASSES_ANALYSISCOMMON_H
+#endif // LLMIR_ANALYSIS_MODULECOST_H

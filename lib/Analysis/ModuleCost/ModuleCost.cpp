@@ -1,6 +1,8 @@
-//===- AnalysisCommon.cpp - reading model, plan and cluster for cost passes -===//
+//===- ModuleCost.cpp - a module's model, plan and cluster for the cost model ===//
 
-#include "AnalysisCommon.h"
+#include "llmir/Analysis/ModuleCost.h"
+
+#include <optional>
 
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
@@ -94,9 +96,9 @@ llvm::Expected<cost::Layout> llmir::toCostLayout(tfm::PlanAttr plan) {
   l.dp = plan.axisSize("dp");
   l.tp = plan.axisSize("tp");
   l.pp = plan.axisSize("pp");
-  l.vpp = plan.getVpp();
   l.microbatches = plan.getMicrobatches();
   l.schedule = plan.getSchedule().str();
+  l.vpp = l.pp > 1 ? cost::chunksPerRank(l.schedule, plan.getVpp()) : 1;
   l.recompute = plan.getRecompute().str();
   l.sp = plan.getSp();
   l.zero = plan.getZero();
@@ -225,10 +227,25 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
   for (char &ch : normalized)
     if (ch == ',' || ch == '\'' || ch == '"')
       ch = ' ';
-  SmallVector<StringRef> parts;
-  StringRef(normalized).split(parts, ' ', -1, /*KeepEmpty=*/false);
+  SmallVector<StringRef> rawParts;
+  StringRef(normalized).split(rawParts, ' ', -1, /*KeepEmpty=*/false);
+  // A stage layout ("layout=E,t*3|t*4,L") has commas of its own: items
+  // without '=' after it are its continuation.
+  SmallVector<std::string> parts;
+  for (StringRef part : rawParts) {
+    if (!part.contains('=') && !parts.empty() &&
+        StringRef(parts.back()).starts_with("layout="))
+      parts.back() += "," + part.str();
+    else
+      parts.push_back(part.str());
+  }
+  std::optional<std::string> stageLayout;
   for (StringRef part : parts) {
     auto [key, value] = part.split('=');
+    if (key == "layout") {
+      stageLayout = value.str();
+      continue;
+    }
     int64_t *field = llvm::StringSwitch<int64_t *>(key)
                          .Case("dp", &l.dp)
                          .Case("tp", &l.tp)
@@ -257,8 +274,18 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
       return module.emitError()
              << "--" << pass << ": layout: unknown key '" << key
              << "' (dp, tp, pp, vpp, microbatches, schedule, recompute, sp, "
-                "zero)";
+                "zero, layout)";
     }
+  }
+  // V schedules run two chunks per rank whatever vpp says (as --llm-partition).
+  if (l.pp > 1)
+    l.vpp = cost::chunksPerRank(l.schedule, l.vpp);
+  if (stageLayout) {
+    auto stages = cost::parseStageLayers(*stageLayout);
+    if (!stages)
+      return module.emitError() << "--" << pass << ": layout: "
+                                << llvm::toString(stages.takeError());
+    l.stageLayers = std::move(*stages);
   }
   return success();
 }
