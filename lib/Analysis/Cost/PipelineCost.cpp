@@ -5,8 +5,8 @@
 // the LM head live, how many micro-batch activations a rank holds at its peak
 // and how long the pipeline part of a step takes. The four schedules with a
 // closed form (gpipe, 1f1b, interleaved, zb-h1) use it; the others are
-// generated and simulated, with the simulation of a long run extrapolated
-// from a short one (the warm-up and cool-down do not grow with m).
+// generated and simulated, a long run extended linearly from two shorter
+// ones (its steady state repeats per micro-batch).
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,6 +19,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -93,6 +94,15 @@ llvm::Expected<ScheduleFacts> factsOf(const Layout &l) {
   return f;
 }
 
+/// A cost ratio's memo bucket (1% steps on a log scale; 0 has its own) and
+/// the ratio a bucket stands for.
+long ratioBucket(double ratio) {
+  return ratio <= 1e-9 ? LONG_MIN : std::lround(std::log(ratio) / 0.05);
+}
+double bucketRatio(long bucket) {
+  return bucket == LONG_MIN ? 0.0 : std::exp(double(bucket) * 0.05);
+}
+
 /// Makespan of a simulated schedule with uniform stages.
 llvm::Expected<double> simulatedSpan(const Layout &l, int64_t m, double tF,
                                      double tB, double tI, double tW,
@@ -163,37 +173,47 @@ llvm::Expected<double> cost::pipelineMakespan(const Layout &l, double tF,
     return m * (tF + tB) + (p - 1) * (tF + tB) / v + comm;
   if (l.schedule == "gpipe" || l.schedule == "1f1b")
     return (m + p - 1) * (tF + tB) + comm;
-  // A generated schedule: simulate a run of at most 4p micro-batches (the
-  // smallest the kind accepts above that) and extrapolate its idle time,
-  // which is set by warm-up and cool-down, to m. Costs are keyed relative to
-  // tF at 1e-3 so that the planner's near-identical layouts share a run.
-  int64_t shortM = std::min<int64_t>(l.microbatches, 4 * l.pp);
-  auto key = std::make_tuple(l.schedule, int(l.pp), int(shortM), int(l.vpp),
-                             std::lround(1e3 * tI / tF),
-                             std::lround(1e3 * tW / tF),
-                             std::lround(1e3 * tComm / tF));
-  Memo &mm = memo();
-  double unitSpan = 0; // the short run's makespan in units of tF
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(mm.mutex);
-    auto it = mm.spans.find(key);
-    if (it != mm.spans.end()) {
-      unitSpan = it->second;
-      cached = true;
+  // A generated schedule: simulated exactly up to 8p micro-batches; beyond,
+  // at 4p and 8p and extended linearly (a steady state repeats per
+  // micro-batch, and the memory-capped V schedules keep a bubble in it).
+  // Spans are memoised in units of tF, keyed by the cost ratios within 1%,
+  // so the planner's near-identical layouts share a run; the run itself uses
+  // the bucket's ratios, so equal keys give equal spans.
+  auto unitSpan = [&](int64_t runM) -> llvm::Expected<double> {
+    auto key = std::make_tuple(l.schedule, int(l.pp), int(runM), int(l.vpp),
+                               ratioBucket(tI / tF), ratioBucket(tW / tF),
+                               ratioBucket(tComm / tF));
+    Memo &mm = memo();
+    {
+      std::lock_guard<std::mutex> lock(mm.mutex);
+      auto it = mm.spans.find(key);
+      if (it != mm.spans.end())
+        return it->second;
     }
-  }
-  if (!cached) {
-    auto span = simulatedSpan(l, shortM, 1.0, (tI + tW) / tF, tI / tF,
-                              tW / tF, tComm / tF);
+    double i = bucketRatio(std::get<4>(key)), w = bucketRatio(std::get<5>(key));
+    auto span = simulatedSpan(l, runM, 1.0, i + w, i, w,
+                              bucketRatio(std::get<6>(key)));
     if (!span)
       return span.takeError();
-    unitSpan = *span;
     std::lock_guard<std::mutex> lock(mm.mutex);
-    mm.spans[key] = unitSpan;
+    mm.spans[key] = *span;
+    return *span;
+  };
+  int64_t longM = 4 * l.pp, shortM = 2 * l.pp;
+  if (l.microbatches <= longM) {
+    auto span = unitSpan(l.microbatches);
+    if (!span)
+      return span.takeError();
+    return *span * tF;
   }
-  double idle = unitSpan * tF - double(shortM) * (tF + tI + tW);
-  return m * (tF + tI + tW) + std::max(0.0, idle);
+  auto shortSpan = unitSpan(shortM);
+  if (!shortSpan)
+    return shortSpan.takeError();
+  auto longSpan = unitSpan(longM);
+  if (!longSpan)
+    return longSpan.takeError();
+  double perMicrobatch = (*longSpan - *shortSpan) / double(longM - shortM);
+  return (*longSpan + perMicrobatch * double(l.microbatches - longM)) * tF;
 }
 
 llvm::Error cost::checkSchedule(const TransformerConfig &c, const Layout &l) {

@@ -90,6 +90,12 @@ std::string explainWinner(const PlanResult &r) {
       why.push_back(llvm::formatv("less exposed dp sync ({0} vs {1})",
                                   formatSeconds(best.dpTime),
                                   formatSeconds(next.dpTime)));
+    if (a.schedule != b.schedule)
+      why.push_back(llvm::formatv("schedule={0} instead of {1}", a.schedule,
+                                  b.schedule));
+    if (a.stageLayers != b.stageLayers && !a.stageLayers.empty())
+      why.push_back("stages balanced by time (layout=" +
+                    formatStageLayers(a.stageLayers) + ")");
     if (a.recompute != b.recompute)
       why.push_back("recompute=" + a.recompute + " instead of " + b.recompute);
     if (a.tp < b.tp)

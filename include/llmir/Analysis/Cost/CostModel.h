@@ -251,8 +251,8 @@ double inFlightMicrobatches(const Layout &layout, int64_t rank);
 /// The pipeline part of a step with every rank at the given costs of its
 /// whole share (tF forward, tB = tI + tW backward, tComm per cross-rank
 /// dependency): closed forms for gpipe, 1f1b, interleaved and zb-h1; the
-/// generated schedules are simulated at m' = min(m, 4p) and their idle time
-/// extrapolated to m (memoised per kind, p, m' and cost ratios).
+/// generated schedules are simulated (beyond 8p micro-batches at 4p and 8p,
+/// extended linearly in m; memoised per kind, p, m and cost ratios).
 llvm::Expected<double> pipelineMakespan(const Layout &layout, double tF,
                                         double tB, double tI, double tW,
                                         double tComm);
