@@ -106,6 +106,11 @@ def check(ours, ref, what):
     ("pp=2 microbatches=4 schedule=dualpipev", 2),  # (F, B) pairs of both chunks, split backwards at the edges
     ("pp=4 microbatches=8 schedule=dualpipev", 4),
     ("pp=2 tp=2 microbatches=4 schedule=dualpipev", 4),
+    # Each new kind with the parallelism not covered above (dp or tp).
+    ("pp=2 tp=2 microbatches=4 schedule=zb-h2", 4),
+    ("pp=2 dp=2 microbatches=2 schedule=v-half", 4),
+    ("pp=2 tp=2 microbatches=4 schedule=v-min", 4),
+    ("pp=2 dp=2 microbatches=4 schedule=dualpipev", 4),
     ("pp=2 microbatches=2 layout=E|t*8,L", 2),  # an embedding-only stage
     ("pp=3 microbatches=4 layout=E,t*2|t*3|t*3,L", 3),  # uneven, odd pp
 ])
