@@ -3,6 +3,7 @@
 // rank; the rank count must match the program's plan.
 #include "DeviceSetup.h"
 #include "Generate.h"
+#include "Launch.h"
 #include "Options.h"
 #include "RunTrace.h"
 #include "TrainData.h"
@@ -35,13 +36,6 @@
 using namespace llmir::runtime;
 
 namespace {
-
-bool launchedByMpi() {
-  for (const char *v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
-    if (std::getenv(v))
-      return true;
-  return false;
-}
 
 std::string formatDuration(double seconds) {
   int64_t s = static_cast<int64_t>(seconds + 0.5);
@@ -135,6 +129,10 @@ int run(int argc, char **argv) {
       return 1;
     }
     comm = std::move(*mpi);
+    if (Status st = checkLaunchWorld(comm->size()); !st.isOk()) {
+      std::cerr << "llm-run: error: " << st.message() << "\n";
+      return 1;
+    }
   } else {
     comm = std::make_unique<SingleProcessCommunicator>();
   }
