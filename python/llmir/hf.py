@@ -52,10 +52,11 @@ def _read_tensors(d: str) -> Dict[str, np.ndarray]:
             weight_map = json.load(f).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise ValueError(f"{index}: no \"weight_map\" object naming the shards")
+        for name, shard in weight_map.items():
+            if not isinstance(shard, str) or "/" in shard or shard.startswith(".") or not shard:
+                raise ValueError(f"{index}: tensor '{name}' must name a file in the directory, not {shard!r}")
         out: Dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
-            if not isinstance(shard, str) or "/" in shard or shard.startswith("."):
-                raise ValueError(f"{index}: {shard!r} must name a file in the directory")
             tensors = load_file(os.path.join(d, shard))
             for name, file in weight_map.items():
                 if file != shard:

@@ -182,3 +182,20 @@ def test_hf_errors(setup, tmp_path):
     assert not (tmp_path / "o2" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="missing 1: ln_f.bias|missing 1: model.norm.weight"):
         save_hf(tmp_path / "x", cfg, {n: t for n, t in w.items() if n not in ("ln_f.bias", "model.norm.weight")})
+
+
+def test_load_hf_errors(tmp_path, gpt2_tiny):
+    save_hf(tmp_path / "ok", gpt2_tiny, random_weights(gpt2_tiny))
+    with pytest.raises(ValueError, match="no config.json"):
+        load_hf(tmp_path)
+    (tmp_path / "ok" / "model.safetensors.index.json").write_text('{"weight_map": {"wte.weight": 3}}')
+    with pytest.raises(ValueError, match="tensor 'wte.weight' must name a file in the directory"):
+        load_hf(tmp_path / "ok")
+    (tmp_path / "ok" / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"transformer.wte.weight": "model.safetensors", "lm_head.x": "model.safetensors"}}')
+    with pytest.raises(ValueError, match="places tensor 'lm_head.x' in model.safetensors"):
+        load_hf(tmp_path / "ok")
+    (tmp_path / "ok" / "model.safetensors.index.json").unlink()
+    (tmp_path / "ok" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="neither model.safetensors nor"):
+        load_hf(tmp_path / "ok")
