@@ -93,7 +93,7 @@ def export(setup, weights, out, *extra):
                 "--steps", "0", "--export-hf", str(out), "--quiet", *extra])
 
 
-@pytest.mark.parametrize("dtype,shard", [("bf16", 40000), ("f32", None)])
+@pytest.mark.parametrize("dtype,shard", [("bf16", 40000), ("f16", None), ("f32", 30000)])
 def test_llm_run_reads_and_exports_hf_dirs(setup, tmp_path, dtype, shard):
     d, cfg, prog = setup
     w = random_weights(cfg, seed=7)
