@@ -68,7 +68,7 @@ def _read_tensors(d: str) -> Dict[str, np.ndarray]:
     single = os.path.join(d, SINGLE)
     if os.path.isfile(single):
         return load_file(single)
-    raise ValueError(f"{d} is not a Hugging Face model directory: it has neither {SINGLE} nor {INDEX}")
+    raise ValueError(f"{d} is a directory without Hugging Face weights: it has neither {SINGLE} nor {INDEX}")
 
 
 def load_hf(path: PathLike) -> Tuple[ModelConfig, "OrderedDict[str, np.ndarray]"]:

@@ -163,7 +163,7 @@ def test_hf_errors(setup, tmp_path):
     # A directory without weights, an index pointing outside, a name given twice.
     (tmp_path / "empty").mkdir()
     res = export(setup, tmp_path / "empty", tmp_path / "o3", "--hf-config", model_path(cfg.model_type + "-tiny"))
-    cases.append((res, "is not a Hugging Face model directory"))
+    cases.append((res, "--weights: '" + str(tmp_path / "empty") + "' is a directory without Hugging Face weights"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.safetensors.index.json").write_text('{"weight_map": {"a": "../w.safetensors"}}')
     res = export(setup, tmp_path / "bad", tmp_path / "o4", "--hf-config", model_path(cfg.model_type + "-tiny"))

@@ -106,7 +106,7 @@ Status loadWeights(const Program &program, Executor &ex, const Options &opts) {
   if (isDirectory(path)) {
     StatusOr<HfWeights> dir = HfWeights::open(path);
     if (!dir.isOk())
-      return dir.status();
+      return Status::error(dir.status().code(), "--weights: " + dir.status().message());
     return ex.loadParams(*dir);
   }
   StatusOr<SafeTensorsFile> file = SafeTensorsFile::open(path);

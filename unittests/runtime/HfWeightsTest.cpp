@@ -67,7 +67,7 @@ TEST(HfWeightsTest, RejectsBadDirectories) {
   TempDir dir;
   auto empty = rt::HfWeights::open(dir.path());
   ASSERT_FALSE(empty.isOk());
-  EXPECT_NE(empty.status().message().find("is not a Hugging Face model directory"), std::string::npos);
+  EXPECT_NE(empty.status().message().find("is a directory without Hugging Face weights"), std::string::npos);
   writeFileBytes(dir.file("model.safetensors.index.json"),
                  R"({"weight_map": {"x": "model.safetensors"}})");
   const std::vector<float> v = {1};

@@ -87,7 +87,7 @@ StatusOr<HfWeights> HfWeights::open(const std::string &dir) {
       placement.emplace_back(name, "model.safetensors");
     w.files_.push_back(std::move(*file));
   } else {
-    return invalid("'" + dir + "' is not a Hugging Face model directory: it has "
+    return invalid("'" + dir + "' is a directory without Hugging Face weights: it has "
                    "neither model.safetensors nor model.safetensors.index.json");
   }
   std::map<std::string, size_t> fileIndex;
