@@ -12,7 +12,7 @@ LLMIR_PACKAGES=(
   libgtest-dev libopenblas-dev libopenmpi-dev openmpi-bin
   libflatbuffers-dev flatbuffers-compiler
   clang-14 libclang-rt-14-dev
-  python3 python3-numpy python3-pytest python3-torch
+  python3 python3-numpy python3-pytest python3-torch python3-matplotlib
 )
 
 llmir_install_packages() {

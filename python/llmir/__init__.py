@@ -9,7 +9,9 @@ from .checkpoint import Checkpoint, load_checkpoint, save_state_dict
 from .config import ModelConfig, config_from_dict, load_config
 from .driver import CompileError, Plan, Program, RunError, compile, tool_path
 from .models import GPT2, Llama, from_hf_config
+from .hf import load_hf, save_hf
 from .pipeline import simulate_schedule
+from .plot import plot_log
 from .planner import auto_plan, plan_from_layout
 from .weights import num_params, param_shapes, random_tokens, random_weights
 
@@ -36,6 +38,9 @@ __all__ = [
     "config_from_dict",
     "load_checkpoint",
     "load_config",
+    "load_hf",
+    "plot_log",
+    "save_hf",
     "save_state_dict",
     "num_params",
     "param_shapes",

@@ -26,7 +26,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+import time
+import weakref
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .config import ModelConfig, config_from_dict
 
@@ -225,15 +227,16 @@ class Plan:
             f.write("\n".join(lines) + "\n")
         return f"{opt} rules={path}"
 
-    def passes(self, train: bool = False, workdir: Optional[str] = None) -> List[str]:
+    def passes(self, train: bool = False, workdir: Optional[str] = None, grad_norm: bool = False) -> List[str]:
         """The llm-opt pass arguments that compile a model for this plan:
-        --llm-partition, --tfm-build-train-step (train), --llm-pipeline-split
+        --llm-partition, --tfm-build-train-step (train; with grad_norm, the step
+        computes the global gradient norm that clipping needs), --llm-pipeline-split
         (pipelined; with schedule_actions written to `workdir`/schedule.txt),
         --llm-lower-to-exec."""
         workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
         passes = [f"--llm-partition={self.option(workdir)}"]
         if train:
-            passes.append("--tfm-build-train-step")
+            passes.append("--tfm-build-train-step" + ("=grad-norm=true" if grad_norm else ""))
         if self.pipelined:
             if self.schedule_actions is not None:
                 from .pipeline import format_schedule
@@ -345,6 +348,37 @@ def _config_dict(model: Union[ModelConfig, dict, str]) -> dict:
     return dict(model)
 
 
+def _flag(name: str) -> str:
+    """A Program.run keyword as llm-run's flag: clip_grad_norm -> --clip-grad-norm."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"Program.run: {name!r} is not an llm-run option name")
+    return "--" + name.replace("_", "-")
+
+
+def _as_weights(weights: object, tmp: str) -> str:
+    """A weights path (file or HF directory) as it is; a dict of arrays written to `tmp`."""
+    if isinstance(weights, (str, os.PathLike)):
+        return os.fspath(weights)
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"Program.run: weights must be a path or a dict of arrays, got {type(weights).__name__}")
+    from .safetensors import save_file
+
+    path = os.path.join(tmp, "weights.safetensors")
+    save_file(weights, path)
+    return path
+
+
+def _as_tokens(data: object, tmp: str, name: str) -> str:
+    """A token file or glob as it is; a 1-D integer array written to `tmp`/`name` (.npy)."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    from .weights import save_tokens
+
+    path = os.path.join(tmp, name)
+    save_tokens(data, path)
+    return path
+
+
 def _run_tool(args: List[str], stdin: Optional[bytes] = None) -> subprocess.CompletedProcess:
     return subprocess.run(args, input=stdin, capture_output=True)
 
@@ -376,28 +410,67 @@ class Program:
             head = f.read(4096)
         return {k: int(v) for k, v in re.findall(r"(\w+_bytes) = (\d+)", head)}
 
-    def run(self, weights: str, data: str, steps: int = 1, lr: float = 3e-4,
+    def run(self, weights: Union[str, Mapping[str, object]], data: object, steps: int = 1, lr: float = 3e-4,
             weight_decay: float = 0.0, save_checkpoint: Optional[str] = None,
-            resume: Optional[str] = None, timeout: float = 600) -> Iterator[dict]:
-        """Runs llm-run (under mpirun when the plan has several ranks) and
-        yields one dict per step: {"step" (from 0), "loss", "tokens_per_s", "step_ms"}."""
-        log = os.path.join(self.workdir, "log.jsonl")
-        if os.path.exists(log):
-            os.remove(log)
-        cmd = [tool_path("llm-run"), self.path, "--weights", weights, "--data", data,
-               "--steps", str(steps), "--log-json", log, "--quiet"]
-        if self.train:
-            cmd += ["--lr", str(lr), "--weight-decay", str(weight_decay)]
-        else:
-            cmd += ["--eval"]
-        if save_checkpoint:
-            cmd += ["--save-checkpoint", save_checkpoint]
-        if resume:
-            cmd += ["--resume", resume]
-        self._launch(cmd, timeout)
-        with open(log) as f:
-            for line in f:
-                yield json.loads(line)
+            resume: Optional[str] = None, timeout: float = 600, *, eval_data: object = None,
+            on_step: Optional[Callable[[dict], None]] = None, **options: object) -> Iterator[dict]:
+        """Runs llm-run (under mpirun when the plan has several ranks) and yields one dict per step as the step
+        finishes: {"step" (from 0), "loss", "tokens_per_s", "step_ms", ...} (and "lr", "grad_norm", "eval_loss" when
+        the run has them); `on_step` is called with each too.
+
+        `weights`: a safetensors file, a Hugging Face model directory, or a dict name -> array (HF names, written
+        to a temporary file). `data` / `eval_data`: token files or globs as llm-run's --data takes, or 1-D integer
+        arrays. `options` are further llm-run flags by name, e.g. ``lr_schedule="cosine", warmup_steps=10,
+        clip_grad_norm=1.0, eval_every=50, export_hf="out/"`` (``True`` for a flag without a value). The temporary
+        directory is removed when the run ends, fails or the generator is closed (which stops llm-run)."""
+        tmp = tempfile.mkdtemp(prefix="llmir-run-")
+        proc = None
+        try:
+            log = os.path.join(tmp, "log.jsonl")
+            cmd = [tool_path("llm-run"), self.path, "--weights", _as_weights(weights, tmp),
+                   "--data", _as_tokens(data, tmp, "data.npy"), "--steps", str(steps), "--log-json", log, "--quiet"]
+            if self.train:
+                cmd += ["--lr", str(lr), "--weight-decay", str(weight_decay)]
+            else:
+                cmd += ["--eval"]
+            if save_checkpoint:
+                cmd += ["--save-checkpoint", save_checkpoint]
+            if resume:
+                cmd += ["--resume", resume]
+            if eval_data is not None:
+                cmd += ["--eval-data", _as_tokens(eval_data, tmp, "eval.npy")]
+            for name, value in options.items():
+                if value is None or value is False:
+                    continue
+                cmd += [_flag(name)] + ([] if value is True else [str(value)])
+            proc = self._start(cmd, os.path.join(tmp, "stderr.txt"))
+            deadline = time.monotonic() + timeout
+            with open(log, "a+") as f:  # llm-run truncates and appends; lines appear as steps end
+                f.seek(0)
+                pending = ""
+                while True:
+                    finished = proc.poll() is not None
+                    pending += f.read()
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        if line.strip():
+                            step = json.loads(line)
+                            if on_step:
+                                on_step(step)
+                            yield step
+                    if finished:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RunError(f"llm-run did not finish within {timeout} s")
+                    time.sleep(0.02)
+            if proc.returncode != 0:
+                with open(os.path.join(tmp, "stderr.txt"), "rb") as err:
+                    raise RunError(_errors(err.read()))
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def generate(self, weights: str, prompts: "object", pad_id: int = 0,
                  lengths: Optional[Sequence[int]] = None, max_new_tokens: int = 16,
@@ -429,13 +502,26 @@ class Program:
         return np.load(out)
 
     def _launch(self, cmd: List[str], timeout: float) -> None:
-        """Runs an llm-run command line, under mpirun with the plan's ranks."""
+        """Runs an llm-run command line to its end, under mpirun with the plan's ranks."""
+        res = subprocess.run(self._command(cmd), capture_output=True, timeout=timeout, env=self._env())
+        if res.returncode != 0:
+            raise RunError(_errors(res.stderr))
+
+    def _start(self, cmd: List[str], stderr_path: str) -> subprocess.Popen:
+        """Starts an llm-run command line (like _launch), its stderr to `stderr_path`."""
+        with open(stderr_path, "wb") as err:
+            return subprocess.Popen(self._command(cmd), stdout=subprocess.DEVNULL, stderr=err, env=self._env())
+
+    def _command(self, cmd: List[str]) -> List[str]:
         if self.plan.ranks > 1:
             mpirun = shutil.which("mpirun")
             if not mpirun:
                 raise RunError("mpirun not found (install openmpi-bin)")
             cmd = [mpirun, "--oversubscribe", "--allow-run-as-root", "-np",
                    str(self.plan.ranks)] + cmd
+        return cmd
+
+    def _env(self) -> Dict[str, str]:
         # Ranks share the machine's cores: give each its share, and keep
         # OpenMP/OpenBLAS worker threads from spinning (with 4 ranks on 2 cores,
         # spinning workers make steps ~40x slower).
@@ -444,9 +530,7 @@ class Program:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("OPENBLAS_NUM_THREADS", threads)
-        res = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env)
-        if res.returncode != 0:
-            raise RunError(_errors(res.stderr))
+        return env
 
     def explain(self) -> str:
         """The partitioner's decisions (explain=true) for this model and plan."""
@@ -494,7 +578,7 @@ def _unit_costs(model: object, seq: int = 0) -> Tuple[List[float], float, float]
 def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Optional[Plan] = None,
             batch: Optional[int] = None, seq: int = 0, train: bool = False,
             inference: bool = False, max_seq: int = 0, prompt_len: int = 0,
-            workdir: Optional[str] = None, compute: str = "f32") -> Program:
+            workdir: Optional[str] = None, compute: str = "f32", grad_norm: bool = False) -> Program:
     """Compiles a model (a GPT2/Llama config, HF config dict/path, or a
     llmir.Builder model) for `plan`.
 
@@ -505,10 +589,12 @@ def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Op
     default to batch 1 and the config's positions. Raises CompileError with the
     compiler's diagnostics on an invalid model or an impossible plan.
     compute="bf16" adds --llm-mixed-precision (bf16 activations, f32 master
-    weights; "f16" for inference only)."""
+    weights; "f16" for inference only). grad_norm=True makes the training step
+    compute the global gradient norm (logged; needed by clip_grad_norm=C)."""
     if compute not in ("f32", "bf16", "f16"):
         raise ValueError(f"compile: compute must be f32, bf16 or f16, got {compute!r}")
     plan = plan or Plan()
+    owned = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="llmir-")
     os.makedirs(workdir, exist_ok=True)
     model_ir = os.path.join(workdir, "model.mlir")
@@ -547,11 +633,15 @@ def compile(model: Union[ModelConfig, dict, str, "builder.BuiltModel"], plan: Op
         seq = seq or cfg.max_position_embeddings
     exec_ir = os.path.join(workdir, "model.exec.mlir")
     precision = [] if compute == "f32" else [f"--llm-mixed-precision=compute={compute}"]
-    res = _run_tool([tool_path("llm-opt"), model_ir, *precision, *plan.passes(train, workdir), "-o", exec_ir])
+    res = _run_tool([tool_path("llm-opt"), model_ir, *precision, *plan.passes(train, workdir, grad_norm),
+                     "-o", exec_ir])
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
     prog = os.path.join(workdir, "model.llmir")
     res = _run_tool([tool_path("llm-translate"), "--export-program", exec_ir, "-o", prog])
     if res.returncode != 0:
         raise CompileError(_errors(res.stderr))
-    return Program(prog, exec_ir, plan, config, batch, seq, train, workdir, model)
+    program = Program(prog, exec_ir, plan, config, batch, seq, train, workdir, model)
+    if owned:  # the temporary directory lives as long as the Program
+        weakref.finalize(program, shutil.rmtree, workdir, True)
+    return program

@@ -3,12 +3,16 @@ and llmir.safetensors vs the `safetensors` package.  Needs `transformers` (e.g. 
 
     python/tests/crosscheck_transformers.py   # run with a python that has torch + transformers + safetensors
 
-Prints the max abs differences of logits, loss and gradients for several variants of the tiny test models.
+Prints the max abs differences of logits, loss and gradients for several variants of the tiny test models, then
+checks Hugging Face directories both ways: ``llmir.hf.save_hf`` and ``llm-run --export-hf`` (when build/bin/llm-run
+exists) write directories ``from_pretrained`` loads with the same logits, and ``save_pretrained``'s (sharded)
+directories load in ``llmir.hf.load_hf`` and ``llm-run --weights DIR``.
 """
 
 import copy
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -23,7 +27,8 @@ import transformers  # noqa: E402
 from llmir import reference as R  # noqa: E402
 from llmir import safetensors as st  # noqa: E402
 from llmir.config import config_from_dict  # noqa: E402
-from llmir.weights import random_weights  # noqa: E402
+from llmir.hf import load_hf, save_hf  # noqa: E402
+from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
 
 
 def variants():
@@ -47,6 +52,58 @@ def hf_model(d):
     cls = transformers.GPT2LMHeadModel if d["model_type"] == "gpt2" else transformers.LlamaForCausalLM
     torch.manual_seed(0)
     return cls(hf_cfg).float().eval()
+
+
+def llm_run_export(tmp, d, src, out):
+    """llm-run --weights SRC --steps 0 --export-hf OUT through a program compiled from config `d`; False when the
+    tools are not built."""
+    from llmir.driver import tool_path
+
+    try:
+        tools = {t: tool_path(t) for t in ("llm-translate", "llm-opt", "llm-run")}
+    except Exception:
+        return False
+    cfg_file, prog, toks = (os.path.join(tmp, f) for f in ("cfg.json", "p.llmir", "t.npy"))
+    json.dump(d, open(cfg_file, "w"))
+    save_tokens(random_tokens(d["vocab_size"], 200), toks)
+    imp = subprocess.run([tools["llm-translate"], "--import-hf-config", cfg_file, "--batch", "1", "--seq", "16"],
+                         capture_output=True, check=True)
+    low = subprocess.run([tools["llm-opt"], "--llm-lower-to-exec"], input=imp.stdout, capture_output=True, check=True)
+    subprocess.run([tools["llm-translate"], "--export-program", "-o", prog], input=low.stdout, check=True)
+    res = subprocess.run([tools["llm-run"], prog, "--weights", src, "--data", toks, "--steps", "0",
+                          "--export-hf", out, "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return True
+
+
+def check_hf_dirs():
+    """Worst logits difference over the directory round trips."""
+    worst = 0.0
+    for name, d in variants():
+        cfg = config_from_dict(d)
+        w = random_weights(cfg, seed=4, std=0.08)
+        ids = torch.from_numpy(np.random.default_rng(5).integers(0, cfg.vocab_size, size=(2, 17)))
+        want = R.forward(cfg, w, ids)
+        with tempfile.TemporaryDirectory() as tmp:
+            # llmir -> HF: save_hf, then from_pretrained.
+            ours = save_hf(os.path.join(tmp, "ours"), cfg, w)
+            theirs = transformers.AutoModelForCausalLM.from_pretrained(ours).float().eval()
+            d_save = (theirs(input_ids=ids).logits - want).abs().max().item()
+            # HF -> llmir: save_pretrained in shards, load_hf / llm-run --weights DIR, then --export-hf.
+            hf_dir = os.path.join(tmp, "hf")
+            theirs.save_pretrained(hf_dir, safe_serialization=True, max_shard_size="100KB")
+            _, back = load_hf(hf_dir)
+            d_load = max(float(np.abs(back[k] - w[k]).max()) for k in w)
+            line = f"{name:55s} save_hf->from_pretrained |d|={d_save:.2e}  save_pretrained->load_hf |d|={d_load:.2e}"
+            worst = max(worst, d_save, d_load)
+            exported = os.path.join(tmp, "exported")
+            if llm_run_export(tmp, d, hf_dir, exported):
+                again = transformers.AutoModelForCausalLM.from_pretrained(exported).float().eval()
+                d_run = (again(input_ids=ids).logits - want).abs().max().item()
+                line += f"  llm-run --export-hf->from_pretrained |d|={d_run:.2e}"
+                worst = max(worst, d_run)
+            print(line)
+    return worst
 
 
 def main():
@@ -117,6 +174,7 @@ def main():
         st.save_file(same_f32, p1)
         sn.save_file(same_f32, p2)
         print("safetensors: byte-identical F32 file:", open(p1, "rb").read() == open(p2, "rb").read())
+    worst = max(worst, check_hf_dirs())
     print(f"worst logits max abs diff: {worst:.3e}")
     return 0 if worst <= 1e-5 else 1
 

@@ -5,6 +5,7 @@
 
 #include "llmir/runtime/Checkpoint.h"
 #include "llmir/runtime/Files.h"
+#include "llmir/runtime/HfWeights.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -22,7 +23,9 @@ Runs a compiled LLMIR program. Launch multi-rank programs with
 `mpirun -np N llm-run ...` (N must equal the program's rank count).
 
 options:
-  --weights FILE     safetensors with Hugging Face names and full (global) tensors
+  --weights FILE     safetensors with Hugging Face names and full (global) tensors,
+                     or a Hugging Face model directory (model.safetensors or
+                     shards + model.safetensors.index.json; F32/BF16/F16)
   --data FILES       token ids: a 1-D integer .npy, an llm.c token shard
                      (uint16 or uint32), or a quoted glob of them (sorted);
                      memory-mapped. Ids must be below the vocabulary size
@@ -35,7 +38,7 @@ options:
   --eval-data FILES  held-out tokens (like --data, read sequentially): every
   --eval-every K     K-th step, the mean loss of the first --eval-steps N
   --eval-steps N     batches (default 1), parameters untouched
-  --steps N          number of steps (default 1; 0 with --export-weights)
+  --steps N          number of steps (default 1; 0 with --export-weights/-hf)
   --lr X             AdamW learning rate for training programs (default 3e-4)
   --weight-decay X   decoupled weight decay on parameters of rank >= 2 (default 0)
   --lr-schedule S    constant (default), cosine or linear: step s (0-based) uses
@@ -65,6 +68,12 @@ options:
   --export-weights FILE  after the run, write the global parameters (HF names,
                      no optimizer state) as safetensors (rank 0, atomically;
                      never over an input file)
+  --export-hf DIR    after the run, write a directory transformers loads:
+                     model.safetensors (save_pretrained's names), config.json
+                     (--hf-config's, or the --weights directory's, with
+                     torch_dtype), tokenizer files found next to that config;
+                     never the --weights directory
+  --hf-config FILE   the model's Hugging Face config.json for --export-hf
   --export-dtype T   f32 (default), bf16 or f16 (rounded to nearest even)
   --logits-out FILE  write the last step's logits (programs compiled with --logits)
   --backend NAME     cpu (default) or cuda
@@ -117,8 +126,10 @@ struct FileOption {
 };
 
 std::vector<FileOption> inputFiles(const Options &o) {
+  // A --weights directory is checked when opened (HfWeights::open).
   return {{"the program", o.program},
-          {"--weights", o.weights},
+          {"--weights", isDirectory(o.weights) ? "" : o.weights},
+          {"--hf-config", o.hfConfig},
           {"--prompt", o.gen.prompt},
           {"--lengths", o.gen.lengths},
           {"--resume", o.resumeDir.empty() ? "" : checkpointFile(o.resumeDir)}};
@@ -139,6 +150,8 @@ std::vector<FileOption> outputFiles(const Options &o) {
           {"--logits-out", o.logitsOut},
           {"--out", o.gen.out},
           {"--export-weights", o.exportPath},
+          {"--export-hf", o.exportHfDir.empty() ? "" : o.exportHfDir + "/model.safetensors"},
+          {"--export-hf", o.exportHfDir.empty() ? "" : o.exportHfDir + "/config.json"},
           {"--trace", o.trace},
           {"--save-checkpoint", o.saveDir.empty() ? "" : checkpointFile(o.saveDir)}};
 }
@@ -210,12 +223,44 @@ Status checkFiles(const Options &o) {
   return Status::ok();
 }
 
+/// --export-hf's config and tokenizer sources; its directory is never the
+/// --weights directory (whose files it would replace).
+Status checkExportHf(Options &o) {
+  if (o.exportHfDir.empty()) {
+    if (!o.hfConfig.empty())
+      return Status::error(StatusCode::InvalidArgument, "--hf-config needs --export-hf DIR");
+    return Status::ok();
+  }
+  const bool weightsDir = isDirectory(o.weights);
+  if (weightsDir && canonicalPath(o.exportHfDir) == canonicalPath(o.weights))
+    return Status::error(StatusCode::InvalidArgument,
+                         "--export-hf '" + o.exportHfDir +
+                             "' is the --weights directory; refusing to overwrite it");
+  struct stat st;
+  if (::stat(o.exportHfDir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    return Status::error(StatusCode::InvalidArgument,
+                         "--export-hf '" + o.exportHfDir + "' exists and is not a directory");
+  if (o.hfConfig.empty()) {
+    if (!weightsDir)
+      return Status::error(StatusCode::InvalidArgument,
+                           "--export-hf needs the model's config.json: --hf-config FILE, or "
+                           "--weights DIR of a Hugging Face model");
+    o.hfConfig = o.weights + "/config.json";
+  }
+  const size_t slash = o.hfConfig.find_last_of('/');
+  o.hfSideFilesDir = weightsDir ? o.weights
+                     : slash == std::string::npos ? "."
+                                                  : o.hfConfig.substr(0, slash);
+  return Status::ok();
+}
+
 /// --export-dtype's value.
 Status checkExportOptions(Options &o) {
-  if (o.exportPath.empty()) {
+  LLMIR_RETURN_IF_ERROR(checkExportHf(o));
+  if (!o.exports()) {
     if (!o.exportDTypeName.empty())
       return Status::error(StatusCode::InvalidArgument,
-                           "--export-dtype needs --export-weights FILE");
+                           "--export-dtype needs --export-weights FILE or --export-hf DIR");
     return Status::ok();
   }
   const std::string &dt = o.exportDTypeName;
@@ -303,6 +348,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--resume") target = &o.resumeDir;
     else if (a == "--export-weights") target = &o.exportPath;
     else if (a == "--export-dtype") target = &o.exportDTypeName;
+    else if (a == "--export-hf") target = &o.exportHfDir;
+    else if (a == "--hf-config") target = &o.hfConfig;
     else if (a == "--prompt") target = &o.gen.prompt;
     else if (a == "--lengths") target = &o.gen.lengths;
     else if (a == "--out") target = &o.gen.out;
@@ -417,10 +464,10 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   if (o.backend != "cpu" && o.backend != "cuda")
     return Status::error(StatusCode::InvalidArgument,
                          "--backend " + o.backend + ": expected cpu or cuda");
-  if (o.steps == 0 && o.exportPath.empty())
+  if (o.steps == 0 && !o.exports())
     return Status::error(StatusCode::InvalidArgument,
                          "option --steps: expected a positive integer, found '0' "
-                         "(0 steps only with --export-weights)");
+                         "(0 steps only with --export-weights or --export-hf)");
   if (!o.trace.empty() && (o.generate || o.backend != "cpu"))
     return Status::error(StatusCode::InvalidArgument,
                          "--trace: only training/eval runs on the cpu backend are traced");

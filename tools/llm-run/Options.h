@@ -46,6 +46,9 @@ struct Options {
   std::string saveDir, resumeDir;
   std::string exportPath, exportDTypeName; // --export-weights, --export-dtype
   DType exportDType = DType::F32;
+  std::string exportHfDir, hfConfig; // --export-hf DIR, --hf-config FILE
+  std::string hfSideFilesDir;        // where --export-hf's tokenizer files come from
+  bool exports() const { return !exportPath.empty() || !exportHfDir.empty(); }
   int64_t saveEvery = 0;
   int64_t steps = 1;
   double timeout = 60, lr = 3e-4, weightDecay = 0.0;

@@ -3,6 +3,7 @@
 // rank; the rank count must match the program's plan.
 #include "DeviceSetup.h"
 #include "Generate.h"
+#include "Launch.h"
 #include "Options.h"
 #include "RunTrace.h"
 #include "TrainData.h"
@@ -11,6 +12,7 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/Files.h"
+#include "llmir/runtime/HfWeights.h"
 #include "llmir/runtime/MpiCommunicator.h"
 #include "llmir/runtime/Npy.h"
 #include "llmir/runtime/Program.h"
@@ -34,13 +36,6 @@
 using namespace llmir::runtime;
 
 namespace {
-
-bool launchedByMpi() {
-  for (const char *v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
-    if (std::getenv(v))
-      return true;
-  return false;
-}
 
 std::string formatDuration(double seconds) {
   int64_t s = static_cast<int64_t>(seconds + 0.5);
@@ -77,17 +72,47 @@ const BufferRef *outputOf(const Program &program, int rank, const std::string &n
   return nullptr;
 }
 
-/// --export-weights: the run's final parameters, gathered like a checkpoint.
+/// --export-weights and --export-hf: the run's final parameters, gathered
+/// like a checkpoint.
 Status exportIfAsked(const Program &program, Executor &ex, Communicator &comm,
                      const Options &opts) {
-  if (opts.exportPath.empty())
-    return Status::ok();
-  LLMIR_RETURN_IF_ERROR(
-      exportWeights(program, ex, comm, opts.exportPath, opts.exportDType));
-  if (comm.rank() == 0 && !opts.quiet)
-    std::cerr << "exported the weights to " << opts.exportPath << " ("
-              << dtypeName(opts.exportDType) << ")\n";
+  if (!opts.exportPath.empty()) {
+    LLMIR_RETURN_IF_ERROR(
+        exportWeights(program, ex, comm, opts.exportPath, opts.exportDType));
+    if (comm.rank() == 0 && !opts.quiet)
+      std::cerr << "exported the weights to " << opts.exportPath << " ("
+                << dtypeName(opts.exportDType) << ")\n";
+  }
+  if (!opts.exportHfDir.empty()) {
+    LLMIR_RETURN_IF_ERROR(exportHf(program, ex, comm, opts.exportHfDir, opts.exportDType,
+                                   opts.hfConfig, opts.hfSideFilesDir));
+    if (comm.rank() == 0 && !opts.quiet)
+      std::cerr << "exported a Hugging Face model directory to " << opts.exportHfDir
+                << " (" << dtypeName(opts.exportDType) << ")\n";
+  }
   return Status::ok();
+}
+
+/// --weights: a safetensors file or a Hugging Face model directory; and
+/// --export-hf's config, checked against the program before the first step.
+Status loadWeights(const Program &program, Executor &ex, const Options &opts) {
+  if (!opts.exportHfDir.empty()) {
+    StatusOr<std::string> config = hfExportConfig(
+        opts.hfConfig, program.plan.modelType, program.plan.vocabSize, opts.exportDType);
+    if (!config.isOk())
+      return config.status();
+  }
+  const std::string &path = opts.weights;
+  if (isDirectory(path)) {
+    StatusOr<HfWeights> dir = HfWeights::open(path);
+    if (!dir.isOk())
+      return Status::error(dir.status().code(), "--weights: " + dir.status().message());
+    return ex.loadParams(*dir);
+  }
+  StatusOr<SafeTensorsFile> file = SafeTensorsFile::open(path);
+  if (!file.isOk())
+    return file.status();
+  return ex.loadParams(*file);
 }
 
 /// "1 rank", "2 ranks".
@@ -104,6 +129,10 @@ int run(int argc, char **argv) {
       return 1;
     }
     comm = std::move(*mpi);
+    if (Status st = checkLaunchWorld(comm->size()); !st.isOk()) {
+      std::cerr << "llm-run: error: " << st.message() << "\n";
+      return 1;
+    }
   } else {
     comm = std::make_unique<SingleProcessCommunicator>();
   }
@@ -212,10 +241,7 @@ int run(int argc, char **argv) {
   if (opts.generate) {
     auto setupGenerate = [&]() -> Status {
       ex.setCheckNumerics(opts.checkNumerics);
-      StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
-      if (!weights.isOk())
-        return weights.status();
-      return ex.loadParams(*weights);
+      return loadWeights(*program, ex, opts);
     };
     if (!agree(setupGenerate()))
       return 1;
@@ -285,19 +311,16 @@ int run(int argc, char **argv) {
     ex.setCheckNumerics(opts.checkNumerics);
     ex.lossScaling() = opts.lossScale; // a checkpoint's state replaces it
 
-    StatusOr<SafeTensorsFile> weights = SafeTensorsFile::open(opts.weights);
-    if (!weights.isOk())
-      return weights.status();
-    LLMIR_RETURN_IF_ERROR(ex.loadParams(*weights));
+    LLMIR_RETURN_IF_ERROR(loadWeights(*program, ex, opts));
     if (!opts.resumeDir.empty()) {
       StatusOr<int64_t> next = resumeCheckpoint(ex, opts.resumeDir, &resumedMeta);
       if (!next.isOk())
         return next.status();
       firstStep = *next;
       // --steps 0 with --export-weights: export the checkpoint's weights.
-      if (opts.steps == 0 && !opts.exportPath.empty())
+      if (opts.steps == 0 && opts.exports())
         lastStep = firstStep;
-      else if (lastStep < firstStep || (lastStep == firstStep && opts.exportPath.empty()))
+      else if (lastStep < firstStep || (lastStep == firstStep && !opts.exports()))
         return Status::error(StatusCode::InvalidArgument,
                              "option --steps: " + std::to_string(lastStep) +
                                  " is not after step " + std::to_string(firstStep) +

@@ -1,7 +1,10 @@
-// A small strict JSON parser for the subset safetensors headers use: objects, arrays, strings, integers.
+// A small strict JSON parser for the subset safetensors headers use: objects, arrays, strings, integers
+// (and, when asked, the other scalars as raw text); a writer for the same values.
 #include "Json.h"
 
+#include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 
 namespace llmir::runtime::detail {
@@ -9,8 +12,8 @@ namespace {
 
 class Parser {
 public:
-  Parser(std::string_view text, int maxDepth, int64_t maxValues)
-      : text_(text), maxDepth_(maxDepth), valuesLeft_(maxValues) {}
+  Parser(std::string_view text, int maxDepth, int64_t maxValues, bool rawScalars)
+      : text_(text), maxDepth_(maxDepth), valuesLeft_(maxValues), rawScalars_(rawScalars) {}
 
   StatusOr<JsonValue> parseDocument() {
     JsonValue v;
@@ -58,6 +61,12 @@ private:
       v.kind = JsonValue::Kind::String;
       return parseString(v.string);
     }
+    if (rawScalars_)
+      if (std::optional<std::string> raw = rawScalar()) {
+        v.kind = JsonValue::Kind::Raw;
+        v.string = std::move(*raw);
+        return Status::ok();
+      }
     if (c == '-' || (c >= '0' && c <= '9')) {
       v.kind = JsonValue::Kind::Integer;
       return parseInteger(v.integer);
@@ -115,6 +124,50 @@ private:
         return Status::ok();
       return error("expected ',' or ']'");
     }
+  }
+
+  size_t digitsFrom(size_t p) const {
+    while (p < text_.size() && text_[p] >= '0' && text_[p] <= '9')
+      ++p;
+    return p;
+  }
+
+  /// true/false/null or a number with a fraction or exponent, consumed; the
+  /// rest (integers, malformed text) is left to the strict parser.
+  std::optional<std::string> rawScalar() {
+    for (const char *lit : {"true", "false", "null"})
+      if (text_.substr(pos_, std::strlen(lit)) == lit) {
+        pos_ += std::strlen(lit);
+        return std::string(lit);
+      }
+    size_t p = pos_ + (text_[pos_] == '-' ? 1 : 0);
+    const size_t intEnd = digitsFrom(p);
+    if (intEnd == p || (text_[p] == '0' && intEnd > p + 1))
+      return std::nullopt;
+    p = intEnd;
+    bool fractional = false;
+    if (p < text_.size() && text_[p] == '.') {
+      const size_t end = digitsFrom(p + 1);
+      if (end == p + 1)
+        return std::nullopt;
+      p = end;
+      fractional = true;
+    }
+    if (p < text_.size() && (text_[p] == 'e' || text_[p] == 'E')) {
+      size_t q = p + 1;
+      if (q < text_.size() && (text_[q] == '+' || text_[q] == '-'))
+        ++q;
+      const size_t end = digitsFrom(q);
+      if (end == q)
+        return std::nullopt;
+      p = end;
+      fractional = true;
+    }
+    if (!fractional)
+      return std::nullopt;
+    std::string raw(text_.substr(pos_, p - pos_));
+    pos_ = p;
+    return raw;
   }
 
   Status parseInteger(int64_t &out) {
@@ -235,14 +288,60 @@ private:
   std::string_view text_;
   int maxDepth_;
   int64_t valuesLeft_;
+  bool rawScalars_;
   size_t pos_ = 0;
 };
 
 } // namespace
 
 StatusOr<JsonValue> parseJsonSubset(std::string_view text, int maxDepth,
-                                    int64_t maxValues) {
-  return Parser(text, maxDepth, maxValues).parseDocument();
+                                    int64_t maxValues, bool rawScalars) {
+  return Parser(text, maxDepth, maxValues, rawScalars).parseDocument();
+}
+
+const JsonValue *jsonMember(const JsonValue &v, std::string_view key) {
+  if (v.kind != JsonValue::Kind::Object)
+    return nullptr;
+  for (size_t i = 0; i < v.keys.size(); ++i)
+    if (v.keys[i] == key)
+      return &v.values[i];
+  return nullptr;
+}
+
+namespace {
+void appendJson(std::string &out, const JsonValue &v, int indent) {
+  const std::string pad(static_cast<size_t>(indent + 2), ' ');
+  switch (v.kind) {
+  case JsonValue::Kind::String: appendJsonString(out, v.string); return;
+  case JsonValue::Kind::Integer: out += std::to_string(v.integer); return;
+  case JsonValue::Kind::Raw: out += v.string; return;
+  case JsonValue::Kind::Array:
+  case JsonValue::Kind::Object: {
+    const bool object = v.kind == JsonValue::Kind::Object;
+    const size_t n = object ? v.values.size() : v.array.size();
+    out += object ? '{' : '[';
+    for (size_t i = 0; i < n; ++i) {
+      out += (i ? ",\n" : "\n") + pad;
+      if (object) {
+        appendJsonString(out, v.keys[i]);
+        out += ": ";
+      }
+      appendJson(out, object ? v.values[i] : v.array[i], indent + 2);
+    }
+    if (n)
+      out += "\n" + std::string(static_cast<size_t>(indent), ' ');
+    out += object ? '}' : ']';
+    return;
+  }
+  }
+}
+} // namespace
+
+std::string writeJson(const JsonValue &v) {
+  std::string out;
+  appendJson(out, v, 0);
+  out += '\n';
+  return out;
 }
 
 void appendJsonString(std::string &out, std::string_view s) {

@@ -3,9 +3,12 @@
 // layout).
 #include "llmir/runtime/Checkpoint.h"
 
+#include "llmir/runtime/Files.h"
+#include "llmir/runtime/HfWeights.h"
 #include "llmir/runtime/SafeTensors.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -287,16 +290,49 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
 }
 
 Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
-                     const std::string &path, DType dtype) {
+                     const std::string &path, DType dtype, bool hfNames) {
   std::vector<GlobalTensor> globals;
   LLMIR_RETURN_IF_ERROR(gatherGlobalTensors(program, exec, comm, false, globals));
   if (comm.rank() == 0) {
     std::vector<SafeTensorToWrite> tensors;
     for (const GlobalTensor &t : globals)
-      tensors.push_back({t.name, t.shape, t.values.data(), dtype});
+      tensors.push_back({hfNames ? hfSavedName(program.plan.modelType, t.name) : t.name,
+                         t.shape, t.values.data(), dtype});
     LLMIR_RETURN_IF_ERROR(writeSafeTensors(path, tensors, {{"format", "pt"}}));
   }
   return comm.barrier();
+}
+
+namespace {
+Status writeTextFile(const std::string &path, const std::string &text) {
+  StatusOr<OutputFile> out = OutputFile::create(path, "--export-hf");
+  if (!out.isOk())
+    return out.status();
+  LLMIR_RETURN_IF_ERROR(out->write(text));
+  return out->commit();
+}
+} // namespace
+
+Status exportHf(const Program &program, Executor &exec, Communicator &comm,
+                const std::string &dir, DType dtype, const std::string &configPath,
+                const std::string &sideFilesDir) {
+  Status prepared = Status::ok();
+  if (comm.rank() == 0) {
+    StatusOr<std::string> config =
+        hfExportConfig(configPath, program.plan.modelType, program.plan.vocabSize, dtype);
+    if (!config.isOk())
+      prepared = config.status();
+    else if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+      prepared = Status::error(StatusCode::InvalidArgument,
+                               "--export-hf: cannot create '" + dir + "': " + std::strerror(errno));
+    else
+      prepared = writeTextFile(dir + "/config.json", *config);
+    if (prepared.isOk() && !sideFilesDir.empty())
+      prepared = copyHfSideFiles(sideFilesDir, dir);
+  }
+  // Every rank takes part in the gather even when rank 0 failed above.
+  Status written = exportWeights(program, exec, comm, dir + "/model.safetensors", dtype, true);
+  return prepared.isOk() ? written : prepared;
 }
 
 StatusOr<int64_t> resumeCheckpoint(Executor &exec, const std::string &dir,

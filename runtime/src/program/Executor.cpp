@@ -136,7 +136,7 @@ Status Executor::selectEntry(const std::string &entry) {
   return Status::ok();
 }
 
-Status Executor::loadTensor(const SafeTensorsFile &file,
+Status Executor::loadTensor(const TensorSource &file,
                             const std::string &tensorName, const ParamInfo &param,
                             const BufferRef &buffer) {
   StatusOr<TensorInfo> info = file.info(tensorName);
@@ -256,7 +256,7 @@ const ParamInfo *Executor::ownerOf(const std::string &bindingName) const {
   return nullptr;
 }
 
-Status Executor::loadParams(const SafeTensorsFile &weights) {
+Status Executor::loadParams(const TensorSource &weights) {
   for (const Binding &b : stage_->params) {
     const ParamInfo *param = program_.findParam(b.name);
     if (!param)
@@ -266,7 +266,7 @@ Status Executor::loadParams(const SafeTensorsFile &weights) {
   return Status::ok();
 }
 
-Status Executor::loadStates(const SafeTensorsFile &file) {
+Status Executor::loadStates(const TensorSource &file) {
   for (const Binding &b : stage_->states) {
     const ParamInfo *param = ownerOf(b.name);
     if (!param)

@@ -30,8 +30,19 @@ Status saveCheckpoint(const Program &program, Executor &exec, Communicator &comm
 /// Writes the global parameters (HF names, no optimizer state) gathered like
 /// saveCheckpoint's to the safetensors file `path` as `dtype` (F32, or BF16/F16
 /// rounded to nearest even). Collective; rank 0 writes atomically.
+/// `hfNames`: under the names Hugging Face's save_pretrained writes
+/// (hfSavedName: GPT-2's `transformer.` prefix).
 Status exportWeights(const Program &program, Executor &exec, Communicator &comm,
-                     const std::string &path, DType dtype);
+                     const std::string &path, DType dtype, bool hfNames = false);
+
+/// --export-hf: a directory transformers' from_pretrained loads. Rank 0
+/// creates `dir` (when missing) and writes `dir/model.safetensors`
+/// (exportWeights with hfNames), `dir/config.json` (hfExportConfig of
+/// `configPath`) and copies the tokenizer files of `sideFilesDir` ("" for
+/// none). Collective.
+Status exportHf(const Program &program, Executor &exec, Communicator &comm,
+                const std::string &dir, DType dtype, const std::string &configPath,
+                const std::string &sideFilesDir);
 
 /// Loads this rank's slices of the parameters and optimizer state from the
 /// checkpoint in `dir`; returns the step to continue from. `meta`, when

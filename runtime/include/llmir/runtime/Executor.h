@@ -55,11 +55,11 @@ public:
   /// (shapes and names checked against the parameter table). F32, BF16 and
   /// F16 tensors load into f32, bf16 and f16 buffers: the slice is read as
   /// f32 (exact) and rounded to nearest even into the buffer's dtype.
-  Status loadParams(const SafeTensorsFile &weights);
+  Status loadParams(const TensorSource &weights);
 
   /// Reads the optimizer state (`<param>.exp_avg`, `<param>.exp_avg_sq`),
   /// sliced like its parameter, from a checkpoint.
-  Status loadStates(const SafeTensorsFile &file);
+  Status loadStates(const TensorSource &file);
 
   /// The parameter a parameter or state binding belongs to.
   const ParamInfo *ownerOf(const std::string &bindingName) const;
@@ -156,7 +156,7 @@ private:
 
   /// Loads this rank's slice of `tensorName` (shaped like `param`) into
   /// `buffer`.
-  Status loadTensor(const SafeTensorsFile &file, const std::string &tensorName,
+  Status loadTensor(const TensorSource &file, const std::string &tensorName,
                     const ParamInfo &param, const BufferRef &buffer);
   Status execute(const Instr &instr);
   /// One instruction with its checks, traced on `lane`; errors name rank,

@@ -35,13 +35,28 @@ struct TensorInfo {
   int64_t numElements() const;
 };
 
+/// Where the Executor reads named tensors from: one safetensors file, or a
+/// Hugging Face model directory of shards (HfWeights.h).
+class TensorSource {
+public:
+  virtual ~TensorSource() = default;
+  /// What error messages name (a file or a directory).
+  virtual const std::string &path() const = 0;
+  /// NotFound for an unknown name.
+  virtual StatusOr<TensorInfo> info(const std::string &name) const = 0;
+  virtual StatusOr<std::vector<float>> readF32(const std::string &name) const = 0;
+  virtual StatusOr<std::vector<float>> readSliceF32(
+      const std::string &name,
+      const std::vector<std::pair<int64_t, int64_t>> &ranges) const = 0;
+};
+
 /// An open safetensors file. The header is parsed and validated by open():
 /// every tensor's dtype, shape and byte range (inside the file, size ==
 /// elements * dtype size; the tensors tile the data section exactly — no
 /// overlaps, no holes — as upstream safetensors requires). Tensor data is read on
 /// demand with pread (no mmap, so a file truncated behind our back gives an
 /// error, not SIGBUS). Reads are const and thread-safe. Move-only.
-class SafeTensorsFile {
+class SafeTensorsFile final : public TensorSource {
 public:
   /// Largest accepted JSON header (bytes).
   static constexpr uint64_t kMaxHeaderBytes = 100u << 20;
@@ -54,26 +69,26 @@ public:
   SafeTensorsFile &operator=(SafeTensorsFile &&other) noexcept;
   SafeTensorsFile(const SafeTensorsFile &) = delete;
   SafeTensorsFile &operator=(const SafeTensorsFile &) = delete;
-  ~SafeTensorsFile();
+  ~SafeTensorsFile() override;
 
-  const std::string &path() const { return path_; }
+  const std::string &path() const override { return path_; }
   /// Names in sorted order.
   std::vector<std::string> tensorNames() const;
   bool contains(const std::string &name) const { return tensors_.count(name) != 0; }
   /// NotFound for an unknown name.
-  StatusOr<TensorInfo> info(const std::string &name) const;
+  StatusOr<TensorInfo> info(const std::string &name) const override;
   /// The "__metadata__" string map (empty when absent).
   const std::map<std::string, std::string> &metadata() const { return metadata_; }
 
   /// The whole tensor as f32 (F16/BF16 converted exactly; any other dtype is
   /// InvalidArgument naming the file, the tensor and its dtype).
-  StatusOr<std::vector<float>> readF32(const std::string &name) const;
+  StatusOr<std::vector<float>> readF32(const std::string &name) const override;
   /// A rectangular slice: ranges[d] = [begin, end) for every dim d (as many
   /// ranges as dims; a scalar takes none). Returns the slice row-major, shape
   /// (end - begin) per dim. Reads (and converts) only the bytes of the slice.
   StatusOr<std::vector<float>> readSliceF32(
       const std::string &name,
-      const std::vector<std::pair<int64_t, int64_t>> &ranges) const;
+      const std::vector<std::pair<int64_t, int64_t>> &ranges) const override;
   /// An integer tensor (I32/I64) widened to int64.
   StatusOr<std::vector<int64_t>> readInt64(const std::string &name) const;
 
