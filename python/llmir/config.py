@@ -113,6 +113,9 @@ class ModelConfig:
                    rms_norm_eps=self.norm_eps, rope_theta=self.rope_theta, rope_scaling=self.rope_scaling,
                    attention_bias=self.attention_bias, mlp_bias=self.mlp_bias,
                    tie_word_embeddings=self.tie_word_embeddings)
+        if self.rope_scaling and self.rope_scaling["rope_type"] == "linear":
+            # transformers before 4.43 wants exactly {"type", "factor"}; later ones read "type" too.
+            out["rope_scaling"] = {"type": "linear", "factor": self.rope_scaling["factor"]}
         return out
 
     def replace(self, **changes: Any) -> "ModelConfig":

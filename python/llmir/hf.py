@@ -41,8 +41,9 @@ PathLike = Union[str, os.PathLike]
 
 
 def hf_saved_name(cfg: ModelConfig, name: str) -> str:
-    """The name ``save_pretrained`` of the LM class gives bare parameter ``name``."""
-    return "transformer." + name if cfg.is_gpt2 else name
+    """The name ``save_pretrained`` of the LM class gives bare parameter ``name`` (GPT2LMHeadModel keeps an untied
+    ``lm_head`` outside its ``transformer`` module)."""
+    return "transformer." + name if cfg.is_gpt2 and name != "lm_head.weight" else name
 
 
 def _read_tensors(d: str) -> Dict[str, np.ndarray]:

@@ -199,3 +199,20 @@ def test_load_hf_errors(tmp_path, gpt2_tiny):
     (tmp_path / "ok" / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="neither model.safetensors nor"):
         load_hf(tmp_path / "ok")
+
+
+def test_untied_gpt2_head_is_stored_outside_transformer(tmp_path):
+    """GPT2LMHeadModel keeps an untied lm_head outside its `transformer` module: save_pretrained names it
+    `lm_head.weight` (found by loading save_hf's directory with transformers 4.36, crosscheck_transformers.py).
+    The compiler itself only takes tied GPT-2 heads; the Python reference and save_hf/load_hf take both."""
+    src = json.loads(open(model_path("gpt2-tiny")).read())
+    src["tie_word_embeddings"] = False
+    (tmp_path / "config.json").write_text(json.dumps(src))
+    cfg = load_config(str(tmp_path / "config.json"))
+    w = random_weights(cfg, seed=9)
+    save_hf(tmp_path / "py", cfg, w)
+    names = stored_names(tmp_path / "py")
+    assert "lm_head.weight" in names and "transformer.lm_head.weight" not in names
+    assert "transformer.wte.weight" in names
+    _, back = load_hf(tmp_path / "py")
+    assert np.array_equal(back["lm_head.weight"], w["lm_head.weight"])

@@ -151,7 +151,8 @@ std::vector<std::string> HfWeights::tensorNames() const {
 }
 
 std::string hfSavedName(const std::string &modelType, const std::string &name) {
-  return modelType == "gpt2" ? kPrefix + name : name;
+  // GPT2LMHeadModel keeps an untied head outside its `transformer` module.
+  return modelType == "gpt2" && name != "lm_head.weight" ? kPrefix + name : name;
 }
 
 StatusOr<std::string> hfExportConfig(const std::string &configPath,
