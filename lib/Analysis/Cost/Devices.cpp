@@ -179,6 +179,7 @@ llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
     number("intra_latency_us", d.intraLatency, 1e-6);
     number("inter_gbps", d.interBandwidth, kGB);
     number("inter_latency_us", d.interLatency, 1e-6);
+    number("kernel_overhead_us", d.kernelOverhead, 1e-6);
     if (d.peakFlopsFp32 <= 0 && d.peakFlopsLow <= 0)
       return fail("cluster JSON: device needs peak_tflops_bf16 or "
                   "peak_tflops_fp32 (or a \"base\" preset)");
@@ -190,6 +191,17 @@ llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
         d.interBandwidth <= 0)
       return fail("cluster JSON: device needs hbm_gbps, memory_gb, intra_gbps "
                   "and inter_gbps (or a \"base\" preset)");
+    if (d.kernelOverhead < 0)
+      return fail("cluster JSON: kernel_overhead_us must be >= 0");
+    // A measured speed relative to the base (bench/trace_vs_simulate.py
+    // --fit): scales its FLOP rates and memory bandwidth together.
+    if (auto speed = o->getNumber("compute_speed")) {
+      if (*speed <= 0)
+        return fail("cluster JSON: compute_speed must be > 0");
+      d.peakFlopsLow *= *speed;
+      d.peakFlopsFp32 *= *speed;
+      d.hbmBandwidth *= *speed;
+    }
     if (d.gemmEfficiency <= 0 || d.gemmEfficiency > 1 ||
         d.memEfficiency <= 0 || d.memEfficiency > 1)
       return fail("cluster JSON: efficiencies must be in (0, 1]");
