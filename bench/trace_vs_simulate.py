@@ -132,6 +132,36 @@ def fit_intra_latency(args, cfg_path: Path, work: Path, results: List[dict], dev
     return math.sqrt(lo * hi)
 
 
+def fit_link(results: List[dict], traces: Dict[str, Path]) -> Tuple[float, float]:
+    """(GB/s, latency in us) of the intra-node link, from the measured all-reduces.
+
+    The cost model times an all-reduce of B bytes over n ranks as 2 (n-1)/n B / bw + 2 (n-1) lat.  Per
+    (collective, size) the lower decile of the measured durations (the calls whose ranks arrived together,
+    not the ones that waited for a late peer) is fitted to that by least squares on the relative error."""
+    rows = []
+    for r in results:
+        sizes = {k: int(v) for k, v in (kv.split("=") for kv in r["plan"].split()) if k in ("dp", "tp")}
+        events, _ = load_trace(traces[r["name"]])
+        groups = defaultdict(list)
+        for e in events:
+            if e["cat"] == "comm" and e["name"].startswith("all_reduce "):
+                groups[(e["name"], e["args"]["bytes"])].append(e["dur"] * 1e-6)
+        for (name, nbytes), durs in groups.items():
+            n = sizes.get(name.split()[1], 1)
+            if n > 1 and len(durs) >= 5:
+                t = sorted(durs)[len(durs) // 10]
+                rows.append((2 * (n - 1) / n * nbytes / t, 2 * (n - 1) / t))  # (x1, x2) / t = 1
+    a11 = sum(x1 * x1 for x1, _ in rows)
+    a12 = sum(x1 * x2 for x1, x2 in rows)
+    a22 = sum(x2 * x2 for _, x2 in rows)
+    b1, b2 = sum(x1 for x1, _ in rows), sum(x2 for _, x2 in rows)
+    det = a11 * a22 - a12 * a12
+    if not rows or det <= 0:
+        sys.exit("error: too few all-reduces of distinct sizes to fit the link")
+    inv_bw, lat = (b1 * a22 - b2 * a12) / det, (b2 * a11 - b1 * a12) / det
+    return (1e-9 / inv_bw if inv_bw > 0 else float("inf")), lat * 1e6
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "-"
 
@@ -145,6 +175,8 @@ def main() -> int:
     p.add_argument("--cluster", default="cluster=cpu,ranks=4", help="--llm-simulate's cluster option")
     p.add_argument("--cluster-file", help="a cluster JSON for --llm-simulate instead of --cluster")
     p.add_argument("--json", help="write the measured and predicted numbers here")
+    p.add_argument("--fit-link", action="store_true",
+                   help="fit the intra-node link (GB/s, latency) to the measured all-reduces")
     p.add_argument("--fit", metavar="CLUSTER_JSON",
                    help="fit the cpu preset's speed and kernel overhead to the measured compute, then its "
                         "intra-node latency to the measured steps, and write them as a cluster file (rerun "
@@ -156,7 +188,7 @@ def main() -> int:
     cfg_path = common.config_path(args.model)
     if not cfg_path.exists():
         sys.exit(f"error: no model config {cfg_path}")
-    results = []
+    results, traces = [], {}
     with tempfile.TemporaryDirectory(prefix="llmir-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -180,6 +212,8 @@ def main() -> int:
             step_ms, _ = common.read_step_log(log)
             meas["step_log"] = statistics.median(step_ms[args.warmup:]) * 1e-3
             results.append({"name": name, "plan": plan, "measured": meas, "predicted": pred})
+            traces[name] = tr
+        link = fit_link(results, traces) if args.fit_link else None
         fitted = None
         if args.fit:
             speed, overhead = fit_cpu_preset(args, cfg_path, work, results)
@@ -204,6 +238,9 @@ def main() -> int:
     steps = [r["measured"]["step"] / r["predicted"]["step"] for r in results]
     print(f"step ratio measured/predicted: geometric mean {statistics.geometric_mean(steps):.2f} "
           f"(min {min(steps):.2f}, max {max(steps):.2f})")
+    if link:
+        print(f"intra-node link fitted to the measured all-reduces: {link[0]:.2f} GB/s, latency {link[1]:.1f} us "
+              f"(cluster JSON intra_gbps, intra_latency_us; the cpu preset's intraBandwidth, intraLatency)")
     if fitted:
         print(f"cpu preset fitted: compute_speed {fitted['compute_speed']}, kernel_overhead_us "
               f"{fitted['kernel_overhead_us']} (compute, least squares), intra_latency_us "
