@@ -29,7 +29,7 @@ namespace {
 /// "Device" memory is host memory; counts what crosses and what is allocated.
 struct CopyStats {
   int64_t allocations = 0, largestAllocation = 0, liveAllocations = 0;
-  int64_t toHostBytes = 0, toDeviceBytes = 0, syncs = 0, unsyncedReads = 0;
+  int64_t toHostBytes = 0, toDeviceBytes = 0, syncs = 0;
   bool pending = false;     // a copy was issued and not yet synced
   bool failToHost = false;  // make the next toHost fail
 };
