@@ -77,3 +77,15 @@ def test_cuda_versions_devices_or_reason():
             assert count == len([line for line in listed.stdout.splitlines() if line.startswith("GPU ")])
     elif not os.path.exists("/dev/nvidia0"):
         assert count == 0, "devices reported on a machine without /dev/nvidia0"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--comm", "gloo"], "--comm gloo: expected nccl, mpi or auto"),
+    (["--comm", "nccl"], "--comm nccl: needs --backend cuda (the cpu backend uses MPI)"),
+])
+def test_comm_option_errors(tmp_path, args, message):
+    """--comm picks the CUDA backend's collectives (NCCL, or staged over MPI); bad values are named."""
+    proc = subprocess.run([LLM_RUN, str(tmp_path / "p.llmir"), "--weights", str(tmp_path / "w"),
+                           "--data", str(tmp_path / "d")] + args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "llm-run: error: " + message

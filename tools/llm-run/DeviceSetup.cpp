@@ -5,23 +5,49 @@
 #include "llmir/runtime/Cuda.h"
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+
+#include <unistd.h> // gethostname
 
 namespace llmir::runtime {
 namespace {
 
-[[maybe_unused]] int localRank() {
+[[maybe_unused]] int localRank(int rank) {
   for (const char *v : {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
                         "SLURM_LOCALID"})
     if (const char *s = std::getenv(v))
       return std::atoi(s);
-  return 0;
+  return rank;
 }
+
+#ifdef LLMIR_HAS_CUDA
+/// This machine's name hashed (FNV-1a) into 24 bits: exact as a float.
+int64_t hostId() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  uint32_t h = 2166136261u;
+  for (const char *c = name; *c; ++c)
+    h = (h ^ static_cast<unsigned char>(*c)) * 16777619u;
+  return static_cast<int64_t>(h & 0xffffffu);
+}
+
+/// Whether any two ranks of `host` run on one GPU (a collective over `host`).
+StatusOr<bool> devicesShared(Communicator &host, int device) {
+  const float mine[2] = {static_cast<float>(hostId()), static_cast<float>(device)};
+  std::vector<float> all(2 * static_cast<size_t>(host.size()));
+  LLMIR_RETURN_IF_ERROR(host.allGather(mine, all.data(), 2));
+  std::vector<std::pair<int64_t, int>> placements;
+  for (size_t r = 0; r < all.size(); r += 2)
+    placements.emplace_back(static_cast<int64_t>(all[r]), static_cast<int>(all[r + 1]));
+  return ranksShareDevice(placements);
+}
+#endif
 
 } // namespace
 
-StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name,
+StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name, int rank,
                                                        int *device) {
   *device = -1;
   if (name == "cpu")
@@ -33,7 +59,7 @@ StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name,
   const int count = cudaDeviceCount();
   if (count == 0)
     return Status::error(StatusCode::Unavailable, "--backend cuda: no CUDA device");
-  *device = localRank() % count;
+  *device = localRank(rank) % count;
   CudaBackendOptions options;
   if (const char *tf32 = std::getenv("LLMIR_CUDA_TF32"))
     options.allowTf32 = std::strcmp(tf32, "0") != 0;
@@ -43,6 +69,7 @@ StatusOr<std::unique_ptr<Backend>> createBackendByName(const std::string &name,
                          "--backend cuda: " + backend.status().message());
   return backend;
 #else
+  (void)rank;
   return Status::error(StatusCode::Unimplemented,
                        "--backend cuda: this llm-run was built without CUDA "
                        "(configure with nvcc available and -DLLMIR_ENABLE_CUDA=ON)");
@@ -71,27 +98,48 @@ std::string backendInfo() {
 #endif
 }
 
+bool ranksShareDevice(const std::vector<std::pair<int64_t, int>> &placements) {
+  std::vector<std::pair<int64_t, int>> sorted = placements;
+  std::sort(sorted.begin(), sorted.end());
+  return std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end();
+}
+
 StatusOr<std::unique_ptr<Communicator>>
 createProgramCommunicator(Backend &backend, Communicator &host, int device,
-                          int worldSize) {
+                          const std::string &comm, bool overlap) {
 #ifdef LLMIR_HAS_CUDA
-  if (void *stream = cudaComputeStream(backend)) {
+  void *stream = overlap ? cudaCommStream(backend) : cudaComputeStream(backend);
+  if (!stream)
+    return std::unique_ptr<Communicator>(); // the CPU backend: host itself
+  bool staged = comm == "mpi";
+  if (comm == "auto") {
+    // Every rank reaches this point: the decision is the same on all of them.
+    StatusOr<bool> shared = devicesShared(host, device);
+    if (!shared.isOk())
+      return Status::error(shared.status().code(),
+                           "--comm auto: " + shared.status().message());
+    staged = *shared;
+  }
+  if (!staged) {
     StatusOr<std::unique_ptr<Communicator>> nccl =
         createNcclCommunicator(host, device, stream);
-    if (!nccl.isOk() && nccl.status().code() == StatusCode::Unimplemented && worldSize == 1)
-      return std::unique_ptr<Communicator>();
-    if (!nccl.isOk())
-      return Status::error(nccl.status().code(),
-                           "--backend cuda: " + nccl.status().message());
-    return nccl;
+    // Built without NCCL: auto stages instead (the same on every rank).
+    if (nccl.isOk() || comm != "auto" || nccl.status().code() != StatusCode::Unimplemented) {
+      if (!nccl.isOk())
+        return Status::error(nccl.status().code(),
+                             "--backend cuda --comm " + comm + ": " + nccl.status().message());
+      return nccl;
+    }
   }
+  return createStagedCommunicator(host, createCudaCopier(device, stream));
 #else
   (void)backend;
   (void)host;
   (void)device;
-  (void)worldSize;
-#endif
+  (void)comm;
+  (void)overlap;
   return std::unique_ptr<Communicator>();
+#endif
 }
 
 } // namespace llmir::runtime

@@ -79,6 +79,9 @@ options:
   --backend NAME     cpu (default) or cuda
   --backend-info     print the backends built in, the CUDA libraries built with
                      and found, the driver and the devices; then exit
+  --comm KIND        the CUDA backend's collectives: nccl, mpi (staged through
+                     host memory: several ranks may share a GPU) or auto
+                     (default: nccl when every rank has a GPU of its own)
   --timeout SEC      collective timeout before a missing rank is reported (default 60)
   --no-overlap       run every instruction in program order on one thread (by
                      default the collectives run on a comm thread, overlapping
@@ -355,6 +358,7 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     else if (a == "--out") target = &o.gen.out;
     else if (a == "--lr-schedule") target = &o.schedule.kind;
     else if (a == "--trace") target = &o.trace;
+    else if (a == "--comm") target = &o.comm;
     if (target) {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
@@ -464,6 +468,12 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   if (o.backend != "cpu" && o.backend != "cuda")
     return Status::error(StatusCode::InvalidArgument,
                          "--backend " + o.backend + ": expected cpu or cuda");
+  if (o.comm != "nccl" && o.comm != "mpi" && o.comm != "auto")
+    return Status::error(StatusCode::InvalidArgument,
+                         "--comm " + o.comm + ": expected nccl, mpi or auto");
+  if (o.comm == "nccl" && o.backend != "cuda")
+    return Status::error(StatusCode::InvalidArgument,
+                         "--comm nccl: needs --backend cuda (the cpu backend uses MPI)");
   if (o.steps == 0 && !o.exports())
     return Status::error(StatusCode::InvalidArgument,
                          "option --steps: expected a positive integer, found '0' "

@@ -61,6 +61,7 @@ struct Options {
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
   bool backendInfo = false; // --backend-info
+  std::string comm = "auto"; // --comm nccl|mpi|auto (the CUDA backend's collectives)
   GenerateOptions gen;
   DataOptions data; // --data, --data-order, --eval-data, ...
 };

@@ -201,7 +201,7 @@ int run(int argc, char **argv) {
   std::optional<Program> program;
   auto loadProgram = [&]() -> Status {
     StatusOr<std::unique_ptr<Backend>> madeBackend =
-        createBackendByName(opts.backend, &device);
+        createBackendByName(opts.backend, rank, &device);
     if (!madeBackend.isOk())
       return madeBackend.status();
     backend = std::move(*madeBackend);
@@ -221,10 +221,10 @@ int run(int argc, char **argv) {
   if (!agree(loadProgram()))
     return 1;
 
-  // With the CUDA backend the program's collectives run on NCCL over device
-  // buffers; llm-run's own messages (loss, logits, checkpoints) stay on `comm`.
+  // With the CUDA backend the program's collectives run on NCCL or staged over
+  // MPI (--comm); llm-run's own messages (loss, logits, checkpoints) stay on `comm`.
   StatusOr<std::unique_ptr<Communicator>> programComm =
-      createProgramCommunicator(*backend, *comm, device, program->worldSize());
+      createProgramCommunicator(*backend, *comm, device, opts.comm, !opts.noOverlap);
   if (!programComm.isOk())
     return fail(programComm.status());
   if (*programComm)

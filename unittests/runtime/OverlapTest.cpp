@@ -1,13 +1,20 @@
 // Executor overlap on one rank (SingleProcessCommunicator, which any thread
 // may call): which programs run their comm stream on a thread of its own
 // (overlapBlocker), that a comm-thread failure surfaces from run() naming
-// rank, op and step and stops the compute stream, and the trace's lanes.
+// rank, op and step and stops the compute stream, the trace's lanes, and which
+// stream events an asynchronous backend (CUDA) is asked to record and wait for.
 #include "llmir/runtime/Backend.h"
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/Trace.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
 namespace rt = llmir::runtime;
 
@@ -76,6 +83,154 @@ struct Loaded {
       exec = std::move(*made);
   }
 };
+
+/// The CPU backend, logging the stream calls an asynchronous backend gets:
+/// "record S E", "wait S E", "bind", each with the calling thread.
+class StreamLoggingBackend final : public rt::Backend {
+public:
+  struct Call {
+    std::string what;
+    std::thread::id thread;
+  };
+  const char *name() const override { return "stream-logging cpu"; }
+  rt::StatusOr<uint8_t *> allocateArena(int64_t bytes) override {
+    return cpu_->allocateArena(bytes);
+  }
+  void releaseArena(uint8_t *arena) override { cpu_->releaseArena(arena); }
+  rt::Status upload(uint8_t *arena, int64_t offset, const void *src, int64_t bytes) override {
+    return cpu_->upload(arena, offset, src, bytes);
+  }
+  rt::Status download(const uint8_t *arena, int64_t offset, void *dst,
+                      int64_t bytes) override {
+    return cpu_->download(arena, offset, dst, bytes);
+  }
+  rt::Status execute(const rt::Instr &instr, uint8_t *arena,
+                     const rt::KernelContext &context) override {
+    return cpu_->execute(instr, arena, context);
+  }
+  bool supports(rt::KernelId id, rt::ScalarType dtype) const override {
+    return cpu_->supports(id, dtype);
+  }
+  bool supportsGemm(rt::ScalarType dtype) const override { return cpu_->supportsGemm(dtype); }
+  rt::StatusOr<int64_t> findNonFinite(const uint8_t *arena,
+                                      const rt::BufferRef &buffer) override {
+    return cpu_->findNonFinite(arena, buffer);
+  }
+  rt::Status synchronize() override { return cpu_->synchronize(); }
+  rt::Status recordEvent(int stream, int64_t event) override {
+    return log("record " + std::to_string(stream) + " " + std::to_string(event));
+  }
+  rt::Status waitEvent(int stream, int64_t event) override {
+    return log("wait " + std::to_string(stream) + " " + std::to_string(event));
+  }
+  rt::Status bindThread() override { return log("bind"); }
+
+  std::vector<Call> calls() {
+    std::lock_guard<std::mutex> lock(m_);
+    return calls_;
+  }
+  /// Position of the first call `what`, or -1.
+  int indexOf(const std::string &what) {
+    std::lock_guard<std::mutex> lock(m_);
+    for (size_t i = 0; i < calls_.size(); ++i)
+      if (calls_[i].what == what)
+        return static_cast<int>(i);
+    return -1;
+  }
+
+private:
+  rt::Status log(const std::string &what) {
+    std::lock_guard<std::mutex> lock(m_);
+    calls_.push_back({what, std::this_thread::get_id()});
+    return rt::Status::ok();
+  }
+  std::unique_ptr<rt::Backend> cpu_ = rt::createCpuBackend();
+  std::mutex m_;
+  std::vector<Call> calls_;
+};
+
+/// Rank 0 of a pretend two-rank job whose collectives leave the data as it
+/// is (the other rank contributes nothing): lets a program with groups run.
+class LoopbackCommunicator final : public rt::Communicator {
+public:
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  rt::StatusOr<int> createGroup(const std::vector<int> &) override { return ++groups_; }
+  rt::StatusOr<int> groupRank(int) const override { return 0; }
+  rt::StatusOr<int> groupSize(int) const override { return 1; }
+  rt::Status allReduceSum(float *, int64_t, int) override { return rt::Status::ok(); }
+  rt::Status allReduceMax(float *, int64_t, int) override { return rt::Status::ok(); }
+  rt::Status allReduceSumBf16(uint16_t *, int64_t, int) override { return rt::Status::ok(); }
+  rt::Status allGather(const float *, float *, int64_t, int) override { return rt::Status::ok(); }
+  rt::Status reduceScatterSum(const float *, float *, int64_t, int) override {
+    return rt::Status::ok();
+  }
+  rt::Status broadcast(float *, int64_t, int, int) override { return rt::Status::ok(); }
+  rt::Status send(const float *, int64_t, int, int) override { return rt::Status::ok(); }
+  rt::Status recv(float *, int64_t, int, int) override { return rt::Status::ok(); }
+  rt::Status flushSends() override { return rt::Status::ok(); }
+  rt::Status barrier() override { return rt::Status::ok(); }
+  void setTimeout(double) override {}
+  bool callableFromAnyThread() const override { return true; }
+  [[noreturn]] void abort(int) override { std::abort(); }
+
+private:
+  int groups_ = 0;
+};
+
+/// program() as rank 0 of a dp=2 job, so that its all-reduce has a group.
+rt::Program dpProgram() {
+  rt::Program p = program(/*fenced=*/true, /*raceOnA=*/false);
+  p.plan.axes = {"dp"};
+  p.plan.sizes = {2};
+  p.ranks = {{0, 0, {0}}, {1, 0, {1}}};
+  return p;
+}
+
+TEST(Overlap, EventsMapToTheBackendsStreams) {
+  rt::Program p = dpProgram();
+  StreamLoggingBackend backend;
+  LoopbackCommunicator comm;
+  auto made = rt::Executor::create(p, 0, &comm, backend);
+  ASSERT_TRUE(made.isOk()) << made.status().toString();
+  rt::Executor &ex = **made;
+  ASSERT_EQ(ex.overlapBlocker(), "");
+  ASSERT_TRUE(ex.run(0).isOk());
+  // Each event instruction on its own stream, by the thread running that
+  // stream; a wait after the record it waits for.
+  const std::vector<StreamLoggingBackend::Call> calls = backend.calls();
+  ASSERT_EQ(calls.size(), 5u);
+  const std::thread::id main = std::this_thread::get_id();
+  for (const StreamLoggingBackend::Call &c : calls) {
+    const bool onComm = c.what == "bind" || c.what == "wait 1 0" || c.what == "record 1 1";
+    const bool onCompute = c.what == "record 0 0" || c.what == "wait 0 1";
+    EXPECT_TRUE(onComm || onCompute) << c.what;
+    EXPECT_EQ(c.thread == main, onCompute) << c.what;
+  }
+  EXPECT_LT(backend.indexOf("bind"), backend.indexOf("wait 1 0")); // the device first
+  EXPECT_LT(backend.indexOf("record 0 0"), backend.indexOf("wait 1 0"));
+  EXPECT_LT(backend.indexOf("record 1 1"), backend.indexOf("wait 0 1"));
+  auto a = ex.download({0, rt::ScalarType::F32, {4}});
+  ASSERT_TRUE(a.isOk());
+  EXPECT_EQ((*a)[0], 3.0f);
+}
+
+TEST(Overlap, InOrderJoinsEachCollectiveToTheComputeStream) {
+  rt::Program p = dpProgram();
+  StreamLoggingBackend backend;
+  LoopbackCommunicator comm;
+  auto made = rt::Executor::create(p, 0, &comm, backend);
+  ASSERT_TRUE(made.isOk()) << made.status().toString();
+  (*made)->setOverlap(false);
+  ASSERT_TRUE((*made)->run(0).isOk());
+  // The program's events are no-ops; the all-reduce follows stream 0's work
+  // and stream 0 follows it (reserved events -1, -2).
+  std::vector<std::string> whats;
+  for (const StreamLoggingBackend::Call &c : backend.calls())
+    whats.push_back(c.what);
+  EXPECT_EQ(whats, (std::vector<std::string>{"record 0 -1", "wait 1 -1", "record 1 -2",
+                                             "wait 0 -2"}));
+}
 
 TEST(Overlap, FencedProgramOverlaps) {
   rt::Program p = program(/*fenced=*/true, /*raceOnA=*/false);

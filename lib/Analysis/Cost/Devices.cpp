@@ -72,7 +72,11 @@ llvm::Expected<Device> cost::getDevicePreset(llvm::StringRef name) {
   if (name == "cpu") {
     // LLMIR's CPU backend on a 2-core AVX2 host (this project's machine):
     // 2 cores x 32 fp32 FLOP/cycle x 2.5 GHz = 160 GFLOP/s peak, ~10 GB/s of
-    // memory bandwidth, shared-memory MPI at ~5 GB/s. Calibrated by
+    // memory bandwidth. Shared-memory MPI (4 ranks on the 2 cores): 1.5 GB/s
+    // and 7 us, fitted to the all-reduces of llm-run --trace
+    // (bench/trace_vs_simulate.py --fit-link: 1.5-2.8 GB/s, 3.5-17 us over
+    // five runs of gpt2-tiny and h=256 GPTs, dp2·tp2 / pp2·dp2 / pp4; a
+    // loaded, oversubscribed host). Compute calibrated by
     // measurement (bench/planner/calibrate_cpu.py): one rank trains GPT-2
     // 124M at batch 4 x 256 in ~7 s per step (~110 GFLOP/s of model FLOPs),
     // an h=512 6-layer GPT in 3.2 s, an h=256 one in 1.9 s. Ranks sharing the
@@ -83,8 +87,8 @@ llvm::Expected<Device> cost::getDevicePreset(llvm::StringRef name) {
     d.peakFlopsFp32 = 160e9;
     d.hbmBandwidth = 10 * kGB;
     d.memoryBytes = 16 * kGB;
-    d.intraBandwidth = 5 * kGB;
-    d.intraLatency = 5e-6;
+    d.intraBandwidth = 1.5 * kGB;
+    d.intraLatency = 7e-6;
     d.interBandwidth = 1.25 * kGB;
     d.interLatency = 50e-6;
     d.gemmEfficiency = 0.85;
@@ -179,6 +183,7 @@ llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
     number("intra_latency_us", d.intraLatency, 1e-6);
     number("inter_gbps", d.interBandwidth, kGB);
     number("inter_latency_us", d.interLatency, 1e-6);
+    number("kernel_overhead_us", d.kernelOverhead, 1e-6);
     if (d.peakFlopsFp32 <= 0 && d.peakFlopsLow <= 0)
       return fail("cluster JSON: device needs peak_tflops_bf16 or "
                   "peak_tflops_fp32 (or a \"base\" preset)");
@@ -190,6 +195,17 @@ llvm::Expected<Cluster> cost::parseClusterJSON(llvm::StringRef text) {
         d.interBandwidth <= 0)
       return fail("cluster JSON: device needs hbm_gbps, memory_gb, intra_gbps "
                   "and inter_gbps (or a \"base\" preset)");
+    if (d.kernelOverhead < 0)
+      return fail("cluster JSON: kernel_overhead_us must be >= 0");
+    // A measured speed relative to the base (bench/trace_vs_simulate.py
+    // --fit): scales its FLOP rates and memory bandwidth together.
+    if (auto speed = o->getNumber("compute_speed")) {
+      if (*speed <= 0)
+        return fail("cluster JSON: compute_speed must be > 0");
+      d.peakFlopsLow *= *speed;
+      d.peakFlopsFp32 *= *speed;
+      d.hbmBandwidth *= *speed;
+    }
     if (d.gemmEfficiency <= 0 || d.gemmEfficiency > 1 ||
         d.memEfficiency <= 0 || d.memEfficiency > 1)
       return fail("cluster JSON: efficiencies must be in (0, 1]");

@@ -1,6 +1,7 @@
 // The CUDA backend: a device arena, cuBLASLt GEMMs and one CUDA kernel per CPU
 // kernel (same names, attributes, checks and semantics as src/cpu/CpuBackend.cpp,
-// which is its test oracle), all on one compute stream. This file: the Backend
+// which is its test oracle), on a compute stream; the program's comm stream and
+// events map to a second CUDA stream and CUDA events. This file: the Backend
 // interface, the dispatch table and the GEMMs; the kernels are in
 // CudaBackendKernels.cu, bf16 staging and casts in CudaMixedPrecision.cu.
 #include "CudaBackend.h"
@@ -277,6 +278,53 @@ CudaBackend::ropeTables(int64_t seq, int64_t headDim, double theta, int64_t offs
   }
   return std::make_pair(static_cast<const float *>(it->second),
                         static_cast<const float *>(it->second + seq * half));
+}
+
+StatusOr<cudaStream_t> CudaBackend::programStream(int stream) const {
+  if (stream == 0)
+    return stream_;
+  if (stream == 1)
+    return commStream_;
+  return invalid("the CUDA backend runs streams 0 (compute) and 1 (comm), not stream " +
+                 std::to_string(stream));
+}
+
+StatusOr<cudaEvent_t> CudaBackend::programEvent(int64_t event) {
+  std::lock_guard<std::mutex> lock(eventsMutex_);
+  auto it = events_.find(event);
+  if (it != events_.end())
+    return it->second;
+  cudaEvent_t made = nullptr;
+  LLMIR_CUDA_TRY(cudaEventCreateWithFlags(&made, cudaEventDisableTiming),
+                 "cudaEventCreate(event " + std::to_string(event) + ")");
+  events_.emplace(event, made);
+  return made;
+}
+
+Status CudaBackend::recordEvent(int stream, int64_t event) {
+  StatusOr<cudaStream_t> s = programStream(stream);
+  StatusOr<cudaEvent_t> e = s.isOk() ? programEvent(event) : s.status();
+  if (!e.isOk())
+    return e.status();
+  LLMIR_CUDA_TRY(cudaEventRecord(*e, *s), "event_record " + std::to_string(event) +
+                                              " on stream " + std::to_string(stream));
+  return Status::ok();
+}
+
+Status CudaBackend::waitEvent(int stream, int64_t event) {
+  StatusOr<cudaStream_t> s = programStream(stream);
+  StatusOr<cudaEvent_t> e = s.isOk() ? programEvent(event) : s.status();
+  if (!e.isOk())
+    return e.status();
+  // An event never recorded is complete: the wait is a no-op, as on the CPU.
+  LLMIR_CUDA_TRY(cudaStreamWaitEvent(*s, *e, 0), "event_wait " + std::to_string(event) +
+                                                     " on stream " + std::to_string(stream));
+  return Status::ok();
+}
+
+void *cudaCommStream(Backend &backend) {
+  auto *cuda = dynamic_cast<CudaBackend *>(&backend);
+  return cuda ? static_cast<void *>(cuda->commStream()) : nullptr;
 }
 
 int cudaDeviceCount() {

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -113,6 +114,10 @@ public:
     cudaSetDevice(device_);
     if (stream_)
       cudaStreamSynchronize(stream_);
+    if (commStream_)
+      cudaStreamSynchronize(commStream_);
+    for (auto &[id, event] : events_)
+      cudaEventDestroy(event);
     plans_.clear();
     for (auto &[key, table] : ropeTables_)
       cudaFree(table);
@@ -125,12 +130,16 @@ public:
       cublasLtDestroy(lt_);
     if (stream_)
       cudaStreamDestroy(stream_);
+    if (commStream_)
+      cudaStreamDestroy(commStream_);
   }
 
   Status init() {
     LLMIR_CUDA_TRY(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
     LLMIR_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                    "cudaStreamCreate");
+    LLMIR_CUDA_TRY(cudaStreamCreateWithFlags(&commStream_, cudaStreamNonBlocking),
+                   "cudaStreamCreate(comm)");
     LLMIR_CUBLAS_TRY(cublasLtCreate(&lt_), "cublasLtCreate");
     if (options_.gemmWorkspaceBytes > 0)
       LLMIR_CUDA_TRY(cudaMalloc(&workspace_, options_.gemmWorkspaceBytes),
@@ -142,6 +151,9 @@ public:
   }
 
   cudaStream_t stream() const { return stream_; }
+  /// The program's stream 1: what the communicator orders its work with
+  /// when the program's events order the streams.
+  cudaStream_t commStream() const { return commStream_; }
 
   const char *name() const override { return "cuda"; }
 
@@ -208,6 +220,15 @@ public:
 
   Status synchronize() override {
     LLMIR_CUDA_TRY(cudaStreamSynchronize(stream_), "synchronize");
+    LLMIR_CUDA_TRY(cudaStreamSynchronize(commStream_), "synchronize(comm)");
+    return Status::ok();
+  }
+
+  // Streams 0 and 1 are CUDA streams, events CUDA events (CudaBackend.cu).
+  Status recordEvent(int stream, int64_t event) override;
+  Status waitEvent(int stream, int64_t event) override;
+  Status bindThread() override {
+    LLMIR_CUDA_TRY(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
     return Status::ok();
   }
 
@@ -380,6 +401,14 @@ private:
   int device_;
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t commStream_ = nullptr;
+  /// The program's events by id, made on first use; both of the Executor's
+  /// threads record and wait.
+  std::mutex eventsMutex_;
+  std::map<int64_t, cudaEvent_t> events_;
+  /// The CUDA stream of program stream `stream` (0 or 1).
+  StatusOr<cudaStream_t> programStream(int stream) const;
+  StatusOr<cudaEvent_t> programEvent(int64_t event);
   cublasLtHandle_t lt_ = nullptr;
   void *workspace_ = nullptr;
   uint8_t *scratch_ = nullptr;

@@ -2,10 +2,11 @@
 // backend's arena), bootstrapped through a host Communicator (MPI), with a watchdog
 // that aborts NCCL and names the op, group and peer instead of hanging.
 //
-// Ordering: each call makes its stream wait for the compute stream (an event), runs
-// the NCCL op, and waits on the host, polling cudaEventQuery and
-// ncclCommGetAsyncError under the timeout; the compute stream then waits for the
-// op's event. Collectives run on their group's communicator and the communication
+// Ordering: each call makes its stream wait for the order stream (an event; the
+// compute stream, or the backend's comm stream when the program's events order
+// the streams: Cuda.h), runs the NCCL op, and waits on the host, polling
+// cudaEventQuery and ncclCommGetAsyncError under the timeout; the order stream
+// then waits for the op's event. ("compute_" below is that order stream.) Collectives run on their group's communicator and the communication
 // stream; point-to-point runs on a separate world communicator and stream.
 //
 // Buffered sends: send() copies the data into a staging device buffer (on a copy
@@ -256,6 +257,9 @@ public:
     timeout_ = seconds;
     boot_.setTimeout(seconds);
   }
+  /// NCCL communicators may be used from any one thread at a time once it has
+  /// selected the device (the Executor's comm thread calls Backend::bindThread).
+  bool callableFromAnyThread() const override { return boot_.callableFromAnyThread(); }
   [[noreturn]] void abort(int exitCode) override {
     abortNccl();
     boot_.abort(exitCode);
@@ -611,9 +615,9 @@ Status NcclCommunicator::flushSends() {
 } // namespace
 
 StatusOr<std::unique_ptr<Communicator>>
-createNcclCommunicator(Communicator &bootstrap, int deviceIndex, void *computeStream) {
+createNcclCommunicator(Communicator &bootstrap, int deviceIndex, void *orderStream) {
   auto comm = std::make_unique<NcclCommunicator>(
-      bootstrap, deviceIndex, static_cast<cudaStream_t>(computeStream));
+      bootstrap, deviceIndex, static_cast<cudaStream_t>(orderStream));
   LLMIR_RETURN_IF_ERROR(comm->init());
   return std::unique_ptr<Communicator>(std::move(comm));
 }

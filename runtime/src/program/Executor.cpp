@@ -494,12 +494,34 @@ Status Executor::execute(const Instr &instr) {
     return backend_.execute(instr, arena_, *this);
   case OpKind::EventRecord:
   case OpKind::EventWait:
-    // In program order every event ordering holds already; with overlap,
-    // runOverlapped turns them into waits between its two threads.
-    return Status::ok();
+    return executeEvent(instr);
   default:
-    return executeCollective(instr);
+    break;
   }
+  if (streamsMapped_)
+    return executeCollective(instr);
+  // Program order on an asynchronous backend (CUDA): the collective follows
+  // everything queued on stream 0, and stream 0 follows it, whichever stream
+  // the communicator is ordered with. (Reserved ids: program events are >= 0.)
+  constexpr int64_t kComputeDone = -1, kCommDone = -2;
+  LLMIR_RETURN_IF_ERROR(backend_.recordEvent(0, kComputeDone));
+  LLMIR_RETURN_IF_ERROR(backend_.waitEvent(1, kComputeDone));
+  LLMIR_RETURN_IF_ERROR(executeCollective(instr));
+  LLMIR_RETURN_IF_ERROR(backend_.recordEvent(1, kCommDone));
+  return backend_.waitEvent(0, kCommDone);
+}
+
+Status Executor::executeEvent(const Instr &instr) {
+  // In program order every event ordering holds already. With overlap,
+  // runOverlapped makes the threads wait for each other's progress, and the
+  // backend's streams wait for each other here (no-ops on the CPU).
+  if (!streamsMapped_)
+    return Status::ok();
+  StatusOr<int64_t> id = instr.intAttr("event");
+  if (!id.isOk())
+    return id.status();
+  return instr.kind == OpKind::EventRecord ? backend_.recordEvent(instr.stream, *id)
+                                           : backend_.waitEvent(instr.stream, *id);
 }
 
 StatusOr<std::pair<int, int>>

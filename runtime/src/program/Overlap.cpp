@@ -3,6 +3,9 @@
 // the calling thread runs the compute stream (0). An event_record marks a
 // position in its stream's queue; an event_wait on the other stream blocks
 // until that stream has completed every instruction before the position.
+// Each event instruction then also runs on the backend (executeEvent): CUDA
+// records and waits for it on its streams, since a finished kernel launch is
+// not a finished kernel.
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/Trace.h"
@@ -112,8 +115,10 @@ StreamPlan planStreams(const StageProgram &stage) {
         return plan;
       }
       auto it = recorded.find(*id);
+      // A wait covers the record itself: a device stream can wait only for
+      // an event the other thread has already recorded on its stream.
       if (in.kind == OpKind::EventRecord)
-        recorded[*id] = {lane, plan.lanes[lane].instrs.size()};
+        recorded[*id] = {lane, plan.lanes[lane].instrs.size() + 1};
       else if (it != recorded.end() && it->second.first != lane)
         wait = it->second;
     }
@@ -164,6 +169,13 @@ Status Executor::runOverlapped(const StreamPlan &plan) {
   };
   auto runLane = [&](int lane) {
     const Lane &l = plan.lanes[lane];
+    if (lane == kCommLane) {
+      if (Status st = backend_.bindThread(); !st.isOk()) {
+        fail(std::move(st).withContext(rankInfo_->rank, "comm thread", step_));
+        progress.cv.notify_all();
+        return;
+      }
+    }
     for (size_t k = 0; k < l.instrs.size(); ++k) {
       const auto [other, position] = l.waits[k];
       if (other >= 0) {
@@ -179,7 +191,8 @@ Status Executor::runOverlapped(const StreamPlan &plan) {
         }
         if (progress.stop)
           return;
-      } else {
+      }
+      {
         Status st;
         try {
           st = runInstr(l.instrs[k], lane);
@@ -203,9 +216,11 @@ Status Executor::runOverlapped(const StreamPlan &plan) {
       progress.cv.notify_all();
     }
   };
+  streamsMapped_ = true;
   std::thread comm(runLane, kCommLane);
   runLane(kComputeLane);
   comm.join();
+  streamsMapped_ = false;
   return progress.stop ? progress.error : Status::ok();
 }
 

@@ -80,7 +80,8 @@ struct Cluster {
 ///    "device": "h100-80g"  |  {"base": "a100-80g", "name": ..., "peak_tflops_bf16": ...,
 ///      "peak_tflops_fp32": ..., "hbm_gbps": ..., "memory_gb": ..., "gemm_efficiency": ...,
 ///      "mem_efficiency": ..., "intra_gbps": ..., "intra_latency_us": ...,
-///      "inter_gbps": ..., "inter_latency_us": ...},
+///      "inter_gbps": ..., "inter_latency_us": ..., "kernel_overhead_us": ...,
+///      "compute_speed": ... (scales the peak FLOP rates and hbm_gbps)},
 ///    "intra": "nvlink4", "inter": "ib-400g"}      (GB/s = 1e9 bytes/s)
 llvm::Expected<Cluster> parseClusterJSON(llvm::StringRef text);
 

@@ -63,6 +63,28 @@ public:
                                           const BufferRef &buffer) = 0;
   /// Waits until all queued work is done (a no-op on the CPU).
   virtual Status synchronize() = 0;
+
+  /// The program's streams and events (exec.event_record / event_wait), for
+  /// backends that queue work asynchronously (CUDA: stream 0 computes, stream
+  /// 1 is the communicator's; events are CUDA events). The CPU backend runs
+  /// each call to completion, so every ordering holds already: no-ops.
+  /// recordEvent: `event` marks the work queued on `stream` so far.
+  virtual Status recordEvent(int stream, int64_t event) {
+    (void)stream;
+    (void)event;
+    return Status::ok();
+  }
+  /// Work queued on `stream` from now on waits for the last recordEvent of
+  /// `event` (none yet: no wait).
+  virtual Status waitEvent(int stream, int64_t event) {
+    (void)stream;
+    (void)event;
+    return Status::ok();
+  }
+  /// Called once by a thread other than the creator's before it calls the
+  /// backend or a communicator on its buffers (the Executor's comm thread);
+  /// CUDA selects the backend's device there.
+  virtual Status bindThread() { return Status::ok(); }
 };
 
 /// The float type an instruction computes in: bf16 (or f16) when any operand

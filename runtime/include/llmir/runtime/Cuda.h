@@ -5,6 +5,7 @@
 
 #include "llmir/runtime/Backend.h"
 #include "llmir/runtime/Communicator.h"
+#include "llmir/runtime/StagedCommunicator.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -39,23 +40,36 @@ struct CudaBackendOptions {
 };
 
 /// A Backend on device `deviceIndex`: device arena (cudaMalloc, zeroed,
-/// 256-byte aligned), all work on one compute stream, cuBLASLt GEMMs and one
-/// CUDA kernel per CPU kernel. Unavailable ("no CUDA device") without a GPU.
+/// 256-byte aligned), kernels on a compute stream (the program's stream 0),
+/// cuBLASLt GEMMs and one CUDA kernel per CPU kernel; the program's stream 1
+/// and its events are a second CUDA stream and CUDA events (recordEvent,
+/// waitEvent). Unavailable ("no CUDA device") without a GPU.
 StatusOr<std::unique_ptr<Backend>>
 createCudaBackend(int deviceIndex, const CudaBackendOptions &options = {});
 
 /// The compute stream (a cudaStream_t) of a backend made by createCudaBackend,
 /// or null for any other backend.
 void *cudaComputeStream(Backend &backend);
+/// Its comm stream (the program's stream 1), or null for any other backend.
+void *cudaCommStream(Backend &backend);
+
+/// The staged communicator's copies on CUDA: pinned host staging
+/// (cudaMallocHost), cudaMemcpyAsync on `stream` (so a copy follows the work
+/// queued there), sync = cudaStreamSynchronize. Selects `deviceIndex` on every
+/// call, so any one thread at a time may call it.
+std::unique_ptr<DeviceCopier> createCudaCopier(int deviceIndex, void *stream);
 
 /// A Communicator over NCCL whose buffers are device pointers (the CUDA
 /// backend's arena). `bootstrap` (an MpiCommunicator, or the single-process
 /// one for one rank) carries the ncclUniqueId and the group bookkeeping and
-/// must outlive the result; NCCL work waits for `computeStream` (events) and
-/// runs on a communication stream. setTimeout bounds every wait: on expiry the
+/// must outlive the result; NCCL work waits for the work queued on
+/// `orderStream` (events), runs on a communication stream, and work queued on
+/// `orderStream` afterwards waits for it. `orderStream` is the compute stream
+/// when every instruction runs in program order, the backend's comm stream
+/// when the program's events order the streams. setTimeout bounds every wait: on expiry the
 /// NCCL communicators are aborted and a CommError names the op, group and peer.
 StatusOr<std::unique_ptr<Communicator>>
-createNcclCommunicator(Communicator &bootstrap, int deviceIndex, void *computeStream);
+createNcclCommunicator(Communicator &bootstrap, int deviceIndex, void *orderStream);
 
 } // namespace llmir::runtime
 

@@ -169,6 +169,8 @@ private:
   Status checkFinite(const Instr &instr);
   Status checkOutputsFinite(const Instr &instr);
   Status executeCollective(const Instr &instr);
+  /// An event instruction on the backend's streams (when streamsMapped_).
+  Status executeEvent(const Instr &instr);
 
   /// Address of `b` in the arena (host memory on the CPU backend, device
   /// memory elsewhere): what the communicator reads and writes.
@@ -190,6 +192,9 @@ private:
   bool updateParams_ = true;
   size_t evalEnd_ = 0; ///< instructions run while !updateParams_
   bool overlap_ = true;
+  /// Set while runOverlapped runs: event_record/event_wait go to the
+  /// backend's streams; otherwise each collective is joined to stream 0.
+  bool streamsMapped_ = false;
   TraceRecorder *trace_ = nullptr;
   mutable std::map<const StageProgram *, std::shared_ptr<const StreamPlan>> streamPlans_;
   int64_t step_ = 0;
