@@ -259,7 +259,9 @@ TRAIN_BATCH, TRAIN_STEPS, LR, WD = 4, 10, 1e-3, 0.1
     (1, 2, 0, True, "none"), (2, 2, 1, True, "none"),
     (1, 1, 0, False, "full"), (2, 2, 0, True, "full"),
     # ZeRO-2: each gradient reduce-scattered where it becomes final.
-    (2, 1, 2, False, "none"), (2, 2, 2, True, "none"), (2, 1, 2, False, "full")])
+    (2, 1, 2, False, "none"), (2, 2, 2, True, "none"), (2, 1, 2, False, "full"),
+    # ZeRO-3 (FSDP): parameters dp-sharded, gathered per layer ahead of use.
+    (2, 1, 3, False, "none"), (2, 2, 3, False, "none"), (2, 2, 3, True, "full")])
 def test_training_matches_reference(model, tmp_path, dp, tp, zero, sp, recompute):
     """fwd + bwd + AdamW steps under every layout give the single-device
     PyTorch loss curve (torch.optim.AdamW, betas (0.9, 0.95), weight decay on

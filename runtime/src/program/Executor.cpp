@@ -220,6 +220,11 @@ Status Executor::loadTensor(const SafeTensorsFile &file,
   for (const Binding &b : stage_->params)
     if (b.name == param.name)
       shardElements = b.buffer.numElements();
+  // ZeRO-3: the parameter's own buffer is a dp chunk of the rank's shard
+  // (its slice holds more than the buffer).
+  if (static_cast<int64_t>(data.size()) > shardElements)
+    if (StatusOr<std::pair<int, int>> dp = axisPosition("dp"); dp.isOk())
+      shardElements *= dp->second;
   // Vocab padding: a rank's row block may extend past the real tensor; the
   // missing rows are zero (one segment, split on dim 0).
   if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
