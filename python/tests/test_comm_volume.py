@@ -26,17 +26,19 @@ if not os.path.exists(os.path.join(BIN, "llm-opt")):
 B, S, F32 = 4, 8, 4
 
 
-def comm_totals(model, plan):
+def comm_totals(model, plan, split=False):
+    """Collectives per (kind, axis): (count, bytes), summed over the program's functions (pipeline ranks)."""
     imp = subprocess.run([os.path.join(BIN, "llm-translate"), "--import-hf-config",
                           model_path(model), "--batch", str(B), "--seq", str(S)],
                          capture_output=True, text=True, check=True)
-    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}",
-                          "--tfm-build-train-step", "--llm-comm-report", "-o", os.devnull],
+    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step"] +
+                         (["--llm-pipeline-split"] if split else []) + ["--llm-comm-report", "-o", os.devnull],
                          input=imp.stdout, capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr
     totals = {}
     for m in re.finditer(r"total: (\S+) (\S+) (\d+) ops (\d+) B", rep.stdout):
-        totals[(m.group(1), m.group(2))] = (int(m.group(3)), int(m.group(4)))
+        count, size = totals.get((m.group(1), m.group(2)), (0, 0))
+        totals[(m.group(1), m.group(2))] = (count + int(m.group(3)), size + int(m.group(4)))
     return totals
 
 
@@ -131,6 +133,23 @@ def test_zero3_without_resharding_gathers_each_parameter_once(model):
     totals = comm_totals(model, "dp=2 tp=2 zero=3 reshard-after-forward=false")
     sizes = local_param_sizes(cfg, 2)
     assert totals[("all_gather", "dp")] == (len(sizes), sum(sizes.values()) // 2)
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("reshard", [True, False])
+def test_zero3_pipeline_gathers_per_microbatch(model, reshard):
+    """pp2 dp2 with 2 micro-batches: each stage gathers its parameters per micro-batch as the single step does
+    (the stages split the parameters; a tied table lives on the first and the last), or once per step without
+    resharding."""
+    cfg = config.load_config(model_path(model))
+    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()}",
+                         split=True)
+    sizes = local_param_sizes(cfg, 1)
+    gathers = {n: (2 if reshard else 1) * zero3_gathers(cfg, n, reshard) for n in sizes}
+    if cfg.tie_word_embeddings and not reshard:
+        gathers["wte.weight"] += 1  # the first and the last stage each hold (and gather) the tied table
+    expect = (sum(gathers.values()), sum(g * sizes[n] // 2 for n, g in gathers.items()))
+    assert totals[("all_gather", "dp")] == expect
 
 
 def exec_program(model, plan):
