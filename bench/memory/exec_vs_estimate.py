@@ -36,6 +36,11 @@ CASES = [
     ("gpt2-124m", 1, 128, ""),
     ("gpt2-124m", 4, 256, "tp=2"),
     ("llama-tiny", 16, 64, "dp=2 tp=2 sp=true"),
+    # ZeRO-3: parameter chunks, gathered per layer section.
+    ("gpt2-tiny", 8, 64, "dp=2 zero=3"),
+    ("llama-tiny", 16, 64, "dp=2 tp=2 zero=3"),
+    ("llama-tiny", 16, 64, "dp=2 zero=3 reshard-after-forward=false"),
+    ("gpt2-124m", 4, 256, "dp=2 zero=3"),
 ]
 
 

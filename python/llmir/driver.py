@@ -109,6 +109,7 @@ class Plan:
     vpp: int = 1
     layout: Optional[str] = None
     schedule_actions: Optional[Union[str, Sequence[Sequence[str]]]] = None
+    reshard_after_forward: bool = True  # zero=3: gather again for the backward
 
     def __post_init__(self):
         for name in ("dp", "tp", "pp", "vpp", "microbatches"):
@@ -130,6 +131,8 @@ class Plan:
         if self.layout is not None:
             self.layout = "".join(str(self.layout).split())
             self.layout_stages()  # validates
+        if not self.reshard_after_forward and self.zero != 3:
+            raise ValueError(f"Plan: reshard_after_forward=False needs zero=3, got zero={self.zero}")
         if self.schedule_actions is not None:
             self.schedule_actions = self._normalize_actions(self.schedule_actions)
 
@@ -216,6 +219,8 @@ class Plan:
                     f"schedule={self.schedule}")
             if self.layout is not None:
                 opt += f" layout={self.layout}"
+        if not self.reshard_after_forward:
+            opt += " reshard-after-forward=false"
         if self.rules is None and self.vocab_parallel:
             return opt
         lines = [f"{glob} {rule}" for glob, rule in (self.rules or {}).items()]

@@ -29,6 +29,8 @@ def plan_from_layout(layout: str) -> Plan:
             fields[key] = int(value)
         elif key == "sp":
             fields[key] = value == "true"
+        elif key == "reshard-after-forward":
+            fields["reshard_after_forward"] = value == "true"
         elif key in ("schedule", "recompute", "layout"):
             fields[key] = value
         else:

@@ -1,11 +1,12 @@
 """The collectives a compiled training step emits equal the analytic minimum
-of Megatron-LM's schemes, count and bytes, for tp, sp, dp and ZeRO-1/2 (ZeRO-2 moves the same bytes as ZeRO-1,
+of Megatron-LM's schemes, count and bytes, for tp, sp, dp and ZeRO-1/2/3 (ZeRO-2 moves the same bytes as ZeRO-1,
 earlier: test_zero2_frees_gradients_during_the_backward).
 
 Bytes are what each rank contributes (the operand of the collective), as
 printed by `llm-opt --llm-comm-report`.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -25,23 +26,25 @@ if not os.path.exists(os.path.join(BIN, "llm-opt")):
 B, S, F32 = 4, 8, 4
 
 
-def comm_totals(model, plan):
+def comm_totals(model, plan, split=False):
+    """Collectives per (kind, axis): (count, bytes), summed over the program's functions (pipeline ranks)."""
     imp = subprocess.run([os.path.join(BIN, "llm-translate"), "--import-hf-config",
                           model_path(model), "--batch", str(B), "--seq", str(S)],
                          capture_output=True, text=True, check=True)
-    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}",
-                          "--tfm-build-train-step", "--llm-comm-report", "-o", os.devnull],
+    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step"] +
+                         (["--llm-pipeline-split"] if split else []) + ["--llm-comm-report", "-o", os.devnull],
                          input=imp.stdout, capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr
     totals = {}
     for m in re.finditer(r"total: (\S+) (\S+) (\d+) ops (\d+) B", rep.stdout):
-        totals[(m.group(1), m.group(2))] = (int(m.group(3)), int(m.group(4)))
+        count, size = totals.get((m.group(1), m.group(2)), (0, 0))
+        totals[(m.group(1), m.group(2))] = (count + int(m.group(3)), size + int(m.group(4)))
     return totals
 
 
-def local_param_bytes(cfg, tp):
-    """Bytes of one rank's parameter shards under Megatron's tp rules."""
-    total = 0
+def local_param_sizes(cfg, tp):
+    """Bytes of one rank's shard of each parameter under Megatron's tp rules."""
+    sizes = {}
     for name, shape in param_shapes(cfg).items():
         n = 1
         for d in shape:
@@ -51,15 +54,34 @@ def local_param_bytes(cfg, tp):
             split = False
         if name.endswith("c_proj.bias") or name.endswith("o_proj.bias"):
             split = False
-        total += (n // tp if split else n) * F32
-    return total
+        sizes[name] = (n // tp if split else n) * F32
+    return sizes
+
+
+def local_param_bytes(cfg, tp):
+    """Bytes of one rank's parameter shards under Megatron's tp rules."""
+    return sum(local_param_sizes(cfg, tp).values())
+
+
+def zero3_gathers(cfg, name, reshard_after_forward=True):
+    """All-gathers of one ZeRO-3 parameter per step: one per section of the step that reads it. A layer's
+    forward and backward are two sections, and the backward reads weights and norm gains but not biases; the
+    embedding's backward does not read the table, but a tied head's section does; the final norm and an untied
+    head are read in one section (forward, loss, backward)."""
+    if not reshard_after_forward:
+        return 1
+    if re.search(r"(^|\.)(h|layers)\.\d+\.", name):
+        return 2 if name.endswith("weight") else 1
+    tied_table = cfg.tie_word_embeddings and name in ("wte.weight", "model.embed_tokens.weight")
+    return 2 if tied_table else 1
 
 
 @pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
 @pytest.mark.parametrize("dp,tp,sp,zero", [(1, 2, False, 0), (1, 2, True, 0),
                                            (2, 1, False, 0), (2, 1, False, 1),
                                            (2, 2, False, 0), (2, 2, True, 1),
-                                           (2, 1, False, 2), (2, 2, True, 2)])
+                                           (2, 1, False, 2), (2, 2, True, 2),
+                                           (2, 1, False, 3), (2, 2, True, 3)])
 def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
     cfg = config.load_config(model_path(model))
     L, H = cfg.num_layers, cfg.hidden_size
@@ -85,7 +107,7 @@ def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
         sp_bytes = sum(F32 * __import__("math").prod(param_shapes(cfg)[n])
                        for n in sp_params)
         # ZeRO-2 reduce-scatters over dp first, so the tp sum covers this rank's 1/dp chunk only.
-        if zero == 2 and dp > 1:
+        if zero >= 2 and dp > 1:
             sp_bytes //= dp
         expect[("all_reduce", "tp")] = (2 + len(sp_params), 2 * rows + sp_bytes)
     n_params = len(param_shapes(cfg))
@@ -95,10 +117,39 @@ def test_collectives_equal_the_analytic_minimum(model, dp, tp, sp, zero):
             expect[("all_reduce", "dp")] = (1, F32)                # the loss
             expect[("reduce_scatter", "dp")] = (n_params, pbytes)  # gradients
             expect[("all_gather", "dp")] = (n_params, pbytes // dp)  # parameters
+            if zero == 3:  # gathered before use instead of after the update; operands are the chunks
+                sizes = local_param_sizes(cfg, tp)
+                expect[("all_gather", "dp")] = (sum(zero3_gathers(cfg, n) for n in sizes),
+                                                sum(zero3_gathers(cfg, n) * b // dp for n, b in sizes.items()))
         else:
             # The loss, and all gradients in one bucket (they fit in 25 MiB).
             expect[("all_reduce", "dp")] = (2, F32 + pbytes)
     assert comm_totals(model, f"dp={dp} tp={tp} sp={str(sp).lower()} zero={zero}") == expect
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+def test_zero3_without_resharding_gathers_each_parameter_once(model):
+    cfg = config.load_config(model_path(model))
+    totals = comm_totals(model, "dp=2 tp=2 zero=3 reshard-after-forward=false")
+    sizes = local_param_sizes(cfg, 2)
+    assert totals[("all_gather", "dp")] == (len(sizes), sum(sizes.values()) // 2)
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("reshard", [True, False])
+def test_zero3_pipeline_gathers_per_microbatch(model, reshard):
+    """pp2 dp2 with 2 micro-batches: each stage gathers its parameters per micro-batch as the single step does
+    (the stages split the parameters; a tied table lives on the first and the last), or once per step without
+    resharding."""
+    cfg = config.load_config(model_path(model))
+    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()}",
+                         split=True)
+    sizes = local_param_sizes(cfg, 1)
+    gathers = {n: (2 if reshard else 1) * zero3_gathers(cfg, n, reshard) for n in sizes}
+    if cfg.tie_word_embeddings and not reshard:
+        gathers["wte.weight"] += 1  # the first and the last stage each hold (and gather) the tied table
+    expect = (sum(gathers.values()), sum(g * sizes[n] // 2 for n, g in gathers.items()))
+    assert totals[("all_gather", "dp")] == expect
 
 
 def exec_program(model, plan):
@@ -127,3 +178,25 @@ def test_zero2_frees_gradients_during_the_backward(model):
     saved = peaks[1] - peaks[2]
     print(f"{model}: temp peak zero=1 {peaks[1]} B, zero=2 {peaks[2]} B (saves {saved} B of {grads} B of gradients)")
     assert saved >= 0.25 * grads, peaks
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("tp", [1, 2])
+def test_zero3_plans_parameters_divided_by_dp(model, tp):
+    """ZeRO-3's exec memory plan holds 1/dp of ZeRO-2's parameter bytes per rank (the AdamW state is the same
+    chunks), as --llm-memory-report predicts."""
+    planned = {}
+    for zero in (2, 3):
+        ir = exec_program(model, f"dp=2 tp={tp} zero={zero}")
+        planned[zero] = [int(re.search(rf"{key} = (\d+)", ir).group(1)) for key in ("param_bytes", "state_bytes")]
+    assert planned[3] == [planned[2][0] // 2, planned[2][1]], planned
+    imp = subprocess.run([os.path.join(BIN, "llm-translate"), "--import-hf-config", model_path(model),
+                          "--batch", str(B), "--seq", str(S)], capture_output=True, text=True, check=True)
+    rep = subprocess.run([os.path.join(BIN, "llm-opt"), f"--llm-partition=dp=2 tp={tp} zero=3",
+                          "--llm-memory-report=json", "-o", os.devnull],
+                         input=imp.stdout, capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    predicted = json.loads(rep.stdout)["ranks"][0]["param_bytes"]
+    print(f"{model} tp={tp}: param bytes zero=2 {planned[2][0]}, zero=3 {planned[3][0]}, predicted {predicted:.0f}")
+    assert abs(predicted - planned[3][0]) <= 0.01 * planned[3][0]
+

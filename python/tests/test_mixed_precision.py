@@ -10,6 +10,7 @@ parameter read and every op result rounded to bf16 where the IR casts, f32 maste
 """
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -113,6 +114,21 @@ LAYOUTS = [
 
 @pytest.mark.parametrize("plan,ranks", LAYOUTS)
 def test_layouts_follow_the_single_rank_run(model, plan, ranks):
+    assert_close(train(model, plan, ranks), train(model, "", 1), 1e-3, plan)
+
+
+@pytest.mark.parametrize("plan,ranks", [("dp=2 zero=3", 2),
+                                        ("dp=2 tp=2 zero=3 reshard-after-forward=false", 4)])
+def test_zero3_gathers_the_cast(model, plan, ranks, tmp_path):
+    """ZeRO-3 under bf16: each f32 master chunk is cast to bf16 and the bf16
+    chunk is gathered (bf16 on the wire), and the run follows the 1-rank bf16 run."""
+    ir = compile_program(model["cfg_path"], tmp_path / "z.llmir", plan)
+    params = re.findall(r"(%\d+) = exec.param \"[^\"]+\" at \d+ .*: <(\d+)xf32>", ir)
+    assert params, "ZeRO-3 parameters are flat f32 chunks"
+    for buf, n in params:
+        assert re.search(rf"\"cast\" ins\({buf}\) .*<{n}xf32>\) -> !exec.buffer<{n}xbf16>", ir), buf
+    gathers = re.findall(r"exec.all_gather %\d+, %\d+ over \"dp\" stream 1 : <\d+x(\w+)>", ir)
+    assert gathers and set(gathers) == {"bf16"}, gathers
     assert_close(train(model, plan, ranks), train(model, "", 1), 1e-3, plan)
 
 

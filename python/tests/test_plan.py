@@ -88,6 +88,16 @@ def test_pipelined_command_line(tmp_path):
         "--llm-pipeline-split", "--llm-lower-to-exec"]
 
 
+def test_zero3_without_resharding_command_line(tmp_path):
+    plan = llmir.Plan(dp=2, zero=3, reshard_after_forward=False)
+    assert plan.passes(train=True, workdir=str(tmp_path))[0] == \
+        "--llm-partition=dp=2 tp=1 sp=false zero=3 recompute=none reshard-after-forward=false"
+    assert llmir.plan_from_layout("dp=2 tp=1 pp=1 vpp=1 microbatches=1 schedule=1f1b recompute=none sp=false "
+                                  "zero=3 reshard-after-forward=false") == plan
+    with pytest.raises(ValueError, match="reshard_after_forward=False needs zero=3, got zero=2"):
+        llmir.Plan(dp=2, zero=2, reshard_after_forward=False)
+
+
 @pytest.mark.parametrize("form", ["lists", "text"])
 def test_schedule_actions_go_to_a_schedule_file(tmp_path, form):
     lists = [["F0s0", "F1s0", "B0s0", "B1s0"], ["F0s1", "B0s1", "F1s1", "B1s1"]]

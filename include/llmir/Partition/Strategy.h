@@ -91,6 +91,8 @@ struct PartitionOptions {
   int64_t dp = 1, tp = 1;
   bool sp = false;
   int64_t zero = 0;
+  /// zero=3: all-gather each layer's parameters again for its backward.
+  bool reshardAfterForward = true;
   /// Pipeline stages (ranks along `pp`) and virtual stages per rank.
   int64_t pp = 1, vpp = 1;
   int64_t microbatches = 1;

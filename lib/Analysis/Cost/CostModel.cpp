@@ -439,13 +439,29 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
     m.rank = r;
     m.layers = layersOnRank(c, l, r);
     m.params = rankParams(c, l, r);
-    m.paramBytes = m.params * prec.paramBytes;
+    // ZeRO-3 keeps a 1/dp chunk of each parameter (and of its compute copy).
+    double stored = l.zero == 3 ? 1.0 / double(l.dp) : 1.0;
+    m.paramBytes = m.params * prec.paramBytes * stored;
     m.optimizerBytes =
         m.params * prec.optimizerBytes / (l.zero >= 1 ? double(l.dp) : 1.0);
     // A layer's compute-typed weight copies live as long as its activations.
     LayerParamSplit<int64_t> split = layerParamSplit<int64_t>(c);
-    double layerCopy = (double(split.sharded) / t + double(split.replicated)) *
-                       prec.workingCopyBytes;
+    double layerParams = double(split.sharded) / t + double(split.replicated);
+    double layerCopy = layerParams * prec.workingCopyBytes * stored;
+    // ZeRO-3's gathered parameters (compute type): a section's and the
+    // prefetched next one's (a layer's), or all of them from the forward to
+    // the backward without resharding. The last rank peaks at the loss, in
+    // the head's section; the first may in the embedding's.
+    double gathered = 0;
+    if (l.zero == 3) {
+      double section = layerParams;
+      if (r == l.pp - 1)
+        section = vocabLocal * c.hidden;
+      else if (r == 0)
+        section = std::max(section, vocabLocal * c.hidden);
+      gathered = (l.reshardAfterForward ? section + layerParams : m.params) *
+                 (prec.workingCopyBytes ? prec.workingCopyBytes : prec.paramBytes);
+    }
     m.activationPerMicrobatch = m.layers * (layerAct.total() + layerCopy);
     m.inFlight = inFlightMicrobatches(l, r);
     bool last = holdsHead(l, r);
@@ -463,7 +479,7 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       // ZeRO-2 keeps this rank's 1/dp chunk of each gradient (the whole one
       // only until its reduce-scatter) when nothing accumulates across
       // micro-batches; LLMIR's pipelines reduce-scatter after the last one.
-      m.gradBytes = l.zero == 2 && l.pp == 1 && l.microbatches == 1
+      m.gradBytes = l.zero >= 2 && l.pp == 1 && l.microbatches == 1
                         ? gradAll / double(l.dp)
                         : gradAll;
       m.activationBytes = m.inFlight * m.activationPerMicrobatch;
@@ -493,8 +509,8 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       struct Phase {
         double act, grad, work;
       };
-      // ZeRO-2: a final gradient is reduce-scattered at once, 1/dp stays.
-      double kept = l.zero == 2 ? 1.0 / double(l.dp) : 1.0;
+      // ZeRO-2/3: a final gradient is reduce-scattered at once, 1/dp stays.
+      double kept = l.zero >= 2 ? 1.0 / double(l.dp) : 1.0;
       double outGrads = (headGrad + normGrad) * kept;
       Phase phases[] = {
           {acts + finalNormBytes, 0, 2 * logitBytes},
@@ -513,6 +529,7 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       m.gradBytes = best->grad;
       m.workingBytes = best->work;
     }
+    m.workingBytes += gathered;
     m.totalBytes = m.paramBytes + m.gradBytes + m.optimizerBytes +
                    m.activationBytes + m.workingBytes + m.inputBytes;
     stages.push_back(m);
@@ -693,11 +710,17 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
   for (const StageMemory &m : e.memory)
     maxParams = std::max(maxParams, m.params);
   double gradBytes = maxParams * prec.gradBytes;
+  // ZeRO-3 gathers the parameters before each forward and backward (per
+  // micro-batch; once per step without resharding) instead of after the
+  // update, in the compute type.
+  double gathers = l.zero == 3 && l.reshardAfterForward ? 2.0 * l.microbatches : 1.0;
+  int gatherBytes = l.zero == 3 && prec.workingCopyBytes ? prec.workingCopyBytes
+                                                         : prec.paramBytes;
   double dpTime =
       l.zero >= 1
           ? groupCollective(cluster, gradBytes, l.dp, l.tp, 1) +
-                groupCollective(cluster, maxParams * prec.paramBytes, l.dp,
-                                l.tp, 1)
+                gathers * groupCollective(cluster, maxParams * gatherBytes,
+                                          l.dp, l.tp, 1)
           : groupCollective(cluster, gradBytes, l.dp, l.tp, 2);
   e.dpTime = dpTime * (1 - o.dpOverlap);
   // Tied embeddings over pp: the first and last stage sum their copies' grads.

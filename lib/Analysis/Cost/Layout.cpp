@@ -21,6 +21,7 @@ std::string Layout::str() const {
                        dp, tp, pp, vpp, microbatches, schedule, recompute,
                        sp ? "true" : "false", zero)
              .str() +
+         (reshardAfterForward ? "" : " reshard-after-forward=false") +
          (stageLayers.empty() ? "" : " layout=" + formatStageLayers(stageLayers));
 }
 
@@ -83,8 +84,10 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   if (l.sp && c.seq % l.tp)
     return fail(llvm::formatv("sp: tp={0} does not divide the sequence of {1}",
                               l.tp, c.seq));
-  if (l.zero < 0 || l.zero > 2)
-    return fail("zero must be 0, 1 or 2");
+  if (l.zero < 0 || l.zero > 3)
+    return fail("zero must be 0, 1, 2 or 3");
+  if (!l.reshardAfterForward && l.zero != 3)
+    return fail("reshard-after-forward=false needs zero=3");
   if (!llvm::is_contained({"none", "selective", "full"}, l.recompute))
     return fail("recompute must be none, selective or full, found '" +
                 l.recompute + "'");

@@ -196,7 +196,7 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
             for (const std::string &recompute : o.recomputes)
               for (int sp = 0; sp <= (o.searchSP && tp > 1 ? 1 : 0); ++sp)
                 for (int64_t zero = 0;
-                     zero <= (o.searchZero && dp > 1 ? 2 : 0); ++zero) {
+                     zero <= (o.searchZero && dp > 1 ? 3 : 0); ++zero) {
                   Layout l;
                   l.dp = dp;
                   l.tp = tp;

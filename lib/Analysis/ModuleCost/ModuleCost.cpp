@@ -102,6 +102,7 @@ llvm::Expected<cost::Layout> llmir::toCostLayout(tfm::PlanAttr plan) {
   l.recompute = plan.getRecompute().str();
   l.sp = plan.getSp();
   l.zero = plan.getZero();
+  l.reshardAfterForward = plan.getReshardAfterForward();
   if (!plan.getLayout().empty()) {
     auto stages = cost::parseStageLayers(plan.getLayout());
     if (!stages)
@@ -261,6 +262,12 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
         return module.emitError() << "--" << pass << ": layout: '" << key
                                   << "' needs an integer, found '" << value
                                   << "'";
+    } else if (key == "reshard-after-forward") {
+      if (value != "true" && value != "false")
+        return module.emitError() << "--" << pass
+                                  << ": layout: reshard-after-forward needs "
+                                     "true or false";
+      l.reshardAfterForward = value == "true";
     } else if (key == "schedule") {
       l.schedule = value.str();
     } else if (key == "recompute") {

@@ -134,6 +134,7 @@ struct LLMAutoPartitionPass
     po.tp = best.tp;
     po.sp = best.sp;
     po.zero = best.zero;
+    po.reshardAfterForward = best.reshardAfterForward;
     po.microbatches = best.microbatches;
     po.schedule = best.schedule;
     po.recompute = best.recompute;

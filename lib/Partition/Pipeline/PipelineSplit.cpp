@@ -18,6 +18,7 @@
 #include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
+#include "llmir/Dialect/Tfm/Transforms/ShardParameters.h"
 #include "llmir/Partition/Passes.h"
 #include "llmir/Partition/Pipeline/Schedule.h"
 #include "llmir/Partition/Pipeline/Stages.h"
@@ -440,9 +441,12 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
 LogicalResult Splitter::run() {
   if (failed(analyze()))
     return failure();
-  for (int64_t r = 0; r < schedule.numRanks; ++r)
-    if (failed(buildRank(r)))
+  for (int64_t r = 0; r < schedule.numRanks; ++r) {
+    FailureOr<func::FuncOp> rankFunc = buildRank(r);
+    if (failed(rankFunc) ||
+        failed(tfm::shardParametersOverDp(module, *rankFunc))) // zero=3 only
       return failure();
+  }
   mb.erase();
   return success();
 }

@@ -45,8 +45,12 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
       failed(positive("pp", o.pp)) || failed(positive("vpp", o.vpp)) ||
       failed(positive("microbatches", o.microbatches)))
     return failure();
-  if (o.zero < 0 || o.zero > 2)
-    return module.emitError() << "--llm-partition: zero must be 0, 1 or 2, found "
+  if (o.zero < 0 || o.zero > 3)
+    return module.emitError()
+           << "--llm-partition: zero must be 0, 1, 2 or 3, found " << o.zero;
+  if (!o.reshardAfterForward && o.zero != 3)
+    return module.emitError() << "--llm-partition: reshard-after-forward=false "
+                                 "needs zero=3, found zero="
                               << o.zero;
   const pipeline::ScheduleKind *kind = pipeline::findScheduleKind(o.schedule);
   if (!kind)
@@ -96,6 +100,7 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.tp = tp;
     options.sp = sp;
     options.zero = zero;
+    options.reshardAfterForward = reshardAfterForward;
     options.pp = pp;
     options.vpp = vpp;
     options.microbatches = microbatches;
@@ -196,7 +201,8 @@ LogicalResult llmir::partitionModule(ModuleOp module,
               module.getContext(), axisNames, sizes, o.sp, o.zero,
               o.microbatches, o.schedule, o.recompute, numStages > 1 ? vpp : 1,
               numStages > 1 ? StringRef(layout) : "",
-              strategy ? StringRef(strategy->name()) : ""));
+              strategy ? StringRef(strategy->name()) : "",
+              o.reshardAfterForward));
   // A mixed-precision policy recorded before partitioning applies to the
   // per-rank form (the rules above read f32 parameters directly).
   return tfm::applyMixedPrecision(module);

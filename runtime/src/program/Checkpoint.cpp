@@ -103,6 +103,25 @@ int dpIndex(const Program &program, int rank) {
   return 0;
 }
 
+/// Elements of the global tensor that `rank` holds a shard of (its slice,
+/// or all of it).
+int64_t sliceElements(const ParamInfo &param, int rank) {
+  int64_t total = 0;
+  if (const ParamSlice *slice = param.sliceFor(rank)) {
+    for (const Segment &seg : slice->segments) {
+      int64_t n = 1;
+      for (const auto &[begin, end] : seg)
+        n *= end - begin;
+      total += n;
+    }
+    return total;
+  }
+  total = 1;
+  for (int64_t d : param.globalShape)
+    total *= d;
+  return total;
+}
+
 /// A global tensor reassembled on rank 0.
 struct GlobalTensor {
   std::string name;
@@ -157,11 +176,13 @@ Status gatherGlobalTensors(const Program &program, Executor &exec,
     // needs no message). A tensor bound on two stages (the tied embedding,
     // kept identical on the first and the last stage) is saved once. Each
     // stage's ranks cover every dp/tp coordinate, so one stage has it all.
-    int holderStage = -1;
+    int holderStage = -1, holderRank = 0;
     for (const RankInfo *r : ranks)
       if (holderStage < 0 &&
-          findBinding(program.stages[r->stage], name, isState))
+          findBinding(program.stages[r->stage], name, isState)) {
         holderStage = r->stage;
+        holderRank = r->rank;
+      }
     const StageProgram &stage = program.stages[holderStage];
     const Binding *binding = findBinding(stage, name, isState);
     const int64_t n = binding->buffer.numElements();
@@ -170,6 +191,10 @@ Status gatherGlobalTensors(const Program &program, Executor &exec,
     if (isState)
       if (const Binding *p = findBinding(stage, param->name, false))
         shardElements = p->buffer.numElements();
+    // ZeRO-3: the parameter itself (and so its state) is a dp chunk of the
+    // shard when the rank's slice holds more than its buffer.
+    if (sliceElements(*param, holderRank) > shardElements)
+      shardElements *= program.plan.axisSize("dp");
     const bool chunked = shardElements != n;
     const int tag = kCheckpointTagBase + static_cast<int>(i % kCheckpointTagCount);
     // One rank per distinct piece sends it to rank 0: per distinct tp slice

@@ -220,6 +220,11 @@ Status Executor::loadTensor(const TensorSource &file,
   for (const Binding &b : stage_->params)
     if (b.name == param.name)
       shardElements = b.buffer.numElements();
+  // ZeRO-3: the parameter's own buffer is a dp chunk of the rank's shard
+  // (its slice holds more than the buffer).
+  if (static_cast<int64_t>(data.size()) > shardElements)
+    if (StatusOr<std::pair<int, int>> dp = axisPosition("dp"); dp.isOk())
+      shardElements *= dp->second;
   // Vocab padding: a rank's row block may extend past the real tensor; the
   // missing rows are zero (one segment, split on dim 0).
   if (slice && slice->segments.size() == 1 && slice->concatDim == 0 &&
@@ -580,9 +585,17 @@ Status Executor::executeCollective(const Instr &instr) {
       return g.status();
     LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
     const BufferRef &in = instr.ins[0], &out = instr.outs[0];
-    if (instr.kind == OpKind::AllGather)
-      return comm_->allGather(ptr<float>(in), ptr<float>(out), in.numElements(),
-                              *g);
+    if (instr.kind == OpKind::AllGather) {
+      // Only data moves: 2-byte elements travel as pairs in f32 words.
+      int64_t words = in.numElements();
+      if (in.dtype == ScalarType::BF16 || in.dtype == ScalarType::F16) {
+        if (words % 2 != 0)
+          return invalid("all_gather of " + in.str() +
+                         ": a 2-byte gather needs an even count per rank");
+        words /= 2;
+      }
+      return comm_->allGather(ptr<float>(in), ptr<float>(out), words, *g);
+    }
     return comm_->reduceScatterSum(ptr<float>(in), ptr<float>(out),
                                    out.numElements(), *g);
   }

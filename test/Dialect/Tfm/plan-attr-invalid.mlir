@@ -23,8 +23,13 @@ module attributes {llmir.plan = #tfm.plan<axes = [""], sizes = [2]>} {}
 
 // -----
 
-// expected-error @+1 {{#tfm.plan field 'zero': expected 0, 1 or 2, found 3}}
-module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 3>} {}
+// expected-error @+1 {{#tfm.plan field 'zero': expected 0, 1, 2 or 3, found 4}}
+module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 4>} {}
+
+// -----
+
+// expected-error @+1 {{#tfm.plan field 'reshard_after_forward': false needs zero = 3, found zero = 2}}
+module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 2, reshard_after_forward = false>} {}
 
 // -----
 

@@ -174,6 +174,8 @@ struct Layout {
   std::string recompute = "none"; ///< none, selective, full
   bool sp = false;
   int64_t zero = 0;
+  /// zero=3: parameters gathered again for the backward.
+  bool reshardAfterForward = true;
   /// Decoder layers of each (virtual) stage, from a pipeline layout such as
   /// "E,t*3|t*4|t*4|t*3,L"; empty: spread evenly, the remainder on the
   /// middle stages (the first holds the embedding, the last the LM head).

@@ -93,7 +93,8 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                ArrayRef<int64_t> sizes, bool sp, int64_t zero,
                                int64_t microbatches, StringRef schedule,
                                StringRef recompute, int64_t vpp,
-                               StringRef layout, StringRef strategy) {
+                               StringRef layout, StringRef strategy,
+                               bool reshardAfterForward) {
   auto fieldError = [&](StringRef field) -> InFlightDiagnostic {
     return emitError() << "#tfm.plan field '" << field << "': ";
   };
@@ -111,8 +112,11 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
       return fieldError("sizes") << "axis '" << name.getValue()
                                  << "' expected >= 1 ranks, found " << size;
   }
-  if (zero < 0 || zero > 2)
-    return fieldError("zero") << "expected 0, 1 or 2, found " << zero;
+  if (zero < 0 || zero > 3)
+    return fieldError("zero") << "expected 0, 1, 2 or 3, found " << zero;
+  if (!reshardAfterForward && zero != 3)
+    return fieldError("reshard_after_forward")
+           << "false needs zero = 3, found zero = " << zero;
   if (microbatches < 1)
     return fieldError("microbatches")
            << "expected >= 1, found " << microbatches;

@@ -10,6 +10,7 @@
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 #include "llmir/Dialect/Tfm/Transforms/MixedPrecision.h"
 #include "llmir/Dialect/Tfm/Transforms/Optimizer.h"
+#include "llmir/Dialect/Tfm/Transforms/ShardParameters.h"
 #include "llmir/Dialect/Tfm/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -323,6 +324,9 @@ struct TfmBuildTrainStepPass
     options.lossScaled = policy && policy->compute.isF16();
     for (func::FuncOp func : models)
       if (failed(Autodiff(module, func, options).run()))
+        return signalPassFailure();
+    for (func::FuncOp func : modelFunctions(module)) // zero=3 only
+      if (failed(shardParametersOverDp(module, func)))
         return signalPassFailure();
   }
 };

@@ -219,6 +219,13 @@ void llmir::tfm::legalizeCollectiveTypes(ModuleOp module) {
           ops.push_back(op);
       return;
     }
+    // A gather only moves data: 2-byte elements travel as pairs in the
+    // communicators' f32 words when each rank sends an even count.
+    if (auto gather = dyn_cast<shard::AllGatherOp>(op)) {
+      auto in = cast<RankedTensorType>(gather.getInput().getType());
+      if (in.getElementTypeBitWidth() == 16 && in.getNumElements() % 2 == 0)
+        return;
+    }
     if (isa<shard::AllGatherOp, shard::ReduceScatterOp, shard::BroadcastOp>(op) &&
         narrow(op->getResult(0).getType()))
       ops.push_back(op);

@@ -25,7 +25,10 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
   }
   tfm::PlanAttr plan = getPlan(module);
   zero = plan && plan.shardsOptimizer() && dp > 1;
-  zeroGradients = zero && plan.getZero() == 2;
+  zeroStage = zero ? plan.getZero() : 0;
+  // ZeRO-3 reduces gradients as ZeRO-2 does (its parameters are made
+  // dp-sharded later, at lowering: tfm::shardParametersOverDp).
+  zeroGradients = zero && zeroStage >= 2;
   // ZeRO-2 reduce-scatters each gradient where it becomes final, like the
   // buckets of plain dp, instead of keeping it whole until the optimizer.
   bucketed_ = dp > 1 && (!zero || zeroGradients);
@@ -235,7 +238,7 @@ LogicalResult OptimizerBuilder::emitUpdates(
       int64_t n = type.getNumElements();
       if (n % dp != 0)
         return func.emitOpError()
-               << "zero=" << (zeroGradients ? 2 : 1)
+               << "zero=" << zeroStage
                << " needs every parameter's size to divide by dp=" << dp
                << "; parameter #" << param.getArgNumber() << " has " << n
                << " elements";

@@ -27,6 +27,11 @@ def Tfm_FlagParameter : DefaultValuedParameter<"bool", "false"> {
   let printer = [{ $_printer << ($_self ? "true" : "false") }];
 }
 
+def Tfm_ReshardFlagParameter : DefaultValuedParameter<"bool", "true"> {
+  let parser = [{ ::llmir::tfm::parsePlanFlag($_parser, "reshard_after_forward") }];
+  let printer = [{ $_printer << ($_self ? "true" : "false") }];
+}
+
 def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
   let mnemonic = "plan";
   let summary = "the parallel plan of a partitioned module";
@@ -36,7 +41,10 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     it through its accessors. Grid axis `i` of `shard.grid @grid` is plan axis
     `i` (`axes[i]`, `sizes[i]` ranks).
 
-    - `sp`: sequence parallelism over the tp group; `zero`: ZeRO stage (0, 1).
+    - `sp`: sequence parallelism over the tp group; `zero`: ZeRO stage (0-3).
+    - `reshard_after_forward` (zero = 3): each layer's parameters are
+      all-gathered again for its backward (true) or kept from its forward
+      (false; with micro-batches: gathered once per step).
     - `microbatches`: micro-batches per step; `schedule`: the pipeline
       schedule (gpipe, 1f1b, interleaved, zb-h1, zb-v); `vpp`: model chunks
       per pipeline rank; `layout`: the stage split ("E,t|t,L").
@@ -45,7 +53,7 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
 
     Fields at their default (sp = false, zero = 0, microbatches = 1,
     schedule = "1f1b", recompute = "none", vpp = 1, empty layout and
-    strategy) may be left out and are not printed.
+    strategy, reshard_after_forward = true) may be left out and are not printed.
 
     ```mlir
     module attributes {llmir.plan = #tfm.plan<axes = ["pp", "dp", "tp"],
@@ -62,7 +70,8 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     StringRefParameter<"activation recompute", "\"none\"">:$recompute,
     DefaultValuedParameter<"int64_t", "1", "model chunks per pp rank">:$vpp,
     StringRefParameter<"stage layout", "\"\"">:$layout,
-    StringRefParameter<"partition strategy", "\"\"">:$strategy
+    StringRefParameter<"partition strategy", "\"\"">:$strategy,
+    Tfm_ReshardFlagParameter:$reshard_after_forward
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
@@ -82,9 +91,10 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     bool isPipelined() const;
     /// Full activation recompute (each layer's forward re-run in backward).
     bool isFullRecompute() const { return getRecompute() == "full"; }
-    /// ZeRO-1 optimizer-state sharding.
-    /// ZeRO-1 or -2: AdamW state and updates sharded over dp.
+    /// ZeRO-1, -2 or -3: AdamW state and updates sharded over dp.
     bool shardsOptimizer() const { return getZero() >= 1; }
+    /// ZeRO-3 (FSDP): parameters stored sharded over dp as well.
+    bool shardsParameters() const { return getZero() == 3; }
   }];
 }
 

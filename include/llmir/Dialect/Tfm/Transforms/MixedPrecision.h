@@ -44,7 +44,8 @@ mlir::LogicalResult applyMixedPrecision(mlir::ModuleOp module);
 /// casts were removed. --llm-pipeline-split runs it on every rank's function.
 unsigned shareParameterCasts(mlir::func::FuncOp func);
 
-/// The runtime's communicators move f32 tensors (and sum bf16 ones): every
+/// The runtime's communicators move f32 tensors (and sum bf16 ones, and
+/// all-gather bf16/f16 ones of an even per-rank count as f32 words): every
 /// other collective (all-gather, reduce-scatter, max all-reduce) and pipeline
 /// send/recv of a bf16/f16 tensor gets an explicit f32 cast on each side.
 /// Run once all collectives exist (--llm-lower-to-exec does).

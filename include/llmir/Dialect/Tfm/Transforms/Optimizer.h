@@ -91,6 +91,7 @@ private:
   bool zero = false, bucketed_ = false;
   /// ZeRO-2: addToBucket reduce-scatters at once (reducedGrads holds chunks).
   bool zeroGradients = false;
+  int64_t zeroStage = 0;
   llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
   int64_t bucketFill = 0;
   /// An all-reduced bucket whose pieces are cut out only where the optimizer
