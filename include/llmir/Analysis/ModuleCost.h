@@ -10,6 +10,7 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
+#include "llmir/Partition/Strategy.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -31,6 +32,12 @@ mlir::FailureOr<cost::Layout> readPlanLayout(mlir::ModuleOp module,
 /// error when the plan's stage layout does not parse. (The cost model itself
 /// stays free of MLIR, so the conversion lives here.)
 llvm::Expected<cost::Layout> toCostLayout(tfm::PlanAttr plan);
+
+/// --llm-partition's options as the cost model's layout (the stage layout
+/// parsed; an error when it does not), and a layout as those options: the one
+/// conversion each way, for schedule=auto and --llm-auto-partition.
+llvm::Expected<cost::Layout> toCostLayout(const PartitionOptions &options);
+PartitionOptions toPartitionOptions(const cost::Layout &layout);
 
 /// Applies `dp=2,tp=4,schedule=1f1b,...` (commas or spaces) to `layout`.
 mlir::LogicalResult parseLayoutSpec(mlir::ModuleOp module, llvm::StringRef pass,

@@ -222,6 +222,44 @@ llmir::styleOptions(ModuleOp module, StringRef pass, StringRef style,
   return o;
 }
 
+llvm::Expected<cost::Layout> llmir::toCostLayout(const PartitionOptions &o) {
+  cost::Layout l;
+  l.dp = o.dp;
+  l.tp = o.tp;
+  l.pp = o.pp;
+  l.vpp = o.vpp;
+  l.microbatches = o.microbatches;
+  l.schedule = o.schedule;
+  l.recompute = o.recompute;
+  l.sp = o.sp;
+  l.zero = o.zero;
+  l.reshardAfterForward = o.reshardAfterForward;
+  if (!o.layout.empty()) {
+    auto stages = cost::parseStageLayers(o.layout);
+    if (!stages)
+      return stages.takeError();
+    l.stageLayers = std::move(*stages);
+  }
+  return l;
+}
+
+PartitionOptions llmir::toPartitionOptions(const cost::Layout &l) {
+  PartitionOptions o;
+  o.dp = l.dp;
+  o.tp = l.tp;
+  o.pp = l.pp;
+  o.vpp = l.vpp;
+  o.microbatches = l.microbatches;
+  o.schedule = l.schedule;
+  o.recompute = l.recompute;
+  o.sp = l.sp;
+  o.zero = l.zero;
+  o.reshardAfterForward = l.reshardAfterForward;
+  if (!l.stageLayers.empty())
+    o.layout = cost::formatStageLayers(l.stageLayers);
+  return o;
+}
+
 LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
                                      StringRef spec, cost::Layout &l) {
   std::string normalized = spec.str();

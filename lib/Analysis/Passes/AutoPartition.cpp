@@ -15,7 +15,6 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
-#include <type_traits>
 
 namespace llmir {
 #define GEN_PASS_DEF_LLMAUTOPARTITION
@@ -27,25 +26,6 @@ using namespace llmir;
 using namespace llmir::cost;
 
 namespace {
-
-// partitionModule learns pipeline parallelism separately; detect whether this
-// build's PartitionOptions can carry pp/vpp so the planner only proposes
-// layouts the partitioner implements.
-template <typename T, typename = void>
-struct HasPipelineFields : std::false_type {};
-template <typename T>
-struct HasPipelineFields<
-    T, std::void_t<decltype(std::declval<T &>().pp = 1),
-                   decltype(std::declval<T &>().vpp = 1)>> : std::true_type {};
-
-template <typename T> void setPipeline(T &options, const Layout &layout) {
-  if constexpr (HasPipelineFields<T>::value) {
-    options.pp = layout.pp;
-    options.vpp = layout.vpp;
-    if (!layout.stageLayers.empty())
-      options.layout = formatStageLayers(layout.stageLayers);
-  }
-}
 
 struct LLMAutoPartitionPass
     : public llmir::impl::LLMAutoPartitionBase<LLMAutoPartitionPass> {
@@ -87,13 +67,6 @@ struct LLMAutoPartitionPass
     options.maxPP = maxPP;
     options.maxTP = maxTP;
     options.maxMicroBatch = maxMicroBatch;
-    bool pipelineAvailable = HasPipelineFields<PartitionOptions>::value;
-    if (apply && !pipelineAvailable && (maxPP == 0 || maxPP > 1)) {
-      options.maxPP = 1;
-      llvm::outs() << "planner: --llm-partition does not implement pipeline "
-                      "parallelism in this build; searching pp=1 only "
-                      "(apply=false searches every pp)\n";
-    }
     // The style decides precision and activations; for the llmir style the
     // gradients of a pp=1, one-micro-batch layout are temporaries and
     // persistent otherwise (estimateMemory decides per layout).
@@ -129,16 +102,7 @@ struct LLMAutoPartitionPass
       return;
 
     const Layout &best = plan->top.front().layout;
-    PartitionOptions po;
-    po.dp = best.dp;
-    po.tp = best.tp;
-    po.sp = best.sp;
-    po.zero = best.zero;
-    po.reshardAfterForward = best.reshardAfterForward;
-    po.microbatches = best.microbatches;
-    po.schedule = best.schedule;
-    po.recompute = best.recompute;
-    setPipeline(po, best);
+    PartitionOptions po = toPartitionOptions(best);
     if (!json)
       llvm::outs() << "applying: --llm-partition=\"" << best.str() << "\"\n";
     if (failed(partitionModule(module, po)))

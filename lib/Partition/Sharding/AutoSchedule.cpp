@@ -76,21 +76,11 @@ LogicalResult llmir::chooseSchedule(ModuleOp module, PartitionOptions &o,
   if (failed(cluster))
     return failure();
 
-  cost::Layout base;
-  base.dp = o.dp;
-  base.tp = o.tp;
-  base.pp = o.pp;
-  base.microbatches = o.microbatches;
-  base.recompute = o.recompute;
-  base.sp = o.sp;
-  base.zero = o.zero;
-  if (!o.layout.empty()) {
-    auto stages = cost::parseStageLayers(o.layout);
-    if (!stages)
-      return module.emitError() << "--llm-partition: "
-                                << llvm::toString(stages.takeError());
-    base.stageLayers = std::move(*stages);
-  }
+  llvm::Expected<cost::Layout> layout = toCostLayout(o);
+  if (!layout)
+    return module.emitError() << "--llm-partition: "
+                              << llvm::toString(layout.takeError());
+  const cost::Layout &base = *layout;
   FailureOr<cost::EstimateOptions> est =
       styleOptions(module, pass, "llmir", dtype, spec.gpu == "cpu", base);
   if (failed(est))
