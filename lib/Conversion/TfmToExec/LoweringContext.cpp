@@ -87,6 +87,9 @@ void LoweringContext::onCommStream(Location loc,
 }
 
 void LoweringContext::waitForPending(Location loc, Operation *op) {
+  // A view touches no memory: the wait goes to the op that reads through it.
+  if (op && isView(op))
+    return;
   auto overlap = [&](unsigned a, unsigned b) {
     const LogicalBuffer &x = buffers[a], &y = buffers[b];
     return x.offset < y.offset + sizeInBytes(y.type) &&
@@ -102,10 +105,11 @@ void LoweringContext::waitForPending(Location loc, Operation *op) {
              return it != bufferOf.end() && overlap(it->second, buffer);
            });
   };
+  // By address, not by buffer: a gradient is a view of its bucket.
   auto reads = [&](unsigned buffer) {
     return llvm::any_of(op->getOperands(), [&](Value v) {
       auto it = bufferOf.find(v);
-      return it != bufferOf.end() && it->second == buffer;
+      return it != bufferOf.end() && overlap(it->second, buffer);
     });
   };
   llvm::SetVector<int64_t> events; // in the order the collectives were issued

@@ -48,6 +48,7 @@ public:
 private:
   LogicalResult analyze();
   LogicalResult scheduleBlock(Block &block);
+  void placeViews();
   void planArena();
   LogicalResult emitOp(Operation *op);
 
@@ -256,7 +257,79 @@ LogicalResult ProgramLowering::analyze() {
                                           : "output" + std::to_string(numLogits);
     outputs.push_back({name, v});
   }
+  placeViews();
   return success();
+}
+
+/// Whether joining or cutting `type` along `axis` joins or cuts contiguous
+/// memory (every dim before the axis is 1).
+static bool isContiguousAlong(RankedTensorType type, int64_t axis) {
+  return llvm::all_of(type.getShape().take_front(axis),
+                      [](int64_t d) { return d == 1; });
+}
+
+void ProgramLowering::placeViews() {
+  using Kind = LogicalBuffer::Kind;
+  // Places the pieces in order inside `whole`, if each starts at an aligned
+  // address as every exec buffer must (kernels rely on it).
+  auto placeInside = [&](ArrayRef<unsigned> pieces, unsigned whole) {
+    int64_t offset = 0;
+    SmallVector<int64_t> offsets;
+    for (unsigned piece : pieces) {
+      if (offset % exec::kBufferAlignment != 0)
+        return false;
+      offsets.push_back(offset);
+      offset += sizeInBytes(buffers[piece].type);
+    }
+    for (auto [piece, at] : llvm::zip(pieces, offsets)) {
+      buffers[piece].parent = static_cast<int>(whole);
+      buffers[piece].offsetInParent = at;
+    }
+    return true;
+  };
+  // Each piece's buffer must hold exactly that piece, and only it.
+  auto ownBuffers = [&](ValueRange pieces, SmallVectorImpl<unsigned> &out) {
+    for (Value v : pieces) {
+      unsigned idx = bufferOf.lookup(v);
+      const LogicalBuffer &lb = buffers[idx];
+      if (lb.kind != Kind::Temp || lb.parent >= 0 ||
+          sizeInBytes(lb.type) !=
+              sizeInBytes(cast<RankedTensorType>(v.getType())) ||
+          llvm::is_contained(out, idx))
+        return false;
+      out.push_back(idx);
+    }
+    return true;
+  };
+  for (auto [step, op] : llvm::enumerate(schedule)) {
+    int64_t at = static_cast<int64_t>(step);
+    SmallVector<unsigned> pieces;
+    if (auto concat = dyn_cast<ConcatOp>(op)) {
+      // The producers write the pieces into the result when nothing reads
+      // a piece after the concat (an in-place all-reduce of the result,
+      // e.g. a gradient bucket's, would change what it saw).
+      unsigned whole = bufferOf.lookup(concat.getResult());
+      if (!isContiguousAlong(concat.getType(), concat.getAxis()) ||
+          !ownBuffers(concat.getInputs(), pieces) ||
+          llvm::is_contained(pieces, whole) ||
+          llvm::any_of(pieces, [&](unsigned p) {
+            return buffers[p].lastUse != at;
+          }) ||
+          !placeInside(pieces, whole))
+        continue;
+      viewOps.insert(op);
+    } else if (auto split = dyn_cast<SplitOp>(op)) {
+      // The pieces are views of the input when nothing else reads it after
+      // the split (an in-place all-reduce of a piece writes the input).
+      unsigned whole = bufferOf.lookup(split.getInput());
+      if (!isContiguousAlong(split.getInput().getType(), split.getAxis()) ||
+          buffers[whole].kind != Kind::Temp || buffers[whole].lastUse != at ||
+          !ownBuffers(split.getResults(), pieces) ||
+          !placeInside(pieces, whole))
+        continue;
+      viewOps.insert(op);
+    }
+  }
 }
 
 void ProgramLowering::planArena() {
@@ -278,10 +351,27 @@ void ProgramLowering::planArena() {
      : kind == LogicalBuffer::Kind::State ? stateBytes
                                           : inputBytes) = offset - start;
   }
+  // A view (placeViews) is planned as part of its outermost buffer, which
+  // lives from the first piece's producer to the last piece's reader.
+  auto rootOf = [&](unsigned idx) {
+    int64_t within = 0;
+    while (buffers[idx].parent >= 0) {
+      within += buffers[idx].offsetInParent;
+      idx = static_cast<unsigned>(buffers[idx].parent);
+    }
+    return std::make_pair(idx, within);
+  };
+  for (LogicalBuffer &lb : buffers) {
+    if (lb.parent < 0)
+      continue;
+    LogicalBuffer &root = buffers[rootOf(&lb - buffers.data()).first];
+    root.firstUse = std::min(root.firstUse, lb.firstUse);
+    root.lastUse = std::max(root.lastUse, lb.lastUse);
+  }
   SmallVector<BufferRequest> requests;
   SmallVector<unsigned> temps;
   for (auto [i, lb] : llvm::enumerate(buffers)) {
-    if (lb.kind != LogicalBuffer::Kind::Temp)
+    if (lb.kind != LogicalBuffer::Kind::Temp || lb.parent >= 0)
       continue;
     temps.push_back(i);
     requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
@@ -289,6 +379,11 @@ void ProgramLowering::planArena() {
   MemoryPlan plan = planMemory(requests, exec::kBufferAlignment);
   for (auto [i, idx] : llvm::enumerate(temps))
     buffers[idx].offset = offset + plan.offsets[i];
+  for (auto [i, lb] : llvm::enumerate(buffers))
+    if (lb.parent >= 0) {
+      auto [root, within] = rootOf(i);
+      lb.offset = buffers[root].offset + within;
+    }
   tempPeak = plan.peakBytes;
   arenaBytes = offset + tempPeak;
 }
