@@ -332,6 +332,39 @@ void ProgramLowering::placeViews() {
   }
 }
 
+/// The parts of a buffer that `covers` (the buffer itself at offset 0 and
+/// its views) cut it into at aligned boundaries, each alive while any of
+/// the covering ones is; neighbours alive alike are merged.
+static SmallVector<BufferSegment>
+liveSegments(ArrayRef<BufferSegment> covers) {
+  SmallVector<int64_t> cuts;
+  for (const BufferSegment &c : covers)
+    for (int64_t at : {c.offset, c.offset + c.bytes})
+      if (at % exec::kBufferAlignment == 0)
+        cuts.push_back(at);
+  int64_t end = 0;
+  for (const BufferSegment &c : covers)
+    end = std::max(end, c.offset + c.bytes);
+  cuts.push_back(end);
+  llvm::sort(cuts);
+  cuts.erase(llvm::unique(cuts), cuts.end());
+  SmallVector<BufferSegment> segments;
+  for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+    BufferSegment seg{cuts[k], cuts[k + 1] - cuts[k], kForever, 0};
+    for (const BufferSegment &c : covers)
+      if (c.offset < cuts[k + 1] && cuts[k] < c.offset + c.bytes) {
+        seg.firstUse = std::min(seg.firstUse, c.firstUse);
+        seg.lastUse = std::max(seg.lastUse, c.lastUse);
+      }
+    if (!segments.empty() && segments.back().firstUse == seg.firstUse &&
+        segments.back().lastUse == seg.lastUse)
+      segments.back().bytes += seg.bytes;
+    else
+      segments.push_back(seg);
+  }
+  return segments;
+}
+
 void ProgramLowering::planArena() {
   // Resident buffers first (parameters, then inputs), then the temporaries'
   // planned region above them.
@@ -361,12 +394,16 @@ void ProgramLowering::planArena() {
     }
     return std::make_pair(idx, within);
   };
-  for (LogicalBuffer &lb : buffers) {
+  // Each byte of it is alive while a buffer covering it is (a bucket's slice
+  // from the gradient's producer to the optimizer's read), so other
+  // temporaries may use a slice's bytes before and after.
+  DenseMap<unsigned, SmallVector<BufferSegment>> covers;
+  for (auto [i, lb] : llvm::enumerate(buffers)) {
     if (lb.parent < 0)
       continue;
-    LogicalBuffer &root = buffers[rootOf(&lb - buffers.data()).first];
-    root.firstUse = std::min(root.firstUse, lb.firstUse);
-    root.lastUse = std::max(root.lastUse, lb.lastUse);
+    auto [root, within] = rootOf(i);
+    covers[root].push_back(
+        {within, sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
   }
   SmallVector<BufferRequest> requests;
   SmallVector<unsigned> temps;
@@ -374,7 +411,16 @@ void ProgramLowering::planArena() {
     if (lb.kind != LogicalBuffer::Kind::Temp || lb.parent >= 0)
       continue;
     temps.push_back(i);
-    requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+    requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse, {}});
+    auto parts = covers.find(i);
+    if (parts == covers.end())
+      continue;
+    parts->second.push_back({0, sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+    requests.back().segments = liveSegments(parts->second);
+    for (const BufferSegment &seg : requests.back().segments) {
+      requests.back().firstUse = std::min(requests.back().firstUse, seg.firstUse);
+      requests.back().lastUse = std::max(requests.back().lastUse, seg.lastUse);
+    }
   }
   MemoryPlan plan = planMemory(requests, exec::kBufferAlignment);
   for (auto [i, idx] : llvm::enumerate(temps))
