@@ -102,6 +102,7 @@ public:
   /// of the backward pass). `reads` (an exec buffer or view of one) is what
   /// the deferred collective reads when that is not `deferTo`'s buffer: the
   /// compute stream also waits before it writes memory overlapping that one.
+  /// With `reads` alone (a send) the compute stream waits only for that.
   void onCommStream(mlir::Location loc, llvm::function_ref<void()> collective,
                     mlir::Value deferTo = mlir::Value(),
                     mlir::Value reads = mlir::Value());
@@ -152,6 +153,9 @@ protected:
   /// plan may reuse their memory after the collective in program order, but
   /// the comm stream is still reading it.
   llvm::SmallVector<std::pair<unsigned, int64_t>> pendingReads;
+  /// Drops the pending entries of comm `event` and those before it (the
+  /// compute stream just waited for it).
+  void forgetCompleted(int64_t event);
   int64_t nextEvent = 0;
 };
 

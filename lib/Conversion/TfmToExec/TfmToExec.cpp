@@ -36,6 +36,36 @@ using exec::BufferType;
 
 namespace {
 
+/// Whether `op` is (or holds) an operation of the comm stream.
+bool isCommOp(Operation *op) {
+  return op
+      ->walk([](Operation *nested) {
+        return isa<SendOp, RecvOp, ParamAllGatherOp, shard::AllReduceOp,
+                   shard::ReduceScatterOp, shard::AllGatherOp>(nested)
+                   ? WalkResult::interrupt()
+                   : WalkResult::advance();
+      })
+      .wasInterrupted();
+}
+
+/// Moves each tfm.recv right after the comm op before it (or to the start),
+/// so that it is posted before the compute that precedes its use, which
+/// then overlaps it. Comm ops keep their order (the peers' matching order).
+void postReceivesEarly(Block &block) {
+  Operation *lastComm = nullptr;
+  for (Operation &op : llvm::make_early_inc_range(block)) {
+    if (!isCommOp(&op))
+      continue;
+    if (isa<RecvOp>(op)) {
+      if (lastComm)
+        op.moveAfter(lastComm);
+      else
+        op.moveBefore(&block.front());
+    }
+    lastComm = &op;
+  }
+}
+
 class ProgramLowering : public LoweringContext {
 public:
   explicit ProgramLowering(func::FuncOp func)
@@ -48,6 +78,11 @@ public:
 private:
   LogicalResult analyze();
   LogicalResult scheduleBlock(Block &block);
+  /// Keeps the memory deferred comm ops read, so that the compute right
+  /// after them need not wait for them before reusing it: ZeRO-1's staging
+  /// chunk until the next comm op, a send's input until the compute stream
+  /// next waits for the comm stream. Called at every op.
+  void holdCommReads(Operation *op, int64_t step);
   void placeViews();
   void planArena();
   LogicalResult emitOp(Operation *op);
@@ -69,6 +104,13 @@ private:
   /// The attentions whose attention_grad reads their saved log-sum-exp.
   llvm::SmallPtrSet<Operation *, 16> savedAttention;
   SmallVector<Operation *> schedule;
+  /// ZeRO-1 staging chunks read by the last comm op.
+  SmallVector<unsigned> commReads;
+  /// Send inputs kept until the compute stream waits for a later comm op
+  /// (the comm stream runs in order, so that one implies the sends are done):
+  /// until an op reads the buffer of a result of one of `laterCommOps`.
+  SmallVector<unsigned> sentBuffers;
+  SmallVector<Operation *> laterCommOps;
   SmallVector<std::pair<std::string, Value>> outputs;
   int64_t paramBytes = 0, stateBytes = 0, inputBytes = 0, tempPeak = 0,
           arenaBytes = 0;
@@ -118,6 +160,7 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     }
     int64_t step = schedule.size();
     schedule.push_back(&op);
+    holdCommReads(&op, step);
     for (Value operand : op.getOperands()) {
       auto it = bufferOf.find(operand);
       if (it == bufferOf.end())
@@ -140,6 +183,7 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       lb.firstUse = lb.lastUse = step;
       buffers.push_back(lb);
       stagingBuffer[&op] = buffers.size() - 1;
+      commReads.push_back(buffers.size() - 1);
       continue;
     }
     // The forward's output and log-sum-exp live until the backward reads them.
@@ -203,10 +247,40 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     for (Value result : op.getResults())
       if (!bufferOf.count(result)) // a fused norm's was planned at its add
         newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
+
     if (Operation *norm = fusedNormOf(&op)) // written by the add's kernel
       newBuffer(LogicalBuffer::Kind::Temp, norm->getResult(0), "", step);
   }
   return success();
+}
+
+void ProgramLowering::holdCommReads(Operation *op, int64_t step) {
+  auto holdUntilNow = [&](SmallVectorImpl<unsigned> &held) {
+    for (unsigned idx : held)
+      buffers[idx].lastUse = std::max(buffers[idx].lastUse, step);
+    held.clear();
+  };
+  auto readsCommResult = [&](Value v) {
+    auto it = bufferOf.find(v);
+    return it != bufferOf.end() &&
+           llvm::any_of(laterCommOps, [&](Operation *comm) {
+             return llvm::any_of(comm->getResults(), [&](Value r) {
+               auto result = bufferOf.find(r);
+               return result != bufferOf.end() && result->second == it->second;
+             });
+           });
+  };
+  if (llvm::any_of(op->getOperands(), readsCommResult)) {
+    holdUntilNow(sentBuffers);
+    laterCommOps.clear();
+  }
+  if (!isCommOp(op))
+    return;
+  holdUntilNow(commReads);
+  if (auto send = dyn_cast<SendOp>(op))
+    sentBuffers.push_back(bufferOf.lookup(send.getInput()));
+  else if (!sentBuffers.empty())
+    laterCommOps.push_back(op);
 }
 
 LogicalResult ProgramLowering::analyze() {
@@ -243,6 +317,7 @@ LogicalResult ProgramLowering::analyze() {
     if (AttentionOp fwd = savedForwardOf(grad))
       savedAttention.insert(fwd);
   });
+  postReceivesEarly(entry);
   if (failed(scheduleBlock(entry)))
     return failure();
   auto ret = cast<func::ReturnOp>(entry.getTerminator());
