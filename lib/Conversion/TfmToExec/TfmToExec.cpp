@@ -247,7 +247,6 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     for (Value result : op.getResults())
       if (!bufferOf.count(result)) // a fused norm's was planned at its add
         newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
-
     if (Operation *norm = fusedNormOf(&op)) // written by the add's kernel
       newBuffer(LogicalBuffer::Kind::Temp, norm->getResult(0), "", step);
   }
