@@ -16,11 +16,25 @@
 
 namespace llmir {
 
-/// A buffer alive over the inclusive step range [firstUse, lastUse].
+/// Bytes [offset, offset + bytes) of a buffer, alive over the inclusive step
+/// range [firstUse, lastUse].
+struct BufferSegment {
+  int64_t offset = 0;
+  int64_t bytes = 0;
+  int64_t firstUse = 0;
+  int64_t lastUse = 0;
+};
+
+/// A buffer alive over the inclusive step range [firstUse, lastUse]. With
+/// `segments` (aligned offsets, in order, within `bytes`), each part of it is
+/// alive only over its own range: a gradient bucket whose slices are written
+/// one by one by the backward and read one by one by the optimizer. Other
+/// buffers may use a part's bytes outside the part's range.
 struct BufferRequest {
   int64_t bytes = 0;
   int64_t firstUse = 0;
   int64_t lastUse = 0;
+  llvm::SmallVector<BufferSegment, 0> segments;
 };
 
 struct MemoryPlan {

@@ -113,7 +113,7 @@ LogicalResult lowerOp(LoweringContext &c, shard::AllGatherOp op) {
         exec::AllGatherOp::create(b, loc, flatIn, flatOut, *axis,
                                   /*stream=*/1);
       },
-      staged ? Value() : op.getResult(), flatIn);
+      staged ? Value() : op.getResult(), staged ? Value() : flatIn);
   if (staged) {
     // Rank-major [ranks, outer, block] -> [outer, ranks, block].
     SmallVector<int64_t, 3> shape = outerRanksBlock(
@@ -126,15 +126,18 @@ LogicalResult lowerOp(LoweringContext &c, shard::AllGatherOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, SendOp op) {
-  // Buffered: the runtime copies the tensor out before returning, so the
-  // compute stream may reuse the buffer right after.
+  // Compute never waits for a send, only before it overwrites the memory
+  // the send reads (the scheduler keeps that until the next comm op).
   Value input = c.in(op.getInput());
   OpBuilder &b = c.builder();
   Location loc = op.getLoc();
-  c.onCommStream(loc, [&] {
-    exec::SendOp::create(b, loc, input, op.getPeerStage(), op.getTag(),
-                         /*stream=*/1);
-  });
+  c.onCommStream(
+      loc,
+      [&] {
+        exec::SendOp::create(b, loc, input, op.getPeerStage(), op.getTag(),
+                             /*stream=*/1);
+      },
+      Value(), input);
   return success();
 }
 

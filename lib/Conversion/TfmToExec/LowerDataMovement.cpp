@@ -7,7 +7,8 @@ using namespace llmir::tfm;
 
 namespace llmir::lowering {
 
-// Views: the scheduler gave the result its operand's buffer, nothing to emit.
+// Views: the scheduler gave the result its operand's buffer, nothing to emit
+// (so do concats and splits along contiguous memory, see placeViews).
 LogicalResult lowerOp(LoweringContext &, ReshapeOp) { return success(); }
 LogicalResult lowerOp(LoweringContext &, TpCopyOp) { return success(); }
 
@@ -18,6 +19,8 @@ LogicalResult lowerOp(LoweringContext &c, TransposeOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, SplitOp op) {
+  if (c.isView(op)) // the pieces are views of the input
+    return success();
   OpBuilder &b = c.builder();
   int64_t offset = 0;
   int64_t axis = static_cast<int64_t>(op.getAxis());
@@ -31,6 +34,8 @@ LogicalResult lowerOp(LoweringContext &c, SplitOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, ConcatOp op) {
+  if (c.isView(op)) // the producers wrote the pieces in place
+    return success();
   SmallVector<Value> ins;
   for (Value v : op.getInputs())
     ins.push_back(c.in(v));

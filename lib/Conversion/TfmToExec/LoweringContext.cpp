@@ -10,7 +10,6 @@
 #include "llmir/Dialect/Tfm/IR/Plan.h"
 
 #include "mlir/IR/BuiltinOps.h"
-#include "llvm/ADT/SetVector.h"
 
 using namespace mlir;
 using namespace llmir;
@@ -72,11 +71,13 @@ void LoweringContext::onCommStream(Location loc,
   exec::EventWaitOp::create(b, loc, ready, /*stream=*/1);
   collective();
   exec::EventRecordOp::create(b, loc, done, /*stream=*/1);
-  if (!deferTo) {
+  if (!deferTo && !reads) {
     exec::EventWaitOp::create(b, loc, done, /*stream=*/0);
+    forgetCompleted(done);
     return;
   }
-  pendingEvent[bufferOf.lookup(deferTo)] = done;
+  if (deferTo)
+    pendingEvent[bufferOf.lookup(deferTo)] = done;
   if (!reads)
     return;
   while (auto view = reads.getDefiningOp<exec::ViewOp>())
@@ -87,6 +88,9 @@ void LoweringContext::onCommStream(Location loc,
 }
 
 void LoweringContext::waitForPending(Location loc, Operation *op) {
+  // A view touches no memory: the wait goes to the op that reads through it.
+  if (op && isView(op))
+    return;
   auto overlap = [&](unsigned a, unsigned b) {
     const LogicalBuffer &x = buffers[a], &y = buffers[b];
     return x.offset < y.offset + sizeInBytes(y.type) &&
@@ -102,23 +106,31 @@ void LoweringContext::waitForPending(Location loc, Operation *op) {
              return it != bufferOf.end() && overlap(it->second, buffer);
            });
   };
+  // By address, not by buffer: a gradient is a view of its bucket.
   auto reads = [&](unsigned buffer) {
     return llvm::any_of(op->getOperands(), [&](Value v) {
       auto it = bufferOf.find(v);
-      return it != bufferOf.end() && it->second == buffer;
+      return it != bufferOf.end() && overlap(it->second, buffer);
     });
   };
-  llvm::SetVector<int64_t> events; // in the order the collectives were issued
+  // The comm stream runs in order: waiting for its latest collective that
+  // `op` needs covers every earlier one.
+  int64_t last = -1;
   for (auto &[buffer, event] : pendingEvent)
     if (!op || reads(buffer) || writes(buffer))
-      events.insert(event);
+      last = std::max(last, event);
   for (auto &[buffer, event] : pendingReads)
     if (!op || writes(buffer))
-      events.insert(event);
-  for (int64_t event : events)
-    exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
-  pendingEvent.remove_if([&](auto &entry) { return events.contains(entry.second); });
-  llvm::erase_if(pendingReads, [&](auto &entry) { return events.contains(entry.second); });
+      last = std::max(last, event);
+  if (last < 0)
+    return;
+  exec::EventWaitOp::create(b, loc, last, /*stream=*/0);
+  forgetCompleted(last);
+}
+
+void LoweringContext::forgetCompleted(int64_t event) {
+  pendingEvent.remove_if([&](auto &entry) { return entry.second <= event; });
+  llvm::erase_if(pendingReads, [&](auto &entry) { return entry.second <= event; });
 }
 
 Value LoweringContext::stagingBufferOf(Operation *op) const {

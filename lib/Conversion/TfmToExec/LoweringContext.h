@@ -55,6 +55,11 @@ struct LogicalBuffer {
   mlir::RankedTensorType type; ///< the type of the tensor that defines it
   int64_t firstUse = 0, lastUse = 0;
   int64_t offset = 0;
+  /// A view of part of another buffer (a piece of a contiguous concat's
+  /// result or split's input): index of that buffer and the byte offset in
+  /// it; -1 when the buffer is planned on its own.
+  int parent = -1;
+  int64_t offsetInParent = 0;
   mlir::Value buffer; ///< the exec value, once emitted
 };
 
@@ -97,6 +102,7 @@ public:
   /// of the backward pass). `reads` (an exec buffer or view of one) is what
   /// the deferred collective reads when that is not `deferTo`'s buffer: the
   /// compute stream also waits before it writes memory overlapping that one.
+  /// With `reads` alone (a send) the compute stream waits only for that.
   void onCommStream(mlir::Location loc, llvm::function_ref<void()> collective,
                     mlir::Value deferTo = mlir::Value(),
                     mlir::Value reads = mlir::Value());
@@ -115,6 +121,11 @@ public:
   mlir::Operation *fusedNormOf(mlir::Operation *op) const {
     return fusedNorm.lookup(op);
   }
+  /// Whether `op` emits nothing: a reshape, or a concat / split whose pieces
+  /// the memory plan placed inside the whole (ProgramLowering::placeViews).
+  bool isView(mlir::Operation *op) const {
+    return mlir::isa<tfm::ReshapeOp, tfm::TpCopyOp>(op) || viewOps.contains(op);
+  }
   /// Whether `op` is a norm emitted with its residual add.
   bool isFusedNorm(mlir::Operation *op) const { return fusedNorms.contains(op); }
   /// The softmax log-sum-exp buffer the attention `op` saves for its
@@ -132,6 +143,8 @@ protected:
   /// Residual adds fused with the norm they feed (add -> norm), and the norms.
   llvm::DenseMap<mlir::Operation *, mlir::Operation *> fusedNorm;
   llvm::SmallPtrSet<mlir::Operation *, 16> fusedNorms;
+  /// The concats and splits lowered as views (no kernel).
+  llvm::SmallPtrSet<mlir::Operation *, 16> viewOps;
   /// The log-sum-exp buffer of each tfm.attention with an attention_grad.
   llvm::DenseMap<mlir::Operation *, unsigned> attentionLse;
   /// Buffers written by a collective the compute stream has not waited for.
@@ -140,6 +153,9 @@ protected:
   /// plan may reuse their memory after the collective in program order, but
   /// the comm stream is still reading it.
   llvm::SmallVector<std::pair<unsigned, int64_t>> pendingReads;
+  /// Drops the pending entries of comm `event` and those before it (the
+  /// compute stream just waited for it).
+  void forgetCompleted(int64_t event);
   int64_t nextEvent = 0;
 };
 

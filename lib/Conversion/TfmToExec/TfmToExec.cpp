@@ -36,6 +36,36 @@ using exec::BufferType;
 
 namespace {
 
+/// Whether `op` is (or holds) an operation of the comm stream.
+bool isCommOp(Operation *op) {
+  return op
+      ->walk([](Operation *nested) {
+        return isa<SendOp, RecvOp, ParamAllGatherOp, shard::AllReduceOp,
+                   shard::ReduceScatterOp, shard::AllGatherOp>(nested)
+                   ? WalkResult::interrupt()
+                   : WalkResult::advance();
+      })
+      .wasInterrupted();
+}
+
+/// Moves each tfm.recv right after the comm op before it (or to the start),
+/// so that it is posted before the compute that precedes its use, which
+/// then overlaps it. Comm ops keep their order (the peers' matching order).
+void postReceivesEarly(Block &block) {
+  Operation *lastComm = nullptr;
+  for (Operation &op : llvm::make_early_inc_range(block)) {
+    if (!isCommOp(&op))
+      continue;
+    if (isa<RecvOp>(op)) {
+      if (lastComm)
+        op.moveAfter(lastComm);
+      else
+        op.moveBefore(&block.front());
+    }
+    lastComm = &op;
+  }
+}
+
 class ProgramLowering : public LoweringContext {
 public:
   explicit ProgramLowering(func::FuncOp func)
@@ -48,6 +78,12 @@ public:
 private:
   LogicalResult analyze();
   LogicalResult scheduleBlock(Block &block);
+  /// Keeps the memory deferred comm ops read, so that the compute right
+  /// after them need not wait for them before reusing it: ZeRO-1's staging
+  /// chunk until the next comm op, a send's input until the compute stream
+  /// next waits for the comm stream. Called at every op.
+  void holdCommReads(Operation *op, int64_t step);
+  void placeViews();
   void planArena();
   LogicalResult emitOp(Operation *op);
 
@@ -68,6 +104,13 @@ private:
   /// The attentions whose attention_grad reads their saved log-sum-exp.
   llvm::SmallPtrSet<Operation *, 16> savedAttention;
   SmallVector<Operation *> schedule;
+  /// ZeRO-1 staging chunks read by the last comm op.
+  SmallVector<unsigned> commReads;
+  /// Send inputs kept until the compute stream waits for a later comm op
+  /// (the comm stream runs in order, so that one implies the sends are done):
+  /// until an op reads the buffer of a result of one of `laterCommOps`.
+  SmallVector<unsigned> sentBuffers;
+  SmallVector<Operation *> laterCommOps;
   SmallVector<std::pair<std::string, Value>> outputs;
   int64_t paramBytes = 0, stateBytes = 0, inputBytes = 0, tempPeak = 0,
           arenaBytes = 0;
@@ -117,6 +160,7 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     }
     int64_t step = schedule.size();
     schedule.push_back(&op);
+    holdCommReads(&op, step);
     for (Value operand : op.getOperands()) {
       auto it = bufferOf.find(operand);
       if (it == bufferOf.end())
@@ -139,6 +183,7 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       lb.firstUse = lb.lastUse = step;
       buffers.push_back(lb);
       stagingBuffer[&op] = buffers.size() - 1;
+      commReads.push_back(buffers.size() - 1);
       continue;
     }
     // The forward's output and log-sum-exp live until the backward reads them.
@@ -208,6 +253,35 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
   return success();
 }
 
+void ProgramLowering::holdCommReads(Operation *op, int64_t step) {
+  auto holdUntilNow = [&](SmallVectorImpl<unsigned> &held) {
+    for (unsigned idx : held)
+      buffers[idx].lastUse = std::max(buffers[idx].lastUse, step);
+    held.clear();
+  };
+  auto readsCommResult = [&](Value v) {
+    auto it = bufferOf.find(v);
+    return it != bufferOf.end() &&
+           llvm::any_of(laterCommOps, [&](Operation *comm) {
+             return llvm::any_of(comm->getResults(), [&](Value r) {
+               auto result = bufferOf.find(r);
+               return result != bufferOf.end() && result->second == it->second;
+             });
+           });
+  };
+  if (llvm::any_of(op->getOperands(), readsCommResult)) {
+    holdUntilNow(sentBuffers);
+    laterCommOps.clear();
+  }
+  if (!isCommOp(op))
+    return;
+  holdUntilNow(commReads);
+  if (auto send = dyn_cast<SendOp>(op))
+    sentBuffers.push_back(bufferOf.lookup(send.getInput()));
+  else if (!sentBuffers.empty())
+    laterCommOps.push_back(op);
+}
+
 LogicalResult ProgramLowering::analyze() {
   Block &entry = func.getBody().front();
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i) {
@@ -242,6 +316,7 @@ LogicalResult ProgramLowering::analyze() {
     if (AttentionOp fwd = savedForwardOf(grad))
       savedAttention.insert(fwd);
   });
+  postReceivesEarly(entry);
   if (failed(scheduleBlock(entry)))
     return failure();
   auto ret = cast<func::ReturnOp>(entry.getTerminator());
@@ -256,7 +331,112 @@ LogicalResult ProgramLowering::analyze() {
                                           : "output" + std::to_string(numLogits);
     outputs.push_back({name, v});
   }
+  placeViews();
   return success();
+}
+
+/// Whether joining or cutting `type` along `axis` joins or cuts contiguous
+/// memory (every dim before the axis is 1).
+static bool isContiguousAlong(RankedTensorType type, int64_t axis) {
+  return llvm::all_of(type.getShape().take_front(axis),
+                      [](int64_t d) { return d == 1; });
+}
+
+void ProgramLowering::placeViews() {
+  using Kind = LogicalBuffer::Kind;
+  // Places the pieces in order inside `whole`, if each starts at an aligned
+  // address as every exec buffer must (kernels rely on it).
+  auto placeInside = [&](ArrayRef<unsigned> pieces, unsigned whole) {
+    int64_t offset = 0;
+    SmallVector<int64_t> offsets;
+    for (unsigned piece : pieces) {
+      if (offset % exec::kBufferAlignment != 0)
+        return false;
+      offsets.push_back(offset);
+      offset += sizeInBytes(buffers[piece].type);
+    }
+    for (auto [piece, at] : llvm::zip(pieces, offsets)) {
+      buffers[piece].parent = static_cast<int>(whole);
+      buffers[piece].offsetInParent = at;
+    }
+    return true;
+  };
+  // Each piece's buffer must hold exactly that piece, and only it.
+  auto ownBuffers = [&](ValueRange pieces, SmallVectorImpl<unsigned> &out) {
+    for (Value v : pieces) {
+      unsigned idx = bufferOf.lookup(v);
+      const LogicalBuffer &lb = buffers[idx];
+      if (lb.kind != Kind::Temp || lb.parent >= 0 ||
+          sizeInBytes(lb.type) !=
+              sizeInBytes(cast<RankedTensorType>(v.getType())) ||
+          llvm::is_contained(out, idx))
+        return false;
+      out.push_back(idx);
+    }
+    return true;
+  };
+  for (auto [step, op] : llvm::enumerate(schedule)) {
+    int64_t at = static_cast<int64_t>(step);
+    SmallVector<unsigned> pieces;
+    if (auto concat = dyn_cast<ConcatOp>(op)) {
+      // The producers write the pieces into the result when nothing reads
+      // a piece after the concat (an in-place all-reduce of the result,
+      // e.g. a gradient bucket's, would change what it saw).
+      unsigned whole = bufferOf.lookup(concat.getResult());
+      if (!isContiguousAlong(concat.getType(), concat.getAxis()) ||
+          !ownBuffers(concat.getInputs(), pieces) ||
+          llvm::is_contained(pieces, whole) ||
+          llvm::any_of(pieces, [&](unsigned p) {
+            return buffers[p].lastUse != at;
+          }) ||
+          !placeInside(pieces, whole))
+        continue;
+      viewOps.insert(op);
+    } else if (auto split = dyn_cast<SplitOp>(op)) {
+      // The pieces are views of the input when nothing else reads it after
+      // the split (an in-place all-reduce of a piece writes the input).
+      unsigned whole = bufferOf.lookup(split.getInput());
+      if (!isContiguousAlong(split.getInput().getType(), split.getAxis()) ||
+          buffers[whole].kind != Kind::Temp || buffers[whole].lastUse != at ||
+          !ownBuffers(split.getResults(), pieces) ||
+          !placeInside(pieces, whole))
+        continue;
+      viewOps.insert(op);
+    }
+  }
+}
+
+/// The parts of a buffer that `covers` (the buffer itself at offset 0 and
+/// its views) cut it into at aligned boundaries, each alive while any of
+/// the covering ones is; neighbours alive alike are merged.
+static SmallVector<BufferSegment>
+liveSegments(ArrayRef<BufferSegment> covers) {
+  SmallVector<int64_t> cuts;
+  for (const BufferSegment &c : covers)
+    for (int64_t at : {c.offset, c.offset + c.bytes})
+      if (at % exec::kBufferAlignment == 0)
+        cuts.push_back(at);
+  int64_t end = 0;
+  for (const BufferSegment &c : covers)
+    end = std::max(end, c.offset + c.bytes);
+  cuts.push_back(end);
+  llvm::sort(cuts);
+  cuts.erase(llvm::unique(cuts), cuts.end());
+  SmallVector<BufferSegment> segments;
+  for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+    BufferSegment seg{cuts[k], cuts[k + 1] - cuts[k], kForever, 0};
+    for (const BufferSegment &c : covers)
+      if (c.offset < cuts[k + 1] && cuts[k] < c.offset + c.bytes) {
+        seg.firstUse = std::min(seg.firstUse, c.firstUse);
+        seg.lastUse = std::max(seg.lastUse, c.lastUse);
+      }
+    if (!segments.empty() && segments.back().firstUse == seg.firstUse &&
+        segments.back().lastUse == seg.lastUse)
+      segments.back().bytes += seg.bytes;
+    else
+      segments.push_back(seg);
+  }
+  return segments;
 }
 
 void ProgramLowering::planArena() {
@@ -278,17 +458,52 @@ void ProgramLowering::planArena() {
      : kind == LogicalBuffer::Kind::State ? stateBytes
                                           : inputBytes) = offset - start;
   }
+  // A view (placeViews) is planned as part of its outermost buffer, which
+  // lives from the first piece's producer to the last piece's reader.
+  auto rootOf = [&](unsigned idx) {
+    int64_t within = 0;
+    while (buffers[idx].parent >= 0) {
+      within += buffers[idx].offsetInParent;
+      idx = static_cast<unsigned>(buffers[idx].parent);
+    }
+    return std::make_pair(idx, within);
+  };
+  // Each byte of it is alive while a buffer covering it is (a bucket's slice
+  // from the gradient's producer to the optimizer's read), so other
+  // temporaries may use a slice's bytes before and after.
+  DenseMap<unsigned, SmallVector<BufferSegment>> covers;
+  for (auto [i, lb] : llvm::enumerate(buffers)) {
+    if (lb.parent < 0)
+      continue;
+    auto [root, within] = rootOf(i);
+    covers[root].push_back(
+        {within, sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+  }
   SmallVector<BufferRequest> requests;
   SmallVector<unsigned> temps;
   for (auto [i, lb] : llvm::enumerate(buffers)) {
-    if (lb.kind != LogicalBuffer::Kind::Temp)
+    if (lb.kind != LogicalBuffer::Kind::Temp || lb.parent >= 0)
       continue;
     temps.push_back(i);
-    requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+    requests.push_back({sizeInBytes(lb.type), lb.firstUse, lb.lastUse, {}});
+    auto parts = covers.find(i);
+    if (parts == covers.end())
+      continue;
+    parts->second.push_back({0, sizeInBytes(lb.type), lb.firstUse, lb.lastUse});
+    requests.back().segments = liveSegments(parts->second);
+    for (const BufferSegment &seg : requests.back().segments) {
+      requests.back().firstUse = std::min(requests.back().firstUse, seg.firstUse);
+      requests.back().lastUse = std::max(requests.back().lastUse, seg.lastUse);
+    }
   }
   MemoryPlan plan = planMemory(requests, exec::kBufferAlignment);
   for (auto [i, idx] : llvm::enumerate(temps))
     buffers[idx].offset = offset + plan.offsets[i];
+  for (auto [i, lb] : llvm::enumerate(buffers))
+    if (lb.parent >= 0) {
+      auto [root, within] = rootOf(i);
+      lb.offset = buffers[root].offset + within;
+    }
   tempPeak = plan.peakBytes;
   arenaBytes = offset + tempPeak;
 }

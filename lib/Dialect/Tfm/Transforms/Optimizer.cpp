@@ -52,6 +52,7 @@ Value OptimizerBuilder::reduceScatterOverDp(Value grad, Location loc) {
 
 void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
                                    Location loc) {
+  reductionOrder.try_emplace(param, reductionOrder.size());
   if (zeroGradients) { // ZeRO-2: this rank's chunk now; the full gradient dies
     int64_t n = cast<RankedTensorType>(param.getType()).getNumElements();
     if (n % dp == 0) {
@@ -246,17 +247,23 @@ LogicalResult OptimizerBuilder::emitUpdates(
         grad = reduceScatterOverDp(grad, loc);
       shardAxis = b.getStringAttr("dp");
     }
-    Update update{param, grad, decay, shardAxis};
-    // Without the norm each parameter is updated as soon as its gradient is
-    // final; with it, every update waits for the global norm.
-    if (options.gradNorm)
-      ready.push_back(update);
-    else
-      emitUpdate(update, Value());
+    ready.push_back({param, grad, decay, shardAxis});
   }
-  if (!options.gradNorm)
-    return success();
-  Value normSq = emitGradNormSq(ready);
+  // Every collective above is issued before the first update, so each one
+  // overlaps the updates before its reader (ZeRO-1: the reduce-scatter of
+  // the next parameter runs during this one's AdamW); with the norm, every
+  // update waits for the global norm anyway.
+  Value normSq = options.gradNorm ? emitGradNormSq(ready) : Value();
+  // Updates in the order the gradients' reductions were issued (the first
+  // bucket first), so the compute stream waits for each bucket only when it
+  // gets to it; the norm above keeps the parameter order (its sum's order).
+  auto issued = [&](const Update &u) {
+    auto it = reductionOrder.find(u.param);
+    return it == reductionOrder.end() ? reductionOrder.size() : it->second;
+  };
+  llvm::stable_sort(ready, [&](const Update &x, const Update &y) {
+    return issued(x) < issued(y);
+  });
   for (const Update &update : ready)
     emitUpdate(update, normSq);
   return success();

@@ -107,6 +107,8 @@ private:
   llvm::SmallVector<ReducedBucket> reducedBuckets;
   llvm::DenseMap<mlir::Value, unsigned> bucketOf; ///< param -> reducedBuckets index
   llvm::DenseMap<mlir::Value, mlir::Value> reducedGrads;
+  /// param -> position in the order addToBucket saw the gradients.
+  llvm::DenseMap<mlir::Value, size_t> reductionOrder;
   llvm::SmallVector<mlir::BlockArgument> normExcluded;
 };
 
