@@ -52,6 +52,8 @@ def bench(tmp: Path) -> int:
                    help="LLMIR_COMM_DELAY_NS_PER_BYTE of both runs (default 2; 0: MPI as is)")
     p.add_argument("--bucket-bytes", type=int, default=4_000_000,
                    help="gradient all-reduce bucket size (--tfm-build-train-step bucket-bytes; default 4e6)")
+    p.add_argument("--svg", help="draw the last round's first timed step of both runs as OUT-overlap.svg and "
+                   "OUT-no-overlap.svg (llmir.trace.render_svg)")
     p.set_defaults(threads=1, batch=8, seq=128)
     args = p.parse_args()
     cfg_path = common.check_args(args)
@@ -98,6 +100,18 @@ def bench(tmp: Path) -> int:
         medians[name] = statistics.median(times)
         print(f"{name:<13} {medians[name]:>9.1f} {comm:>13.1f} {100 * trace.hidden_fraction(events):>6.1f}%")
     print(f"speedup of overlap: {medians['--no-overlap'] / medians['overlap']:.2f}x")
+    if args.svg:
+        steps = {}
+        for name, (_, _, events) in rows.items():
+            first = min(e["args"]["step"] for e in events)
+            steps[name] = (first, [e for e in events if e["args"]["step"] == first])
+        longest = max(trace.span_us(step) for _, step in steps.values())
+        for name, (first, step) in steps.items():
+            out = f"{args.svg}-{name.strip('-')}.svg"
+            trace.render_svg(step, out, f"{cfg_path.stem}, dp={args.np}, {name}, step {first}: "
+                                        f"{trace.span_us(step) / 1e3:.0f} ms (llm-run --trace, "
+                                        f"{args.delay_ns_per_byte:g} ns/byte comm delay)", time_span_us=longest)
+            print(f"wrote {out}")
     same = rows["overlap"][1] == rows["--no-overlap"][1]
     print(f"losses bit-identical: {'yes' if same else 'NO'} ({rows['overlap'][1]})")
     return 0 if same else 1

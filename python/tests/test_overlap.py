@@ -12,6 +12,7 @@ import pytest
 
 from conftest import model_path
 from test_e2e_cpu import compile_model, run, tool
+from test_pipeline_e2e import compile_pipeline
 
 from llmir import safetensors, config, trace  # noqa: E402
 from llmir.weights import random_tokens, random_weights, save_tokens  # noqa: E402
@@ -96,6 +97,43 @@ def test_trace_steps_and_lanes(dp2):
     assert {"gemm", "adamw", "cross_entropy"} <= compute, compute
     for e in events:
         assert e["dur"] >= 0 and e["ts"] >= 0
+    # The picture: one box per event, in the rank's compute or comm lane.
+    svg = dp2[0] / "steps.svg"
+    assert trace.render_svg(events, str(svg), "dp2, steps 1-2") == len(events)
+    text = svg.read_text()
+    assert text.count("<rect") == len(events) + 3  # + the legend's swatches
+    assert "rank 1 comm" in text and "all_reduce dp" in text
+
+
+@pytest.mark.parametrize("plan,ranks,comm", [
+    ("tp=2", 2, "all_reduce tp"),
+    ("pp=2 microbatches=2", 2, "send"),
+    ("dp=2 tp=2 sp=true", 4, "reduce_scatter tp"),
+    ("pp=2 dp=2 microbatches=2 schedule=zb-h1", 4, "recv"),
+])
+def test_trace_every_layout(dp2, plan, ranks, comm):
+    """--trace of tensor, sequence and pipeline layouts: every rank's two lanes, their collectives or
+    send/recv in the comm lane, and the same losses as the untraced run."""
+    d = dp2[0]
+    name = plan.replace(" ", "_").replace("=", "")
+    if "pp=" in plan:
+        prog, _ = compile_pipeline(model_path("gpt2-tiny"), d / f"{name}.llmir", plan)
+    else:
+        prog = compile_model(model_path("gpt2-tiny"), d / f"{name}.llmir", plan=plan, train=True, batch=4)
+    base = [*MPIRUN, "-np", str(ranks), tool("llm-run"), str(prog), "--weights", str(d / "w.safetensors"),
+            "--data", str(d / "t.npy"), "--steps", "2"]
+    tr = d / f"{name}.trace.json"
+    traced = run([*base, "--log-json", str(d / f"{name}.t.jsonl"), "--trace", str(tr)], timeout=300)
+    assert traced.returncode == 0, traced.stderr
+    plain = run([*base, "--log-json", str(d / f"{name}.p.jsonl")], timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert losses(d / f"{name}.t.jsonl") == losses(d / f"{name}.p.jsonl")
+    events = trace.load(str(tr))
+    assert {e["pid"] for e in events} == set(range(ranks))
+    for rank in range(ranks):
+        names = {e["name"] for e in events if e["pid"] == rank and e["tid"] == 1}
+        assert any(n.startswith(comm) for n in names), (rank, names)
+        assert any(e["pid"] == rank and e["tid"] == 0 for e in events)
 
 
 @pytest.mark.parametrize("extra,env,message", [
