@@ -21,7 +21,7 @@
 namespace llmir::runtime::testing {
 
 /// Fixed rank position, learning rate, weight decay and step.
-class TestContext final : public KernelContext {
+class TestContext : public KernelContext {
 public:
   std::pair<int, int> position{0, 1};
   StatusOr<std::pair<int, int>> axisPosition(const std::string &) const override {
@@ -98,9 +98,21 @@ public:
     return instr;
   }
 
+  /// Replaces buffer `i`'s initial contents with f32 `values`.
+  void set(int i, const std::vector<float> &values) {
+    EXPECT_EQ(static_cast<int64_t>(values.size() * 4), bufs_[i].bytes());
+    init_[i].resize(values.size() * 4);
+    std::memcpy(init_[i].data(), values.data(), init_[i].size());
+  }
+
   /// Runs `instr` on `backend` from the initial contents; returns every buffer.
   StatusOr<std::vector<std::vector<uint8_t>>>
   run(Backend &backend, const Instr &instr, const KernelContext &ctx) const {
+    return runAll(backend, {instr}, ctx);
+  }
+  /// Runs `instrs` in order on one arena from the initial contents.
+  StatusOr<std::vector<std::vector<uint8_t>>>
+  runAll(Backend &backend, const std::vector<Instr> &instrs, const KernelContext &ctx) const {
     StatusOr<uint8_t *> arena = backend.allocateArena(size_);
     if (!arena.isOk())
       return arena.status();
@@ -109,7 +121,8 @@ public:
     for (size_t i = 0; i < bufs_.size() && st.isOk(); ++i)
       st = backend.upload(*arena, bufs_[i].offset, init_[i].data(), bufs_[i].bytes());
     if (st.isOk())
-      st = backend.execute(instr, *arena, ctx);
+      for (size_t k = 0; k < instrs.size() && st.isOk(); ++k)
+        st = backend.execute(instrs[k], *arena, ctx);
     if (st.isOk())
       st = backend.synchronize();
     for (size_t i = 0; i < bufs_.size() && st.isOk(); ++i) {

@@ -87,6 +87,14 @@ void LoweringContext::onCommStream(Location loc,
 }
 
 void LoweringContext::waitForPending(Location loc, Operation *op) {
+  llvm::SetVector<int64_t> events = pendingEventsFor(op);
+  for (int64_t event : events)
+    exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
+  pendingEvent.remove_if([&](auto &entry) { return events.contains(entry.second); });
+  llvm::erase_if(pendingReads, [&](auto &entry) { return events.contains(entry.second); });
+}
+
+llvm::SetVector<int64_t> LoweringContext::pendingEventsFor(Operation *op) const {
   auto overlap = [&](unsigned a, unsigned b) {
     const LogicalBuffer &x = buffers[a], &y = buffers[b];
     return x.offset < y.offset + sizeInBytes(y.type) &&
@@ -115,10 +123,7 @@ void LoweringContext::waitForPending(Location loc, Operation *op) {
   for (auto &[buffer, event] : pendingReads)
     if (!op || writes(buffer))
       events.insert(event);
-  for (int64_t event : events)
-    exec::EventWaitOp::create(b, loc, event, /*stream=*/0);
-  pendingEvent.remove_if([&](auto &entry) { return events.contains(entry.second); });
-  llvm::erase_if(pendingReads, [&](auto &entry) { return events.contains(entry.second); });
+  return events;
 }
 
 Value LoweringContext::stagingBufferOf(Operation *op) const {

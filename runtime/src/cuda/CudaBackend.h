@@ -279,6 +279,10 @@ private:
   Status lossScale(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
+  Status adamwMulti(const Instr &instr); // one launch per kAdamwMultiMax updates
+  /// adamw's step scalars (as adamwUpdate computes them) and its decay factor.
+  StatusOr<cuda::AdamwScalars> adamwScalars(const kargs::AdamwArgs &a);
+  float adamwDecay(const kargs::AdamwArgs &a) const;
   Status gradNormSq(const Instr &instr);
   Status accumulate(const Instr &instr);
   Status cast(const Instr &instr); // CudaMixedPrecision.cu

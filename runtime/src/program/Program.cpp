@@ -271,7 +271,7 @@ StatusOr<ParamInfo> decodeParam(const fb::Param *p, int worldSize) {
 
 bool StageProgram::trains() const {
   for (const Instr &instr : instrs)
-    if (instr.isKernel(KernelId::Adamw))
+    if (instr.isAdamw())
       return true;
   return false;
 }
