@@ -34,6 +34,25 @@ llmir_install_packages() {
     /usr/bin/python3 -m pip install -q --no-deps --break-system-packages tokenizers ||
       echo "llmir: pip install tokenizers failed; prepare_data --bytes still works"
   fi
+  llmir_install_cudnn
+}
+
+# cuDNN for the CUDA backend's fused attention (optional, only with nvcc): the
+# PyPI wheels nvidia-cudnn-cu13 (libcudnn.so.9, cudnn.h; ~517 MB) and
+# nvidia-cudnn-frontend (C++ headers under include/; ~12 MB), pinned, into a
+# prefix of their own with `pip --target` (no Debian Python package changes).
+# CMake looks there (LLMIR_CUDNN_ROOT); without them cuDNN attention is off.
+LLMIR_DEPS_PREFIX="${LLMIR_DEPS_PREFIX:-$HOME/.cache/llmir/deps}"
+LLMIR_CUDNN_WHEELS=(nvidia-cudnn-cu13==9.28.1.4 nvidia-cudnn-frontend==1.32.0)
+
+llmir_install_cudnn() {
+  command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || return 0
+  [ -f "$LLMIR_DEPS_PREFIX/include/cudnn_frontend.h" ] &&
+    [ -f "$LLMIR_DEPS_PREFIX/nvidia/cudnn/lib/libcudnn.so.9" ] && return 0
+  echo "llmir: installing ${LLMIR_CUDNN_WHEELS[*]} into $LLMIR_DEPS_PREFIX"
+  /usr/bin/python3 -m pip install -q --no-deps --upgrade --target "$LLMIR_DEPS_PREFIX" \
+    "${LLMIR_CUDNN_WHEELS[@]}" ||
+    echo "llmir: cuDNN wheels not installed; the CUDA backend builds without cuDNN attention"
 }
 
 llmir_build() {
@@ -44,7 +63,8 @@ llmir_build() {
   fi
   cmake -S "$LLMIR_ROOT" -B "$LLMIR_BUILD_DIR" -G Ninja \
     -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
-    -DPython3_EXECUTABLE=/usr/bin/python3 "${launcher[@]}" >/dev/null
+    -DPython3_EXECUTABLE=/usr/bin/python3 -DLLMIR_CUDNN_ROOT="$LLMIR_DEPS_PREFIX" \
+    "${launcher[@]}" >/dev/null
   ninja -C "$LLMIR_BUILD_DIR" -j "$LLMIR_JOBS"
 }
 

@@ -21,8 +21,9 @@ except FileNotFoundError:
 VERSION = r"\d+\.\d+(\.\d+)?"
 
 
-def backend_info():
-    proc = subprocess.run([LLM_RUN, "--backend-info"], capture_output=True, text=True, timeout=120)
+def backend_info(env=None):
+    proc = subprocess.run([LLM_RUN, "--backend-info"], capture_output=True, text=True, timeout=120,
+                          env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.splitlines()
 
@@ -45,7 +46,7 @@ def test_lists_backends_and_exits_zero():
 
 
 def test_cuda_versions_devices_or_reason():
-    lines = backend_info()
+    lines = [line for line in backend_info() if not line.startswith("cudnn: ")]
     if "cuda" not in lines[0].split()[1:]:
         pytest.skip("llm-run built without CUDA")
     built = re.fullmatch(rf"cuda built with: CUDA runtime ({VERSION}), cuBLASLt ({VERSION}), NCCL (not built|{VERSION})",
@@ -89,3 +90,23 @@ def test_comm_option_errors(tmp_path, args, message):
                            "--data", str(tmp_path / "d")] + args, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "llm-run: error: " + message
+
+
+CUDNN = rf"cudnn: (not built \(attention uses the built-in kernels\)|built with (?P<built>{VERSION}) \(frontend {VERSION}\), loaded (?P<loaded>.+))"
+
+
+def test_cudnn_built_and_loaded_or_reason():
+    lines = backend_info()
+    if "cuda" not in lines[0].split()[1:]:
+        pytest.skip("llm-run built without CUDA")
+    cudnn = [line for line in lines if line.startswith("cudnn: ")]
+    assert len(cudnn) == 1, lines
+    m = re.fullmatch(CUDNN, cudnn[0])
+    assert m, cudnn[0]
+    if m.group("built") is None:
+        return
+    assert re.fullmatch(rf"{VERSION}|none: libcudnn.so.9 not loaded \(.+\)", m.group("loaded")), m.group("loaded")
+    # A library that cannot load is named in the reason; the command still succeeds.
+    missing = [line for line in backend_info({"LLMIR_CUDNN_LIBRARY": "/nonexistent/libcudnn.so.9"})
+               if line.startswith("cudnn: ")]
+    assert re.fullmatch(CUDNN, missing[0]).group("loaded").startswith("none: libcudnn.so.9 not loaded (/nonexistent/"), missing

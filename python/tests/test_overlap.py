@@ -94,7 +94,7 @@ def test_trace_steps_and_lanes(dp2):
              if e["ph"] == "M" and e["name"] == "thread_name"}
     assert lanes == {(r, lane) for r in (0, 1) for lane in ("compute", "comm")}
     compute = {e["name"] for e in events if e["tid"] == 0}
-    assert {"gemm", "adamw", "cross_entropy"} <= compute, compute
+    assert {"gemm", "adamw_multi", "cross_entropy"} <= compute, compute  # updates grouped per bucket
     for e in events:
         assert e["dur"] >= 0 and e["ts"] >= 0
     # The picture: one box per event, in the rank's compute or comm lane.

@@ -573,6 +573,31 @@ StatusOr<CopyChunkArgs> decodeCopyChunk(const Instr &instr, const KernelContext 
 }
 
 // ---- optimizer --------------------------------------------------------------
+namespace {
+/// adamw's and adamw_multi's shared attributes: betas, eps, loss_scaled
+/// (after a.normSq is known).
+Status decodeAdamwScalars(const Instr &instr, AdamwArgs &a) {
+  if (instr.hasAttr("loss_scaled")) {
+    StatusOr<bool> scaled = instr.boolAttr("loss_scaled");
+    if (!scaled.isOk())
+      return scaled.status();
+    a.lossScaled = *scaled;
+    if (a.lossScaled && !a.normSq)
+      return invalid(instr.kernel + ": loss_scaled needs the global gradient norm");
+  }
+  StatusOr<double> beta1 = instr.floatAttr("beta1");
+  StatusOr<double> beta2 = instr.floatAttr("beta2");
+  StatusOr<double> eps = instr.floatAttr("eps");
+  for (const Status *st : {&beta1.status(), &beta2.status(), &eps.status()})
+    if (!st->isOk())
+      return *st;
+  a.beta1 = *beta1;
+  a.beta2 = *beta2;
+  a.eps = *eps;
+  return Status::ok();
+}
+} // namespace
+
 StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context) {
   LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 3));
   AdamwArgs a{&instr.ins[0], &instr.outs[0], &instr.outs[1], &instr.outs[2]};
@@ -598,26 +623,59 @@ StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context
       return invalid("adamw: the gradient norm " + a.normSq->str() +
                      " is not one f32 element");
   }
-  if (instr.hasAttr("loss_scaled")) {
-    StatusOr<bool> scaled = instr.boolAttr("loss_scaled");
-    if (!scaled.isOk())
-      return scaled.status();
-    a.lossScaled = *scaled;
-    if (a.lossScaled && !a.normSq)
-      return invalid("adamw: loss_scaled needs the global gradient norm (ins[1])");
-  }
-  StatusOr<double> beta1 = instr.floatAttr("beta1");
-  StatusOr<double> beta2 = instr.floatAttr("beta2");
-  StatusOr<double> eps = instr.floatAttr("eps");
+  LLMIR_RETURN_IF_ERROR(decodeAdamwScalars(instr, a));
   StatusOr<bool> decay = instr.boolAttr("decay");
-  for (const Status *st : {&beta1.status(), &beta2.status(), &eps.status(), &decay.status()})
-    if (!st->isOk())
-      return *st;
-  a.beta1 = *beta1;
-  a.beta2 = *beta2;
-  a.eps = *eps;
+  if (!decay.isOk())
+    return decay.status();
   a.decay = *decay;
   return a;
+}
+
+StatusOr<std::vector<AdamwArgs>> decodeAdamwMulti(const Instr &instr) {
+  const size_t n = instr.outs.size() / 3;
+  if (n == 0 || instr.outs.size() % 3 != 0 ||
+      (instr.ins.size() != n && instr.ins.size() != n + 1))
+    return invalid("adamw_multi: expected n gradients (and the squared norm) and 3n outputs "
+                   "(param, m, v each), found " + std::to_string(instr.ins.size()) +
+                   " inputs and " + std::to_string(instr.outs.size()) + " outputs");
+  StatusOr<std::vector<int64_t>> decay = instr.intsAttr("decay");
+  if (!decay.isOk())
+    return decay.status();
+  if (decay->size() != n)
+    return invalid("adamw_multi: 'decay' has " + std::to_string(decay->size()) +
+                   " entries for " + std::to_string(n) + " parameters");
+  AdamwArgs common;
+  if (instr.ins.size() == n + 1) {
+    common.normSq = &instr.ins[n];
+    if (common.normSq->dtype != ScalarType::F32 || common.normSq->numElements() != 1)
+      return invalid("adamw_multi: the gradient norm " + common.normSq->str() +
+                     " is not one f32 element");
+  }
+  LLMIR_RETURN_IF_ERROR(decodeAdamwScalars(instr, common));
+  std::vector<AdamwArgs> updates(n, common);
+  for (size_t i = 0; i < n; ++i) {
+    AdamwArgs &a = updates[i];
+    a.grad = &instr.ins[i];
+    a.param = &instr.outs[3 * i];
+    a.m = &instr.outs[3 * i + 1];
+    a.v = &instr.outs[3 * i + 2];
+    a.decay = (*decay)[i] != 0;
+    for (const BufferRef *b : {a.grad, a.param, a.m, a.v}) {
+      if (b->dtype != ScalarType::F32)
+        return invalid("adamw_multi: update " + std::to_string(i) + " operand " + b->str() +
+                       " is not f32");
+      LLMIR_RETURN_IF_ERROR(requireSameElements(*a.grad, *b));
+    }
+  }
+  return updates;
+}
+
+Status nonFiniteGradient(const AdamwArgs &a, int64_t index, const KernelContext &context) {
+  std::string name = context.parameterAt(a.param->offset);
+  return Status::error(StatusCode::DataLoss,
+                       "non-finite gradient of parameter '" +
+                           (name.empty() ? a.param->str() : name) + "' (element " +
+                           std::to_string(index) + ")");
 }
 
 namespace {

@@ -262,6 +262,10 @@ struct AdamwArgs {
   bool lossScaled = false;
 };
 StatusOr<AdamwArgs> decodeAdamw(const Instr &instr, const KernelContext &context);
+/// adamw_multi: one AdamwArgs per gradient (f32 operands, whole parameters).
+StatusOr<std::vector<AdamwArgs>> decodeAdamwMulti(const Instr &instr);
+/// The error for update `a`'s non-finite gradient (element `index`).
+Status nonFiniteGradient(const AdamwArgs &a, int64_t index, const KernelContext &context);
 /// grad_norm_sq: ins[0] any float buffer, outs[0] one f32.
 Status checkGradNormSq(const Instr &instr);
 /// loss_scale: outs[0] one f32.

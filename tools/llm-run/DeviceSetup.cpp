@@ -85,6 +85,9 @@ std::string backendInfo() {
          ", NCCL " + (c.ncclBuilt.empty() ? "not built" : c.ncclBuilt) + "\n";
   out += "cuda loaded: CUDA runtime " + orNone(c.runtimeLoaded) + ", cuBLASLt " +
          orNone(c.cublasLtLoaded) + ", NCCL " + orNone(c.ncclLoaded) + "\n";
+  out += "cudnn: " + (c.cudnnBuilt.empty() ? std::string("not built (attention uses the built-in kernels)")
+                                           : "built with " + c.cudnnBuilt + " (frontend " + c.cudnnFrontend +
+                                                 "), loaded " + (c.cudnnLoaded.empty() ? "none: " + c.cudnnWhyNot : c.cudnnLoaded)) + "\n";
   out += "cuda driver: " + (c.driver.empty() ? "none" : "supports CUDA " + c.driver) + "\n";
   if (c.devices.empty())
     return out + "cuda devices: 0 (no CUDA device: " + c.noDevice + ")\n";

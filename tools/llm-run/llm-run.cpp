@@ -301,7 +301,7 @@ int run(int argc, char **argv) {
     if (opts.clipGradNorm > 0) {
       bool hasNorm = false;
       for (const Instr &instr : ex.stage().instrs)
-        hasNorm |= instr.isKernel(KernelId::Adamw) && instr.ins.size() > 1;
+        hasNorm |= instr.adamwNormSq() != nullptr;
       if (!hasNorm)
         return Status::error(StatusCode::InvalidArgument,
                              "--clip-grad-norm: '" + opts.program +

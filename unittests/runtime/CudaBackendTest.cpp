@@ -11,6 +11,7 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Cuda.h"
 
+#include "BackendCase.h"
 #include "TestUtil.h"
 
 #include <cuda_runtime.h>
@@ -31,111 +32,14 @@ using rt::ScalarType;
 using rt::StatusCode;
 using rt::testing::allClose;
 using rt::testing::randomVector;
+using rt::testing::AttentionCase;
+using rt::testing::Case;
+using rt::testing::setAttention;
+using rt::testing::TestContext;
 
 namespace {
 
 constexpr double kAtol = 2e-4, kRtol = 2e-4;
-
-/// Fixed rank position, learning rate, weight decay and step.
-class TestContext final : public rt::KernelContext {
-public:
-  std::pair<int, int> position{0, 1};
-  rt::StatusOr<std::pair<int, int>> axisPosition(const std::string &) const override {
-    return position;
-  }
-  float learningRate() const override { return 1e-2f; }
-  float weightDecay() const override { return 0.1f; }
-  int64_t step() const override { return 2; }
-};
-
-/// One instruction over buffers laid out in an arena, run on a backend.
-class Case {
-public:
-  /// A buffer with given contents (bytes) and shape; returns its index.
-  int add(std::vector<int64_t> shape, ScalarType dtype, std::vector<uint8_t> bytes) {
-    BufferRef b;
-    b.shape = std::move(shape);
-    b.dtype = dtype;
-    b.offset = size_;
-    // 64-byte (not 256-byte) offsets, as the compiler's memory plan may produce.
-    size_ += (std::max<int64_t>(b.bytes(), 1) + 63) / 64 * 64;
-    EXPECT_EQ(static_cast<int64_t>(bytes.size()), b.bytes());
-    bufs_.push_back(b);
-    init_.push_back(std::move(bytes));
-    return static_cast<int>(bufs_.size() - 1);
-  }
-  int f32(std::vector<int64_t> shape, const std::vector<float> &values) {
-    std::vector<uint8_t> bytes(values.size() * 4);
-    std::memcpy(bytes.data(), values.data(), bytes.size());
-    return add(std::move(shape), ScalarType::F32, std::move(bytes));
-  }
-  int random(std::vector<int64_t> shape, uint32_t seed, float stddev = 1.0f) {
-    int64_t n = 1;
-    for (int64_t d : shape)
-      n *= d;
-    return f32(std::move(shape), randomVector(static_cast<size_t>(n), seed, 0.0f, stddev));
-  }
-  int ids(std::vector<int64_t> shape, const std::vector<int64_t> &values, bool i64) {
-    std::vector<uint8_t> bytes;
-    if (i64) {
-      bytes.resize(values.size() * 8);
-      std::memcpy(bytes.data(), values.data(), bytes.size());
-    } else {
-      std::vector<int32_t> narrow(values.begin(), values.end());
-      bytes.resize(narrow.size() * 4);
-      std::memcpy(bytes.data(), narrow.data(), bytes.size());
-    }
-    return add(std::move(shape), i64 ? ScalarType::I64 : ScalarType::I32, std::move(bytes));
-  }
-  const BufferRef &ref(int i) const { return bufs_[i]; }
-
-  Instr kernel(const std::string &name, std::vector<int> ins, std::vector<int> outs) const {
-    Instr instr;
-    instr.kind = OpKind::Kernel;
-    instr.kernel = name;
-    instr.id = rt::kernelIdFromName(name).value_or(rt::kNoKernel);
-    for (int i : ins)
-      instr.ins.push_back(bufs_[i]);
-    for (int o : outs)
-      instr.outs.push_back(bufs_[o]);
-    return instr;
-  }
-
-  /// Runs `instr` on `backend` from the initial contents; returns every buffer.
-  rt::StatusOr<std::vector<std::vector<uint8_t>>>
-  run(rt::Backend &backend, const Instr &instr, const rt::KernelContext &ctx) const {
-    rt::StatusOr<uint8_t *> arena = backend.allocateArena(size_);
-    if (!arena.isOk())
-      return arena.status();
-    std::vector<std::vector<uint8_t>> out(bufs_.size());
-    rt::Status st = rt::Status::ok();
-    for (size_t i = 0; i < bufs_.size() && st.isOk(); ++i)
-      st = backend.upload(*arena, bufs_[i].offset, init_[i].data(), bufs_[i].bytes());
-    if (st.isOk())
-      st = backend.execute(instr, *arena, ctx);
-    if (st.isOk())
-      st = backend.synchronize();
-    for (size_t i = 0; i < bufs_.size() && st.isOk(); ++i) {
-      out[i].resize(static_cast<size_t>(bufs_[i].bytes()));
-      st = backend.download(*arena, bufs_[i].offset, out[i].data(), bufs_[i].bytes());
-    }
-    backend.releaseArena(*arena);
-    if (!st.isOk())
-      return st;
-    return out;
-  }
-
-  static std::vector<float> floats(const std::vector<uint8_t> &bytes) {
-    std::vector<float> v(bytes.size() / 4);
-    std::memcpy(v.data(), bytes.data(), v.size() * 4);
-    return v;
-  }
-
-private:
-  std::vector<BufferRef> bufs_;
-  std::vector<std::vector<uint8_t>> init_;
-  int64_t size_ = 0;
-};
 
 class CudaBackendTest : public ::testing::Test {
 protected:
@@ -396,20 +300,6 @@ TEST_F(CudaBackendTest, RopeForwardBackward) {
 }
 
 // ---- Attention ----------------------------------------------------------------------
-
-struct AttentionCase {
-  int64_t batch, seq, heads, kvHeads, headDim;
-  bool causal;
-};
-
-void setAttention(Instr &instr, const AttentionCase &a) {
-  instr.attrs["num_heads"].i = a.heads;
-  instr.attrs["num_kv_heads"].i = a.kvHeads;
-  instr.attrs["scale"].kind = rt::AttrValue::Kind::Float;
-  instr.attrs["scale"].f = 1.0 / std::sqrt(static_cast<double>(a.headDim));
-  instr.attrs["causal"].kind = rt::AttrValue::Kind::Bool;
-  instr.attrs["causal"].i = a.causal;
-}
 
 TEST_F(CudaBackendTest, AttentionForwardBackward) {
   // Head dims of every template instance (32, 64, 128, 256) and partial tiles;

@@ -472,6 +472,62 @@ TEST(CudaKernelEmulation, RopeEmbeddingAdamw) {
   EXPECT_TRUE(close(v3, v4, 1e-6));
 }
 
+TEST(CudaKernelEmulation, AdamwMulti) {
+  // Two parameters (decay on the first) in one launch, clipping active: each
+  // as adamwUpdate computes it (the device may contract to FMAs).
+  const float lr = 1e-2f, wd = 0.1f, b1f = 0.9f, b2f = 0.95f, eps = 1e-8f;
+  const float normSq = 4.0f, maxNorm = 0.5f;
+  const int64_t step = 3, sizes[2] = {777, 100};
+  const double lrD = lr, b1 = b1f, b2 = b2f;
+  const double bc1 = 1 - std::pow(b1, static_cast<double>(step)),
+               bc2 = 1 - std::pow(b2, static_cast<double>(step));
+  const cu::AdamwScalars a{b1f, b2f, static_cast<float>(1 - b1), static_cast<float>(1 - b2),
+                           static_cast<float>(std::sqrt(bc2)), static_cast<float>(lrD / bc1),
+                           eps};
+  std::vector<float> p[2], g[2], m[2], v[2];
+  cu::AdamwTensors t;
+  for (int k = 0; k < 2; ++k) {
+    p[k] = rnd(sizes[k], 20 + k);
+    g[k] = rnd(sizes[k], 30 + k);
+    m[k] = rnd(sizes[k], 40 + k, 0.01f);
+    v[k] = rnd(sizes[k], 50 + k, 0.01f);
+    for (float &z : v[k])
+      z = std::fabs(z);
+    t.param[k] = p[k].data();
+    t.grad[k] = g[k].data();
+    t.m[k] = m[k].data();
+    t.v[k] = v[k].data();
+    t.n[k] = sizes[k];
+    t.decay[k] = static_cast<float>(1 - lrD * (k == 0 ? wd : 0.0f));
+  }
+  t.count = 2;
+  auto pRef = p, mRef = m, vRef = v;
+  for (int k = 0; k < 2; ++k)
+    ASSERT_TRUE(rt::adamwUpdate(pRef[k].data(), g[k].data(), mRef[k].data(), vRef[k].data(),
+                                sizes[k], lr, b1f, b2f, eps, k == 0 ? wd : 0.0f, step,
+                                rt::clipCoefficient(normSq, maxNorm))
+                    .isOk());
+  unsigned long long bad = ~0ull;
+  launch(dim3(2, 2), dim3(64), [&] {
+    cu::adamwMultiKernel(t, 0, a, &normSq, maxNorm, 0.0f, &bad);
+  });
+  EXPECT_EQ(bad, ~0ull) << "finite gradients flagged";
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_TRUE(close(p[k], pRef[k], 1e-6)) << "parameter " << k;
+    EXPECT_TRUE(close(m[k], mRef[k], 1e-6)) << "parameter " << k;
+    EXPECT_TRUE(close(v[k], vRef[k], 1e-6)) << "parameter " << k;
+  }
+
+  // The fused check: the first non-finite gradient as (index << 40 | element),
+  // the launch's tensors numbered from firstIndex (a later chunk of a group).
+  g[1][42] = INFINITY;
+  g[1][17] = std::nanf("");
+  launch(dim3(2, 2), dim3(64), [&] {
+    cu::adamwMultiKernel(t, 80, a, nullptr, 0.0f, 0.0f, &bad);
+  });
+  EXPECT_EQ(bad, (81ull << 40) | 17ull);
+}
+
 TEST(CudaKernelEmulation, KvCache) {
   const int64_t B = 2, S = 3, H = 4, KH = 2, M = 8, D = 8;
   std::vector<int64_t> start{1, 4};

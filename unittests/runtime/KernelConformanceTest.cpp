@@ -300,6 +300,16 @@ std::vector<KernelCase> makeCases() {
     }
     return y;
   };
+  // adamw_multi over two parameters: adamwLossScaled on each (ins: the two
+  // gradients, then the norm; outs: param, m, v of each).
+  auto adamwMultiLossScaled = [adamwLossScaled](const Values &i, const Values &o) {
+    Values y;
+    for (size_t t = 0; t < 2; ++t) {
+      Values one = adamwLossScaled({i[t], i[2]}, {o[3 * t], o[3 * t + 1], o[3 * t + 2]});
+      y.insert(y.end(), one.begin(), one.end());
+    }
+    return y;
+  };
   auto unchanged = [](const Values &, const Values &o) { return o; };
   auto attentionForward = [](const Values &i, const Values &o) {
     Values r = AttentionRef{i}.forward();
@@ -415,6 +425,16 @@ std::vector<KernelCase> makeCases() {
        {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
         {"decay", boolA(false)}, {"loss_scaled", boolA(true)}},
        unchanged},
+      {K::AdamwMulti, "loss_scaled", {f({3, 7}), f({5}), f32({1}, Fill::Positive)},
+       {f({3, 7}), f({3, 7}), f({3, 7}, Fill::Positive), f({5}), f({5}), f({5}, Fill::Positive)},
+       {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
+        {"decay", intsA({0, 0})}, {"loss_scaled", boolA(true)}},
+       adamwMultiLossScaled},
+      {K::AdamwMulti, "plain", {f({3, 7}), f({5})},
+       {f({3, 7}), f({3, 7}), f({3, 7}, Fill::Positive), f({5}), f({5}), f({5}, Fill::Positive)},
+       {{"beta1", floatA(0.9)}, {"beta2", floatA(0.95)}, {"eps", floatA(1e-8)},
+        {"decay", intsA({1, 0})}},
+       {}},
       {K::LossScale, "scalar", {}, {f32({1}, Fill::Zero)}, {},
        [](const Values &, const Values &) { return Values{{4.0f}}; }},
       {K::GradNormSq, "odd", {f({3, 7})}, {f32({1}, Fill::Zero)}, {}, gradNormSq},

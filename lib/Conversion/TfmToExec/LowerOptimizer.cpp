@@ -28,6 +28,60 @@ LogicalResult lowerOp(LoweringContext &c, AdamWUpdateOp op) {
   return success();
 }
 
+namespace {
+/// Whether `op` can join a multi-tensor update: f32 gradient and parameter,
+/// the whole parameter (not a ZeRO chunk).
+bool multiTensorCandidate(AdamWUpdateOp op) {
+  auto f32 = [](Value v) { return cast<RankedTensorType>(v.getType()).getElementType().isF32(); };
+  return !op.getShardAxisAttr() && f32(op.getGrad()) && f32(op.getParam());
+}
+
+/// Whether `a` and `b` share the step's scalars and norm.
+bool sameStep(AdamWUpdateOp a, AdamWUpdateOp b) {
+  return a.getBeta1Attr() == b.getBeta1Attr() && a.getBeta2Attr() == b.getBeta2Attr() &&
+         a.getEpsAttr() == b.getEpsAttr() && a.getLossScaled() == b.getLossScaled() &&
+         a.getGradNormSq() == b.getGradNormSq();
+}
+} // namespace
+
+FailureOr<size_t> lowerAdamWUpdates(LoweringContext &c, ArrayRef<Operation *> ops) {
+  auto first = cast<AdamWUpdateOp>(ops.front());
+  c.waitForPending(first.getLoc(), first);
+  SmallVector<AdamWUpdateOp> group = {first};
+  if (multiTensorCandidate(first))
+    for (Operation *op : ops.drop_front()) {
+      auto next = dyn_cast<AdamWUpdateOp>(op);
+      // A gradient still in flight (a later bucket) starts the next group,
+      // so its wait does not delay the updates ready now.
+      if (!next || !multiTensorCandidate(next) || !sameStep(first, next) ||
+          c.lastPendingEventFor(next) >= 0)
+        break;
+      group.push_back(next);
+    }
+  if (group.size() == 1)
+    return failed(lowerOp(c, first)) ? FailureOr<size_t>(failure()) : FailureOr<size_t>(1);
+  OpBuilder &b = c.builder();
+  SmallVector<Value> ins, outs;
+  SmallVector<int64_t> decay;
+  for (AdamWUpdateOp op : group) {
+    auto [expAvg, expAvgSq] = c.adamMomentsOf(op);
+    ins.push_back(c.in(op.getGrad()));
+    outs.append({c.in(op.getParam()), expAvg, expAvgSq});
+    decay.push_back(op.getDecay() ? 1 : 0);
+  }
+  if (first.getGradNormSq())
+    ins.push_back(c.in(first.getGradNormSq()));
+  SmallVector<NamedAttribute> attrs = {
+      b.getNamedAttr("beta1", first.getBeta1Attr()),
+      b.getNamedAttr("beta2", first.getBeta2Attr()),
+      b.getNamedAttr("eps", first.getEpsAttr()),
+      b.getNamedAttr("decay", b.getDenseI64ArrayAttr(decay))};
+  if (first.getLossScaled())
+    attrs.push_back(b.getNamedAttr("loss_scaled", b.getBoolAttr(true)));
+  c.kernel(first, "adamw_multi", ins, outs, attrs);
+  return group.size();
+}
+
 /// This gradient's partial sum of squares (clipping's global norm).
 LogicalResult lowerOp(LoweringContext &c, GradNormSqOp op) {
   c.kernel(op, "grad_norm_sq", {c.in(op.getInput())}, {c.out(op.getResult())});

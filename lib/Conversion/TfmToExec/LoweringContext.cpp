@@ -91,6 +91,14 @@ void LoweringContext::waitForPending(Location loc, Operation *op) {
   // A view touches no memory: the wait goes to the op that reads through it.
   if (op && isView(op))
     return;
+  int64_t last = lastPendingEventFor(op);
+  if (last < 0)
+    return;
+  exec::EventWaitOp::create(b, loc, last, /*stream=*/0);
+  forgetCompleted(last);
+}
+
+int64_t LoweringContext::lastPendingEventFor(Operation *op) const {
   auto overlap = [&](unsigned a, unsigned b) {
     const LogicalBuffer &x = buffers[a], &y = buffers[b];
     return x.offset < y.offset + sizeInBytes(y.type) &&
@@ -122,10 +130,7 @@ void LoweringContext::waitForPending(Location loc, Operation *op) {
   for (auto &[buffer, event] : pendingReads)
     if (!op || writes(buffer))
       last = std::max(last, event);
-  if (last < 0)
-    return;
-  exec::EventWaitOp::create(b, loc, last, /*stream=*/0);
-  forgetCompleted(last);
+  return last;
 }
 
 void LoweringContext::forgetCompleted(int64_t event) {

@@ -31,6 +31,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 
@@ -110,6 +111,9 @@ public:
   /// Makes the compute stream wait for collectives still producing any
   /// buffer `op` touches (all of them when `op` is null: the step's end).
   void waitForPending(mlir::Location loc, mlir::Operation *op);
+  /// The event waitForPending(op) would wait for (the latest collective `op`
+  /// needs; -1: `op` is ready now).
+  int64_t lastPendingEventFor(mlir::Operation *op) const;
 
   /// The staging buffer planned for `op` (a gather/scatter along an inner
   /// dim, a tfm.param_all_gather's chunk); null if it has none.
@@ -230,6 +234,13 @@ LogicalResult lowerOp(LoweringContext &c, tfm::RecvOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::ParamAllGatherOp op);
 // LowerOptimizer.cpp
 LogicalResult lowerOp(LoweringContext &c, tfm::AdamWUpdateOp op);
+/// `ops` starts with a tfm.adamw_update: it and the updates right after it
+/// that are ready at the same point (no further wait) and alike (f32, whole
+/// parameters, same betas, eps, norm and loss scaling) become one adamw_multi
+/// (one adamw when alone), after the waits they need. Returns how many ops
+/// of `ops` it lowered.
+mlir::FailureOr<size_t> lowerAdamWUpdates(LoweringContext &c,
+                                          llvm::ArrayRef<mlir::Operation *> ops);
 LogicalResult lowerOp(LoweringContext &c, tfm::GradNormSqOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::LossScaleOp op);
 LogicalResult lowerOp(LoweringContext &c, arith::ConstantOp op);

@@ -587,10 +587,19 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
       break;
     }
   }
-  for (Operation *op : schedule) {
+  for (size_t i = 0; i < schedule.size();) {
+    Operation *op = schedule[i];
+    if (isa<AdamWUpdateOp>(op)) { // maybe several at once (LowerOptimizer.cpp)
+      FailureOr<size_t> lowered = lowerAdamWUpdates(*this, ArrayRef(schedule).drop_front(i));
+      if (failed(lowered))
+        return failure();
+      i += *lowered;
+      continue;
+    }
     waitForPending(op->getLoc(), op);
     if (failed(emitOp(op)))
       return failure();
+    ++i;
   }
   waitForPending(func.getLoc(), nullptr); // the step ends with its comm
   for (auto &[outName, value] : outputs)

@@ -514,6 +514,27 @@ Status CpuBackend::crossEntropyFinalizeGrad(const Instr &instr) {
 // ---- optimizer ----------------------------------------------------------------------
 Status CpuBackend::adamw(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
+  return applyAdamw(a);
+}
+
+Status CpuBackend::adamwMulti(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const std::vector<kargs::AdamwArgs> updates,
+                         kargs::decodeAdamwMulti(instr));
+  // The executor's check before each adamw (Executor::checkFinite), here for
+  // the whole group before any update: a non-finite gradient names its parameter.
+  if (!updates.front().lossScaled)
+    for (const kargs::AdamwArgs &a : updates) {
+      const float *g = ptr<float>(*a.grad);
+      for (int64_t i = 0, n = a.grad->numElements(); i < n; ++i)
+        if (!std::isfinite(g[i]))
+          return kargs::nonFiniteGradient(a, i, *context_);
+    }
+  for (const kargs::AdamwArgs &a : updates)
+    LLMIR_RETURN_IF_ERROR(applyAdamw(a));
+  return Status::ok();
+}
+
+Status CpuBackend::applyAdamw(const kargs::AdamwArgs &a) {
   const float weightDecay = context_->weightDecay();
   float gradScale = 1.0f;
   if (a.normSq) {

@@ -6,6 +6,8 @@
 
 #include "llmir/runtime/Backend.h"
 
+#include "../KernelArgs.h"
+
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -78,6 +80,8 @@ private:
   Status lossScale(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
+  Status adamwMulti(const Instr &instr); // adamw's update per gradient, one instruction
+  Status applyAdamw(const kargs::AdamwArgs &a);
   Status gradNormSq(const Instr &instr);
   Status accumulate(const Instr &instr);
   Status cast(const Instr &instr); // CpuMixedPrecision.cpp

@@ -25,6 +25,13 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   // cast and the fused add + norm read and write bf16/f16 themselves.
   const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
                         instr.isKernel(KernelId::AddRmsNorm);
+  if (instr.isKernel(KernelId::Attention) || instr.isKernel(KernelId::AttentionGrad)) {
+    StatusOr<bool> ran = attentionCudnn(instr);
+    if (!ran.isOk())
+      return ran.status();
+    if (*ran)
+      return Status::ok();
+  }
   Status st = ownTypes || !needsStaging(instr) ? runF32(instr, fn)
               : instr.kind == OpKind::Gemm && gemmRunsBf16(instr)    ? gemm(instr)
                                                                       : runStaged(instr, fn);
@@ -353,6 +360,11 @@ StatusOr<std::unique_ptr<Backend>> createCudaBackend(int deviceIndex,
 void *cudaComputeStream(Backend &backend) {
   auto *cuda = dynamic_cast<CudaBackend *>(&backend);
   return cuda ? static_cast<void *>(cuda->stream()) : nullptr;
+}
+
+CudnnAttentionUse cudnnAttentionUse(Backend &backend) {
+  auto *cuda = dynamic_cast<CudaBackend *>(&backend);
+  return cuda ? cuda->cudnnUse() : CudnnAttentionUse{0, "not a CUDA backend"};
 }
 
 

@@ -9,6 +9,7 @@
 #include "llmir/runtime/CudaKernels.h"
 
 #include "../KernelArgs.h"
+#include "CudnnAttention.h"
 #include "DeviceKernels.h"
 
 #include <cublasLt.h>
@@ -22,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -147,8 +149,12 @@ public:
     LLMIR_CUDA_TRY(cudaMalloc(&dFlag_, sizeof(unsigned long long)), "cudaMalloc(flag)");
     LLMIR_CUDA_TRY(cudaMallocHost(&hFlag_, sizeof(unsigned long long)),
                    "cudaMallocHost(flag)");
+    initCudnn();
     return Status::ok();
   }
+
+  /// cudnnAttentionUse(): instructions run through cuDNN, why it is off.
+  CudnnAttentionUse cudnnUse() const { return {cudnnRuns_, cudnnOff_}; }
 
   cudaStream_t stream() const { return stream_; }
   /// The program's stream 1: what the communicator orders its work with
@@ -273,6 +279,12 @@ private:
   Status attention(const Instr &instr); // attention, attention_grad
   /// attention_grad: attention() runs both directions.
   Status attentionGrad(const Instr &instr) { return attention(instr); }
+  /// Loads cuDNN for attention (CudaBackendCudnn.cu); cudnnOff_ says why not.
+  void initCudnn();
+  /// bf16/f16 attention or attention_grad through cuDNN's SDPA: false (nothing
+  /// run) when cuDNN is off, the operands do not fit it or it does not support
+  /// the shape; the caller then runs the built-in kernels.
+  StatusOr<bool> attentionCudnn(const Instr &instr);
   Status rope(const Instr &instr);
   Status crossEntropy(const Instr &instr);
   Status crossEntropyGrad(const Instr &instr);
@@ -288,6 +300,10 @@ private:
   Status lossScale(const Instr &instr);
   Status sumRows(const Instr &instr);
   Status adamw(const Instr &instr);
+  Status adamwMulti(const Instr &instr); // one launch per kAdamwMultiMax updates
+  /// adamw's step scalars (as adamwUpdate computes them) and its decay factor.
+  StatusOr<cuda::AdamwScalars> adamwScalars(const kargs::AdamwArgs &a);
+  float adamwDecay(const kargs::AdamwArgs &a) const;
   Status gradNormSq(const Instr &instr);
   Status accumulate(const Instr &instr);
   Status cast(const Instr &instr); // CudaMixedPrecision.cu
@@ -420,6 +436,12 @@ private:
   std::map<std::tuple<int64_t, int64_t, double, int64_t>, float *> ropeTables_;
   uint8_t *staging_ = nullptr; ///< runStaged's arena (not scratch: kernels use that)
   int64_t stagingBytes_ = 0;
+#ifdef LLMIR_HAVE_CUDNN
+  std::unique_ptr<cuda::CudnnAttention> cudnn_;
+#endif
+  std::string cudnnOff_; ///< why cuDNN attention is off ("" when on)
+  int64_t cudnnRuns_ = 0;
+  std::set<cuda::SdpaShape> cudnnUnsupported_; ///< shapes already reported unsupported
 };
 
 } // namespace llmir::runtime

@@ -455,33 +455,84 @@ Status CudaBackend::copyChunk(const Instr &instr) {
   return Status::ok();
 }
 
-Status CudaBackend::adamw(const Instr &instr) {
-  cudaStream_t s = stream_;
-  LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a,
-                         kargs::decodeAdamw(instr, *context_));
+StatusOr<cuda::AdamwScalars> CudaBackend::adamwScalars(const kargs::AdamwArgs &a) {
   // The scalars exactly as adamwUpdate (src/cpu/Elementwise.cpp) computes them.
   const float lr = context_->learningRate();
-  const float weightDecay = a.decay ? context_->weightDecay() : 0.0f;
   const int64_t step = context_->adamStep();
   const float b1f = static_cast<float>(a.beta1), b2f = static_cast<float>(a.beta2);
   const float epsF = static_cast<float>(a.eps);
   if (!(b1f >= 0.0f && b1f < 1.0f) || !(b2f >= 0.0f && b2f < 1.0f))
     return invalid("adamw_update: betas must be in [0, 1)");
-  if (!(lr >= 0.0f) || !(epsF >= 0.0f) || !(weightDecay >= 0.0f))
+  if (!(lr >= 0.0f) || !(epsF >= 0.0f) || !(context_->weightDecay() >= 0.0f))
     return invalid("adamw_update: lr, eps and weight decay must be >= 0");
   const double lrD = lr, b1 = b1f, b2 = b2f;
-  const float decayF = static_cast<float>(1.0 - lrD * weightDecay);
   const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
+  return cuda::AdamwScalars{b1f,
+                            b2f,
+                            static_cast<float>(1.0 - b1),
+                            static_cast<float>(1.0 - b2),
+                            static_cast<float>(std::sqrt(bc2)),
+                            static_cast<float>(lrD / bc1),
+                            epsF};
+}
+
+float CudaBackend::adamwDecay(const kargs::AdamwArgs &a) const {
+  const double lrD = context_->learningRate();
+  return static_cast<float>(1.0 - lrD * (a.decay ? context_->weightDecay() : 0.0f));
+}
+
+Status CudaBackend::adamw(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
+  LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwScalars c, adamwScalars(a));
   cuda::launchAdamw(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
-                    ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(), decayF,
-                    b1f, b2f,
-                    static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
-                    static_cast<float>(std::sqrt(bc2)), static_cast<float>(lrD / bc1),
-                    epsF, a.normSq ? ptr<float>(*a.normSq) : nullptr,
+                    ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(), adamwDecay(a),
+                    c.beta1, c.beta2, c.oneMinusB1, c.oneMinusB2, c.bc2Sqrt, c.stepSize,
+                    c.eps, a.normSq ? ptr<float>(*a.normSq) : nullptr,
                     context_->clipGradNorm(),
-                    a.lossScaled ? 1.0f / context_->lossScale() : 0.0f, s);
+                    a.lossScaled ? 1.0f / context_->lossScale() : 0.0f, stream_);
   return Status::ok();
+}
+
+Status CudaBackend::adamwMulti(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const std::vector<kargs::AdamwArgs> updates,
+                         kargs::decodeAdamwMulti(instr));
+  const kargs::AdamwArgs &u = updates.front();
+  LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwScalars c, adamwScalars(u));
+  // Without loss scaling a non-finite gradient is an error (the executor's
+  // check of adamw, fused into the update): the kernels flag the first one.
+  const bool check = !u.lossScaled;
+  if (check)
+    LLMIR_RETURN_IF_ERROR(resetFlag());
+  cuda::AdamwTensors t;
+  auto flush = [&](int first) {
+    cuda::launchAdamwMulti(t, first, c, u.normSq ? ptr<float>(*u.normSq) : nullptr,
+                           context_->clipGradNorm(),
+                           u.lossScaled ? 1.0f / context_->lossScale() : 0.0f,
+                           check ? dFlag_ : nullptr, stream_);
+    t.count = 0;
+  };
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const kargs::AdamwArgs &a = updates[i];
+    t.param[t.count] = ptr<float>(*a.param);
+    t.grad[t.count] = ptr<float>(*a.grad);
+    t.m[t.count] = ptr<float>(*a.m);
+    t.v[t.count] = ptr<float>(*a.v);
+    t.n[t.count] = a.grad->numElements();
+    t.decay[t.count] = adamwDecay(a);
+    if (++t.count == cuda::kAdamwMultiMax || i + 1 == updates.size())
+      flush(static_cast<int>(i + 1) - t.count);
+  }
+  if (!check)
+    return Status::ok();
+  StatusOr<unsigned long long> bad = readFlag("adamw_multi");
+  if (!bad.isOk())
+    return bad.status();
+  if (*bad == kNoBad)
+    return Status::ok();
+  const size_t k = static_cast<size_t>(*bad >> 40);
+  return kargs::nonFiniteGradient(updates[k], static_cast<int64_t>(*bad & ((1ull << 40) - 1)),
+                                  *context_);
 }
 
 Status CudaBackend::lossScale(const Instr &instr) {

@@ -1,6 +1,8 @@
-// cudaInfo(): the CUDA runtime, cuBLASLt and NCCL versions the backend was
+// cudaInfo(): the CUDA runtime, cuBLASLt, NCCL and cuDNN versions the backend was
 // built with and loads, the driver and the devices (llm-run --backend-info).
 #include "llmir/runtime/Cuda.h"
+
+#include "CudnnAttention.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -38,6 +40,13 @@ CudaInfo cudaInfo() {
   info.ncclBuilt = tripleVersion(NCCL_VERSION_CODE);
   if (ncclGetVersion(&v) == ncclSuccess)
     info.ncclLoaded = tripleVersion(v);
+#endif
+#ifdef LLMIR_HAVE_CUDNN
+  const cuda::CudnnVersions cudnn = cuda::cudnnVersions();
+  info.cudnnBuilt = cudnn.built;
+  info.cudnnFrontend = cudnn.frontend;
+  info.cudnnLoaded = cudnn.loaded;
+  info.cudnnWhyNot = cudnn.whyNot;
 #endif
   v = 0;
   if (cudaDriverGetVersion(&v) == cudaSuccess && v > 0)

@@ -54,6 +54,26 @@ void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
                  const float *normSq, float maxNorm, float invLossScale,
                  cudaStream_t s);
+/// adamw_multi: up to kAdamwMultiMax updates per launch (a kernel parameter;
+/// launchAdamwMulti splits longer lists), the scalars of launchAdamw shared.
+constexpr int kAdamwMultiMax = 80; // the table stays under 4 KiB of kernel parameters
+struct AdamwTensors {
+  float *param[kAdamwMultiMax];
+  const float *grad[kAdamwMultiMax];
+  float *m[kAdamwMultiMax], *v[kAdamwMultiMax];
+  int64_t n[kAdamwMultiMax];
+  float decay[kAdamwMultiMax]; ///< 1 - lr * weight decay (or 1) per parameter
+  int count = 0;
+};
+struct AdamwScalars {
+  float beta1, beta2, oneMinusB1, oneMinusB2, bc2Sqrt, stepSize, eps;
+};
+/// launchAdamw on every tensor of `t` in one launch; with `bad` (not loss
+/// scaled) the smallest (firstIndex + k) << 40 | element of a non-finite
+/// gradient is atomicMin'ed into *bad.
+void launchAdamwMulti(const AdamwTensors &t, int firstIndex, const AdamwScalars &a,
+                      const float *normSq, float maxNorm, float invLossScale,
+                      unsigned long long *bad, cudaStream_t s);
 /// *out = sum of squares of x[0..n) (double accumulation, deterministic).
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s);
 constexpr int kMaxTransposeRank = 8;

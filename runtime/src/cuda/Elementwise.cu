@@ -84,6 +84,17 @@ void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                                                 bc2Sqrt, stepSize, eps, normSq,
                                                 maxNorm, invLossScale);
 }
+void launchAdamwMulti(const AdamwTensors &t, int firstIndex, const AdamwScalars &a,
+                      const float *normSq, float maxNorm, float invLossScale,
+                      unsigned long long *bad, cudaStream_t s) {
+  int64_t largest = 0;
+  for (int k = 0; k < t.count; ++k)
+    largest = std::max(largest, t.n[k]);
+  if (t.count > 0 && largest > 0)
+    adamwMultiKernel<<<dim3(static_cast<unsigned>(std::min(gridFor(largest), 1024)),
+                            static_cast<unsigned>(t.count)),
+                       kThreads, 0, s>>>(t, firstIndex, a, normSq, maxNorm, invLossScale, bad);
+}
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s) {
   gradNormSqKernel<<<1, 1024, 0, s>>>(x, n, out);
 }

@@ -170,36 +170,70 @@ __global__ void castFromF16Kernel(const uint16_t *x, float *y, int64_t n) {
     y[i] = fromF16(x[i]);
 }
 
+/// CpuBackend::applyAdamw's gradient factor, per thread from the device norm:
+/// unscale (invLossScale > 0), then clipCoefficient (src/cpu/Elementwise.cpp).
+/// False: the step is skipped (a loss-scaled update with an inf or NaN norm).
+__device__ inline bool adamwGradScale(const float *normSq, float maxNorm, float invLossScale,
+                                      float *scale) {
+  *scale = 1.0f;
+  if (!normSq)
+    return true;
+  const bool lossScaled = invLossScale > 0.0f;
+  const float inv = lossScaled ? invLossScale : 1.0f;
+  const float nsq = *normSq * inv * inv;
+  if (lossScaled && !(*normSq <= 3.402823466e38f))
+    return false; // an overflow somewhere
+  float coef = 1.0f;
+  if (maxNorm > 0.0f) {
+    coef = (1.0f / (sqrtf(nsq) + 1e-6f)) * maxNorm;
+    coef = coef < 1.0f ? coef : 1.0f;
+  }
+  *scale = inv * coef;
+  return true;
+}
+
+/// One element of adamwUpdate (src/cpu/Elementwise.cpp), same operations.
+__device__ inline void adamwElement(float *param, const float *grad, float *m, float *v,
+                                    int64_t i, float scale, float decay,
+                                    const AdamwScalars &a) {
+  const float g = grad[i] * scale;
+  const float p = param[i] * decay;
+  const float mi = m[i] * a.beta1 + g * a.oneMinusB1;
+  const float vi = v[i] * a.beta2 + g * g * a.oneMinusB2;
+  m[i] = mi;
+  v[i] = vi;
+  const float denom = sqrtf(vi) / a.bc2Sqrt + a.eps;
+  param[i] = p - a.stepSize * (mi / denom);
+}
+
 __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
                             int64_t n, float decay, float beta1, float beta2,
                             float oneMinusB1, float oneMinusB2, float bc2Sqrt,
                             float stepSize, float eps, const float *normSq,
                             float maxNorm, float invLossScale) {
-  // CpuBackend::adamw's gradient factor, per thread from the device norm:
-  // unscale (invLossScale > 0), then clipCoefficient (src/cpu/Elementwise.cpp).
-  float scale = 1.0f;
-  if (normSq) {
-    const bool lossScaled = invLossScale > 0.0f;
-    const float inv = lossScaled ? invLossScale : 1.0f;
-    const float nsq = *normSq * inv * inv;
-    if (lossScaled && !(*normSq <= 3.402823466e38f))
-      return; // inf or NaN: an overflow somewhere, the step is skipped
-    float coef = 1.0f;
-    if (maxNorm > 0.0f) {
-      coef = (1.0f / (sqrtf(nsq) + 1e-6f)) * maxNorm;
-      coef = coef < 1.0f ? coef : 1.0f;
-    }
-    scale = inv * coef;
-  }
-  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-    const float g = grad[i] * scale;
-    const float p = param[i] * decay;
-    const float mi = m[i] * beta1 + g * oneMinusB1;
-    const float vi = v[i] * beta2 + g * g * oneMinusB2;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bc2Sqrt + eps;
-    param[i] = p - stepSize * (mi / denom);
+  float scale;
+  if (!adamwGradScale(normSq, maxNorm, invLossScale, &scale))
+    return;
+  const AdamwScalars a{beta1, beta2, oneMinusB1, oneMinusB2, bc2Sqrt, stepSize, eps};
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    adamwElement(param, grad, m, v, i, scale, decay, a);
+}
+
+/// Tensor blockIdx.y of `t`, grid-strided over blockIdx.x; the non-finite
+/// check fused in (launchAdamwMulti).
+__global__ void adamwMultiKernel(AdamwTensors t, int firstIndex, AdamwScalars a,
+                                 const float *normSq, float maxNorm, float invLossScale,
+                                 unsigned long long *bad) {
+  float scale;
+  if (!adamwGradScale(normSq, maxNorm, invLossScale, &scale))
+    return;
+  const int k = static_cast<int>(blockIdx.y);
+  const float *grad = t.grad[k];
+  for (int64_t i = globalIndex(); i < t.n[k]; i += globalStride()) {
+    if (bad && !(fabsf(grad[i]) <= 3.402823466e38f)) // inf or NaN
+      atomicMin(bad, (static_cast<unsigned long long>(firstIndex + k) << 40) |
+                         static_cast<unsigned long long>(i));
+    adamwElement(t.param[k], grad, t.m[k], t.v[k], i, scale, t.decay[k], a);
   }
 }
 

@@ -56,7 +56,7 @@ Executor::Executor(const Program &program, const StageProgram &stage,
   // The seed lives on the last pipeline stage; every stage's updates unscale.
   for (const Instr &instr : stage.instrs)
     if (instr.isKernel(KernelId::LossScale) ||
-        (instr.isKernel(KernelId::Adamw) && instr.hasAttr("loss_scaled")))
+        (instr.isAdamw() && instr.hasAttr("loss_scaled")))
       lossScaled_ = true;
 }
 
@@ -378,10 +378,9 @@ Status Executor::checkFinite(const Instr &instr) {
       return found.status();
     int64_t bad = *found;
     if (bad >= 0) {
-      std::string name = "?";
-      for (const Binding &b : stage_->params)
-        if (b.buffer.offset == instr.outs[0].offset)
-          name = b.name;
+      std::string name = parameterAt(instr.outs[0].offset);
+      if (name.empty())
+        name = "?";
       return Status::error(StatusCode::DataLoss,
                            "non-finite gradient of parameter '" + name +
                                "' (element " + std::to_string(bad) + ")");
@@ -429,9 +428,8 @@ Status Executor::runInstr(size_t index, int lane) {
   const int64_t start = traced ? trace_->now() : 0;
   Status st = checkFinite(instr);
   // Every AdamW update reads the same global squared norm: read it once.
-  if (st.isOk() && gradNorm_ < 0 && instr.isKernel(KernelId::Adamw) &&
-      instr.ins.size() > 1) {
-    StatusOr<std::vector<float>> normSq = download(instr.ins[1]);
+  if (st.isOk() && gradNorm_ < 0 && instr.adamwNormSq()) {
+    StatusOr<std::vector<float>> normSq = download(*instr.adamwNormSq());
     if (normSq.isOk())
       gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
     else
@@ -454,7 +452,7 @@ Status Executor::run(int64_t step) {
   if (!updateParams_) {
     // An evaluation: program order up to the loss, no AdamW.
     for (size_t i = 0; i < evalEnd_; ++i)
-      if (!stage_->instrs[i].isKernel(KernelId::Adamw))
+      if (!stage_->instrs[i].isAdamw())
         LLMIR_RETURN_IF_ERROR(
             runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
   } else if (overlapBlocker().empty()) {
@@ -630,6 +628,13 @@ Status Executor::executeCollective(const Instr &instr) {
     return Status::error(StatusCode::Unimplemented,
                          "unsupported instruction " + instr.describe());
   }
+}
+
+std::string Executor::parameterAt(int64_t offset) const {
+  for (const Binding &b : stage_->params)
+    if (b.buffer.offset == offset)
+      return b.name;
+  return "";
 }
 
 } // namespace llmir::runtime

@@ -169,7 +169,9 @@ StatusOr<Instr> decodeInstr(const fb::Instr *in, int64_t arenaBytes,
       if (a->s())
         v.s = a->s()->str();
       if (a->ints()) {
-        if (a->ints()->size() > 64)
+        // Shapes and permutations are short; adamw_multi's `decay` has one
+        // entry per parameter (at most its 4096 gradients).
+        if (a->ints()->size() > 4096)
           return corrupt(where + ": attribute list too long");
         v.ints = copyScalars(a->ints());
       }
@@ -271,7 +273,7 @@ StatusOr<ParamInfo> decodeParam(const fb::Param *p, int worldSize) {
 
 bool StageProgram::trains() const {
   for (const Instr &instr : instrs)
-    if (instr.isKernel(KernelId::Adamw))
+    if (instr.isAdamw())
       return true;
   return false;
 }

@@ -35,6 +35,12 @@ public:
   /// AdamW's 1-based step t (bias correction): step() + 1, less the updates
   /// skipped on a loss-scale overflow.
   virtual int64_t adamStep() const { return step() + 1; }
+  /// The name of the parameter whose buffer starts at arena `offset` ("" if
+  /// none): what a kernel's error about a parameter calls it.
+  virtual std::string parameterAt(int64_t offset) const {
+    (void)offset;
+    return "";
+  }
 };
 
 class Backend {

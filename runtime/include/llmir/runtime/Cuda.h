@@ -24,6 +24,9 @@ struct CudaInfo {
   std::string runtimeBuilt, runtimeLoaded;   ///< CUDA runtime
   std::string cublasLtBuilt, cublasLtLoaded; ///< cuBLASLt
   std::string ncclBuilt, ncclLoaded;         ///< NCCL ("" if built without)
+  /// cuDNN (fused attention): "" if built without; cudnnLoaded "" when
+  /// libcudnn.so.9 does not load (cudnnWhyNot says why).
+  std::string cudnnBuilt, cudnnFrontend, cudnnLoaded, cudnnWhyNot;
   std::string driver; ///< the CUDA version the driver supports; "" without one
   std::vector<std::string> devices; ///< "NAME, sm_XY, N MiB" per device
   std::string noDevice; ///< why there is none (devices empty): the CUDA error
@@ -37,6 +40,9 @@ struct CudaBackendOptions {
   bool allowTf32 = false;
   /// cuBLASLt workspace.
   int64_t gemmWorkspaceBytes = int64_t(32) << 20;
+  /// Run bf16/f16 attention through cuDNN's fused SDPA where cuDNN loads and
+  /// supports the shape (else, and for f32, the built-in kernels).
+  bool cudnnAttention = true;
 };
 
 /// A Backend on device `deviceIndex`: device arena (cudaMalloc, zeroed,
@@ -58,6 +64,15 @@ void *cudaCommStream(Backend &backend);
 /// queued there), sync = cudaStreamSynchronize. Selects `deviceIndex` on every
 /// call, so any one thread at a time may call it.
 std::unique_ptr<DeviceCopier> createCudaCopier(int deviceIndex, void *stream);
+
+/// How many attention/attention_grad instructions a backend made by
+/// createCudaBackend ran through cuDNN (0 for any other backend), and why
+/// cuDNN attention is off for it ("" when it is on).
+struct CudnnAttentionUse {
+  int64_t runs = 0;
+  std::string off;
+};
+CudnnAttentionUse cudnnAttentionUse(Backend &backend);
 
 /// A Communicator over NCCL whose buffers are device pointers (the CUDA
 /// backend's arena). `bootstrap` (an MpiCommunicator, or the single-process

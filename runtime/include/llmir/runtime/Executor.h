@@ -151,6 +151,7 @@ private:
   int64_t adamStep() const override {
     return lossScaled_ ? lossScale_.appliedSteps + 1 : step_ + 1;
   }
+  std::string parameterAt(int64_t offset) const override;
   /// After a loss-scaled step: GradScaler's update from gradNorm_.
   void updateLossScale();
 

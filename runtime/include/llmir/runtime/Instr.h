@@ -63,6 +63,16 @@ struct Instr {
   StatusOr<std::vector<int64_t>> intsAttr(const std::string &name) const;
   bool hasAttr(const std::string &name) const { return attrs.count(name) != 0; }
   bool isKernel(KernelId k) const { return kind == OpKind::Kernel && id == k; }
+  /// An AdamW parameter update: adamw or adamw_multi.
+  bool isAdamw() const { return isKernel(KernelId::Adamw) || isKernel(KernelId::AdamwMulti); }
+  /// The global squared gradient norm an AdamW update reads, or null.
+  const BufferRef *adamwNormSq() const {
+    if (isKernel(KernelId::Adamw))
+      return ins.size() > 1 ? &ins[1] : nullptr;
+    if (isKernel(KernelId::AdamwMulti))
+      return ins.size() > outs.size() / 3 ? &ins.back() : nullptr;
+    return nullptr;
+  }
   /// InvalidArgument unless there are at least `ins` inputs and exactly
   /// `outs` outputs.
   Status expectOperands(size_t ins, size_t outs) const;
