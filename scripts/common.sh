@@ -35,6 +35,7 @@ llmir_install_packages() {
       echo "llmir: pip install tokenizers failed; prepare_data --bytes still works"
   fi
   llmir_install_cudnn
+  llmir_install_transformers
 }
 
 # cuDNN for the CUDA backend's fused attention (optional, only with nvcc): the
@@ -53,6 +54,23 @@ llmir_install_cudnn() {
   /usr/bin/python3 -m pip install -q --no-deps --upgrade --target "$LLMIR_DEPS_PREFIX" \
     "${LLMIR_CUDNN_WHEELS[@]}" ||
     echo "llmir: cuDNN wheels not installed; the CUDA backend builds without cuDNN attention"
+}
+
+# transformers 4.36 (the last to run on Debian's torch 1.13) for the
+# cross-check of the reference and of Hugging Face directories against it
+# (python/tests/test_transformers_crosscheck.py, skipped without it): pinned
+# wheels, --no-deps, in a folder of their own under the deps prefix, because
+# it needs an older `tokenizers` than llmir.prepare_data's.
+LLMIR_TRANSFORMERS_WHEELS=(transformers==4.36.2 tokenizers==0.15.2 huggingface_hub==0.20.3
+                           safetensors==0.4.1 regex==2024.11.6 tqdm==4.67.1 filelock==3.16.1
+                           fsspec==2024.10.0)
+
+llmir_install_transformers() {
+  local dir="$LLMIR_DEPS_PREFIX/transformers"
+  [ -f "$dir/transformers/__init__.py" ] && return 0
+  echo "llmir: installing ${LLMIR_TRANSFORMERS_WHEELS[0]} into $dir (for the cross-check test)"
+  /usr/bin/python3 -m pip install -q --no-deps --target "$dir" "${LLMIR_TRANSFORMERS_WHEELS[@]}" ||
+    echo "llmir: transformers not installed; test_transformers_crosscheck.py will skip"
 }
 
 llmir_build() {
