@@ -30,6 +30,18 @@ LogicalResult Partitioner::run() {
   }
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
     inference |= static_cast<bool>(func.getArgAttr(i, TfmDialect::kStateAttrName));
+  if (cp > 1 && inference)
+    return func.emitOpError() << "has resident state (a KV cache, inference); "
+                                 "cp="
+                              << cp << " is supported for training and "
+                                       "evaluation entry points only";
+  // Context parallelism: every cp rank reads the whole [batch, seq] inputs
+  // (small) and keeps its two zig-zag chunks of the sequence.
+  if (cp > 1)
+    for (BlockArgument arg : entry.getArguments())
+      if (func.getArgAttr(arg.getArgNumber(), TfmDialect::kInputAttrName) &&
+          failed(sliceForCp(func, arg, /*atStart=*/true)))
+        return failure();
   // Resident state (KV caches [batch, kv_heads, max_seq, head_dim]): the
   // sequences split over dp, the kv heads over tp (like the k/v projections).
   Builder ab(func.getContext());
@@ -103,6 +115,45 @@ LogicalResult Partitioner::run() {
       entry.getArgumentTypes(), entry.getTerminator()->getOperandTypes()));
   if (explain)
     explainLayerCommunication();
+  return success();
+}
+
+LogicalResult Partitioner::sliceForCp(Operation *anchor, Value v, bool atStart) {
+  SmallVector<int64_t> shape(shapeOf(v));
+  if (shape.size() < 2 || shape[kSeqDim] % (2 * cp) != 0)
+    return anchor->emitOpError()
+           << "cannot split the sequence ("
+           << (shape.size() < 2 ? 0 : shape[kSeqDim]) << ") into 2 x cp=" << cp
+           << " equal chunks for context parallelism (each rank holds two)";
+  shape[kSeqDim] /= cp;
+  if (atStart)
+    builder.setInsertionPointToStart(&func.getBody().front());
+  else
+    builder.setInsertionPointAfter(anchor);
+  auto slice = CpSliceOp::create(builder, anchor->getLoc(), withShape(v, shape), v,
+                                 builder.getStringAttr("cp"));
+  v.replaceAllUsesExcept(slice.getResult(), slice);
+  note(slice, "sequence split over cp=" + Twine(cp) + " in " + Twine(2 * cp) +
+                  " zig-zag chunks of " + Twine(shape[kSeqDim] / 2));
+  return success();
+}
+
+LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
+  // Each rank's queries attend to the whole sequence: K and V all-gathered
+  // over cp along the sequence (the backward reduce-scatters dK and dV).
+  builder.setInsertionPoint(op);
+  for (OpOperand *operand : {&op.getKeyMutable(), &op.getValueMutable()}) {
+    Value local = operand->get();
+    SmallVector<int64_t> shape(shapeOf(local));
+    shape[kSeqDim] *= cp;
+    auto ag = shard::AllGatherOp::create(builder, op.getLoc(), withShape(local, shape),
+                                         kGridName, ArrayRef<int16_t>{cpAxis}, local,
+                                         APInt(64, kSeqDim));
+    operand->set(ag.getResult());
+  }
+  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
+  note(op, "K and V all-gathered over cp=" + Twine(cp) +
+               ", causal mask by global (zig-zag) positions");
   return success();
 }
 
