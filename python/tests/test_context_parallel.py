@@ -54,3 +54,26 @@ def test_cp_plan_errors(tmp_path, plan, needle):
     res = run([tool("llm-opt"), f"--llm-partition={plan}"], input=imp.stdout)
     assert res.returncode != 0
     assert "error:" in res.stderr and needle in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_cp_activation_memory_shrinks_by_cp(name):
+    """The planned temporaries of a training step (activations, then the
+    gradients) less the gradients shrink about ÷cp: every activation holds
+    seq/cp tokens; only K and V are gathered whole, per layer, transiently."""
+    import re
+    from llmir import config
+    from test_comm_volume import local_param_bytes
+    grads = local_param_bytes(config.load_config(model_path(name)), 1)
+    imp = run([tool("llm-translate"), "--import-hf-config", model_path(name),
+               "--batch", "4", "--seq", "64"])
+    assert imp.returncode == 0, imp.stderr
+    act = {}
+    for cp in (1, 2, 4):
+        low = run([tool("llm-opt"), f"--llm-partition=cp={cp}", "--tfm-build-train-step",
+                   "--llm-lower-to-exec"], input=imp.stdout)
+        assert low.returncode == 0, low.stderr
+        act[cp] = int(re.search(r"temp_peak_bytes = (\d+)", low.stdout).group(1)) - grads
+    print(f"{name}: activations cp=1 {act[1]} B, cp=2 {act[2]} B, cp=4 {act[4]} B")
+    for cp in (2, 4):
+        assert 0.7 / cp <= act[cp] / act[1] <= 1.3 / cp, act
