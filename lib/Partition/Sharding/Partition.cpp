@@ -84,9 +84,6 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError() << "--llm-partition: cp=" << o.cp
                               << " with sp=true is not supported (both split "
                                  "the sequence)";
-  if (o.cp > 1 && o.pp > 1)
-    return module.emitError() << "--llm-partition: cp=" << o.cp
-                              << " with pp=" << o.pp << " is not supported yet";
   if (o.cp > 1 && o.zero > 0)
     return module.emitError() << "--llm-partition: cp=" << o.cp
                               << " with zero=" << o.zero

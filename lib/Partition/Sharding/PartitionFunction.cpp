@@ -126,10 +126,21 @@ LogicalResult Partitioner::sliceForCp(Operation *anchor, Value v, bool atStart) 
            << (shape.size() < 2 ? 0 : shape[kSeqDim]) << ") into 2 x cp=" << cp
            << " equal chunks for context parallelism (each rank holds two)";
   shape[kSeqDim] /= cp;
-  if (atStart)
-    builder.setInsertionPointToStart(&func.getBody().front());
-  else
+  if (atStart) {
+    // Right before the first user, so that a pipeline stage slices only the
+    // inputs it reads (the labels on the last stage).
+    Block &entry = func.getBody().front();
+    Operation *first = nullptr;
+    for (Operation *user : v.getUsers())
+      if (Operation *top = entry.findAncestorOpInBlock(*user))
+        if (!first || top->isBeforeInBlock(first))
+          first = top;
+    if (!first)
+      return success(); // an unused input
+    builder.setInsertionPoint(first);
+  } else {
     builder.setInsertionPointAfter(anchor);
+  }
   auto slice = CpSliceOp::create(builder, anchor->getLoc(), withShape(v, shape), v,
                                  builder.getStringAttr("cp"));
   v.replaceAllUsesExcept(slice.getResult(), slice);
