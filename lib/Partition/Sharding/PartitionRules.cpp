@@ -234,14 +234,16 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
     }
     std::string divided =
         !isMean ? ""
-        : cp > 1 ? " and over cp=" + std::to_string(cp) +
-                       ", divided by dp x cp x microbatches (" +
+        : cp > 1 ? " and divided by dp x cp x microbatches (" +
                        std::to_string(dp * cp * microbatches) + ")"
         : microbatches == 1
             ? " and divided by dp"
             : " and divided by dp x microbatches (" +
                   std::to_string(dp * microbatches) + ")";
-    note(producer, "loss all-reduced over dp=" + Twine(dp) + divided);
+    std::string over = "dp=" + std::to_string(dp);
+    if (cp > 1)
+      over = "cp=" + std::to_string(cp) + (dp > 1 ? ", then " + over + "," : "");
+    note(producer, "loss all-reduced over " + over + divided);
   }
   return success();
 }
