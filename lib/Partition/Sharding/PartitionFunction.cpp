@@ -192,9 +192,18 @@ void Partitioner::explainLayerCommunication() {
     });
     int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
     int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
+    // Context parallelism: each attention's local K and V all-gathered.
+    if (cp > 1)
+      layer.walk([&](AttentionOp att) {
+        auto q = cast<RankedTensorType>(att.getQuery().getType());
+        int64_t kv = q.getNumElements() / att.getNumHeads() * att.getNumKvHeads();
+        minOps += 2;
+        minBytes += 2 * kv * q.getElementType().getIntOrFloatBitWidth() / 8;
+      });
     llvm::outs() << "explain: layer " << layer.getIndex() << " communication: "
                  << ops << " collectives, " << bytes
-                 << " B per rank (Megatron minimum: " << minOps << ", "
+                 << " B per rank (" << (cp > 1 ? "analytic" : "Megatron")
+                 << " minimum: " << minOps << ", "
                  << minBytes << " B)\n";
   }
 }
