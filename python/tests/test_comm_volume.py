@@ -200,3 +200,40 @@ def test_zero3_plans_parameters_divided_by_dp(model, tp):
     print(f"{model} tp={tp}: param bytes zero=2 {planned[2][0]}, zero=3 {planned[3][0]}, predicted {predicted:.0f}")
     assert abs(predicted - planned[3][0]) <= 0.01 * planned[3][0]
 
+@pytest.mark.parametrize("dp,cp,tp", [(1, 2, 1), (2, 2, 1), (1, 2, 2), (1, 4, 1)])
+def test_context_parallel_collectives_equal_the_analytic_minimum(model, dp, cp, tp):
+    """cp: per layer K and V all-gathered over cp (forward) and their gradients
+    reduce-scattered (backward); the loss summed over cp; the gradients summed
+    over dp x cp at the flat all-reduce's minimum (with dp: reduce-scatter over
+    cp, all-reduce of the chunk over dp, all-gather over cp)."""
+    cfg = config.load_config(model_path(model))
+    L, H = cfg.num_layers, cfg.hidden_size
+    kv_dim = cfg.num_kv_heads * (H // cfg.num_heads)
+    tokens = B // dp * S // cp                 # per rank
+    act = tokens * H * F32
+    rows = tokens * F32
+    kv_local = tokens * kv_dim // tp * F32     # one rank's K (or V)
+    expect = {}
+    if tp > 1:
+        expect[("all_reduce", "tp")] = (4 * L + 4, (4 * L + 2) * act + 2 * rows)
+        expect[("all_reduce(max)", "tp")] = (1, rows)
+    pbytes = local_param_bytes(cfg, tp)
+    n = pbytes // F32
+    gathers, scatters = (2 * L, 2 * L * kv_local), (2 * L, 2 * L * kv_local * cp)
+    if dp == 1:
+        expect[("all_reduce", "cp")] = (2, F32 + pbytes)        # the loss, the bucket
+    else:
+        assert n % cp == 0
+        expect[("all_reduce", "cp")] = (1, F32)                 # the loss
+        expect[("all_reduce", "dp")] = (2, F32 + pbytes // cp)  # the loss, the chunk
+        gathers = (gathers[0] + 1, gathers[1] + pbytes // cp)
+        scatters = (scatters[0] + 1, scatters[1] + pbytes)
+    expect[("all_gather", "cp")] = gathers
+    expect[("reduce_scatter", "cp")] = scatters
+    assert comm_totals(model, f"dp={dp} cp={cp} tp={tp}") == expect
+    # Per rank, dp x cp gradient sum: 2(n-1)/n of the bucket for n = dp x cp
+    # ranks in a ring, the same as one flat all-reduce over all of them.
+    ranks = dp * cp
+    if dp > 1:
+        moved = (cp - 1) / cp * pbytes + 2 * (dp - 1) / dp * pbytes / cp + (cp - 1) / cp * pbytes
+        assert abs(moved - 2 * (ranks - 1) / ranks * pbytes) < 1e-6 * pbytes

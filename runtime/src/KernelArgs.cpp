@@ -248,7 +248,44 @@ StatusOr<AttentionShape> attentionShape(const Instr &instr, const BufferRef &q,
                         *causal};
 }
 
-StatusOr<AttentionArgs> decodeAttention(const Instr &instr) {
+StatusOr<CpChunks> decodeCp(const Instr &instr, const KernelContext &context,
+                            int64_t localSeq) {
+  if (!instr.hasAttr("cp_axis"))
+    return CpChunks{};
+  StatusOr<std::pair<int, int>> axis = axisPosition(instr, context, "cp_axis");
+  if (!axis.isOk())
+    return axis.status();
+  if (localSeq % 2 != 0)
+    return invalid(instr.describe() + ": a context-parallel rank holds two chunks, but its "
+                   "sequence has " + std::to_string(localSeq) + " rows");
+  return CpChunks{axis->first, axis->second, localSeq / 2};
+}
+
+StatusOr<CpSliceArgs> decodeCpSlice(const Instr &instr, const KernelContext &context) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(1, 1));
+  const BufferRef &in = instr.ins[0], &out = instr.outs[0];
+  StatusOr<std::pair<int, int>> axis = axisPosition(instr, context, "cp_axis");
+  if (!axis.isOk())
+    return axis.status();
+  const int64_t cp = axis->second;
+  std::vector<int64_t> expected = in.shape;
+  const bool fits = in.shape.size() >= 2 && in.dtype == out.dtype &&
+                    in.shape[1] % (2 * cp) == 0;
+  if (fits)
+    expected[1] /= cp;
+  if (!fits || out.shape != expected)
+    return invalid(instr.describe() + ": " + in.str() + " -> " + out.str() +
+                   " is not two of the " + std::to_string(2 * cp) +
+                   " chunks of dim 1 (cp=" + std::to_string(cp) + ")");
+  CpSliceArgs c;
+  c.outer = in.shape[0];
+  c.seq = in.shape[1];
+  c.rowBytes = in.numElements() ? static_cast<int64_t>(in.bytes()) / (c.outer * c.seq) : 0;
+  c.cp = CpChunks{axis->first, cp, c.seq / (2 * cp)};
+  return c;
+}
+
+StatusOr<AttentionArgs> decodeAttention(const Instr &instr, const KernelContext *context) {
   const bool grad = instr.id == KernelId::AttentionGrad;
   const size_t ins = instr.ins.size(), outs = instr.outs.size();
   if (grad ? !((ins == 4 || ins == 6) && outs == 3) : !(ins == 3 && (outs == 1 || outs == 2)))
@@ -261,9 +298,19 @@ StatusOr<AttentionArgs> decodeAttention(const Instr &instr) {
   StatusOr<AttentionShape> a = attentionShape(instr, q, k);
   if (!a.isOk())
     return a.status();
-  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1])
+  CpChunks cp;
+  if (instr.hasAttr("cp_axis")) {
+    if (!context)
+      return invalid(instr.describe() + ": cp_axis needs the rank's position (no context)");
+    StatusOr<CpChunks> c = decodeCp(instr, *context, q.shape[1]);
+    if (!c.isOk())
+      return c.status();
+    cp = *c;
+  }
+  if (a->heads % a->kvHeads != 0 || k.shape[0] != q.shape[0] ||
+      k.shape[1] != q.shape[1] * cp.size)
     return attentionShapeError(instr, q, k, a->heads, a->kvHeads);
-  AttentionArgs r{*a, q.shape[0], q.shape[1], nullptr, nullptr};
+  AttentionArgs r{*a, q.shape[0], q.shape[1], cp, nullptr, nullptr};
   const int64_t n = q.numElements();
   bool sizesOk = v.shape == k.shape;
   if (grad) {

@@ -9,6 +9,7 @@
 #define LLMIR_RUNTIME_SRC_KERNELARGS_H
 
 #include "llmir/runtime/Backend.h"
+#include "llmir/runtime/ContextParallel.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -128,10 +129,28 @@ Status attentionShapeError(const Instr &instr, const BufferRef &q, const BufferR
 struct AttentionArgs {
   AttentionShape shape;
   int64_t batch = 0, seq = 0;
+  CpChunks cp; ///< with `cp_axis`: k and v hold seq * cp.size rows
   const BufferRef *out = nullptr; ///< attention_grad: the saved output, or null
   const BufferRef *lse = nullptr; ///< the saved log-sum-exp, or null
 };
-StatusOr<AttentionArgs> decodeAttention(const Instr &instr);
+/// With a `cp_axis` attribute (context parallelism) `context` gives this
+/// rank's position along it; then k and v hold the sequence all-gathered over
+/// that axis.
+StatusOr<AttentionArgs> decodeAttention(const Instr &instr,
+                                        const KernelContext *context = nullptr);
+
+/// Context parallelism: this rank's zig-zag chunks of a local sequence of
+/// `localSeq` rows, from the instruction's `cp_axis` (inactive without one).
+StatusOr<CpChunks> decodeCp(const Instr &instr, const KernelContext &context,
+                            int64_t localSeq);
+
+/// cp_slice: ins[0] [outer, seq, ...] -> outs[0] [outer, seq / cp, ...], this
+/// rank's two zig-zag chunks along dim 1 (any element type; sizes in bytes).
+struct CpSliceArgs {
+  int64_t outer = 0, seq = 0, rowBytes = 0;
+  CpChunks cp;
+};
+StatusOr<CpSliceArgs> decodeCpSlice(const Instr &instr, const KernelContext &context);
 
 /// The attributes of a rope (or rope_grad) instruction, checked against its
 /// input x [batch, seq, heads * headDim].

@@ -72,7 +72,7 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
   ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), oRef.data(), B, S, H, KH, D,
                                    scale, c.causal, lseRef.data())
                   .isOk());
-  cu::Layout L{S, H, KH, D};
+  cu::Layout L{S, H, KH, D, S, {}};
   dim3 grid(static_cast<unsigned>((S + 63) / 64), static_cast<unsigned>(H),
             static_cast<unsigned>(B));
   launch(grid, dim3(64), [&] {
@@ -137,6 +137,53 @@ TEST(CudaKernelEmulation, Attention) {
   checkAttention<64, 32, 32>({2, 33, 4, 1, 64, false});
   checkAttention<128, 32, 16>({1, 65, 2, 2, 80, true});
   checkAttention<256, 16, 8>({1, 20, 2, 2, 160, true});
+}
+
+// Context parallelism: one cp rank's queries (local rows) against the keys
+// all-gathered over cp, masked by global zig-zag positions, equal to the CPU
+// kernels (which ContextParallelKernelsTest checks against one device).
+TEST(CudaKernelEmulation, ContextParallelAttention) {
+  const int64_t B = 1, local = 36, H = 4, KH = 2, D = 16;
+  const float scale = 0.25f;
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE("cp rank " + std::to_string(rank));
+    const rt::CpChunks cp{rank, 2, local / 2};
+    const int64_t kvSeq = 2 * local;
+    auto q = rnd(B * local * H * D, 1), k = rnd(B * kvSeq * KH * D, 2),
+         v = rnd(B * kvSeq * KH * D, 3), dout = rnd(B * local * H * D, 4);
+    std::vector<float> oRef(q.size()), lseRef(B * H * local), o(q.size()), lse(lseRef.size());
+    ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), oRef.data(), B, local, H,
+                                     KH, D, scale, true, lseRef.data(), cp)
+                    .isOk());
+    cu::Layout L{local, H, KH, D, kvSeq, cp};
+    dim3 grid(static_cast<unsigned>((local + 63) / 64), static_cast<unsigned>(H), 1);
+    launch(grid, dim3(64), [&] {
+      cu::attentionForwardKernel<32, 32>(q.data(), k.data(), v.data(), o.data(), lse.data(), L,
+                                         scale, true);
+    });
+    EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
+    EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
+    std::vector<float> dqRef(q.size()), dkRef(k.size()), dvRef(v.size()), dq(q.size()),
+        dk(k.size()), dv(v.size()), delta(B * H * local);
+    ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {oRef.data(), lseRef.data()},
+                                      dout.data(), dqRef.data(), dkRef.data(), dvRef.data(), B,
+                                      local, H, KH, D, scale, true, cp)
+                    .isOk());
+    launch(dim3(4), dim3(256),
+           [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
+    launch(grid, dim3(64), [&] {
+      cu::attentionDqKernel<32, 32>(q.data(), k.data(), v.data(), lseRef.data(), delta.data(),
+                                    dout.data(), dq.data(), L, scale, true);
+    });
+    dim3 gridK(static_cast<unsigned>((kvSeq + 63) / 64), static_cast<unsigned>(KH), 1);
+    launch(gridK, dim3(64), [&] {
+      cu::attentionDkDvKernel<32, 32>(q.data(), k.data(), v.data(), lseRef.data(), delta.data(),
+                                      dout.data(), dk.data(), dv.data(), L, scale, true);
+    });
+    EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
+    EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk";
+    EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv";
+  }
 }
 
 /// launchColumnSum's two passes.

@@ -458,6 +458,10 @@ std::vector<KernelCase> makeCases() {
       {K::RopeAt, "odd", {f({2, 1, 8}), ids({2}, 9)}, {f({2, 1, 8})},
        {{"num_heads", intA(2)}, {"theta", floatA(10000.0)}}, {}},
       {K::LastToken, "odd", {f({2, 3, 5}), ids({2}, 4, 1)}, {f({2, 5})}, {}, {}},
+      // The test context is one rank along every axis: its two chunks are the
+      // whole sequence (cp=2 runs end to end in test_context_parallel.py).
+      {K::CpSlice, "one_rank", {f({2, 4, 3})}, {f({2, 4, 3})}, {{"cp_axis", strA("cp")}},
+       identity},
   };
 }
 

@@ -90,6 +90,8 @@ private:
 struct PartitionOptions {
   int64_t dp = 1, tp = 1;
   bool sp = false;
+  /// Context parallelism: ranks along `cp` (the sequence in 2*cp chunks).
+  int64_t cp = 1;
   int64_t zero = 0;
   /// zero=3: all-gather each layer's parameters again for its backward.
   bool reshardAfterForward = true;

@@ -93,6 +93,12 @@ FailureOr<cost::Layout> llmir::readPlanLayout(ModuleOp module, StringRef pass) {
 
 llvm::Expected<cost::Layout> llmir::toCostLayout(tfm::PlanAttr plan) {
   cost::Layout l;
+  // Context parallelism is not modelled yet: refuse rather than price the
+  // plan as if each rank held the whole sequence.
+  if (int64_t cp = plan.axisSize("cp"); cp > 1)
+    return llvm::createStringError(
+        "the cost model does not know context parallelism yet (the plan has cp=" +
+        std::to_string(cp) + ")");
   l.dp = plan.axisSize("dp");
   l.tp = plan.axisSize("tp");
   l.pp = plan.axisSize("pp");
@@ -223,6 +229,11 @@ llmir::styleOptions(ModuleOp module, StringRef pass, StringRef style,
 }
 
 llvm::Expected<cost::Layout> llmir::toCostLayout(const PartitionOptions &o) {
+  if (o.cp > 1)
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "the cost model does not know context parallelism yet (cp=" +
+            std::to_string(o.cp) + ")");
   cost::Layout l;
   l.dp = o.dp;
   l.tp = o.tp;

@@ -39,14 +39,23 @@ static SmallVector<NamedAttribute> attentionAttrs(OpBuilder &b, IntegerAttr head
           b.getNamedAttr("causal", b.getBoolAttr(causal))};
 }
 
+/// `attrs` and the op's context-parallel axis, if it has one.
+static SmallVector<NamedAttribute> withCpAxis(Operation *op,
+                                              SmallVector<NamedAttribute> attrs) {
+  if (Attribute cp = op->getAttr(TfmDialect::kCpAxisAttrName))
+    attrs.push_back(NamedAttribute(TfmDialect::kCpAxisAttrName, cp));
+  return attrs;
+}
+
 LogicalResult lowerOp(LoweringContext &c, AttentionOp op) {
   SmallVector<Value> outs = {c.out(op.getResult())};
   if (Value lse = c.savedLseOf(op)) // training: kept for attention_grad
     outs.push_back(lse);
   c.kernel(op, "attention",
            {c.in(op.getQuery()), c.in(op.getKey()), c.in(op.getValue())}, outs,
-           attentionAttrs(c.builder(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
-                          op.getEffectiveScale(), op.getCausal()));
+           withCpAxis(op, attentionAttrs(c.builder(), op.getNumHeadsAttr(),
+                                         op.getNumKvHeadsAttr(), op.getEffectiveScale(),
+                                         op.getCausal())));
   return success();
 }
 
@@ -59,26 +68,27 @@ LogicalResult lowerOp(LoweringContext &c, AttentionGradOp op) {
       ins.append({c.in(fwd.getResult()), lse});
   c.kernel(op, "attention_grad", ins,
            {c.out(op.getDquery()), c.out(op.getDkey()), c.out(op.getDvalue())},
-           attentionAttrs(c.builder(), op.getNumHeadsAttr(), op.getNumKvHeadsAttr(),
-                          op.getScale().convertToDouble(), op.getCausal()));
+           withCpAxis(op, attentionAttrs(c.builder(), op.getNumHeadsAttr(),
+                                         op.getNumKvHeadsAttr(),
+                                         op.getScale().convertToDouble(), op.getCausal())));
   return success();
 }
 
 LogicalResult lowerOp(LoweringContext &c, RopeOp op) {
   OpBuilder &b = c.builder();
   c.kernel(op, "rope", {c.in(op.getInput())}, {c.out(op.getResult())},
-           {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
-            b.getNamedAttr("theta", op.getThetaAttr()),
-            b.getNamedAttr("offset", op.getOffsetAttr())});
+           withCpAxis(op, {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
+                           b.getNamedAttr("theta", op.getThetaAttr()),
+                           b.getNamedAttr("offset", op.getOffsetAttr())}));
   return success();
 }
 
 LogicalResult lowerOp(LoweringContext &c, RopeGradOp op) {
   OpBuilder &b = c.builder();
   c.kernel(op, "rope_grad", {c.in(op.getDout())}, {c.out(op.getResult())},
-           {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
-            b.getNamedAttr("theta", op.getThetaAttr()),
-            b.getNamedAttr("offset", op.getOffsetAttr())});
+           withCpAxis(op, {b.getNamedAttr("num_heads", op.getNumHeadsAttr()),
+                           b.getNamedAttr("theta", op.getThetaAttr()),
+                           b.getNamedAttr("offset", op.getOffsetAttr())}));
   return success();
 }
 

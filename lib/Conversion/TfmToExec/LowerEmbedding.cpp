@@ -45,4 +45,10 @@ LogicalResult lowerOp(LoweringContext &c, PositionIdsOp op) {
   return success();
 }
 
+LogicalResult lowerOp(LoweringContext &c, CpSliceOp op) {
+  c.kernel(op, "cp_slice", {c.in(op.getInput())}, {c.out(op.getResult())},
+           {c.builder().getNamedAttr("cp_axis", op.getAxisAttr())});
+  return success();
+}
+
 } // namespace llmir::lowering

@@ -218,6 +218,7 @@ LogicalResult lowerOp(LoweringContext &c, tfm::CrossEntropyFinalizeGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::EmbeddingOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::EmbeddingGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::PositionIdsOp op);
+LogicalResult lowerOp(LoweringContext &c, tfm::CpSliceOp op);
 // LowerDataMovement.cpp
 LogicalResult lowerOp(LoweringContext &c, tfm::ReshapeOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::TpCopyOp op);

@@ -525,7 +525,7 @@ LogicalResult ProgramLowering::emitOp(Operation *op) {
             CrossEntropyPartialGradOp, CrossEntropyFinalizeOp,
             CrossEntropyFinalizeGradOp>(lower)
       // LowerEmbedding.cpp
-      .Case<EmbeddingOp, EmbeddingGradOp, PositionIdsOp>(lower)
+      .Case<EmbeddingOp, EmbeddingGradOp, PositionIdsOp, CpSliceOp>(lower)
       // LowerDataMovement.cpp
       .Case<ReshapeOp, TpCopyOp, TransposeOp, SplitOp, ConcatOp, CastOp>(lower)
       // LowerCollectives.cpp

@@ -42,6 +42,7 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
                               << " must be >= 1, found " << v;
   };
   if (failed(positive("dp", o.dp)) || failed(positive("tp", o.tp)) ||
+      failed(positive("cp", o.cp)) ||
       failed(positive("pp", o.pp)) || failed(positive("vpp", o.vpp)) ||
       failed(positive("microbatches", o.microbatches)))
     return failure();
@@ -83,6 +84,14 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError()
            << "--llm-partition: sp=true needs tp > 1 (it splits the "
               "sequence over the tensor-parallel group)";
+  if (o.cp > 1 && o.sp)
+    return module.emitError() << "--llm-partition: cp=" << o.cp
+                              << " with sp=true is not supported (both split "
+                                 "the sequence)";
+  if (o.cp > 1 && o.zero > 0)
+    return module.emitError() << "--llm-partition: cp=" << o.cp
+                              << " with zero=" << o.zero
+                              << " is not supported yet";
   if (module.lookupSymbol(kGridName))
     return module.emitError() << "--llm-partition: the module is already "
                                  "partitioned (it has @"
@@ -99,6 +108,7 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.dp = dp;
     options.tp = tp;
     options.sp = sp;
+    options.cp = cp;
     options.zero = zero;
     options.reshardAfterForward = reshardAfterForward;
     options.pp = pp;
@@ -187,6 +197,10 @@ LogicalResult llmir::partitionModule(ModuleOp module,
   OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
   SmallVector<StringRef> axes = {"dp", "tp"};
   SmallVector<int64_t> sizes = {o.dp, o.tp};
+  if (o.cp > 1) { // between dp and tp: tp stays fastest in the rank numbering
+    axes.insert(axes.begin() + 1, "cp");
+    sizes.insert(sizes.begin() + 1, o.cp);
+  }
   if (o.pp > 1) {
     axes.insert(axes.begin(), "pp");
     sizes.insert(sizes.begin(), o.pp);

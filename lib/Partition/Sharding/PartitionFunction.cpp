@@ -30,6 +30,18 @@ LogicalResult Partitioner::run() {
   }
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
     inference |= static_cast<bool>(func.getArgAttr(i, TfmDialect::kStateAttrName));
+  if (cp > 1 && inference)
+    return func.emitOpError() << "has resident state (a KV cache, inference); "
+                                 "cp="
+                              << cp << " is supported for training and "
+                                       "evaluation entry points only";
+  // Context parallelism: every cp rank reads the whole [batch, seq] inputs
+  // (small) and keeps its two zig-zag chunks of the sequence.
+  if (cp > 1)
+    for (BlockArgument arg : entry.getArguments())
+      if (func.getArgAttr(arg.getArgNumber(), TfmDialect::kInputAttrName) &&
+          failed(sliceForCp(func, arg, /*atStart=*/true)))
+        return failure();
   // Resident state (KV caches [batch, kv_heads, max_seq, head_dim]): the
   // sequences split over dp, the kv heads over tp (like the k/v projections).
   Builder ab(func.getContext());
@@ -106,6 +118,56 @@ LogicalResult Partitioner::run() {
   return success();
 }
 
+LogicalResult Partitioner::sliceForCp(Operation *anchor, Value v, bool atStart) {
+  SmallVector<int64_t> shape(shapeOf(v));
+  if (shape.size() < 2 || shape[kSeqDim] % (2 * cp) != 0)
+    return anchor->emitOpError()
+           << "cannot split the sequence ("
+           << (shape.size() < 2 ? 0 : shape[kSeqDim]) << ") into 2 x cp=" << cp
+           << " equal chunks for context parallelism (each rank holds two)";
+  shape[kSeqDim] /= cp;
+  if (atStart) {
+    // Right before the first user, so that a pipeline stage slices only the
+    // inputs it reads (the labels on the last stage).
+    Block &entry = func.getBody().front();
+    Operation *first = nullptr;
+    for (Operation *user : v.getUsers())
+      if (Operation *top = entry.findAncestorOpInBlock(*user))
+        if (!first || top->isBeforeInBlock(first))
+          first = top;
+    if (!first)
+      return success(); // an unused input
+    builder.setInsertionPoint(first);
+  } else {
+    builder.setInsertionPointAfter(anchor);
+  }
+  auto slice = CpSliceOp::create(builder, anchor->getLoc(), withShape(v, shape), v,
+                                 builder.getStringAttr("cp"));
+  v.replaceAllUsesExcept(slice.getResult(), slice);
+  note(slice, "sequence split over cp=" + Twine(cp) + " in " + Twine(2 * cp) +
+                  " zig-zag chunks of " + Twine(shape[kSeqDim] / 2));
+  return success();
+}
+
+LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
+  // Each rank's queries attend to the whole sequence: K and V all-gathered
+  // over cp along the sequence (the backward reduce-scatters dK and dV).
+  builder.setInsertionPoint(op);
+  for (OpOperand *operand : {&op.getKeyMutable(), &op.getValueMutable()}) {
+    Value local = operand->get();
+    SmallVector<int64_t> shape(shapeOf(local));
+    shape[kSeqDim] *= cp;
+    auto ag = shard::AllGatherOp::create(builder, op.getLoc(), withShape(local, shape),
+                                         kGridName, ArrayRef<int16_t>{cpAxis}, local,
+                                         APInt(64, kSeqDim));
+    operand->set(ag.getResult());
+  }
+  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
+  note(op, "K and V all-gathered over cp=" + Twine(cp) +
+               ", causal mask by global (zig-zag) positions");
+  return success();
+}
+
 void Partitioner::explainLayerCommunication() {
   // Megatron's minimum per transformer block in the forward pass: with tp,
   // two all-reduces of the block's [batch, seq, hidden] output (attention and
@@ -130,9 +192,18 @@ void Partitioner::explainLayerCommunication() {
     });
     int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
     int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
+    // Context parallelism: each attention's local K and V all-gathered.
+    if (cp > 1)
+      layer.walk([&](AttentionOp att) {
+        auto q = cast<RankedTensorType>(att.getQuery().getType());
+        int64_t kv = q.getNumElements() / att.getNumHeads() * att.getNumKvHeads();
+        minOps += 2;
+        minBytes += 2 * kv * q.getElementType().getIntOrFloatBitWidth() / 8;
+      });
     llvm::outs() << "explain: layer " << layer.getIndex() << " communication: "
                  << ops << " collectives, " << bytes
-                 << " B per rank (Megatron minimum: " << minOps << ", "
+                 << " B per rank (" << (cp > 1 ? "analytic" : "Megatron")
+                 << " minimum: " << minOps << ", "
                  << minBytes << " B)\n";
   }
 }

@@ -211,7 +211,7 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
     op.erase();
     loss = fin.getLoss();
   }
-  if (dp > 1 || microbatches > 1) {
+  if (dp > 1 || microbatches > 1 || cp > 1) {
     // Each dp rank holds the mean over its rows of one micro-batch; the step
     // loss is the mean over all rows: all-reduce over dp, divide by
     // dp x microbatches (the pipeline sums the micro-batches' losses).
@@ -221,20 +221,29 @@ LogicalResult Partitioner::partitionCrossEntropy(CrossEntropyOp op) {
       isMean = ce.getReduction() == Reduction::mean;
     else if (auto fin = dyn_cast<CrossEntropyFinalizeOp>(producer))
       isMean = fin.getReduction() == Reduction::mean;
-    Value summed = dp > 1 ? allReduce(producer, loss, dpAxis) : loss;
+    // Context parallelism: each cp rank holds the mean over its tokens;
+    // they are summed over cp like the dp ranks' rows.
+    Value summed = cp > 1 ? allReduce(producer, loss, cpAxis) : loss;
+    if (dp > 1)
+      summed = allReduce(summed.getDefiningOp(), summed, dpAxis);
     if (isMean) {
       builder.setInsertionPointAfterValue(summed);
       auto scale = ScaleOp::create(builder, producer->getLoc(), summed,
-                                   builder.getF64FloatAttr(1.0 / (dp * microbatches)));
+                                   builder.getF64FloatAttr(1.0 / (dp * cp * microbatches)));
       summed.replaceAllUsesExcept(scale.getResult(), scale);
     }
     std::string divided =
         !isMean ? ""
+        : cp > 1 ? " and divided by dp x cp x microbatches (" +
+                       std::to_string(dp * cp * microbatches) + ")"
         : microbatches == 1
             ? " and divided by dp"
             : " and divided by dp x microbatches (" +
                   std::to_string(dp * microbatches) + ")";
-    note(producer, "loss all-reduced over dp=" + Twine(dp) + divided);
+    std::string over = "dp=" + std::to_string(dp);
+    if (cp > 1)
+      over = "cp=" + std::to_string(cp) + (dp > 1 ? ", then " + over + "," : "");
+    note(producer, "loss all-reduced over " + over + divided);
   }
   return success();
 }
@@ -286,7 +295,10 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         layouts[e.getResult()] = {false, 1, layouts.lookup(e.getIds()).seqSplit};
         if (layouts.lookup(e.getIds()).seqSplit)
           markSequenceParallelGrad(e.getTable());
-        auto ids = dyn_cast<BlockArgument>(e.getIds());
+        Value idsIn = e.getIds();
+        if (auto slice = idsIn.getDefiningOp<CpSliceOp>()) // cp: the tokens' chunks
+          idsIn = slice.getInput();
+        auto ids = dyn_cast<BlockArgument>(idsIn);
         bool tokens = ids && func.getArgAttr(ids.getArgNumber(),
                                              TfmDialect::kInputAttrName);
         if (tp == 1)
@@ -315,7 +327,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           return failure();
         if (!sp) {
           p.getResult().setType(*type);
-          return success();
+          // Context parallelism: the global positions of the local tokens.
+          return cp > 1 ? sliceForCp(p, p.getResult(), /*atStart=*/false)
+                        : success();
         }
         // Sequence parallel: this rank's positions start at its block.
         SmallVector<int64_t> shape(type->getShape());
@@ -354,6 +368,8 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           if (layouts.lookup(v).sharded != layouts.lookup(a.getQuery()).sharded)
             return a.emitOpError() << "mixes tp-split and replicated q/k/v";
         sameAs(a.getResult(), a.getQuery());
+        if (cp > 1 && failed(partitionAttentionCp(a)))
+          return failure();
         if (!layouts.lookup(a.getQuery()).sharded)
           return success();
         // Head-aligned splits: the projections were split on heads * head_dim
@@ -397,6 +413,8 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
       })
       .Case<RopeOp, RopeAtOp>([&](auto r) -> LogicalResult {
         sameAs(r.getResult(), r.getInput());
+        if (cp > 1) // rotations at the global positions of the local tokens
+          r->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
         if (!layouts.lookup(r.getInput()).sharded)
           return success();
         FailureOr<int64_t> heads = localHeads(r, r.getNumHeads(), "heads");
@@ -437,6 +455,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           if (layouts.lookup(v).seqSplit)
             return o->emitOpError() << "cannot take a sequence-parallel tensor";
         }
+        if (cp > 1)
+          return o->emitOpError() << "has no context-parallel rule (cp=" << cp
+                                  << " splits the sequence)";
         if (auto t = dyn_cast<TransposeOp>(o);
             t && dp > 1 && t.getPermutation()[0] != 0)
           return t.emitOpError() << "moves the batch dimension, which cannot "
@@ -486,7 +507,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         }
         return success();
       })
-      .Case<YieldOp>([](Operation *) { return success(); })
+      .Case<YieldOp, CpSliceOp>([](Operation *) { return success(); })
       .Default([&](Operation *o) {
         return o->emitOpError() << "cannot be partitioned: "
                                 << (isa<shard::ShardDialect>(o->getDialect())

@@ -102,13 +102,15 @@ public:
   Partitioner(ModuleOp module, func::FuncOp func, const PartitionOptions &o,
               PartitionStrategy *strategy)
       : module(module), func(func), dp(o.dp), tp(o.tp),
-        microbatches(o.microbatches), sp(o.sp), explain(o.explain),
+        microbatches(o.microbatches), cp(o.cp), sp(o.sp), explain(o.explain),
         strategy(strategy), builder(func.getContext()) {
     // With pipeline parallelism the grid is pp x dp x tp (pp slowest in the
     // rank numbering, tp fastest: tp groups stay within a node).
+    // Context parallelism adds cp between dp and tp.
     int16_t first = o.pp > 1 ? 1 : 0;
     dpAxis = first;
-    tpAxis = first + 1;
+    cpAxis = o.cp > 1 ? first + 1 : -1;
+    tpAxis = first + (o.cp > 1 ? 2 : 1);
   }
 
   LogicalResult run();
@@ -118,6 +120,12 @@ private:
   LogicalResult partitionOp(Operation *op);
   LogicalResult partitionLinear(LinearOp op);
   LogicalResult partitionCrossEntropy(CrossEntropyOp op);
+  /// Context parallelism: `v` ([batch, seq, ...]) replaced after `after` by
+  /// this rank's two zig-zag chunks of the sequence (tfm.cp_slice).
+  LogicalResult sliceForCp(Operation *anchor, Value v, bool atStart);
+  /// Context parallelism: the attention's K and V all-gathered over cp, the
+  /// causal mask by global positions.
+  LogicalResult partitionAttentionCp(tfm::AttentionOp op);
   /// Per layer: the collectives emitted beside the analytic minimum.
   void explainLayerCommunication();
 
@@ -236,10 +244,11 @@ private:
 
   ModuleOp module;
   func::FuncOp func;
-  int64_t dp, tp, microbatches;
+  int64_t dp, tp, microbatches, cp;
   bool sp, explain;
   /// Grid axes of dp and tp (after pp when the plan has one).
   int16_t dpAxis = 0, tpAxis = 1;
+  int16_t cpAxis = -1; ///< the cp axis (cp > 1 only)
   PartitionStrategy *strategy; ///< null: Megatron's rules
   DenseMap<Value, Value> seqGathers; ///< sequence-split value -> its all-gather
   /// Arguments whose gradient the train step sums over an axis (SP params).

@@ -1,5 +1,7 @@
 // CPU attention (grouped-query, optional causal mask): per (batch, head, query-row block) two GEMMs around a
-// row softmax; the backward rebuilds P from the forward's saved log-sum-exp when it has one.
+// row softmax; the backward rebuilds P from the forward's saved log-sum-exp when it has one. Under context
+// parallelism (cp) the keys are the whole sequence all-gathered over cp and the causal mask compares global
+// positions (ContextParallel.h): each row sees every key, masked by position.
 #include "llmir/runtime/Kernels.h"
 
 #include "KernelUtil.h"
@@ -64,6 +66,30 @@ void probsFromLse(float *row, int64_t valid, int64_t width, float lse) {
   std::fill(row + valid, row + width, 0.0f);
 }
 
+/// Context parallelism: softmax of the keys of `row` at global positions <=
+/// qpos (ContextParallel.h), the others 0; with `lse` given (the forward's),
+/// P = exp(row - lse) instead. Returns the log-sum-exp.
+float zigzagSoftmaxRow(float *row, int64_t width, const CpChunks &cp, int64_t qpos,
+                       const float *lse) {
+  float max = -std::numeric_limits<float>::infinity();
+  if (!lse)
+    for (int64_t j = 0; j < width; ++j)
+      if (cp.key(j) <= qpos)
+        max = std::max(max, row[j]);
+  const float shift = lse ? *lse : max;
+  double sum = 0.0;
+  for (int64_t j = 0; j < width; ++j) {
+    row[j] = cp.key(j) <= qpos ? detail::expFloat(row[j] - shift) : 0.0f;
+    sum += row[j];
+  }
+  if (lse)
+    return *lse;
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < width; ++j)
+    row[j] *= inv;
+  return max + static_cast<float>(std::log(sum));
+}
+
 LLMIR_VECTOR_CLONES
 float rowDot(const float *a, const float *b, int64_t n) {
   double dot = 0.0;
@@ -86,11 +112,12 @@ struct HeadView {
   int64_t qStride, kvStride; // row strides of q/out and k/v
   int64_t group;             // query heads per kv head
   int64_t seq, heads, kvHeads, headDim;
+  int64_t kvSeq; // key rows: seq, or seq * cp (all-gathered over cp)
   int64_t qOffset(int64_t b, int64_t h) const {
     return b * seq * qStride + h * headDim;
   }
   int64_t kvOffset(int64_t b, int64_t h) const {
-    return b * seq * kvStride + (h / group) * headDim;
+    return b * kvSeq * kvStride + (h / group) * headDim;
   }
   int64_t lseOffset(int64_t b, int64_t h) const { return (b * heads + h) * seq; }
 };
@@ -126,6 +153,17 @@ Status runTasks(int64_t numTasks, Task task) {
   return failure;
 }
 
+/// Context parallelism: two chunks of the local sequence per rank.
+Status checkCp(const char *k, int64_t seq, const CpChunks &cp) {
+  if (cp.size < 1 || cp.rank < 0 || cp.rank >= cp.size ||
+      (cp.active() && 2 * cp.chunk != seq))
+    return invalid(k, "context-parallel rank " + std::to_string(cp.rank) + " of " +
+                          std::to_string(cp.size) + " with chunks of " +
+                          std::to_string(cp.chunk) + " does not fit " +
+                          std::to_string(seq) + " local rows (two chunks)");
+  return Status::ok();
+}
+
 int maxThreads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -139,7 +177,7 @@ int maxThreads() {
 Status attentionForward(const float *q, const float *k, const float *v,
                         float *out, int64_t batch, int64_t seq, int64_t heads,
                         int64_t kvHeads, int64_t headDim, float scale,
-                        bool causal, float *lse) {
+                        bool causal, float *lse, const CpChunks &cp) {
   const char *kn = "attention_forward";
   LLMIR_RETURN_IF_ERROR(
       checkAttention(kn, batch, seq, heads, kvHeads, headDim, scale));
@@ -150,27 +188,30 @@ Status attentionForward(const float *q, const float *k, const float *v,
   LLMIR_RETURN_IF_ERROR(checkPointer(kn, "out", out, any));
   if (!any)
     return Status::ok();
+  LLMIR_RETURN_IF_ERROR(checkCp(kn, seq, cp));
   const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
-                    seq, heads, kvHeads, headDim};
+                    seq, heads, kvHeads, headDim, seq * cp.size};
+  const bool zigzag = causal && cp.active();
   // Tasks are (batch, head, block of query rows), largest blocks first. With
   // a causal mask, block r only needs keys [0, end of r): the scores and P V
   // GEMMs shrink to that width, which skips ~40% of the work at seq 256.
   const int64_t numBlocks = (seq + kRowBlock - 1) / kRowBlock;
-  std::vector<float> scratch(static_cast<size_t>(maxThreads() * kRowBlock * seq));
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * kRowBlock * hv.kvSeq));
   return runTasks(batch * heads * numBlocks, [&](int64_t t, int thread) {
     const int64_t blk = numBlocks - 1 - t % numBlocks;
     const int64_t bh = t / numBlocks;
     const int64_t b = bh / heads, h = bh % heads;
     const int64_t r0 = blk * kRowBlock;
     const int64_t rows = std::min(kRowBlock, seq - r0);
-    const int64_t width = causal ? r0 + rows : seq;
-    float *p = scratch.data() + thread * kRowBlock * seq;
+    const int64_t width = causal && !zigzag ? r0 + rows : hv.kvSeq;
+    float *p = scratch.data() + thread * kRowBlock * hv.kvSeq;
     LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, width, headDim, scale,
                                q + hv.qOffset(b, h) + r0 * hv.qStride, hv.qStride,
                                k + hv.kvOffset(b, h), hv.kvStride, 0.0f, p, width));
     for (int64_t i = 0; i < rows; ++i) {
       const float rowLse =
-          maskedSoftmaxRow(p + i * width, causal ? r0 + i + 1 : seq, width);
+          zigzag ? zigzagSoftmaxRow(p + i * width, width, cp, cp.query(r0 + i), nullptr)
+                 : maskedSoftmaxRow(p + i * width, causal ? r0 + i + 1 : width, width);
       if (lse)
         lse[hv.lseOffset(b, h) + r0 + i] = rowLse;
     }
@@ -184,7 +225,7 @@ Status attentionBackward(const float *q, const float *k, const float *v,
                          AttentionSaved saved, const float *dout, float *dq,
                          float *dk, float *dv, int64_t batch, int64_t seq,
                          int64_t heads, int64_t kvHeads, int64_t headDim,
-                         float scale, bool causal) {
+                         float scale, bool causal, const CpChunks &cp) {
   const char *kn = "attention_backward";
   LLMIR_RETURN_IF_ERROR(
       checkAttention(kn, batch, seq, heads, kvHeads, headDim, scale));
@@ -201,9 +242,11 @@ Status attentionBackward(const float *q, const float *k, const float *v,
                        "together: give both or neither");
   if (!any)
     return Status::ok();
+  LLMIR_RETURN_IF_ERROR(checkCp(kn, seq, cp));
   const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
-                    seq, heads, kvHeads, headDim};
-  const size_t kvElems = static_cast<size_t>(batch * seq * kvHeads * headDim);
+                    seq, heads, kvHeads, headDim, seq * cp.size};
+  const bool zigzag = causal && cp.active();
+  const size_t kvElems = static_cast<size_t>(batch * hv.kvSeq * kvHeads * headDim);
   std::memset(dk, 0, kvElems * sizeof(float));
   std::memset(dv, 0, kvElems * sizeof(float));
   // Tasks are (batch, kv head): a task alone writes its kv head's dK and dV
@@ -213,28 +256,34 @@ Status attentionBackward(const float *q, const float *k, const float *v,
   //   P = exp(scale Q K^T - lse) (saved) or softmax(scale Q K^T), dP = dO V^T,
   //   dS = scale P (dP - delta), delta = rowsum(dO * O) (saved) or rowsum(P dP),
   //   dQ = dS K,  dK += dS^T Q,  dV += P^T dO.
-  std::vector<float> scratch(static_cast<size_t>(maxThreads() * 2 * kRowBlock * seq));
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * 2 * kRowBlock * hv.kvSeq));
   return runTasks(batch * kvHeads, [&](int64_t t, int thread) {
     const int64_t b = t / kvHeads, g = t % kvHeads;
-    float *p = scratch.data() + thread * 2 * kRowBlock * seq;
-    float *ds = p + kRowBlock * seq;
+    float *p = scratch.data() + thread * 2 * kRowBlock * hv.kvSeq;
+    float *ds = p + kRowBlock * hv.kvSeq;
     for (int64_t h = g * hv.group; h < (g + 1) * hv.group; ++h) {
       const float *qbh = q + hv.qOffset(b, h);
       const float *dobh = dout + hv.qOffset(b, h);
       const float *kbh = k + hv.kvOffset(b, h), *vbh = v + hv.kvOffset(b, h);
       for (int64_t r0 = 0; r0 < seq; r0 += kRowBlock) {
         const int64_t rows = std::min(kRowBlock, seq - r0);
-        const int64_t w = causal ? r0 + rows : seq;
+        const int64_t w = causal && !zigzag ? r0 + rows : hv.kvSeq;
         const int64_t qo = r0 * hv.qStride;
         LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, w, headDim, scale, qbh + qo,
                                    hv.qStride, kbh, hv.kvStride, 0.0f, p, w));
         LLMIR_RETURN_IF_ERROR(gemm(false, true, rows, w, headDim, 1.0f, dobh + qo,
                                    hv.qStride, vbh, hv.kvStride, 0.0f, ds, w));
         for (int64_t i = 0; i < rows; ++i) {
-          const int64_t valid = causal ? r0 + i + 1 : seq;
+          const int64_t valid = causal ? r0 + i + 1 : w;
           float *pr = p + i * w, *dr = ds + i * w;
           float delta;
-          if (saved.lse) {
+          if (zigzag) {
+            const float *rowLse = saved.lse ? saved.lse + hv.lseOffset(b, h) + r0 + i : nullptr;
+            zigzagSoftmaxRow(pr, w, cp, cp.query(r0 + i), rowLse);
+            delta = rowLse ? rowDot(dobh + qo + i * hv.qStride,
+                                    saved.out + hv.qOffset(b, h) + qo + i * hv.qStride, headDim)
+                           : rowDot(pr, dr, w);
+          } else if (saved.lse) {
             probsFromLse(pr, valid, w, saved.lse[hv.lseOffset(b, h) + r0 + i]);
             delta = rowDot(dobh + qo + i * hv.qStride,
                            saved.out + hv.qOffset(b, h) + qo + i * hv.qStride, headDim);

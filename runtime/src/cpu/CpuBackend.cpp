@@ -234,6 +234,19 @@ Status CpuBackend::copySlice(const Instr &instr) {
                      ptr<float>(instr.outs[0]), c.dstCols);
 }
 
+Status CpuBackend::cpSlice(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CpSliceArgs c, kargs::decodeCpSlice(instr, *context_));
+  const char *in = ptr<char>(instr.ins[0]);
+  char *out = ptr<char>(instr.outs[0]);
+  const int64_t chunkBytes = c.cp.chunk * c.rowBytes;
+  for (int64_t b = 0; b < c.outer; ++b)
+    for (int h = 0; h < 2; ++h)
+      std::memcpy(out + (2 * b + h) * chunkBytes,
+                  in + (b * c.seq + c.cp.chunkStart(h)) * c.rowBytes,
+                  static_cast<size_t>(chunkBytes));
+  return Status::ok();
+}
+
 Status CpuBackend::transpose(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::TransposeArgs t, kargs::decodeTranspose(instr, 0, "CPU"));
   const BufferRef &dst = instr.outs[0];
@@ -386,16 +399,16 @@ Status CpuBackend::normGrad(const Instr &instr) {
 
 // ---- attention and rope -----------------------------------------------------------
 Status CpuBackend::attention(const Instr &instr) {
-  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr, context_));
   const kargs::AttentionShape &s = a.shape;
   return attentionForward(ptr<float>(instr.ins[0]), ptr<float>(instr.ins[1]),
                           ptr<float>(instr.ins[2]), ptr<float>(instr.outs[0]), a.batch, a.seq,
                           s.heads, s.kvHeads, s.headDim, s.scale, s.causal,
-                          a.lse ? ptr<float>(*a.lse) : nullptr);
+                          a.lse ? ptr<float>(*a.lse) : nullptr, a.cp);
 }
 
 Status CpuBackend::attentionGrad(const Instr &instr) {
-  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr, context_));
   const kargs::AttentionShape &s = a.shape;
   const AttentionSaved saved{a.out ? ptr<float>(*a.out) : nullptr,
                              a.lse ? ptr<float>(*a.lse) : nullptr};
@@ -403,15 +416,27 @@ Status CpuBackend::attentionGrad(const Instr &instr) {
                            ptr<float>(instr.ins[2]), saved, ptr<float>(instr.ins[3]),
                            ptr<float>(instr.outs[0]), ptr<float>(instr.outs[1]),
                            ptr<float>(instr.outs[2]), a.batch, a.seq, s.heads, s.kvHeads,
-                           s.headDim, s.scale, s.causal);
+                           s.headDim, s.scale, s.causal, a.cp);
 }
 
 Status CpuBackend::rope(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr));
   const BufferRef &x = instr.ins[0];
   auto fn = instr.id == KernelId::Rope ? ropeForward : ropeBackward;
-  return fn(ptr<float>(x), ptr<float>(instr.outs[0]), x.shape[0], x.shape[1], r.heads,
-            r.headDim, r.theta, r.offset);
+  LLMIR_ASSIGN_OR_RETURN(const CpChunks cp, kargs::decodeCp(instr, *context_, x.shape[1]));
+  if (!cp.active())
+    return fn(ptr<float>(x), ptr<float>(instr.outs[0]), x.shape[0], x.shape[1], r.heads,
+              r.headDim, r.theta, r.offset);
+  // Context parallelism: each of a sequence's two chunks at its global offset.
+  const int64_t chunkElems = cp.chunk * r.heads * r.headDim;
+  for (int64_t b = 0; b < x.shape[0]; ++b)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t at = (2 * b + h) * chunkElems;
+      LLMIR_RETURN_IF_ERROR(fn(ptr<float>(x) + at, ptr<float>(instr.outs[0]) + at, 1,
+                               cp.chunk, r.heads, r.headDim, r.theta,
+                               r.offset + cp.chunkStart(h)));
+    }
+  return Status::ok();
 }
 
 // ---- cross entropy ----------------------------------------------------------------

@@ -14,7 +14,7 @@ using namespace detail;
 namespace {
 
 Layout layoutOf(const AttentionDims &d) {
-  return Layout{d.seq, d.heads, d.kvHeads, d.headDim};
+  return Layout{d.seq, d.heads, d.kvHeads, d.headDim, d.seq * d.cp.size, d.cp};
 }
 
 template <int MAXD, int TILE>
@@ -34,7 +34,9 @@ void backwardImpl(const float *q, const float *k, const float *v, const float *l
   dim3 gridQ(blocks, static_cast<unsigned>(d.heads), static_cast<unsigned>(d.batch));
   attentionDqKernel<MAXD, TILE><<<gridQ, kRowsPerBlock, 0, s>>>(
       q, k, v, lse, delta, dout, dq, layoutOf(d), d.scale, d.causal);
-  dim3 gridK(blocks, static_cast<unsigned>(d.kvHeads), static_cast<unsigned>(d.batch));
+  const unsigned keyBlocks =
+      static_cast<unsigned>((d.seq * d.cp.size + kRowsPerBlock - 1) / kRowsPerBlock);
+  dim3 gridK(keyBlocks, static_cast<unsigned>(d.kvHeads), static_cast<unsigned>(d.batch));
   attentionDkDvKernel<MAXD, TILE><<<gridK, kRowsPerBlock, 0, s>>>(
       q, k, v, lse, delta, dout, dk, dv, layoutOf(d), d.scale, d.causal);
 }

@@ -14,12 +14,20 @@ constexpr int kRowsPerBlock = 64; // query rows (forward, dq) or key rows (dk/dv
 
 struct Layout {
   int64_t seq, heads, kvHeads, headDim;
+  int64_t kvSeq; ///< key rows: seq, or seq * cp.size (all-gathered over cp)
+  CpChunks cp;   ///< context parallelism: queries and keys at zig-zag positions
   __device__ int64_t qRow(int64_t b, int64_t i, int64_t h) const {
     return ((b * seq + i) * heads + h) * headDim;
   }
   __device__ int64_t kRow(int64_t b, int64_t j, int64_t g) const {
-    return ((b * seq + j) * kvHeads + g) * headDim;
+    return ((b * kvSeq + j) * kvHeads + g) * headDim;
   }
+  /// Query row i sees key row j (the causal mask by global positions).
+  __device__ bool sees(int64_t i, int64_t j, bool causal) const {
+    return !causal || (cp.active() ? cp.key(j) <= cp.query(i) : j <= i);
+  }
+  /// Causal without cp: the keys past a block of query rows are all masked.
+  __device__ bool prefixMask(bool causal) const { return causal && !cp.active(); }
   __device__ int64_t stat(int64_t b, int64_t h, int64_t i) const {
     return (b * heads + h) * seq + i;
   }
@@ -58,12 +66,12 @@ __global__ void attentionForwardKernel(const float *q, const float *k, const flo
   }
   float m = -INFINITY, l = 0.0f;
   const int64_t keyEnd =
-      causal ? min(L.seq, rowStart + kRowsPerBlock) : L.seq;
+      L.prefixMask(causal) ? min(L.seq, rowStart + kRowsPerBlock) : L.kvSeq;
   for (int64_t j0 = 0; j0 < keyEnd; j0 += TILE) {
     __syncthreads();
-    loadTile<MAXD, TILE>(ks, k, j0, L.seq, L.headDim,
+    loadTile<MAXD, TILE>(ks, k, j0, L.kvSeq, L.headDim,
                          [&](int64_t j) { return L.kRow(b, j, g); });
-    loadTile<MAXD, TILE>(vs, v, j0, L.seq, L.headDim,
+    loadTile<MAXD, TILE>(vs, v, j0, L.kvSeq, L.headDim,
                          [&](int64_t j) { return L.kRow(b, j, g); });
     __syncthreads();
     if (!active)
@@ -74,7 +82,7 @@ __global__ void attentionForwardKernel(const float *q, const float *k, const flo
     for (int jj = 0; jj < TILE; ++jj) {
       const int64_t j = j0 + jj;
       float s = -INFINITY;
-      if (j < L.seq && (!causal || j <= i)) {
+      if (j < L.kvSeq && L.sees(i, j, causal)) {
         float dot = 0.0f;
 #pragma unroll
         for (int d = 0; d < MAXD; ++d)
@@ -149,20 +157,23 @@ __global__ void attentionDqKernel(const float *q, const float *k, const float *v
   }
   const float li = active ? lse[L.stat(b, h, i)] : 0.0f;
   const float di = active ? delta[L.stat(b, h, i)] : 0.0f;
-  const int64_t keyEnd = causal ? min(L.seq, rowStart + kRowsPerBlock) : L.seq;
+  const int64_t keyEnd =
+      L.prefixMask(causal) ? min(L.seq, rowStart + kRowsPerBlock) : L.kvSeq;
   for (int64_t j0 = 0; j0 < keyEnd; j0 += TILE) {
     __syncthreads();
-    loadTile<MAXD, TILE>(ks, k, j0, L.seq, L.headDim,
+    loadTile<MAXD, TILE>(ks, k, j0, L.kvSeq, L.headDim,
                          [&](int64_t j) { return L.kRow(b, j, g); });
-    loadTile<MAXD, TILE>(vs, v, j0, L.seq, L.headDim,
+    loadTile<MAXD, TILE>(vs, v, j0, L.kvSeq, L.headDim,
                          [&](int64_t j) { return L.kRow(b, j, g); });
     __syncthreads();
     if (!active)
       continue;
     for (int jj = 0; jj < TILE; ++jj) {
       const int64_t j = j0 + jj;
-      if (j >= L.seq || (causal && j > i))
+      if (j >= L.kvSeq || (L.prefixMask(causal) && j > i))
         break;
+      if (!L.sees(i, j, causal))
+        continue;
       float dot = 0.0f, dp = 0.0f;
 #pragma unroll
       for (int d = 0; d < MAXD; ++d) {
@@ -196,7 +207,7 @@ __global__ void attentionDkDvKernel(const float *q, const float *k, const float 
   const int64_t group = L.heads / L.kvHeads;
   const int64_t keyStart = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int64_t j = keyStart + threadIdx.x;
-  const bool active = j < L.seq;
+  const bool active = j < L.kvSeq;
   const int D = static_cast<int>(L.headDim);
 
   float kr[MAXD], vr[MAXD], dka[MAXD], dva[MAXD];
@@ -208,7 +219,7 @@ __global__ void attentionDkDvKernel(const float *q, const float *k, const float 
     dva[d] = 0.0f;
   }
   // Queries before keyStart never see this block's keys when causal.
-  const int64_t queryStart = causal ? keyStart : 0;
+  const int64_t queryStart = L.prefixMask(causal) ? keyStart : 0;
   for (int64_t hh = 0; hh < group; ++hh) {
     const int64_t h = g * group + hh;
     for (int64_t i0 = queryStart; i0 < L.seq; i0 += TILE) {
@@ -229,7 +240,7 @@ __global__ void attentionDkDvKernel(const float *q, const float *k, const float 
         const int64_t i = i0 + ii;
         if (i >= L.seq)
           break;
-        if (causal && i < j)
+        if (!L.sees(i, j, causal))
           continue;
         float dot = 0.0f, dp = 0.0f;
 #pragma unroll

@@ -293,6 +293,7 @@ private:
   Status crossEntropyFinalize(const Instr &instr);
   Status crossEntropyFinalizeGrad(const Instr &instr);
   Status copySlice(const Instr &instr);
+  Status cpSlice(const Instr &instr);
   Status transpose(const Instr &instr);
   Status concat(const Instr &instr);
   Status copyChunk(const Instr &instr);

@@ -191,11 +191,11 @@ Status CudaBackend::addNorm(const Instr &instr) {
 
 Status CudaBackend::attention(const Instr &instr) {
   cudaStream_t s = stream_;
-  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr));
+  LLMIR_ASSIGN_OR_RETURN(const kargs::AttentionArgs a, kargs::decodeAttention(instr, context_));
   LLMIR_RETURN_IF_ERROR(attentionLimits(instr, a.shape));
   const BufferRef &q = instr.ins[0], &key = instr.ins[1], &v = instr.ins[2];
-  AttentionDims d{a.batch,      a.seq,          a.shape.heads, a.shape.kvHeads,
-                  a.shape.headDim, a.shape.scale, a.shape.causal};
+  AttentionDims d{a.batch,         a.seq,         a.shape.heads, a.shape.kvHeads,
+                  a.shape.headDim, a.shape.scale, a.shape.causal, a.cp};
   float *lse = a.lse ? ptr<float>(*a.lse) : nullptr;
   if (instr.id == KernelId::Attention) {
     cuda::launchAttentionForward(ptr<float>(q), ptr<float>(key), ptr<float>(v),
@@ -229,12 +229,28 @@ Status CudaBackend::rope(const Instr &instr) {
   cudaStream_t s = stream_;
   LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr, ropeLimits));
   const BufferRef &x = instr.ins[0];
-  auto tables = ropeTables(x.shape[1], r.headDim, r.theta, r.offset);
-  if (!tables.isOk())
-    return tables.status();
-  cuda::launchRope(ptr<float>(x), ptr<float>(instr.outs[0]), tables->first,
-                   tables->second, x.shape[0], x.shape[1], r.heads, r.headDim,
-                   instr.id == KernelId::RopeGrad, s);
+  LLMIR_ASSIGN_OR_RETURN(const CpChunks cp, kargs::decodeCp(instr, *context_, x.shape[1]));
+  if (!cp.active()) {
+    auto tables = ropeTables(x.shape[1], r.headDim, r.theta, r.offset);
+    if (!tables.isOk())
+      return tables.status();
+    cuda::launchRope(ptr<float>(x), ptr<float>(instr.outs[0]), tables->first,
+                     tables->second, x.shape[0], x.shape[1], r.heads, r.headDim,
+                     instr.id == KernelId::RopeGrad, s);
+    return Status::ok();
+  }
+  // Context parallelism: each sequence's two chunks at their global offsets.
+  const int64_t chunkElems = cp.chunk * r.heads * r.headDim;
+  for (int64_t b = 0; b < x.shape[0]; ++b)
+    for (int h = 0; h < 2; ++h) {
+      auto tables = ropeTables(cp.chunk, r.headDim, r.theta, r.offset + cp.chunkStart(h));
+      if (!tables.isOk())
+        return tables.status();
+      const int64_t at = (2 * b + h) * chunkElems;
+      cuda::launchRope(ptr<float>(x) + at, ptr<float>(instr.outs[0]) + at, tables->first,
+                       tables->second, 1, cp.chunk, r.heads, r.headDim,
+                       instr.id == KernelId::RopeGrad, s);
+    }
   return Status::ok();
 }
 
@@ -256,6 +272,23 @@ Status CudaBackend::crossEntropy(const Instr &instr) {
                            reinterpret_cast<float *>(*tmp), ptr<float>(*ce.loss), rows,
                            vocab, ce.sum, dFlag_, s);
   return checkIds(instr, *labels, "label", vocab);
+}
+
+Status CudaBackend::cpSlice(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::CpSliceArgs c, kargs::decodeCpSlice(instr, *context_));
+  const size_t chunkBytes = static_cast<size_t>(c.cp.chunk * c.rowBytes);
+  if (c.outer == 0 || chunkBytes == 0)
+    return Status::ok();
+  for (int h = 0; h < 2; ++h) // each sequence's chunk h, all sequences at once
+    LLMIR_CUDA_TRY(cudaMemcpy2DAsync(ptr<uint8_t>(instr.outs[0]) + h * chunkBytes,
+                                     2 * chunkBytes,
+                                     ptr<uint8_t>(instr.ins[0]) +
+                                         c.cp.chunkStart(h) * c.rowBytes,
+                                     static_cast<size_t>(c.seq * c.rowBytes), chunkBytes,
+                                     static_cast<size_t>(c.outer), cudaMemcpyDeviceToDevice,
+                                     stream_),
+                   instr.kernel);
+  return Status::ok();
 }
 
 Status CudaBackend::copySlice(const Instr &instr) {

@@ -11,6 +11,8 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "llmir/runtime/ContextParallel.h"
+
 #include <cstdint>
 
 namespace llmir::runtime::cuda {
@@ -147,6 +149,9 @@ struct AttentionDims {
   int64_t batch = 0, seq = 0, heads = 0, kvHeads = 0, headDim = 0;
   float scale = 0;
   bool causal = false;
+  /// Context parallelism: k and v hold seq * cp.size rows (all-gathered over
+  /// cp), the causal mask compares global (zig-zag) positions.
+  CpChunks cp = {};
 };
 /// Largest head dimension the kernels take.
 constexpr int64_t kMaxAttentionHeadDim = 256;

@@ -122,6 +122,20 @@ LogicalResult PositionIdsOp::verify() {
   return success();
 }
 
+LogicalResult CpSliceOp::verify() {
+  ArrayRef<int64_t> in = getInput().getType().getShape();
+  ArrayRef<int64_t> out = getType().getShape();
+  if (getAxis().empty())
+    return emitOpError() << "expected a grid axis name in axis";
+  if (in.size() < 2 || in.size() != out.size() || in[0] != out[0] ||
+      in.drop_front(2) != out.drop_front(2) || out[1] <= 0 || out[1] % 2 != 0 ||
+      in[1] % out[1] != 0)
+    return emitOpError() << "expected the result to keep two equal chunks of "
+                            "dim 1 of the input, found "
+                         << formatShape(in) << " -> " << formatShape(out);
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // LinearOp
 //===----------------------------------------------------------------------===//
@@ -267,7 +281,11 @@ LogicalResult AttentionOp::verify() {
                             "num_heads "
                          << heads << " and num_kv_heads " << kvHeads;
   int64_t headDim = q[2] / heads;
-  SmallVector<int64_t> expectedKv = {q[0], q[1], kvHeads * headDim};
+  // Context parallelism: the keys are the sequence all-gathered over cp.
+  int64_t kvSeq = (*this)->hasAttr(TfmDialect::kCpAxisAttrName) && q[1] > 0 && k[1] % q[1] == 0
+                      ? k[1]
+                      : q[1];
+  SmallVector<int64_t> expectedKv = {q[0], kvSeq, kvHeads * headDim};
   if (ArrayRef<int64_t>(expectedKv) != k)
     return emitOpError() << "expected key of shape " << formatShape(expectedKv)
                          << " (batch, seq, num_kv_heads * head_dim), found "

@@ -128,6 +128,8 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ArrayRef<Value> dys,
       TypeRange{getQuery().getType(), getKey().getType(), getValue().getType()},
       getQuery(), getKey(), getValue(), dys[0], getNumHeadsAttr(),
       getNumKvHeadsAttr(), getCausalAttr(), b.getF64FloatAttr(getEffectiveScale()));
+  if (Attribute cp = (*this)->getAttr(TfmDialect::kCpAxisAttrName))
+    g->setAttr(TfmDialect::kCpAxisAttrName, cp);
   grads[0] = g.getDquery();
   grads[1] = g.getDkey();
   grads[2] = g.getDvalue();
@@ -136,8 +138,11 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ArrayRef<Value> dys,
 
 LogicalResult RopeOp::buildVJP(OpBuilder &b, ArrayRef<Value> dys,
                                const VJPContext &, SmallVectorImpl<Value> &grads) {
-  grads[0] = RopeGradOp::create(b, getLoc(), dys[0], getNumHeadsAttr(),
-                                getThetaAttr(), getOffsetAttr());
+  auto g = RopeGradOp::create(b, getLoc(), dys[0], getNumHeadsAttr(),
+                              getThetaAttr(), getOffsetAttr());
+  if (Attribute cp = (*this)->getAttr(TfmDialect::kCpAxisAttrName))
+    g->setAttr(TfmDialect::kCpAxisAttrName, cp);
+  grads[0] = g;
   return success();
 }
 

@@ -23,6 +23,10 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
     dpAxis = axis->index;
     dp = axis->size;
   }
+  if (std::optional<PlanAxis> axis = lookupPlanAxis(module, "cp")) {
+    cpAxis = axis->index;
+    cp = axis->size;
+  }
   tfm::PlanAttr plan = getPlan(module);
   zero = plan && plan.shardsOptimizer() && dp > 1;
   zeroStage = zero ? plan.getZero() : 0;
@@ -31,7 +35,7 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
   zeroGradients = zero && zeroStage >= 2;
   // ZeRO-2 reduce-scatters each gradient where it becomes final, like the
   // buckets of plain dp, instead of keeping it whole until the optimizer.
-  bucketed_ = dp > 1 && (!zero || zeroGradients);
+  bucketed_ = (dp > 1 && (!zero || zeroGradients)) || cp > 1;
 }
 
 Value OptimizerBuilder::reshape(Value v, ArrayRef<int64_t> shape, Location loc) {
@@ -48,6 +52,28 @@ Value OptimizerBuilder::reduceScatterOverDp(Value grad, Location loc) {
       b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
       ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
       /*scatter_axis=*/APInt(64, 0));
+}
+
+Value OptimizerBuilder::reduceOverDataRanks(Value flat, Location loc) {
+  auto type = cast<RankedTensorType>(flat.getType());
+  auto allReduce = [&](Value v, int16_t axis) -> Value {
+    return shard::AllReduceOp::create(b, loc, v.getType(), "grid",
+                                      ArrayRef<int16_t>{axis}, v);
+  };
+  if (cp == 1)
+    return allReduce(flat, dpAxis);
+  if (dp == 1)
+    return allReduce(flat, cpAxis);
+  int64_t n = type.getNumElements();
+  if (n % cp != 0) // no even chunks: two all-reduces
+    return allReduce(allReduce(flat, cpAxis), dpAxis);
+  auto chunk = RankedTensorType::get({n / cp}, type.getElementType());
+  Value mine = shard::ReduceScatterOp::create(b, loc, chunk, "grid",
+                                              ArrayRef<int16_t>{cpAxis}, flat,
+                                              shard::ReductionKind::Sum,
+                                              /*scatter_axis=*/APInt(64, 0));
+  return shard::AllGatherOp::create(b, loc, type, "grid", ArrayRef<int16_t>{cpAxis},
+                                    allReduce(mine, dpAxis), APInt(64, 0));
 }
 
 void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
@@ -91,12 +117,9 @@ void OptimizerBuilder::flushBucket(Location loc) {
     // Gradient compression: bf16 on the wire, fp32 accumulation in the
     // runtime's reduction, fp32 again for the optimizer (at unpacking).
     auto wire = RankedTensorType::get({total}, b.getBF16Type());
-    Value narrow = CastOp::create(b, loc, wire, joined);
-    reduced = shard::AllReduceOp::create(b, loc, wire, "grid",
-                                         ArrayRef<int16_t>{dpAxis}, narrow);
+    reduced = reduceOverDataRanks(CastOp::create(b, loc, wire, joined), loc);
   } else {
-    reduced = shard::AllReduceOp::create(b, loc, bucketType, "grid",
-                                         ArrayRef<int16_t>{dpAxis}, joined);
+    reduced = reduceOverDataRanks(joined, loc);
   }
   ReducedBucket done{reduced, {}, loc};
   for (auto [param, grad] : bucket) {

@@ -2,6 +2,7 @@
 #ifndef LLMIR_RUNTIME_KERNELS_H
 #define LLMIR_RUNTIME_KERNELS_H
 
+#include "llmir/runtime/ContextParallel.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -143,11 +144,13 @@ Status ropeBackward(const float *dy, float *dx, int64_t batch, int64_t seq,
 /// P = softmax(scale * q k^T) per (batch, head), keys j > i masked when causal,
 /// max-subtracted; out = P v. lse: [batch, heads, seq], optional — each query
 /// row's log(sum_j exp(scale * q k_j)), what attentionBackward needs to rebuild
-/// P without a softmax.
+/// P without a softmax. With `cp` active (context parallelism) q holds this
+/// rank's two zig-zag chunks, k and v the sequence all-gathered over cp
+/// ([batch, seq * cp.size, ...]) and the causal mask compares global positions.
 Status attentionForward(const float *q, const float *k, const float *v,
                         float *out, int64_t batch, int64_t seq, int64_t heads,
                         int64_t kvHeads, int64_t headDim, float scale,
-                        bool causal, float *lse);
+                        bool causal, float *lse, const CpChunks &cp = {});
 
 /// What attentionForward saved for the backward: its output and log-sum-exp
 /// (both, or neither: then the backward recomputes the softmax).
@@ -164,7 +167,7 @@ Status attentionBackward(const float *q, const float *k, const float *v,
                          AttentionSaved saved, const float *dout, float *dq,
                          float *dk, float *dv, int64_t batch, int64_t seq,
                          int64_t heads, int64_t kvHeads, int64_t headDim,
-                         float scale, bool causal);
+                         float scale, bool causal, const CpChunks &cp = {});
 
 // ---- Loss ------------------------------------------------------------------------
 

@@ -40,6 +40,10 @@ def Tfm_Dialect : Dialect {
     /// Argument attribute naming resident state the function reads and
     /// updates in place across calls (a layer's KV cache: "cache.3.k").
     static constexpr ::llvm::StringLiteral kStateAttrName = "tfm.state";
+    /// Context parallelism (discardable, on attention, rope and their
+    /// gradients): the grid axis the sequence is split over in zig-zag
+    /// chunks; positions and the causal mask follow the global order.
+    static constexpr ::llvm::StringLiteral kCpAxisAttrName = "cp_axis";
 
   private:
     /// Adds the attributes (TfmAttrs.td); called by initialize().

@@ -115,6 +115,25 @@ def Tfm_PositionIdsOp : Tfm_Op<"position_ids", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Tfm_CpSliceOp : Tfm_Op<"cp_slice", [Pure]> {
+  let summary = "this context-parallel rank's zig-zag chunks of the sequence";
+  let description = [{
+    Context parallelism (`--llm-partition cp=N`): dim 1 of `input` (the
+    sequence of token ids, targets or positions) is cut into 2N chunks and
+    the rank at index r along grid axis `axis` keeps chunks r and 2N-1-r, in
+    that order (causal load balancing). Inserted by the partitioner; ids only
+    (no gradient).
+
+    ```mlir
+    %mine = tfm.cp_slice %ids {axis = "cp"} : (tensor<2x16xi32>) -> tensor<2x8xi32>
+    ```
+  }];
+  let arguments = (ins Tfm_IdTensor:$input, StrAttr:$axis);
+  let results = (outs Tfm_IdTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type($input, $result)";
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Dense algebra
 //===----------------------------------------------------------------------===//

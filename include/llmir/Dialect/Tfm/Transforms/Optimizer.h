@@ -68,6 +68,12 @@ public:
 private:
   mlir::Value reshape(mlir::Value v, llvm::ArrayRef<int64_t> shape,
                       mlir::Location loc);
+  /// A flat bucket summed over the data ranks, dp x cp (context-parallel
+  /// ranks hold partial gradients too): one all-reduce over an axis of size
+  /// > 1; with both, reduce-scatter over cp, all-reduce of the chunk over dp,
+  /// all-gather over cp (2(n-1)/n of the bucket per rank for n = dp x cp,
+  /// the flat all-reduce's minimum).
+  mlir::Value reduceOverDataRanks(mlir::Value flat, mlir::Location loc);
   /// This rank's flat 1/dp chunk of the dp-summed `grad` (ZeRO).
   mlir::Value reduceScatterOverDp(mlir::Value grad, mlir::Location loc);
 
@@ -86,8 +92,8 @@ private:
   mlir::ModuleOp module;
   mlir::func::FuncOp func;
   OptimizerOptions options;
-  int16_t dpAxis = -1;
-  int64_t dp = 1;
+  int16_t dpAxis = -1, cpAxis = -1;
+  int64_t dp = 1, cp = 1;
   bool zero = false, bucketed_ = false;
   /// ZeRO-2: addToBucket reduce-scatters at once (reducedGrads holds chunks).
   bool zeroGradients = false;
