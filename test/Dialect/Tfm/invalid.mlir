@@ -1103,3 +1103,19 @@ func.func @loss_scale_not_scalar() {
   %s = tfm.loss_scale : tensor<2xf32>
   return
 }
+
+// -----
+
+func.func @cp_slice_no_axis(%ids: tensor<2x16xi32>) -> tensor<2x8xi32> {
+  // expected-error @+1 {{expected a grid axis name in axis}}
+  %mine = tfm.cp_slice %ids {axis = ""} : (tensor<2x16xi32>) -> tensor<2x8xi32>
+  return %mine : tensor<2x8xi32>
+}
+
+// -----
+
+func.func @cp_slice_odd_chunks(%ids: tensor<2x16xi32>) -> tensor<2x5xi32> {
+  // expected-error @+1 {{expected the result to keep two equal chunks of dim 1 of the input, found 2x16 -> 2x5}}
+  %mine = tfm.cp_slice %ids {axis = "cp"} : (tensor<2x16xi32>) -> tensor<2x5xi32>
+  return %mine : tensor<2x5xi32>
+}

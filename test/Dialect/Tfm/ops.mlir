@@ -148,3 +148,11 @@ func.func @loss_scaling(%w: tensor<4x8xf32>, %g: tensor<4x8xf32>, %n: tensor<1xf
   tfm.adamw_update %w, %g norm_sq %n {decay, loss_scaled} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<1xf32>
   return %s : tensor<f32>
 }
+
+// Context parallelism: a cp rank's two zig-zag chunks of the sequence.
+// CHECK-LABEL: func.func @cp_slice
+func.func @cp_slice(%ids: tensor<2x16xi32>) -> tensor<2x8xi32> {
+  // CHECK: tfm.cp_slice %{{.*}} {axis = "cp"} : (tensor<2x16xi32>) -> tensor<2x8xi32>
+  %mine = tfm.cp_slice %ids {axis = "cp"} : (tensor<2x16xi32>) -> tensor<2x8xi32>
+  return %mine : tensor<2x8xi32>
+}
