@@ -16,15 +16,7 @@ STEPS = 6
 
 def compile_training(cfg_path, out, plan):
     """config.json -> training .llmir (pipeline split: a no-op without pp)."""
-    imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
-               "--batch", str(TRAIN_BATCH), "--seq", str(SEQ)])
-    assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step",
-               "--llm-pipeline-split", "--llm-lower-to-exec"], input=imp.stdout)
-    assert low.returncode == 0, low.stderr
-    exp = run([tool("llm-translate"), "--export-program", "-o", str(out)], input=low.stdout)
-    assert exp.returncode == 0, exp.stderr
-    return out
+    return compile_model(cfg_path, out, plan=plan, train=True, batch=TRAIN_BATCH, split=True)
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")

@@ -41,14 +41,15 @@ def run(cmd, **kw):
 
 
 def compile_model(cfg_path, out, *extra, plan=None, train=False, batch=BATCH,
-                  train_options=""):
-    """config.json -> .llmir, through the same three tools a user runs."""
-    imp = run([tool("llm-translate"), "--import-hf-config", cfg_path,
+                  train_options="", split=False):
+    """config.json -> .llmir, through the same three tools a user runs (`split`: with
+    --llm-pipeline-split, a no-op without pp)."""
+    imp = run([tool("llm-translate"), "--import-hf-config", str(cfg_path),
                "--batch", str(batch), "--seq", str(SEQ), *extra])
     assert imp.returncode == 0, imp.stderr
     passes = ([f"--llm-partition={plan}"] if plan else []) + \
         ([f"--tfm-build-train-step{train_options}"] if train else []) + \
-        ["--llm-lower-to-exec"]
+        (["--llm-pipeline-split"] if split else []) + ["--llm-lower-to-exec"]
     low = run([tool("llm-opt"), *passes], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = subprocess.run([tool("llm-translate"), "--export-program", "-o", str(out)],

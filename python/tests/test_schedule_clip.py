@@ -53,15 +53,8 @@ def llm_train(prog, ranks, weights, tokens, log, steps, *extra):
 
 
 def compile_pipelined(cfg_path, out, plan):
-    imp = run([tool("llm-translate"), "--import-hf-config", str(cfg_path),
-               "--batch", str(BATCH), "--seq", str(SEQ)])
-    assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), f"--llm-partition={plan}", "--tfm-build-train-step=grad-norm=true",
-               "--llm-pipeline-split", "--llm-lower-to-exec"], input=imp.stdout)
-    assert low.returncode == 0, low.stderr
-    exp = run([tool("llm-translate"), "--export-program", "-o", str(out)], input=low.stdout)
-    assert exp.returncode == 0, exp.stderr
-    return out
+    return compile_model(cfg_path, out, plan=plan, train=True, batch=BATCH,
+                         train_options="=grad-norm=true", split=True)
 
 
 def reference_run(cfg, weights, tokens, steps, **kw):
