@@ -32,7 +32,7 @@ def dp2(tmp_path_factory):
     safetensors.save_file(random_weights(cfg, seed=3), str(d / "w.safetensors"))
     save_tokens(random_tokens(cfg.vocab_size, 4000, seed=4), str(d / "t.npy"))
     prog = compile_model(model_path("gpt2-tiny"), d / "dp2.llmir", plan="dp=2", train=True,
-                         batch=16, train_options="=bucket-bytes=20000")
+                         batch=32, train_options="=bucket-bytes=20000")
     return d, prog
 
 
