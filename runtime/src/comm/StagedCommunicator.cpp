@@ -72,6 +72,29 @@ private:
     return std::max<int64_t>(1, options_.chunkBytes / bytesPerElement);
   }
 
+  /// Calls body(offset, len) for consecutive chunks of [0, n), stopping at
+  /// the first error.
+  template <typename Body>
+  static Status forEachChunk(int64_t n, int64_t chunk, Body body) {
+    for (int64_t o = 0; o < n; o += chunk)
+      LLMIR_RETURN_IF_ERROR(body(o, std::min(chunk, n - o)));
+    return Status::ok();
+  }
+
+  /// Staging for a collective over a group of p ranks: per chunk, `chunk`
+  /// elements of this rank's part and p * chunk of the whole.
+  struct GroupStaging {
+    int64_t p, chunk;
+    float *part, *whole;
+  };
+  StatusOr<GroupStaging> groupStaging(int group, int64_t nPerRank) {
+    LLMIR_ASSIGN_OR_RETURN(const int64_t p, host_.groupSize(group));
+    const int64_t chunk = std::min(nPerRank, chunkElements((p + 1) * int64_t(sizeof(float))));
+    LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer, staging((p + 1) * chunk * int64_t(sizeof(float))));
+    float *part = reinterpret_cast<float *>(buffer);
+    return GroupStaging{p, chunk, part, part + chunk};
+  }
+
   /// Host staging memory of at least `bytes`, reused across calls.
   StatusOr<uint8_t *> staging(int64_t bytes) {
     if (bytes > stagingBytes_) {
@@ -117,15 +140,14 @@ private:
     const int64_t chunk = std::min(n, chunkElements(sizeof(T)));
     LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer, staging(chunk * int64_t(sizeof(T))));
     T *h = reinterpret_cast<T *>(buffer);
-    for (int64_t o = 0; o < n; o += chunk) {
-      const int64_t len = std::min(chunk, n - o), bytes = len * int64_t(sizeof(T));
+    return forEachChunk(n, chunk, [&](int64_t o, int64_t len) -> Status {
+      const int64_t bytes = len * int64_t(sizeof(T));
       LLMIR_RETURN_IF_ERROR(toHost(op, h, data + o, bytes));
       LLMIR_RETURN_IF_ERROR(sync(op));
       LLMIR_RETURN_IF_ERROR(hostOp(h, len));
       LLMIR_RETURN_IF_ERROR(toDevice(op, data + o, h, bytes));
-      LLMIR_RETURN_IF_ERROR(sync(op));
-    }
-    return Status::ok();
+      return sync(op);
+    });
   }
 
   Communicator &host_;
@@ -140,22 +162,18 @@ Status StagedCommunicator::allGather(const float *in, float *out, int64_t nPerRa
   const char *op = "all_gather";
   if (nPerRank <= 0 || !in || !out)
     return host_.allGather(in, out, nPerRank, group);
-  LLMIR_ASSIGN_OR_RETURN(const int64_t p, host_.groupSize(group));
-  // A chunk stages `len` elements in and p * len out.
-  const int64_t chunk = std::min(nPerRank, chunkElements((p + 1) * int64_t(sizeof(float))));
-  LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer,
-                         staging((p + 1) * chunk * int64_t(sizeof(float))));
-  float *hin = reinterpret_cast<float *>(buffer), *hout = hin + chunk;
-  for (int64_t o = 0; o < nPerRank; o += chunk) {
-    const int64_t len = std::min(chunk, nPerRank - o), bytes = len * int64_t(sizeof(float));
-    LLMIR_RETURN_IF_ERROR(toHost(op, hin, in + o, bytes));
+  LLMIR_ASSIGN_OR_RETURN(const GroupStaging s, groupStaging(group, nPerRank));
+  // A chunk stages elements [o, o + len) of this rank's part in, and of
+  // every rank's block out.
+  return forEachChunk(nPerRank, s.chunk, [&](int64_t o, int64_t len) -> Status {
+    const int64_t bytes = len * int64_t(sizeof(float));
+    LLMIR_RETURN_IF_ERROR(toHost(op, s.part, in + o, bytes));
     LLMIR_RETURN_IF_ERROR(sync(op));
-    LLMIR_RETURN_IF_ERROR(host_.allGather(hin, hout, len, group));
-    for (int64_t r = 0; r < p; ++r)
-      LLMIR_RETURN_IF_ERROR(toDevice(op, out + r * nPerRank + o, hout + r * len, bytes));
-    LLMIR_RETURN_IF_ERROR(sync(op));
-  }
-  return Status::ok();
+    LLMIR_RETURN_IF_ERROR(host_.allGather(s.part, s.whole, len, group));
+    for (int64_t r = 0; r < s.p; ++r)
+      LLMIR_RETURN_IF_ERROR(toDevice(op, out + r * nPerRank + o, s.whole + r * len, bytes));
+    return sync(op);
+  });
 }
 
 Status StagedCommunicator::reduceScatterSum(const float *in, float *out, int64_t nPerRank,
@@ -163,22 +181,18 @@ Status StagedCommunicator::reduceScatterSum(const float *in, float *out, int64_t
   const char *op = "reduce_scatter";
   if (nPerRank <= 0 || !in || !out)
     return host_.reduceScatterSum(in, out, nPerRank, group);
-  LLMIR_ASSIGN_OR_RETURN(const int64_t p, host_.groupSize(group));
-  // A chunk stages elements [o, o + len) of every rank's block, and len out.
-  const int64_t chunk = std::min(nPerRank, chunkElements((p + 1) * int64_t(sizeof(float))));
-  LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer,
-                         staging((p + 1) * chunk * int64_t(sizeof(float))));
-  float *hin = reinterpret_cast<float *>(buffer), *hout = hin + p * chunk;
-  for (int64_t o = 0; o < nPerRank; o += chunk) {
-    const int64_t len = std::min(chunk, nPerRank - o), bytes = len * int64_t(sizeof(float));
-    for (int64_t r = 0; r < p; ++r)
-      LLMIR_RETURN_IF_ERROR(toHost(op, hin + r * len, in + r * nPerRank + o, bytes));
+  LLMIR_ASSIGN_OR_RETURN(const GroupStaging s, groupStaging(group, nPerRank));
+  // A chunk stages elements [o, o + len) of every rank's block in, and of
+  // this rank's part out.
+  return forEachChunk(nPerRank, s.chunk, [&](int64_t o, int64_t len) -> Status {
+    const int64_t bytes = len * int64_t(sizeof(float));
+    for (int64_t r = 0; r < s.p; ++r)
+      LLMIR_RETURN_IF_ERROR(toHost(op, s.whole + r * len, in + r * nPerRank + o, bytes));
     LLMIR_RETURN_IF_ERROR(sync(op));
-    LLMIR_RETURN_IF_ERROR(host_.reduceScatterSum(hin, hout, len, group));
-    LLMIR_RETURN_IF_ERROR(toDevice(op, out + o, hout, bytes));
-    LLMIR_RETURN_IF_ERROR(sync(op));
-  }
-  return Status::ok();
+    LLMIR_RETURN_IF_ERROR(host_.reduceScatterSum(s.whole, s.part, len, group));
+    LLMIR_RETURN_IF_ERROR(toDevice(op, out + o, s.part, bytes));
+    return sync(op);
+  });
 }
 
 // Point to point: both sides cut a message into the same chunks, which the
@@ -191,13 +205,11 @@ Status StagedCommunicator::send(const float *data, int64_t n, int peer, int tag)
   const int64_t chunk = std::min(n, chunkElements(sizeof(float)));
   LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer, staging(chunk * int64_t(sizeof(float))));
   float *h = reinterpret_cast<float *>(buffer);
-  for (int64_t o = 0; o < n; o += chunk) {
-    const int64_t len = std::min(chunk, n - o);
+  return forEachChunk(n, chunk, [&](int64_t o, int64_t len) -> Status {
     LLMIR_RETURN_IF_ERROR(toHost(op, h, data + o, len * int64_t(sizeof(float))));
     LLMIR_RETURN_IF_ERROR(sync(op));
-    LLMIR_RETURN_IF_ERROR(host_.send(h, len, peer, tag));
-  }
-  return Status::ok();
+    return host_.send(h, len, peer, tag);
+  });
 }
 
 Status StagedCommunicator::recv(float *data, int64_t n, int peer, int tag) {
@@ -207,13 +219,11 @@ Status StagedCommunicator::recv(float *data, int64_t n, int peer, int tag) {
   const int64_t chunk = std::min(n, chunkElements(sizeof(float)));
   LLMIR_ASSIGN_OR_RETURN(uint8_t * buffer, staging(chunk * int64_t(sizeof(float))));
   float *h = reinterpret_cast<float *>(buffer);
-  for (int64_t o = 0; o < n; o += chunk) {
-    const int64_t len = std::min(chunk, n - o);
+  return forEachChunk(n, chunk, [&](int64_t o, int64_t len) -> Status {
     LLMIR_RETURN_IF_ERROR(host_.recv(h, len, peer, tag));
     LLMIR_RETURN_IF_ERROR(toDevice(op, data + o, h, len * int64_t(sizeof(float))));
-    LLMIR_RETURN_IF_ERROR(sync(op));
-  }
-  return Status::ok();
+    return sync(op);
+  });
 }
 
 } // namespace
