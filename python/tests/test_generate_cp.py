@@ -20,21 +20,21 @@ from llmir import reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
 
-# (dp, tp, cp, prompt width): the width splits into 2·cp chunks; the prompts'
+# (dp, tp, pp, cp, prompt width): the width splits into 2·cp chunks; the prompts'
 # last tokens fall on both cp ranks' chunks (lengths 1, 5, 7, 12: width 12 at cp2
 # puts positions 0 and 11 on rank 0, 4 and 6 on rank 1).
-LAYOUTS = {"cp2": (1, 1, 2, 12), "cp2tp2": (1, 2, 2, 12), "cp2dp2": (2, 1, 2, 12),
-           "cp4": (1, 1, 4, 16)}
+LAYOUTS = {"cp2": (1, 1, 1, 2, 12), "cp2tp2": (1, 2, 1, 2, 12), "cp2dp2": (2, 1, 1, 2, 12),
+           "cp2pp2": (1, 1, 2, 2, 12), "cp4": (1, 1, 1, 4, 16)}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_cp_prefill_greedy_matches_reference(model, layout, tmp_path):
     name, cfg, weights, params, _ = model
-    dp, tp, cp, width = LAYOUTS[layout]
-    prog = compile_inference(model_path(name), tmp_path / "g.llmir", dp, tp, cp=cp, prompt_len=width)
+    dp, tp, pp, cp, width = LAYOUTS[layout]
+    prog = compile_inference(model_path(name), tmp_path / "g.llmir", dp, tp, pp=pp, cp=cp, prompt_len=width)
     prompts = prompt_file(tmp_path / "p.npy", PROMPTS, width=width)
     out = tmp_path / "out.npy"
-    res = generate(prog, weights, prompts, dp * tp * cp, "--pad-id", str(PAD), "--out", str(out))
+    res = generate(prog, weights, prompts, dp * tp * pp * cp, "--pad-id", str(PAD), "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert np.load(out).tolist() == reference.generate(cfg, params, PROMPTS, NEW)
 
