@@ -2,6 +2,8 @@
 split over cp in 2·cp zig-zag chunks, K/V all-gathered over cp for attention and
 written in global position order into every cp rank's KV cache, decode replicated
 over cp. Greedy tokens equal the PyTorch reference's; seeded sampling equals cp1.
+The prompt-width error (--prompt-len not a multiple of 2·cp) is checked in
+test/Partition/cp-inference.test.
 """
 
 import shutil
@@ -10,9 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import model_path
-from test_e2e_cpu import run, tool  # noqa: E402
-from test_generate import (NEW, PAD, PROMPTS, assert_clean_error, compile_inference,  # noqa: E402
-                           generate, model, prompt_file)
+from test_generate import (NEW, PAD, PROMPTS, compile_inference, generate, model,  # noqa: E402,F401
+                           prompt_file)
 
 torch = pytest.importorskip("torch")
 
@@ -52,13 +53,3 @@ def test_cp_prefill_sampling_equals_cp1(model, tmp_path):
         outs.append(np.load(out).tolist())
     assert outs[0] == outs[1]
 
-
-def test_cp_prompt_width_error(tmp_path):
-    """A prompt width 2·cp does not divide: a compile error naming --prompt-len and
-    the width to use (prompts shorter than the width are padded at run time)."""
-    imp = run([tool("llm-translate"), "--import-hf-config", model_path("gpt2-tiny"), "--inference",
-               "--batch", "2", "--max-seq", "32", "--prompt-len", "10"])
-    assert imp.returncode == 0, imp.stderr
-    res = run([tool("llm-opt"), "--llm-partition=cp=2", "--llm-lower-to-exec"], input=imp.stdout)
-    assert_clean_error(res, "prompt width 10 (llm-translate --prompt-len) is not a multiple of 2 x cp=2",
-                       "--prompt-len 12")
