@@ -3,7 +3,7 @@
 a KV cache, same weights, prompts and threads.
 
     /usr/bin/python3 bench/generate_cpu.py [--model gpt2-124m] [--batches 1 8] [--prompt-len 64] [--new-tokens 32]
-                                           [--runs 6] [--threads N]
+                                           [--runs 6] [--threads N] [--cp 1 2]
 
 Compiles `llm-translate --inference` for each batch, writes random weights once (cached in --workdir) and random
 prompts (all --prompt-len long, so both sides process the same tokens), then per batch alternates --runs runs of
@@ -14,11 +14,14 @@ Both sides: OMP_WAIT_POLICY=PASSIVE, the same thread count (torch.set_num_thread
 PyTorch, OMP_NUM_THREADS + OPENBLAS_NUM_THREADS for llm-run), greedy decoding. The first run of each side is a
 warm-up and left out; the table shows medians of the rest and ours/pytorch ratios. Checks that both sides generate
 the same tokens (exit 1 if not). Never fails on time (STYLE.md "Benchmarks").
+`--cp 1 2`: one row per context-parallel size: `--llm-partition=cp=N`, N ranks under mpirun with --threads / N
+threads each (the same cores), so the prefill splits the prompt over N ranks; decode runs replicated.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -34,15 +37,15 @@ import _common as common
 LINE = re.compile(r"^(prefill|decode): .*\| ([0-9.]+) tokens/s", re.M)
 
 
-def compile_inference(args, cfg_path: Path, work: Path, batch: int) -> Path:
+def compile_inference(args, cfg_path: Path, work: Path, batch: int, cp: int = 1) -> Path:
     bin_dir = Path(args.bin_dir)
-    program = work / f"{cfg_path.stem}-gen-b{batch}-p{args.prompt_len}-n{args.new_tokens}.llmir"
+    program = work / f"{cfg_path.stem}-gen-b{batch}-p{args.prompt_len}-n{args.new_tokens}-cp{cp}.llmir"
     max_seq = args.prompt_len + args.new_tokens
     translate = subprocess.Popen(
         [str(bin_dir / "llm-translate"), "--import-hf-config", str(cfg_path), "--inference", "--batch", str(batch),
          "--max-seq", str(max_seq), "--prompt-len", str(args.prompt_len)], stdout=subprocess.PIPE)
-    lower = subprocess.Popen([str(bin_dir / "llm-opt"), "--llm-lower-to-exec"], stdin=translate.stdout,
-                             stdout=subprocess.PIPE)
+    lower = subprocess.Popen([str(bin_dir / "llm-opt"), f"--llm-partition=cp={cp}", "--llm-lower-to-exec"],
+                             stdin=translate.stdout, stdout=subprocess.PIPE)
     translate.stdout.close()
     export = subprocess.run([str(bin_dir / "llm-translate"), "--export-program", "-o", str(program)],
                             stdin=lower.stdout)
@@ -52,8 +55,9 @@ def compile_inference(args, cfg_path: Path, work: Path, batch: int) -> Path:
     return program
 
 
-def run_ours(args, program: Path, weights: Path, prompts: Path, out: Path, env) -> Tuple[float, float]:
-    res = subprocess.run([str(Path(args.bin_dir) / "llm-run"), str(program), "--weights", str(weights), "--generate",
+def run_ours(args, program: Path, weights: Path, prompts: Path, out: Path, env, cp: int = 1) -> Tuple[float, float]:
+    launch = ["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", str(cp)] if cp > 1 else []
+    res = subprocess.run(launch + [str(Path(args.bin_dir) / "llm-run"), str(program), "--weights", str(weights), "--generate",
                           "--prompt", str(prompts), "--max-new-tokens", str(args.new_tokens), "--warmup", "1",
                           "--out", str(out)], env=env, capture_output=True, text=True)
     if res.returncode:
@@ -146,7 +150,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir")
     ap.add_argument("--bin-dir", default=str(common.REPO / "build" / "bin"))
     ap.add_argument("--skip-pytorch", action="store_true")
+    ap.add_argument("--cp", type=int, nargs="+", default=[1],
+                    help="context-parallel sizes, one row each (the prompt length must divide into 2 x cp chunks)")
     args = ap.parse_args(argv)
+    for cp in args.cp:
+        if cp < 1 or (cp > 1 and args.prompt_len % (2 * cp)):
+            sys.exit(f"error: --cp {cp}: --prompt-len {args.prompt_len} must split into 2 x cp chunks")
     if args.runs < 6:
         sys.exit("error: --runs must be >= 6 (one warm-up, at least 5 timed)")
     cfg_path = common.config_path(args.model)
@@ -164,37 +173,42 @@ def main(argv=None) -> int:
                             str(weights), "--seed", "0"], env=env, check=True)
         peer = None if args.skip_pytorch else TorchKVCache(args, cfg_path, weights)
         for batch in args.batches:
-            program = compile_inference(args, cfg_path, work, batch)
+            programs = {cp: compile_inference(args, cfg_path, work, batch, cp) for cp in args.cp}
             rng = np.random.default_rng(batch)
-            vocab = peer.cfg.vocab_size if peer else 50257
+            vocab = peer.cfg.vocab_size if peer else json.loads(cfg_path.read_text())["vocab_size"]
             prompts_arr = rng.integers(0, vocab, size=(batch, args.prompt_len), dtype=np.int64)
             prompts = work / f"prompts-b{batch}.npy"
             np.save(prompts, prompts_arr)
             out = work / f"out-b{batch}.npy"
-            ours, theirs = [], []
+            # The cp sizes alternate within each run (with the peer), so a change in
+            # the machine's load falls on all of them.
+            ours, theirs = {cp: [] for cp in args.cp}, []
             for r in range(args.runs):
-                ours.append(run_ours(args, program, weights, prompts, out, env))
                 if peer:
-                    pf, dc, toks = peer.run(prompts_arr.tolist())
+                    pf, dc, peer_tokens = peer.run(prompts_arr.tolist())
                     theirs.append((pf, dc))
-                    if toks != np.load(out).tolist():
+                for cp in args.cp:
+                    ours[cp].append(run_ours(args, programs[cp], weights, prompts, out,
+                                             common.thread_env(max(1, args.threads // cp)) if cp > 1 else env, cp))
+                    if peer and peer_tokens != np.load(out).tolist():
                         same = False
-                print(f"batch {batch} run {r}: ours prefill {ours[-1][0]:.0f} decode {ours[-1][1]:.1f} tok/s"
-                      + (f" | pytorch prefill {theirs[-1][0]:.0f} decode {theirs[-1][1]:.1f} tok/s" if peer else ""),
-                      flush=True)
+                    print(f"batch {batch} cp {cp} run {r}: ours prefill {ours[cp][-1][0]:.0f} decode "
+                          f"{ours[cp][-1][1]:.1f} tok/s" + (f" | pytorch prefill {theirs[-1][0]:.0f} decode "
+                                                             f"{theirs[-1][1]:.1f} tok/s" if peer else ""), flush=True)
             med = lambda xs, i: statistics.median(x[i] for x in xs[1:])  # noqa: E731
-            rows.append((batch, med(ours, 0), med(theirs, 0) if peer else None,
-                         med(ours, 1), med(theirs, 1) if peer else None))
+            for cp in args.cp:
+                rows.append((batch, cp, med(ours[cp], 0), med(theirs, 0) if peer else None,
+                             med(ours[cp], 1), med(theirs, 1) if peer else None))
 
     print(f"\nthreads {args.threads}, OMP_WAIT_POLICY=PASSIVE; prompt {args.prompt_len} tokens, {args.new_tokens} new "
           f"tokens (greedy); median of {args.runs - 1} runs after 1 warm-up run per side")
-    header = (f"{'model':<10} {'batch':>5} {'prefill ours':>13} {'pytorch':>9} {'ratio':>6} "
+    header = (f"{'model':<10} {'batch':>5} {'cp':>3} {'prefill ours':>13} {'pytorch':>9} {'ratio':>6} "
               f"{'decode ours':>12} {'pytorch':>9} {'ratio':>6}   (tokens/s)")
     print(header)
     print("-" * len(header))
     fmt = lambda v, w, p=0: f"{v:>{w}.{p}f}" if v is not None else f"{'-':>{w}}"  # noqa: E731
-    for batch, po, pt, do, dt in rows:
-        print(f"{cfg_path.stem:<10} {batch:>5} {fmt(po, 13)} {fmt(pt, 9)} {fmt(po / pt if pt else None, 6, 2)} "
+    for batch, cp, po, pt, do, dt in rows:
+        print(f"{cfg_path.stem:<10} {batch:>5} {cp:>3} {fmt(po, 13)} {fmt(pt, 9)} {fmt(po / pt if pt else None, 6, 2)} "
               f"{fmt(do, 12, 1)} {fmt(dt, 9, 1)} {fmt(do / dt if dt else None, 6, 2)}")
     if peer:
         print(f"generated tokens identical on both sides: {'yes' if same else 'NO'}")

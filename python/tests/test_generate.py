@@ -30,11 +30,11 @@ LAYOUTS = {"1": (1, 1, 1), "tp2": (1, 2, 1), "dp2": (2, 1, 1), "tp2dp2": (2, 2, 
            "pp2": (1, 1, 2), "pp2tp2": (1, 2, 2), "pp2dp2": (2, 1, 2)}
 
 
-def compile_inference(cfg_path, out, dp=1, tp=1, batch=BATCH, pp=1):
+def compile_inference(cfg_path, out, dp=1, tp=1, batch=BATCH, pp=1, cp=1, prompt_len=PROMPT_LEN):
     imp = run([tool("llm-translate"), "--import-hf-config", cfg_path, "--inference",
-               "--batch", str(batch), "--max-seq", str(MAX_SEQ), "--prompt-len", str(PROMPT_LEN)])
+               "--batch", str(batch), "--max-seq", str(MAX_SEQ), "--prompt-len", str(prompt_len)])
     assert imp.returncode == 0, imp.stderr
-    low = run([tool("llm-opt"), f"--llm-partition=dp={dp} tp={tp} pp={pp}", "--llm-pipeline-split",
+    low = run([tool("llm-opt"), f"--llm-partition=dp={dp} tp={tp} pp={pp} cp={cp}", "--llm-pipeline-split",
                "--llm-lower-to-exec"], input=imp.stdout)
     assert low.returncode == 0, low.stderr
     exp = run([tool("llm-translate"), "--export-program", "-o", str(out)], input=low.stdout)

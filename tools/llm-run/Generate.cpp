@@ -1,5 +1,5 @@
 // llm-run --generate: prompts in, token ids out. Each dp rank runs its rows
-// of the batch; tp ranks of a dp group compute the same (all-gathered)
+// of the batch; tp and cp ranks of a dp group compute the same (all-gathered)
 // logits and so draw the same tokens. Sampling is per global row with its
 // own seeded generator, so results do not depend on the layout.
 #include "Generate.h"
@@ -78,10 +78,12 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
   const int64_t batch = plan.globalBatch, width = idsBuf->shape[1];
   const int64_t maxSeq = plan.seq, vocab = plan.vocabSize;
   const int dp = plan.axisSize("dp");
-  int dpIndex = 0, tpIndex = 0, ppIndex = 0, pp = 1;
+  int dpIndex = 0, tpIndex = 0, ppIndex = 0, pp = 1, cpIndex = 0;
   for (size_t a = 0; a < plan.axes.size(); ++a) {
     if (plan.axes[a] == "dp")
       dpIndex = exec.rankInfo().coords[a];
+    if (plan.axes[a] == "cp") // cp ranks split the prefill, decode the same
+      cpIndex = exec.rankInfo().coords[a];
     if (plan.axes[a] == "tp")
       tpIndex = exec.rankInfo().coords[a];
     if (plan.axes[a] == "pp") {
@@ -265,10 +267,10 @@ Status generate(const Program &program, Executor &exec, Communicator &comm,
     ++decodeSteps;
   }
 
-  // Every rank's rows to every rank (tp and pp rank 0 of each dp group
+  // Every rank's rows to every rank (tp, cp and pp rank 0 of each dp group
   // contributes).
   std::vector<float> all(static_cast<size_t>(batch * newTokens), 0.0f);
-  if (tpIndex == 0 && ppIndex == 0)
+  if (tpIndex == 0 && ppIndex == 0 && cpIndex == 0)
     for (int64_t i = 0; i < rows * newTokens; ++i)
       all[first * newTokens + i] = static_cast<float>(generated[i]);
   if (comm.size() > 1)

@@ -8,6 +8,8 @@
 
 #include "Partitioner.h"
 
+#include "llmir/runtime/ContextParallel.h"
+
 
 using namespace mlir;
 using namespace llmir;
@@ -30,16 +32,22 @@ LogicalResult Partitioner::run() {
   }
   for (unsigned i = 0, e = func.getNumArguments(); i < e; ++i)
     inference |= static_cast<bool>(func.getArgAttr(i, TfmDialect::kStateAttrName));
-  if (cp > 1 && inference)
-    return func.emitOpError() << "has resident state (a KV cache, inference); "
-                                 "cp="
-                              << cp << " is supported for training and "
-                                       "evaluation entry points only";
+  // Inference under cp: the prefill (it fills the caches from position 0)
+  // splits the prompt like training splits the sequence; decode (it writes
+  // the caches at given positions) runs replicated over cp on the full caches
+  // the prefill left on every cp rank.
+  bool decodes = false;
+  func.walk([&](KvCacheWriteOp w) { decodes |= static_cast<bool>(w.getPositions()); });
+  cpSplit = cp > 1 && !decodes;
+  if (cpSplit && inference && failed(checkPromptWidthForCp()))
+    return failure();
   // Context parallelism: every cp rank reads the whole [batch, seq] inputs
-  // (small) and keeps its two zig-zag chunks of the sequence.
-  if (cp > 1)
+  // (small) and keeps its two zig-zag chunks of the sequence (per-sequence
+  // inputs such as the prompt lengths stay whole).
+  if (cpSplit)
     for (BlockArgument arg : entry.getArguments())
       if (func.getArgAttr(arg.getArgNumber(), TfmDialect::kInputAttrName) &&
+          !(inference && shapeOf(arg).size() < 2) &&
           failed(sliceForCp(func, arg, /*atStart=*/true)))
         return failure();
   // Resident state (KV caches [batch, kv_heads, max_seq, head_dim]): the
@@ -149,19 +157,68 @@ LogicalResult Partitioner::sliceForCp(Operation *anchor, Value v, bool atStart) 
   return success();
 }
 
+Value Partitioner::gatherSequenceOverCp(Operation *user, Value local) {
+  if (Value gathered = cpGathers.lookup(local))
+    return gathered; // K and V: one all-gather for the attention and the cache
+  builder.setInsertionPoint(user);
+  SmallVector<int64_t> shape(shapeOf(local));
+  shape[kSeqDim] *= cp;
+  auto ag = shard::AllGatherOp::create(builder, user->getLoc(), withShape(local, shape),
+                                       kGridName, ArrayRef<int16_t>{cpAxis}, local,
+                                       APInt(64, kSeqDim));
+  layouts[ag.getResult()] = layouts.lookup(local);
+  cpGathers[local] = ag.getResult();
+  return ag.getResult();
+}
+
+LogicalResult Partitioner::checkPromptWidthForCp() {
+  for (BlockArgument arg : func.getArguments()) {
+    auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                  TfmDialect::kInputAttrName);
+    if (!name || name.getValue() != "input_ids" || shapeOf(arg).size() != 2)
+      continue;
+    int64_t width = shapeOf(arg)[kSeqDim], chunks = 2 * cp;
+    if (width % chunks == 0)
+      return success();
+    return func.emitOpError()
+           << "prompt width " << width << " (llm-translate --prompt-len) is not a "
+           << "multiple of 2 x cp=" << cp << ": the prefill splits it into "
+           << chunks << " equal chunks; compile with --prompt-len "
+           << (width + chunks - 1) / chunks * chunks
+           << " (shorter prompts are padded at run time)";
+  }
+  return success();
+}
+
+Value Partitioner::sequenceInGlobalOrder(Operation *user, Value local) {
+  // The all-gather concatenates the ranks' zig-zag chunks (rank 0's two, then
+  // rank 1's, ...); chunk c of that order holds global chunk key(c) of a
+  // one-position-per-chunk CpChunks.
+  Value gathered = gatherSequenceOverCp(user, local);
+  builder.setInsertionPoint(user);
+  int64_t chunks = 2 * cp;
+  SmallVector<int64_t> shape(shapeOf(gathered));
+  shape[kSeqDim] /= chunks;
+  SmallVector<Type> pieceTypes(chunks, withShape(gathered, shape));
+  auto split = SplitOp::create(builder, user->getLoc(), pieceTypes, gathered,
+                               builder.getI64IntegerAttr(kSeqDim));
+  runtime::CpChunks order{/*rank=*/0, /*size=*/cp, /*chunk=*/1};
+  SmallVector<Value> pieces(chunks);
+  for (int64_t c = 0; c < chunks; ++c)
+    pieces[order.key(c)] = split.getResult(c);
+  auto concat = ConcatOp::create(builder, user->getLoc(), gathered.getType(), pieces,
+                                 builder.getI64IntegerAttr(kSeqDim));
+  layouts[concat.getResult()] = layouts.lookup(local);
+  note(concat, "the sequence all-gathered over cp=" + Twine(cp) +
+                   " back in global position order");
+  return concat.getResult();
+}
+
 LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
   // Each rank's queries attend to the whole sequence: K and V all-gathered
   // over cp along the sequence (the backward reduce-scatters dK and dV).
-  builder.setInsertionPoint(op);
-  for (OpOperand *operand : {&op.getKeyMutable(), &op.getValueMutable()}) {
-    Value local = operand->get();
-    SmallVector<int64_t> shape(shapeOf(local));
-    shape[kSeqDim] *= cp;
-    auto ag = shard::AllGatherOp::create(builder, op.getLoc(), withShape(local, shape),
-                                         kGridName, ArrayRef<int16_t>{cpAxis}, local,
-                                         APInt(64, kSeqDim));
-    operand->set(ag.getResult());
-  }
+  for (OpOperand *operand : {&op.getKeyMutable(), &op.getValueMutable()})
+    operand->set(gatherSequenceOverCp(op, operand->get()));
   op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
   note(op, "K and V all-gathered over cp=" + Twine(cp) +
                ", causal mask by global (zig-zag) positions");

@@ -328,7 +328,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
         if (!sp) {
           p.getResult().setType(*type);
           // Context parallelism: the global positions of the local tokens.
-          return cp > 1 ? sliceForCp(p, p.getResult(), /*atStart=*/false)
+          return cpSplit ? sliceForCp(p, p.getResult(), /*atStart=*/false)
                         : success();
         }
         // Sequence parallel: this rank's positions start at its block.
@@ -368,7 +368,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           if (layouts.lookup(v).sharded != layouts.lookup(a.getQuery()).sharded)
             return a.emitOpError() << "mixes tp-split and replicated q/k/v";
         sameAs(a.getResult(), a.getQuery());
-        if (cp > 1 && failed(partitionAttentionCp(a)))
+        if (cpSplit && failed(partitionAttentionCp(a)))
           return failure();
         if (!layouts.lookup(a.getQuery()).sharded)
           return success();
@@ -388,6 +388,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
                  << "; the cache is split by kv heads exactly when the "
                     "projections are";
         sameAs(w.getResult(), w.getCache());
+        // cp prefill: every cp rank's cache gets the whole prompt.
+        if (cpSplit)
+          w.getValueMutable().assign(sequenceInGlobalOrder(w, w.getValue()));
         return success();
       })
       .Case([&](CacheAttentionOp a) -> LogicalResult {
@@ -405,6 +408,9 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           return failure();
         if (layouts.lookup(l.getInput()).seqSplit)
           return l.emitOpError() << "cannot take a sequence-parallel tensor";
+        // cp prefill: the last prompt token may sit on any cp rank.
+        if (cpSplit)
+          l.getInputMutable().assign(sequenceInGlobalOrder(l, l.getInput()));
         auto type = batchSplit(l, l.getResult(), shapeOf(l.getResult()));
         if (failed(type))
           return failure();
@@ -413,7 +419,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
       })
       .Case<RopeOp, RopeAtOp>([&](auto r) -> LogicalResult {
         sameAs(r.getResult(), r.getInput());
-        if (cp > 1) // rotations at the global positions of the local tokens
+        if (cpSplit) // rotations at the global positions of the local tokens
           r->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
         if (!layouts.lookup(r.getInput()).sharded)
           return success();
@@ -455,7 +461,7 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           if (layouts.lookup(v).seqSplit)
             return o->emitOpError() << "cannot take a sequence-parallel tensor";
         }
-        if (cp > 1)
+        if (cpSplit)
           return o->emitOpError() << "has no context-parallel rule (cp=" << cp
                                   << " splits the sequence)";
         if (auto t = dyn_cast<TransposeOp>(o);

@@ -126,6 +126,14 @@ private:
   /// Context parallelism: the attention's K and V all-gathered over cp, the
   /// causal mask by global positions.
   LogicalResult partitionAttentionCp(tfm::AttentionOp op);
+  /// Context parallelism: `local` (this rank's chunks) all-gathered over cp
+  /// along the sequence before `user` (once per value; zig-zag order).
+  Value gatherSequenceOverCp(Operation *user, Value local);
+  /// The same, reordered to global positions (split + concat): the whole
+  /// prompt's keys/values for the KV cache, the last token's hidden state.
+  Value sequenceInGlobalOrder(Operation *user, Value local);
+  /// Inference: the prompt width must split into 2 x cp chunks.
+  LogicalResult checkPromptWidthForCp();
   /// Per layer: the collectives emitted beside the analytic minimum.
   void explainLayerCommunication();
 
@@ -261,6 +269,10 @@ private:
   int64_t vocabSize = 0; ///< true vocab of a padded vocab-parallel LM head
   /// The function has resident state (KV caches): an inference entry point.
   bool inference = false;
+  /// cp splits this function's sequence: training, evaluation and prefill
+  /// (decode runs replicated over cp).
+  bool cpSplit = false;
+  DenseMap<Value, Value> cpGathers; ///< cp-split value -> its all-gather
   SmallVector<Operation *> lossOps;
 };
 

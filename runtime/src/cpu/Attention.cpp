@@ -68,23 +68,41 @@ void probsFromLse(float *row, int64_t valid, int64_t width, float lse) {
 
 /// Context parallelism: softmax of the keys of `row` at global positions <=
 /// qpos (ContextParallel.h), the others 0; with `lse` given (the forward's),
-/// P = exp(row - lse) instead. Returns the log-sum-exp.
+/// P = exp(row - lse) instead. Returns the log-sum-exp. The keys come as 2·cp
+/// chunks of consecutive global positions, so each chunk's visible keys are a
+/// prefix of it: vectorized loops over those prefixes (no per-key test).
+LLMIR_VECTOR_CLONES
 float zigzagSoftmaxRow(float *row, int64_t width, const CpChunks &cp, int64_t qpos,
                        const float *lse) {
+  const int64_t chunk = cp.chunk; // width == 2 * cp.size * chunk (checkCp)
+  auto visible = [&](int64_t start) {
+    return std::clamp<int64_t>(qpos - cp.key(start) + 1, 0, chunk);
+  };
   float max = -std::numeric_limits<float>::infinity();
   if (!lse)
-    for (int64_t j = 0; j < width; ++j)
-      if (cp.key(j) <= qpos)
-        max = std::max(max, row[j]);
+    for (int64_t start = 0; start < width; start += chunk) {
+      const float *r = row + start;
+      const int64_t n = visible(start);
+#pragma omp simd reduction(max : max)
+      for (int64_t j = 0; j < n; ++j)
+        max = std::max(max, r[j]);
+    }
   const float shift = lse ? *lse : max;
   double sum = 0.0;
-  for (int64_t j = 0; j < width; ++j) {
-    row[j] = cp.key(j) <= qpos ? detail::expFloat(row[j] - shift) : 0.0f;
-    sum += row[j];
+  for (int64_t start = 0; start < width; start += chunk) {
+    float *r = row + start;
+    const int64_t n = visible(start);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) {
+      r[j] = detail::expFloat(r[j] - shift);
+      sum += r[j];
+    }
+    std::fill(r + n, r + chunk, 0.0f);
   }
   if (lse)
     return *lse;
   const float inv = static_cast<float>(1.0 / sum);
+#pragma omp simd
   for (int64_t j = 0; j < width; ++j)
     row[j] *= inv;
   return max + static_cast<float>(std::log(sum));
