@@ -107,7 +107,20 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   return llvm::Error::success();
 }
 
-//===----------------------------------------------------------------------===//
-// Activations
-//===----------------------------------------------------------------------===//
+int64_t detail::layersOfStage(const TransformerConfig &c, const Layout &l, int64_t s) {
+  int64_t stages = l.pp * l.vpp;
+  if (int64_t(l.stageLayers.size()) == stages)
+    return l.stageLayers[s];
+  int64_t base = c.layers / stages, rem = c.layers % stages;
+  int64_t order = s == 0 ? stages - 2 : (s == stages - 1 ? stages - 1 : s - 1);
+  if (stages == 1)
+    order = 0;
+  return base + (order < rem ? 1 : 0);
+}
 
+int64_t detail::layersOnRank(const TransformerConfig &c, const Layout &l, int64_t r) {
+  int64_t total = 0;
+  for (int64_t chunk = 0; chunk < l.vpp; ++chunk)
+    total += layersOfStage(c, l, stageOfChunk(l, r, chunk));
+  return total;
+}
