@@ -29,6 +29,19 @@ double cost::reduceScatterTime(double bytes, int64_t n, double bw, double lat) {
   return allGatherTime(bytes, n, bw, lat);
 }
 
+double cost::cpAllGatherAttentionTime(double attention, double localKVBytes,
+                                      int64_t cp, double bw, double lat) {
+  return attention + allGatherTime(double(cp) * localKVBytes, cp, bw, lat);
+}
+
+double cost::cpRingAttentionTime(double attention, double localKVBytes,
+                                 int64_t cp, double bw, double lat) {
+  if (cp <= 1)
+    return attention;
+  double step = attention / double(cp);
+  return step + double(cp - 1) * std::max(step, localKVBytes / bw + lat);
+}
+
 
 std::pair<double, double> detail::groupLink(const Cluster &c, int64_t size,
                                     int64_t stride) {
@@ -67,3 +80,28 @@ double detail::groupCollective(const Cluster &c, double bytes, int64_t size,
 
 /// Layers of virtual stage s: the plan's stage layout, else spread over the
 /// pp x vpp stages with the remainder on the middle stages first so the
+
+double detail::gradientSyncTime(const Cluster &c, const Layout &l,
+                                double gradBytes, double paramBytes,
+                                double gathers) {
+  int64_t cpStride = l.tp, dpStride = l.tp * l.cp;
+  if (l.zero == 0) {
+    if (l.cp == 1)
+      return groupCollective(c, gradBytes, l.dp, dpStride, 2);
+    if (l.dp == 1)
+      return groupCollective(c, gradBytes, l.cp, cpStride, 2);
+    // Per bucket: reduce-scatter over cp, all-reduce of the 1/cp chunk over
+    // dp, all-gather over cp (a flat dp x cp all-reduce's bytes per rank).
+    return 2 * groupCollective(c, gradBytes, l.cp, cpStride, 1) +
+           groupCollective(c, gradBytes / double(l.cp), l.dp, dpStride, 2);
+  }
+  // ZeRO: reduce-scatter over the shard group, then (dp and cp) the chunk
+  // summed over cp; the parameters all-gathered over the shard group.
+  bool overDp = l.dp > 1;
+  int64_t shards = l.zeroShards(), stride = overDp ? dpStride : cpStride;
+  double time = groupCollective(c, gradBytes, shards, stride, 1) +
+                gathers * groupCollective(c, paramBytes, shards, stride, 1);
+  if (overDp && l.cp > 1)
+    time += groupCollective(c, gradBytes / double(l.dp), l.cp, cpStride, 2);
+  return time;
+}

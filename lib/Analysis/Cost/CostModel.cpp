@@ -163,6 +163,7 @@ llvm::json::Value cost::toJSON(const StepEstimate &e) {
                             {"pipeline_time_s", e.pipelineTime},
                             {"bubble_fraction", e.bubbleFraction},
                             {"dp_time_s", e.dpTime},
+                            {"cp_comm_time_s", e.cpCommTime},
                             {"optimizer_time_s", e.optimizerTime},
                             {"p2p_time_s", e.p2pTime},
                             {"model_flops", e.modelFlops},

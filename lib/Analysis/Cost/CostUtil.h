@@ -111,6 +111,13 @@ int64_t membersPerNode(const Cluster &c, int64_t size, int64_t stride);
 /// `busFactor` is 2 for all-reduce and 1 for all-gather / reduce-scatter.
 double groupCollective(const Cluster &c, double bytes, int64_t size,
                        int64_t stride, double busFactor);
+/// The step's gradient synchronisation over dp x cp: `gradBytes` summed
+/// (all-reduce; with dp and cp per bucket reduce-scatter over cp, all-reduce
+/// over dp, all-gather over cp), or with ZeRO reduce-scattered over
+/// Layout::zeroShards (then summed over cp when dp > 1) and `paramBytes`
+/// all-gathered `gathers` times.
+double gradientSyncTime(const Cluster &c, const Layout &l, double gradBytes,
+                        double paramBytes, double gathers);
 
 //===----------------------------------------------------------------------===//
 // Memory.cpp

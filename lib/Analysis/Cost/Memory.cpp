@@ -18,7 +18,7 @@ LayerActivation cost::layerActivation(const TransformerConfig &c,
                                       const Layout &l, const Precision &prec,
                                       const ActivationPolicy &policy,
                                       int64_t b) {
-  double tokens = double(b) * c.seq;
+  double tokens = double(b) * l.localSeq(c.seq); // seq/cp tokens with cp
   double t = l.tp, a = prec.actBytes;
   double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
   double seqDiv = l.sp ? t : 1;
@@ -37,7 +37,9 @@ LayerActivation cost::layerActivation(const TransformerConfig &c,
   // Split over tp: Q, K, V, the attention output (out-proj input), and the
   // MLP's hidden tensors: GELU input and output (2f) or SwiGLU's gate, up,
   // silu(gate) and their product (4f). Korthikanti: 4 + 2 + 2 + 8 + 8 = 24.
-  double tpElems = q + 2 * kv + q + (c.gated() ? 4 : 2) * f;
+  // With cp the attention keeps K and V all-gathered over cp (the whole
+  // sequence, cp x the local tokens) for its backward.
+  double tpElems = q + 2 * kv * l.cp + q + (c.gated() ? 4 : 2) * f;
   act.seqOnlyBytes = tokens * (seqElems * a + seqExtra) / seqDiv;
   if (l.sp && policy.keepsGatheredInputs) // 2 of the 4h are whole-sequence
     act.seqOnlyBytes += tokens * 2 * h * a * (1 - 1 / t);
@@ -73,13 +75,16 @@ double detail::rankParams(const TransformerConfig &c, const Layout &l, int64_t r
 }
 
 namespace {
-/// Elements per token, tp-local, of the backward's transient tensors of one
-/// layer: the incoming gradient, the MLP hidden gradients and the gradient
-/// being accumulated for the residual.
+/// Elements per local token, tp-local, of the backward's transient tensors
+/// of one layer: the incoming gradient, the gradient being accumulated for
+/// the residual, and the MLP hidden gradients or (later, with cp) the
+/// attention's dK and dV of the whole sequence before their reduce-scatter.
 double layerBackwardTransientElems(const TransformerConfig &c,
                                    const Layout &l) {
   double t = l.tp, seqDiv = l.sp ? t : 1;
-  return 3.0 * c.hidden / seqDiv + (c.gated() ? 3.0 : 2.0) * c.ffn / t;
+  double mlp = (c.gated() ? 3.0 : 2.0) * c.ffn / t;
+  double cpKV = l.cp > 1 ? 2.0 * c.kvDim() * l.cp / t : 0;
+  return 3.0 * c.hidden / seqDiv + std::max(mlp, cpKV);
 }
 } // namespace
 
@@ -88,7 +93,7 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
                      const EstimateOptions &o) {
   const Precision &prec = o.precision;
   int64_t b = microBatchSize(c, l);
-  double tokens = double(b) * c.seq;
+  double tokens = double(b) * l.localSeq(c.seq);
   double t = l.tp, seqDiv = l.sp ? t : 1, a = prec.actBytes;
   LayerActivation layerAct = layerActivation(c, l, prec, o.policy, b);
   // The same layer without recompute: what a recomputed layer rebuilds.
@@ -101,7 +106,9 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
   double logitBytes = tokens * vocabLocal * prec.logitBytes;
   double finalNormBytes = 2 * tokens * c.hidden * a / seqDiv;
   double transient = tokens * layerBackwardTransientElems(c, l) * a;
+  // Token ids and targets: every cp rank reads its dp replica's whole batch.
   double inputBytes = 2.0 * double(c.globalBatch / l.dp) * c.seq * 4;
+  double zeroShards = double(l.zeroShards());
 
   llvm::SmallVector<StageMemory> stages;
   for (int64_t r = 0; r < l.pp; ++r) {
@@ -109,11 +116,12 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
     m.rank = r;
     m.layers = layersOnRank(c, l, r);
     m.params = rankParams(c, l, r);
-    // ZeRO-3 keeps a 1/dp chunk of each parameter (and of its compute copy).
-    double stored = l.zero == 3 ? 1.0 / double(l.dp) : 1.0;
+    // Parameters are replicated over cp like over dp. ZeRO-3 keeps a 1/dp
+    // (else 1/cp) chunk of each parameter (and of its compute copy).
+    double stored = l.zero == 3 ? 1.0 / zeroShards : 1.0;
     m.paramBytes = m.params * prec.paramBytes * stored;
     m.optimizerBytes =
-        m.params * prec.optimizerBytes / (l.zero >= 1 ? double(l.dp) : 1.0);
+        m.params * prec.optimizerBytes / (l.zero >= 1 ? zeroShards : 1.0);
     // A layer's compute-typed weight copies live as long as its activations.
     LayerParamSplit<int64_t> split = layerParamSplit<int64_t>(c);
     double layerParams = double(split.sharded) / t + double(split.replicated);
@@ -150,7 +158,7 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       // only until its reduce-scatter) when nothing accumulates across
       // micro-batches; LLMIR's pipelines reduce-scatter after the last one.
       m.gradBytes = l.zero >= 2 && l.pp == 1 && l.microbatches == 1
-                        ? gradAll / double(l.dp)
+                        ? gradAll / zeroShards
                         : gradAll;
       m.activationBytes = m.inFlight * m.activationPerMicrobatch;
       double lastWork = last ? finalNormBytes + 2 * logitBytes : 0;
@@ -179,8 +187,9 @@ cost::estimateMemory(const TransformerConfig &c, const Layout &l,
       struct Phase {
         double act, grad, work;
       };
-      // ZeRO-2/3: a final gradient is reduce-scattered at once, 1/dp stays.
-      double kept = l.zero >= 2 ? 1.0 / double(l.dp) : 1.0;
+      // ZeRO-2/3: a final gradient is reduce-scattered at once, 1/dp (else
+      // 1/cp) stays.
+      double kept = l.zero >= 2 ? 1.0 / zeroShards : 1.0;
       double outGrads = (headGrad + normGrad) * kept;
       Phase phases[] = {
           {acts + finalNormBytes, 0, 2 * logitBytes},

@@ -87,9 +87,9 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
   e.bubbleFraction =
       e.pipelineTime > 0 ? std::max(0.0, 1.0 - ideal / e.pipelineTime) : 0;
 
-  // Data-parallel gradient synchronisation of the slowest rank's share:
-  // all-reduce of the gradients, or with ZeRO-1 a reduce-scatter of them and
-  // an all-gather of the updated parameters.
+  // Data-parallel gradient synchronisation of the slowest rank's share over
+  // dp x cp: all-reduce of the gradients, or with ZeRO a reduce-scatter of
+  // them and an all-gather of the updated parameters.
   double maxParams = 0;
   for (const StageMemory &m : e.memory)
     maxParams = std::max(maxParams, m.params);
@@ -100,22 +100,18 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
   double gathers = l.zero == 3 && l.reshardAfterForward ? 2.0 * l.microbatches : 1.0;
   int gatherBytes = l.zero == 3 && prec.workingCopyBytes ? prec.workingCopyBytes
                                                          : prec.paramBytes;
-  double dpTime =
-      l.zero >= 1
-          ? groupCollective(cluster, gradBytes, l.dp, l.tp, 1) +
-                gathers * groupCollective(cluster, maxParams * gatherBytes,
-                                          l.dp, l.tp, 1)
-          : groupCollective(cluster, gradBytes, l.dp, l.tp, 2);
+  double dpTime = gradientSyncTime(cluster, l, gradBytes,
+                                   maxParams * gatherBytes, gathers);
   e.dpTime = dpTime * (1 - o.dpOverlap);
   // Tied embeddings over pp: the first and last stage sum their copies' grads.
   if (c.tiedEmbeddings && l.pp > 1) {
-    auto [bw, lat] = groupLink(cluster, 2, l.tp * l.dp * (l.pp - 1));
+    auto [bw, lat] = groupLink(cluster, 2, l.tp * l.cp * l.dp * (l.pp - 1));
     e.dpTime += allReduceTime(double(ceilDiv(c.vocab, l.tp)) * c.hidden *
                                   prec.gradBytes,
                               2, bw, lat);
   }
   // AdamW is memory-bound: read grad, read/write weights and state.
-  double optParams = maxParams / (l.zero >= 1 ? double(l.dp) : 1.0);
+  double optParams = maxParams / (l.zero >= 1 ? double(l.zeroShards()) : 1.0);
   e.optimizerTime = memTime(
       d, optParams * (prec.gradBytes + 2.0 * prec.paramBytes +
                       2.0 * prec.optimizerBytes));
@@ -123,6 +119,10 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
 
   e.modelFlops = modelFlopsPerStep(c);
   LayerTime lt = layerTime(c, l, cluster, prec, o.policy, e.microBatch);
+  int64_t maxLayers = 0;
+  for (const StageMemory &m : e.memory)
+    maxLayers = std::max(maxLayers, m.layers);
+  e.cpCommTime = double(maxLayers) * lt.cpComm * l.microbatches;
   double layerModelFlops = 0;
   {
     double tokens = double(e.microBatch) * c.seq;
@@ -134,7 +134,7 @@ llvm::Expected<StepEstimate> cost::estimateStep(const TransformerConfig &c,
   // Hardware FLOPs: model FLOPs plus the recomputed forward (Megatron's
   // 96·B·s·l·h² convention counts the full-recompute forward).
   double recomputeRatio =
-      layerModelFlops > 0 ? (lt.flops * l.tp) / layerModelFlops : 1.0;
+      layerModelFlops > 0 ? (lt.flops * l.tp * l.cp) / layerModelFlops : 1.0;
   double layerShare = c.layers * layerModelFlops * l.dp * l.microbatches;
   e.hardwareFlops = e.modelFlops + layerShare * (recomputeRatio - 1.0);
   double ranks = double(l.ranks());

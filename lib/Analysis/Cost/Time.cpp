@@ -34,7 +34,10 @@ LayerTime cost::layerTime(const TransformerConfig &c, const Layout &l,
                           const Cluster &cluster, const Precision &prec,
                           const ActivationPolicy &policy, int64_t b) {
   const Device &d = cluster.device;
-  double tokens = double(b) * c.seq, t = l.tp, a = prec.actBytes;
+  // With cp each rank holds seq/cp tokens of a sequence (its two zig-zag
+  // chunks: every rank gets the same share of the causal work); its queries
+  // attend to all seq keys.
+  double tokens = double(b) * l.localSeq(c.seq), t = l.tp, a = prec.actBytes;
   double h = c.hidden, q = c.qDim(), kv = c.kvDim(), f = c.ffn;
   double mlpMats = c.gated() ? 3 : 2;
   // Forward GEMMs per tp rank.
@@ -79,21 +82,31 @@ LayerTime cost::layerTime(const TransformerConfig &c, const Layout &l,
            : allReduceTime(blockBytes, l.tp, tpBw, tpLat);
   double tpFwd = 2 * oneCollective; // attention block + MLP block
 
+  // Context parallelism: K and V all-gathered over cp (ranks tp apart)
+  // before the attention, dK and dV reduce-scattered after its backward;
+  // exposed (the attention waits for them).
+  auto [cpBw, cpLat] = groupLink(cluster, l.cp, l.tp);
+  double localKVBytes = tokens * 2 * kv / t * a;
+  double cpFwd =
+      cpAllGatherAttentionTime(tAttn, localKVBytes, l.cp, cpBw, cpLat) - tAttn;
+
   double launch = d.kernelOverhead;
   LayerTime lt;
-  lt.forward = tLinear + tAttn + tMemFwd + tpFwd + 14 * launch;
+  lt.forward = tLinear + tAttn + tMemFwd + tpFwd + cpFwd + 14 * launch;
   // Backward: input grads (linear 1x + attention 2x) and weight grads (1x),
   // element-wise ~2x the forward, the backward tp collectives.
   double flashRecompute = policy.flashAttention ? tAttn : 0;
-  lt.backwardInput =
-      tLinear + 2 * tAttn + flashRecompute + 2 * tMemFwd + tpFwd + 20 * launch;
+  lt.backwardInput = tLinear + 2 * tAttn + flashRecompute + 2 * tMemFwd +
+                     tpFwd + cpFwd + 20 * launch;
   lt.backwardWeight = tLinear + 8 * launch;
   lt.tpComm = 2 * tpFwd;
+  lt.cpComm = 2 * cpFwd;
   lt.flops = 3 * linearFlops + 3 * attn + (policy.flashAttention ? attn : 0);
   if (l.recompute == "full") {
     lt.recompute = lt.forward;
     lt.flops += linearFlops + attn;
     lt.tpComm += tpFwd;
+    lt.cpComm += cpFwd;
   } else if (l.recompute == "selective") {
     // Korthikanti's selective recompute: the attention core (QK^T, softmax,
     // dropout, PV) is rerun in the backward.
@@ -112,7 +125,7 @@ cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
   const Device &d = cluster.device;
   const Precision &prec = o.precision;
   int64_t b = microBatchSize(c, l);
-  double tokens = double(b) * c.seq, t = l.tp, a = prec.actBytes;
+  double tokens = double(b) * l.localSeq(c.seq), t = l.tp, a = prec.actBytes;
   LayerTime lt = layerTime(c, l, cluster, prec, o.policy, b);
   double vocabLocal = double(ceilDiv(c.vocab, l.tp));
   // LM head: a [tokens, h] x [h, V/t] GEMM forward, two in the backward,
@@ -162,7 +175,7 @@ cost::estimateStageTimes(const TransformerConfig &c, const Layout &l,
     // One activation (or its gradient) per micro-batch between neighbouring
     // stages; Megatron's scatter-gather sends 1/t of it and all-gathers over
     // NVLink.
-    auto [bw, lat] = groupLink(cluster, l.pp, l.tp * l.dp);
+    auto [bw, lat] = groupLink(cluster, l.pp, l.tp * l.cp * l.dp);
     double bytes = tokens * c.hidden * a / t;
     *p2pTime = l.pp > 1 ? bytes / bw + lat : 0;
   }
