@@ -120,6 +120,8 @@ def LLMAutoPartition : Pass<"llm-auto-partition", "::mlir::ModuleOp"> {
            "Share of device memory a layout may use">,
     Option<"maxPP", "max-pp", "int64_t", "0", "Largest pp searched (0: any)">,
     Option<"maxTP", "max-tp", "int64_t", "0", "Largest tp searched (0: any)">,
+    Option<"maxCP", "max-cp", "int64_t", "0",
+           "Largest cp (context parallelism) searched (0: any; 1: no cp)">,
     Option<"maxMicroBatch", "max-micro-batch", "int64_t", "0",
            "Largest micro-batch size searched (0: any)">,
     Option<"apply", "apply", "bool", "true",
