@@ -1,4 +1,4 @@
-//===- ContextParallelCostTest.cpp - the cost model's cp arithmetic ---------===//
+//===- ContextParallelCostTest.cpp - the cost model's cp arithmetic -------===//
 //
 // Context parallelism (cp) in the cost model: the K/V exchange times against
 // hand-computed numbers, activations and attention work per rank ÷ cp,

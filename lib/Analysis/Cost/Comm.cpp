@@ -1,4 +1,4 @@
-//===- Comm.cpp - collectives and the links they run on ---------------------===//
+//===- Comm.cpp - collectives and the links they run on -------------------===//
 //
 // Ring collectives (CostModel.h) and the link a group of ranks uses, by its
 // size and its stride in the rank grid (CostUtil.h).

@@ -1,4 +1,4 @@
-//===- CostModel.cpp - model sizes, recipes, printing -----------------------===//
+//===- CostModel.cpp - model sizes, recipes, printing ---------------------===//
 //
 // The formulas are documented in CostModel.h. The cost model's sources:
 //   CostModel.cpp     parameter counts, model FLOPs, precision / activation

@@ -1,4 +1,4 @@
-//===- Memory.cpp - activations and memory per pipeline rank ----------------===//
+//===- Memory.cpp - activations and memory per pipeline rank --------------===//
 //
 // Stored activations of one layer (Korthikanti et al. 2022, section 4) and
 // the parameters, gradients, optimizer state, activations in flight and

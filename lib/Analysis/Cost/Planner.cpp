@@ -154,6 +154,39 @@ std::string explainWinner(const PlanResult &r) {
   return out;
 }
 
+
+/// A dp x cp x tp x pp grid using every rank.
+struct GridShape {
+  int64_t dp, cp, tp, pp;
+};
+
+/// The grids the planner searches: tp within a node (NVLink; the vocabulary
+/// is padded to a multiple of tp, so only heads, kv heads and ffn divide),
+/// cp where the sequence splits into 2·cp equal zig-zag chunks, pp up to the
+/// layers, dp dividing the batch; the options' limits.
+std::vector<GridShape> gridShapes(const TransformerConfig &cfg,
+                                  const Cluster &cluster,
+                                  const PlannerOptions &o) {
+  int64_t n = cluster.ranks();
+  std::vector<GridShape> out;
+  for (int64_t tp : divisors(cluster.gpusPerNode)) {
+    if ((o.maxTP && tp > o.maxTP) || cfg.heads % tp || cfg.kvHeads % tp ||
+        cfg.ffn % tp || n % tp)
+      continue;
+    for (int64_t cp : divisors(n / tp)) {
+      if ((o.maxCP && cp > o.maxCP) || (cp > 1 && cfg.seq % (2 * cp)))
+        continue;
+      for (int64_t pp : divisors(n / (tp * cp))) {
+        int64_t dp = n / (tp * cp * pp);
+        if (pp > cfg.layers || (o.maxPP && pp > o.maxPP) ||
+            cfg.globalBatch % dp)
+          continue;
+        out.push_back({dp, cp, tp, pp});
+      }
+    }
+  }
+  return out;
+}
 } // namespace
 
 llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
@@ -195,73 +228,57 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
       feasible.push_back(std::move(*e));
   };
 
-  for (int64_t tp : divisors(cluster.gpusPerNode)) {
-    // Tensor parallelism stays inside a node (NVLink); the vocabulary is
-    // padded to a multiple of tp, so only heads, kv heads and ffn divide.
-    if ((o.maxTP && tp > o.maxTP) || cfg.heads % tp || cfg.kvHeads % tp ||
-        cfg.ffn % tp || n % tp)
-      continue;
-    // Context parallelism: the sequence in 2·cp equal zig-zag chunks.
-    for (int64_t cp : divisors(n / tp)) {
-      if ((o.maxCP && cp > o.maxCP) || (cp > 1 && cfg.seq % (2 * cp)))
+  for (const GridShape &g : gridShapes(cfg, cluster, o)) {
+    int64_t dp = g.dp, cp = g.cp, tp = g.tp, pp = g.pp;
+    int64_t perReplica = cfg.globalBatch / dp;
+    for (int64_t b : divisors(perReplica)) {
+      if (o.maxMicroBatch && b > o.maxMicroBatch)
         continue;
-      for (int64_t pp : divisors(n / (tp * cp))) {
-        if (pp > cfg.layers || (o.maxPP && pp > o.maxPP))
+      int64_t m = perReplica / b;
+      for (const std::string &schedule : o.schedules) {
+        // Without a pipeline the schedule is plain gradient accumulation.
+        if (pp == 1 && schedule != "1f1b")
           continue;
-        int64_t dp = n / (tp * cp * pp);
-        if (cfg.globalBatch % dp)
+        const pipeline::ScheduleKind *kind =
+            pipeline::findScheduleKind(schedule);
+        if (!kind)
           continue;
-        int64_t perReplica = cfg.globalBatch / dp;
-        for (int64_t b : divisors(perReplica)) {
-          if (o.maxMicroBatch && b > o.maxMicroBatch)
+        std::vector<int64_t> vpps = {1};
+        if (kind->vShape) {
+          if (pp == 1 || cfg.layers < 2 * pp)
             continue;
-          int64_t m = perReplica / b;
-          for (const std::string &schedule : o.schedules) {
-            // Without a pipeline the schedule is plain gradient accumulation.
-            if (pp == 1 && schedule != "1f1b")
-              continue;
-            const pipeline::ScheduleKind *kind =
-                pipeline::findScheduleKind(schedule);
-            if (!kind)
-              continue;
-            std::vector<int64_t> vpps = {1};
-            if (kind->vShape) {
-              if (pp == 1 || cfg.layers < 2 * pp)
-                continue;
-              vpps = {2};
-            } else if (schedule == "interleaved") {
-              vpps.clear();
-              if (m % pp || m < pp)
-                continue;
-              for (int64_t v = 2; v <= o.maxVPP; ++v)
-                if (cfg.layers % (pp * v) == 0)
-                  vpps.push_back(v);
-            }
-            if (pp == 1 && schedule != "1f1b")
-              continue;
-            for (int64_t vpp : vpps)
-              for (const std::string &recompute : o.recomputes)
-                // sp and cp both split the sequence: one or the other.
-                for (int sp = 0;
-                     sp <= (o.searchSP && tp > 1 && cp == 1 ? 1 : 0); ++sp)
-                  // ZeRO shards over dp, else over cp.
-                  for (int64_t zero = 0;
-                       zero <= (o.searchZero && dp * cp > 1 ? 3 : 0); ++zero) {
-                    Layout l;
-                    l.dp = dp;
-                    l.cp = cp;
-                    l.tp = tp;
-                    l.pp = pp;
-                    l.vpp = vpp;
-                    l.microbatches = m;
-                    l.schedule = schedule;
-                    l.recompute = recompute;
-                    l.sp = sp;
-                    l.zero = zero;
-                    consider(l);
-                  }
-          }
+          vpps = {2};
+        } else if (schedule == "interleaved") {
+          vpps.clear();
+          if (m % pp || m < pp)
+            continue;
+          for (int64_t v = 2; v <= o.maxVPP; ++v)
+            if (cfg.layers % (pp * v) == 0)
+              vpps.push_back(v);
         }
+        if (pp == 1 && schedule != "1f1b")
+          continue;
+        for (int64_t vpp : vpps)
+          for (const std::string &recompute : o.recomputes)
+            // sp and cp both split the sequence: one or the other.
+            for (int sp = 0;
+                 sp <= (o.searchSP && tp > 1 && cp == 1 ? 1 : 0); ++sp)
+              // ZeRO shards over dp, else over cp.
+              for (int64_t zero = 0;
+                   zero <= (o.searchZero && dp * cp > 1 ? 3 : 0); ++zero) {
+                Layout l;
+                l.dp = dp;
+                l.cp = cp;
+                l.tp = tp;
+                l.pp = pp;
+                l.vpp = vpp;
+                l.microbatches = m;
+                l.schedule = schedule;
+                l.recompute = recompute;
+                l.sp = sp;
+                l.zero = zero;
+                consider(l);
+              }
       }
     }
   }

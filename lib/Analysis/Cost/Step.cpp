@@ -1,4 +1,4 @@
-//===- Step.cpp - time and memory of one training step ----------------------===//
+//===- Step.cpp - time and memory of one training step --------------------===//
 //
 // estimateStep: the pipeline makespan (closed form or Schedule.h's
 // simulator), the data-parallel gradient sync, the optimizer, FLOP rates.

@@ -1,4 +1,4 @@
-//===- Time.cpp - per-layer and per-stage times -----------------------------===//
+//===- Time.cpp - per-layer and per-stage times ---------------------------===//
 //
 // Kernel times (GEMMs against the achievable peak, element-wise traffic
 // against HBM), one layer's forward / backward, and every (virtual) stage's.
