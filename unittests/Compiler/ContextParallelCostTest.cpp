@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "llmir/Analysis/Cost/CostModel.h"
+#include "llmir/Analysis/Cost/Planner.h"
 
 #include <gtest/gtest.h>
 
@@ -161,6 +162,29 @@ TEST(ContextParallelCost, LayoutRules) {
             "cp=4 with sp=true: both split the sequence");
   Layout none;
   EXPECT_EQ(none.str().find("cp="), std::string::npos);
+}
+
+TEST(ContextParallelCost, PlannerSaysWhenOnlyCpUsesEveryRank) {
+  // One head, one layer, one sequence: 4 ranks cannot be tp, pp or dp, so
+  // the only layouts are cp=4 (and ZeRO over it), and the reason says so.
+  TransformerConfig c = llama7b(8192, 1);
+  c.heads = c.kvHeads = 1;
+  c.headDim = 4096;
+  c.layers = 1;
+  PlannerOptions o;
+  o.estimate.precision = bf16Precision();
+  auto plan = planLayouts(c, node(1, 4), o);
+  ASSERT_TRUE(bool(plan)) << llvm::toString(plan.takeError());
+  EXPECT_EQ(plan->top.front().layout.cp, 4);
+  EXPECT_FALSE(plan->fastestWithoutCP || plan->leastMemoryWithoutCP);
+  EXPECT_NE(plan->reason.find("cp=4 splits each sequence: 2048 of 8192 tokens "
+                              "per rank"),
+            std::string::npos)
+      << plan->reason;
+  EXPECT_NE(plan->reason.find("no layout without cp is valid"),
+            std::string::npos);
+  o.maxCP = 2; // and with cp <= 2 nothing uses the 4 ranks
+  EXPECT_FALSE(bool(planLayouts(c, node(1, 4), o)));
 }
 
 } // namespace
