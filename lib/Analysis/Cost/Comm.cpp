@@ -42,9 +42,8 @@ double cost::cpRingAttentionTime(double attention, double localKVBytes,
   return step + double(cp - 1) * std::max(step, localKVBytes / bw + lat);
 }
 
-
 std::pair<double, double> detail::groupLink(const Cluster &c, int64_t size,
-                                    int64_t stride) {
+                                            int64_t stride) {
   if (size <= 1)
     return {c.device.intraBandwidth, c.device.intraLatency};
   bool crossNode = c.nodes > 1 && size * stride > c.gpusPerNode;
@@ -60,7 +59,7 @@ int64_t detail::membersPerNode(const Cluster &c, int64_t size, int64_t stride) {
 }
 
 double detail::groupCollective(const Cluster &c, double bytes, int64_t size,
-                       int64_t stride, double busFactor) {
+                               int64_t stride, double busFactor) {
   if (size <= 1)
     return 0;
   const Device &d = c.device;
@@ -69,17 +68,15 @@ double detail::groupCollective(const Cluster &c, double bytes, int64_t size,
   if (nodes <= 1 || c.nodes <= 1)
     return busFactor * (double(size - 1) / size * bytes / d.intraBandwidth +
                         double(size - 1) * d.intraLatency);
-  double intra = k > 1 ? busFactor * (double(k - 1) / k * bytes / d.intraBandwidth +
-                                      double(k - 1) * d.intraLatency)
-                       : 0;
-  double inter = busFactor * (double(nodes - 1) / nodes * (bytes / k) /
-                                  d.interBandwidth +
-                              double(nodes - 1) * d.interLatency);
+  double intra =
+      k > 1 ? busFactor * (double(k - 1) / k * bytes / d.intraBandwidth +
+                           double(k - 1) * d.intraLatency)
+            : 0;
+  double inter =
+      busFactor * (double(nodes - 1) / nodes * (bytes / k) / d.interBandwidth +
+                   double(nodes - 1) * d.interLatency);
   return intra + inter;
 }
-
-/// Layers of virtual stage s: the plan's stage layout, else spread over the
-/// pp x vpp stages with the remainder on the middle stages first so the
 
 double detail::gradientSyncTime(const Cluster &c, const Layout &l,
                                 double gradBytes, double paramBytes,

@@ -116,7 +116,8 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   return llvm::Error::success();
 }
 
-int64_t detail::layersOfStage(const TransformerConfig &c, const Layout &l, int64_t s) {
+int64_t detail::layersOfStage(const TransformerConfig &c, const Layout &l,
+                              int64_t s) {
   int64_t stages = l.pp * l.vpp;
   if (int64_t(l.stageLayers.size()) == stages)
     return l.stageLayers[s];
@@ -127,7 +128,8 @@ int64_t detail::layersOfStage(const TransformerConfig &c, const Layout &l, int64
   return base + (order < rem ? 1 : 0);
 }
 
-int64_t detail::layersOnRank(const TransformerConfig &c, const Layout &l, int64_t r) {
+int64_t detail::layersOnRank(const TransformerConfig &c, const Layout &l,
+                             int64_t r) {
   int64_t total = 0;
   for (int64_t chunk = 0; chunk < l.vpp; ++chunk)
     total += layersOfStage(c, l, stageOfChunk(l, r, chunk));

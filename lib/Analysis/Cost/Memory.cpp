@@ -54,7 +54,8 @@ LayerActivation cost::layerActivation(const TransformerConfig &c,
   return act;
 }
 
-double detail::rankParams(const TransformerConfig &c, const Layout &l, int64_t r) {
+double detail::rankParams(const TransformerConfig &c, const Layout &l,
+                          int64_t r) {
   LayerParamSplit<int64_t> s = layerParamSplit<int64_t>(c);
   double t = l.tp;
   double params =

@@ -20,7 +20,7 @@ double detail::peakFlops(const Device &d, const Precision &prec) {
 }
 
 double detail::gemmTime(const Device &d, const Precision &prec, double flops,
-                double minDim) {
+                        double minDim) {
   double eff = d.gemmEfficiency;
   if (d.gemmSaturationDim > 0 && minDim < d.gemmSaturationDim)
     eff *= std::max(0.25, minDim / d.gemmSaturationDim);
