@@ -41,6 +41,13 @@ CASES = [
     ("llama-tiny", 16, 64, "dp=2 tp=2 zero=3"),
     ("llama-tiny", 16, 64, "dp=2 zero=3 reshard-after-forward=false"),
     ("gpt2-124m", 4, 256, "dp=2 zero=3"),
+    # Context parallelism: seq/cp tokens per rank, K/V gathered whole.
+    ("gpt2-tiny", 8, 64, "cp=2"),
+    ("gpt2-tiny", 8, 64, "cp=4"),
+    ("llama-tiny", 8, 64, "cp=2"),
+    ("llama-tiny", 8, 64, "cp=4"),
+    ("llama-tiny", 8, 64, "dp=2 cp=2"),
+    ("gpt2-tiny", 8, 64, "cp=2 tp=2"),
 ]
 
 

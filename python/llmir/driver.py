@@ -92,7 +92,10 @@ class Plan:
     `schedule_actions` replaces the built schedule with your own: one action
     list per pipeline rank (F|B|I|W<micro-batch>s<stage>, e.g.
     [["F0s0", "F1s0", "B0s0", "B1s0"], ["F0s1", "B0s1", "F1s1", "B1s1"]]) or
-    the same as text ("rank 0: F0s0 F1s0 ..." lines). Ranks = pp * dp * tp.
+    the same as text ("rank 0: F0s0 F1s0 ..." lines).
+
+    Context parallelism: `cp` ranks split each sequence into 2·cp zig-zag
+    chunks (not with `sp`). Ranks = pp * dp * cp * tp.
 
     A field that makes no sense raises ValueError here; a plan that does not
     fit the model or the batch is a CompileError from llmir.compile."""
@@ -110,9 +113,10 @@ class Plan:
     layout: Optional[str] = None
     schedule_actions: Optional[Union[str, Sequence[Sequence[str]]]] = None
     reshard_after_forward: bool = True  # zero=3: gather again for the backward
+    cp: int = 1  # context parallelism: the sequence split over cp ranks
 
     def __post_init__(self):
-        for name in ("dp", "tp", "pp", "vpp", "microbatches"):
+        for name in ("dp", "tp", "cp", "pp", "vpp", "microbatches"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Plan: {name} must be an integer >= 1, got {v!r}")
@@ -131,6 +135,8 @@ class Plan:
         if self.layout is not None:
             self.layout = "".join(str(self.layout).split())
             self.layout_stages()  # validates
+        if self.cp > 1 and self.sp:
+            raise ValueError(f"Plan: cp={self.cp} with sp=True: both split the sequence")
         if not self.reshard_after_forward and self.zero != 3:
             raise ValueError(f"Plan: reshard_after_forward=False needs zero=3, got zero={self.zero}")
         if self.schedule_actions is not None:
@@ -138,7 +144,7 @@ class Plan:
 
     @property
     def ranks(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.cp * self.tp * self.pp
 
     @property
     def pipelined(self) -> bool:
@@ -212,7 +218,8 @@ class Plan:
     def option(self, workdir: Optional[str] = None) -> str:
         """The --llm-partition options; with rules, writes them to
         `workdir`/partition.rules (a temporary directory when None)."""
-        opt = (f"dp={self.dp} tp={self.tp} sp={str(self.sp).lower()} "
+        cp = f" cp={self.cp}" if self.cp > 1 else ""
+        opt = (f"dp={self.dp}{cp} tp={self.tp} sp={str(self.sp).lower()} "
                f"zero={self.zero} recompute={self.recompute}")
         if self.pipelined or self.layout is not None:
             opt += (f" pp={self.pp} vpp={self.vpp} microbatches={self.microbatches} "

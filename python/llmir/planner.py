@@ -1,6 +1,6 @@
 """`llmir.auto_plan`: the compiler's planner (--llm-auto-partition) from Python.
 
-The planner searches dp x tp x pp x vpp x micro-batches x schedule x recompute x
+The planner searches dp x cp x tp x pp x vpp x micro-batches x schedule x recompute x
 ZeRO x sequence parallelism for the layout with the lowest simulated step time
 that fits the devices' memory (see `llm-opt --help`, "--llm-auto-partition"),
 and returns it as a `Plan` for `llmir.compile`.
@@ -25,7 +25,7 @@ def plan_from_layout(layout: str) -> Plan:
     fields: Dict[str, object] = {}
     for item in layout.split():
         key, _, value = item.partition("=")
-        if key in ("dp", "tp", "pp", "vpp", "microbatches", "zero"):
+        if key in ("dp", "cp", "tp", "pp", "vpp", "microbatches", "zero"):
             fields[key] = int(value)
         elif key == "sp":
             fields[key] = value == "true"

@@ -37,6 +37,8 @@ from conftest import MODELS as REPO_MODELS
     (dict(pp=2, schedule_actions=[["F0s0", "B0s0"]]), "1 rank\\(s\\), expected pp=2"),
     (dict(pp=2, schedule_actions=[["F0s0", "B0"], ["F0s1", "B0s1"]]), "rank 0: bad action 'B0'"),
     (dict(pp=2, schedule_actions="rank 1: F0s0\nrank 0: F0s1"), "line 1: expected 'rank 0: ...'"),
+    (dict(cp=0), "cp must be an integer >= 1, got 0"),
+    (dict(cp=2, tp=2, sp=True), "cp=2 with sp=True: both split the sequence"),
 ])
 def test_bad_plans_are_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -275,3 +277,44 @@ def test_schedule_list_matches_the_compiler():
     listed = re.search(r"unknown schedule 'none' \(expected ([^)]*)\)", res.stderr)
     assert listed, res.stderr
     assert tuple(listed.group(1).split(", ")) == SCHEDULES
+
+
+# --- context parallelism -------------------------------------------------------------------------
+
+def test_cp_plan_fields(tmp_path):
+    plan = llmir.Plan(dp=2, cp=4, tp=2)
+    assert plan.ranks == 16
+    assert plan.option() == "dp=2 cp=4 tp=2 sp=false zero=0 recompute=none"
+    assert llmir.Plan(cp=1).option() == llmir.Plan().option()  # cp=1 is the default, unsaid
+
+
+@needs_opt
+@pytest.mark.parametrize("plan", [dict(cp=2), dict(dp=2, cp=2, tp=2), dict(cp=4, recompute="full")])
+def test_cp_plan_round_trips_through_the_compiler(plan):
+    """Plan -> --llm-partition -> the module's llmir.plan -> the cost model's
+    layout string (--llm-memory-report) -> plan_from_layout: the same Plan."""
+    plan = llmir.Plan(**plan)
+    model = subprocess.run([llmir.tool_path("llm-translate"), "--import-hf-config",
+                            os.path.join(REPO_MODELS, "llama-tiny.json"), "--batch", "4", "--seq", "64"],
+                           capture_output=True, text=True, check=True).stdout
+    res = subprocess.run([llmir.tool_path("llm-opt"), f"--llm-partition={plan.option()}",
+                          "--llm-memory-report=json", "-o", os.devnull],
+                         input=model, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    layout = __import__("json").loads(res.stdout)["layout"]
+    assert f"cp={plan.cp} " in layout
+    assert llmir.plan_from_layout(layout) == plan
+
+
+@needs_opt
+def test_auto_plan_returns_a_cp_plan():
+    """One long sequence of a 2-head, 2-layer model on 4 CPU ranks: the
+    planner splits the sequence over cp and says why; its layout string is
+    the Plan it returns."""
+    cfg = {"model_type": "gpt2", "n_embd": 128, "n_head": 2, "n_layer": 2, "n_positions": 1024,
+           "vocab_size": 1024}
+    plan, report = llmir.auto_plan(cfg, "cpu,ranks=4", batch=1, seq=1024, details=True)
+    assert plan.cp > 1 and plan.ranks == 4, report["top"][0]["layout"]
+    assert llmir.plan_from_layout(report["top"][0]["layout"]) == plan
+    assert f"cp={plan.cp} splits each sequence: {1024 // plan.cp} of 1024 tokens per rank" in report["reason"]
+

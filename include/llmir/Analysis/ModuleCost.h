@@ -27,7 +27,7 @@ readModelConfig(mlir::ModuleOp module, llvm::StringRef pass, std::string *dtype)
 mlir::FailureOr<cost::Layout> readPlanLayout(mlir::ModuleOp module,
                                              llvm::StringRef pass);
 
-/// The one conversion from a plan to the cost model's layout (dp, tp, pp,
+/// The one conversion from a plan to the cost model's layout (dp, cp, tp, pp,
 /// vpp, micro-batches, schedule, recompute, sp, zero, the stage split); an
 /// error when the plan's stage layout does not parse. (The cost model itself
 /// stays free of MLIR, so the conversion lives here.)

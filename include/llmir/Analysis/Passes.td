@@ -70,8 +70,8 @@ def LLMSimulate : Pass<"llm-simulate", "::mlir::ModuleOp"> {
     Times one training step of the module's layout (`llmir.plan`) on a
     cluster with the cost model: per-rank forward/backward time, the
     pipeline schedule simulated by Schedule.h (slowest rank's costs, p2p
-    time on every cross-rank message), exposed data-parallel gradient sync
-    and optimizer time; prints per-stage time, bubble fraction, step time,
+    time on every cross-rank message), the cp K/V exchanges, exposed
+    data-parallel (dp x cp) gradient sync and optimizer time; prints per-stage time, bubble fraction, step time,
     MFU and peak memory per stage, and writes a Chrome-trace / Perfetto
     JSON with `trace=` and an SVG with `svg=`.
 
@@ -88,18 +88,19 @@ def LLMSimulate : Pass<"llm-simulate", "::mlir::ModuleOp"> {
            "Share of the dp gradient sync hidden behind the backward">,
     Option<"layout", "layout", "std::string", "\"\"",
            "Evaluate this layout instead of the module's llmir.plan: "
-           "`dp=..,tp=..,pp=..,vpp=..,microbatches=..,schedule=..,recompute=..,"
-           "sp=..,zero=..` (commas or quoted spaces; what-if without "
-           "partitioning)">
+           "`dp=..,cp=..,tp=..,pp=..,vpp=..,microbatches=..,schedule=..,"
+           "recompute=..,sp=..,zero=..` (commas or quoted spaces; what-if "
+           "without partitioning)">
   ];
 }
 
 def LLMAutoPartition : Pass<"llm-auto-partition", "::mlir::ModuleOp"> {
   let summary = "Choose the fastest layout that fits and partition with it";
   let description = [{
-    Searches dp x tp x pp x vpp x micro-batches x schedule x recompute x
-    ZeRO x sp over all ranks of the cluster (tp within a node, dividing the
-    heads, kv heads and ffn; pp at most the layers), keeps the layouts whose
+    Searches dp x cp x tp x pp x vpp x micro-batches x schedule x recompute
+    x ZeRO x sp over all ranks of the cluster (tp within a node, dividing the
+    heads, kv heads and ffn; cp where the sequence splits into 2·cp chunks,
+    not with sp; pp at most the layers), keeps the layouts whose
     every rank fits `memory-fraction` of device memory, ranks them by
     predicted step time (closed forms, then the schedule simulator for the
     finalists), prints the top-k with step time, MFU, bubble and memory per
@@ -120,6 +121,8 @@ def LLMAutoPartition : Pass<"llm-auto-partition", "::mlir::ModuleOp"> {
            "Share of device memory a layout may use">,
     Option<"maxPP", "max-pp", "int64_t", "0", "Largest pp searched (0: any)">,
     Option<"maxTP", "max-tp", "int64_t", "0", "Largest tp searched (0: any)">,
+    Option<"maxCP", "max-cp", "int64_t", "0",
+           "Largest cp (context parallelism) searched (0: any; 1: no cp)">,
     Option<"maxMicroBatch", "max-micro-batch", "int64_t", "0",
            "Largest micro-batch size searched (0: any)">,
     Option<"apply", "apply", "bool", "true",

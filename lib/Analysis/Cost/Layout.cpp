@@ -16,10 +16,11 @@ using namespace llmir::cost;
 using namespace llmir::cost::detail;
 
 std::string Layout::str() const {
-  return llvm::formatv("dp={0} tp={1} pp={2} vpp={3} microbatches={4} "
+  return llvm::formatv("dp={0} {9}tp={1} pp={2} vpp={3} microbatches={4} "
                        "schedule={5} recompute={6} sp={7} zero={8}",
                        dp, tp, pp, vpp, microbatches, schedule, recompute,
-                       sp ? "true" : "false", zero)
+                       sp ? "true" : "false", zero,
+                       cp > 1 ? "cp=" + std::to_string(cp) + " " : "")
              .str() +
          (reshardAfterForward ? "" : " reshard-after-forward=false") +
          (stageLayers.empty() ? "" : " layout=" + formatStageLayers(stageLayers));
@@ -64,8 +65,9 @@ int64_t cost::microBatchSize(const TransformerConfig &cfg,
 }
 
 llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
-  if (l.dp < 1 || l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.microbatches < 1)
-    return fail("dp, tp, pp, vpp and microbatches must be >= 1");
+  if (l.dp < 1 || l.cp < 1 || l.tp < 1 || l.pp < 1 || l.vpp < 1 ||
+      l.microbatches < 1)
+    return fail("dp, cp, tp, pp, vpp and microbatches must be >= 1");
   if (c.heads % l.tp)
     return fail(llvm::formatv("tp={0} does not divide the {1} attention heads",
                               l.tp, c.heads));
@@ -84,6 +86,13 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   if (l.sp && c.seq % l.tp)
     return fail(llvm::formatv("sp: tp={0} does not divide the sequence of {1}",
                               l.tp, c.seq));
+  if (l.cp > 1 && c.seq % (2 * l.cp))
+    return fail(llvm::formatv("cp={0} needs the sequence of {1} to split into "
+                              "2 x cp = {2} equal chunks",
+                              l.cp, c.seq, 2 * l.cp));
+  if (l.cp > 1 && l.sp)
+    return fail(llvm::formatv("cp={0} with sp=true: both split the sequence",
+                              l.cp));
   if (l.zero < 0 || l.zero > 3)
     return fail("zero must be 0, 1, 2 or 3");
   if (!l.reshardAfterForward && l.zero != 3)
@@ -107,7 +116,22 @@ llvm::Error cost::checkLayout(const TransformerConfig &c, const Layout &l) {
   return llvm::Error::success();
 }
 
-//===----------------------------------------------------------------------===//
-// Activations
-//===----------------------------------------------------------------------===//
+int64_t detail::layersOfStage(const TransformerConfig &c, const Layout &l,
+                              int64_t s) {
+  int64_t stages = l.pp * l.vpp;
+  if (int64_t(l.stageLayers.size()) == stages)
+    return l.stageLayers[s];
+  int64_t base = c.layers / stages, rem = c.layers % stages;
+  int64_t order = s == 0 ? stages - 2 : (s == stages - 1 ? stages - 1 : s - 1);
+  if (stages == 1)
+    order = 0;
+  return base + (order < rem ? 1 : 0);
+}
 
+int64_t detail::layersOnRank(const TransformerConfig &c, const Layout &l,
+                             int64_t r) {
+  int64_t total = 0;
+  for (int64_t chunk = 0; chunk < l.vpp; ++chunk)
+    total += layersOfStage(c, l, stageOfChunk(l, r, chunk));
+  return total;
+}

@@ -55,10 +55,39 @@ bool better(const StepEstimate &a, const StepEstimate &b) {
   if (a.peakMemory != b.peakMemory)
     return a.peakMemory < b.peakMemory;
   const Layout &x = a.layout, &y = b.layout;
-  return std::make_tuple(x.pp, x.tp, x.vpp, x.microbatches, x.zero, x.sp,
-                         scheduleRank(x.schedule), x.stageLayers.size()) <
-         std::make_tuple(y.pp, y.tp, y.vpp, y.microbatches, y.zero, y.sp,
-                         scheduleRank(y.schedule), y.stageLayers.size());
+  return std::make_tuple(x.pp, x.cp, x.tp, x.vpp, x.microbatches, x.zero,
+                         x.sp, scheduleRank(x.schedule),
+                         x.stageLayers.size()) <
+         std::make_tuple(y.pp, y.cp, y.tp, y.vpp, y.microbatches, y.zero,
+                         y.sp, scheduleRank(y.schedule), y.stageLayers.size());
+}
+
+/// Why a context-parallel winner beats the layouts without cp.
+std::string explainContextParallel(const PlanResult &r) {
+  const StepEstimate &best = r.top.front();
+  const Layout &l = best.layout;
+  std::string out = llvm::formatv(
+      "cp={0} splits each sequence: {1} of {2} tokens per rank, activations "
+      "{3} per micro-batch on its fullest rank, K/V exchanges {4} per step; ",
+      l.cp, best.memory.empty() ? 0 : r.seq / l.cp, r.seq,
+      formatBytes(best.memory.front().activationPerMicrobatch),
+      formatSeconds(best.cpCommTime));
+  if (r.fastestWithoutCP)
+    return out + llvm::formatv("the fastest layout without cp that fits ({0}) "
+                               "takes {1} ({2:F1}% slower)\n",
+                               r.fastestWithoutCP->layout.str(),
+                               formatSeconds(r.fastestWithoutCP->stepTime),
+                               100 * (r.fastestWithoutCP->stepTime /
+                                          best.stepTime -
+                                      1))
+                     .str();
+  if (r.leastMemoryWithoutCP)
+    return out + llvm::formatv("no layout without cp fits: the least "
+                               "demanding ({0}) needs {1} per rank\n",
+                               r.leastMemoryWithoutCP->layout.str(),
+                               formatBytes(r.leastMemoryWithoutCP->peakMemory))
+                     .str();
+  return out + "no layout without cp is valid\n";
 }
 
 std::string explainWinner(const PlanResult &r) {
@@ -98,6 +127,8 @@ std::string explainWinner(const PlanResult &r) {
                     formatStageLayers(a.stageLayers) + ")");
     if (a.recompute != b.recompute)
       why.push_back("recompute=" + a.recompute + " instead of " + b.recompute);
+    if (a.cp != b.cp)
+      why.push_back(llvm::formatv("cp={0} instead of {1}", a.cp, b.cp));
     if (a.tp < b.tp)
       why.push_back(llvm::formatv("fewer tp collectives (tp={0} vs {1})", a.tp,
                                   b.tp));
@@ -111,6 +142,8 @@ std::string explainWinner(const PlanResult &r) {
     }
     os << "\n";
   }
+  if (best.layout.cp > 1)
+    os << explainContextParallel(r);
   if (!r.fastestInfeasible.empty()) {
     const StepEstimate &f = r.fastestInfeasible.front();
     os << llvm::formatv("the fastest layout ignoring memory ({0}, {1}) needs "
@@ -121,6 +154,39 @@ std::string explainWinner(const PlanResult &r) {
   return out;
 }
 
+
+/// A dp x cp x tp x pp grid using every rank.
+struct GridShape {
+  int64_t dp, cp, tp, pp;
+};
+
+/// The grids the planner searches: tp within a node (NVLink; the vocabulary
+/// is padded to a multiple of tp, so only heads, kv heads and ffn divide),
+/// cp where the sequence splits into 2·cp equal zig-zag chunks, pp up to the
+/// layers, dp dividing the batch; the options' limits.
+std::vector<GridShape> gridShapes(const TransformerConfig &cfg,
+                                  const Cluster &cluster,
+                                  const PlannerOptions &o) {
+  int64_t n = cluster.ranks();
+  std::vector<GridShape> out;
+  for (int64_t tp : divisors(cluster.gpusPerNode)) {
+    if ((o.maxTP && tp > o.maxTP) || cfg.heads % tp || cfg.kvHeads % tp ||
+        cfg.ffn % tp || n % tp)
+      continue;
+    for (int64_t cp : divisors(n / tp)) {
+      if ((o.maxCP && cp > o.maxCP) || (cp > 1 && cfg.seq % (2 * cp)))
+        continue;
+      for (int64_t pp : divisors(n / (tp * cp))) {
+        int64_t dp = n / (tp * cp * pp);
+        if (pp > cfg.layers || (o.maxPP && pp > o.maxPP) ||
+            cfg.globalBatch % dp)
+          continue;
+        out.push_back({dp, cp, tp, pp});
+      }
+    }
+  }
+  return out;
+}
 } // namespace
 
 llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
@@ -137,6 +203,7 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
 
   std::vector<StepEstimate> feasible;
   std::optional<StepEstimate> leastMemory, fastestAny;
+  result.seq = cfg.seq;
   auto consider = [&](const Layout &layout) {
     ++result.evaluated;
     auto e = estimateStep(cfg, layout, cluster, o.estimate, /*simulate=*/false);
@@ -148,68 +215,70 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
       leastMemory = *e;
     if (!fastestAny || better(*e, *fastestAny))
       fastestAny = *e;
-    if (e->peakMemory <= result.usableBytes)
+    bool fits = e->peakMemory <= result.usableBytes;
+    if (layout.cp == 1) {
+      std::optional<StepEstimate> &least = result.leastMemoryWithoutCP;
+      std::optional<StepEstimate> &fastest = result.fastestWithoutCP;
+      if (!least || e->peakMemory < least->peakMemory)
+        least = *e;
+      if (fits && (!fastest || better(*e, *fastest)))
+        fastest = *e;
+    }
+    if (fits)
       feasible.push_back(std::move(*e));
   };
 
-  for (int64_t tp : divisors(cluster.gpusPerNode)) {
-    // Tensor parallelism stays inside a node (NVLink); the vocabulary is
-    // padded to a multiple of tp, so only heads, kv heads and ffn divide.
-    if ((o.maxTP && tp > o.maxTP) || cfg.heads % tp || cfg.kvHeads % tp ||
-        cfg.ffn % tp || n % tp)
-      continue;
-    for (int64_t pp : divisors(n / tp)) {
-      if (pp > cfg.layers || (o.maxPP && pp > o.maxPP))
+  for (const GridShape &g : gridShapes(cfg, cluster, o)) {
+    int64_t dp = g.dp, cp = g.cp, tp = g.tp, pp = g.pp;
+    int64_t perReplica = cfg.globalBatch / dp;
+    for (int64_t b : divisors(perReplica)) {
+      if (o.maxMicroBatch && b > o.maxMicroBatch)
         continue;
-      int64_t dp = n / (tp * pp);
-      if (cfg.globalBatch % dp)
-        continue;
-      int64_t perReplica = cfg.globalBatch / dp;
-      for (int64_t b : divisors(perReplica)) {
-        if (o.maxMicroBatch && b > o.maxMicroBatch)
+      int64_t m = perReplica / b;
+      for (const std::string &schedule : o.schedules) {
+        // Without a pipeline the schedule is plain gradient accumulation.
+        if (pp == 1 && schedule != "1f1b")
           continue;
-        int64_t m = perReplica / b;
-        for (const std::string &schedule : o.schedules) {
-          // Without a pipeline the schedule is plain gradient accumulation.
-          if (pp == 1 && schedule != "1f1b")
+        const pipeline::ScheduleKind *kind =
+            pipeline::findScheduleKind(schedule);
+        if (!kind)
+          continue;
+        std::vector<int64_t> vpps = {1};
+        if (kind->vShape) {
+          if (pp == 1 || cfg.layers < 2 * pp)
             continue;
-          const pipeline::ScheduleKind *kind =
-              pipeline::findScheduleKind(schedule);
-          if (!kind)
+          vpps = {2};
+        } else if (schedule == "interleaved") {
+          vpps.clear();
+          if (m % pp || m < pp)
             continue;
-          std::vector<int64_t> vpps = {1};
-          if (kind->vShape) {
-            if (pp == 1 || cfg.layers < 2 * pp)
-              continue;
-            vpps = {2};
-          } else if (schedule == "interleaved") {
-            vpps.clear();
-            if (m % pp || m < pp)
-              continue;
-            for (int64_t v = 2; v <= o.maxVPP; ++v)
-              if (cfg.layers % (pp * v) == 0)
-                vpps.push_back(v);
-          }
-          if (pp == 1 && schedule != "1f1b")
-            continue;
-          for (int64_t vpp : vpps)
-            for (const std::string &recompute : o.recomputes)
-              for (int sp = 0; sp <= (o.searchSP && tp > 1 ? 1 : 0); ++sp)
-                for (int64_t zero = 0;
-                     zero <= (o.searchZero && dp > 1 ? 3 : 0); ++zero) {
-                  Layout l;
-                  l.dp = dp;
-                  l.tp = tp;
-                  l.pp = pp;
-                  l.vpp = vpp;
-                  l.microbatches = m;
-                  l.schedule = schedule;
-                  l.recompute = recompute;
-                  l.sp = sp;
-                  l.zero = zero;
-                  consider(l);
-                }
+          for (int64_t v = 2; v <= o.maxVPP; ++v)
+            if (cfg.layers % (pp * v) == 0)
+              vpps.push_back(v);
         }
+        if (pp == 1 && schedule != "1f1b")
+          continue;
+        for (int64_t vpp : vpps)
+          for (const std::string &recompute : o.recomputes)
+            // sp and cp both split the sequence: one or the other.
+            for (int sp = 0;
+                 sp <= (o.searchSP && tp > 1 && cp == 1 ? 1 : 0); ++sp)
+              // ZeRO shards over dp, else over cp.
+              for (int64_t zero = 0;
+                   zero <= (o.searchZero && dp * cp > 1 ? 3 : 0); ++zero) {
+                Layout l;
+                l.dp = dp;
+                l.cp = cp;
+                l.tp = tp;
+                l.pp = pp;
+                l.vpp = vpp;
+                l.microbatches = m;
+                l.schedule = schedule;
+                l.recompute = recompute;
+                l.sp = sp;
+                l.zero = zero;
+                consider(l);
+              }
       }
     }
   }
@@ -229,7 +298,8 @@ llvm::Expected<PlanResult> cost::planLayouts(const TransformerConfig &cfg,
       double total = 0;
       for (const StageMemory &m : leastMemory->memory)
         total += m.totalBytes;
-      total *= leastMemory->layout.dp * leastMemory->layout.tp;
+      total *= leastMemory->layout.dp * leastMemory->layout.cp *
+               leastMemory->layout.tp;
       os << llvm::formatv(
           "the model does not fit: the least demanding layout ({0}) needs "
           ">= {1} per GPU, the {2} has {3} usable ({4:F0}% of {5}); in total "
@@ -298,12 +368,12 @@ std::string cost::formatPlan(const PlanResult &r, const Cluster &cluster) {
                       cluster.nodes, cluster.gpusPerNode, cluster.device.name,
                       r.evaluated, r.feasible, formatBytes(r.usableBytes),
                       r.searchSeconds);
-  os << llvm::formatv("{0,-3} {1,-3} {2,-3} {3,-3} {4,-3} {5,-5} {6,-4} "
-                      "{7,-11} {8,-9} {9,-3} {10,-4} {11,11} {12,7} {13,8} "
-                      "{14,14}  {15}\n",
+  os << llvm::formatv("{0,-3} {1,-3} {16,-3} {2,-3} {3,-3} {4,-3} {5,-5} "
+                      "{6,-4} {7,-11} {8,-9} {9,-3} {10,-4} {11,11} {12,7} "
+                      "{13,8} {14,14}  {15}\n",
                       "#", "dp", "tp", "pp", "vpp", "mb", "mbs", "schedule",
                       "recompute", "sp", "zero", "step", "MFU", "bubble",
-                      "per device", "memory per stage (max)");
+                      "per device", "memory per stage (max)", "cp");
   for (auto [i, e] : llvm::enumerate(r.top)) {
     const Layout &l = e.layout;
     std::string mem;
@@ -317,16 +387,16 @@ std::string cost::formatPlan(const PlanResult &r, const Cluster &cluster) {
       mem = formatBytes(e.memory.front().totalBytes) + " .. " +
             formatBytes(e.memory.back().totalBytes);
     }
-    os << llvm::formatv("{0,-3} {1,-3} {2,-3} {3,-3} {4,-3} {5,-5} {6,-4} "
-                        "{7,-11} {8,-9} {9,-3} {10,-4} {11,11} {12,6:F1}% "
-                        "{13,7:F1}% {14,14}  {15} (max {16})\n",
+    os << llvm::formatv("{0,-3} {1,-3} {17,-3} {2,-3} {3,-3} {4,-3} {5,-5} "
+                        "{6,-4} {7,-11} {8,-9} {9,-3} {10,-4} {11,11} "
+                        "{12,6:F1}% {13,7:F1}% {14,14}  {15} (max {16})\n",
                         i + 1, l.dp, l.tp, l.pp, l.vpp, l.microbatches,
                         e.microBatch, l.schedule, l.recompute,
                         l.sp ? "yes" : "no", l.zero,
                         formatSeconds(e.stepTime), 100 * e.mfu,
                         100 * e.bubbleFraction,
                         formatFlops(e.hardwareTflopsPerGpu * 1e12), mem,
-                        formatBytes(maxMem));
+                        formatBytes(maxMem), l.cp);
   }
   os << "why: " << r.reason;
   return out;

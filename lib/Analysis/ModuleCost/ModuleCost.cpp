@@ -93,13 +93,8 @@ FailureOr<cost::Layout> llmir::readPlanLayout(ModuleOp module, StringRef pass) {
 
 llvm::Expected<cost::Layout> llmir::toCostLayout(tfm::PlanAttr plan) {
   cost::Layout l;
-  // Context parallelism is not modelled yet: refuse rather than price the
-  // plan as if each rank held the whole sequence.
-  if (int64_t cp = plan.axisSize("cp"); cp > 1)
-    return llvm::createStringError(
-        "the cost model does not know context parallelism yet (the plan has cp=" +
-        std::to_string(cp) + ")");
   l.dp = plan.axisSize("dp");
+  l.cp = plan.axisSize("cp");
   l.tp = plan.axisSize("tp");
   l.pp = plan.axisSize("pp");
   l.microbatches = plan.getMicrobatches();
@@ -229,13 +224,9 @@ llmir::styleOptions(ModuleOp module, StringRef pass, StringRef style,
 }
 
 llvm::Expected<cost::Layout> llmir::toCostLayout(const PartitionOptions &o) {
-  if (o.cp > 1)
-    return llvm::createStringError(
-        llvm::inconvertibleErrorCode(),
-        "the cost model does not know context parallelism yet (cp=" +
-            std::to_string(o.cp) + ")");
   cost::Layout l;
   l.dp = o.dp;
+  l.cp = o.cp;
   l.tp = o.tp;
   l.pp = o.pp;
   l.vpp = o.vpp;
@@ -257,6 +248,7 @@ llvm::Expected<cost::Layout> llmir::toCostLayout(const PartitionOptions &o) {
 PartitionOptions llmir::toPartitionOptions(const cost::Layout &l) {
   PartitionOptions o;
   o.dp = l.dp;
+  o.cp = l.cp;
   o.tp = l.tp;
   o.pp = l.pp;
   o.vpp = l.vpp;
@@ -298,6 +290,7 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
     }
     int64_t *field = llvm::StringSwitch<int64_t *>(key)
                          .Case("dp", &l.dp)
+                         .Case("cp", &l.cp)
                          .Case("tp", &l.tp)
                          .Case("pp", &l.pp)
                          .Case("vpp", &l.vpp)
@@ -329,8 +322,8 @@ LogicalResult llmir::parseLayoutSpec(ModuleOp module, StringRef pass,
     } else {
       return module.emitError()
              << "--" << pass << ": layout: unknown key '" << key
-             << "' (dp, tp, pp, vpp, microbatches, schedule, recompute, sp, "
-                "zero, layout)";
+             << "' (dp, cp, tp, pp, vpp, microbatches, schedule, recompute, "
+                "sp, zero, layout)";
     }
   }
   // V schedules run two chunks per rank whatever vpp says (as --llm-partition).

@@ -66,6 +66,7 @@ struct LLMAutoPartitionPass
     options.memoryFraction = memoryFraction;
     options.maxPP = maxPP;
     options.maxTP = maxTP;
+    options.maxCP = maxCP;
     options.maxMicroBatch = maxMicroBatch;
     // The style decides precision and activations; for the llmir style the
     // gradients of a pp=1, one-micro-batch layout are temporaries and

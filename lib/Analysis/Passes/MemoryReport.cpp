@@ -82,6 +82,7 @@ struct LLMMemoryReportPass
           {"params", totalParams(cfg)},
           {"layout", layout.str()},
           {"micro_batch", b},
+          {"local_seq", layout.localSeq(cfg.seq)},
           {"style", style.getValue()},
           {"precision", options->precision.name},
           {"persistent_grads", options->persistentGrads},
@@ -105,7 +106,12 @@ struct LLMMemoryReportPass
                         cfg.type, cfg.layers, cfg.hidden, totalParams(cfg),
                         cfg.globalBatch, cfg.seq);
     os << "layout: " << layout.str() << ", micro-batch " << b
-       << " sequences\n";
+       << " sequences";
+    if (layout.cp > 1)
+      os << llvm::formatv(" of {0} tokens per rank (seq / cp={1}; K and V "
+                          "all-gathered over cp per attention)",
+                          layout.localSeq(cfg.seq), layout.cp);
+    os << "\n";
     os << llvm::formatv("style: {0} (precision {1}: {2}+{3}+{4} bytes per "
                         "parameter; activations in {5} bytes, dropout {6}, "
                         "attention scores {7}; gradients {8})\n",

@@ -211,7 +211,14 @@ struct LLMSimulatePass : public llmir::impl::LLMSimulateBase<LLMSimulatePass> {
                                                layout.microbatches,
                                                layout.vpp, uniform),
         formatSeconds(e.p2pTime));
-    os << llvm::formatv("dp gradient sync {0} (exposed), optimizer {1}\n",
+    if (layout.cp > 1)
+      os << llvm::formatv("cp={0}: {1} tokens per rank; K/V all-gather and "
+                          "dK/dV reduce-scatter {2} per step (in the "
+                          "pipeline time)\n",
+                          layout.cp, layout.localSeq(cfg.seq),
+                          formatSeconds(e.cpCommTime));
+    os << llvm::formatv("{0} gradient sync {1} (exposed), optimizer {2}\n",
+                        layout.cp > 1 ? "dp x cp" : "dp",
                         formatSeconds(e.dpTime),
                         formatSeconds(e.optimizerTime));
     double tokens = double(cfg.globalBatch) * cfg.seq;

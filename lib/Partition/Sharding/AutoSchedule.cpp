@@ -71,7 +71,7 @@ LogicalResult llmir::chooseSchedule(ModuleOp module, PartitionOptions &o,
     return failure();
   ClusterSpec spec;
   spec.gpu = gpu.empty() ? "h100-80g" : gpu.str();
-  spec.gpusPerNode = o.dp * o.tp * o.pp;
+  spec.gpusPerNode = o.dp * o.cp * o.tp * o.pp;
   FailureOr<cost::Cluster> cluster = buildCluster(module, pass, spec);
   if (failed(cluster))
     return failure();

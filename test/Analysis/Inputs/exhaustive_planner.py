@@ -12,6 +12,7 @@ the planner's pick.
 CLUSTER_OPTIONS is passed to both passes as is (e.g. "cluster=cpu,ranks=4"
 or "cluster-file=c.json").
 """
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -56,13 +57,17 @@ def main():
 
     best = None
     count = 0
+    layouts = []
     for tp in divisors(gpn):
         if heads % tp or kv % tp or ffn % tp:
             continue
-        for pp in divisors(n // tp):
+        # Context parallelism: seq in 2·cp equal chunks; cp ranks between dp and tp.
+        cp_pp = [(cp, pp) for cp in divisors(n // tp) if cp == 1 or seq % (2 * cp) == 0
+                 for pp in divisors(n // (tp * cp))]
+        for cp, pp in cp_pp:
             if pp > layers:
                 continue
-            dp = n // (tp * pp)
+            dp = n // (tp * cp * pp)
             if batch % dp:
                 continue
             for b in divisors(batch // dp):
@@ -81,22 +86,25 @@ def main():
                         vpps = [v for v in (2, 3, 4) if layers % (pp * v) == 0]
                     for vpp in vpps:
                         for rc in ["none", "selective", "full"]:
-                            for sp in ([False, True] if tp > 1 else [False]):
+                            for sp in ([False, True] if tp > 1 and cp == 1 else [False]):
                                 if sp and seq % tp:
                                     continue
-                                for zero in ([0, 1, 2] if dp > 1 else [0]):
-                                    layout = (f"dp={dp},tp={tp},pp={pp},vpp={vpp},microbatches={m},"
+                                for zero in ([0, 1, 2] if dp * cp > 1 else [0]):
+                                    layout = (f"dp={dp},cp={cp},tp={tp},pp={pp},vpp={vpp},microbatches={m},"
                                               f"schedule={sched},recompute={rc},"
                                               f"sp={'true' if sp else 'false'},zero={zero}")
-                                    e = simulate(layout)
-                                    if e is None:
-                                        continue
-                                    count += 1
-                                    if e["peak_memory_bytes"] > usable:
-                                        continue
-                                    key = (e["step_time_s"], e["peak_memory_bytes"])
-                                    if best is None or key < best[0]:
-                                        best = (key, e["layout"])
+                                    layouts.append(layout)
+    # One llm-opt per layout, a few at a time (they mostly wait on start-up).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for e in pool.map(simulate, layouts):
+            if e is None:
+                continue
+            count += 1
+            if e["peak_memory_bytes"] > usable:
+                continue
+            key = (e["step_time_s"], e["peak_memory_bytes"])
+            if best is None or key < best[0]:
+                best = (key, e["layout"])
     print(f"exhaustive: {count} layouts simulated")
     if best is None:
         print("exhaustive: nothing fits")

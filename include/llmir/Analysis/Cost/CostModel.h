@@ -1,7 +1,7 @@
 //===- CostModel.h - time and memory of a parallel transformer layout -*- C++ -*-===//
 //
 // An analytic model of one training step of a GPT-2 / LLaMA-class transformer
-// under a dp x tp x pp (x vpp) layout: device presets, per-layer forward /
+// under a dp x cp x tp x pp (x vpp) layout: device presets, per-layer forward /
 // input-backward / weight-backward times, ring collective costs and memory
 // per pipeline rank (parameters, gradients, AdamW state with ZeRO-1,
 // activations per in-flight micro-batch after Korthikanti et al. 2022).
@@ -169,6 +169,10 @@ ActivationPolicy megatronActivations();
 /// A parallel layout, as --llm-partition spells it.
 struct Layout {
   int64_t dp = 1, tp = 1, pp = 1, vpp = 1;
+  /// Context parallelism: the sequence split over `cp` ranks (2·cp zig-zag
+  /// chunks, K/V all-gathered before each attention). Rank order in the grid:
+  /// tp fastest, then cp, dp, pp.
+  int64_t cp = 1;
   int64_t microbatches = 1;
   std::string schedule = "1f1b";  ///< a kind of ScheduleKinds.h
   std::string recompute = "none"; ///< none, selective, full
@@ -182,8 +186,14 @@ struct Layout {
   /// Layout::str() prints it as `layout=...` when set.
   std::vector<int64_t> stageLayers;
 
-  int64_t ranks() const { return dp * tp * pp; }
-  /// "dp=2 tp=2 pp=1 ..." in --llm-partition option syntax.
+  int64_t ranks() const { return dp * cp * tp * pp; }
+  /// Tokens of a sequence each rank holds (seq / cp).
+  int64_t localSeq(int64_t seq) const { return seq / cp; }
+  /// The ranks ZeRO shards over: dp, or cp when dp = 1 (cp ranks hold the
+  /// same parameters, like dp replicas).
+  int64_t zeroShards() const { return dp > 1 ? dp : cp; }
+  /// "dp=2 tp=2 pp=1 ..." in --llm-partition option syntax (cp=N after dp
+  /// when cp > 1).
   std::string str() const;
 };
 
@@ -197,8 +207,9 @@ llvm::Expected<std::vector<int64_t>> parseStageLayers(llvm::StringRef text);
 /// Sequences per micro-batch: globalBatch / (dp * microbatches).
 int64_t microBatchSize(const TransformerConfig &cfg, const Layout &layout);
 
-/// Divisibility and option rules (heads, kv heads, ffn, seq with sp, batch
-/// over dp x micro-batches, layers over pp x vpp, schedule constraints). The
+/// Divisibility and option rules (heads, kv heads, ffn, seq with sp, seq
+/// over 2·cp chunks, batch over dp x micro-batches, layers over pp x vpp,
+/// schedule constraints, no cp with sp). The
 /// message says which quantity does not divide which.
 llvm::Error checkLayout(const TransformerConfig &cfg, const Layout &layout);
 
@@ -208,7 +219,9 @@ llvm::Error checkLayout(const TransformerConfig &cfg, const Layout &layout);
 //===----------------------------------------------------------------------===//
 
 /// Stored activation bytes of one decoder layer for one micro-batch of
-/// `microBatch` sequences on one tp rank. With the Megatron policy in bf16,
+/// `microBatch` sequences on one tp rank (seq/cp tokens of each with cp; the
+/// K and V all-gathered over cp are kept whole for the attention's
+/// backward). With the Megatron policy in bf16,
 /// f = 4h, a = heads and kv = heads this is exactly
 ///   none:      s·b·h·(34 + 5·a·s/h)                (tp = 1)
 ///              s·b·h·(10 + 24/t + 5·a·s/(h·t))     (tp = t, no sp)
@@ -272,12 +285,27 @@ double allGatherTime(double bytes, int64_t n, double bandwidth, double latency);
 double reduceScatterTime(double bytes, int64_t n, double bandwidth,
                          double latency);
 
+/// Context parallelism: one attention (forward or backward) of a rank whose
+/// own compute takes `attention` seconds and whose local K and V (seq/cp
+/// tokens) are `localKVBytes`, with the K/V exchange over `cp` ranks.
+///   all-gather (--llm-partition's today): the exchange before the attention,
+///     not overlapped: attention + allGatherTime(cp·localKVBytes, cp)
+///     (the backward's dK/dV reduce-scatter costs the same).
+///   ring: cp-1 send/recv steps of one rank's K/V each, step i's transfer
+///     overlapped with the partial attention over the chunk received at step
+///     i-1: attention/cp + (cp-1)·max(attention/cp, localKVBytes/bw + lat).
+double cpAllGatherAttentionTime(double attention, double localKVBytes,
+                                int64_t cp, double bandwidth, double latency);
+double cpRingAttentionTime(double attention, double localKVBytes, int64_t cp,
+                           double bandwidth, double latency);
+
 /// Per-layer times of one micro-batch on one rank (seconds).
 struct LayerTime {
   double forward = 0;     ///< GEMMs + element-wise + exposed tp collectives
   double backwardInput = 0;  ///< activation gradients (+ recompute)
   double backwardWeight = 0; ///< weight gradients
   double tpComm = 0;      ///< tp collectives inside forward + backward
+  double cpComm = 0;      ///< cp K/V all-gather + dK/dV reduce-scatter
   double recompute = 0;   ///< extra forward work of the recompute policy
   double flops = 0;       ///< hardware FLOPs of F + B (+ recompute)
 };
@@ -316,6 +344,9 @@ struct StepEstimate {
   double pipelineTime = 0;  ///< makespan of the schedule
   double bubbleFraction = 0;
   double dpTime = 0;        ///< exposed data-parallel gradient sync
+                            ///< (over dp x cp with context parallelism)
+  double cpCommTime = 0;    ///< cp K/V exchanges of the slowest rank (inside
+                            ///< pipelineTime, per step)
   double optimizerTime = 0;
   double stepTime = 0;
   double p2pTime = 0;       ///< one stage-to-stage activation message

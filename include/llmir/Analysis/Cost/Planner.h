@@ -1,7 +1,8 @@
 //===- Planner.h - search for the fastest layout that fits ------*- C++ -*-===//
 //
-// Enumerates dp x tp x pp x vpp x micro-batches x schedule x recompute x
-// ZeRO x sp for a model on a cluster, keeps the layouts whose every pipeline
+// Enumerates dp x cp x tp x pp x vpp x micro-batches x schedule x recompute
+// x ZeRO x sp (sp only without cp; cp where seq splits into 2·cp chunks) for
+// a model on a cluster, keeps the layouts whose every pipeline
 // rank fits device memory and ranks them by predicted step time (closed
 // forms for all, Schedule.h's simulator for the finalists). All layers of a
 // model are alike, so one layer's time and memory is computed per
@@ -14,6 +15,7 @@
 
 #include "llmir/Analysis/Cost/CostModel.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +31,7 @@ struct PlannerOptions {
   /// fragmentation and framework buffers take the rest).
   double memoryFraction = 0.9;
   /// Search limits (0 = none).
-  int64_t maxPP = 0, maxTP = 0, maxMicroBatch = 0, maxVPP = 4;
+  int64_t maxPP = 0, maxTP = 0, maxMicroBatch = 0, maxVPP = 4, maxCP = 0;
   /// Schedule kinds searched (default: every kind of ScheduleKinds.h).
   std::vector<std::string> schedules = allScheduleNames();
   std::vector<std::string> recomputes = {"none", "selective", "full"};
@@ -46,6 +48,10 @@ struct PlanResult {
   double usableBytes = 0;         ///< per device
   /// Fastest layout ignoring memory, when it does not fit (else empty).
   std::vector<StepEstimate> fastestInfeasible;
+  /// Without context parallelism (cp = 1): the fastest layout that fits
+  /// (closed form) and the least demanding one, to say why a cp layout wins.
+  std::optional<StepEstimate> fastestWithoutCP, leastMemoryWithoutCP;
+  int64_t seq = 0; ///< the model's sequence length
   /// Why the best wins, one sentence per line.
   std::string reason;
 };
