@@ -268,9 +268,10 @@ void ProgramLowering::planGemmEpilogue(LinearOp linear, int64_t step) {
   using Kind = LogicalBuffer::Kind;
   epilogueOps.insert(fused.activation);
   unsigned out = newBuffer(Kind::Temp, fused.activation->getResult(0), "", step);
-  // gemm_dgelu_bgrad never materializes the GEMM's own result (the gradient
-  // that gelu_grad reads): it names the fused output.
-  if (isa<GeluGradOp>(fused.activation))
+  // The GEMM's own result is never materialized when only the epilogue reads
+  // it (gemm_dgelu_bgrad's incoming gradient; a pre-activation no backward
+  // reads): it names the fused output.
+  if (isa<GeluGradOp>(fused.activation) || linear.getResult().hasOneUse())
     bufferOf[linear.getResult()] = out;
   if (fused.biasGrad) {
     epilogueOps.insert(fused.biasGrad);
