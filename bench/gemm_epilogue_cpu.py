@@ -7,8 +7,8 @@ gelu_tanh, gelu_tanh_grad, sum_rows), run alternately.
                                                 [--compute f32|bf16] [--threads N]
 
 Prints the median step time of each (the steps after the warm-up, pooled over the rounds), the ratio
-unfused/fused (> 1: fusion is faster), the same for the fastest step, the fused kernels per program, the compiler's temporary peak of both and the
-largest loss difference (exit 1 if it exceeds 1e-6 relative for f32, 1e-2 for bf16). Never fails on time.
+unfused/fused (> 1: fusion is faster), the same for the fastest step, the fused kernels per program, the
+compiler's temporary peak of both and the largest loss difference (exit 1 if it exceeds 1e-6 relative for f32, 1e-2 for bf16). Never fails on time.
 """
 
 from __future__ import annotations
