@@ -435,9 +435,9 @@ def test_non_finite_values_stop_the_run(gpt2_run, tmp_path):
     # Training: the gradient check names the parameter and the step.
     res = run([tool("llm-run"), str(train), "--weights", str(path), "--data", str(tokens)])
     assert_clean_error(res, "non-finite gradient of parameter", "step 0")
-    # Evaluation with --check-numerics: the first op producing Inf/NaN is named.
+    # Evaluation with --check-numerics: the first op producing Inf/NaN is named (c_fc's GEMM, fused with its GELU).
     res = llm_run(prog, path, tokens, "--check-numerics")
-    assert_clean_error(res, "op 'gemm'", "produced a non-finite value")
+    assert_clean_error(res, "op 'kernel 'gemm_bias_gelu''", "produced a non-finite value")
 
 
 def test_killed_checkpoint_write_keeps_the_previous_checkpoint(gpt2_run, tmp_path):

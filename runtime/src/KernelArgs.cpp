@@ -182,8 +182,8 @@ StatusOr<TransposeArgs> decodeTranspose(const Instr &instr, size_t maxRank,
 }
 
 // ---- gemm -------------------------------------------------------------------
-StatusOr<GemmArgs> decodeGemm(const Instr &instr) {
-  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+/// The GEMM of ins[0], ins[1] into outs[0] with the instruction's attributes.
+static StatusOr<GemmArgs> decodeGemmOperands(const Instr &instr) {
   GemmArgs g;
   const BufferRef &a = instr.ins[0], &b = instr.ins[1], &c = instr.outs[0];
   g.a = &a;
@@ -212,8 +212,42 @@ StatusOr<GemmArgs> decodeGemm(const Instr &instr) {
     if (b.shape[0] != g.batch || c.shape[0] != g.batch)
       return invalid("gemm batch sizes disagree");
   }
+  return g;
+}
+
+StatusOr<GemmArgs> decodeGemm(const Instr &instr) {
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(2, 1));
+  LLMIR_ASSIGN_OR_RETURN(GemmArgs g, decodeGemmOperands(instr));
   g.bias = instr.ins.size() == 3 ? &instr.ins[2] : nullptr;
   return g;
+}
+
+StatusOr<GemmEpilogueArgs> decodeGemmEpilogue(const Instr &instr) {
+  if (instr.ins.size() != 3 || instr.outs.empty() || instr.outs.size() > 2)
+    return invalid(instr.describe() + ": expected 3 inputs and 1 or 2 outputs, found " +
+                   std::to_string(instr.ins.size()) + " and " +
+                   std::to_string(instr.outs.size()));
+  GemmEpilogueArgs e;
+  LLMIR_ASSIGN_OR_RETURN(e.gemm, decodeGemmOperands(instr));
+  if (e.gemm.rank != 2)
+    return invalid(instr.describe() + ": expected 2-D operands, found " +
+                   instr.ins[0].str());
+  const BufferRef &c = instr.outs[0];
+  e.backward = instr.isKernel(KernelId::GemmDgeluBgrad);
+  const BufferRef *extra = instr.outs.size() == 2 ? &instr.outs[1] : nullptr;
+  e.pre = e.backward ? &instr.ins[2] : extra;
+  if (e.backward)
+    e.dbias = extra;
+  else
+    e.bias = &instr.ins[2];
+  if (e.pre && e.pre->shape != c.shape)
+    return invalid(instr.describe() + ": the pre-activation " + e.pre->str() +
+                   " does not have the output's shape " + c.str());
+  for (const BufferRef *v : {e.bias, e.dbias})
+    if (v && (v->shape.size() != 1 || v->shape[0] != e.gemm.n))
+      return invalid(instr.describe() + ": the bias " + v->str() + " does not have " +
+                     std::to_string(e.gemm.n) + " elements");
+  return e;
 }
 
 Status checkGemmBias(const GemmArgs &g) {

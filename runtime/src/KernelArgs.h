@@ -107,6 +107,16 @@ struct GemmArgs {
 StatusOr<GemmArgs> decodeGemm(const Instr &instr);
 /// The optional bias has n elements.
 Status checkGemmBias(const GemmArgs &g);
+/// gemm_bias_gelu / gemm_dgelu_bgrad (Kernels.def): a 2-D GEMM of ins[0] and
+/// ins[1] into outs[0] (`gemm.bias` unset), its epilogue operands checked.
+struct GemmEpilogueArgs {
+  GemmArgs gemm;
+  const BufferRef *bias = nullptr; ///< gemm_bias_gelu: ins[2], [n]
+  const BufferRef *pre = nullptr;  ///< the pre-activation: outs[1] (forward) or ins[2]
+  const BufferRef *dbias = nullptr; ///< gemm_dgelu_bgrad: outs[1], [n]
+  bool backward = false;
+};
+StatusOr<GemmEpilogueArgs> decodeGemmEpilogue(const Instr &instr);
 
 // ---- attention and rope -----------------------------------------------------
 /// The attributes of an attention (or attention_grad) instruction, checked

@@ -14,6 +14,7 @@
 #include "llmir/runtime/Cuda.h"
 #endif
 
+#include "GemmEpilogueReference.h"
 #include "TestUtil.h"
 
 #include <gtest/gtest.h>
@@ -328,7 +329,28 @@ std::vector<KernelCase> makeCases() {
       y[j] = o[0][j] + i[0][j];
     return Values{y};
   };
+  // Fused-epilogue GEMMs: odd sizes (our kernels after a plain GEMM on CUDA)
+  // and n = 16 (cuBLASLt's epilogue); outputs the case omits are dropped.
+  auto epilogue = [](llmir::testing::GemmDims d, bool backward) {
+    return [d, backward](const Values &i, const Values &o) {
+      Values r = backward ? llmir::testing::referenceGemmDgeluBgrad(d, i)
+                          : llmir::testing::referenceGemmBiasGelu(d, i);
+      r.resize(o.size());
+      return r;
+    };
+  };
+  const std::map<std::string, AttrValue> kTransB = {{"trans_b", boolA(true)}};
   return {
+      {K::GemmBiasGelu, "aux", {f({3, 5}), f({5, 7}), f({7})}, {f({3, 7}), f({3, 7})}, {},
+       epilogue({3, 5, 7, false}, false)},
+      {K::GemmBiasGelu, "vec", {f({4, 8}), f({16, 8}), f({16})}, {f({4, 16})}, kTransB,
+       epilogue({4, 8, 16, true}, false)},
+      {K::GemmDgeluBgrad, "bgrad", {f({3, 5}), f({7, 5}), f({3, 7})}, {f({3, 7}), f({7})},
+       kTransB, epilogue({3, 5, 7, true}, true)},
+      {K::GemmDgeluBgrad, "vec", {f({4, 8}), f({8, 16}), f({4, 16})}, {f({4, 16}), f({16})}, {},
+       epilogue({4, 8, 16, false}, true)},
+      {K::GemmDgeluBgrad, "no_bgrad", {f({3, 5}), f({5, 7}), f({3, 7})}, {f({3, 7})}, {},
+       epilogue({3, 5, 7, false}, true)},
       {K::Embedding, "odd", {ids({5}, 7), f({7, 3})}, {f({5, 3}, Fill::Zero)}, {}, {}},
       {K::PositionIds, "odd", {}, {ids({3, 5}, 1)}, {{"offset", intA(2)}}, {}},
       {K::LayerNorm, "odd", {f({3, 7}), f({7})}, {f({3, 7})}, {{"epsilon", floatA(1e-5)}}, {}},

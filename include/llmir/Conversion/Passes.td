@@ -20,7 +20,18 @@ def LowerToExec : Pass<"llm-lower-to-exec", "::mlir::ModuleOp"> {
       scalar, "logits" otherwise).
     The program records `arena_bytes` (the peak) and the breakdown
     `param_bytes`, `input_bytes`, `temp_peak_bytes`.
+
+    With `fuse-epilogues` (the default) a `tfm.linear` with a bias followed by
+    a tanh `tfm.gelu` becomes one `gemm_bias_gelu` (its pre-activation, which
+    the backward reads, written as the kernel's second output), and a bias-free
+    `tfm.linear` whose only use is a tanh `tfm.gelu_grad`'s incoming gradient
+    becomes one `gemm_dgelu_bgrad` that also writes the `tfm.sum_rows` of the
+    result (the bias gradient); `fuse-epilogues=false` keeps them apart.
   }];
+  let options = [
+    Option<"fuseEpilogues", "fuse-epilogues", "bool", /*default=*/"true",
+           "Fuse GEMMs with their bias + GELU and GELU-grad + bias-grad epilogues">,
+  ];
   let dependentDialects = ["::llmir::exec::ExecDialect"];
 }
 

@@ -39,6 +39,8 @@ LogicalResult lowerOp(LoweringContext &c, BiasAddOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, GeluOp op) {
+  if (c.isFusedIntoGemm(op)) // emitted by the GEMM before it (LowerGemm.cpp)
+    return success();
   c.kernel(op,
            op.getApproximate() == GeluApproximation::tanh ? "gelu_tanh"
                                                           : "gelu_exact",
@@ -47,6 +49,8 @@ LogicalResult lowerOp(LoweringContext &c, GeluOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, GeluGradOp op) {
+  if (c.isFusedIntoGemm(op)) // emitted by the GEMM before it (LowerGemm.cpp)
+    return success();
   c.kernel(op,
            op.getApproximate() == GeluApproximation::tanh ? "gelu_tanh_grad"
                                                           : "gelu_exact_grad",
@@ -82,6 +86,8 @@ LogicalResult lowerOp(LoweringContext &c, ReduceMaxOp op) {
 }
 
 LogicalResult lowerOp(LoweringContext &c, SumRowsOp op) {
+  if (c.isFusedIntoGemm(op)) // emitted by the GEMM before it (LowerGemm.cpp)
+    return success();
   c.kernel(op, "sum_rows", {c.in(op.getInput())}, {c.out(op.getResult())});
   return success();
 }

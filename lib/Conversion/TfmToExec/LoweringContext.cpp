@@ -89,9 +89,16 @@ void LoweringContext::onCommStream(Location loc,
 
 void LoweringContext::waitForPending(Location loc, Operation *op) {
   // A view touches no memory: the wait goes to the op that reads through it.
-  if (op && isView(op))
+  if (op && (isView(op) || isFusedIntoGemm(op)))
     return;
   int64_t last = lastPendingEventFor(op);
+  // A GEMM with a fused epilogue also reads and writes its epilogue ops' operands.
+  if (op) {
+    GemmEpilogue fused = epilogueOf(op);
+    for (Operation *part : {fused.activation, fused.biasGrad})
+      if (part)
+        last = std::max(last, lastPendingEventFor(part));
+  }
   if (last < 0)
     return;
   exec::EventWaitOp::create(b, loc, last, /*stream=*/0);

@@ -132,6 +132,18 @@ public:
   }
   /// Whether `op` is a norm emitted with its residual add.
   bool isFusedNorm(mlir::Operation *op) const { return fusedNorms.contains(op); }
+  /// What a tfm.linear is emitted with (LowerGemm.cpp): a tfm.gelu
+  /// (gemm_bias_gelu) or the tfm.gelu_grad reading its result
+  /// (gemm_dgelu_bgrad) and that one's tfm.sum_rows (the bias gradient).
+  struct GemmEpilogue {
+    mlir::Operation *activation = nullptr;
+    mlir::Operation *biasGrad = nullptr;
+  };
+  GemmEpilogue epilogueOf(mlir::Operation *linear) const {
+    return gemmEpilogues.lookup(linear);
+  }
+  /// Whether `op` is emitted by the GEMM before it (emits nothing itself).
+  bool isFusedIntoGemm(mlir::Operation *op) const { return epilogueOps.contains(op); }
   /// The softmax log-sum-exp buffer the attention `op` saves for its
   /// attention_grad (training); null if it saves none.
   mlir::Value savedLseOf(mlir::Operation *op) const;
@@ -147,6 +159,9 @@ protected:
   /// Residual adds fused with the norm they feed (add -> norm), and the norms.
   llvm::DenseMap<mlir::Operation *, mlir::Operation *> fusedNorm;
   llvm::SmallPtrSet<mlir::Operation *, 16> fusedNorms;
+  /// GEMMs fused with their epilogue ops, and those ops.
+  llvm::DenseMap<mlir::Operation *, GemmEpilogue> gemmEpilogues;
+  llvm::SmallPtrSet<mlir::Operation *, 16> epilogueOps;
   /// The concats and splits lowered as views (no kernel).
   llvm::SmallPtrSet<mlir::Operation *, 16> viewOps;
   /// The log-sum-exp buffer of each tfm.attention with an attention_grad.
@@ -194,6 +209,12 @@ LogicalResult lowerOp(LoweringContext &c, tfm::LayerNormGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RMSNormOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RMSNormGradOp op);
 // LowerGemm.cpp
+/// The epilogue `linear` can be emitted with, if any: a tanh tfm.gelu of its
+/// result (the linear has a bias), or, for a bias-free linear whose only use
+/// is a tanh tfm.gelu_grad's incoming gradient, that gelu_grad (its saved
+/// input `available`) and the first tfm.sum_rows of its result.
+LoweringContext::GemmEpilogue
+fusableEpilogue(tfm::LinearOp linear, llvm::function_ref<bool(mlir::Value)> available);
 LogicalResult lowerOp(LoweringContext &c, tfm::LinearOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::MatmulOp op);
 // LowerAttention.cpp

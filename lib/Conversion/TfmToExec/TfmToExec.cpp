@@ -68,8 +68,8 @@ void postReceivesEarly(Block &block) {
 
 class ProgramLowering : public LoweringContext {
 public:
-  explicit ProgramLowering(func::FuncOp func)
-      : LoweringContext(func.getContext()), func(func) {}
+  ProgramLowering(func::FuncOp func, bool fuseEpilogues)
+      : LoweringContext(func.getContext()), func(func), fuseEpilogues(fuseEpilogues) {}
 
   /// Lowers the function to program `stage`; a non-empty `entry` names one
   /// of several entry points of that stage (inference: prefill, decode).
@@ -83,6 +83,9 @@ private:
   /// chunk until the next comm op, a send's input until the compute stream
   /// next waits for the comm stream. Called at every op.
   void holdCommReads(Operation *op, int64_t step);
+  /// Decides whether `linear` is emitted with its epilogue (fusableEpilogue)
+  /// and plans the buffers its kernel then writes at `step`.
+  void planGemmEpilogue(LinearOp linear, int64_t step);
   void placeViews();
   void planArena();
   LogicalResult emitOp(Operation *op);
@@ -101,6 +104,7 @@ private:
   }
 
   func::FuncOp func;
+  bool fuseEpilogues;
   /// The attentions whose attention_grad reads their saved log-sum-exp.
   llvm::SmallPtrSet<Operation *, 16> savedAttention;
   SmallVector<Operation *> schedule;
@@ -244,6 +248,8 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       bufferOf[ar.getResult()] = bufferOf.lookup(ar.getInput());
       continue;
     }
+    if (auto linear = dyn_cast<LinearOp>(op); linear && fuseEpilogues)
+      planGemmEpilogue(linear, step);
     for (Value result : op.getResults())
       if (!bufferOf.count(result)) // a fused norm's was planned at its add
         newBuffer(LogicalBuffer::Kind::Temp, result, "", step);
@@ -251,6 +257,26 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       newBuffer(LogicalBuffer::Kind::Temp, norm->getResult(0), "", step);
   }
   return success();
+}
+
+void ProgramLowering::planGemmEpilogue(LinearOp linear, int64_t step) {
+  GemmEpilogue fused =
+      fusableEpilogue(linear, [&](Value v) { return bufferOf.count(v) != 0; });
+  if (!fused.activation)
+    return;
+  gemmEpilogues[linear] = fused;
+  using Kind = LogicalBuffer::Kind;
+  epilogueOps.insert(fused.activation);
+  unsigned out = newBuffer(Kind::Temp, fused.activation->getResult(0), "", step);
+  // The GEMM's own result is never materialized when only the epilogue reads
+  // it (gemm_dgelu_bgrad's incoming gradient; a pre-activation no backward
+  // reads): it names the fused output.
+  if (isa<GeluGradOp>(fused.activation) || linear.getResult().hasOneUse())
+    bufferOf[linear.getResult()] = out;
+  if (fused.biasGrad) {
+    epilogueOps.insert(fused.biasGrad);
+    newBuffer(Kind::Temp, fused.biasGrad->getResult(0), "", step);
+  }
 }
 
 void ProgramLowering::holdCommReads(Operation *op, int64_t step) {
@@ -608,6 +634,7 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
 }
 
 struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
+  using LowerToExecBase::LowerToExecBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     if (failed(readPlan(module, "llm-lower-to-exec")) ||
@@ -649,7 +676,7 @@ struct LowerToExecPass : public llmir::impl::LowerToExecBase<LowerToExecPass> {
       // (micro-batches, recomputed layers and a tied head share it).
       tfm::shareParameterCasts(func);
       OpBuilder builder(func);
-      ProgramLowering lowering(func);
+      ProgramLowering lowering(func, fuseEpilogues);
       // Entry points of a pipeline (--llm-pipeline-split) belong to their
       // rank's stage and keep the entry's own name.
       int64_t index = stage;

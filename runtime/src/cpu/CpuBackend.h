@@ -49,6 +49,7 @@ private:
 
   // ---- kernels (one per family; the id picks the member of the family) ----
   Status gemm(const Instr &instr);
+  Status gemmEpilogue(const Instr &instr); // gemm_bias_gelu, gemm_dgelu_bgrad (GemmEpilogue.cpp)
   Status activation(const Instr &instr);     // gelu_tanh, gelu_exact, silu
   Status activationGrad(const Instr &instr); // their gradients
   Status binary(const Instr &instr);         // add, mul

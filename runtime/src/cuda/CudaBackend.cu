@@ -24,7 +24,7 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   }
   // cast and the fused add + norm read and write bf16/f16 themselves.
   const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
-                        instr.isKernel(KernelId::AddRmsNorm);
+                        instr.isKernel(KernelId::AddRmsNorm) || epilogueRunsDirect(instr);
   if (instr.isKernel(KernelId::Attention) || instr.isKernel(KernelId::AttentionGrad)) {
     StatusOr<bool> ran = attentionCudnn(instr);
     if (!ran.isOk())
@@ -83,7 +83,7 @@ StatusOr<GemmPlan *> CudaBackend::gemmPlan(const GemmKey &key, int64_t lda,
   auto it = plans_.find(key);
   if (it != plans_.end())
     return it->second.get();
-  const auto [transA, transB, m, n, k, batch, bias, alignA, alignB, alignC, alignBias,
+  const auto [transA, transB, m, n, k, batch, epilogue, alignA, alignB, alignC, alignBias,
               bf16] = key;
   auto plan = std::make_unique<GemmPlan>();
   // bf16 A and B accumulate in f32 (C is always f32 here; see gemm()).
@@ -103,12 +103,20 @@ StatusOr<GemmPlan *> CudaBackend::gemmPlan(const GemmKey &key, int64_t lda,
   LLMIR_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB,
                                                   &opSecond, sizeof opSecond),
                    "gemm: transb");
-  if (bias) {
-    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    LLMIR_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(plan->op,
-                                                    CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                    &epilogue, sizeof epilogue),
-                     "gemm: bias epilogue");
+  if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    const auto mode = static_cast<cublasLtEpilogue_t>(epilogue);
+    LLMIR_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                    &mode, sizeof mode),
+                     "gemm: epilogue");
+    // GELU's aux matrix (the pre-activation) has C's column-major layout.
+    if (epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epilogue == CUBLASLT_EPILOGUE_DGELU ||
+        epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD) {
+      const int64_t auxLd = n;
+      LLMIR_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(plan->op,
+                                                      CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                      &auxLd, sizeof auxLd),
+                       "gemm: aux leading dimension");
+    }
   }
   // Stored shapes in column-major terms: B is [ldb rows, rows(B)] etc.
   const int64_t bStoredCols = transB ? n : k; // rows of row-major B
@@ -214,7 +222,8 @@ Status CudaBackend::gemm(const Instr &instr) {
     const void *ap = ptr<void>(a), *bp = ptr<void>(b);
     GemmKey key{transA,           transB,           m,
                 n,                k,                batch,
-                fuseBias,         alignmentOf(ap),  alignmentOf(bp),
+                static_cast<int>(fuseBias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
+                alignmentOf(ap),  alignmentOf(bp),
                 alignmentOf(cp),  fuseBias ? alignmentOf(biasF32) : 256u,
                 bf16};
     StatusOr<GemmPlan *> plan = gemmPlan(key, aCols, bCols, aRows * aCols, bRows * bCols);

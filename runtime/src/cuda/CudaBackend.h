@@ -103,9 +103,10 @@ struct GemmPlan {
   }
 };
 
-/// transA, transB, m, n, k, batch, fused bias, the alignments of A, B, C and
-/// the bias, and whether A and B are bf16.
-using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, bool,
+/// transA, transB, m, n, k, batch, the cuBLASLt epilogue (cublasLtEpilogue_t),
+/// the alignments of A, B, C and the epilogue's vectors/aux matrix, and whether
+/// A and B are bf16.
+using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int,
                            uint32_t, uint32_t, uint32_t, uint32_t, bool>;
 
 class CudaBackend final : public Backend {
@@ -262,6 +263,11 @@ private:
 
   // ---- kernels (CudaBackendKernels.cu; one per family as on the CPU) -------
   Status gemm(const Instr &instr); // f32, or bf16 A and B (CudaBackend.cu)
+  /// gemm_bias_gelu, gemm_dgelu_bgrad: a cuBLASLt epilogue, or our kernels
+  /// after a plain GEMM where cuBLASLt refuses it (GemmEpilogue.cu).
+  Status gemmEpilogue(const Instr &instr);
+  /// Whether gemmEpilogue reads `instr`'s A and B as they are (f32 or bf16).
+  static bool epilogueRunsDirect(const Instr &instr);
   Status activation(const Instr &instr);
   Status activationGrad(const Instr &instr);
   Status binary(const Instr &instr);
@@ -434,6 +440,8 @@ private:
   uint8_t *arena_ = nullptr;
   const KernelContext *context_ = nullptr;
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+  /// Epilogue problems cuBLASLt had no algorithm for (run by the fallback).
+  std::set<GemmKey> refusedEpilogues_;
   std::map<std::tuple<int64_t, int64_t, double, int64_t>, float *> ropeTables_;
   uint8_t *staging_ = nullptr; ///< runStaged's arena (not scratch: kernels use that)
   int64_t stagingBytes_ = 0;

@@ -257,3 +257,35 @@ exec.program @p attributes {arena_bytes = 4096 : i64} {
 
 // expected-error @+1 {{'exec.alloc' op expects parent op 'exec.program'}}
 %a = exec.alloc at 0 : !exec.buffer<8xf32>
+
+// -----
+
+exec.program @p attributes {arena_bytes = 4096 : i64} {
+  %a = exec.alloc at 0 : !exec.buffer<4x8xf32>
+  %w = exec.alloc at 128 : !exec.buffer<8x16xf32>
+  %b = exec.alloc at 640 : !exec.buffer<8xf32>
+  %y = exec.alloc at 704 : !exec.buffer<4x16xf32>
+  // expected-error @+1 {{kernel 'gemm_bias_gelu' expects a bias of 16 elements, found 8}}
+  exec.kernel "gemm_bias_gelu" ins(%a, %w, %b) outs(%y) stream 0 : (!exec.buffer<4x8xf32>, !exec.buffer<8x16xf32>, !exec.buffer<8xf32>) -> (!exec.buffer<4x16xf32>)
+}
+
+// -----
+
+exec.program @p attributes {arena_bytes = 4096 : i64} {
+  %a = exec.alloc at 0 : !exec.buffer<4x8xf32>
+  %w = exec.alloc at 128 : !exec.buffer<16x8xf32>
+  %y = exec.alloc at 704 : !exec.buffer<4x16xf32>
+  // expected-error @+1 {{kernel 'gemm_dgelu_bgrad' expects an output of 4x8 and contraction sizes that agree, found 4x8xf32, 16x8xf32 -> 4x16xf32}}
+  exec.kernel "gemm_dgelu_bgrad" ins(%a, %w, %y) outs(%y) stream 0 : (!exec.buffer<4x8xf32>, !exec.buffer<16x8xf32>, !exec.buffer<4x16xf32>) -> (!exec.buffer<4x16xf32>)
+}
+
+// -----
+
+exec.program @p attributes {arena_bytes = 4096 : i64} {
+  %a = exec.alloc at 0 : !exec.buffer<4x8xf32>
+  %w = exec.alloc at 128 : !exec.buffer<16x8xf32>
+  %p = exec.alloc at 640 : !exec.buffer<4x8xf32>
+  %y = exec.alloc at 1024 : !exec.buffer<4x16xf32>
+  // expected-error @+1 {{kernel 'gemm_dgelu_bgrad' expects the pre-activation of the output's shape 4x16xf32, found 4x8xf32}}
+  exec.kernel "gemm_dgelu_bgrad" ins(%a, %w, %p) outs(%y) {trans_b = true} stream 0 : (!exec.buffer<4x8xf32>, !exec.buffer<16x8xf32>, !exec.buffer<4x8xf32>) -> (!exec.buffer<4x16xf32>)
+}

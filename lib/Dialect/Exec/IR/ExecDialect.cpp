@@ -264,6 +264,8 @@ LogicalResult GemmOp::verify() {
   return success();
 }
 
+static LogicalResult verifyGemmEpilogue(KernelOp op);
+
 LogicalResult KernelOp::verify() {
   const KernelSignature *sig = getKernelSignature(getKernel());
   if (!sig)
@@ -297,6 +299,42 @@ LogicalResult KernelOp::verify() {
   }
   if (getKernel() == "attention" || getKernel() == "attention_grad")
     return verifySavedAttention();
+  if (getKernel() == "gemm_bias_gelu" || getKernel() == "gemm_dgelu_bgrad")
+    return verifyGemmEpilogue(*this);
+  return success();
+}
+
+// gemm_bias_gelu / gemm_dgelu_bgrad (Kernels.def): a 2-D GEMM (trans_a /
+// trans_b as exec.gemm's) and its epilogue operands: the bias or bias
+// gradient [n], the pre-activation of the output's type.
+static LogicalResult verifyGemmEpilogue(KernelOp op) {
+  auto type = [](Value v) { return cast<BufferType>(v.getType()); };
+  BufferType a = type(op.getIns()[0]), b = type(op.getIns()[1]), c = type(op.getOuts()[0]);
+  StringRef name = op.getKernel();
+  if (a.getRank() != 2 || b.getRank() != 2 || c.getRank() != 2)
+    return op.emitOpError() << "kernel '" << name << "' expects 2-D A, B and output, found "
+                            << formatShape(a) << ", " << formatShape(b) << ", " << formatShape(c);
+  auto flag = [&](StringRef attr) {
+    auto v = op->getAttrOfType<BoolAttr>(attr);
+    return v && v.getValue();
+  };
+  int64_t m = a.getShape()[flag("trans_a") ? 1 : 0], kA = a.getShape()[flag("trans_a") ? 0 : 1];
+  int64_t kB = b.getShape()[flag("trans_b") ? 1 : 0], n = b.getShape()[flag("trans_b") ? 0 : 1];
+  if (kA != kB || c.getShape() != ArrayRef<int64_t>{m, n})
+    return op.emitOpError() << "kernel '" << name << "' expects an output of " << m << "x" << n
+                            << " and contraction sizes that agree, found " << formatShape(a)
+                            << ", " << formatShape(b) << " -> " << formatShape(c);
+  bool backward = name == "gemm_dgelu_bgrad";
+  Value vector = backward ? (op.getOuts().size() == 2 ? op.getOuts()[1] : Value())
+                          : op.getIns()[2];
+  Value pre = backward ? op.getIns()[2] : (op.getOuts().size() == 2 ? op.getOuts()[1] : Value());
+  if (vector && type(vector).getShape() != ArrayRef<int64_t>{n})
+    return op.emitOpError() << "kernel '" << name << "' expects a bias" << (backward ? " gradient" : "")
+                            << " of " << n << " elements, found " << formatShape(type(vector));
+  if (pre && type(pre).getShape() != c.getShape())
+    return op.emitOpError() << "kernel '" << name
+                            << "' expects the pre-activation of the output's shape "
+                            << formatShape(c) << ", found " << formatShape(type(pre));
   return success();
 }
 
