@@ -121,6 +121,13 @@ Values elementwise(const Values &ins, const Values &outs,
 const std::map<std::string, AttrValue> kAttention = {
     {"num_heads", intA(2)}, {"num_kv_heads", intA(1)}, {"scale", floatA(0.35)},
     {"causal", boolA(true)}};
+/// attention_ring(_grad): kAttention's, along a cp axis, at step 0.
+const std::map<std::string, AttrValue> kRing = [] {
+  std::map<std::string, AttrValue> a = kAttention;
+  a["cp_axis"] = strA("cp");
+  a["ring_step"] = intA(0);
+  return a;
+}();
 const std::map<std::string, AttrValue> kRope = {
     {"num_heads", intA(2)}, {"theta", floatA(10000.0)}, {"offset", intA(3)}};
 const std::map<std::string, AttrValue> kShard = {{"shard_axis", strA("tp")}};
@@ -462,6 +469,13 @@ std::vector<KernelCase> makeCases() {
       // whole sequence (cp=2 runs end to end in test_context_parallel.py).
       {K::CpSlice, "one_rank", {f({2, 4, 3})}, {f({2, 4, 3})}, {{"cp_axis", strA("cp")}},
        identity},
+      // cp-comm=ring: the one step of a one-rank ring is causal attention over
+      // its two chunks (rings of 2-4 ranks: ContextParallelKernelsTest.cpp).
+      {K::AttentionRing, "one_rank", {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3})},
+       {f({1, 6, 6}), f32({1, 2, 6})}, kRing, attentionForward},
+      {K::AttentionRingGrad, "one_rank",
+       {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3}), f({1, 6, 6}), f({1, 6, 6}), f32({1, 2, 6})},
+       {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3})}, kRing, attentionBackward},
   };
 }
 

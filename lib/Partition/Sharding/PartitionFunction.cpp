@@ -8,6 +8,8 @@
 
 #include "Partitioner.h"
 
+#include "llmir/Dialect/Tfm/IR/ContextParallel.h"
+
 
 using namespace mlir;
 using namespace llmir;
@@ -150,6 +152,14 @@ LogicalResult Partitioner::sliceForCp(Operation *anchor, Value v, bool atStart) 
 }
 
 LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
+  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
+  if (cpRing) {
+    // K and V stay local; the exec lowering passes them around the cp ring.
+    op->setAttr(kCpCommAttrName, builder.getStringAttr(kCpRing));
+    note(op, "K and V passed around the cp=" + Twine(cp) +
+                 " ring, partial attentions merged by log-sum-exp");
+    return success();
+  }
   // Each rank's queries attend to the whole sequence: K and V all-gathered
   // over cp along the sequence (the backward reduce-scatters dK and dV).
   builder.setInsertionPoint(op);
@@ -162,7 +172,6 @@ LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
                                          APInt(64, kSeqDim));
     operand->set(ag.getResult());
   }
-  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
   note(op, "K and V all-gathered over cp=" + Twine(cp) +
                ", causal mask by global (zig-zag) positions");
   return success();
@@ -192,8 +201,9 @@ void Partitioner::explainLayerCommunication() {
     });
     int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
     int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
-    // Context parallelism: each attention's local K and V all-gathered.
-    if (cp > 1)
+    // Context parallelism: each attention's local K and V all-gathered (the
+    // ring's sends are emitted by the exec lowering, not counted here).
+    if (cp > 1 && !cpRing)
       layer.walk([&](AttentionOp att) {
         auto q = cast<RankedTensorType>(att.getQuery().getType());
         int64_t kv = q.getNumElements() / att.getNumHeads() * att.getNumKvHeads();
