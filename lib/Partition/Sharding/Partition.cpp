@@ -84,10 +84,6 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError()
            << "--llm-partition: sp=true needs tp > 1 (it splits the "
               "sequence over the tensor-parallel group)";
-  if (o.cp > 1 && o.sp)
-    return module.emitError() << "--llm-partition: cp=" << o.cp
-                              << " with sp=true is not supported (both split "
-                                 "the sequence)";
   if (o.cpComm != "allgather" && o.cpComm != "ring")
     return module.emitError() << "--llm-partition: unknown cp-comm '" << o.cpComm
                               << "' (expected allgather, ring)";
