@@ -136,9 +136,10 @@ const std::map<std::string, AttrValue> kMean = {{"reduction", strA("mean")}};
 /// Attention of kAttention's cases in double: q [1, 5, 2 * 3], k and v [1, 5, 3]
 /// (two query heads share one kv head), causal.
 struct AttentionRef {
-  static constexpr int64_t S = 5, H = 2, D = 3;
+  static constexpr int64_t H = 2, D = 3;
   static constexpr double kScale = 0.35;
   const Values &in;
+  const int64_t S = static_cast<int64_t>(in[0].size()) / (H * D); ///< q: [1, S, H * D]
   double score(int64_t i, int64_t j, int64_t h) const {
     double dot = 0;
     for (int64_t d = 0; d < D; ++d)
