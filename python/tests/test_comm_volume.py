@@ -238,3 +238,39 @@ def test_context_parallel_collectives_equal_the_analytic_minimum(model, dp, cp, 
     if dp > 1:
         moved = (cp - 1) / cp * pbytes + 2 * (dp - 1) / dp * pbytes / cp + (cp - 1) / cp * pbytes
         assert abs(moved - 2 * (ranks - 1) / ranks * pbytes) < 1e-6 * pbytes
+
+
+
+def ring_transfers(model, plan):
+    """The lowered training step's cp ring messages: {"send"|"recv": (count, bytes)}."""
+    totals = {}
+    for m in re.finditer(r'exec\.(send|recv) .*\{axis = "cp", shift = \d+ : i64\} stream 1 : '
+                         r'(?:!exec\.buffer)?<([0-9x]+)xf32>', exec_program(model, plan)):
+        count, size = totals.get(m.group(1), (0, 0))
+        elems = 1
+        for d in m.group(2).split("x"):
+            elems *= int(d)
+        totals[m.group(1)] = (count + 1, size + elems * F32)
+    return totals
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("dp,cp,tp", [(1, 2, 1), (1, 4, 1), (1, 2, 2), (2, 2, 1)])
+def test_context_parallel_ring_volume_is_the_analytic_minimum(model, dp, cp, tp):
+    """cp-comm=ring: per layer and rank, K and V go around the ring in cp-1
+    messages each in the forward and again in the backward, and the dK and dV
+    partials cp-1 hops home: 6(cp-1) messages of one rank's K (or V). The
+    all-gather plan moves 4(cp-1) (two all-gathers, two reduce-scatters, each
+    (cp-1) x K per rank) but keeps the gathered K and V for the backward; the
+    ring sends them again instead. No K/V collective is left."""
+    cfg = config.load_config(model_path(model))
+    L, H = cfg.num_layers, cfg.hidden_size
+    kv_local = B // dp * S // cp * cfg.num_kv_heads * (H // cfg.num_heads) // tp * F32
+    plan = f"dp={dp} cp={cp} tp={tp}"
+    n = 6 * (cp - 1) * L
+    assert ring_transfers(model, plan + " cp-comm=ring") == {"send": (n, n * kv_local),
+                                                             "recv": (n, n * kv_local)}
+    colls = comm_totals(model, plan + " cp-comm=ring")
+    bucket = 0 if dp == 1 else 1  # with dp: the gradient bucket's reduce-scatter and all-gather over cp
+    assert colls.get(("all_gather", "cp"), (0, 0))[0] == bucket
+    assert colls.get(("reduce_scatter", "cp"), (0, 0))[0] == bucket

@@ -319,6 +319,33 @@ StatusOr<CpSliceArgs> decodeCpSlice(const Instr &instr, const KernelContext &con
   return c;
 }
 
+StatusOr<RingAttentionArgs> decodeRingAttention(const Instr &instr,
+                                                const KernelContext &context) {
+  const bool grad = instr.id == KernelId::AttentionRingGrad;
+  LLMIR_RETURN_IF_ERROR(instr.expectOperands(grad ? 6 : 3, grad ? 3 : 2));
+  const BufferRef &q = instr.ins[0], &k = instr.ins[1], &v = instr.ins[2];
+  LLMIR_ASSIGN_OR_RETURN(const AttentionShape a, attentionShape(instr, q, k));
+  LLMIR_ASSIGN_OR_RETURN(const CpChunks cp, decodeCp(instr, context, q.shape[1]));
+  LLMIR_ASSIGN_OR_RETURN(const int64_t step, instr.intAttr("ring_step"));
+  if (step < 0 || step >= cp.size)
+    return invalid(instr.describe() + ": ring_step " + std::to_string(step) +
+                   " is not in [0, cp) (cp=" + std::to_string(cp.size) + ")");
+  const int64_t n = q.numElements(), lse = q.shape[0] * a.heads * q.shape[1];
+  const BufferRef &out = grad ? instr.ins[4] : instr.outs[0];
+  const BufferRef &lseBuf = grad ? instr.ins[5] : instr.outs[1];
+  bool ok = k.shape == v.shape && k.shape[0] == q.shape[0] && k.shape[1] == q.shape[1] &&
+            out.shape == q.shape && lseBuf.numElements() == lse;
+  if (grad)
+    ok = ok && instr.ins[3].numElements() == n && instr.outs[0].numElements() == n &&
+         instr.outs[1].shape == k.shape && instr.outs[2].shape == k.shape;
+  if (!ok)
+    return invalid(instr.describe() + ": expects k and v alike with q's batch and sequence, "
+                   "the output like q and a log-sum-exp of batch * heads * seq = " +
+                   std::to_string(lse) + " values" +
+                   (grad ? ", dout and dq like q, dk and dv like k" : ""));
+  return RingAttentionArgs{a, q.shape[0], q.shape[1], step, cp};
+}
+
 StatusOr<AttentionArgs> decodeAttention(const Instr &instr, const KernelContext *context) {
   const bool grad = instr.id == KernelId::AttentionGrad;
   const size_t ins = instr.ins.size(), outs = instr.outs.size();

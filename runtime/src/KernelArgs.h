@@ -149,6 +149,17 @@ struct AttentionArgs {
 StatusOr<AttentionArgs> decodeAttention(const Instr &instr,
                                         const KernelContext *context = nullptr);
 
+/// attention_ring / attention_ring_grad (cp-comm=ring): q, k and v of one
+/// local sequence (k, v: the held chunk pair), the forward's output and
+/// log-sum-exp (outs, or the backward's ins[4..5]), the ring step.
+struct RingAttentionArgs {
+  AttentionShape shape;
+  int64_t batch = 0, seq = 0, step = 0;
+  CpChunks cp;
+};
+StatusOr<RingAttentionArgs> decodeRingAttention(const Instr &instr,
+                                                const KernelContext &context);
+
 /// Context parallelism: this rank's zig-zag chunks of a local sequence of
 /// `localSeq` rows, from the instruction's `cp_axis` (inactive without one).
 StatusOr<CpChunks> decodeCp(const Instr &instr, const KernelContext &context,

@@ -110,6 +110,91 @@ TEST(ContextParallelKernels, AttentionEqualsSingleDevice) {
   checkCpAttention(4, 4, 1);
 }
 
+/// cp-comm=ring: rank r's ring steps (the pair of rank (r - s) mod cp at step
+/// s) give the single-device rows; the dK/dV parts of every rank's steps,
+/// summed per pair as the ring carries them home, give the single-device ones.
+void checkRingAttention(int64_t cpSize, int64_t heads, int64_t kvHeads, bool causal) {
+  const int64_t B = 2, S = 8 * cpSize, D = 8, local = S / cpSize;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t qW = heads * D, kW = kvHeads * D;
+  auto q = randomVector(B * S * qW, 11), k = randomVector(B * S * kW, 12),
+       v = randomVector(B * S * kW, 13), dout = randomVector(B * S * qW, 14);
+  std::vector<float> o(q.size()), lse(B * heads * S), dq(q.size()), dk(k.size()), dv(v.size());
+  ASSERT_TRUE(rt::attentionForward(q.data(), k.data(), v.data(), o.data(), B, S, heads,
+                                   kvHeads, D, scale, causal, lse.data())
+                  .isOk());
+  ASSERT_TRUE(rt::attentionBackward(q.data(), k.data(), v.data(), {}, dout.data(), dq.data(),
+                                    dk.data(), dv.data(), B, S, heads, kvHeads, D, scale,
+                                    causal)
+                  .isOk());
+  auto pairOf = [&](const std::vector<float> &x, int64_t r) {
+    return localRows(x, B, S, kW, rt::CpChunks{r, cpSize, local / 2});
+  };
+  std::vector<std::vector<float>> dkHome(cpSize, std::vector<float>(B * local * kW, 0.0f)),
+      dvHome = dkHome;
+  for (int64_t r = 0; r < cpSize; ++r) {
+    SCOPED_TRACE("cp rank " + std::to_string(r) + " of " + std::to_string(cpSize));
+    const rt::CpChunks cp{r, cpSize, local / 2};
+    const auto qr = localRows(q, B, S, qW, cp), dor = localRows(dout, B, S, qW, cp);
+    std::vector<float> or_(qr.size(), NAN), lser(B * heads * local, NAN);
+    for (int64_t s = 0; s < cpSize; ++s)
+      ASSERT_TRUE(rt::ringAttentionForward(qr.data(), pairOf(k, cp.heldRank(s)).data(),
+                                           pairOf(v, cp.heldRank(s)).data(), or_.data(),
+                                           lser.data(), B, local, heads, kvHeads, D, scale,
+                                           causal, cp, s)
+                      .isOk());
+    EXPECT_TRUE(allClose(or_, localRows(o, B, S, qW, cp), 1e-6, 1e-5)) << "output";
+    std::vector<float> dqr(qr.size(), NAN), dkr(B * local * kW), dvr(dkr.size());
+    for (int64_t s = 0; s < cpSize; ++s) {
+      const int64_t held = cp.heldRank(s);
+      ASSERT_TRUE(rt::ringAttentionBackward(qr.data(), pairOf(k, held).data(),
+                                            pairOf(v, held).data(), {or_.data(), lser.data()},
+                                            dor.data(), dqr.data(), dkr.data(), dvr.data(), B,
+                                            local, heads, kvHeads, D, scale, causal, cp, s)
+                      .isOk());
+      for (size_t i = 0; i < dkr.size(); ++i) {
+        dkHome[held][i] += dkr[i];
+        dvHome[held][i] += dvr[i];
+      }
+    }
+    EXPECT_TRUE(allClose(dqr, localRows(dq, B, S, qW, cp), 1e-5, 1e-4)) << "dq";
+  }
+  for (int64_t r = 0; r < cpSize; ++r) {
+    EXPECT_TRUE(allClose(dkHome[r], pairOf(dk, r), 1e-5, 1e-4)) << "dk of rank " << r;
+    EXPECT_TRUE(allClose(dvHome[r], pairOf(dv, r), 1e-5, 1e-4)) << "dv of rank " << r;
+  }
+}
+
+TEST(ContextParallelKernels, RingAttentionEqualsSingleDevice) {
+  checkRingAttention(2, 4, 4, true);
+  checkRingAttention(2, 4, 2, true); // GQA
+  checkRingAttention(3, 2, 1, true);
+  checkRingAttention(4, 4, 1, true);
+  checkRingAttention(2, 2, 2, false);
+}
+
+TEST(ContextParallelKernels, RingSkipsTheChunksAQueryNeverSees) {
+  // cp=4, rank 1 (chunks 1 and 6): step 0 its own pair (diagonal, whole,
+  // diagonal); step 1 rank 0's pair (chunks 0, 7): chunk 0 whole for both
+  // query chunks, chunk 7 never; step 3 rank 2's (chunks 2, 5): only the
+  // second query chunk (6), both whole.
+  using Sees = rt::CpChunks::Sees;
+  const rt::CpChunks cp{1, 4, 3};
+  EXPECT_EQ(cp.sees(0, 0, 0, true), Sees::Diagonal);
+  EXPECT_EQ(cp.sees(0, 0, 1, true), Sees::None);
+  EXPECT_EQ(cp.sees(0, 1, 0, true), Sees::Whole);
+  EXPECT_EQ(cp.sees(0, 1, 1, true), Sees::Diagonal);
+  EXPECT_EQ(cp.heldRank(1), 0);
+  EXPECT_EQ(cp.sees(1, 0, 0, true), Sees::Whole);
+  EXPECT_EQ(cp.sees(1, 0, 1, true), Sees::None);
+  EXPECT_EQ(cp.sees(1, 1, 1, true), Sees::None);
+  EXPECT_EQ(cp.heldRank(3), 2);
+  EXPECT_EQ(cp.sees(3, 0, 0, true), Sees::None);
+  EXPECT_EQ(cp.sees(3, 0, 1, true), Sees::None);
+  EXPECT_EQ(cp.sees(3, 1, 0, true), Sees::Whole);
+  EXPECT_EQ(cp.sees(3, 1, 1, true), Sees::Whole);
+}
+
 TEST(ContextParallelKernels, RopeChunksAtGlobalOffsets) {
   const int64_t S = 16, H = 2, D = 8, local = S / 2;
   auto x = randomVector(S * H * D, 5);

@@ -4,7 +4,7 @@
 // on machines without a GPU. CudaBackendTest.cpp compares the real device results
 // on a GPU. Tolerances are relative to 1e-3 + |reference| (see `close`).
 #define LLMIR_CUDA_HOST_EMULATION 1
-#include "AttentionKernels.cuh"
+#include "RingAttentionKernels.cuh"
 #include "ElementwiseKernels.cuh"
 #include "InferenceKernels.cuh"
 #include "LossKernels.cuh"
@@ -77,7 +77,7 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
             static_cast<unsigned>(B));
   launch(grid, dim3(64), [&] {
     cu::attentionForwardKernel<MAXD, TILE>(q.data(), k.data(), v.data(), o.data(), lse.data(),
-                                           L, scale, c.causal);
+                                           L, cu::SequenceMask{L, c.causal}, scale);
   });
   EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
   EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
@@ -90,14 +90,14 @@ template <int MAXD, int TILE, int TILEB> void checkAttention(const AttentionCase
            [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
     launch(grid, dim3(64), [&] {
       cu::attentionDqKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
-                                         delta.data(), dout.data(), dq.data(), L, scale,
-                                         c.causal);
+                                         delta.data(), dout.data(), dq.data(), L, cu::SequenceMask{L, c.causal},
+                                         scale);
     });
     dim3 gridK(grid.x, static_cast<unsigned>(KH), static_cast<unsigned>(B));
     launch(gridK, dim3(64), [&] {
       cu::attentionDkDvKernel<MAXD, TILEB>(q.data(), k.data(), v.data(), lseIn.data(),
                                            delta.data(), dout.data(), dk.data(), dv.data(), L,
-                                           scale, c.causal);
+                                           cu::SequenceMask{L, c.causal}, scale);
     });
   };
   std::vector<float> dq(q.size()), dk(k.size()), dv(v.size()), dqRef(q.size()),
@@ -159,7 +159,7 @@ TEST(CudaKernelEmulation, ContextParallelAttention) {
     dim3 grid(static_cast<unsigned>((local + 63) / 64), static_cast<unsigned>(H), 1);
     launch(grid, dim3(64), [&] {
       cu::attentionForwardKernel<32, 32>(q.data(), k.data(), v.data(), o.data(), lse.data(), L,
-                                         scale, true);
+                                         cu::SequenceMask{L, true}, scale);
     });
     EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
     EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
@@ -173,17 +173,80 @@ TEST(CudaKernelEmulation, ContextParallelAttention) {
            [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
     launch(grid, dim3(64), [&] {
       cu::attentionDqKernel<32, 32>(q.data(), k.data(), v.data(), lseRef.data(), delta.data(),
-                                    dout.data(), dq.data(), L, scale, true);
+                                    dout.data(), dq.data(), L, cu::SequenceMask{L, true}, scale);
     });
     dim3 gridK(static_cast<unsigned>((kvSeq + 63) / 64), static_cast<unsigned>(KH), 1);
     launch(gridK, dim3(64), [&] {
       cu::attentionDkDvKernel<32, 32>(q.data(), k.data(), v.data(), lseRef.data(), delta.data(),
-                                      dout.data(), dk.data(), dv.data(), L, scale, true);
+                                      dout.data(), dk.data(), dv.data(), L, cu::SequenceMask{L, true}, scale);
     });
     EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
     EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk";
     EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv";
   }
+}
+
+// cp-comm=ring: every step of one rank's ring (forward merged by log-sum-exp,
+// backward dq summed, the held pair's dk/dv) with the ring step's mask policy
+// equals the CPU ring kernels (which ContextParallelKernelsTest checks against
+// one device), for both masked and skipped chunk pairs.
+void checkRingAttention(int64_t cpSize, int64_t rank, int64_t kvHeads) {
+  SCOPED_TRACE("cp " + std::to_string(cpSize) + " rank " + std::to_string(rank));
+  const int64_t B = 1, local = 36, H = 4, KH = kvHeads, D = 16;
+  const float scale = 0.25f;
+  const rt::CpChunks cp{rank, cpSize, local / 2};
+  const cu::Layout L{local, H, KH, D, local, {}};
+  auto q = rnd(B * local * H * D, 1), dout = rnd(B * local * H * D, 4);
+  std::vector<std::vector<float>> ks, vs;
+  for (int64_t s = 0; s < cpSize; ++s) {
+    ks.push_back(rnd(B * local * KH * D, 10 + s));
+    vs.push_back(rnd(B * local * KH * D, 20 + s));
+  }
+  std::vector<float> oRef(q.size()), lseRef(B * H * local), o(q.size()), lse(lseRef.size());
+  dim3 grid(static_cast<unsigned>((local + 63) / 64), static_cast<unsigned>(H), 1);
+  for (int64_t s = 0; s < cpSize; ++s) {
+    ASSERT_TRUE(rt::ringAttentionForward(q.data(), ks[s].data(), vs[s].data(), oRef.data(),
+                                         lseRef.data(), B, local, H, KH, D, scale, true, cp, s)
+                    .isOk());
+    launch(grid, dim3(64), [&] {
+      cu::attentionForwardKernel<32, 32>(q.data(), ks[s].data(), vs[s].data(), o.data(),
+                                         lse.data(), L, cu::RingStep{cp, s, true}, scale);
+    });
+  }
+  EXPECT_TRUE(close(o, oRef, 1e-3)) << "forward";
+  EXPECT_TRUE(close(lse, lseRef, 1e-4)) << "log-sum-exp";
+  std::vector<float> dqRef(q.size()), dq(q.size()), delta(B * H * local);
+  launch(dim3(4), dim3(256),
+         [&] { cu::attentionDeltaKernel(oRef.data(), dout.data(), delta.data(), L, B); });
+  for (int64_t s = 0; s < cpSize; ++s) {
+    std::vector<float> dkRef(ks[s].size()), dvRef(dkRef.size()), dk(dkRef.size()),
+        dv(dkRef.size());
+    ASSERT_TRUE(rt::ringAttentionBackward(q.data(), ks[s].data(), vs[s].data(),
+                                          {oRef.data(), lseRef.data()}, dout.data(),
+                                          dqRef.data(), dkRef.data(), dvRef.data(), B, local,
+                                          H, KH, D, scale, true, cp, s)
+                    .isOk());
+    const cu::RingStep step{cp, s, true};
+    launch(grid, dim3(64), [&] {
+      cu::attentionDqKernel<32, 32>(q.data(), ks[s].data(), vs[s].data(), lseRef.data(),
+                                    delta.data(), dout.data(), dq.data(), L, step, scale);
+    });
+    dim3 gridK(static_cast<unsigned>((local + 63) / 64), static_cast<unsigned>(KH), 1);
+    launch(gridK, dim3(64), [&] {
+      cu::attentionDkDvKernel<32, 32>(q.data(), ks[s].data(), vs[s].data(), lseRef.data(),
+                                      delta.data(), dout.data(), dk.data(), dv.data(), L, step,
+                                      scale);
+    });
+    EXPECT_TRUE(close(dk, dkRef, 1e-2)) << "dk, step " << s;
+    EXPECT_TRUE(close(dv, dvRef, 1e-2)) << "dv, step " << s;
+  }
+  EXPECT_TRUE(close(dq, dqRef, 1e-2)) << "dq";
+}
+
+TEST(CudaKernelEmulation, RingAttention) {
+  checkRingAttention(2, 0, 2);
+  checkRingAttention(2, 1, 4);
+  checkRingAttention(4, 2, 2);
 }
 
 /// launchColumnSum's two passes.

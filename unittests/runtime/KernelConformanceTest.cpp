@@ -122,6 +122,13 @@ Values elementwise(const Values &ins, const Values &outs,
 const std::map<std::string, AttrValue> kAttention = {
     {"num_heads", intA(2)}, {"num_kv_heads", intA(1)}, {"scale", floatA(0.35)},
     {"causal", boolA(true)}};
+/// attention_ring(_grad): kAttention's, along a cp axis, at step 0.
+const std::map<std::string, AttrValue> kRing = [] {
+  std::map<std::string, AttrValue> a = kAttention;
+  a["cp_axis"] = strA("cp");
+  a["ring_step"] = intA(0);
+  return a;
+}();
 const std::map<std::string, AttrValue> kRope = {
     {"num_heads", intA(2)}, {"theta", floatA(10000.0)}, {"offset", intA(3)}};
 const std::map<std::string, AttrValue> kShard = {{"shard_axis", strA("tp")}};
@@ -130,9 +137,10 @@ const std::map<std::string, AttrValue> kMean = {{"reduction", strA("mean")}};
 /// Attention of kAttention's cases in double: q [1, 5, 2 * 3], k and v [1, 5, 3]
 /// (two query heads share one kv head), causal.
 struct AttentionRef {
-  static constexpr int64_t S = 5, H = 2, D = 3;
+  static constexpr int64_t H = 2, D = 3;
   static constexpr double kScale = 0.35;
   const Values &in;
+  const int64_t S = static_cast<int64_t>(in[0].size()) / (H * D); ///< q: [1, S, H * D]
   double score(int64_t i, int64_t j, int64_t h) const {
     double dot = 0;
     for (int64_t d = 0; d < D; ++d)
@@ -484,6 +492,13 @@ std::vector<KernelCase> makeCases() {
       // whole sequence (cp=2 runs end to end in test_context_parallel.py).
       {K::CpSlice, "one_rank", {f({2, 4, 3})}, {f({2, 4, 3})}, {{"cp_axis", strA("cp")}},
        identity},
+      // cp-comm=ring: the one step of a one-rank ring is causal attention over
+      // its two chunks (rings of 2-4 ranks: ContextParallelKernelsTest.cpp).
+      {K::AttentionRing, "one_rank", {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3})},
+       {f({1, 6, 6}), f32({1, 2, 6})}, kRing, attentionForward},
+      {K::AttentionRingGrad, "one_rank",
+       {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3}), f({1, 6, 6}), f({1, 6, 6}), f32({1, 2, 6})},
+       {f({1, 6, 6}), f({1, 6, 3}), f({1, 6, 3})}, kRing, attentionBackward},
   };
 }
 

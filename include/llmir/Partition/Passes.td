@@ -47,6 +47,8 @@ def LLMPartition : Pass<"llm-partition", "::mlir::ModuleOp"> {
     Option<"tp", "tp", "int64_t", "1", "Tensor-parallel degree">,
     Option<"sp", "sp", "bool", "false", "Sequence parallelism (with tp)">,
     Option<"cp", "cp", "int64_t", "1", "Context-parallel degree: the sequence split over a cp axis in 2*cp zig-zag chunks (causal load balancing), K/V all-gathered over cp for attention">,
+    Option<"cpComm", "cp-comm", "std::string", "\"allgather\"",
+           "Context parallelism's K/V exchange: allgather (K and V all-gathered over cp before each attention) or ring (each chunk passed around the cp ring, send/recv overlapped with the partial attention, partials merged by log-sum-exp)">,
     Option<"zero", "zero", "int64_t", "0", "ZeRO stage: 1 shards AdamW state over dp, 2 also reduce-scatters each gradient as soon as it is final, 3 (FSDP) also stores parameters sharded over dp and all-gathers each layer's before use (0-3)">,
     Option<"reshardAfterForward", "reshard-after-forward", "bool", "true",
            "zero=3: all-gather each layer's parameters again before its backward (true) or keep them from its forward (false; with micro-batches: gathered once per step)">,

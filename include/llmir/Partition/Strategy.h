@@ -92,6 +92,8 @@ struct PartitionOptions {
   bool sp = false;
   /// Context parallelism: ranks along `cp` (the sequence in 2*cp chunks).
   int64_t cp = 1;
+  /// How attention exchanges K/V over cp: "allgather" or "ring".
+  std::string cpComm = "allgather";
   int64_t zero = 0;
   /// zero=3: all-gather each layer's parameters again for its backward.
   bool reshardAfterForward = true;

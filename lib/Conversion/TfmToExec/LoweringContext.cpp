@@ -159,3 +159,10 @@ Value LoweringContext::savedLseOf(Operation *op) const {
   auto it = attentionLse.find(op);
   return it == attentionLse.end() ? Value() : buffers[it->second].buffer;
 }
+
+SmallVector<Value> LoweringContext::ringScratchOf(Operation *op) const {
+  SmallVector<Value> values;
+  for (unsigned idx : ringScratch.lookup(op))
+    values.push_back(buffers[idx].buffer);
+  return values;
+}

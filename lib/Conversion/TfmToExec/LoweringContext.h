@@ -24,6 +24,7 @@
 #define LLMIR_LIB_CONVERSION_TFMTOEXEC_LOWERINGCONTEXT_H
 
 #include "llmir/Dialect/Exec/IR/ExecDialect.h"
+#include "llmir/Dialect/Tfm/IR/ContextParallel.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -147,6 +148,11 @@ public:
   /// The softmax log-sum-exp buffer the attention `op` saves for its
   /// attention_grad (training); null if it saves none.
   mlir::Value savedLseOf(mlir::Operation *op) const;
+  /// The scratch buffers planned for a cp ring attention `op`, in the order
+  /// of ringScratchTypes (LowerAttention.cpp).
+  llvm::SmallVector<mlir::Value> ringScratchOf(mlir::Operation *op) const;
+  /// A fresh event id.
+  int64_t newEvent() { return nextEvent++; }
 
 protected:
   mlir::OpBuilder b;
@@ -166,6 +172,8 @@ protected:
   llvm::SmallPtrSet<mlir::Operation *, 16> viewOps;
   /// The log-sum-exp buffer of each tfm.attention with an attention_grad.
   llvm::DenseMap<mlir::Operation *, unsigned> attentionLse;
+  /// The scratch buffers of each cp ring attention (its chunk slots).
+  llvm::DenseMap<mlir::Operation *, llvm::SmallVector<unsigned>> ringScratch;
   /// Buffers written by a collective the compute stream has not waited for.
   llvm::MapVector<unsigned, int64_t> pendingEvent;
   /// Buffers read by such a collective (its input, a staging buffer): the
@@ -224,6 +232,11 @@ LogicalResult lowerOp(LoweringContext &c, tfm::MatmulOp op);
 tfm::AttentionOp savedForwardOf(tfm::AttentionGradOp grad);
 /// The log-sum-exp buffer's type for `op`: f32 [batch, heads, seq].
 mlir::RankedTensorType lseTypeOf(tfm::AttentionOp op);
+/// cp-comm=ring: the scratch buffers `op` (an attention or attention_grad
+/// with cp_comm = "ring") needs for the chunks in flight; `saveLse`: the
+/// forward's log-sum-exp has a buffer of its own (training).
+mlir::FailureOr<llvm::SmallVector<mlir::RankedTensorType>>
+ringScratchTypes(LoweringContext &c, mlir::Operation *op, bool saveLse);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::AttentionGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RopeOp op);

@@ -205,6 +205,20 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       buffers.push_back(lb);
       attentionLse[&op] = buffers.size() - 1;
     }
+    if (isa<AttentionOp, AttentionGradOp>(op) && isCpRing(&op)) {
+      // cp-comm=ring: slots for the chunks in flight (LowerAttention.cpp).
+      auto types = ringScratchTypes(*this, &op, !isa<AttentionOp>(op) ||
+                                                    savedAttention.contains(&op));
+      if (failed(types))
+        return failure();
+      for (RankedTensorType type : *types) {
+        LogicalBuffer lb;
+        lb.type = type;
+        lb.firstUse = lb.lastUse = step;
+        buffers.push_back(lb);
+        ringScratch[&op].push_back(buffers.size() - 1);
+      }
+    }
     if (isa<ReshapeOp, TpCopyOp>(op)) { // views: no copy
       bufferOf[op.getResult(0)] = bufferOf.lookup(op.getOperand(0));
       continue;

@@ -84,10 +84,12 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError()
            << "--llm-partition: sp=true needs tp > 1 (it splits the "
               "sequence over the tensor-parallel group)";
-  if (o.cp > 1 && o.sp)
-    return module.emitError() << "--llm-partition: cp=" << o.cp
-                              << " with sp=true is not supported (both split "
-                                 "the sequence)";
+  if (o.cpComm != "allgather" && o.cpComm != "ring")
+    return module.emitError() << "--llm-partition: unknown cp-comm '" << o.cpComm
+                              << "' (expected allgather, ring)";
+  if (o.cpComm == "ring" && o.cp == 1)
+    return module.emitError()
+           << "--llm-partition: cp-comm=ring needs cp > 1 (it passes K/V around the cp ring)";
   if (o.cp > 1 && o.zero > 0)
     return module.emitError() << "--llm-partition: cp=" << o.cp
                               << " with zero=" << o.zero
@@ -109,6 +111,7 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.tp = tp;
     options.sp = sp;
     options.cp = cp;
+    options.cpComm = cpComm;
     options.zero = zero;
     options.reshardAfterForward = reshardAfterForward;
     options.pp = pp;

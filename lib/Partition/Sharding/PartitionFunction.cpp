@@ -9,6 +9,7 @@
 #include "Partitioner.h"
 
 #include "llmir/runtime/ContextParallel.h"
+#include "llmir/Dialect/Tfm/IR/ContextParallel.h"
 
 
 using namespace mlir;
@@ -215,11 +216,18 @@ Value Partitioner::sequenceInGlobalOrder(Operation *user, Value local) {
 }
 
 LogicalResult Partitioner::partitionAttentionCp(AttentionOp op) {
+  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
+  if (cpRing) {
+    // K and V stay local; the exec lowering passes them around the cp ring.
+    op->setAttr(kCpCommAttrName, builder.getStringAttr(kCpRing));
+    note(op, "K and V passed around the cp=" + Twine(cp) +
+                 " ring, partial attentions merged by log-sum-exp");
+    return success();
+  }
   // Each rank's queries attend to the whole sequence: K and V all-gathered
   // over cp along the sequence (the backward reduce-scatters dK and dV).
   for (OpOperand *operand : {&op.getKeyMutable(), &op.getValueMutable()})
     operand->set(gatherSequenceOverCp(op, operand->get()));
-  op->setAttr(TfmDialect::kCpAxisAttrName, builder.getStringAttr("cp"));
   note(op, "K and V all-gathered over cp=" + Twine(cp) +
                ", causal mask by global (zig-zag) positions");
   return success();
@@ -249,8 +257,9 @@ void Partitioner::explainLayerCommunication() {
     });
     int64_t minOps = tp == 1 ? 0 : (sp ? 4 : 2);
     int64_t minBytes = tp == 1 ? 0 : (sp ? 2 * act / tp + 2 * act : 2 * act);
-    // Context parallelism: each attention's local K and V all-gathered.
-    if (cp > 1)
+    // Context parallelism: each attention's local K and V all-gathered (the
+    // ring's sends are emitted by the exec lowering, not counted here).
+    if (cp > 1 && !cpRing)
       layer.walk([&](AttentionOp att) {
         auto q = cast<RankedTensorType>(att.getQuery().getType());
         int64_t kv = q.getNumElements() / att.getNumHeads() * att.getNumKvHeads();

@@ -331,7 +331,14 @@ LogicalResult Partitioner::partitionOp(Operation *op) {
           return cpSplit ? sliceForCp(p, p.getResult(), /*atStart=*/false)
                         : success();
         }
-        // Sequence parallel: this rank's positions start at its block.
+        // Sequence parallel: this rank's positions start at its block. With
+        // cp the block is one of the cp rank's zig-zag rows, whose positions
+        // the position_ids kernel does not know (RoPE models need none).
+        if (cp > 1)
+          return p.emitOpError()
+                 << "learned position embeddings with cp=" << cp
+                 << " and sp=true are not supported (each tp rank's block of "
+                    "the cp rank's zig-zag positions); use sp=false";
         SmallVector<int64_t> shape(type->getShape());
         if (shape[kSeqDim] % tp != 0)
           return p.emitOpError() << "cannot split the sequence ("

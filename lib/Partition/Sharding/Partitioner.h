@@ -102,7 +102,7 @@ public:
   Partitioner(ModuleOp module, func::FuncOp func, const PartitionOptions &o,
               PartitionStrategy *strategy)
       : module(module), func(func), dp(o.dp), tp(o.tp),
-        microbatches(o.microbatches), cp(o.cp), sp(o.sp), explain(o.explain),
+        microbatches(o.microbatches), cp(o.cp), cpRing(o.cpComm == "ring"), sp(o.sp), explain(o.explain),
         strategy(strategy), builder(func.getContext()) {
     // With pipeline parallelism the grid is pp x dp x tp (pp slowest in the
     // rank numbering, tp fastest: tp groups stay within a node).
@@ -123,8 +123,9 @@ private:
   /// Context parallelism: `v` ([batch, seq, ...]) replaced after `after` by
   /// this rank's two zig-zag chunks of the sequence (tfm.cp_slice).
   LogicalResult sliceForCp(Operation *anchor, Value v, bool atStart);
-  /// Context parallelism: the attention's K and V all-gathered over cp, the
-  /// causal mask by global positions.
+  /// Context parallelism: the attention's K and V all-gathered over cp (or,
+  /// with cp-comm=ring, marked for the ring exchange), the causal mask by
+  /// global positions.
   LogicalResult partitionAttentionCp(tfm::AttentionOp op);
   /// Context parallelism: `local` (this rank's chunks) all-gathered over cp
   /// along the sequence before `user` (once per value; zig-zag order).
@@ -253,6 +254,7 @@ private:
   ModuleOp module;
   func::FuncOp func;
   int64_t dp, tp, microbatches, cp;
+  bool cpRing; ///< cp-comm=ring: K/V passed around the cp ring, not all-gathered
   bool sp, explain;
   /// Grid axes of dp and tp (after pp when the plan has one).
   int16_t dpAxis = 0, tpAxis = 1;

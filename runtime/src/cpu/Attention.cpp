@@ -324,4 +324,150 @@ Status attentionBackward(const float *q, const float *k, const float *v,
   });
 }
 
+// ---- context parallelism: one step of the ring (cp-comm=ring) ------------------------
+namespace {
+
+/// A ring of cp.size ranks (one rank: plain attention over its two chunks).
+Status checkRing(const char *k, int64_t seq, const CpChunks &cp, int64_t step) {
+  if (cp.size < 1 || cp.rank < 0 || cp.rank >= cp.size || 2 * cp.chunk != seq)
+    return invalid(k, "context-parallel rank " + std::to_string(cp.rank) + " of " +
+                          std::to_string(cp.size) + " with chunks of " +
+                          std::to_string(cp.chunk) + " does not fit " +
+                          std::to_string(seq) + " local rows (two chunks)");
+  if (step < 0 || step >= cp.size)
+    return invalid(k, "ring step " + std::to_string(step) + " needs 0 <= step < cp (" +
+                          std::to_string(cp.size) + ")");
+  return Status::ok();
+}
+
+/// Merges a partial attention (its output row `part` and log-sum-exp
+/// `partLse`) into the running one (`out`, `lse`): weights exp(lse - new)
+/// and exp(partLse - new), new = log(exp(lse) + exp(partLse)).
+void mergeRow(float *out, float &lse, const float *part, float partLse, int64_t n) {
+  const float hi = std::max(lse, partLse), lo = std::min(lse, partLse);
+  const float merged = hi + std::log1p(std::exp(lo - hi));
+  const float a = std::exp(lse - merged), b = std::exp(partLse - merged);
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = a * out[j] + b * part[j];
+  lse = merged;
+}
+
+/// Calls fn(qc, kc, diagonal) for the (query chunk, held chunk) pairs that
+/// ring step `step` computes (the others are masked whole and skipped).
+template <typename Fn>
+Status forSeenPairs(const CpChunks &cp, int64_t step, bool causal, int qc, Fn fn) {
+  for (int kc = 0; kc < 2; ++kc) {
+    const CpChunks::Sees sees = cp.sees(step, qc, kc, causal);
+    if (sees != CpChunks::Sees::None)
+      LLMIR_RETURN_IF_ERROR(fn(kc, sees == CpChunks::Sees::Diagonal));
+  }
+  return Status::ok();
+}
+
+} // namespace
+
+Status ringAttentionForward(const float *q, const float *k, const float *v, float *out,
+                            float *lse, int64_t batch, int64_t seq, int64_t heads,
+                            int64_t kvHeads, int64_t headDim, float scale, bool causal,
+                            const CpChunks &cp, int64_t step) {
+  const char *kn = "attention_ring";
+  LLMIR_RETURN_IF_ERROR(checkAttention(kn, batch, seq, heads, kvHeads, headDim, scale));
+  const bool any = batch > 0 && seq > 0;
+  for (auto [name, p] : {std::pair<const char *, const void *>{"q", q}, {"k", k}, {"v", v},
+                         {"out", out}, {"lse", lse}})
+    LLMIR_RETURN_IF_ERROR(checkPointer(kn, name, p, any));
+  if (!any)
+    return Status::ok();
+  LLMIR_RETURN_IF_ERROR(checkRing(kn, seq, cp, step));
+  const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
+                    seq, heads, kvHeads, headDim, seq};
+  if (step == 0) {
+    std::fill_n(out, batch * seq * heads * headDim, 0.0f);
+    std::fill_n(lse, batch * heads * seq, -std::numeric_limits<float>::infinity());
+  }
+  // Tasks are (batch, head, query chunk); per seen held chunk: the scores,
+  // their softmax (with its log-sum-exp), P V, merged into the running rows.
+  const int64_t c = cp.chunk;
+  const int64_t perThread = c * c + c * headDim + c;
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * perThread));
+  return runTasks(batch * heads * 2, [&](int64_t t, int thread) {
+    const int qc = static_cast<int>(t % 2);
+    const int64_t b = t / 2 / heads, h = t / 2 % heads;
+    float *p = scratch.data() + thread * perThread, *part = p + c * c, *partLse = part + c * headDim;
+    const float *qb = q + hv.qOffset(b, h) + qc * c * hv.qStride;
+    float *ob = out + hv.qOffset(b, h) + qc * c * hv.qStride;
+    float *lb = lse + hv.lseOffset(b, h) + qc * c;
+    return forSeenPairs(cp, step, causal, qc, [&](int kc, bool diagonal) -> Status {
+      const int64_t kvo = hv.kvOffset(b, h) + kc * c * hv.kvStride;
+      LLMIR_RETURN_IF_ERROR(gemm(false, true, c, c, headDim, scale, qb, hv.qStride, k + kvo,
+                                 hv.kvStride, 0.0f, p, c));
+      for (int64_t i = 0; i < c; ++i)
+        partLse[i] = maskedSoftmaxRow(p + i * c, diagonal ? i + 1 : c, c);
+      LLMIR_RETURN_IF_ERROR(gemm(false, false, c, headDim, c, 1.0f, p, c, v + kvo, hv.kvStride,
+                                 0.0f, part, headDim));
+      for (int64_t i = 0; i < c; ++i)
+        mergeRow(ob + i * hv.qStride, lb[i], part + i * headDim, partLse[i], headDim);
+      return Status::ok();
+    });
+  });
+}
+
+Status ringAttentionBackward(const float *q, const float *k, const float *v,
+                             AttentionSaved saved, const float *dout, float *dq, float *dk,
+                             float *dv, int64_t batch, int64_t seq, int64_t heads,
+                             int64_t kvHeads, int64_t headDim, float scale, bool causal,
+                             const CpChunks &cp, int64_t step) {
+  const char *kn = "attention_ring_grad";
+  LLMIR_RETURN_IF_ERROR(checkAttention(kn, batch, seq, heads, kvHeads, headDim, scale));
+  const bool any = batch > 0 && seq > 0;
+  for (auto [name, p] : {std::pair<const char *, const void *>{"q", q}, {"k", k}, {"v", v},
+                         {"out", saved.out}, {"lse", saved.lse}, {"dout", dout}, {"dq", dq},
+                         {"dk", dk}, {"dv", dv}})
+    LLMIR_RETURN_IF_ERROR(checkPointer(kn, name, p, any));
+  if (!any)
+    return Status::ok();
+  LLMIR_RETURN_IF_ERROR(checkRing(kn, seq, cp, step));
+  const HeadView hv{heads * headDim, kvHeads * headDim, heads / kvHeads,
+                    seq, heads, kvHeads, headDim, seq};
+  if (step == 0)
+    std::fill_n(dq, batch * seq * heads * headDim, 0.0f);
+  std::fill_n(dk, batch * seq * kvHeads * headDim, 0.0f);
+  std::fill_n(dv, batch * seq * kvHeads * headDim, 0.0f);
+  // Tasks are (batch, kv head), as in attentionBackward (one writer per
+  // output row, sums in a fixed order); per query head, query chunk and seen
+  // held chunk: P from the saved lse, dS = scale P (dO V^T - rowsum(dO O)),
+  // dQ += dS K, dK += dS^T Q, dV += P^T dO.
+  const int64_t c = cp.chunk;
+  std::vector<float> scratch(static_cast<size_t>(maxThreads() * 2 * c * c));
+  return runTasks(batch * kvHeads, [&](int64_t t, int thread) {
+    const int64_t b = t / kvHeads, g = t % kvHeads;
+    float *p = scratch.data() + thread * 2 * c * c, *ds = p + c * c;
+    for (int64_t h = g * hv.group; h < (g + 1) * hv.group; ++h)
+      for (int qc = 0; qc < 2; ++qc) {
+        const int64_t qo = hv.qOffset(b, h) + qc * c * hv.qStride;
+        const float *rowLse = saved.lse + hv.lseOffset(b, h) + qc * c;
+        LLMIR_RETURN_IF_ERROR(forSeenPairs(cp, step, causal, qc, [&](int kc, bool diagonal) -> Status {
+          const int64_t kvo = hv.kvOffset(b, h) + kc * c * hv.kvStride;
+          LLMIR_RETURN_IF_ERROR(gemm(false, true, c, c, headDim, scale, q + qo, hv.qStride,
+                                     k + kvo, hv.kvStride, 0.0f, p, c));
+          LLMIR_RETURN_IF_ERROR(gemm(false, true, c, c, headDim, 1.0f, dout + qo, hv.qStride,
+                                     v + kvo, hv.kvStride, 0.0f, ds, c));
+          for (int64_t i = 0; i < c; ++i) {
+            probsFromLse(p + i * c, diagonal ? i + 1 : c, c, rowLse[i]);
+            const float delta = rowDot(dout + qo + i * hv.qStride,
+                                       saved.out + qo + i * hv.qStride, headDim);
+            softmaxBackwardRow(p + i * c, ds + i * c, c, scale, delta);
+          }
+          LLMIR_RETURN_IF_ERROR(gemm(false, false, c, headDim, c, 1.0f, ds, c, k + kvo,
+                                     hv.kvStride, 1.0f, dq + qo, hv.qStride));
+          LLMIR_RETURN_IF_ERROR(gemm(true, false, c, headDim, c, 1.0f, ds, c, q + qo,
+                                     hv.qStride, 1.0f, dk + kvo, hv.kvStride));
+          return gemm(true, false, c, headDim, c, 1.0f, p, c, dout + qo, hv.qStride, 1.0f,
+                      dv + kvo, hv.kvStride);
+        }));
+      }
+    return Status::ok();
+  });
+}
+
 } // namespace llmir::runtime

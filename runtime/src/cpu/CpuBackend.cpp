@@ -419,6 +419,22 @@ Status CpuBackend::attentionGrad(const Instr &instr) {
                            s.headDim, s.scale, s.causal, a.cp);
 }
 
+Status CpuBackend::attentionRing(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RingAttentionArgs a,
+                         kargs::decodeRingAttention(instr, *context_));
+  const kargs::AttentionShape &s = a.shape;
+  const Instr &i = instr;
+  if (instr.id == KernelId::AttentionRing)
+    return ringAttentionForward(ptr<float>(i.ins[0]), ptr<float>(i.ins[1]), ptr<float>(i.ins[2]),
+                                ptr<float>(i.outs[0]), ptr<float>(i.outs[1]), a.batch, a.seq,
+                                s.heads, s.kvHeads, s.headDim, s.scale, s.causal, a.cp, a.step);
+  return ringAttentionBackward(ptr<float>(i.ins[0]), ptr<float>(i.ins[1]), ptr<float>(i.ins[2]),
+                               {ptr<float>(i.ins[4]), ptr<float>(i.ins[5])},
+                               ptr<float>(i.ins[3]), ptr<float>(i.outs[0]),
+                               ptr<float>(i.outs[1]), ptr<float>(i.outs[2]), a.batch, a.seq,
+                               s.heads, s.kvHeads, s.headDim, s.scale, s.causal, a.cp, a.step);
+}
+
 Status CpuBackend::rope(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr));
   const BufferRef &x = instr.ins[0];

@@ -66,6 +66,7 @@ private:
   Status addNorm(const Instr &instr); // add_layer_norm, add_rms_norm
   Status attention(const Instr &instr);
   Status attentionGrad(const Instr &instr);
+  Status attentionRing(const Instr &instr);
   Status rope(const Instr &instr); // rope, rope_grad
   Status crossEntropy(const Instr &instr);
   Status crossEntropyGrad(const Instr &instr);

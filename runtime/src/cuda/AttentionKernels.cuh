@@ -33,6 +33,43 @@ struct Layout {
   }
 };
 
+/// The kernels' mask policy: which keys a query row sees, the key rows a
+/// block of query rows needs (a prefix) and the query rows a block of key rows
+/// is seen by (a suffix), how a row's result is stored. This one: the keys of
+/// the whole sequence (or all-gathered over cp), causal by position; results
+/// written. RingAttentionKernels.cuh has the ring step's.
+struct SequenceMask {
+  Layout L;
+  bool causal;
+  __device__ bool sees(int64_t i, int64_t j) const { return L.sees(i, j, causal); }
+  __device__ int64_t keyEnd(int64_t, int64_t r1) const {
+    return L.prefixMask(causal) ? min(L.seq, r1) : L.kvSeq;
+  }
+  __device__ int64_t queryStart(int64_t j0, int64_t) const {
+    return L.prefixMask(causal) ? j0 : 0;
+  }
+  /// A query row's output (acc / l over D values) and log-sum-exp (if lse).
+  template <int MAXD>
+  __device__ void storeRow(float *out, float *lse, const float (&acc)[MAXD], float m, float l,
+                           int D) const {
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int d = 0; d < MAXD; ++d)
+      if (d < D)
+        out[d] = acc[d] * inv;
+    if (lse)
+      *lse = m + logf(l);
+  }
+  /// A query row's dq (D values).
+  template <int MAXD>
+  __device__ void storeDq(float *dq, const float (&acc)[MAXD], int D) const {
+#pragma unroll
+    for (int d = 0; d < MAXD; ++d)
+      if (d < D)
+        dq[d] = acc[d];
+  }
+};
+
 /// Cooperative load of rows [r0, r0 + TILE) of a [*, stride]-strided tensor
 /// (row r at base + rowOffset(r)) into tile[TILE][MAXD]; rows past `limit` are 0.
 template <int MAXD, int TILE, typename RowOffset>
@@ -45,10 +82,10 @@ __device__ void loadTile(float (*tile)[MAXD], const float *base, int64_t r0,
   }
 }
 
-template <int MAXD, int TILE>
+template <int MAXD, int TILE, typename Mask = SequenceMask>
 __global__ void attentionForwardKernel(const float *q, const float *k, const float *v,
-                                       float *out, float *lse, Layout L,
-                                       float scale, bool causal) {
+                                       float *out, float *lse, Layout L, Mask M,
+                                       float scale) {
   __shared__ float ks[TILE][MAXD];
   __shared__ float vs[TILE][MAXD];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -65,8 +102,7 @@ __global__ void attentionForwardKernel(const float *q, const float *k, const flo
     acc[d] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  const int64_t keyEnd =
-      L.prefixMask(causal) ? min(L.seq, rowStart + kRowsPerBlock) : L.kvSeq;
+  const int64_t keyEnd = M.keyEnd(rowStart, min(L.seq, rowStart + kRowsPerBlock));
   for (int64_t j0 = 0; j0 < keyEnd; j0 += TILE) {
     __syncthreads();
     loadTile<MAXD, TILE>(ks, k, j0, L.kvSeq, L.headDim,
@@ -82,7 +118,7 @@ __global__ void attentionForwardKernel(const float *q, const float *k, const flo
     for (int jj = 0; jj < TILE; ++jj) {
       const int64_t j = j0 + jj;
       float s = -INFINITY;
-      if (j < L.kvSeq && L.sees(i, j, causal)) {
+      if (j < L.kvSeq && M.sees(i, j)) {
         float dot = 0.0f;
 #pragma unroll
         for (int d = 0; d < MAXD; ++d)
@@ -110,15 +146,8 @@ __global__ void attentionForwardKernel(const float *q, const float *k, const flo
     }
     m = mNew;
   }
-  if (!active)
-    return;
-  const float inv = 1.0f / l;
-#pragma unroll
-  for (int d = 0; d < MAXD; ++d)
-    if (d < D)
-      out[L.qRow(b, i, h) + d] = acc[d] * inv;
-  if (lse)
-    lse[L.stat(b, h, i)] = m + logf(l);
+  if (active)
+    M.storeRow(out + L.qRow(b, i, h), lse ? lse + L.stat(b, h, i) : nullptr, acc, m, l, D);
 }
 
 __global__ void attentionDeltaKernel(const float *o, const float *dout, float *delta,
@@ -134,11 +163,11 @@ __global__ void attentionDeltaKernel(const float *o, const float *dout, float *d
   }
 }
 
-template <int MAXD, int TILE>
+template <int MAXD, int TILE, typename Mask = SequenceMask>
 __global__ void attentionDqKernel(const float *q, const float *k, const float *v,
                                   const float *lse, const float *delta,
-                                  const float *dout, float *dq, Layout L,
-                                  float scale, bool causal) {
+                                  const float *dout, float *dq, Layout L, Mask M,
+                                  float scale) {
   __shared__ float ks[TILE][MAXD];
   __shared__ float vs[TILE][MAXD];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -157,8 +186,7 @@ __global__ void attentionDqKernel(const float *q, const float *k, const float *v
   }
   const float li = active ? lse[L.stat(b, h, i)] : 0.0f;
   const float di = active ? delta[L.stat(b, h, i)] : 0.0f;
-  const int64_t keyEnd =
-      L.prefixMask(causal) ? min(L.seq, rowStart + kRowsPerBlock) : L.kvSeq;
+  const int64_t keyEnd = M.keyEnd(rowStart, min(L.seq, rowStart + kRowsPerBlock));
   for (int64_t j0 = 0; j0 < keyEnd; j0 += TILE) {
     __syncthreads();
     loadTile<MAXD, TILE>(ks, k, j0, L.kvSeq, L.headDim,
@@ -170,9 +198,9 @@ __global__ void attentionDqKernel(const float *q, const float *k, const float *v
       continue;
     for (int jj = 0; jj < TILE; ++jj) {
       const int64_t j = j0 + jj;
-      if (j >= L.kvSeq || (L.prefixMask(causal) && j > i))
+      if (j >= L.kvSeq)
         break;
-      if (!L.sees(i, j, causal))
+      if (!M.sees(i, j))
         continue;
       float dot = 0.0f, dp = 0.0f;
 #pragma unroll
@@ -187,19 +215,15 @@ __global__ void attentionDqKernel(const float *q, const float *k, const float *v
         acc[d] += ds * ks[jj][d];
     }
   }
-  if (!active)
-    return;
-#pragma unroll
-  for (int d = 0; d < MAXD; ++d)
-    if (d < D)
-      dq[L.qRow(b, i, h) + d] = acc[d];
+  if (active)
+    M.storeDq(dq + L.qRow(b, i, h), acc, D);
 }
 
-template <int MAXD, int TILE>
+template <int MAXD, int TILE, typename Mask = SequenceMask>
 __global__ void attentionDkDvKernel(const float *q, const float *k, const float *v,
                                     const float *lse, const float *delta,
                                     const float *dout, float *dk, float *dv,
-                                    Layout L, float scale, bool causal) {
+                                    Layout L, Mask M, float scale) {
   __shared__ float qs[TILE][MAXD];
   __shared__ float dos[TILE][MAXD];
   __shared__ float ls[TILE], dls[TILE];
@@ -218,8 +242,8 @@ __global__ void attentionDkDvKernel(const float *q, const float *k, const float 
     dka[d] = 0.0f;
     dva[d] = 0.0f;
   }
-  // Queries before keyStart never see this block's keys when causal.
-  const int64_t queryStart = L.prefixMask(causal) ? keyStart : 0;
+  // The queries before queryStart never see this block's keys.
+  const int64_t queryStart = M.queryStart(keyStart, min(L.kvSeq, keyStart + kRowsPerBlock));
   for (int64_t hh = 0; hh < group; ++hh) {
     const int64_t h = g * group + hh;
     for (int64_t i0 = queryStart; i0 < L.seq; i0 += TILE) {
@@ -240,7 +264,7 @@ __global__ void attentionDkDvKernel(const float *q, const float *k, const float 
         const int64_t i = i0 + ii;
         if (i >= L.seq)
           break;
-        if (!L.sees(i, j, causal))
+        if (!M.sees(i, j))
           continue;
         float dot = 0.0f, dp = 0.0f;
 #pragma unroll

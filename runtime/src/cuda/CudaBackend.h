@@ -285,6 +285,7 @@ private:
   Status attention(const Instr &instr); // attention, attention_grad
   /// attention_grad: attention() runs both directions.
   Status attentionGrad(const Instr &instr) { return attention(instr); }
+  Status attentionRing(const Instr &instr); // attention_ring, attention_ring_grad
   /// Loads cuDNN for attention (CudaBackendCudnn.cu); cudnnOff_ says why not.
   void initCudnn();
   /// bf16/f16 attention or attention_grad through cuDNN's SDPA: false (nothing

@@ -225,6 +225,28 @@ Status CudaBackend::attention(const Instr &instr) {
   return Status::ok();
 }
 
+Status CudaBackend::attentionRing(const Instr &instr) {
+  LLMIR_ASSIGN_OR_RETURN(const kargs::RingAttentionArgs a,
+                         kargs::decodeRingAttention(instr, *context_));
+  LLMIR_RETURN_IF_ERROR(attentionLimits(instr, a.shape));
+  const AttentionDims d{a.batch,         a.seq,         a.shape.heads, a.shape.kvHeads,
+                        a.shape.headDim, a.shape.scale, a.shape.causal, a.cp};
+  const Instr &i = instr;
+  if (instr.id == KernelId::AttentionRing) {
+    cuda::launchRingAttentionForward(ptr<float>(i.ins[0]), ptr<float>(i.ins[1]),
+                                     ptr<float>(i.ins[2]), ptr<float>(i.outs[0]),
+                                     ptr<float>(i.outs[1]), d, a.step, stream_);
+    return Status::ok();
+  }
+  LLMIR_ASSIGN_OR_RETURN(uint8_t * delta,
+                         scratch(alignUp(d.batch * d.heads * d.seq * int64_t(sizeof(float)))));
+  cuda::launchRingAttentionBackward(
+      ptr<float>(i.ins[0]), ptr<float>(i.ins[1]), ptr<float>(i.ins[2]), ptr<float>(i.ins[4]),
+      ptr<float>(i.ins[5]), ptr<float>(i.ins[3]), reinterpret_cast<float *>(delta),
+      ptr<float>(i.outs[0]), ptr<float>(i.outs[1]), ptr<float>(i.outs[2]), d, a.step, stream_);
+  return Status::ok();
+}
+
 Status CudaBackend::rope(const Instr &instr) {
   cudaStream_t s = stream_;
   LLMIR_ASSIGN_OR_RETURN(const kargs::RopeShape r, kargs::decodeRope(instr, ropeLimits));

@@ -166,6 +166,18 @@ void launchAttentionBackward(const float *q, const float *k, const float *v,
                              const float *dout, float *delta, float *dq,
                              float *dk, float *dv, const AttentionDims &d,
                              cudaStream_t s);
+/// cp-comm=ring, step `step` (d.cp: this rank; k, v: the held chunk pair of
+/// d.seq rows): the partial attention merged into out and lse (step 0:
+/// written); twin of ringAttentionForward.
+void launchRingAttentionForward(const float *q, const float *k, const float *v, float *out,
+                                float *lse, const AttentionDims &d, int64_t step,
+                                cudaStream_t s);
+/// Its backward from the final o and lse: dq summed into (step 0: written),
+/// dk and dv of the held pair written; delta: scratch [batch, heads, seq].
+void launchRingAttentionBackward(const float *q, const float *k, const float *v,
+                                 const float *o, const float *lse, const float *dout,
+                                 float *delta, float *dq, float *dk, float *dv,
+                                 const AttentionDims &d, int64_t step, cudaStream_t s);
 
 // ---- Loss (Loss.cu) -----------------------------------------------------------
 /// Full cross-entropy: rowLoss[r] = lse_r - logits[r, label]; then the scalar

@@ -550,15 +550,30 @@ Status Executor::executeCollective(const Instr &instr) {
       return invalid("unknown grid axis '" + *axis + "'");
     return it->second;
   };
-  /// The rank running `stage` with this rank's other coordinates.
+  /// The rank running `stage` with this rank's other coordinates; with an
+  /// `axis` and `shift` (a ring, e.g. context parallelism's K/V exchange) the
+  /// coordinate along `axis` is this rank's plus `shift`, mod its size.
   auto peerRank = [&](int64_t stage) -> StatusOr<int> {
     const Plan &plan = program_.plan;
+    std::vector<int> coords = rankInfo_->coords;
+    if (instr.hasAttr("axis")) {
+      StatusOr<std::string> axis = instr.stringAttr("axis");
+      StatusOr<int64_t> shift = instr.intAttr("shift");
+      if (!axis.isOk() || !shift.isOk())
+        return invalid(instr.describe() + ": a ring transfer needs axis and shift");
+      auto it = std::find(plan.axes.begin(), plan.axes.end(), *axis);
+      if (it == plan.axes.end() || *shift < 0)
+        return invalid(instr.describe() + ": no grid axis '" + *axis +
+                       "' to shift by " + std::to_string(*shift));
+      const size_t a = it - plan.axes.begin();
+      coords[a] = static_cast<int>((coords[a] + *shift) % plan.sizes[a]);
+    }
     for (const RankInfo &r : program_.ranks) {
       if (r.stage != stage)
         continue;
       bool same = true;
       for (size_t a = 0; a < plan.axes.size(); ++a)
-        same &= plan.axes[a] == "pp" || r.coords[a] == rankInfo_->coords[a];
+        same &= plan.axes[a] == "pp" || r.coords[a] == coords[a];
       if (same)
         return r.rank;
     }

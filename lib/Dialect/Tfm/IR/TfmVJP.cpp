@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "llmir/Dialect/Tfm/IR/ContextParallel.h"
 #include "llmir/Dialect/Tfm/IR/TfmDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -128,8 +129,9 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ArrayRef<Value> dys,
       TypeRange{getQuery().getType(), getKey().getType(), getValue().getType()},
       getQuery(), getKey(), getValue(), dys[0], getNumHeadsAttr(),
       getNumKvHeadsAttr(), getCausalAttr(), b.getF64FloatAttr(getEffectiveScale()));
-  if (Attribute cp = (*this)->getAttr(TfmDialect::kCpAxisAttrName))
-    g->setAttr(TfmDialect::kCpAxisAttrName, cp);
+  for (StringRef name : {StringRef(TfmDialect::kCpAxisAttrName), StringRef(kCpCommAttrName)})
+    if (Attribute cp = (*this)->getAttr(name))
+      g->setAttr(name, cp);
   grads[0] = g.getDquery();
   grads[1] = g.getDkey();
   grads[2] = g.getDvalue();

@@ -36,6 +36,28 @@ struct CpChunks {
   LLMIR_HOST_DEVICE int64_t chunkStart(int h) const {
     return (h == 0 ? rank : 2 * size - 1 - rank) * chunk;
   }
+
+  // cp-comm=ring: at step s (0 .. size-1) this rank holds the K/V chunk pair
+  // of rank (rank - s) mod size. Its query chunk qc sees a held chunk kc
+  // whole (an earlier chunk), on and below the diagonal (the same chunk: step
+  // 0 only) or not at all (a later chunk): a rank earlier than this one
+  // gives only its first chunk to both query chunks, a later one its whole
+  // pair to the second query chunk alone, so every step after 0 is half of
+  // the pairs, each unmasked.
+  enum class Sees { None, Whole, Diagonal };
+  /// The rank whose chunk pair this rank holds at ring step `step`.
+  LLMIR_HOST_DEVICE int64_t heldRank(int64_t step) const {
+    return ((rank - step) % size + size) % size;
+  }
+  /// What local query chunk qc sees of held chunk kc at ring step `step`.
+  LLMIR_HOST_DEVICE Sees sees(int64_t step, int qc, int kc, bool causal) const {
+    if (!causal)
+      return Sees::Whole;
+    const int64_t held = heldRank(step);
+    const int64_t gq = qc == 0 ? rank : 2 * size - 1 - rank;
+    const int64_t gk = kc == 0 ? held : 2 * size - 1 - held;
+    return gk < gq ? Sees::Whole : gk == gq ? Sees::Diagonal : Sees::None;
+  }
 };
 
 } // namespace llmir::runtime

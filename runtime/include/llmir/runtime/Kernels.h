@@ -169,6 +169,27 @@ Status attentionBackward(const float *q, const float *k, const float *v,
                          int64_t heads, int64_t kvHeads, int64_t headDim,
                          float scale, bool causal, const CpChunks &cp = {});
 
+/// One step of context parallelism's ring attention (cp-comm=ring; `cp`
+/// active, `step` in [0, cp.size)): q, out [batch, seq, heads * headDim] are
+/// this rank's two zig-zag chunks, k and v [batch, seq, kvHeads * headDim] the
+/// chunk pair of rank cp.heldRank(step). The partial attention of the query
+/// chunks against the held chunks they see (CpChunks::sees; pairs seen not at
+/// all are skipped) is merged into out and lse [batch, heads, seq] by
+/// log-sum-exp; step 0 starts them.
+Status ringAttentionForward(const float *q, const float *k, const float *v, float *out,
+                            float *lse, int64_t batch, int64_t seq, int64_t heads,
+                            int64_t kvHeads, int64_t headDim, float scale, bool causal,
+                            const CpChunks &cp, int64_t step);
+
+/// The backward of one ring step, from the forward's final out and lse: the
+/// step's part of dq is added into dq (step 0: written); dk and dv (like k
+/// and v) get the held pair's gradient from this rank's queries (written).
+Status ringAttentionBackward(const float *q, const float *k, const float *v,
+                             AttentionSaved saved, const float *dout, float *dq, float *dk,
+                             float *dv, int64_t batch, int64_t seq, int64_t heads,
+                             int64_t kvHeads, int64_t headDim, float scale, bool causal,
+                             const CpChunks &cp, int64_t step);
+
 // ---- Loss ------------------------------------------------------------------------
 
 /// Mean cross-entropy of logits [rows, vocab] against labels [rows]
