@@ -29,10 +29,18 @@ def test_cp_training_matches_reference(model, tmp_path, dp, cp, tp, pp):
     assert_trains_like_reference(model, tmp_path, dp * cp * tp * pp, plan, prog=prog, steps=STEPS)
 
 
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+@pytest.mark.parametrize("dp,cp,zero", [(2, 2, 1), (2, 2, 2), (2, 2, 3), (1, 2, 3)])
+def test_cp_with_zero_matches_reference(model, tmp_path, dp, cp, zero):
+    """ZeRO shards over dp (cp ranks keep replicas of the chunk), or over cp without dp."""
+    plan = f"dp={dp} cp={cp} zero={zero}"
+    prog = compile_training(model_path(model[0]), tmp_path / "t.llmir", plan)
+    assert_trains_like_reference(model, tmp_path, dp * cp, plan, prog=prog, steps=10)
+
+
 @pytest.mark.parametrize("plan,needle", [
     ("cp=3", "cannot split the sequence (16) into 2 x cp=3 equal chunks"),
     ("cp=2 tp=2 sp=true", "cp=2 with sp=true is not supported"),
-    ("cp=2 dp=2 zero=1", "cp=2 with zero=1 is not supported yet"),
     ("cp=0", "cp must be >= 1"),
 ])
 def test_cp_plan_errors(tmp_path, plan, needle):

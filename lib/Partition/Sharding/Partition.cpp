@@ -88,10 +88,6 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError() << "--llm-partition: cp=" << o.cp
                               << " with sp=true is not supported (both split "
                                  "the sequence)";
-  if (o.cp > 1 && o.zero > 0)
-    return module.emitError() << "--llm-partition: cp=" << o.cp
-                              << " with zero=" << o.zero
-                              << " is not supported yet";
   if (module.lookupSymbol(kGridName))
     return module.emitError() << "--llm-partition: the module is already "
                                  "partitioned (it has @"

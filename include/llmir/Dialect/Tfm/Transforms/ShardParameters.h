@@ -19,7 +19,9 @@ namespace llmir::tfm {
 inline constexpr llvm::StringLiteral kDpChunkOfAttrName = "llmir.dp_chunk_of";
 
 /// Under a zero=3 plan, rewrites a train step (a function with AdamW
-/// updates; anything else is left alone) so that parameters are dp chunks:
+/// updates; anything else is left alone) so that parameters are chunks over
+/// the ZeRO axis (`lookupZeroAxis`: dp, or cp without dp; "dp" in the names
+/// below stands for it):
 /// - every parameter argument becomes its flat chunk (`llmir.dp_chunk_of`
 ///   keeps its shape, `llmir.global_shape` its global one);
 /// - its readers read an all-gather of the chunk (a mixed-precision compute
