@@ -54,27 +54,29 @@ def test_cp_plan_errors(tmp_path, plan, needle):
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
 def test_cp_activation_memory_shrinks_by_cp(name):
-    """The planned temporaries of a training step (activations, then the
-    gradients) less the gradients shrink about ÷cp: every activation holds
-    seq/cp tokens; only K and V are gathered whole, per layer, transiently."""
+    """The activations a training step keeps for its backward (the exec plan's
+    saved_activation_peak_bytes) shrink ÷cp: every activation holds seq/cp
+    tokens, except the K and V all-gathered whole for each layer's attention,
+    which the backward reads too (their bytes grow by (1 - 1/cp) of the whole)."""
     import re
     from llmir import config
-    from test_comm_volume import local_param_bytes
-    grads = local_param_bytes(config.load_config(model_path(name)), 1)
+    cfg = config.load_config(model_path(name))
+    batch, seq = 4, 64
     imp = run([tool("llm-translate"), "--import-hf-config", model_path(name),
-               "--batch", "4", "--seq", "64"])
+               "--batch", str(batch), "--seq", str(seq)])
     assert imp.returncode == 0, imp.stderr
-    act = {}
+    kv_whole = 2 * cfg.num_layers * batch * seq * cfg.num_kv_heads * (cfg.hidden_size // cfg.num_heads) * 4
+    saved = {}
     for cp in (1, 2, 4):
         low = run([tool("llm-opt"), f"--llm-partition=cp={cp}", "--tfm-build-train-step",
                    "--llm-lower-to-exec"], input=imp.stdout)
         assert low.returncode == 0, low.stderr
-        act[cp] = int(re.search(r"temp_peak_bytes = (\d+)", low.stdout).group(1)) - grads
-    print(f"{name}: activations cp=1 {act[1]} B, cp=2 {act[2]} B, cp=4 {act[4]} B")
-    # Peak less all gradients undercounts a little once the planner lends a gradient's bytes to other
-    # temporaries before the gradient exists (LLaMA tiny cp=4: 0.16 of cp=1), hence the looser lower bound.
+        saved[cp] = int(re.search(r"saved_activation_peak_bytes = (\d+)", low.stdout).group(1))
+    print(f"{name}: saved activations cp=1 {saved[1]} B, cp=2 {saved[2]} B, cp=4 {saved[4]} B; "
+          f"K/V whole {kv_whole} B")
     for cp in (2, 4):
-        assert 0.5 / cp <= act[cp] / act[1] <= 1.3 / cp, act
+        sequence_split = saved[cp] - kv_whole * (1 - 1 / cp)
+        assert 0.7 / cp <= sequence_split / saved[1] <= 1.3 / cp, saved
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")

@@ -39,6 +39,7 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
   // ZeRO-3 reduces gradients as ZeRO-2 does (its parameters are made
   // sharded later, at lowering: tfm::shardParametersOverDp).
   zeroGradients = zero && zeroStage >= 2;
+  scatterPerMicrobatch = zeroStage == 3 && plan.getZero3Gather() == "microbatch";
   // ZeRO-2 reduce-scatters each gradient where it becomes final, like the
   // buckets of plain dp (and cp), instead of keeping it whole until the
   // optimizer.
@@ -102,6 +103,18 @@ void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
   bucketFill += cast<RankedTensorType>(param.getType()).getNumElements() * 4;
   if (bucketFill >= options.bucketBytes)
     flushBucket(loc);
+}
+
+Value OptimizerBuilder::reduceScatterMicrobatch(Value grad, Location loc) {
+  if (!scatterPerMicrobatch ||
+      cast<RankedTensorType>(grad.getType()).getNumElements() % zeroRanks != 0)
+    return Value();
+  return reduceScatterChunk(grad, loc);
+}
+
+void OptimizerBuilder::addReducedChunk(BlockArgument param, Value chunk) {
+  reductionOrder.try_emplace(param, reductionOrder.size());
+  reducedGrads[param] = chunk;
 }
 
 void OptimizerBuilder::flushBucket(Location loc) {

@@ -44,10 +44,11 @@ struct Sections {
 
 class ParameterSharder {
 public:
-  ParameterSharder(func::FuncOp func, ZeroAxis axis, bool reshardAfterForward)
+  ParameterSharder(func::FuncOp func, ZeroAxis axis, bool reshardAfterForward,
+                   bool gatherPerStep)
       : func(func), body(func.getBody().front()), sections(body),
         b(func.getContext()), axis(axis),
-        reshardAfterForward(reshardAfterForward) {}
+        reshardAfterForward(reshardAfterForward), gatherPerStep(gatherPerStep) {}
 
   LogicalResult shard(BlockArgument param);
 
@@ -63,14 +64,21 @@ private:
   OpBuilder b;
   ZeroAxis axis; ///< dp, or cp without dp (lookupZeroAxis)
   bool reshardAfterForward;
+  bool gatherPerStep; ///< zero3_gather = "step": one gather for all readers
 };
 
 void ParameterSharder::gatherFor(Value chunk, RankedTensorType type,
                                  ArrayRef<OpOperand *> uses) {
-  llvm::MapVector<unsigned, SmallVector<OpOperand *>> groups;
-  for (OpOperand *use : uses)
-    groups[reshardAfterForward ? sections.of(use->getOwner(), body) : 0]
-        .push_back(use);
+  // One gather per (micro-batch, section): without resharding a micro-batch
+  // keeps its gather from its forward to its backward.
+  llvm::MapVector<std::pair<int64_t, unsigned>, SmallVector<OpOperand *>> groups;
+  for (OpOperand *use : uses) {
+    Operation *top = body.findAncestorOpInBlock(*use->getOwner());
+    auto microbatch = top->getAttrOfType<IntegerAttr>(kMicrobatchAttrName);
+    std::pair<int64_t, unsigned> key = {microbatch ? microbatch.getInt() : -1,
+                                        reshardAfterForward ? sections.of(top, body) : 0};
+    groups[gatherPerStep ? std::make_pair<int64_t, unsigned>(-1, 0) : key].push_back(use);
+  }
   Operation *def = chunk.getDefiningOp();
   auto flat = RankedTensorType::get({type.getNumElements()}, type.getElementType());
   for (auto &[section, group] : groups) {
@@ -166,7 +174,8 @@ LogicalResult llmir::tfm::shardParametersOverDp(ModuleOp module,
       func.isExternal() || func.getBody().getOps<AdamWUpdateOp>().empty())
     return success();
   shareParameterCasts(func);
-  ParameterSharder sharder(func, *axis, plan.getReshardAfterForward());
+  ParameterSharder sharder(func, *axis, plan.getReshardAfterForward(),
+                           plan.getZero3Gather() == "step");
   for (BlockArgument param : func.getArguments())
     if (failed(sharder.shard(param)))
       return failure();

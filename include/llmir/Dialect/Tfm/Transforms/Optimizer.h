@@ -53,6 +53,15 @@ public:
   /// All-reduces the open bucket (if any).
   void flushBucket(mlir::Location loc);
 
+  /// zero=3 with zero3_gather = "microbatch": one micro-batch's gradient
+  /// reduce-scattered at once into this rank's chunk, for the caller to
+  /// accumulate over micro-batches; null otherwise (the caller sums the
+  /// full gradients and hands the sum to addToBucket).
+  mlir::Value reduceScatterMicrobatch(mlir::Value grad, mlir::Location loc);
+  /// `param`'s reduced chunk, summed over the micro-batches'
+  /// reduceScatterMicrobatch results (instead of addToBucket).
+  void addReducedChunk(mlir::BlockArgument param, mlir::Value chunk);
+
   /// For each parameter with a gradient: the sequence-parallel sum, ZeRO-1's
   /// reduce-scatter, the AdamW update (torch.optim.AdamW: betas 0.9/0.95,
   /// eps 1e-8, decay on rank >= 2) and ZeRO-1's all-gather. `grads` holds
@@ -107,6 +116,8 @@ private:
   /// ZeRO-2: addToBucket reduce-scatters at once (reducedGrads holds chunks).
   bool zeroGradients = false;
   int64_t zeroStage = 0;
+  /// zero=3 reduce-scatters each micro-batch's gradient (zero3_gather).
+  bool scatterPerMicrobatch = false;
   llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
   int64_t bucketFill = 0;
   /// An all-reduced bucket whose pieces are cut out only where the optimizer
