@@ -136,18 +136,20 @@ def test_zero3_without_resharding_gathers_each_parameter_once(model):
 
 
 @pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
-@pytest.mark.parametrize("reshard", [True, False])
-def test_zero3_pipeline_gathers_per_microbatch(model, reshard):
+@pytest.mark.parametrize("reshard,gather", [(True, "microbatch"), (False, "microbatch"), (True, "step")])
+def test_zero3_pipeline_gathers_per_microbatch(model, reshard, gather):
     """pp2 dp2 with 2 micro-batches: each stage gathers its parameters per micro-batch as the single step does
-    (the stages split the parameters; a tied table lives on the first and the last), or once per step without
-    resharding."""
+    (the stages split the parameters; a tied table lives on the first and the last), once per micro-batch
+    without resharding, or once per step (zero3-gather=step)."""
     cfg = config.load_config(model_path(model))
-    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()}",
-                         split=True)
+    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()} "
+                                f"zero3-gather={gather}", split=True)
     sizes = local_param_sizes(cfg, 1)
-    gathers = {n: (2 if reshard else 1) * zero3_gathers(cfg, n, reshard) for n in sizes}
-    if cfg.tie_word_embeddings and not reshard:
-        gathers["wte.weight"] += 1  # the first and the last stage each hold (and gather) the tied table
+    once = gather == "step" or not reshard
+    gathers = {n: (1 if gather == "step" else 2) * zero3_gathers(cfg, n, not once) for n in sizes}
+    if cfg.tie_word_embeddings and once:
+        # the first and the last stage each hold (and gather) the tied table
+        gathers["wte.weight"] += 1 if gather == "step" else 2
     expect = (sum(gathers.values()), sum(g * sizes[n] // 2 for n, g in gathers.items()))
     assert totals[("all_gather", "dp")] == expect
 
