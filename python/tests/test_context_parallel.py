@@ -80,10 +80,12 @@ def test_cp_activation_memory_shrinks_by_cp(name):
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
-def test_cp_checkpoint_resumes_in_any_layout(tmp_path):
-    """A checkpoint written under cp=2 tp=2 holds the global tensors (cp ranks
-    are replicas, like dp ones): resuming it under cp=2 tp=2 continues the run
-    bit-identically, under dp=2 within the reference tolerance."""
+@pytest.mark.parametrize("plan,ranks", [("cp=2 tp=2", 4), ("cp=2 zero=3", 2)])
+def test_cp_checkpoint_resumes_in_any_layout(tmp_path, plan, ranks):
+    """A checkpoint written under cp=2 tp=2 (or ZeRO-3 chunks over cp) holds the
+    global tensors (cp ranks are replicas, like dp ones): resuming it in the same
+    layout continues the run bit-identically, under dp=2 within the reference
+    tolerance."""
     from llmir import config, safetensors
     from llmir.weights import random_tokens, random_weights, save_tokens
     from test_e2e_cpu import train_run
@@ -91,16 +93,16 @@ def test_cp_checkpoint_resumes_in_any_layout(tmp_path):
     weights, tokens = tmp_path / "w.safetensors", tmp_path / "t.npy"
     safetensors.save_file(random_weights(cfg, seed=3), str(weights))
     save_tokens(random_tokens(cfg.vocab_size, 1000, seed=4), str(tokens))
-    a = compile_model(model_path("llama-tiny"), tmp_path / "a.llmir", plan="cp=2 tp=2",
+    a = compile_model(model_path("llama-tiny"), tmp_path / "a.llmir", plan=plan,
                       train=True, batch=TRAIN_BATCH)
     b = compile_model(model_path("llama-tiny"), tmp_path / "b.llmir", plan="dp=2",
                       train=True, batch=TRAIN_BATCH)
-    straight = train_run(a, 4, weights, tokens, 6, tmp_path / "s.jsonl")
+    straight = train_run(a, ranks, weights, tokens, 6, tmp_path / "s.jsonl")
     ck = tmp_path / "ck"
-    train_run(a, 4, weights, tokens, 3, tmp_path / "f.jsonl", "--save-checkpoint", str(ck))
+    train_run(a, ranks, weights, tokens, 3, tmp_path / "f.jsonl", "--save-checkpoint", str(ck))
     meta = safetensors.read_metadata(str(ck / "checkpoint.safetensors"))
     assert meta["step"] == "3", meta
-    same = train_run(a, 4, weights, tokens, 6, tmp_path / "r1.jsonl", "--resume", str(ck))
+    same = train_run(a, ranks, weights, tokens, 6, tmp_path / "r1.jsonl", "--resume", str(ck))
     assert same == straight[3:]
     other = train_run(b, 2, weights, tokens, 6, tmp_path / "r2.jsonl", "--resume", str(ck))
     for x, y in zip(other, straight[3:]):
