@@ -86,9 +86,7 @@ private:
     return static_cast<bool>(mb.getArgAttr(arg, tfm::TfmDialect::kInputAttrName));
   }
   /// Clones `op` into the rank function at `b`, cloning the free ops it
-  /// reads first.
-  /// Clones `op` (and the free ops it reads) at `b`, tagged with its
-  /// micro-batch `k` when the step has several.
+  /// reads first; tagged with its micro-batch `k` when the step has several.
   LogicalResult cloneOp(OpBuilder &b, Operation *op, IRMapping &map, int64_t k);
 
   ModuleOp module;
