@@ -136,18 +136,20 @@ def test_zero3_without_resharding_gathers_each_parameter_once(model):
 
 
 @pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
-@pytest.mark.parametrize("reshard", [True, False])
-def test_zero3_pipeline_gathers_per_microbatch(model, reshard):
+@pytest.mark.parametrize("reshard,gather", [(True, "microbatch"), (False, "microbatch"), (True, "step")])
+def test_zero3_pipeline_gathers_per_microbatch(model, reshard, gather):
     """pp2 dp2 with 2 micro-batches: each stage gathers its parameters per micro-batch as the single step does
-    (the stages split the parameters; a tied table lives on the first and the last), or once per step without
-    resharding."""
+    (the stages split the parameters; a tied table lives on the first and the last), once per micro-batch
+    without resharding, or once per step (zero3-gather=step)."""
     cfg = config.load_config(model_path(model))
-    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()}",
-                         split=True)
+    totals = comm_totals(model, f"pp=2 dp=2 microbatches=2 zero=3 reshard-after-forward={str(reshard).lower()} "
+                                f"zero3-gather={gather}", split=True)
     sizes = local_param_sizes(cfg, 1)
-    gathers = {n: (2 if reshard else 1) * zero3_gathers(cfg, n, reshard) for n in sizes}
-    if cfg.tie_word_embeddings and not reshard:
-        gathers["wte.weight"] += 1  # the first and the last stage each hold (and gather) the tied table
+    once = gather == "step" or not reshard
+    gathers = {n: (1 if gather == "step" else 2) * zero3_gathers(cfg, n, not once) for n in sizes}
+    if cfg.tie_word_embeddings and once:
+        # the first and the last stage each hold (and gather) the tied table
+        gathers["wte.weight"] += 1 if gather == "step" else 2
     expect = (sum(gathers.values()), sum(g * sizes[n] // 2 for n, g in gathers.items()))
     assert totals[("all_gather", "dp")] == expect
 
@@ -274,3 +276,40 @@ def test_context_parallel_ring_volume_is_the_analytic_minimum(model, dp, cp, tp)
     bucket = 0 if dp == 1 else 1  # with dp: the gradient bucket's reduce-scatter and all-gather over cp
     assert colls.get(("all_gather", "cp"), (0, 0))[0] == bucket
     assert colls.get(("reduce_scatter", "cp"), (0, 0))[0] == bucket
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("dp,cp,zero", [(2, 2, 1), (2, 2, 2), (2, 2, 3), (1, 2, 1), (1, 2, 3)])
+def test_context_parallel_zero_collectives_equal_the_analytic_minimum(model, dp, cp, zero):
+    """cp with ZeRO: K/V as without ZeRO; each gradient reduce-scattered over the ZeRO axis (dp, or cp
+    without dp) and, sharded over dp, its chunk all-reduced over cp; the chunks all-gathered over the ZeRO
+    axis (after the update, or before use for zero=3). Per rank that moves 2(n-1)/n of the parameters for
+    n = dp x cp, as a flat reduce-scatter and all-gather over all n ranks would."""
+    cfg = config.load_config(model_path(model))
+    L, H = cfg.num_layers, cfg.hidden_size
+    kv_local = B // dp * S // cp * cfg.num_kv_heads * (H // cfg.num_heads) * F32
+    sizes = local_param_sizes(cfg, 1)
+    pbytes, n_params = sum(sizes.values()), len(sizes)
+    zaxis, zranks = ("dp", dp) if dp > 1 else ("cp", cp)
+    gathers = (n_params, pbytes // zranks)
+    if zero == 3:
+        gathers = (sum(zero3_gathers(cfg, n) for n in sizes),
+                   sum(zero3_gathers(cfg, n) * b // zranks for n, b in sizes.items()))
+    kv = {("all_gather", "cp"): (2 * L, 2 * L * kv_local), ("reduce_scatter", "cp"): (2 * L, 2 * L * kv_local * cp)}
+    expect = dict(kv)
+    expect[("all_reduce", "cp")] = (1, F32)  # the loss
+    if dp > 1:
+        expect[("all_reduce", "dp")] = (1, F32)
+        expect[("all_reduce", "cp")] = (1 + n_params, F32 + pbytes // dp)
+        expect[("reduce_scatter", "dp")] = (n_params, pbytes)
+        expect[("all_gather", "dp")] = gathers
+    else:
+        expect[("reduce_scatter", "cp")] = (kv[("reduce_scatter", "cp")][0] + n_params,
+                                            kv[("reduce_scatter", "cp")][1] + pbytes)
+        expect[("all_gather", "cp")] = (kv[("all_gather", "cp")][0] + gathers[0],
+                                        kv[("all_gather", "cp")][1] + gathers[1])
+    assert comm_totals(model, f"dp={dp} cp={cp} zero={zero}") == expect
+    # Per rank (ring collectives): the gradients' and parameters' traffic in units of the parameters.
+    ranks = dp * cp
+    moved = (zranks - 1) / zranks + (2 * (cp - 1) / cp / dp if dp > 1 else 0) + (zranks - 1) / zranks
+    assert abs(moved - 2 * (ranks - 1) / ranks) < 1e-9

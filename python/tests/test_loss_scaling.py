@@ -138,7 +138,7 @@ def test_program_seeds_the_backward_with_the_loss_scale(model, tmp_path):
                "--seq", str(SEQ)])
     step = run([tool("llm-opt"), "--llm-mixed-precision=compute=f16", "--tfm-build-train-step"], input=imp.stdout)
     assert step.returncode == 0, step.stderr
-    assert "tfm.loss_scale : tensor<f32>" in step.stdout
+    assert "tfm.loss_scale {llmir.backward} : tensor<f32>" in step.stdout
     updates = [line for line in step.stdout.splitlines() if "tfm.adamw_update" in line]
     assert updates and all("loss_scaled" in u and "norm_sq" in u for u in updates)
     ir = compile_program(model["cfg_path"], tmp_path / "p.llmir", "", "f16")

@@ -88,7 +88,8 @@ def check(ours, ref, what):
     ("pp=2 dp=2 tp=2 microbatches=2 schedule=1f1b", 8),
     ("pp=2 dp=2 zero=1 microbatches=2 schedule=zb-h1", 4),
     # ZeRO-3 per stage: gathered per micro-batch (forward and backward), or
-    # once per step (reshard-after-forward=false).
+    # once per micro-batch (reshard-after-forward=false); zero3-gather=step:
+    # test_zero3_pipeline.py.
     ("pp=2 dp=2 zero=3 microbatches=2 schedule=1f1b", 4),
     ("pp=2 dp=2 zero=3 reshard-after-forward=false microbatches=2 schedule=1f1b", 4),
     ("dp=2 zero=3 microbatches=2", 2),

@@ -47,6 +47,11 @@ struct MemoryPlan {
 MemoryPlan planMemory(llvm::ArrayRef<BufferRequest> requests,
                       int64_t alignment);
 
+/// The most bytes alive at one step: the largest sum of `bytes` over the
+/// intervals whose [firstUse, lastUse] contain a common step (their
+/// offsets are ignored).
+int64_t peakLiveBytes(llvm::ArrayRef<BufferSegment> intervals);
+
 /// Rounds `bytes` up to a multiple of `alignment`.
 inline int64_t alignTo(int64_t bytes, int64_t alignment) {
   return (bytes + alignment - 1) / alignment * alignment;

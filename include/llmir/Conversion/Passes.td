@@ -19,7 +19,10 @@ def LowerToExec : Pass<"llm-lower-to-exec", "::mlir::ModuleOp"> {
     - returned values become `exec.output` ("loss" for a
       scalar, "logits" otherwise).
     The program records `arena_bytes` (the peak) and the breakdown
-    `param_bytes`, `input_bytes`, `temp_peak_bytes`.
+    `param_bytes`, `input_bytes`, `temp_peak_bytes`, and for a train step
+    `saved_activation_peak_bytes`: the most bytes alive at once of the
+    temporaries made before the backward (`llmir.backward`) that a backward
+    op reads — the activations kept for the backward.
 
     With `fuse-epilogues` (the default) a `tfm.linear` with a bias followed by
     a tanh `tfm.gelu` becomes one `gemm_bias_gelu` (its pre-activation, which

@@ -97,6 +97,9 @@ struct PartitionOptions {
   int64_t zero = 0;
   /// zero=3: all-gather each layer's parameters again for its backward.
   bool reshardAfterForward = true;
+  /// zero=3 with micro-batches: gather and reduce-scatter per "microbatch",
+  /// or gather once per "step" (see #tfm.plan's zero3_gather).
+  std::string zero3Gather = "microbatch";
   /// Pipeline stages (ranks along `pp`) and virtual stages per rank.
   int64_t pp = 1, vpp = 1;
   int64_t microbatches = 1;

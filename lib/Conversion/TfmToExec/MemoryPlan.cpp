@@ -132,3 +132,22 @@ MemoryPlan llmir::planMemory(llvm::ArrayRef<BufferRequest> requests,
   }
   return plan;
 }
+
+int64_t llmir::peakLiveBytes(llvm::ArrayRef<BufferSegment> intervals) {
+  // Sweep: +bytes at firstUse, -bytes after lastUse; at one step the
+  // starts count before the ends.
+  std::vector<std::pair<int64_t, int64_t>> events;
+  for (const BufferSegment &seg : intervals) {
+    events.push_back({seg.firstUse, seg.bytes});
+    events.push_back({seg.lastUse + 1, -seg.bytes});
+  }
+  llvm::sort(events, [](const auto &x, const auto &y) {
+    return x.first != y.first ? x.first < y.first : x.second < y.second;
+  });
+  int64_t live = 0, peak = 0;
+  for (const auto &[step, delta] : events) {
+    live += delta;
+    peak = std::max(peak, live);
+  }
+  return peak;
+}

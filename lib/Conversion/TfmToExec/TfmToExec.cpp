@@ -21,6 +21,8 @@
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 namespace llmir {
@@ -105,6 +107,11 @@ private:
 
   func::FuncOp func;
   bool fuseEpilogues;
+  /// Temporaries made by backward ops (llmir.backward), and those made
+  /// before the backward that a backward op reads: the activations the
+  /// forward keeps for it (savedActivationPeak).
+  llvm::DenseSet<unsigned> backwardBuffers, savedForBackward;
+  int64_t savedActivationPeak = 0;
   /// The attentions whose attention_grad reads their saved log-sum-exp.
   llvm::SmallPtrSet<Operation *, 16> savedAttention;
   SmallVector<Operation *> schedule;
@@ -165,13 +172,23 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     int64_t step = schedule.size();
     schedule.push_back(&op);
     holdCommReads(&op, step);
+    bool backward = op.hasAttr(TfmDialect::kBackwardAttrName);
     for (Value operand : op.getOperands()) {
       auto it = bufferOf.find(operand);
       if (it == bufferOf.end())
         return op.emitOpError() << "operand is not produced by a lowered op";
       LogicalBuffer &lb = buffers[it->second];
       lb.lastUse = std::max(lb.lastUse, step);
+      if (backward && lb.kind == LogicalBuffer::Kind::Temp &&
+          !backwardBuffers.contains(it->second))
+        savedForBackward.insert(it->second);
     }
+    size_t buffersBefore = buffers.size();
+    auto recordBackward = llvm::make_scope_exit([&] {
+      if (backward)
+        for (size_t i = buffersBefore; i < buffers.size(); ++i)
+          backwardBuffers.insert(i);
+    });
     if (auto gather = dyn_cast<ParamAllGatherOp>(op)) {
       // A chunk-sized staging buffer for this rank's part of the parameter.
       FailureOr<int64_t> size = axisSize(gather, gather.getAxis());
@@ -545,6 +562,17 @@ void ProgramLowering::planArena() {
       lb.offset = buffers[root].offset + within;
     }
   tempPeak = plan.peakBytes;
+  // Saved activations (a view counts as part of a saved buffer over it).
+  SmallVector<BufferSegment> saved;
+  for (unsigned idx : savedForBackward) {
+    bool inSavedParent = false;
+    for (int p = buffers[idx].parent; p >= 0 && !inSavedParent; p = buffers[p].parent)
+      inSavedParent = savedForBackward.contains(p);
+    if (!inSavedParent)
+      saved.push_back({0, sizeInBytes(buffers[idx].type), buffers[idx].firstUse,
+                       buffers[idx].lastUse});
+  }
+  savedActivationPeak = peakLiveBytes(saved);
   arenaBytes = offset + tempPeak;
 }
 
@@ -600,6 +628,9 @@ LogicalResult ProgramLowering::run(OpBuilder &moduleBuilder, int64_t stage,
   if (stateBytes)
     program->setAttr("state_bytes", moduleBuilder.getI64IntegerAttr(stateBytes));
   program->setAttr("temp_peak_bytes", moduleBuilder.getI64IntegerAttr(tempPeak));
+  if (savedActivationPeak)
+    program->setAttr("saved_activation_peak_bytes",
+                     moduleBuilder.getI64IntegerAttr(savedActivationPeak));
   Block *body = new Block();
   program.getBody().push_back(body);
   b.setInsertionPointToStart(body);

@@ -44,7 +44,7 @@ namespace pl = llmir::pipeline;
 
 namespace {
 
-constexpr StringLiteral kBackwardAttr = "llmir.backward";
+constexpr StringLiteral kBackwardAttr = tfm::TfmDialect::kBackwardAttrName;
 /// Message tags: activations/gradients below, tied-gradient exchange above.
 constexpr int64_t kTiedTagBase = 12288, kMaxTag = 16384;
 
@@ -86,8 +86,8 @@ private:
     return static_cast<bool>(mb.getArgAttr(arg, tfm::TfmDialect::kInputAttrName));
   }
   /// Clones `op` into the rank function at `b`, cloning the free ops it
-  /// reads first.
-  LogicalResult cloneOp(OpBuilder &b, Operation *op, IRMapping &map);
+  /// reads first; tagged with its micro-batch `k` when the step has several.
+  LogicalResult cloneOp(OpBuilder &b, Operation *op, IRMapping &map, int64_t k);
 
   ModuleOp module;
   func::FuncOp mb;
@@ -216,7 +216,8 @@ LogicalResult Splitter::analyze() {
   return success();
 }
 
-LogicalResult Splitter::cloneOp(OpBuilder &b, Operation *op, IRMapping &map) {
+LogicalResult Splitter::cloneOp(OpBuilder &b, Operation *op, IRMapping &map,
+                                int64_t k) {
   for (Value v : op->getOperands()) {
     if (map.contains(v))
       continue;
@@ -227,7 +228,9 @@ LogicalResult Splitter::cloneOp(OpBuilder &b, Operation *op, IRMapping &map) {
                 "error of --llm-pipeline-split)";
     b.clone(*def, map);
   }
-  b.clone(*op, map);
+  Operation *clone = b.clone(*op, map);
+  if (numMicrobatches > 1)
+    clone->setAttr(tfm::kMicrobatchAttrName, b.getI64IntegerAttr(k));
   return success();
 }
 
@@ -287,6 +290,17 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
   auto add = [&](Value acc, Value v) {
     return acc ? tfm::AddOp::create(b, loc, acc, v).getResult() : v;
   };
+  // The optimizer for this rank's parameters.
+  tfm::OptimizerOptions options;
+  if (auto bytes = mb->getAttrOfType<IntegerAttr>("llmir.bucket_bytes"))
+    options.bucketBytes = bytes.getInt();
+  if (auto dtype = mb->getAttrOfType<StringAttr>("llmir.grad_comm_dtype"))
+    options.bf16Comm = dtype.getValue() == "bf16";
+  options.gradNorm = mb->hasAttr("llmir.grad_norm");
+  options.lossScaled = mb->hasAttr("llmir.loss_scaled");
+  tfm::OptimizerBuilder optimizer(b, module, func, options);
+  // zero=3 per micro-batch: parameters whose gradients are summed as chunks.
+  llvm::DenseSet<int64_t> chunkedGrads;
 
   for (const pl::Action &action : schedule.ranks[rank]) {
     int64_t s = action.stage, k = action.microbatch;
@@ -315,7 +329,7 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
                                      ? ArrayRef<Operation *>(backward[s])
                                      : ArrayRef<Operation *>(ops[s][phases[0]]);
     for (Operation *op : body)
-      if (failed(cloneOp(b, op, map)))
+      if (failed(cloneOp(b, op, map, k)))
         return failure();
     for (Phase p : phases)
       for (unsigned e : outgoing[s][p]) {
@@ -335,8 +349,14 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
         outputs[i].push_back(v);
       else if (i == 0)
         loss = add(loss, v);
-      else
-        grads[gradParam[i - 1]] = add(grads.lookup(gradParam[i - 1]), v);
+      else {
+        int64_t param = gradParam[i - 1];
+        if (Value chunk = optimizer.reduceScatterMicrobatch(v, loc)) {
+          v = chunk;
+          chunkedGrads.insert(param);
+        }
+        grads[param] = add(grads.lookup(param), v);
+      }
     }
   }
 
@@ -377,15 +397,6 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
     grads[param] = sum;
   }
 
-  // The optimizer for this rank's parameters.
-  tfm::OptimizerOptions options;
-  if (auto bytes = mb->getAttrOfType<IntegerAttr>("llmir.bucket_bytes"))
-    options.bucketBytes = bytes.getInt();
-  if (auto dtype = mb->getAttrOfType<StringAttr>("llmir.grad_comm_dtype"))
-    options.bf16Comm = dtype.getValue() == "bf16";
-  options.gradNorm = mb->hasAttr("llmir.grad_norm");
-  options.lossScaled = mb->hasAttr("llmir.loss_scaled");
-  tfm::OptimizerBuilder optimizer(b, module, func, options);
   SmallVector<std::pair<BlockArgument, Value>> updates;
   for (auto &[param, grad] : grads)
     updates.push_back({entry->getArgument(param), grad});
@@ -394,11 +405,13 @@ FailureOr<func::FuncOp> Splitter::buildRank(int64_t rank) {
     if (ranks.size() > 1 && llvm::is_contained(ranks, rank) &&
         ranks.front() != rank)
       optimizer.excludeFromNorm(entry->getArgument(param));
-  if (optimizer.bucketed()) {
-    for (auto &[param, grad] : updates)
+  for (auto &[param, grad] : updates)
+    if (chunkedGrads.contains(param.getArgNumber()))
+      optimizer.addReducedChunk(param, grad);
+    else if (optimizer.bucketed())
       optimizer.addToBucket(param, grad, loc);
+  if (optimizer.bucketed())
     optimizer.flushBucket(loc);
-  }
   if (failed(optimizer.emitUpdates(updates)))
     return failure();
 

@@ -53,6 +53,14 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
     return module.emitError() << "--llm-partition: reshard-after-forward=false "
                                  "needs zero=3, found zero="
                               << o.zero;
+  if (o.zero3Gather != "microbatch" && o.zero3Gather != "step")
+    return module.emitError() << "--llm-partition: zero3-gather must be "
+                                 "microbatch or step, found '"
+                              << o.zero3Gather << "'";
+  if (o.zero3Gather == "step" && o.zero != 3)
+    return module.emitError() << "--llm-partition: zero3-gather=step needs "
+                                 "zero=3, found zero="
+                              << o.zero;
   const pipeline::ScheduleKind *kind = pipeline::findScheduleKind(o.schedule);
   if (!kind)
     return module.emitError() << "--llm-partition: unknown schedule '" << o.schedule
@@ -90,10 +98,6 @@ LogicalResult validatePlan(ModuleOp module, const PartitionOptions &o) {
   if (o.cpComm == "ring" && o.cp == 1)
     return module.emitError()
            << "--llm-partition: cp-comm=ring needs cp > 1 (it passes K/V around the cp ring)";
-  if (o.cp > 1 && o.zero > 0)
-    return module.emitError() << "--llm-partition: cp=" << o.cp
-                              << " with zero=" << o.zero
-                              << " is not supported yet";
   if (module.lookupSymbol(kGridName))
     return module.emitError() << "--llm-partition: the module is already "
                                  "partitioned (it has @"
@@ -114,6 +118,7 @@ struct LLMPartitionPass : public llmir::impl::LLMPartitionBase<LLMPartitionPass>
     options.cpComm = cpComm;
     options.zero = zero;
     options.reshardAfterForward = reshardAfterForward;
+    options.zero3Gather = zero3Gather;
     options.pp = pp;
     options.vpp = vpp;
     options.microbatches = microbatches;
@@ -219,7 +224,7 @@ LogicalResult llmir::partitionModule(ModuleOp module,
               o.microbatches, o.schedule, o.recompute, numStages > 1 ? vpp : 1,
               numStages > 1 ? StringRef(layout) : "",
               strategy ? StringRef(strategy->name()) : "",
-              o.reshardAfterForward));
+              o.reshardAfterForward, o.zero3Gather));
   // A mixed-precision policy recorded before partitioning applies to the
   // per-rank form (the rules above read f32 parameters directly).
   return tfm::applyMixedPrecision(module);

@@ -93,10 +93,12 @@ bool sameSegments(const ParamSlice &a, const ParamSlice &b) {
   return a.concatDim == b.concatDim && a.segments == b.segments;
 }
 
-/// The rank's coordinate along the plan's dp axis (0 without one).
-int dpIndex(const Program &program, int rank) {
+/// The rank's coordinate along the plan's ZeRO axis (dp, or cp without dp;
+/// 0 without one).
+int zeroChunkIndex(const Program &program, int rank) {
+  const std::string zeroAxis = program.plan.zeroAxis();
   for (size_t a = 0; a < program.plan.axes.size(); ++a)
-    if (program.plan.axes[a] == "dp")
+    if (program.plan.axes[a] == zeroAxis)
       for (const RankInfo &r : program.ranks)
         if (r.rank == rank)
           return r.coords[a];
@@ -194,7 +196,7 @@ Status gatherGlobalTensors(const Program &program, Executor &exec,
     // ZeRO-3: the parameter itself (and so its state) is a dp chunk of the
     // shard when the rank's slice holds more than its buffer.
     if (sliceElements(*param, holderRank) > shardElements)
-      shardElements *= program.plan.axisSize("dp");
+      shardElements *= program.plan.axisSize(program.plan.zeroAxis());
     const bool chunked = shardElements != n;
     const int tag = kCheckpointTagBase + static_cast<int>(i % kCheckpointTagCount);
     // One rank per distinct piece sends it to rank 0: per distinct tp slice
@@ -211,7 +213,7 @@ Status gatherGlobalTensors(const Program &program, Executor &exec,
       bool first = true;
       for (int s : senders)
         first &= !(slicesMatch(s, r->rank) &&
-                   (!chunked || dpIndex(program, s) == dpIndex(program, r->rank)));
+                   (!chunked || zeroChunkIndex(program, s) == zeroChunkIndex(program, r->rank)));
       if (first)
         senders.push_back(r->rank);
     }
@@ -250,7 +252,7 @@ Status gatherGlobalTensors(const Program &program, Executor &exec,
             owner = rep;
         std::vector<float> &shard = shards[owner];
         shard.resize(static_cast<size_t>(shardElements), 0.0f);
-        int64_t offset = chunked ? dpIndex(program, r) * n : 0;
+        int64_t offset = chunked ? zeroChunkIndex(program, r) * n : 0;
         std::copy(piece, piece + n, shard.begin() + offset);
       }
       for (const auto &[rep, shard] : shards) {

@@ -220,10 +220,11 @@ Status Executor::loadTensor(const TensorSource &file,
   for (const Binding &b : stage_->params)
     if (b.name == param.name)
       shardElements = b.buffer.numElements();
-  // ZeRO-3: the parameter's own buffer is a dp chunk of the rank's shard
-  // (its slice holds more than the buffer).
+  // ZeRO-3: the parameter's own buffer is a chunk (over dp, or cp) of the
+  // rank's shard (its slice holds more than the buffer).
+  const std::string zeroAxis = program_.plan.zeroAxis();
   if (static_cast<int64_t>(data.size()) > shardElements)
-    if (StatusOr<std::pair<int, int>> dp = axisPosition("dp"); dp.isOk())
+    if (StatusOr<std::pair<int, int>> dp = axisPosition(zeroAxis); dp.isOk())
       shardElements *= dp->second;
   // Vocab padding: a rank's row block may extend past the real tensor; the
   // missing rows are zero (one segment, split on dim 0).
@@ -236,11 +237,11 @@ Status Executor::loadTensor(const TensorSource &file,
                    buffer.str() + " needs " + std::to_string(shardElements));
   int64_t first = 0;
   if (buffer.numElements() != shardElements) {
-    // ZeRO-1 optimizer state: this rank's dp chunk of the flat shard.
-    StatusOr<std::pair<int, int>> dp = axisPosition("dp");
+    // ZeRO-1 optimizer state: this rank's chunk of the flat shard.
+    StatusOr<std::pair<int, int>> dp = axisPosition(zeroAxis);
     if (!dp.isOk() || buffer.numElements() * dp->second != shardElements)
       return invalid("'" + tensorName + "': buffer " + buffer.str() +
-                     " is neither the rank's shard nor a dp chunk of it");
+                     " is neither the rank's shard nor a " + zeroAxis + " chunk of it");
     first = dp->first * buffer.numElements();
   }
   std::vector<uint16_t> staging;

@@ -292,6 +292,10 @@ int Plan::axisSize(const std::string &axis) const {
   return 1;
 }
 
+std::string Plan::zeroAxis() const {
+  return axisSize("dp") == 1 && axisSize("cp") > 1 ? "cp" : "dp";
+}
+
 const ParamInfo *Program::findParam(const std::string &name) const {
   for (const ParamInfo &p : params)
     if (p.name == name)

@@ -33,6 +33,16 @@ module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 2, 
 
 // -----
 
+// expected-error @+1 {{#tfm.plan field 'zero3_gather': expected "microbatch" or "step", found "layer"}}
+module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 3, zero3_gather = "layer">} {}
+
+// -----
+
+// expected-error @+1 {{#tfm.plan field 'zero3_gather': "step" needs zero = 3, found zero = 1}}
+module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], zero = 1, zero3_gather = "step">} {}
+
+// -----
+
 // expected-error @+1 {{#tfm.plan field 'microbatches': expected >= 1, found 0}}
 module attributes {llmir.plan = #tfm.plan<axes = ["dp"], sizes = [2], microbatches = 0>} {}
 

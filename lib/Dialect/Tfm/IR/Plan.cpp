@@ -37,6 +37,14 @@ std::optional<PlanAxis> llmir::lookupPlanAxis(ModuleOp module, StringRef name) {
   return PlanAxis{*index, plan.getSizes()[*index]};
 }
 
+std::optional<ZeroAxis> llmir::lookupZeroAxis(ModuleOp module) {
+  for (StringRef name : {"dp", "cp"})
+    if (std::optional<PlanAxis> axis = lookupPlanAxis(module, name);
+        axis && axis->size > 1)
+      return ZeroAxis{name, *axis};
+  return std::nullopt;
+}
+
 std::optional<StringRef> llmir::planAxisName(ModuleOp module, int64_t index) {
   tfm::PlanAttr plan = getPlan(module);
   return plan ? plan.axisName(index) : std::nullopt;

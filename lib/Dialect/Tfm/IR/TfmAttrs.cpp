@@ -94,7 +94,7 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t microbatches, StringRef schedule,
                                StringRef recompute, int64_t vpp,
                                StringRef layout, StringRef strategy,
-                               bool reshardAfterForward) {
+                               bool reshardAfterForward, StringRef zero3Gather) {
   auto fieldError = [&](StringRef field) -> InFlightDiagnostic {
     return emitError() << "#tfm.plan field '" << field << "': ";
   };
@@ -117,6 +117,11 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (!reshardAfterForward && zero != 3)
     return fieldError("reshard_after_forward")
            << "false needs zero = 3, found zero = " << zero;
+  if (zero3Gather != "microbatch" && zero3Gather != "step")
+    return fieldError("zero3_gather")
+           << "expected \"microbatch\" or \"step\", found \"" << zero3Gather << "\"";
+  if (zero3Gather == "step" && zero != 3)
+    return fieldError("zero3_gather") << "\"step\" needs zero = 3, found zero = " << zero;
   if (microbatches < 1)
     return fieldError("microbatches")
            << "expected >= 1, found " << microbatches;

@@ -35,7 +35,7 @@ constexpr StringLiteral kLayerAttr = "tfm.layer";
 /// Pipeline stage of an op (--llm-partition with pp > 1 tags the forward).
 constexpr StringLiteral kStageAttr = "llmir.stage";
 /// Marks the ops the autodiff created (the backward pass).
-constexpr StringLiteral kBackwardAttr = "llmir.backward";
+constexpr StringLiteral kBackwardAttr = tfm::TfmDialect::kBackwardAttrName;
 
 /// Index of `axis` in the module's llmir.plan, or -1.
 int16_t planAxis(ModuleOp module, StringRef axis) {
@@ -202,8 +202,10 @@ LogicalResult Autodiff::run() {
                     lossType, b.getFloatAttr(lossType.getElementType(), 1.0)))
                 .getOperation();
   grads[loss] = seed->getResult(0);
+  // Backward ops are marked with or without pipelining: the memory plan
+  // reads the mark too (saved activations).
+  seed->setAttr(kBackwardAttr, b.getUnitAttr());
   if (pipelined) {
-    seed->setAttr(kBackwardAttr, b.getUnitAttr());
     if (Operation *def = loss.getDefiningOp())
       seed->setAttr(kStageAttr, b.getI64IntegerAttr(stageOf(def)));
   }
@@ -267,10 +269,9 @@ LogicalResult Autodiff::run() {
          bop && bop != ret.getOperation(); bop = bop->getNextNode()) {
       if (layer)
         bop->setAttr(kLayerAttr, layer);
-      if (pipelined) {
+      bop->setAttr(kBackwardAttr, b.getUnitAttr());
+      if (pipelined)
         bop->setAttr(kStageAttr, b.getI64IntegerAttr(currentStage));
-        bop->setAttr(kBackwardAttr, b.getUnitAttr());
-      }
     }
   }
 

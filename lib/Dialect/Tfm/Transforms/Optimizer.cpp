@@ -28,14 +28,22 @@ OptimizerBuilder::OptimizerBuilder(OpBuilder &b, ModuleOp module,
     cp = axis->size;
   }
   tfm::PlanAttr plan = getPlan(module);
-  zero = plan && plan.shardsOptimizer() && dp > 1;
+  std::optional<ZeroAxis> zeroAxis = lookupZeroAxis(module);
+  zero = plan && plan.shardsOptimizer() && zeroAxis;
+  if (zero) {
+    zeroAxisName = zeroAxis->name;
+    zeroAxisIndex = zeroAxis->axis.index;
+    zeroRanks = zeroAxis->axis.size;
+  }
   zeroStage = zero ? plan.getZero() : 0;
   // ZeRO-3 reduces gradients as ZeRO-2 does (its parameters are made
-  // dp-sharded later, at lowering: tfm::shardParametersOverDp).
+  // sharded later, at lowering: tfm::shardParametersOverDp).
   zeroGradients = zero && zeroStage >= 2;
+  scatterPerMicrobatch = zeroStage == 3 && plan.getZero3Gather() == "microbatch";
   // ZeRO-2 reduce-scatters each gradient where it becomes final, like the
-  // buckets of plain dp, instead of keeping it whole until the optimizer.
-  bucketed_ = (dp > 1 && (!zero || zeroGradients)) || cp > 1;
+  // buckets of plain dp (and cp), instead of keeping it whole until the
+  // optimizer.
+  bucketed_ = zeroGradients || (!zero && (dp > 1 || cp > 1));
 }
 
 Value OptimizerBuilder::reshape(Value v, ArrayRef<int64_t> shape, Location loc) {
@@ -44,14 +52,19 @@ Value OptimizerBuilder::reshape(Value v, ArrayRef<int64_t> shape, Location loc) 
   return ReshapeOp::create(b, loc, type, v);
 }
 
-Value OptimizerBuilder::reduceScatterOverDp(Value grad, Location loc) {
+Value OptimizerBuilder::reduceScatterChunk(Value grad, Location loc) {
   auto type = cast<RankedTensorType>(grad.getType());
   int64_t n = type.getNumElements();
   Value flat = reshape(grad, {n}, loc);
-  return shard::ReduceScatterOp::create(
-      b, loc, RankedTensorType::get({n / dp}, type.getElementType()), "grid",
-      ArrayRef<int16_t>{dpAxis}, flat, shard::ReductionKind::Sum,
-      /*scatter_axis=*/APInt(64, 0));
+  auto chunkType = RankedTensorType::get({n / zeroRanks}, type.getElementType());
+  Value chunk = shard::ReduceScatterOp::create(
+      b, loc, chunkType, "grid", ArrayRef<int16_t>{zeroAxisIndex}, flat,
+      shard::ReductionKind::Sum, /*scatter_axis=*/APInt(64, 0));
+  // Sharded over dp, the cp ranks' partial sums of the chunk still differ.
+  if (cp > 1 && zeroAxisIndex != cpAxis)
+    chunk = shard::AllReduceOp::create(b, loc, chunkType, "grid",
+                                       ArrayRef<int16_t>{cpAxis}, chunk);
+  return chunk;
 }
 
 Value OptimizerBuilder::reduceOverDataRanks(Value flat, Location loc) {
@@ -81,8 +94,8 @@ void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
   reductionOrder.try_emplace(param, reductionOrder.size());
   if (zeroGradients) { // ZeRO-2: this rank's chunk now; the full gradient dies
     int64_t n = cast<RankedTensorType>(param.getType()).getNumElements();
-    if (n % dp == 0) {
-      reducedGrads[param] = reduceScatterOverDp(grad, loc);
+    if (n % zeroRanks == 0) {
+      reducedGrads[param] = reduceScatterChunk(grad, loc);
       return;
     } // emitUpdates reports the size
   }
@@ -90,6 +103,18 @@ void OptimizerBuilder::addToBucket(BlockArgument param, Value grad,
   bucketFill += cast<RankedTensorType>(param.getType()).getNumElements() * 4;
   if (bucketFill >= options.bucketBytes)
     flushBucket(loc);
+}
+
+Value OptimizerBuilder::reduceScatterMicrobatch(Value grad, Location loc) {
+  if (!scatterPerMicrobatch ||
+      cast<RankedTensorType>(grad.getType()).getNumElements() % zeroRanks != 0)
+    return Value();
+  return reduceScatterChunk(grad, loc);
+}
+
+void OptimizerBuilder::addReducedChunk(BlockArgument param, Value chunk) {
+  reductionOrder.try_emplace(param, reductionOrder.size());
+  reducedGrads[param] = chunk;
 }
 
 void OptimizerBuilder::flushBucket(Location loc) {
@@ -184,7 +209,7 @@ Value OptimizerBuilder::emitGradNormSq(ArrayRef<Update> updates) {
       continue;
     SmallVector<int16_t> axes;
     if (u.shardAxis)
-      axes.push_back(dpAxis);
+      axes.push_back(zeroAxisIndex);
     if (auto rule = func.getArgAttrOfType<DictionaryAttr>(u.param.getArgNumber(),
                                                           "llmir.shard"))
       if (auto name = rule.getAs<StringAttr>("axis"))
@@ -260,15 +285,14 @@ LogicalResult OptimizerBuilder::emitUpdates(
     StringAttr shardAxis;
     if (zero) {
       int64_t n = type.getNumElements();
-      if (n % dp != 0)
+      if (n % zeroRanks != 0)
         return func.emitOpError()
-               << "zero=" << zeroStage
-               << " needs every parameter's size to divide by dp=" << dp
-               << "; parameter #" << param.getArgNumber() << " has " << n
-               << " elements";
+               << "zero=" << zeroStage << " needs every parameter's size to divide by "
+               << zeroAxisName << "=" << zeroRanks << "; parameter #"
+               << param.getArgNumber() << " has " << n << " elements";
       if (!chunked)
-        grad = reduceScatterOverDp(grad, loc);
-      shardAxis = b.getStringAttr("dp");
+        grad = reduceScatterChunk(grad, loc);
+      shardAxis = b.getStringAttr(zeroAxisName);
     }
     ready.push_back({param, grad, decay, shardAxis});
   }

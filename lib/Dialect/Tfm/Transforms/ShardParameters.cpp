@@ -44,34 +44,41 @@ struct Sections {
 
 class ParameterSharder {
 public:
-  ParameterSharder(func::FuncOp func, int16_t dpAxis, int64_t dp,
-                   bool reshardAfterForward)
+  ParameterSharder(func::FuncOp func, ZeroAxis axis, bool reshardAfterForward,
+                   bool gatherPerStep)
       : func(func), body(func.getBody().front()), sections(body),
-        b(func.getContext()), dpAxis(dpAxis), dp(dp),
-        reshardAfterForward(reshardAfterForward) {}
+        b(func.getContext()), axis(axis),
+        reshardAfterForward(reshardAfterForward), gatherPerStep(gatherPerStep) {}
 
   LogicalResult shard(BlockArgument param);
 
 private:
   /// Points every use in `uses` (readers of the whole tensor of `type`) at
-  /// an all-gather of `chunk` (its flat 1/dp chunk), one per section.
+  /// an all-gather of `chunk` (its flat chunk over the ZeRO axis), one per
+  /// section.
   void gatherFor(Value chunk, RankedTensorType type, ArrayRef<OpOperand *> uses);
 
   func::FuncOp func;
   Block &body;
   Sections sections;
   OpBuilder b;
-  int16_t dpAxis;
-  int64_t dp;
+  ZeroAxis axis; ///< dp, or cp without dp (lookupZeroAxis)
   bool reshardAfterForward;
+  bool gatherPerStep; ///< zero3_gather = "step": one gather for all readers
 };
 
 void ParameterSharder::gatherFor(Value chunk, RankedTensorType type,
                                  ArrayRef<OpOperand *> uses) {
-  llvm::MapVector<unsigned, SmallVector<OpOperand *>> groups;
-  for (OpOperand *use : uses)
-    groups[reshardAfterForward ? sections.of(use->getOwner(), body) : 0]
-        .push_back(use);
+  // One gather per (micro-batch, section): without resharding a micro-batch
+  // keeps its gather from its forward to its backward.
+  llvm::MapVector<std::pair<int64_t, unsigned>, SmallVector<OpOperand *>> groups;
+  for (OpOperand *use : uses) {
+    Operation *top = body.findAncestorOpInBlock(*use->getOwner());
+    auto microbatch = top->getAttrOfType<IntegerAttr>(kMicrobatchAttrName);
+    std::pair<int64_t, unsigned> key = {microbatch ? microbatch.getInt() : -1,
+                                        reshardAfterForward ? sections.of(top, body) : 0};
+    groups[gatherPerStep ? std::make_pair<int64_t, unsigned>(-1, 0) : key].push_back(use);
+  }
   Operation *def = chunk.getDefiningOp();
   auto flat = RankedTensorType::get({type.getNumElements()}, type.getElementType());
   for (auto &[section, group] : groups) {
@@ -89,7 +96,7 @@ void ParameterSharder::gatherFor(Value chunk, RankedTensorType type,
     else
       b.setInsertionPoint(issue);
     Value gathered = shard::AllGatherOp::create(
-        b, chunk.getLoc(), flat, "grid", ArrayRef<int16_t>{dpAxis}, chunk,
+        b, chunk.getLoc(), flat, "grid", ArrayRef<int16_t>{axis.axis.index}, chunk,
         /*gather_axis=*/APInt(64, 0));
     if (flat != type) {
       b.setInsertionPoint(firstReader);
@@ -107,11 +114,12 @@ LogicalResult ParameterSharder::shard(BlockArgument param) {
     return success();
   auto type = cast<RankedTensorType>(param.getType());
   int64_t n = type.getNumElements();
-  if (n % dp != 0)
+  int64_t ranks = axis.axis.size;
+  if (n % ranks != 0)
     return func.emitOpError() << "zero=3 needs every parameter's size to "
-                                 "divide by dp="
-                              << dp << "; parameter #" << index << " has " << n
-                              << " elements";
+                                 "divide by "
+                              << axis.name << "=" << ranks << "; parameter #"
+                              << index << " has " << n << " elements";
   SmallVector<OpOperand *> readers;
   SmallVector<Operation *> regathers;
   SmallVector<CastOp> computeCopies;
@@ -128,7 +136,7 @@ LogicalResult ParameterSharder::shard(BlockArgument param) {
     else
       readers.push_back(&use);
   }
-  auto chunkType = RankedTensorType::get({n / dp}, type.getElementType());
+  auto chunkType = RankedTensorType::get({n / ranks}, type.getElementType());
   OpBuilder attrs(func.getContext());
   if (!func.getArgAttr(index, "llmir.global_shape"))
     func.setArgAttr(index, "llmir.global_shape",
@@ -161,13 +169,13 @@ LogicalResult ParameterSharder::shard(BlockArgument param) {
 LogicalResult llmir::tfm::shardParametersOverDp(ModuleOp module,
                                                 func::FuncOp func) {
   PlanAttr plan = getPlan(module);
-  std::optional<PlanAxis> dp = lookupPlanAxis(module, "dp");
-  if (!plan || !plan.shardsParameters() || !dp || dp->size < 2 ||
+  std::optional<ZeroAxis> axis = lookupZeroAxis(module);
+  if (!plan || !plan.shardsParameters() || !axis ||
       func.isExternal() || func.getBody().getOps<AdamWUpdateOp>().empty())
     return success();
   shareParameterCasts(func);
-  ParameterSharder sharder(func, dp->index, dp->size,
-                           plan.getReshardAfterForward());
+  ParameterSharder sharder(func, *axis, plan.getReshardAfterForward(),
+                           plan.getZero3Gather() == "step");
   for (BlockArgument param : func.getArguments())
     if (failed(sharder.shard(param)))
       return failure();

@@ -69,6 +69,10 @@ struct Plan {
   int64_t vocabSize = 0;
   /// Size of `axis`, 1 if the plan has no such axis.
   int axisSize(const std::string &axis) const;
+  /// The axis ZeRO chunks (optimizer state, zero=3 parameters) split over:
+  /// "dp" when dp > 1, else "cp" when cp > 1, else "dp" (the compiler's
+  /// lookupZeroAxis).
+  std::string zeroAxis() const;
 };
 
 struct Program {

@@ -42,6 +42,16 @@ struct PlanAxis {
 /// Axis `name` of the module's plan, or nullopt (no plan or no such axis).
 std::optional<PlanAxis> lookupPlanAxis(mlir::ModuleOp module, llvm::StringRef name);
 
+/// The axis ZeRO shards over: dp when dp > 1, else cp when cp > 1
+/// (context-parallel ranks hold the same parameters, like dp replicas), as
+/// `name`; nullopt when neither axis has two ranks. With dp and cp both, the
+/// gradients' cp sum is an all-reduce of the dp chunk (see Optimizer.h).
+struct ZeroAxis {
+  llvm::StringRef name;
+  PlanAxis axis;
+};
+std::optional<ZeroAxis> lookupZeroAxis(mlir::ModuleOp module);
+
 /// Name of grid axis `index`, or nullopt.
 std::optional<llvm::StringRef> planAxisName(mlir::ModuleOp module, int64_t index);
 

@@ -44,7 +44,13 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     - `sp`: sequence parallelism over the tp group; `zero`: ZeRO stage (0-3).
     - `reshard_after_forward` (zero = 3): each layer's parameters are
       all-gathered again for its backward (true) or kept from its forward
-      (false; with micro-batches: gathered once per step).
+      (false; with micro-batches: from a micro-batch's forward to its
+      backward).
+    - `zero3_gather` (zero = 3 with micro-batches): "microbatch" gathers the
+      parameters per micro-batch and reduce-scatters each micro-batch's
+      gradient into an accumulating chunk (no full-size gradient lives
+      across micro-batches); "step" gathers them once per step, keeps them,
+      and reduce-scatters the gradients' sum after the last micro-batch.
     - `microbatches`: micro-batches per step; `schedule`: the pipeline
       schedule (gpipe, 1f1b, interleaved, zb-h1, zb-v); `vpp`: model chunks
       per pipeline rank; `layout`: the stage split ("E,t|t,L").
@@ -53,7 +59,8 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
 
     Fields at their default (sp = false, zero = 0, microbatches = 1,
     schedule = "1f1b", recompute = "none", vpp = 1, empty layout and
-    strategy, reshard_after_forward = true) may be left out and are not printed.
+    strategy, reshard_after_forward = true, zero3_gather = "microbatch")
+    may be left out and are not printed.
 
     ```mlir
     module attributes {llmir.plan = #tfm.plan<axes = ["pp", "dp", "tp"],
@@ -71,7 +78,8 @@ def Tfm_PlanAttr : AttrDef<Tfm_Dialect, "Plan"> {
     DefaultValuedParameter<"int64_t", "1", "model chunks per pp rank">:$vpp,
     StringRefParameter<"stage layout", "\"\"">:$layout,
     StringRefParameter<"partition strategy", "\"\"">:$strategy,
-    Tfm_ReshardFlagParameter:$reshard_after_forward
+    Tfm_ReshardFlagParameter:$reshard_after_forward,
+    StringRefParameter<"zero=3 gather policy", "\"microbatch\"">:$zero3_gather
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

@@ -44,6 +44,10 @@ def Tfm_Dialect : Dialect {
     /// gradients): the grid axis the sequence is split over in zig-zag
     /// chunks; positions and the causal mask follow the global order.
     static constexpr ::llvm::StringLiteral kCpAxisAttrName = "cp_axis";
+    /// Discardable attribute of the train step's backward ops (set by
+    /// --tfm-build-train-step): the pipeline split's phases, the memory
+    /// plan's saved activations.
+    static constexpr ::llvm::StringLiteral kBackwardAttrName = "llmir.backward";
 
   private:
     /// Adds the attributes (TfmAttrs.td); called by initialize().

@@ -53,6 +53,15 @@ public:
   /// All-reduces the open bucket (if any).
   void flushBucket(mlir::Location loc);
 
+  /// zero=3 with zero3_gather = "microbatch": one micro-batch's gradient
+  /// reduce-scattered at once into this rank's chunk, for the caller to
+  /// accumulate over micro-batches; null otherwise (the caller sums the
+  /// full gradients and hands the sum to addToBucket).
+  mlir::Value reduceScatterMicrobatch(mlir::Value grad, mlir::Location loc);
+  /// `param`'s reduced chunk, summed over the micro-batches'
+  /// reduceScatterMicrobatch results (instead of addToBucket).
+  void addReducedChunk(mlir::BlockArgument param, mlir::Value chunk);
+
   /// For each parameter with a gradient: the sequence-parallel sum, ZeRO-1's
   /// reduce-scatter, the AdamW update (torch.optim.AdamW: betas 0.9/0.95,
   /// eps 1e-8, decay on rank >= 2) and ZeRO-1's all-gather. `grads` holds
@@ -74,8 +83,13 @@ private:
   /// all-gather over cp (2(n-1)/n of the bucket per rank for n = dp x cp,
   /// the flat all-reduce's minimum).
   mlir::Value reduceOverDataRanks(mlir::Value flat, mlir::Location loc);
-  /// This rank's flat 1/dp chunk of the dp-summed `grad` (ZeRO).
-  mlir::Value reduceScatterOverDp(mlir::Value grad, mlir::Location loc);
+  /// This rank's flat chunk of `grad` summed over the data ranks (ZeRO):
+  /// reduce-scattered over the ZeRO axis (lookupZeroAxis), then, sharded
+  /// over dp with cp > 1, the chunk all-reduced over cp. Per rank that moves
+  /// (dp-1)/dp + 2(cp-1)/(cp dp) of the gradient; with the parameters'
+  /// (dp-1)/dp all-gather, 2(n-1)/n for n = dp x cp: a flat reduce-scatter
+  /// and all-gather over all dp x cp ranks move no less.
+  mlir::Value reduceScatterChunk(mlir::Value grad, mlir::Location loc);
 
   /// One parameter's final gradient (reduced, ZeRO-1 chunk), ready for AdamW.
   struct Update {
@@ -95,9 +109,15 @@ private:
   int16_t dpAxis = -1, cpAxis = -1;
   int64_t dp = 1, cp = 1;
   bool zero = false, bucketed_ = false;
+  /// The axis ZeRO shards over (dp, or cp without dp) and its size.
+  llvm::StringRef zeroAxisName;
+  int16_t zeroAxisIndex = -1;
+  int64_t zeroRanks = 1;
   /// ZeRO-2: addToBucket reduce-scatters at once (reducedGrads holds chunks).
   bool zeroGradients = false;
   int64_t zeroStage = 0;
+  /// zero=3 reduce-scatters each micro-batch's gradient (zero3_gather).
+  bool scatterPerMicrobatch = false;
   llvm::SmallVector<std::pair<mlir::BlockArgument, mlir::Value>> bucket;
   int64_t bucketFill = 0;
   /// An all-reduced bucket whose pieces are cut out only where the optimizer

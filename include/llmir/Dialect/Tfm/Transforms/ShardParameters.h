@@ -18,8 +18,14 @@ namespace llmir::tfm {
 /// the argument itself is the rank's flat chunk `[n / dp]`.
 inline constexpr llvm::StringLiteral kDpChunkOfAttrName = "llmir.dp_chunk_of";
 
+/// Discardable attribute of a pipeline rank's op (set by
+/// --llm-pipeline-split with micro-batches): the micro-batch it computes.
+inline constexpr llvm::StringLiteral kMicrobatchAttrName = "llmir.microbatch";
+
 /// Under a zero=3 plan, rewrites a train step (a function with AdamW
-/// updates; anything else is left alone) so that parameters are dp chunks:
+/// updates; anything else is left alone) so that parameters are chunks over
+/// the ZeRO axis (`lookupZeroAxis`: dp, or cp without dp; "dp" in the names
+/// below stands for it):
 /// - every parameter argument becomes its flat chunk (`llmir.dp_chunk_of`
 ///   keeps its shape, `llmir.global_shape` its global one);
 /// - its readers read an all-gather of the chunk (a mixed-precision compute
@@ -27,6 +33,8 @@ inline constexpr llvm::StringLiteral kDpChunkOfAttrName = "llmir.dp_chunk_of";
 ///   one gather per section of the step — a run of ops of one layer, or of
 ///   ops outside the layers — so a layer gathers for its forward and again
 ///   for its backward; with `reshard_after_forward = false` once per step;
+///   with micro-batches (`llmir.microbatch`) that per micro-batch, or under
+///   `zero3_gather = "step"` once per step;
 /// - the gather of a section is issued at the start of the section before
 ///   it (prefetch: the comm stream gathers while the previous section
 ///   computes; the lowering waits just before the first reader);
