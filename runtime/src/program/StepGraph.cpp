@@ -79,17 +79,19 @@ StepGraphPlan planStepGraph(const StageProgram &program, const StepGraphEnv &env
   const size_t n = program.instrs.size();
   // The global gradient norm is read back once per step (Executor::gradNorm,
   // the loss scale): after the replay, if nothing later overwrites it.
-  size_t lastNormReader = n;
+  size_t firstNormReader = n, lastNormReader = n;
   const BufferRef *norm = nullptr;
   for (size_t i = 0; i < n; ++i)
     if (const BufferRef *b = program.instrs[i].adamwNormSq()) {
-      if (!norm)
+      if (!norm) {
         norm = b;
+        firstNormReader = i;
+      }
       lastNormReader = i;
     }
   for (size_t i = 0; i < n; ++i) {
     syncsOf(program, i, env, plan.syncs);
-    if (norm && program.instrs[i].adamwNormSq() == norm)
+    if (i == firstNormReader)
       plan.syncs.push_back(
           {i,
            writtenAfter(program, lastNormReader, norm->offset, norm->offset + norm->bytes())
