@@ -446,6 +446,12 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   }
   if (o.program.empty())
     return Status::error(StatusCode::InvalidArgument, "no program given (see --help)");
+  if (o.graphPlan) { // reads the program only; --comm, --check-numerics, --trace shape the plan
+    if (o.comm != "nccl" && o.comm != "mpi" && o.comm != "auto")
+      return Status::error(StatusCode::InvalidArgument,
+                           "--comm " + o.comm + ": expected nccl, mpi or auto");
+    return Status::ok();
+  }
   if (o.weights.empty())
     return Status::error(StatusCode::InvalidArgument, "--weights is required");
   if (o.generate && o.gen.prompt.empty())
