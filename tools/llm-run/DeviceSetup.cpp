@@ -88,6 +88,8 @@ std::string backendInfo() {
   out += "cudnn: " + (c.cudnnBuilt.empty() ? std::string("not built (attention uses the built-in kernels)")
                                            : "built with " + c.cudnnBuilt + " (frontend " + c.cudnnFrontend +
                                                  "), loaded " + (c.cudnnLoaded.empty() ? "none: " + c.cudnnWhyNot : c.cudnnLoaded)) + "\n";
+  out += "cuda graphs: whole steps and decode entries captured and replayed (off: "
+         "--no-cuda-graph; what a program allows: --graph-plan)\n";
   out += "cuda driver: " + (c.driver.empty() ? "none" : "supports CUDA " + c.driver) + "\n";
   if (c.devices.empty())
     return out + "cuda devices: 0 (no CUDA device: " + c.noDevice + ")\n";

@@ -79,6 +79,14 @@ options:
   --backend NAME     cpu (default) or cuda
   --backend-info     print the backends built in, the CUDA libraries built with
                      and found, the driver and the devices; then exit
+  --no-cuda-graph    run every CUDA step eagerly (by default a step or decode
+                     entry the planner finds capturable runs once, is captured
+                     as one CUDA graph on its second run and replayed; a
+                     program that cannot be says why once)
+  --graph-plan       print which part of each step a CUDA graph can hold and
+                     where each host synchronisation goes (with --comm,
+                     --check-numerics, --trace as given); no backend, no
+                     device; then exit
   --comm KIND        the CUDA backend's collectives: nccl, mpi (staged through
                      host memory: several ranks may share a GPU) or auto
                      (default: nccl when every rank has a GPU of its own)
@@ -332,6 +340,8 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
     if (a == "--check-numerics") { o.checkNumerics = true; continue; }
     if (a == "--generate") { o.generate = true; continue; }
     if (a == "--no-overlap") { o.noOverlap = true; continue; }
+    if (a == "--graph-plan") { o.graphPlan = true; continue; }
+    if (a == "--no-cuda-graph") { o.noCudaGraph = true; continue; }
     if (a == "--trace-steps") {
       StatusOr<std::string> v = need(i, a.c_str());
       if (!v.isOk())
@@ -436,6 +446,12 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   }
   if (o.program.empty())
     return Status::error(StatusCode::InvalidArgument, "no program given (see --help)");
+  if (o.graphPlan) { // reads the program only; --comm, --check-numerics, --trace shape the plan
+    if (o.comm != "nccl" && o.comm != "mpi" && o.comm != "auto")
+      return Status::error(StatusCode::InvalidArgument,
+                           "--comm " + o.comm + ": expected nccl, mpi or auto");
+    return Status::ok();
+  }
   if (o.weights.empty())
     return Status::error(StatusCode::InvalidArgument, "--weights is required");
   if (o.generate && o.gen.prompt.empty())
@@ -484,6 +500,15 @@ Status parseArgs(int argc, char **argv, Options &o, bool &help) {
   LLMIR_RETURN_IF_ERROR(checkExportOptions(o));
   LLMIR_RETURN_IF_ERROR(checkDataOptions(o.data));
   return checkFiles(o);
+}
+
+StepGraphEnv stepGraphEnv(const Options &o) {
+  StepGraphEnv env;
+  env.communicatorCapturable = o.comm != "mpi";
+  env.communicatorName = o.comm == "mpi" ? "staged (--comm mpi)" : "NCCL";
+  env.checkNumerics = o.checkNumerics;
+  env.trace = !o.trace.empty();
+  return env;
 }
 
 } // namespace llmir::runtime

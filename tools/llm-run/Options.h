@@ -10,6 +10,7 @@
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/SafeTensors.h"
 #include "llmir/runtime/Status.h"
+#include "llmir/runtime/StepGraph.h"
 
 #include <cmath>
 #include <cstdint>
@@ -53,6 +54,7 @@ struct Options {
   int64_t steps = 1;
   double timeout = 60, lr = 3e-4, weightDecay = 0.0;
   bool noOverlap = false;      // --no-overlap
+  bool noCudaGraph = false;    // --no-cuda-graph
   std::string trace;           // --trace FILE
   int64_t traceFirst = 0, traceEnd = INT64_MAX; // --trace-steps
   LrSchedule schedule; // --lr-schedule, --warmup-steps, --min-lr, --max-steps
@@ -61,6 +63,7 @@ struct Options {
   bool eval = false, quiet = false, checkNumerics = false;
   bool generate = false;
   bool backendInfo = false; // --backend-info
+  bool graphPlan = false;   // --graph-plan
   std::string comm = "auto"; // --comm nccl|mpi|auto (the CUDA backend's collectives)
   GenerateOptions gen;
   DataOptions data; // --data, --data-order, --eval-data, ...
@@ -69,6 +72,10 @@ struct Options {
 /// Parses argv into `o`; `help` is set for -h/--help. Checks the values and
 /// the files they name.
 Status parseArgs(int argc, char **argv, Options &o, bool &help);
+
+/// What the options allow a CUDA graph of a step (--comm mpi: the staged
+/// communicator; nccl and auto: NCCL, which stream capture records).
+StepGraphEnv stepGraphEnv(const Options &o);
 
 } // namespace llmir::runtime
 

@@ -17,6 +17,7 @@
 #include "llmir/runtime/Npy.h"
 #include "llmir/runtime/Program.h"
 #include "llmir/runtime/SafeTensors.h"
+#include "llmir/runtime/StepGraph.h"
 
 #include <algorithm>
 #include <chrono>
@@ -194,6 +195,14 @@ int run(int argc, char **argv) {
       std::cout << (help ? std::string(kUsage) : backendInfo());
     return 0;
   }
+  if (opts.graphPlan) { // the planner is pure: no backend, no device
+    StatusOr<Program> loaded = Program::load(opts.program);
+    if (!loaded.isOk())
+      return fail(loaded.status());
+    if (rank == 0)
+      std::cout << describeStepGraphs(*loaded, stepGraphEnv(opts));
+    return 0;
+  }
   comm->setTimeout(opts.timeout);
   // The backend first, so that "--backend cuda: no CUDA device" comes before any file is read.
   int device = -1;
@@ -238,6 +247,11 @@ int run(int argc, char **argv) {
     return fail(exec.status());
   Executor &ex = **exec;
   ex.setOverlap(!opts.noOverlap);
+  ex.setStepGraphs(!opts.noCudaGraph);
+  auto graphNote = [&] { // once per program, when its graph is decided
+    if (std::string note = ex.takeGraphNote(); !note.empty() && rank == 0 && !opts.quiet)
+      std::cerr << "llm-run: " << note << "\n";
+  };
   if (opts.generate) {
     auto setupGenerate = [&]() -> Status {
       ex.setCheckNumerics(opts.checkNumerics);
@@ -248,6 +262,7 @@ int run(int argc, char **argv) {
     opts.gen.quiet = opts.quiet;
     if (Status st = generate(*program, ex, *comm, opts.gen); !st.isOk())
       return fail(st);
+    graphNote();
     if (Status st = exportIfAsked(*program, ex, *comm, opts); !st.isOk())
       return fail(st);
     if (Status st = comm->flushSends(); !st.isOk())
@@ -416,6 +431,7 @@ int run(int argc, char **argv) {
     auto t0 = std::chrono::steady_clock::now();
     if (Status st = ex.run(step); !st.isOk())
       return fail(st);
+    graphNote();
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     totalSeconds += seconds;

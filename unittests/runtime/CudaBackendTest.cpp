@@ -13,6 +13,7 @@
 
 #include "BackendCase.h"
 #include "TestUtil.h"
+#include "CudaTestUtil.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -44,8 +45,7 @@ constexpr double kAtol = 2e-4, kRtol = 2e-4;
 class CudaBackendTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (rt::cudaDeviceCount() == 0)
-      GTEST_SKIP() << "no CUDA device or driver";
+    LLMIR_REQUIRE_CUDA_DEVICE();
     cpu_ = rt::createCpuBackend();
     auto cuda = rt::createCudaBackend(0);
     ASSERT_TRUE(cuda.isOk()) << cuda.status().message();
@@ -545,8 +545,7 @@ TEST_F(CudaBackendTest, FindNonFiniteAndUnknownKernel) {
 class NcclCommunicatorTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (rt::cudaDeviceCount() == 0)
-      GTEST_SKIP() << "no CUDA device or driver";
+    LLMIR_REQUIRE_CUDA_DEVICE();
     auto backend = rt::createCudaBackend(0);
     ASSERT_TRUE(backend.isOk()) << backend.status().message();
     backend_ = std::move(*backend);
@@ -614,8 +613,7 @@ TEST_F(NcclCommunicatorTest, CollectivesAndSelfSendAtWorldSizeOne) {
 
 // Without a GPU the backend must refuse cleanly (this runs everywhere).
 TEST(CudaBackendNoDevice, CreateFailsCleanlyWithoutDevice) {
-  if (rt::cudaDeviceCount() > 0)
-    GTEST_SKIP() << "a CUDA device is present";
+  LLMIR_REQUIRE_NO_CUDA_DEVICE();
   auto backend = rt::createCudaBackend(0);
   ASSERT_FALSE(backend.isOk());
   EXPECT_EQ(backend.status().code(), StatusCode::Unavailable);

@@ -3,6 +3,7 @@
 #include "llmir/runtime/Kernels.h"
 
 #include "TestUtil.h"
+#include "CudaTestUtil.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -52,8 +53,7 @@ private:
 class CudaKernelsTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (!rt::cudaDeviceAvailable())
-      GTEST_SKIP() << "no CUDA device or driver";
+    LLMIR_REQUIRE_CUDA_DEVICE();
   }
 };
 
@@ -147,8 +147,7 @@ TEST(CudaKernelsArgsTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
 }
 
 TEST(CudaKernelsArgsTest, LaunchWithoutDeviceIsAnErrorStatus) {
-  if (rt::cudaDeviceAvailable())
-    GTEST_SKIP() << "a CUDA device is present";
+  LLMIR_REQUIRE_NO_CUDA_DEVICE();
   // Never dereferenced: the launch itself fails without a driver/device.
   float fake[4] = {};
   rt::Status s = rt::cuda::geluTanhForward(fake, fake, 4, nullptr);

@@ -5,6 +5,7 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Cuda.h"
 #include "llmir/runtime/StagedCommunicator.h"
+#include "CudaTestUtil.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -29,8 +30,7 @@ public:
 class CudaStreamsTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (rt::cudaDeviceCount() == 0)
-      GTEST_SKIP() << "no CUDA device or driver";
+    LLMIR_REQUIRE_CUDA_DEVICE();
     auto backend = rt::createCudaBackend(0);
     ASSERT_TRUE(backend.isOk()) << backend.status().message();
     backend_ = std::move(*backend);

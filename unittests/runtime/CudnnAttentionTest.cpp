@@ -6,6 +6,7 @@
 
 #include "BackendCase.h"
 #include "CudnnAttention.h"
+#include "CudaTestUtil.h"
 
 #include <gtest/gtest.h>
 
@@ -84,8 +85,7 @@ double relativeMaxError(const std::vector<float> &got, const std::vector<float> 
 class CudnnAttentionGpu : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (rt::cudaDeviceCount() == 0)
-      GTEST_SKIP() << "no CUDA device or driver";
+    LLMIR_REQUIRE_CUDA_DEVICE();
     auto withCudnn = rt::createCudaBackend(0);
     ASSERT_TRUE(withCudnn.isOk()) << withCudnn.status().message();
     cudnn_ = std::move(*withCudnn);

@@ -22,9 +22,10 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   } else if (instr.kind != OpKind::Gemm) {
     return invalid(instr.describe() + " is not a compute instruction");
   }
-  // cast and the fused add + norm read and write bf16/f16 themselves.
+  // cast, the fused add + norm and cache_attention read and write bf16/f16 themselves.
   const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
-                        instr.isKernel(KernelId::AddRmsNorm) || epilogueRunsDirect(instr);
+                        instr.isKernel(KernelId::AddRmsNorm) || epilogueRunsDirect(instr) ||
+                        instr.isKernel(KernelId::CacheAttention); // split-K reads bf16 caches
   if (instr.isKernel(KernelId::Attention) || instr.isKernel(KernelId::AttentionGrad)) {
     StatusOr<bool> ran = attentionCudnn(instr);
     if (!ran.isOk())

@@ -20,10 +20,12 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -109,6 +111,38 @@ struct GemmPlan {
 using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int,
                            uint32_t, uint32_t, uint32_t, uint32_t, bool>;
 
+/// One captured step (CudaGraph.cu): the instantiated graph, the host work
+/// around each replay and the device memory its kernels read per step.
+struct StepGraph {
+  static constexpr int kMaxInputFloats = 1 << 16, kMaxFlags = 1 << 12;
+  cudaGraphExec_t exec = nullptr;
+  /// Host checks before each replay (cache positions).
+  std::vector<std::function<Status()>> before;
+  /// Per-step inputs: each writes its floats at its offset of the host mirror.
+  std::vector<std::pair<int, std::function<Status(float *)>>> inputs;
+  /// Flags read back after each replay: (slot, what, check of the value).
+  struct After {
+    int slot;
+    std::string what;
+    std::function<Status(unsigned long long)> check;
+  };
+  std::vector<After> after;
+  int inputFloats = 0, flags = 0;
+  float *dInputs = nullptr, *hInputs = nullptr;
+  unsigned long long *dFlags = nullptr, *hFlags = nullptr;
+  cudaEvent_t join = nullptr; ///< the comm stream's work joined back before the end
+  ~StepGraph() {
+    if (exec)
+      cudaGraphExecDestroy(exec);
+    if (join)
+      cudaEventDestroy(join);
+    cudaFree(dInputs);
+    cudaFree(dFlags);
+    cudaFreeHost(hInputs);
+    cudaFreeHost(hFlags);
+  }
+};
+
 class CudaBackend final : public Backend {
 public:
   CudaBackend(int device, CudaBackendOptions options)
@@ -119,6 +153,7 @@ public:
       cudaStreamSynchronize(stream_);
     if (commStream_)
       cudaStreamSynchronize(commStream_);
+    graphs_.clear();
     for (auto &[id, event] : events_)
       cudaEventDestroy(event);
     plans_.clear();
@@ -241,6 +276,12 @@ public:
 
   bool supports(KernelId id, ScalarType dtype) const override;
   bool supportsGemm(ScalarType dtype) const override;
+
+  // Step graphs: stream capture of both streams (CudaGraph.cu).
+  std::string graphUnsupported() const override { return ""; }
+  Status beginCapture(const void *key) override;
+  Status endCapture(const void *key, bool ok) override;
+  Status replay(const void *key, const KernelContext &context) override;
 
 private:
   using KernelFn = Status (CudaBackend::*)(const Instr &);
@@ -366,10 +407,54 @@ private:
   }
 
   Status resetFlag() {
+    if (capture_) { // each check of a recorded step gets a flag of its own
+      if (capture_->flags == StepGraph::kMaxFlags)
+        return invalid("more than " + std::to_string(StepGraph::kMaxFlags) +
+                       " flag checks in one step graph");
+      dFlag_ = capture_->dFlags + capture_->flags++;
+    }
     LLMIR_CUDA_TRY(cudaMemsetAsync(dFlag_, 0xff, sizeof(unsigned long long), stream_),
                    "reset flag");
     return Status::ok();
   }
+  /// `check` of the flag set since resetFlag: now, or after each replay of
+  /// the step being recorded.
+  Status onFlag(const Instr &instr, std::function<Status(unsigned long long)> check) {
+    if (capture_) {
+      capture_->after.push_back({capture_->flags - 1, instr.describe(), std::move(check)});
+      return Status::ok();
+    }
+    StatusOr<unsigned long long> bad = readFlag(instr.kernel);
+    return bad.isOk() ? check(*bad) : bad.status();
+  }
+  /// A check of host-visible data (positions): now, or before each replay.
+  Status hostCheck(std::function<Status()> check) {
+    if (!capture_)
+      return check();
+    // Offsets are into the arena of the moment (runStaged swaps in its own).
+    capture_->before.push_back([this, base = arena_, check = std::move(check)] {
+      uint8_t *const current = arena_;
+      arena_ = base;
+      Status st = check();
+      arena_ = current;
+      return st;
+    });
+    return Status::ok();
+  }
+  /// While a step is recorded: `floats` device floats that `write` fills
+  /// before each replay (from the replay's KernelContext); null otherwise.
+  StatusOr<const float *> stepInput(int floats, std::function<Status(float *)> write) {
+    if (!capture_)
+      return static_cast<const float *>(nullptr);
+    if (capture_->inputFloats + floats > StepGraph::kMaxInputFloats)
+      return invalid("more than " + std::to_string(StepGraph::kMaxInputFloats) +
+                     " step input floats in one step graph");
+    capture_->inputs.emplace_back(capture_->inputFloats, std::move(write));
+    capture_->inputFloats += floats;
+    return static_cast<const float *>(capture_->dInputs + capture_->inputs.back().first);
+  }
+  /// adamw's or adamw_multi's values for a replay (AdamwLive, decay a flag).
+  StatusOr<const cuda::AdamwLive *> adamwLive(const Instr &instr);
   /// Waits for the stream and returns the flag (kNoBad when unset).
   StatusOr<unsigned long long> readFlag(const std::string &what) {
     LLMIR_CUDA_TRY(cudaGetLastError(), what);
@@ -382,15 +467,13 @@ private:
   /// After a kernel that validates ids: the CPU's error for the first bad one.
   Status checkIds(const Instr &instr, const std::pair<const void *, bool> &idp,
                   const char *what, int64_t bound) {
-    StatusOr<unsigned long long> bad = readFlag(instr.kernel);
-    if (!bad.isOk())
-      return bad.status();
-    if (*bad == kNoBad)
-      return Status::ok();
-    int64_t pos = static_cast<int64_t>(*bad);
-    return invalid(std::string(what) + " " + std::to_string(idAt(idp, pos)) +
-                   " at position " + std::to_string(pos) + " is outside [0, " +
-                   std::to_string(bound) + ")");
+    return onFlag(instr, [this, idp, what = std::string(what), bound](unsigned long long bad) {
+      if (bad == kNoBad)
+        return Status::ok();
+      int64_t pos = static_cast<int64_t>(bad);
+      return invalid(what + " " + std::to_string(idAt(idp, pos)) + " at position " +
+                     std::to_string(pos) + " is outside [0, " + std::to_string(bound) + ")");
+    });
   }
 
   /// Device scratch of at least `bytes` (grown on demand; contents undefined).
@@ -449,6 +532,11 @@ private:
 #ifdef LLMIR_HAVE_CUDNN
   std::unique_ptr<cuda::CudnnAttention> cudnn_;
 #endif
+  /// Step graphs by the Executor's key; the one being recorded (else null)
+  /// and the flag eager kernels use meanwhile.
+  std::map<const void *, std::unique_ptr<StepGraph>> graphs_;
+  StepGraph *capture_ = nullptr;
+  unsigned long long *eagerFlag_ = nullptr;
   std::string cudnnOff_; ///< why cuDNN attention is off ("" when on)
   int64_t cudnnRuns_ = 0;
   std::set<cuda::SdpaShape> cudnnUnsupported_; ///< shapes already reported unsupported

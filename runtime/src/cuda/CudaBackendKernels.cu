@@ -540,12 +540,24 @@ float CudaBackend::adamwDecay(const kargs::AdamwArgs &a) const {
 Status CudaBackend::adamw(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::AdamwArgs a, kargs::decodeAdamw(instr, *context_));
   LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwScalars c, adamwScalars(a));
+  LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwLive *live, adamwLive(instr));
+  if (capture_ && !a.lossScaled) { // the executor's gradient check, read back after the replay
+    LLMIR_RETURN_IF_ERROR(resetFlag());
+    cuda::launchFindNonFinite(ptr<float>(*a.grad), a.grad->numElements(), dFlag_, stream_);
+    LLMIR_RETURN_IF_ERROR(onFlag(instr, [this, instr](unsigned long long bad) -> Status {
+      if (bad == kNoBad)
+        return Status::ok();
+      StatusOr<kargs::AdamwArgs> args = kargs::decodeAdamw(instr, *context_);
+      return args.isOk() ? kargs::nonFiniteGradient(*args, static_cast<int64_t>(bad), *context_)
+                         : args.status();
+    }));
+  }
   cuda::launchAdamw(ptr<float>(*a.param) + a.paramOffset, ptr<float>(*a.grad),
-                    ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(), adamwDecay(a),
-                    c.beta1, c.beta2, c.oneMinusB1, c.oneMinusB2, c.bc2Sqrt, c.stepSize,
-                    c.eps, a.normSq ? ptr<float>(*a.normSq) : nullptr,
-                    context_->clipGradNorm(),
-                    a.lossScaled ? 1.0f / context_->lossScale() : 0.0f, stream_);
+                    ptr<float>(*a.m), ptr<float>(*a.v), a.grad->numElements(),
+                    live ? (a.decay ? 1.0f : 0.0f) : adamwDecay(a), c.beta1, c.beta2,
+                    c.oneMinusB1, c.oneMinusB2, c.bc2Sqrt, c.stepSize, c.eps,
+                    a.normSq ? ptr<float>(*a.normSq) : nullptr, context_->clipGradNorm(),
+                    a.lossScaled ? 1.0f / context_->lossScale() : 0.0f, stream_, live);
   return Status::ok();
 }
 
@@ -554,6 +566,7 @@ Status CudaBackend::adamwMulti(const Instr &instr) {
                          kargs::decodeAdamwMulti(instr));
   const kargs::AdamwArgs &u = updates.front();
   LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwScalars c, adamwScalars(u));
+  LLMIR_ASSIGN_OR_RETURN(const cuda::AdamwLive *live, adamwLive(instr));
   // Without loss scaling a non-finite gradient is an error (the executor's
   // check of adamw, fused into the update): the kernels flag the first one.
   const bool check = !u.lossScaled;
@@ -564,7 +577,7 @@ Status CudaBackend::adamwMulti(const Instr &instr) {
     cuda::launchAdamwMulti(t, first, c, u.normSq ? ptr<float>(*u.normSq) : nullptr,
                            context_->clipGradNorm(),
                            u.lossScaled ? 1.0f / context_->lossScale() : 0.0f,
-                           check ? dFlag_ : nullptr, stream_);
+                           check ? dFlag_ : nullptr, stream_, live);
     t.count = 0;
   };
   for (size_t i = 0; i < updates.size(); ++i) {
@@ -574,25 +587,38 @@ Status CudaBackend::adamwMulti(const Instr &instr) {
     t.m[t.count] = ptr<float>(*a.m);
     t.v[t.count] = ptr<float>(*a.v);
     t.n[t.count] = a.grad->numElements();
-    t.decay[t.count] = adamwDecay(a);
+    t.decay[t.count] = live ? (a.decay ? 1.0f : 0.0f) : adamwDecay(a);
     if (++t.count == cuda::kAdamwMultiMax || i + 1 == updates.size())
       flush(static_cast<int>(i + 1) - t.count);
   }
   if (!check)
     return Status::ok();
-  StatusOr<unsigned long long> bad = readFlag("adamw_multi");
-  if (!bad.isOk())
-    return bad.status();
-  if (*bad == kNoBad)
-    return Status::ok();
-  const size_t k = static_cast<size_t>(*bad >> 40);
-  return kargs::nonFiniteGradient(updates[k], static_cast<int64_t>(*bad & ((1ull << 40) - 1)),
-                                  *context_);
+  return onFlag(instr, [this, instr](unsigned long long bad) -> Status {
+    if (bad == kNoBad)
+      return Status::ok();
+    StatusOr<std::vector<kargs::AdamwArgs>> all = kargs::decodeAdamwMulti(instr);
+    if (!all.isOk())
+      return all.status();
+    const size_t k = static_cast<size_t>(bad >> 40);
+    return kargs::nonFiniteGradient((*all)[k], static_cast<int64_t>(bad & ((1ull << 40) - 1)),
+                                    *context_);
+  });
 }
 
 Status CudaBackend::lossScale(const Instr &instr) {
   LLMIR_RETURN_IF_ERROR(kargs::checkLossScale(instr));
-  cuda::launchFill(ptr<float>(instr.outs[0]), 1, context_->lossScale(), stream_);
+  StatusOr<const float *> live = stepInput(1, [this](float *dst) {
+    *dst = context_->lossScale();
+    return Status::ok();
+  });
+  if (!live.isOk())
+    return live.status();
+  if (*live) // a recorded step: this step's scale, copied from the step inputs
+    LLMIR_CUDA_TRY(cudaMemcpyAsync(ptr<float>(instr.outs[0]), *live, sizeof(float),
+                                   cudaMemcpyDeviceToDevice, stream_),
+                   "loss_scale");
+  else
+    cuda::launchFill(ptr<float>(instr.outs[0]), 1, context_->lossScale(), stream_);
   return Status::ok();
 }
 
@@ -633,17 +659,16 @@ Status CudaBackend::kvCacheWrite(const Instr &instr) {
   const int64_t batch = w.batch, seq = w.seq, kvHeads = w.kvHeads, maxSeq = w.maxSeq,
                 headDim = w.headDim;
   std::pair<const void *, bool> startDev{nullptr, true};
-  std::vector<int64_t> start;
-  if (w.positions) {
-    StatusOr<std::vector<int64_t>> got = hostIds(instr, *w.positions);
-    if (!got.isOk())
-      return got.status();
-    start = std::move(*got);
+  if (w.positions)
     startDev = {ptr<uint8_t>(*w.positions), w.positions->dtype == ScalarType::I64};
-  }
   if (batch > 0 && seq > 0 && kvHeads > 0 && headDim > 0)
-    LLMIR_RETURN_IF_ERROR(
-        checkPositions(instr, startDev.first ? &start : nullptr, batch, seq, maxSeq));
+    LLMIR_RETURN_IF_ERROR(hostCheck([this, instr, batch, seq, maxSeq]() -> Status {
+      const BufferRef *positions = instr.ins.size() > 1 ? &instr.ins[1] : nullptr;
+      if (!positions)
+        return checkPositions(instr, nullptr, batch, seq, maxSeq);
+      StatusOr<std::vector<int64_t>> start = hostIds(instr, *positions);
+      return start.isOk() ? checkPositions(instr, &*start, batch, seq, maxSeq) : start.status();
+    }));
   cuda::launchKvCacheWrite(ptr<float>(x), startDev.first, startDev.second,
                            ptr<float>(cache), batch, seq, kvHeads, maxSeq, headDim, s);
   return Status::ok();
@@ -655,26 +680,51 @@ Status CudaBackend::cacheAttention(const Instr &instr) {
                          kargs::decodeCacheAttention(instr));
   const BufferRef &q = instr.ins[0], &kc = instr.ins[1], &vc = instr.ins[2],
                   &pos = instr.ins[3], &o = instr.outs[0];
+  // q, caches and out of one float type run directly; a mix runs f32 staged.
+  const ScalarType type = q.dtype;
+  const bool uniform = kc.dtype == type && vc.dtype == type && o.dtype == type;
+  if (!uniform)
+    return runStaged(instr, &CudaBackend::cacheAttention);
   const int64_t heads = c.heads, kvHeads = c.kvHeads;
   if (heads <= 0 || kvHeads <= 0 || kc.shape[3] <= 0 || heads % kvHeads != 0)
     return invalid("cache_attention: heads (" + std::to_string(heads) +
                    ") must be a positive multiple of kvHeads (" +
                    std::to_string(kvHeads) + ") and headDim > 0");
   const int64_t batch = q.shape[0], seq = q.shape[1], maxSeq = kc.shape[2];
-  StatusOr<std::vector<int64_t>> start = hostIds(instr, pos);
-  if (!start.isOk())
-    return start.status();
+  const int64_t headDim = kc.shape[3];
   if (batch > 0 && seq > 0)
-    LLMIR_RETURN_IF_ERROR(checkPositions(instr, &*start, batch, seq, maxSeq));
+    LLMIR_RETURN_IF_ERROR(hostCheck([this, instr, pos, batch, seq, maxSeq]() -> Status {
+      StatusOr<std::vector<int64_t>> start = hostIds(instr, pos);
+      return start.isOk() ? checkPositions(instr, &*start, batch, seq, maxSeq) : start.status();
+    }));
+  const bool i64 = pos.dtype == ScalarType::I64;
+  if (type != ScalarType::F32 || cuda::useSplitCacheAttention(batch, seq, heads, maxSeq)) {
+    if (headDim > cuda::kMaxAttentionHeadDim)
+      return Status::error(StatusCode::Unimplemented,
+                           instr.describe() + ": head dimension " + std::to_string(headDim) +
+                               " exceeds the CUDA kernel's " +
+                               std::to_string(cuda::kMaxAttentionHeadDim));
+    StatusOr<uint8_t *> tmp = scratch(
+        std::max<int64_t>(1, cuda::splitCachePartialFloats(batch, seq, heads, maxSeq, headDim)) *
+        int64_t(sizeof(float)));
+    if (!tmp.isOk())
+      return tmp.status();
+    const cuda::CacheType ct = type == ScalarType::F32    ? cuda::CacheType::F32
+                               : type == ScalarType::BF16 ? cuda::CacheType::Bf16
+                                                          : cuda::CacheType::F16;
+    cuda::launchCacheAttentionSplit(ct, arena_ + q.offset, arena_ + kc.offset, arena_ + vc.offset,
+                                    arena_ + pos.offset, i64, arena_ + o.offset,
+                                    reinterpret_cast<float *>(*tmp), batch, seq, heads, kvHeads,
+                                    maxSeq, headDim, static_cast<float>(c.scale), s);
+    return Status::ok();
+  }
   StatusOr<uint8_t *> tmp =
       scratch(std::max<int64_t>(1, batch * heads * seq * maxSeq) * int64_t(sizeof(float)));
   if (!tmp.isOk())
     return tmp.status();
   cuda::launchCacheAttention(ptr<float>(q), ptr<float>(kc), ptr<float>(vc), ptr<uint8_t>(pos),
-                             pos.dtype == ScalarType::I64, ptr<float>(o),
-                             reinterpret_cast<float *>(*tmp), batch, seq, heads,
-                             kvHeads, maxSeq, kc.shape[3], static_cast<float>(c.scale),
-                             s);
+                             i64, ptr<float>(o), reinterpret_cast<float *>(*tmp), batch, seq,
+                             heads, kvHeads, maxSeq, headDim, static_cast<float>(c.scale), s);
   return Status::ok();
 }
 

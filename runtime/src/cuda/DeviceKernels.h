@@ -13,6 +13,7 @@
 
 #include "llmir/runtime/ContextParallel.h"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace llmir::runtime::cuda {
@@ -51,11 +52,12 @@ void launchCastF16ToF32(const uint16_t *x, float *y, int64_t n, cudaStream_t s);
 /// `invLossScale` > 0 (f16 training, needs normSq): the gradient is first
 /// multiplied by it (the clipping norm too), and nothing is updated when
 /// *normSq is not finite.
+struct AdamwLive;
 void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
                  const float *normSq, float maxNorm, float invLossScale,
-                 cudaStream_t s);
+                 cudaStream_t s, const AdamwLive *live = nullptr);
 /// adamw_multi: up to kAdamwMultiMax updates per launch (a kernel parameter;
 /// launchAdamwMulti splits longer lists), the scalars of launchAdamw shared.
 constexpr int kAdamwMultiMax = 80; // the table stays under 4 KiB of kernel parameters
@@ -70,12 +72,22 @@ struct AdamwTensors {
 struct AdamwScalars {
   float beta1, beta2, oneMinusB1, oneMinusB2, bc2Sqrt, stepSize, eps;
 };
+/// AdamW's per-step values read from device memory by a replayed step graph
+/// (CudaGraph.cu writes them before each replay). With it the launchers'
+/// decay arguments are flags (non-zero: the parameter decays by `decayed`).
+struct AdamwLive {
+  AdamwScalars a;
+  float decayed;      ///< 1 - lr * weight decay
+  float maxNorm;      ///< clipping threshold (<= 0: none)
+  float invLossScale; ///< 1 / loss scale, 0 when not loss scaled
+};
 /// launchAdamw on every tensor of `t` in one launch; with `bad` (not loss
 /// scaled) the smallest (firstIndex + k) << 40 | element of a non-finite
 /// gradient is atomicMin'ed into *bad.
 void launchAdamwMulti(const AdamwTensors &t, int firstIndex, const AdamwScalars &a,
                       const float *normSq, float maxNorm, float invLossScale,
-                      unsigned long long *bad, cudaStream_t s);
+                      unsigned long long *bad, cudaStream_t s,
+                      const AdamwLive *live = nullptr);
 /// *out = sum of squares of x[0..n) (double accumulation, deterministic).
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s);
 constexpr int kMaxTransposeRank = 8;
@@ -218,6 +230,33 @@ void launchCacheAttention(const float *q, const float *kCache, const float *vCac
                           const void *start, bool i64, float *out, float *scores,
                           int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
                           int64_t maxSeq, int64_t headDim, float scale, cudaStream_t s);
+
+// ---- Split-K decode attention (DecodeAttention.cu) -----------------------------
+/// Cache positions per block of the split-K cache attention.
+constexpr int64_t kSplitChunk = 256;
+/// Whether an f32 cache_attention runs split-K: a short query block (decode)
+/// whose batch * heads queries leave most of the GPU idle over a long cache.
+/// (bf16/f16 caches always run split-K: it reads them without an f32 copy.)
+inline bool useSplitCacheAttention(int64_t batch, int64_t seq, int64_t heads, int64_t maxSeq) {
+  return seq <= 4 && batch * heads * seq <= 256 && maxSeq >= 2 * kSplitChunk;
+}
+/// Chunks (blocks per query) of the split-K cache attention over `maxSeq`.
+inline int64_t splitCacheChunks(int64_t maxSeq) {
+  return std::max<int64_t>(1, (maxSeq + kSplitChunk - 1) / kSplitChunk);
+}
+/// Floats of the split-K partials (scratch) for batch * heads * seq queries.
+inline int64_t splitCachePartialFloats(int64_t batch, int64_t seq, int64_t heads,
+                                       int64_t maxSeq, int64_t headDim) {
+  return batch * heads * seq * splitCacheChunks(maxSeq) * (headDim + 2);
+}
+/// The element type of q, the caches and out (all alike) of the split-K kernel.
+enum class CacheType { F32, Bf16, F16 };
+/// launchCacheAttention as split-K; `partial` holds splitCachePartialFloats.
+void launchCacheAttentionSplit(CacheType type, const void *q, const void *kCache,
+                                 const void *vCache, const void *start, bool i64, void *out,
+                                 float *partial, int64_t batch, int64_t seq, int64_t heads,
+                                 int64_t kvHeads, int64_t maxSeq, int64_t headDim, float scale,
+                                 cudaStream_t s);
 
 } // namespace llmir::runtime::cuda
 

@@ -77,23 +77,24 @@ void launchAdamw(float *param, const float *grad, float *m, float *v, int64_t n,
                  float decay, float beta1, float beta2, float oneMinusB1,
                  float oneMinusB2, float bc2Sqrt, float stepSize, float eps,
                  const float *normSq, float maxNorm, float invLossScale,
-                 cudaStream_t s) {
+                 cudaStream_t s, const AdamwLive *live) {
   if (n > 0)
     adamwKernel<<<gridFor(n), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1,
                                                 beta2, oneMinusB1, oneMinusB2,
                                                 bc2Sqrt, stepSize, eps, normSq,
-                                                maxNorm, invLossScale);
+                                                maxNorm, invLossScale, live);
 }
 void launchAdamwMulti(const AdamwTensors &t, int firstIndex, const AdamwScalars &a,
                       const float *normSq, float maxNorm, float invLossScale,
-                      unsigned long long *bad, cudaStream_t s) {
+                      unsigned long long *bad, cudaStream_t s, const AdamwLive *live) {
   int64_t largest = 0;
   for (int k = 0; k < t.count; ++k)
     largest = std::max(largest, t.n[k]);
   if (t.count > 0 && largest > 0)
     adamwMultiKernel<<<dim3(static_cast<unsigned>(std::min(gridFor(largest), 1024)),
                             static_cast<unsigned>(t.count)),
-                       kThreads, 0, s>>>(t, firstIndex, a, normSq, maxNorm, invLossScale, bad);
+                       kThreads, 0, s>>>(t, firstIndex, a, normSq, maxNorm, invLossScale, bad,
+                                         live);
 }
 void launchGradNormSq(const float *x, int64_t n, float *out, cudaStream_t s) {
   gradNormSqKernel<<<1, 1024, 0, s>>>(x, n, out);

@@ -210,11 +210,19 @@ __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
                             int64_t n, float decay, float beta1, float beta2,
                             float oneMinusB1, float oneMinusB2, float bc2Sqrt,
                             float stepSize, float eps, const float *normSq,
-                            float maxNorm, float invLossScale) {
+                            float maxNorm, float invLossScale,
+                            const AdamwLive *live = nullptr) {
+  if (live) { // a replayed graph: this step's values
+    decay = decay != 0.0f ? live->decayed : 1.0f;
+    maxNorm = live->maxNorm;
+    invLossScale = live->invLossScale;
+  }
   float scale;
   if (!adamwGradScale(normSq, maxNorm, invLossScale, &scale))
     return;
-  const AdamwScalars a{beta1, beta2, oneMinusB1, oneMinusB2, bc2Sqrt, stepSize, eps};
+  const AdamwScalars a = live ? live->a
+                              : AdamwScalars{beta1, beta2, oneMinusB1, oneMinusB2,
+                                             bc2Sqrt, stepSize, eps};
   for (int64_t i = globalIndex(); i < n; i += globalStride())
     adamwElement(param, grad, m, v, i, scale, decay, a);
 }
@@ -223,7 +231,12 @@ __global__ void adamwKernel(float *param, const float *grad, float *m, float *v,
 /// check fused in (launchAdamwMulti).
 __global__ void adamwMultiKernel(AdamwTensors t, int firstIndex, AdamwScalars a,
                                  const float *normSq, float maxNorm, float invLossScale,
-                                 unsigned long long *bad) {
+                                 unsigned long long *bad, const AdamwLive *live = nullptr) {
+  if (live) { // a replayed graph: this step's values (t.decay holds flags)
+    a = live->a;
+    maxNorm = live->maxNorm;
+    invLossScale = live->invLossScale;
+  }
   float scale;
   if (!adamwGradScale(normSq, maxNorm, invLossScale, &scale))
     return;
@@ -233,7 +246,8 @@ __global__ void adamwMultiKernel(AdamwTensors t, int firstIndex, AdamwScalars a,
     if (bad && !(fabsf(grad[i]) <= 3.402823466e38f)) // inf or NaN
       atomicMin(bad, (static_cast<unsigned long long>(firstIndex + k) << 40) |
                          static_cast<unsigned long long>(i));
-    adamwElement(t.param[k], grad, t.m[k], t.v[k], i, scale, t.decay[k], a);
+    adamwElement(t.param[k], grad, t.m[k], t.v[k], i, scale,
+                 live ? (t.decay[k] != 0.0f ? live->decayed : 1.0f) : t.decay[k], a);
   }
 }
 

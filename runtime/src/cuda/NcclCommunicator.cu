@@ -260,6 +260,7 @@ public:
   /// NCCL communicators may be used from any one thread at a time once it has
   /// selected the device (the Executor's comm thread calls Backend::bindThread).
   bool callableFromAnyThread() const override { return boot_.callableFromAnyThread(); }
+  bool graphCapturable() const override { return true; } // stream work only
   [[noreturn]] void abort(int exitCode) override {
     abortNccl();
     boot_.abort(exitCode);

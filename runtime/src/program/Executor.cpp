@@ -427,9 +427,11 @@ Status Executor::runInstr(size_t index, int lane) {
   const Instr &instr = stage_->instrs[index];
   const bool traced = trace_ && trace_->wants(step_);
   const int64_t start = traced ? trace_->now() : 0;
-  Status st = checkFinite(instr);
+  // While a graph is recorded the backend defers the checks and read-backs
+  // (runGraphed reads the norm after the replay).
+  Status st = capturing_ ? Status::ok() : checkFinite(instr);
   // Every AdamW update reads the same global squared norm: read it once.
-  if (st.isOk() && gradNorm_ < 0 && instr.adamwNormSq()) {
+  if (st.isOk() && !capturing_ && gradNorm_ < 0 && instr.adamwNormSq()) {
     StatusOr<std::vector<float>> normSq = download(*instr.adamwNormSq());
     if (normSq.isOk())
       gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
@@ -456,12 +458,12 @@ Status Executor::run(int64_t step) {
       if (!stage_->instrs[i].isAdamw())
         LLMIR_RETURN_IF_ERROR(
             runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
-  } else if (overlapBlocker().empty()) {
-    LLMIR_RETURN_IF_ERROR(runOverlapped(streamPlan()));
   } else {
-    for (size_t i = 0; i < stage_->instrs.size(); ++i)
-      LLMIR_RETURN_IF_ERROR(
-          runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
+    StatusOr<bool> replayed = runGraphed();
+    if (!replayed.isOk())
+      return replayed.status();
+    if (!*replayed)
+      LLMIR_RETURN_IF_ERROR(runStep());
   }
   if (lossScaled_ && updateParams_) // an evaluation leaves the scale alone
     updateLossScale();
@@ -471,6 +473,15 @@ Status Executor::run(int64_t step) {
   if (comm_)
     if (Status st = comm_->flushSends(); !st.isOk())
       return std::move(st).withContext(-1, "", step); // names rank and op already
+  return Status::ok();
+}
+
+Status Executor::runStep() {
+  if (overlapBlocker().empty())
+    return runOverlapped(streamPlan());
+  for (size_t i = 0; i < stage_->instrs.size(); ++i)
+    LLMIR_RETURN_IF_ERROR(
+        runInstr(i, stage_->instrs[i].stream == 1 ? kCommLane : kComputeLane));
   return Status::ok();
 }
 

@@ -91,6 +91,37 @@ public:
   /// backend or a communicator on its buffers (the Executor's comm thread);
   /// CUDA selects the backend's device there.
   virtual Status bindThread() { return Status::ok(); }
+
+  // ---- Step graphs (StepGraph.h; the Executor drives them) ----------------
+  /// "" when the backend can record a step's queued work once and replay it
+  /// (CUDA graphs), otherwise why not.
+  virtual std::string graphUnsupported() const {
+    return std::string("the ") + name() + " backend runs each kernel on the host";
+  }
+  /// From now until endCapture, work queued on the backend's streams (kernels,
+  /// events, the communicator's collectives) is recorded as graph `key`, not
+  /// run. Kernels defer their host reads meanwhile: host data checks run
+  /// before each replay, flags are read back after it, and the KernelContext
+  /// scalars that change per step are read from device memory each replay
+  /// refreshes.
+  virtual Status beginCapture(const void *key) {
+    (void)key;
+    return Status::error(StatusCode::Unimplemented, graphUnsupported());
+  }
+  /// Ends the recording (`ok`: the step queued everything) and instantiates
+  /// it; an error says why the step cannot be a graph (nothing was run).
+  virtual Status endCapture(const void *key, bool ok) {
+    (void)key;
+    (void)ok;
+    return Status::error(StatusCode::Unimplemented, graphUnsupported());
+  }
+  /// Runs graph `key` once with `context`'s current scalars: the deferred
+  /// checks, the replay, the read-backs; returns when the step is done.
+  virtual Status replay(const void *key, const KernelContext &context) {
+    (void)key;
+    (void)context;
+    return Status::error(StatusCode::Unimplemented, graphUnsupported());
+  }
 };
 
 /// The float type an instruction computes in: bf16 (or f16) when any operand

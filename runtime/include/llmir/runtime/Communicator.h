@@ -76,6 +76,9 @@ public:
   /// Executor then runs the comm stream on its own thread, which makes every
   /// call while a step runs. The caller orders the threads' calls.
   virtual bool callableFromAnyThread() const { return false; }
+  /// Whether a collective only queues work on the backend's streams (NCCL),
+  /// so that a CUDA graph of the step can record it (StepGraph.h).
+  virtual bool graphCapturable() const { return false; }
   /// Terminates every rank of the job (MPI_Abort); does not return.
   [[noreturn]] virtual void abort(int exitCode) = 0;
 };

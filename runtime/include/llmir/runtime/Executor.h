@@ -9,11 +9,13 @@
 #include "llmir/runtime/Program.h"
 #include "llmir/runtime/SafeTensors.h"
 #include "llmir/runtime/Status.h"
+#include "llmir/runtime/StepGraph.h"
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace llmir::runtime {
@@ -123,6 +125,18 @@ public:
   /// comm stream, ...), or "" when it overlaps.
   std::string overlapBlocker() const;
 
+  /// Steps as graphs on a backend that records them (CUDA; on by default,
+  /// llm-run --no-cuda-graph): a program that planStepGraph finds capturable
+  /// runs once eagerly (lazily made resources: GEMM plans, scratch, cuDNN
+  /// graphs), is captured on its second run and replayed from then on; a
+  /// failed capture runs it eagerly for good. Evaluation runs stay eager.
+  void setStepGraphs(bool on) { stepGraphs_ = on; }
+  /// The plan for the current program in this run's environment.
+  StepGraphPlan stepGraphPlan() const;
+  /// A line per program whose graph was decided since the last call:
+  /// "stage S ENTRY: cuda graph: ..." (captured, or eager and why); "" if none.
+  std::string takeGraphNote() { return std::exchange(graphNote_, std::string()); }
+
   /// Records every instruction's start and end into `trace` (null: off; it
   /// must outlive the runs).
   void setTrace(TraceRecorder *trace) { trace_ = trace; }
@@ -165,6 +179,11 @@ private:
   Status runInstr(size_t index, int lane);
   /// run() with the comm stream on its own thread (Overlap.cpp).
   Status runOverlapped(const StreamPlan &plan);
+  /// The whole step (every instruction, overlapped or in program order).
+  Status runStep();
+  /// The step as a graph (StepGraphRun.cpp): false when it ran nothing (the
+  /// program runs eagerly this time).
+  StatusOr<bool> runGraphed();
   /// The current program split into its streams (made once per program).
   const StreamPlan &streamPlan() const;
   Status checkFinite(const Instr &instr);
@@ -199,6 +218,19 @@ private:
   TraceRecorder *trace_ = nullptr;
   mutable std::map<const StageProgram *, std::shared_ptr<const StreamPlan>> streamPlans_;
   int64_t step_ = 0;
+  /// Step graphs by program (StepGraphRun.cpp).
+  struct GraphState {
+    bool decided = false;
+    std::string eager; ///< why the program runs eagerly ("" while it may be a graph)
+    bool warmedUp = false, captured = false;
+  };
+  bool stepGraphs_ = true;
+  bool capturing_ = false; ///< a step is being recorded: host reads are deferred
+  std::map<const StageProgram *, GraphState> graphs_;
+  std::string graphNote_;
+  void addGraphNote(const std::string &line) {
+    graphNote_ += (graphNote_.empty() ? "" : "\n") + line;
+  }
   /// Communicator group of each plan axis ("dp", "tp", ...), created lazily.
   std::map<std::string, int> groups_;
 };
