@@ -244,6 +244,12 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
       bufferOf[ar.getResult()] = bufferOf.lookup(ar.getInput());
       continue;
     }
+    // A loss gradient writes its dlogits over logits read only before it.
+    if (Value logits = overwrittenLogits(&op);
+        logits && buffers[bufferOf.lookup(logits)].kind == LogicalBuffer::Kind::Temp) {
+      bufferOf[op.getResult(0)] = bufferOf.lookup(logits);
+      continue;
+    }
     for (Value result : op.getResults())
       if (!bufferOf.count(result)) // a fused norm's was planned at its add
         newBuffer(LogicalBuffer::Kind::Temp, result, "", step);

@@ -24,7 +24,8 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   }
   // cast and the fused add + norm read and write bf16/f16 themselves.
   const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
-                        instr.isKernel(KernelId::AddRmsNorm);
+                        instr.isKernel(KernelId::AddRmsNorm) ||
+                        runsOnStoredLogits(instr); // the loss family: no f32 logits copy
   if (instr.isKernel(KernelId::Attention) || instr.isKernel(KernelId::AttentionGrad)) {
     StatusOr<bool> ran = attentionCudnn(instr);
     if (!ran.isOk())

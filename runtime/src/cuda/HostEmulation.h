@@ -22,7 +22,7 @@
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__
+#define __forceinline__ inline
 #define __shared__ static
 
 typedef struct CUstream_st *cudaStream_t;
