@@ -484,8 +484,6 @@ def Tfm_ScaleOp : Tfm_Op<"scale", [Pure, SameOperandsAndResultType, DeclareOpInt
 def Tfm_ReduceMaxOp : Tfm_Op<"reduce_max", [Pure, DeclareOpInterfaceMethods<Tfm_VJPOpInterface>]> {
   let summary = "maximum over the last dimension";
   let description = [{
-    The result has the input's element type, or f32 (exact; mixed precision
-    keeps the vocab-parallel row max of bf16 logits in f32).
     ```mlir
     %m = tfm.reduce_max %logits : (tensor<2x8x64xf32>) -> tensor<2x8xf32>
     ```
