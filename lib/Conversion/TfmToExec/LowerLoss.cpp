@@ -33,8 +33,10 @@ Value overwrittenLogits(Operation *grad) {
   Value logits = grad->getOperand(0);
   Operation *def = logits.getDefiningOp();
   // Views share their bytes, the comm stream writes received ones: only a
-  // compute op's own result.
-  if (logits.getType() != grad->getResult(0).getType() || !def ||
+  // compute op's own result. Mixed-precision (bf16/f16) logits only: f32
+  // programs keep their plans (and the cost model's estimate of them).
+  auto type = cast<RankedTensorType>(logits.getType());
+  if (type.getElementType().isF32() || type != grad->getResult(0).getType() || !def ||
       def->getBlock() != grad->getBlock() || !isa<TfmDialect>(def->getDialect()) ||
       isa<ReshapeOp, TpCopyOp, LayerOp, RecvOp, ParamAllGatherOp>(def))
     return {};
