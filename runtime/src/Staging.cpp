@@ -15,6 +15,38 @@ bool needsStaging(const Instr &instr) {
   return false;
 }
 
+bool runsOnStoredLogits(const Instr &instr) {
+  if (instr.kind != OpKind::Kernel || instr.ins.empty() || instr.outs.empty())
+    return false;
+  bool grad = false;
+  switch (instr.id) {
+  case KernelId::CrossEntropyGrad:
+  case KernelId::CrossEntropyPartialGrad:
+    grad = true;
+    break;
+  case KernelId::CrossEntropy:
+  case KernelId::CrossEntropyPartial:
+  case KernelId::ReduceMax:
+    break;
+  default:
+    return false;
+  }
+  const ScalarType logits = instr.ins[0].dtype;
+  if (logits != ScalarType::F32 && !isNarrowFloat(logits))
+    return false;
+  auto f32OrInteger = [](const BufferRef &b) {
+    return b.dtype == ScalarType::F32 || b.dtype == ScalarType::I32 ||
+           b.dtype == ScalarType::I64;
+  };
+  for (size_t i = 1; i < instr.ins.size(); ++i)
+    if (!f32OrInteger(instr.ins[i]))
+      return false;
+  for (size_t i = 0; i < instr.outs.size(); ++i)
+    if (grad && i == 0 ? instr.outs[0].dtype != logits : !f32OrInteger(instr.outs[i]))
+      return false;
+  return true;
+}
+
 StagingPlan planStaging(const Instr &instr) {
   StagingPlan plan;
   plan.instr = instr;

@@ -28,6 +28,14 @@ struct StagingPlan {
 /// Whether any operand is bf16 or f16.
 bool needsStaging(const Instr &instr);
 
+/// The loss family reads its logits (ins[0]) in their own storage type, chunk
+/// by chunk, and the grads store dlogits (outs[0], the logits' type, possibly
+/// the logits buffer itself) directly: cross_entropy(_grad),
+/// cross_entropy_partial(_grad) and the vocab-parallel reduce_max run unstaged
+/// (no f32 copy of the [tokens, vocab] logits) when every other float operand
+/// is f32, as mixed-precision programs keep them.
+bool runsOnStoredLogits(const Instr &instr);
+
 /// Every distinct operand (ins and outs, one copy per buffer so that in-place
 /// kernels keep their aliasing) placed in a staging arena; float buffers
 /// become f32, integer buffers keep their type.

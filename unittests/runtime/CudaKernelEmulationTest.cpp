@@ -384,7 +384,8 @@ TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {
   std::vector<float> rowLoss(R), loss(1);
   unsigned long long badPos = ULLONG_MAX;
   launch(dim3(5), dim3(64), [&] {
-    cu::crossEntropyRowsKernel(l.data(), labels.data(), true, rowLoss.data(), R, V, &badPos);
+    cu::crossEntropyRowsKernel<cu::F32Storage>(l.data(), labels.data(), true, rowLoss.data(), R,
+                                                V, true, &badPos);
   });
   launch(dim3(1), dim3(64),
          [&] { cu::sumRowsToScalarKernel(rowLoss.data(), loss.data(), R, false); });
@@ -396,8 +397,8 @@ TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {
                                        V, 0)
                   .isOk());
   launch(dim3(5), dim3(64), [&] {
-    cu::crossEntropyGradKernel(l.data(), labels.data(), true, dloss.data(), dl.data(), R, V,
-                               false);
+    cu::crossEntropyGradKernel<cu::F32Storage>(l.data(), labels.data(), true, dloss.data(),
+                                               dl.data(), R, V, false, true);
   });
   EXPECT_TRUE(close(dl, dlRef, 1e-4)) << "cross_entropy_grad";
 
@@ -405,7 +406,8 @@ TEST(CudaKernelEmulation, SoftmaxAndCrossEntropy) {
   narrow[3] = static_cast<int32_t>(V);
   narrow[9] = -1;
   launch(dim3(5), dim3(64), [&] {
-    cu::crossEntropyRowsKernel(l.data(), narrow.data(), false, rowLoss.data(), R, V, &badPos);
+    cu::crossEntropyRowsKernel<cu::F32Storage>(l.data(), narrow.data(), false, rowLoss.data(),
+                                                R, V, true, &badPos);
   });
   EXPECT_EQ(badPos, 3u) << "the first bad label's position";
 }
@@ -444,8 +446,9 @@ TEST(CudaKernelEmulation, VocabParallelCrossEntropyEqualsFull) {
     std::vector<float> s(R), t(R);
     const int64_t first = i * cols, valid = std::clamp<int64_t>(V - first, 0, cols);
     launch(dim3(3), dim3(64), [&] {
-      cu::crossEntropyPartialKernel(shard[i].data(), labels.data(), true, m.data(), s.data(),
-                                    t.data(), R, cols, first, valid, V, &badPos);
+      cu::crossEntropyPartialKernel<cu::F32Storage>(shard[i].data(), labels.data(), true,
+                                                    m.data(), s.data(), t.data(), R, cols,
+                                                    first, valid, V, true, &badPos);
     });
     for (int64_t r = 0; r < R; ++r) { // the all-reduce
       sumExp[r] += s[r];
@@ -468,8 +471,9 @@ TEST(CudaKernelEmulation, VocabParallelCrossEntropyEqualsFull) {
     std::vector<float> dl(R * cols);
     const int64_t first = i * cols, valid = std::clamp<int64_t>(V - first, 0, cols);
     launch(dim3(2), dim3(64), [&] {
-      cu::crossEntropyPartialGradKernel(shard[i].data(), labels.data(), true, m.data(),
-                                        ds.data(), dt.data(), dl.data(), R, cols, first, valid);
+      cu::crossEntropyPartialGradKernel<cu::F32Storage>(shard[i].data(), labels.data(), true,
+                                                        m.data(), ds.data(), dt.data(),
+                                                        dl.data(), R, cols, first, valid, true);
     });
     for (int64_t r = 0; r < R; ++r)
       for (int64_t c = 0; c < cols; ++c) {

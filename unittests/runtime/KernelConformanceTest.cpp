@@ -401,6 +401,8 @@ std::vector<KernelCase> makeCases() {
       {K::BiasAdd, "odd", {f({3, 7}), f({7})}, {f({3, 7})}, {}, biasAdd},
       {K::Scale, "odd", {f({3, 7})}, {f({3, 7})}, {{"factor", floatA(-1.5)}}, scale},
       {K::ReduceMax, "odd", {f({3, 7})}, {f({3})}, {}, reduceMax},
+      // The vocab-parallel row max of bf16 logits is f32 (read unstaged).
+      {K::ReduceMax, "f32_max", {f({3, 7})}, {f32({3})}, {}, reduceMax},
       {K::CrossEntropyPartial, "odd", {f({3, 7}), ids({3}, 7), f32({3}, Fill::Positive)},
        {f32({3}), f32({3})}, kShard, {}},
       {K::CrossEntropyFinalize, "odd",

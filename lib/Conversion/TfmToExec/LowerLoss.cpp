@@ -1,7 +1,8 @@
 //===- LowerLoss.cpp - the cross-entropy family ---------------------------===//
 //
 // cross_entropy and its grad over whole logits, and the vocab-parallel split
-// (partial over this rank's vocab shard, finalize after the all-reduces).
+// (partial over this rank's vocab shard, finalize after the all-reduces); the
+// grads write their dlogits over dead logits (overwrittenLogits).
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,6 +25,27 @@ static SmallVector<NamedAttribute> vocabShardAttrs(OpBuilder &b, Operation *op,
   if (Attribute vocab = op->getAttr("vocab_size"))
     attrs.push_back(b.getNamedAttr("vocab_size", vocab));
   return attrs;
+}
+
+Value overwrittenLogits(Operation *grad) {
+  if (!isa<CrossEntropyGradOp, CrossEntropyPartialGradOp>(grad))
+    return {};
+  Value logits = grad->getOperand(0);
+  Operation *def = logits.getDefiningOp();
+  // Views share their bytes, the comm stream writes received ones: only a
+  // compute op's own result. Mixed-precision (bf16/f16) logits only: f32
+  // programs keep their plans (and the cost model's estimate of them).
+  auto type = cast<RankedTensorType>(logits.getType());
+  if (type.getElementType().isF32() || type != grad->getResult(0).getType() || !def ||
+      def->getBlock() != grad->getBlock() || !isa<TfmDialect>(def->getDialect()) ||
+      isa<ReshapeOp, TpCopyOp, LayerOp, RecvOp, ParamAllGatherOp>(def))
+    return {};
+  for (Operation *user : logits.getUsers())
+    if (user != grad &&
+        (!isa<CrossEntropyOp, CrossEntropyPartialOp, ReduceMaxOp>(user) ||
+         user->getBlock() != grad->getBlock() || !user->isBeforeInBlock(grad)))
+      return {};
+  return logits;
 }
 
 LogicalResult lowerOp(LoweringContext &c, CrossEntropyOp op) {

@@ -242,6 +242,11 @@ LogicalResult lowerOp(LoweringContext &c, tfm::AttentionGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RopeOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::RopeGradOp op);
 // LowerLoss.cpp
+/// The logits a loss gradient (cross_entropy_grad, cross_entropy_partial_grad)
+/// overwrites with its dlogits, the memory plan giving both one buffer: bf16
+/// or f16 of the dlogits' type, made by a compute op of the gradient's block
+/// and read, before it, only by the loss family's forward. Null otherwise.
+mlir::Value overwrittenLogits(mlir::Operation *grad);
 LogicalResult lowerOp(LoweringContext &c, tfm::CrossEntropyOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::CrossEntropyGradOp op);
 LogicalResult lowerOp(LoweringContext &c, tfm::CrossEntropyPartialOp op);

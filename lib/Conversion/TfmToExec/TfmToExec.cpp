@@ -281,6 +281,12 @@ LogicalResult ProgramLowering::scheduleBlock(Block &block) {
     }
     if (auto linear = dyn_cast<LinearOp>(op); linear && fuseEpilogues)
       planGemmEpilogue(linear, step);
+    // A loss gradient writes its dlogits over logits read only before it.
+    if (Value logits = overwrittenLogits(&op);
+        logits && buffers[bufferOf.lookup(logits)].kind == LogicalBuffer::Kind::Temp) {
+      bufferOf[op.getResult(0)] = bufferOf.lookup(logits);
+      continue;
+    }
     for (Value result : op.getResults())
       if (!bufferOf.count(result)) // a fused norm's was planned at its add
         newBuffer(LogicalBuffer::Kind::Temp, result, "", step);

@@ -6,6 +6,7 @@
 
 #include "../KernelArgs.h"
 #include "../Staging.h"
+#include "FloatStorage.h"
 
 #include "llmir/runtime/Kernels.h"
 
@@ -81,7 +82,7 @@ Status CpuBackend::execute(const Instr &instr, uint8_t *arena, const KernelConte
   } else if (instr.kind != OpKind::Gemm) {
     return invalid(instr.describe() + " is not a compute instruction");
   }
-  if (!needsStaging(instr))
+  if (!needsStaging(instr) || runsOnStoredLogits(instr))
     return runF32(instr, fn);
   if (instr.kind == OpKind::Gemm)
     return gemmBf16(instr);
@@ -193,10 +194,19 @@ Status CpuBackend::scale(const Instr &instr) {
 Status CpuBackend::reduceMax(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeReduceMax(instr));
   const int64_t rows = rc.rows, cols = rc.cols;
-  const float *x = ptr<float>(instr.ins[0]);
+  const ScalarType dtype = instr.ins[0].dtype;
+  const uint8_t *x = ptr<uint8_t>(instr.ins[0]);
   float *m = ptr<float>(instr.outs[0]);
-  for (int64_t r = 0; r < rows; ++r)
-    m[r] = *std::max_element(x + r * cols, x + (r + 1) * cols);
+  float buf[detail::kRowChunk];
+  for (int64_t r = 0; r < rows; ++r) {
+    const void *row = detail::elementAt(dtype, x, r * cols);
+    for (int64_t c0 = 0; c0 < cols; c0 += detail::kRowChunk) {
+      const int64_t len = std::min(detail::kRowChunk, cols - c0);
+      const float *xc = detail::chunkAsF32(dtype, row, c0, len, buf);
+      const float chunkMax = *std::max_element(xc, xc + len);
+      m[r] = c0 == 0 ? chunkMax : std::max(m[r], chunkMax);
+    }
+  }
   return Status::ok();
 }
 
@@ -462,8 +472,9 @@ Status CpuBackend::crossEntropy(const Instr &instr) {
   if (!labels.isOk())
     return labels.status();
   float *loss = ptr<float>(*c.loss);
-  LLMIR_RETURN_IF_ERROR(crossEntropyForward(ptr<float>(*c.logits), *labels, c.rows, c.vocab,
-                                            loss, nullptr, nullptr));
+  LLMIR_RETURN_IF_ERROR(crossEntropyForwardStored(c.logits->dtype, ptr<uint8_t>(*c.logits),
+                                                  *labels, c.rows, c.vocab, loss, nullptr,
+                                                  nullptr));
   if (c.sum)
     *loss *= static_cast<float>(c.rows);
   return Status::ok();
@@ -476,11 +487,14 @@ Status CpuBackend::crossEntropyGrad(const Instr &instr) {
   if (!labels.isOk())
     return labels.status();
   float dloss = *ptr<float>(*c.dloss);
-  return crossEntropyBackward(ptr<float>(*c.logits), *labels, nullptr,
-                              c.sum ? dloss * c.rows : dloss, ptr<float>(*c.dlogits), c.rows,
-                              c.vocab, 0);
+  return crossEntropyBackwardStored(c.logits->dtype, ptr<uint8_t>(*c.logits), *labels,
+                                    nullptr, c.sum ? dloss * c.rows : dloss,
+                                    c.dlogits->dtype, ptr<uint8_t>(*c.dlogits), c.rows,
+                                    c.vocab, 0);
 }
 
+// The vocab-parallel pair reads its logits shard ([rows, cols], bf16/f16 or
+// f32) one chunk of a row at a time, as the full cross-entropy does.
 Status CpuBackend::crossEntropyPartial(const Instr &instr) {
   LLMIR_ASSIGN_OR_RETURN(const kargs::CrossEntropyPartialArgs ce,
                          kargs::decodeCrossEntropyPartial(instr, *context_));
@@ -489,18 +503,28 @@ Status CpuBackend::crossEntropyPartial(const Instr &instr) {
     return labels.status();
   const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid,
                 vocab = ce.vocab;
-  const float *l = ptr<float>(*ce.logits), *m = ptr<float>(*ce.max);
+  const ScalarType dtype = ce.logits->dtype;
+  const uint8_t *l = ptr<uint8_t>(*ce.logits);
+  const float *m = ptr<float>(*ce.max);
   float *sumExp = ptr<float>(*ce.sumExp), *target = ptr<float>(*ce.target);
+  float buf[detail::kRowChunk];
   for (int64_t r = 0; r < rows; ++r) {
     int64_t label = (*labels)[r];
     if (label < 0 || label >= vocab)
       return invalid("label " + std::to_string(label) + " at position " + std::to_string(r) +
                      " is outside [0, " + std::to_string(vocab) + ")");
+    const void *row = detail::elementAt(dtype, l, r * cols);
     double sum = 0;
-    for (int64_t c = 0; c < valid; ++c)
-      sum += std::exp(static_cast<double>(l[r * cols + c]) - m[r]);
+    for (int64_t c0 = 0; c0 < valid; c0 += detail::kRowChunk) {
+      const int64_t len = std::min(detail::kRowChunk, valid - c0);
+      const float *xc = detail::chunkAsF32(dtype, row, c0, len, buf);
+      for (int64_t c = 0; c < len; ++c)
+        sum += std::exp(static_cast<double>(xc[c]) - m[r]);
+    }
     sumExp[r] = static_cast<float>(sum);
-    target[r] = label >= first && label < first + cols ? l[r * cols + (label - first)] : 0.0f;
+    target[r] = label >= first && label < first + cols
+                    ? detail::loadAsF32(dtype, row, label - first)
+                    : 0.0f;
   }
   return Status::ok();
 }
@@ -512,15 +536,28 @@ Status CpuBackend::crossEntropyPartialGrad(const Instr &instr) {
   if (!labels.isOk())
     return labels.status();
   const int64_t rows = ce.rows, cols = ce.cols, first = ce.first, valid = ce.valid;
-  const float *l = ptr<float>(*ce.logits), *m = ptr<float>(instr.ins[2]),
-              *ds = ptr<float>(instr.ins[3]), *dt = ptr<float>(instr.ins[4]);
-  float *dl = ptr<float>(instr.outs[0]);
+  const ScalarType dtype = ce.logits->dtype, dType = instr.outs[0].dtype;
+  const uint8_t *l = ptr<uint8_t>(*ce.logits);
+  const float *m = ptr<float>(instr.ins[2]), *ds = ptr<float>(instr.ins[3]),
+              *dt = ptr<float>(instr.ins[4]);
+  uint8_t *dl = ptr<uint8_t>(instr.outs[0]);
+  float buf[detail::kRowChunk];
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c)
-      dl[r * cols + c] = c < valid ? std::exp(l[r * cols + c] - m[r]) * ds[r] : 0.0f;
-    int64_t label = (*labels)[r] - first;
-    if (label >= 0 && label < cols)
-      dl[r * cols + label] += dt[r];
+    const int64_t label = (*labels)[r] - first;
+    const void *row = detail::elementAt(dtype, l, r * cols);
+    void *drow = detail::elementAt(dType, dl, r * cols);
+    // Each chunk is read before it is written: dl may be the logits (in place).
+    for (int64_t c0 = 0; c0 < cols; c0 += detail::kRowChunk) {
+      const int64_t len = std::min(detail::kRowChunk, cols - c0);
+      const float *xc = detail::chunkAsF32(dtype, row, c0, len, buf);
+      float *dc = dType == ScalarType::F32 ? static_cast<float *>(drow) + c0 : buf;
+      for (int64_t c = 0; c < len; ++c)
+        dc[c] = c0 + c < valid ? std::exp(xc[c] - m[r]) * ds[r] : 0.0f;
+      if (label >= c0 && label < c0 + len)
+        dc[label - c0] += dt[r];
+      if (dType != ScalarType::F32)
+        detail::narrowFromF32(dType, buf, detail::elementAt(dType, drow, c0), len);
+    }
   }
   return Status::ok();
 }

@@ -7,8 +7,8 @@
 
 #include "../KernelArgs.h"
 #include "../Staging.h"
+#include "FloatStorage.h"
 
-#include "llmir/runtime/Float16.h"
 #include "llmir/runtime/Kernels.h"
 
 #include <algorithm>
@@ -22,28 +22,6 @@ namespace llmir::runtime {
 
 namespace {
 
-/// n elements of `dtype` at `src` as f32 (float types widen, others are copied).
-void toF32(ScalarType dtype, const uint8_t *src, float *dst, int64_t n) {
-  const uint16_t *bits = reinterpret_cast<const uint16_t *>(src);
-  if (dtype == ScalarType::BF16)
-    for (int64_t i = 0; i < n; ++i)
-      dst[i] = bfloat16ToFloat(bits[i]);
-  else if (dtype == ScalarType::F16)
-    for (int64_t i = 0; i < n; ++i)
-      dst[i] = halfToFloat(bits[i]);
-}
-
-/// n f32 values stored as `dtype` (bf16/f16 round to nearest even).
-void fromF32(ScalarType dtype, const float *src, uint8_t *dst, int64_t n) {
-  uint16_t *bits = reinterpret_cast<uint16_t *>(dst);
-  if (dtype == ScalarType::BF16)
-    for (int64_t i = 0; i < n; ++i)
-      bits[i] = floatToBfloat16(src[i]);
-  else if (dtype == ScalarType::F16)
-    for (int64_t i = 0; i < n; ++i)
-      bits[i] = floatToHalf(src[i]);
-}
-
 bool isNarrowFloat(ScalarType t) { return t == ScalarType::BF16 || t == ScalarType::F16; }
 bool isFloat(ScalarType t) { return t == ScalarType::F32 || isNarrowFloat(t); }
 
@@ -56,7 +34,7 @@ Status CpuBackend::runStaged(const Instr &instr, KernelFn fn) {
   for (const StagedBuffer &b : plan.buffers) {
     uint8_t *dst = stage + b.staged.offset;
     if (isNarrowFloat(b.original.dtype))
-      toF32(b.original.dtype, arena_ + b.original.offset, reinterpret_cast<float *>(dst),
+      detail::widenToF32(b.original.dtype, arena_ + b.original.offset, reinterpret_cast<float *>(dst),
             b.original.numElements());
     else
       std::memcpy(dst, arena_ + b.original.offset, static_cast<size_t>(b.original.bytes()));
@@ -72,7 +50,7 @@ Status CpuBackend::runStaged(const Instr &instr, KernelFn fn) {
       continue;
     const uint8_t *src = stage + b.staged.offset;
     if (isNarrowFloat(b.original.dtype))
-      fromF32(b.original.dtype, reinterpret_cast<const float *>(src),
+      detail::narrowFromF32(b.original.dtype, reinterpret_cast<const float *>(src),
               arena_ + b.original.offset, b.original.numElements());
     else
       std::memcpy(arena_ + b.original.offset, src, static_cast<size_t>(b.original.bytes()));
@@ -97,17 +75,17 @@ Status CpuBackend::cast(const Instr &instr) {
     return Status::ok();
   }
   if (in.dtype == ScalarType::F32) {
-    fromF32(out.dtype, reinterpret_cast<const float *>(src), dst, n);
+    detail::narrowFromF32(out.dtype, reinterpret_cast<const float *>(src), dst, n);
     return Status::ok();
   }
   if (out.dtype == ScalarType::F32) {
-    toF32(in.dtype, src, reinterpret_cast<float *>(dst), n);
+    detail::widenToF32(in.dtype, src, reinterpret_cast<float *>(dst), n);
     return Status::ok();
   }
   // bf16 <-> f16 through f32 (exact widening, one rounding).
   scratch_.resize(static_cast<size_t>(n));
-  toF32(in.dtype, src, scratch_.data(), n);
-  fromF32(out.dtype, scratch_.data(), dst, n);
+  detail::widenToF32(in.dtype, src, scratch_.data(), n);
+  detail::narrowFromF32(out.dtype, scratch_.data(), dst, n);
   return Status::ok();
 }
 
@@ -132,7 +110,7 @@ Status CpuBackend::gemmBf16(const Instr &instr) {
     gemmScratch_.assign(static_cast<size_t>(c.numElements()), 0.0f);
     cf = gemmScratch_.data();
     if (g.beta != 0.0)
-      toF32(c.dtype, ptr<uint8_t>(c), cf, c.numElements());
+      detail::widenToF32(c.dtype, ptr<uint8_t>(c), cf, c.numElements());
   }
   const float alpha = static_cast<float>(g.alpha), beta = static_cast<float>(g.beta);
   const uint16_t *a = ptr<uint16_t>(*g.a), *b = ptr<uint16_t>(*g.b);
@@ -155,13 +133,13 @@ Status CpuBackend::gemmBf16(const Instr &instr) {
     std::vector<float> wide;
     if (g.bias->dtype == ScalarType::BF16) {
       wide.resize(static_cast<size_t>(n));
-      toF32(ScalarType::BF16, ptr<uint8_t>(*g.bias), wide.data(), n);
+      detail::widenToF32(ScalarType::BF16, ptr<uint8_t>(*g.bias), wide.data(), n);
       bias = wide.data();
     }
     LLMIR_RETURN_IF_ERROR(addBias(cf, bias, c.numElements() / std::max<int64_t>(n, 1), n));
   }
   if (cNarrow)
-    fromF32(c.dtype, cf, ptr<uint8_t>(c), c.numElements());
+    detail::narrowFromF32(c.dtype, cf, ptr<uint8_t>(c), c.numElements());
   return Status::ok();
 #else
   return runStaged(instr, nullptr);

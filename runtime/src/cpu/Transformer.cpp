@@ -1,6 +1,7 @@
 // CPU transformer kernels: embedding, RoPE, cross-entropy and RMSNorm backward.
 #include "llmir/runtime/Kernels.h"
 
+#include "FloatStorage.h"
 #include "KernelUtil.h"
 #include "VecMath.h"
 
@@ -112,31 +113,39 @@ Status rope(const char *k, const float *x, float *y, int64_t batch,
   return Status::ok();
 }
 
-/// log(sum(e^x)) of one row: terms in float (like torch's log_softmax), sums in
-/// double. One pass over memory: each L1-sized chunk is max-subtracted on its
-/// own and the running sum rescaled when the maximum grows (a vocab-sized row
-/// is read once instead of twice).
+/// One vocab chunk of a row's running log-sum-exp: terms in float (like
+/// torch's log_softmax), sums in double; the chunk is max-subtracted on its own
+/// and the running sum rescaled when the maximum grows (a vocab-sized row is
+/// read once instead of twice).
 LLMIR_VECTOR_CLONES
-double logSumExpRow(const float *x, int64_t n) {
-  constexpr int64_t kChunk = 2048;
-  float runMax = x[0];
-  double runSum = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const float *xc = x + c0;
-    const int64_t len = std::min(kChunk, n - c0);
-    float chunkMax = xc[0];
+void logSumExpChunk(const float *xc, int64_t len, float &runMax, double &runSum) {
+  float chunkMax = xc[0];
 #pragma omp simd reduction(max : chunkMax)
-    for (int64_t c = 1; c < len; ++c)
-      chunkMax = std::max(chunkMax, xc[c]);
-    if (chunkMax > runMax) {
-      runSum *= std::exp(static_cast<double>(runMax) - chunkMax);
-      runMax = chunkMax;
-    }
-    double sum = 0.0;
+  for (int64_t c = 1; c < len; ++c)
+    chunkMax = std::max(chunkMax, xc[c]);
+  if (chunkMax > runMax) {
+    runSum *= std::exp(static_cast<double>(runMax) - chunkMax);
+    runMax = chunkMax;
+  }
+  double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < len; ++c)
-      sum += detail::expFloat(xc[c] - runMax);
-    runSum += sum;
+  for (int64_t c = 0; c < len; ++c)
+    sum += detail::expFloat(xc[c] - runMax);
+  runSum += sum;
+}
+
+/// log(sum(e^x)) of one row of n > 0 elements stored as `dtype`, one chunk at
+/// a time (bf16/f16 chunks widened into a stack buffer: no f32 row copy).
+double logSumExpRow(ScalarType dtype, const void *row, int64_t n) {
+  float buf[detail::kRowChunk];
+  float runMax = 0.0f;
+  double runSum = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += detail::kRowChunk) {
+    const int64_t len = std::min(detail::kRowChunk, n - c0);
+    const float *xc = detail::chunkAsF32(dtype, row, c0, len, buf);
+    if (c0 == 0)
+      runMax = xc[0];
+    logSumExpChunk(xc, len, runMax, runSum);
   }
   return runMax + std::log(runSum);
 }
@@ -148,6 +157,28 @@ void softmaxScaledRow(const float *x, float *d, int64_t n, double lse,
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c)
     d[c] = detail::expFloat(static_cast<float>(x[c] - lse)) * factor;
+}
+
+/// dlogits row = (softmax(row) - onehot(label)) * factor, chunk by chunk from
+/// `dtype` logits to `dType` dlogits; `d` may be the logits row itself (each
+/// chunk is read before it is written).
+void crossEntropyGradRow(ScalarType dtype, const void *row, double lse, float factor,
+                         int64_t label, ScalarType dType, void *d, int64_t n) {
+  float buf[detail::kRowChunk];
+  for (int64_t c0 = 0; c0 < n; c0 += detail::kRowChunk) {
+    const int64_t len = std::min(detail::kRowChunk, n - c0);
+    const float *xc = detail::chunkAsF32(dtype, row, c0, len, buf);
+    float *dc = dType == ScalarType::F32 ? static_cast<float *>(d) + c0 : buf;
+    softmaxScaledRow(xc, dc, len, lse, factor);
+    if (label >= c0 && label < c0 + len)
+      dc[label - c0] -= factor;
+    if (dType != ScalarType::F32)
+      detail::narrowFromF32(dType, buf, detail::elementAt(dType, d, c0), len);
+  }
+}
+
+bool isFloatStorage(ScalarType t) {
+  return t == ScalarType::F32 || t == ScalarType::BF16 || t == ScalarType::F16;
 }
 
 } // namespace
@@ -213,6 +244,13 @@ Status ropeBackward(const float *dy, float *dx, int64_t batch, int64_t seq,
 Status crossEntropyForward(const float *logits, const int64_t *labels,
                            int64_t rows, int64_t vocab, float *lossOut,
                            float *rowLoss, float *logSumExp) {
+  return crossEntropyForwardStored(ScalarType::F32, logits, labels, rows, vocab, lossOut,
+                                   rowLoss, logSumExp);
+}
+
+Status crossEntropyForwardStored(ScalarType dtype, const void *logits,
+                                 const int64_t *labels, int64_t rows, int64_t vocab,
+                                 float *lossOut, float *rowLoss, float *logSumExp) {
   const char *k = "cross_entropy_forward";
   LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
   LLMIR_RETURN_IF_ERROR(checkSize(k, "vocab", vocab));
@@ -221,6 +259,9 @@ Status crossEntropyForward(const float *logits, const int64_t *labels,
     return invalid(k, "the mean over zero rows is undefined");
   if (vocab == 0)
     return invalid(k, "vocab must be > 0");
+  if (!isFloatStorage(dtype))
+    return invalid(k, std::string("logits must be f32, bf16 or f16, found ") +
+                          scalarTypeName(dtype));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "logits", logits, true));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "labels", labels, true));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "lossOut", lossOut, true));
@@ -228,9 +269,9 @@ Status crossEntropyForward(const float *logits, const int64_t *labels,
   double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total) if (rows * vocab >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) {
-    const float *lr = logits + r * vocab;
-    const double lse = logSumExpRow(lr, vocab);
-    const double loss = lse - lr[labels[r]];
+    const void *lr = detail::elementAt(dtype, logits, r * vocab);
+    const double lse = logSumExpRow(dtype, lr, vocab);
+    const double loss = lse - detail::loadAsF32(dtype, lr, labels[r]);
     if (rowLoss)
       rowLoss[r] = static_cast<float>(loss);
     if (logSumExp)
@@ -244,6 +285,14 @@ Status crossEntropyForward(const float *logits, const int64_t *labels,
 Status crossEntropyBackward(const float *logits, const int64_t *labels,
                             const float *logSumExp, float dloss, float *dlogits,
                             int64_t rows, int64_t vocab, int64_t totalRows) {
+  return crossEntropyBackwardStored(ScalarType::F32, logits, labels, logSumExp, dloss,
+                                    ScalarType::F32, dlogits, rows, vocab, totalRows);
+}
+
+Status crossEntropyBackwardStored(ScalarType dtype, const void *logits,
+                                  const int64_t *labels, const float *logSumExp,
+                                  float dloss, ScalarType dlogitsType, void *dlogits,
+                                  int64_t rows, int64_t vocab, int64_t totalRows) {
   const char *k = "cross_entropy_backward";
   LLMIR_RETURN_IF_ERROR(checkSize(k, "rows", rows));
   LLMIR_RETURN_IF_ERROR(checkSize(k, "vocab", vocab));
@@ -256,20 +305,24 @@ Status crossEntropyBackward(const float *logits, const int64_t *labels,
   if (totalRows < rows)
     return invalid(k, "totalRows " + std::to_string(totalRows) +
                           " is smaller than rows " + std::to_string(rows));
+  if (!isFloatStorage(dtype) || !isFloatStorage(dlogitsType))
+    return invalid(k, std::string("logits and dlogits must be f32, bf16 or f16, found ") +
+                          scalarTypeName(dtype) + " and " + scalarTypeName(dlogitsType));
   const bool any = rows > 0;
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "logits", logits, any));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "labels", labels, any));
   LLMIR_RETURN_IF_ERROR(checkPointer(k, "dlogits", dlogits, any));
   LLMIR_RETURN_IF_ERROR(checkIndices(k, "label", labels, rows, vocab));
+  if (dlogits == logits && dtype != dlogitsType)
+    return invalid(k, "in place, logits and dlogits must have one type");
   const float factor = static_cast<float>(static_cast<double>(dloss) /
                                           static_cast<double>(totalRows));
 #pragma omp parallel for schedule(static) if (rows * vocab >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) {
-    const float *lr = logits + r * vocab;
-    float *dr = dlogits + r * vocab;
-    const double lse = logSumExp ? logSumExp[r] : logSumExpRow(lr, vocab);
-    softmaxScaledRow(lr, dr, vocab, lse, factor);
-    dr[labels[r]] -= factor;
+    const void *lr = detail::elementAt(dtype, logits, r * vocab);
+    const double lse = logSumExp ? logSumExp[r] : logSumExpRow(dtype, lr, vocab);
+    crossEntropyGradRow(dtype, lr, lse, factor, labels[r], dlogitsType,
+                        detail::elementAt(dlogitsType, dlogits, r * vocab), vocab);
   }
   return Status::ok();
 }

@@ -25,7 +25,8 @@ Status CudaBackend::execute(const Instr &instr, uint8_t *arena, const KernelCont
   // cast, the fused add + norm and cache_attention read and write bf16/f16 themselves.
   const bool ownTypes = instr.isKernel(KernelId::Cast) || instr.isKernel(KernelId::AddLayerNorm) ||
                         instr.isKernel(KernelId::AddRmsNorm) || epilogueRunsDirect(instr) ||
-                        instr.isKernel(KernelId::CacheAttention); // split-K reads bf16 caches
+                        instr.isKernel(KernelId::CacheAttention) || // split-K reads bf16 caches
+                        runsOnStoredLogits(instr); // the loss family: no f32 logits copy
   if (instr.isKernel(KernelId::Attention) || instr.isKernel(KernelId::AttentionGrad)) {
     StatusOr<bool> ran = attentionCudnn(instr);
     if (!ran.isOk())

@@ -100,8 +100,8 @@ Status CudaBackend::scale(const Instr &instr) {
 Status CudaBackend::reduceMax(const Instr &instr) {
   cudaStream_t s = stream_;
   LLMIR_ASSIGN_OR_RETURN(const kargs::RowsCols rc, kargs::decodeReduceMax(instr));
-  cuda::launchReduceMax(ptr<float>(instr.ins[0]), ptr<float>(instr.outs[0]), rc.rows,
-                        rc.cols, s);
+  cuda::launchRowMax(instr.ins[0].dtype, ptr<uint8_t>(instr.ins[0]),
+                     ptr<float>(instr.outs[0]), rc.rows, rc.cols, s);
   return Status::ok();
 }
 
@@ -113,7 +113,8 @@ Status CudaBackend::crossEntropyPartial(const Instr &instr) {
   if (!labels.isOk())
     return labels.status();
   LLMIR_RETURN_IF_ERROR(resetFlag());
-  cuda::launchCrossEntropyPartial(ptr<float>(*ce.logits), labels->first, labels->second,
+  cuda::launchCrossEntropyPartial(ce.logits->dtype, ptr<uint8_t>(*ce.logits), labels->first,
+                                  labels->second,
                                   ptr<float>(*ce.max), ptr<float>(*ce.sumExp),
                                   ptr<float>(*ce.target), ce.rows, ce.cols, ce.first,
                                   ce.valid, ce.vocab, dFlag_, s);
@@ -290,7 +291,8 @@ Status CudaBackend::crossEntropy(const Instr &instr) {
   if (!tmp.isOk())
     return tmp.status();
   LLMIR_RETURN_IF_ERROR(resetFlag());
-  cuda::launchCrossEntropy(ptr<float>(*ce.logits), labels->first, labels->second,
+  cuda::launchCrossEntropy(ce.logits->dtype, ptr<uint8_t>(*ce.logits), labels->first,
+                           labels->second,
                            reinterpret_cast<float *>(*tmp), ptr<float>(*ce.loss), rows,
                            vocab, ce.sum, dFlag_, s);
   return checkIds(instr, *labels, "label", vocab);
@@ -466,9 +468,9 @@ Status CudaBackend::crossEntropyGrad(const Instr &instr) {
   LLMIR_RETURN_IF_ERROR(resetFlag());
   cuda::launchCheckIds(labels->first, labels->second, rows, vocab, dFlag_, s);
   LLMIR_RETURN_IF_ERROR(checkIds(instr, *labels, "label", vocab));
-  cuda::launchCrossEntropyGrad(ptr<float>(*ce.logits), labels->first, labels->second,
-                               ptr<float>(*ce.dloss), ptr<float>(*ce.dlogits), rows,
-                               vocab, ce.sum, s);
+  cuda::launchCrossEntropyGrad(ce.logits->dtype, ptr<uint8_t>(*ce.logits), labels->first,
+                               labels->second, ptr<float>(*ce.dloss),
+                               ptr<uint8_t>(*ce.dlogits), rows, vocab, ce.sum, s);
   return Status::ok();
 }
 
@@ -479,11 +481,11 @@ Status CudaBackend::crossEntropyPartialGrad(const Instr &instr) {
   StatusOr<std::pair<const void *, bool>> labels = ids(instr, *ce.labels);
   if (!labels.isOk())
     return labels.status();
-  cuda::launchCrossEntropyPartialGrad(ptr<float>(*ce.logits), labels->first,
-                                      labels->second, ptr<float>(instr.ins[2]),
-                                      ptr<float>(instr.ins[3]), ptr<float>(instr.ins[4]),
-                                      ptr<float>(instr.outs[0]), ce.rows, ce.cols,
-                                      ce.first, ce.valid, s);
+  cuda::launchCrossEntropyPartialGrad(ce.logits->dtype, ptr<uint8_t>(*ce.logits),
+                                      labels->first, labels->second,
+                                      ptr<float>(instr.ins[2]), ptr<float>(instr.ins[3]),
+                                      ptr<float>(instr.ins[4]), ptr<uint8_t>(instr.outs[0]),
+                                      ce.rows, ce.cols, ce.first, ce.valid, s);
   return Status::ok();
 }
 

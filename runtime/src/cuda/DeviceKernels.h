@@ -12,6 +12,7 @@
 #endif
 
 #include "llmir/runtime/ContextParallel.h"
+#include "llmir/runtime/Instr.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -105,9 +106,6 @@ void launchPositionIds(void *out, bool i64, int64_t rows, int64_t cols,
 /// INT64_MAX beforehand); untouched when all are finite.
 void launchFindNonFinite(const float *x, int64_t n, unsigned long long *firstBad,
                          cudaStream_t s);
-/// Per row: m[r] = max_c x[r, c].
-void launchReduceMax(const float *x, float *m, int64_t rows, int64_t cols,
-                     cudaStream_t s);
 /// Per row max-subtracted softmax.
 void launchSoftmax(const float *x, float *y, int64_t rows, int64_t cols,
                    cudaStream_t s);
@@ -192,26 +190,31 @@ void launchRingAttentionBackward(const float *q, const float *k, const float *v,
                                  const AttentionDims &d, int64_t step, cudaStream_t s);
 
 // ---- Loss (Loss.cu) -----------------------------------------------------------
+// Logits (and dlogits, of the same type, possibly the logits buffer itself) are
+// f32, bf16 or f16 (`dtype`), read in 128-bit pieces with f32 math in registers.
 /// Full cross-entropy: rowLoss[r] = lse_r - logits[r, label]; then the scalar
 /// loss = sum (reduction sum) or mean. Label outside [0, vocab) sets *badPos.
-void launchCrossEntropy(const float *logits, const void *labels, bool i64,
+void launchCrossEntropy(ScalarType dtype, const void *logits, const void *labels, bool i64,
                         float *rowLoss, float *loss, int64_t rows, int64_t vocab,
                         bool sum, unsigned long long *badPos, cudaStream_t s);
 /// dlogits = (softmax - onehot) * dloss' / rows, dloss' = dloss * (sum ? rows : 1),
 /// dloss read from the device scalar.
-void launchCrossEntropyGrad(const float *logits, const void *labels, bool i64,
-                            const float *dloss, float *dlogits, int64_t rows,
+void launchCrossEntropyGrad(ScalarType dtype, const void *logits, const void *labels,
+                            bool i64, const float *dloss, void *dlogits, int64_t rows,
                             int64_t vocab, bool sum, cudaStream_t s);
-void launchCrossEntropyPartial(const float *logits, const void *labels, bool i64,
-                               const float *max, float *sumExp, float *target,
+void launchCrossEntropyPartial(ScalarType dtype, const void *logits, const void *labels,
+                               bool i64, const float *max, float *sumExp, float *target,
                                int64_t rows, int64_t cols, int64_t first,
                                int64_t valid, int64_t vocab,
                                unsigned long long *badPos, cudaStream_t s);
-void launchCrossEntropyPartialGrad(const float *logits, const void *labels,
+void launchCrossEntropyPartialGrad(ScalarType dtype, const void *logits, const void *labels,
                                    bool i64, const float *m, const float *ds,
-                                   const float *dt, float *dl, int64_t rows,
+                                   const float *dt, void *dl, int64_t rows,
                                    int64_t cols, int64_t first, int64_t valid,
                                    cudaStream_t s);
+/// m[r] = max of row r of x [rows, cols] (reduce_max).
+void launchRowMax(ScalarType dtype, const void *x, float *m, int64_t rows, int64_t cols,
+                  cudaStream_t s);
 void launchCrossEntropyFinalize(const float *m, const float *sumExp,
                                 const float *target, float *loss, int64_t rows,
                                 bool sum, cudaStream_t s);

@@ -115,11 +115,6 @@ void launchFindNonFinite(const float *x, int64_t n, unsigned long long *firstBad
   if (n > 0)
     findNonFiniteKernel<<<gridFor(n), kThreads, 0, s>>>(x, n, firstBad);
 }
-void launchReduceMax(const float *x, float *m, int64_t rows, int64_t cols,
-                     cudaStream_t s) {
-  if (rows > 0)
-    reduceMaxKernel<<<gridForRows(rows), kThreads, 0, s>>>(x, m, rows, cols);
-}
 void launchSoftmax(const float *x, float *y, int64_t rows, int64_t cols,
                    cudaStream_t s) {
   if (rows > 0 && cols > 0)

@@ -292,19 +292,6 @@ __global__ void findNonFiniteKernel(const float *x, int64_t n,
       atomicMin(firstBad, static_cast<unsigned long long>(i));
 }
 
-__global__ void reduceMaxKernel(const float *x, float *m, int64_t rows, int64_t cols) {
-  __shared__ float scratch[32];
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * cols;
-    float v = -INFINITY;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-      v = fmaxf(v, xr[c]);
-    v = blockMax(v, scratch);
-    if (threadIdx.x == 0)
-      m[r] = v;
-  }
-}
-
 __global__ void softmaxKernel(const float *x, float *y, int64_t rows, int64_t cols) {
   __shared__ float scratch[32];
   __shared__ double dscratch[32];

@@ -5,7 +5,7 @@
 
 #include "DeviceKernels.h"
 #include "DeviceUtil.cuh"
-#include "ElementwiseKernels.cuh" // toBf16, toF16, fromF16
+#include "Storage.cuh"
 
 namespace llmir::runtime::cuda {
 namespace {
@@ -125,49 +125,6 @@ __global__ void rmsNormGradXKernel(const float *x, const float *weight,
 }
 
 // ---- residual add fused into the next norm (add_layer_norm, add_rms_norm) ----
-/// The storage types of the fused kernel; the math is f32 (reductions in
-/// double, as rowMoments), the sum rounded to the storage type before it is
-/// normalized (what the unfused add's output holds).
-struct F32Storage {
-  using T = float;
-  static __device__ float load(T v) { return v; }
-  static __device__ T store(float v) { return v; }
-};
-struct Bf16Storage {
-  using T = uint16_t;
-  static __device__ float load(T v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-  static __device__ T store(float v) { return toBf16(v); }
-};
-struct F16Storage {
-  using T = uint16_t;
-  static __device__ float load(T v) { return fromF16(v); }
-  static __device__ T store(float v) { return toF16(v); }
-};
-
-/// kVec elements in one 128-bit access (4 f32, 8 bf16/f16).
-template <typename T> struct alignas(16) Pack {
-  static constexpr int kVec = 16 / sizeof(T);
-  T v[kVec];
-};
-
-/// Elements [c, c + n) of `src` into p (n == kVec: one 128-bit load).
-template <typename T> __device__ void loadPack(Pack<T> &p, const T *src, int n) {
-  if (n == Pack<T>::kVec) {
-    p = *reinterpret_cast<const Pack<T> *>(src);
-    return;
-  }
-  for (int j = 0; j < n; ++j)
-    p.v[j] = src[j];
-}
-template <typename T> __device__ void storePack(const Pack<T> &p, T *dst, int n) {
-  if (n == Pack<T>::kVec) {
-    *reinterpret_cast<Pack<T> *>(dst) = p;
-    return;
-  }
-  for (int j = 0; j < n; ++j)
-    dst[j] = p.v[j];
-}
-
 /// One block per row: sum = a + b (stored), then its layer norm (kRms false;
 /// beta may be null) or RMS norm into y. `vec`: every pointer is 16-byte
 /// aligned and cols a multiple of kVec, so each thread moves 128 bits at a time.

@@ -64,9 +64,11 @@ RankedTensorType withElement(Type t, Type element) {
 }
 
 /// Ops that read compute-typed logits and keep their results (the loss and
-/// the per-row softmax statistics) in f32.
+/// the per-row softmax statistics, the vocab-parallel row max among them) in
+/// f32: the kernels read the logits as they are, so no f32 logits copy.
 bool isF32Island(Operation *op) {
-  return isa<CrossEntropyOp, CrossEntropyPartialOp, CrossEntropyFinalizeOp>(op);
+  return isa<CrossEntropyOp, CrossEntropyPartialOp, CrossEntropyFinalizeOp,
+             ReduceMaxOp>(op);
 }
 
 class Rewriter {

@@ -3,6 +3,7 @@
 #define LLMIR_RUNTIME_KERNELS_H
 
 #include "llmir/runtime/ContextParallel.h"
+#include "llmir/runtime/Instr.h"
 #include "llmir/runtime/Status.h"
 
 #include <cstdint>
@@ -208,6 +209,19 @@ Status crossEntropyForward(const float *logits, const int64_t *labels,
 Status crossEntropyBackward(const float *logits, const int64_t *labels,
                             const float *logSumExp, float dloss, float *dlogits,
                             int64_t rows, int64_t vocab, int64_t totalRows);
+
+/// The two above over logits stored as `dtype` (f32, or bf16/f16 bits): each
+/// row is read in L1-sized vocab chunks widened to f32 on the stack, so no f32
+/// copy of the logits is made; dlogits are stored as `dlogitsType` (rounded to
+/// nearest even) and may be the logits buffer itself (same type: in place).
+/// For f32 they are the functions above, bit for bit.
+Status crossEntropyForwardStored(ScalarType dtype, const void *logits,
+                                 const int64_t *labels, int64_t rows, int64_t vocab,
+                                 float *lossOut, float *rowLoss, float *logSumExp);
+Status crossEntropyBackwardStored(ScalarType dtype, const void *logits,
+                                  const int64_t *labels, const float *logSumExp,
+                                  float dloss, ScalarType dlogitsType, void *dlogits,
+                                  int64_t rows, int64_t vocab, int64_t totalRows);
 
 // ---- Norm backward ---------------------------------------------------------------
 
