@@ -7,6 +7,7 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 #include "llmir/runtime/Trace.h"
+#include "CpuDelegatingBackend.h"
 
 #include <gtest/gtest.h>
 
@@ -86,37 +87,13 @@ struct Loaded {
 
 /// The CPU backend, logging the stream calls an asynchronous backend gets:
 /// "record S E", "wait S E", "bind", each with the calling thread.
-class StreamLoggingBackend final : public rt::Backend {
+class StreamLoggingBackend final : public rt::testing::CpuDelegatingBackend {
 public:
   struct Call {
     std::string what;
     std::thread::id thread;
   };
   const char *name() const override { return "stream-logging cpu"; }
-  rt::StatusOr<uint8_t *> allocateArena(int64_t bytes) override {
-    return cpu_->allocateArena(bytes);
-  }
-  void releaseArena(uint8_t *arena) override { cpu_->releaseArena(arena); }
-  rt::Status upload(uint8_t *arena, int64_t offset, const void *src, int64_t bytes) override {
-    return cpu_->upload(arena, offset, src, bytes);
-  }
-  rt::Status download(const uint8_t *arena, int64_t offset, void *dst,
-                      int64_t bytes) override {
-    return cpu_->download(arena, offset, dst, bytes);
-  }
-  rt::Status execute(const rt::Instr &instr, uint8_t *arena,
-                     const rt::KernelContext &context) override {
-    return cpu_->execute(instr, arena, context);
-  }
-  bool supports(rt::KernelId id, rt::ScalarType dtype) const override {
-    return cpu_->supports(id, dtype);
-  }
-  bool supportsGemm(rt::ScalarType dtype) const override { return cpu_->supportsGemm(dtype); }
-  rt::StatusOr<int64_t> findNonFinite(const uint8_t *arena,
-                                      const rt::BufferRef &buffer) override {
-    return cpu_->findNonFinite(arena, buffer);
-  }
-  rt::Status synchronize() override { return cpu_->synchronize(); }
   rt::Status recordEvent(int stream, int64_t event) override {
     return log("record " + std::to_string(stream) + " " + std::to_string(event));
   }
@@ -144,7 +121,6 @@ private:
     calls_.push_back({what, std::this_thread::get_id()});
     return rt::Status::ok();
   }
-  std::unique_ptr<rt::Backend> cpu_ = rt::createCpuBackend();
   std::mutex m_;
   std::vector<Call> calls_;
 };

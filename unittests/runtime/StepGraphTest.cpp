@@ -8,6 +8,7 @@
 #include "llmir/runtime/Backend.h"
 #include "llmir/runtime/Executor.h"
 
+#include "CpuDelegatingBackend.h"
 #include "StepGraphPrograms.h"
 
 #include <gtest/gtest.h>
@@ -22,23 +23,12 @@ using rt::testing::adamwProgram;
 
 namespace {
 
-class RecordingBackend final : public rt::Backend {
+class RecordingBackend final : public rt::testing::CpuDelegatingBackend {
 public:
   int eagerKernels = 0, captures = 0, replays = 0;
   bool refuseCapture = false;
 
   const char *name() const override { return "recording cpu"; }
-  rt::StatusOr<uint8_t *> allocateArena(int64_t bytes) override {
-    return cpu_->allocateArena(bytes);
-  }
-  void releaseArena(uint8_t *arena) override { cpu_->releaseArena(arena); }
-  rt::Status upload(uint8_t *arena, int64_t offset, const void *src, int64_t bytes) override {
-    return cpu_->upload(arena, offset, src, bytes);
-  }
-  rt::Status download(const uint8_t *arena, int64_t offset, void *dst,
-                      int64_t bytes) override {
-    return cpu_->download(arena, offset, dst, bytes);
-  }
   rt::Status execute(const rt::Instr &instr, uint8_t *arena,
                      const rt::KernelContext &context) override {
     arena_ = arena;
@@ -49,10 +39,6 @@ public:
     ++eagerKernels;
     return cpu_->execute(instr, arena, context);
   }
-  bool supports(rt::KernelId id, rt::ScalarType dtype) const override {
-    return cpu_->supports(id, dtype);
-  }
-  bool supportsGemm(rt::ScalarType dtype) const override { return cpu_->supportsGemm(dtype); }
   rt::StatusOr<int64_t> findNonFinite(const uint8_t *arena, const rt::BufferRef &b) override {
     EXPECT_EQ(recording_, nullptr) << "a host read-back while the step is recorded";
     return cpu_->findNonFinite(arena, b);
@@ -82,7 +68,6 @@ public:
   }
 
 private:
-  std::unique_ptr<rt::Backend> cpu_ = rt::createCpuBackend();
   const void *recording_ = nullptr;
   uint8_t *arena_ = nullptr;
   std::map<const void *, std::vector<rt::Instr>> graphs_;
