@@ -46,9 +46,12 @@ def test_lists_backends_and_exits_zero():
 
 
 def test_cuda_versions_devices_or_reason():
-    lines = [line for line in backend_info() if not line.startswith("cudnn: ")]
+    info = backend_info()
+    lines = [line for line in info if not line.startswith(("cudnn: ", "cuda graphs: "))]
     if "cuda" not in lines[0].split()[1:]:
         pytest.skip("llm-run built without CUDA")
+    graphs = [line for line in info if line.startswith("cuda graphs: ")]
+    assert len(graphs) == 1 and "--no-cuda-graph" in graphs[0], info
     built = re.fullmatch(rf"cuda built with: CUDA runtime ({VERSION}), cuBLASLt ({VERSION}), NCCL (not built|{VERSION})",
                          lines[1])
     assert built, lines[1]
