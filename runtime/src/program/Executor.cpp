@@ -423,6 +423,14 @@ void Executor::setUpdateParams(bool on) {
         evalEnd_ = i + 1;
 }
 
+Status Executor::readGradNorm(const BufferRef &normSq) {
+  StatusOr<std::vector<float>> sq = download(normSq);
+  if (!sq.isOk())
+    return sq.status();
+  gradNorm_ = std::sqrt(static_cast<double>((*sq)[0])) / lossScale();
+  return Status::ok();
+}
+
 Status Executor::runInstr(size_t index, int lane) {
   const Instr &instr = stage_->instrs[index];
   const bool traced = trace_ && trace_->wants(step_);
@@ -431,13 +439,8 @@ Status Executor::runInstr(size_t index, int lane) {
   // (runGraphed reads the norm after the replay).
   Status st = capturing_ ? Status::ok() : checkFinite(instr);
   // Every AdamW update reads the same global squared norm: read it once.
-  if (st.isOk() && !capturing_ && gradNorm_ < 0 && instr.adamwNormSq()) {
-    StatusOr<std::vector<float>> normSq = download(*instr.adamwNormSq());
-    if (normSq.isOk())
-      gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
-    else
-      st = normSq.status();
-  }
+  if (st.isOk() && !capturing_ && gradNorm_ < 0 && instr.adamwNormSq())
+    st = readGradNorm(*instr.adamwNormSq());
   if (st.isOk())
     st = execute(instr);
   if (st.isOk() && checkNumerics_)

@@ -4,8 +4,6 @@
 #include "llmir/runtime/Communicator.h"
 #include "llmir/runtime/Executor.h"
 
-#include <cmath>
-
 namespace llmir::runtime {
 
 StepGraphPlan Executor::stepGraphPlan() const {
@@ -60,10 +58,8 @@ StatusOr<bool> Executor::runGraphed() {
   // The read-backs runInstr skipped while the step was recorded.
   for (const Instr &instr : stage_->instrs)
     if (const BufferRef *norm = instr.adamwNormSq()) {
-      StatusOr<std::vector<float>> normSq = download(*norm);
-      if (!normSq.isOk())
-        return normSq.status();
-      gradNorm_ = std::sqrt(static_cast<double>((*normSq)[0])) / lossScale();
+      if (Status st = readGradNorm(*norm); !st.isOk())
+        return st;
       break;
     }
   return true;

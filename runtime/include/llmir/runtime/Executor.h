@@ -166,6 +166,8 @@ private:
     return lossScaled_ ? lossScale_.appliedSteps + 1 : step_ + 1;
   }
   std::string parameterAt(int64_t offset) const override;
+  /// gradNorm_ from an AdamW update's global squared norm (unscaled).
+  Status readGradNorm(const BufferRef &normSq);
   /// After a loss-scaled step: GradScaler's update from gradNorm_.
   void updateLossScale();
 
